@@ -1,0 +1,123 @@
+"""The exception hierarchy. Everything hubbub raises is a ``HubbubError``.
+
+::
+
+    HubbubError
+    ├── ConfigurationError          bad URL, unknown option, missing extra
+    ├── MessageError                a body that cannot be encoded, decoded or trusted
+    │   └── MessageTooLarge
+    ├── TransportError              the broker
+    │   └── TransportUnavailable    cannot reach it (also ConnectionError)
+    ├── TaskError                   what happened to a task
+    │   ├── TaskFailed              raised by Result.get(); carries the remote type and traceback
+    │   ├── TaskRevoked
+    │   ├── TaskCrashed             the process running it died
+    │   ├── TaskTimedOut            hard limit (also TimeoutError)
+    │   └── SoftTimeLimitExceeded   raised inside the task at its soft limit
+    ├── ResultError                 the result store
+    │   └── ResultTimeout           Result.get(timeout=...) ran out (also TimeoutError)
+    └── ScheduleError
+
+``Retry`` and ``Reject`` steer the worker from inside a task; they are not failures.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class HubbubError(Exception):
+    """Root of every error hubbub raises."""
+
+
+class ConfigurationError(HubbubError):
+    """A setting, URL or option is wrong; the message names the fix."""
+
+
+class MessageError(HubbubError):
+    """A message cannot be encoded, decoded, validated or trusted."""
+
+
+class MessageTooLarge(MessageError):
+    """An encoded message is larger than the configured limit."""
+
+
+class TransportError(HubbubError):
+    """The broker failed an operation."""
+
+
+class TransportUnavailable(TransportError, ConnectionError):
+    """The broker cannot be reached."""
+
+
+class TaskError(HubbubError):
+    """Something happened to a task."""
+
+
+class TaskFailed(TaskError):
+    """The task raised; ``Result.get()`` re-raises it on the caller's side.
+
+    Attributes:
+        type: the name of the exception raised in the task, e.g. ``"ValueError"``.
+        message: its message.
+        traceback: the remote traceback as text.
+    """
+
+    def __init__(self, type: str, message: str, traceback: str = "") -> None:  # noqa: A002
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+
+class TaskRevoked(TaskError):
+    """The task was revoked or expired before it ran."""
+
+
+class TaskCrashed(TaskError):
+    """The process running the task died (segfault, kill, out of memory)."""
+
+
+class TaskTimedOut(TaskError, TimeoutError):
+    """The task ran past its hard time limit."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task when it reaches its soft time limit; it may clean up."""
+
+
+class ResultError(HubbubError):
+    """The result store failed, or a result was asked for where none is kept."""
+
+
+class ResultTimeout(ResultError, TimeoutError):
+    """No result arrived within the timeout."""
+
+
+class ScheduleError(HubbubError):
+    """A schedule is malformed or cannot run."""
+
+
+class Retry(Exception):  # noqa: N818 - a control signal, not an error
+    """Raise inside a task to run it again later.
+
+    Args:
+        countdown: seconds (or a timedelta) to wait before the next attempt;
+            None uses the task's exponential backoff.
+        reason: why, for logs and the result store.
+    """
+
+    def __init__(self, countdown: float | timedelta | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        if isinstance(countdown, timedelta):
+            countdown = countdown.total_seconds()
+        self.countdown = countdown
+        self.reason = reason
+
+
+class Reject(Exception):  # noqa: N818 - a control signal, not an error
+    """Raise inside a task to refuse the message: it goes to dead letters with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

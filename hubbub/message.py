@@ -1,0 +1,176 @@
+"""The envelope: one versioned message shape for every transport.
+
+The envelope itself is always JSON so that any tool can read its routing data. Arguments
+are inline JSON by default; with another codec they travel as a base64 ``payload`` with its
+``content_type``. Everything received is validated before a task sees it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hubbub.codecs import Codec, codec_for, json_dumps, json_loads
+from hubbub.errors import MessageError, MessageTooLarge
+
+VERSION = 1
+JSON_TYPE = "application/json"
+DEFAULT_MAX_SIZE = 256 * 1024
+
+
+def new_id() -> str:
+    """A fresh task id."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One task invocation as it travels through a broker.
+
+    Times (``eta``, ``expires``, ``created_at``) are float seconds since the epoch, UTC.
+    ``retries`` counts attempts already retried; ``max_retries`` is how many are allowed.
+    """
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    queue: str = "default"
+    priority: int = 0
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    content_type: str = JSON_TYPE
+
+    def next_attempt(self, eta: float) -> Envelope:
+        """The envelope for the next retry, due at ``eta``."""
+        return replace(self, retries=self.retries + 1, eta=eta)
+
+
+_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    # name: (types allowed, may be null)
+    "task": (str, False),
+    "id": (str, False),
+    "queue": (str, False),
+    "priority": (int, False),
+    "eta": ((int, float), True),
+    "expires": ((int, float), True),
+    "retries": (int, False),
+    "max_retries": (int, False),
+    "timeout": ((int, float), True),
+    "soft_timeout": ((int, float), True),
+    "parent_id": (str, True),
+    "root_id": (str, True),
+    "group_id": (str, True),
+    "headers": (dict, False),
+    "created_at": ((int, float), False),
+    "content_type": (str, False),
+}
+
+
+def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """Serialize an envelope.
+
+    Raises:
+        MessageError: an argument cannot be encoded by ``codec``.
+        MessageTooLarge: the body is larger than ``max_size`` bytes.
+    """
+    body: dict[str, Any] = {"v": VERSION}
+    for name in _FIELDS:
+        body[name] = getattr(envelope, name)
+    body["content_type"] = codec.content_type
+    try:
+        if codec.content_type == JSON_TYPE:
+            body["args"] = list(envelope.args)
+            body["kwargs"] = envelope.kwargs
+        else:
+            packed = codec.encode([list(envelope.args), envelope.kwargs])
+            body["payload"] = base64.b64encode(packed).decode()
+        data = json_dumps(body)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(
+            f"arguments of task {envelope.task!r} cannot be encoded as {codec.name}: {exc}"
+        ) from exc
+    if len(data) > max_size:
+        raise MessageTooLarge(
+            f"message for task {envelope.task!r} is {len(data)} bytes, over the limit of "
+            f"{max_size}; store large data elsewhere and pass a reference"
+        )
+    return data
+
+
+def decode(
+    data: bytes, accept: frozenset[str] = frozenset({"json"}), max_size: int = DEFAULT_MAX_SIZE
+) -> Envelope:
+    """Parse and validate a received body.
+
+    Raises:
+        MessageError: the body is too large, malformed, of another version, of a content type
+            the worker does not accept, or has fields of the wrong type. The message says which.
+    """
+    if len(data) > max_size:
+        raise MessageTooLarge(f"message is {len(data)} bytes, over the limit of {max_size}")
+    try:
+        body = json_loads(data)
+    except (ValueError, TypeError) as exc:
+        raise MessageError(f"malformed message: not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise MessageError("malformed message: not a JSON object")
+    if body.get("v") != VERSION:
+        raise MessageError(f"unsupported message version {body.get('v')!r} (expected {VERSION})")
+    values: dict[str, Any] = {}
+    for name, (types, nullable) in _FIELDS.items():
+        if name not in body:
+            raise MessageError(f"malformed message: field {name!r} is missing")
+        value = body[name]
+        ok = (value is None and nullable) or (
+            isinstance(value, types) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise MessageError(f"malformed message: field {name!r} has a wrong type")
+        values[name] = value
+    args, kwargs = _arguments(body, values["content_type"], accept)
+    return Envelope(args=tuple(args), kwargs=kwargs, **values)
+
+
+def _arguments(body: dict[str, Any], content_type: str, accept: frozenset[str]) -> tuple[Any, Any]:
+    codec = codec_for(content_type, accept)
+    if content_type == JSON_TYPE:
+        args, kwargs = body.get("args"), body.get("kwargs")
+    else:
+        payload = body.get("payload")
+        if not isinstance(payload, str):
+            raise MessageError("malformed message: field 'payload' is missing")
+        try:
+            args, kwargs = codec.decode(base64.b64decode(payload, validate=True))
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise MessageError(f"malformed message: payload does not decode ({exc})") from exc
+        except Exception as exc:  # a codec's own error type, e.g. msgpack's or pickle's
+            raise MessageError(f"malformed message: payload does not decode ({exc})") from exc
+    if not isinstance(args, list):
+        raise MessageError("malformed message: 'args' must be a list")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise MessageError("malformed message: 'kwargs' must be an object with string keys")
+    return args, kwargs
+
+
+def peek_id(data: bytes) -> str | None:
+    """The task id of a body that may be malformed, for reporting; None when unreadable."""
+    try:
+        body = json_loads(data)
+    except (ValueError, TypeError):
+        return None
+    value = body.get("id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None

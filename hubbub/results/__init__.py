@@ -1,0 +1,41 @@
+"""Result stores. ``open_results(url)`` picks the implementation from the URL's scheme."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubbub.results.base import (
+    READY_STATES,
+    ErrorInfo,
+    ResultBackend,
+    ResultRecord,
+    State,
+)
+from hubbub.transports import load_plugin
+
+__all__ = [
+    "READY_STATES",
+    "ErrorInfo",
+    "ResultBackend",
+    "ResultRecord",
+    "State",
+    "open_results",
+]
+
+SCHEMES: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("hubbub.results.memory", "MemoryResults", None),
+    "sqlite": ("hubbub.results.sqlite", "SQLiteResults", None),
+    "redis": ("hubbub.results.redis", "RedisResults", "redis"),
+    "rediss": ("hubbub.results.redis", "RedisResults", "redis"),
+}
+
+
+def open_results(url: str, **options: Any) -> ResultBackend:
+    """A result backend for ``url`` (not yet connected).
+
+    Raises:
+        ConfigurationError: unknown scheme or missing extra.
+    """
+    cls = load_plugin(SCHEMES, url, "result backend")
+    backend: ResultBackend = cls(url, **options)
+    return backend

@@ -1,0 +1,115 @@
+"""The result-store seam: task states and return values, kept apart from the broker.
+
+A backend stores :class:`ResultRecord` values by task id. Writes are batched upserts with
+one rule that every backend enforces atomically: a record in a *sticky* state (SUCCESS,
+REVOKED) is never replaced, so a late or duplicate write cannot undo a result or a revoke.
+FAILURE may be replaced, because a dead letter can be requeued and run again.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hubbub.codecs import json_dumps, json_loads
+
+
+class State(enum.StrEnum):
+    """Where a task is. PENDING also means "unknown": no record (yet, or any more)."""
+
+    PENDING = "PENDING"
+    RECEIVED = "RECEIVED"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+
+READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
+STICKY_STATES = frozenset({State.SUCCESS, State.REVOKED})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A remote exception, as text: its type name, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """One task's state and outcome.
+
+    ``value`` is the JSON-compatible return value (SUCCESS). ``error`` says what went wrong
+    (FAILURE, REVOKED, and the last error of RETRY). Times are epoch seconds.
+    """
+
+    id: str
+    state: State
+    task: str | None = None
+    value: Any = None
+    error: ErrorInfo | None = None
+    retries: int = 0
+    worker: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+
+def encode_record(record: ResultRecord) -> bytes:
+    """Bytes for a record; JSON so that any tool can read the store."""
+    return json_dumps(asdict(record))
+
+
+def decode_record(data: bytes) -> ResultRecord:
+    raw = json_loads(data)
+    error = raw.pop("error")
+    return ResultRecord(
+        **{**raw, "state": State(raw["state"])},
+        error=ErrorInfo(**error) if error else None,
+    )
+
+
+class ResultBackend(abc.ABC):
+    """Stores task states and values. One instance belongs to one event loop."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open connections and create what is missing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
+        """Upsert records, each kept for ``ttl`` seconds (None: forever).
+
+        A stored record in a sticky state (SUCCESS, REVOKED) is left as it is.
+        """
+
+    @abc.abstractmethod
+    async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The records that exist and have not expired, by id."""
+
+    @abc.abstractmethod
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+        """Wait until the record is ready (SUCCESS, FAILURE, REVOKED).
+
+        Returns:
+            The ready record, or None if ``timeout`` seconds passed first.
+        """
+
+    @abc.abstractmethod
+    async def forget(self, ids: Sequence[str]) -> None:
+        """Delete records."""

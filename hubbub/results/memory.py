@@ -1,0 +1,90 @@
+"""In-process result store, shared by every backend opened with the same URL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord
+
+
+@dataclass
+class _Store:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    records: dict[str, tuple[ResultRecord, float | None]] = field(default_factory=dict)
+    waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class MemoryResults(ResultBackend):
+    """Records in a dict with expiry times; waiting is woken by every store."""
+
+    def __init__(self, url: str = "memory://", *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        with _STORES_LOCK:
+            self._store = _STORES.setdefault(url, _Store())
+
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
+        expires = None if ttl is None else self.clock.time() + ttl
+        with self._store.lock:
+            for record in records:
+                old = self._live(record.id)
+                if old is None or old.state not in STICKY_STATES:
+                    self._store.records[record.id] = (record, expires)
+            waiters = list(self._store.waiters)
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    def _live(self, id: str) -> ResultRecord | None:  # noqa: A002
+        entry = self._store.records.get(id)
+        if entry is None:
+            return None
+        record, expires = entry
+        if expires is not None and expires <= self.clock.time():
+            del self._store.records[id]
+            return None
+        return record
+
+    async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        with self._store.lock:
+            found = {i: self._live(i) for i in ids}
+        return {i: r for i, r in found.items() if r is not None}
+
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiter = (loop, asyncio.Event())
+        self._store.waiters.add(waiter)
+        try:
+            while True:
+                waiter[1].clear()
+                record = (await self.get([id])).get(id)
+                if record is not None and record.ready:
+                    return record
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(waiter[1].wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._store.waiters.discard(waiter)
+
+    async def forget(self, ids: Sequence[str]) -> None:
+        with self._store.lock:
+            for i in ids:
+                self._store.records.pop(i, None)

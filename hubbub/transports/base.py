@@ -1,0 +1,193 @@
+"""The transport seam: how bodies move between queues with leased, at-least-once delivery.
+
+Every broker implements :class:`Transport`, and one conformance suite
+(``tests/conformance``) runs unchanged against each. Transports see bytes and routing data,
+never tasks. Driver errors are translated here, at the boundary, into
+:class:`~hubbub.errors.TransportError` / :class:`~hubbub.errors.TransportUnavailable`.
+
+Lease model: ``fetch`` hands out :class:`Delivery` objects leased for ``lease`` seconds.
+Until it is acked, released, dead-lettered or its lease runs out, no other consumer receives
+that message. ``extend`` renews leases of running work. A consumer that dies simply stops
+renewing, and its deliveries come back to the queue when their leases run out.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can do natively; the worker adapts, it never skips a guarantee."""
+
+    priorities: bool = True  # higher priority first (FIFO within one priority)
+    delay: bool = True  # eta held in the broker
+    max_priority: int = 9  # priorities are clamped to 0..max_priority
+    max_message_size: int | None = None  # the broker's own cap, if any
+    # True when the lease is held by the connection itself (AMQP: redelivered on channel
+    # loss; consumer_timeout applies) rather than by a deadline the broker keeps.
+    connection_bound_lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A body to publish.
+
+    Attributes:
+        queue: target queue name.
+        body: opaque bytes (an encoded envelope).
+        id: the message id; transports keep it so that dead letters can be found by it.
+        priority: 0..9, higher first.
+        eta: epoch seconds before which the message is not delivered; None for now.
+    """
+
+    queue: str
+    body: bytes
+    id: str
+    priority: int = 0
+    eta: float | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One leased receipt of a message. Hand it back to ack/release/dead_letter/extend.
+
+    Attributes:
+        queue: the queue it came from.
+        body: the bytes that were published.
+        id: the message id given at publish time.
+        attempts: how many times the broker has handed this message out, this one included
+            (a crash that left no trace is still counted).
+        priority: as published.
+        receipt: transport-private handle (row id, stream entry id, delivery tag, job id).
+        lease_until: epoch seconds when the lease runs out, as last set by fetch/extend.
+    """
+
+    queue: str
+    body: bytes
+    id: str
+    attempts: int
+    priority: int = 0
+    receipt: Any = None
+    lease_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that will not be run again unless requeued, with the reason."""
+
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    died_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts for one queue. ``leased`` is in flight on some worker."""
+
+    queue: str
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRequest:
+    """A delivery to move to dead letters, and why."""
+
+    delivery: Delivery
+    reason: str
+
+
+@dataclass(slots=True)
+class TransportOptions:
+    """Options parsed from a URL's query string and the hub's settings."""
+
+    url: str
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class Transport(abc.ABC):
+    """Moves opaque bodies between queues with leased, at-least-once delivery.
+
+    A transport instance belongs to one event loop. All methods are coroutines and take
+    batches, so that a worker pays one round trip for many messages.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open connections and create what is missing (tables, groups, queues).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Deliveries not acked come back after their lease."""
+
+    @abc.abstractmethod
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Store messages durably; returns once the broker has them all.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+
+    @abc.abstractmethod
+    async def fetch(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due messages from ``queues``.
+
+        Higher priority first, FIFO within a priority; among queues, earlier-named queues
+        are not starved by later ones but need not be strictly preferred. Waits up to ``wait``
+        seconds for at least one message, then returns what it has (maybe nothing).
+        """
+
+    @abc.abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove finished messages. Acking a delivery whose lease was lost is a no-op."""
+
+    @abc.abstractmethod
+    async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        """Give messages back unrun (e.g. on shutdown), visible again after ``delay``.
+
+        A released delivery does not count as an attempt.
+        """
+
+    @abc.abstractmethod
+    async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
+        """Move messages to the dead-letter store with their reasons."""
+
+    @abc.abstractmethod
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        """Renew leases for another ``lease`` seconds.
+
+        Returns:
+            The deliveries whose lease was already lost (another consumer may have them).
+        """
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Delete every ready and delayed message of ``queue``; returns how many."""
+
+    @abc.abstractmethod
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per queue; ``None`` means every queue the broker knows of."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters, of one queue or all."""
+
+    @abc.abstractmethod
+    async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
+        """Publish dead letters again (all when ``ids`` is None); returns how many."""
