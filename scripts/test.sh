@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh machine and runs the whole suite.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# Beanstalkd is not on a fresh machine: install it and start it on loopback.
+if ! command -v beanstalkd >/dev/null 2>&1; then
+    (apt-get install -y -qq beanstalkd >/dev/null 2>&1 \
+        || (apt-get update -qq >/dev/null && apt-get install -y -qq beanstalkd >/dev/null))
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/11300) 2>/dev/null; then
+    beanstalkd -l 127.0.0.1 -p 11300 -z 1048576 &
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/11300) 2>/dev/null && break; sleep 0.1; done
+fi
+
+# Redis and RabbitMQ run on these machines; start them if they stopped.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+
+python3 -m pytest "$@"

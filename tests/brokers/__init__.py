@@ -1,0 +1,56 @@
+"""The brokers the suites run against, one module each (memory, sqlite, redis, amqp, beanstalk).
+
+Every module defines:
+
+    SCHEME: str
+    def server() -> tuple[str, int] | None      # (host, port) it needs, or None for embedded
+    def make_url(tmp_path: Path, run_id: str) -> str   # an isolated namespace for one test
+    def results_url(tmp_path: Path, run_id: str) -> str | None
+    async def cleanup(url: str) -> None         # remove everything the namespace created
+
+A server that cannot be reached skips the test locally and fails it under CI=true.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from types import ModuleType
+
+NAMES = ["memory", "sqlite", "redis", "amqp", "beanstalk"]
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(f"tests.brokers.{name}")
+
+
+def available(name: str) -> ModuleType | None:
+    """The broker module if its code exists here (a transport may not have landed yet)."""
+    try:
+        return load(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == f"tests.brokers.{name}":
+            return None
+        raise
+
+
+def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require(module: ModuleType) -> None:
+    """Skip (locally) or fail (CI=true) when the broker's server is not reachable."""
+    import pytest
+
+    address = module.server()
+    if address is None or reachable(*address):
+        return
+    message = f"{module.SCHEME} server at {address[0]}:{address[1]} is not reachable"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: a transport suite must not skip)")
+    pytest.skip(message)
