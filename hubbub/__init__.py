@@ -1,0 +1,66 @@
+"""hubbub: a distributed task queue for Python that starts with zero servers."""
+
+from __future__ import annotations
+
+from hubbub.context import TaskContext, current_task
+from hubbub.errors import (
+    ConfigurationError,
+    HubbubError,
+    MessageError,
+    MessageTooLarge,
+    Reject,
+    ResultError,
+    ResultTimeout,
+    Retry,
+    ScheduleError,
+    SoftTimeLimitExceeded,
+    TaskCrashed,
+    TaskError,
+    TaskFailed,
+    TaskRevoked,
+    TaskTimedOut,
+    TransportError,
+    TransportUnavailable,
+)
+from hubbub.hub import Hub
+from hubbub.middleware import DispatchContext, Middleware
+from hubbub.result import Result
+from hubbub.results.base import State
+from hubbub.settings import Limits
+from hubbub.task import Task, TaskOptions
+from hubbub.worker import WorkerLoop, run_worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "DispatchContext",
+    "Hub",
+    "HubbubError",
+    "Limits",
+    "MessageError",
+    "MessageTooLarge",
+    "Middleware",
+    "Reject",
+    "Result",
+    "ResultError",
+    "ResultTimeout",
+    "Retry",
+    "ScheduleError",
+    "SoftTimeLimitExceeded",
+    "State",
+    "Task",
+    "TaskContext",
+    "TaskCrashed",
+    "TaskError",
+    "TaskFailed",
+    "TaskOptions",
+    "TaskRevoked",
+    "TaskTimedOut",
+    "TransportError",
+    "TransportUnavailable",
+    "WorkerLoop",
+    "__version__",
+    "current_task",
+    "run_worker",
+]

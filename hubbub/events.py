@@ -1,0 +1,85 @@
+"""Events: frozen facts about tasks and workers, delivered to subscribers in-process.
+
+A failing subscriber is logged and ignored; it never breaks the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+log = logging.getLogger("hubbub.events")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSucceeded:
+    id: str
+    task: str
+    duration: float
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    id: str
+    task: str
+    duration: float
+    worker: str
+    error: str
+    will_retry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDeadLettered:
+    id: str | None
+    queue: str
+    reason: str
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOnline:
+    worker: str
+    queues: tuple[str, ...]
+    pool: str
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat:
+    worker: str
+    running: int
+    processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOffline:
+    worker: str
+    processed: int
+
+
+Event: TypeAlias = (
+    TaskSucceeded | TaskFailed | TaskDeadLettered | WorkerOnline | WorkerHeartbeat | WorkerOffline
+)
+Subscriber: TypeAlias = Callable[[Event], object]
+
+
+class EventBus:
+    """Subscribers called synchronously, in order, for every event emitted."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        """Add a subscriber; usable as a decorator. Returns it unchanged."""
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", subscriber, type(event).__name__)

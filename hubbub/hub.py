@@ -1,0 +1,255 @@
+"""``Hub``: configuration, the task registry, and the wiring of broker and result store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+
+from hubbub._bridge import Bridge
+from hubbub._redact import redact
+from hubbub.codecs import Codec, get_codec
+from hubbub.errors import ConfigurationError, ResultError
+from hubbub.events import EventBus
+from hubbub.message import Envelope, encode
+from hubbub.middleware import Middleware, chain_publish
+from hubbub.result import Result
+from hubbub.results import ResultBackend, ResultRecord, State, open_results
+from hubbub.results.base import ErrorInfo
+from hubbub.settings import Limits, Settings, resolve
+from hubbub.task import Task, TaskOptions
+from hubbub.transports import Outgoing, Transport, open_transport
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Client:
+    """The producer side's connections, living on the bridge loop of one process."""
+
+    def __init__(self, transport: Transport, results: ResultBackend | None) -> None:
+        self.transport = transport
+        self.results = results
+        self.pid = os.getpid()
+
+
+class Hub:
+    """A task queue application: where tasks are registered and sent from.
+
+    Args:
+        broker: broker URL; default ``$HUBBUB_BROKER``, else ``sqlite:///hubbub.db`` in the
+            working directory (nothing to install).
+        results: result store URL; default: the broker itself when it can keep results
+            (sqlite, memory, redis), else none. ``"none"`` keeps no results.
+        lease: seconds a delivery stays leased without renewal (default 30).
+        serializer: codec for arguments: "json" (default), "msgpack", or "pickle" (only by
+            explicit choice: unpickling runs code chosen by whoever can write to the broker).
+        accept: content types a worker of this hub accepts (the serializer is always added).
+        result_ttl: seconds results are kept (default one day).
+        default_queue: queue for tasks that name none (default "default").
+        limits: size and delivery-count limits.
+        middleware: wrappers around publishing and dispatching, outermost first.
+
+    Raises:
+        ConfigurationError: an unknown URL scheme, a missing extra, a bad setting.
+    """
+
+    def __init__(
+        self,
+        broker: str | None = None,
+        *,
+        results: str | None = None,
+        lease: float | timedelta | None = None,
+        serializer: str | None = None,
+        accept: Iterable[str] | None = None,
+        result_ttl: float | timedelta | None = None,
+        default_queue: str | None = None,
+        limits: Limits | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.settings: Settings = resolve({
+            "broker": broker, "results": results, "lease": lease, "serializer": serializer,
+            "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
+            "default_queue": default_queue, "limits": limits,
+        })
+        self.codec: Codec = get_codec(self.settings.serializer)
+        for name in self.settings.accept:
+            get_codec(name)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.middleware: list[Middleware] = list(middleware)
+        self.events = EventBus()
+        self.bridge = Bridge()
+        self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        self._client: _Client | None = None
+        self._connecting: tuple[int, asyncio.Future[_Client]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Hub broker={redact(self.settings.broker)}>"
+
+    # -- registering tasks -------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
+        priority: int = 0, retries: int = 0, retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0, retry_jitter: bool = True,
+        retry_for: tuple[type[BaseException], ...] = (), timeout: float | None = None,
+        soft_timeout: float | None = None, expires: float | None = None,
+        ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
+    ) -> _TaskDecorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function (plain or ``async def``) as a task.
+
+        Use bare (``@hub.task``) or with options (``@hub.task(queue="mail", retries=5)``);
+        see :class:`~hubbub.task.TaskOptions` for every option.
+
+        Raises:
+            ConfigurationError: an unknown or invalid option, or a name already taken.
+        """
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
+            unknown = set(options) - set(TaskOptions.__dataclass_fields__)
+            if unknown:
+                raise ConfigurationError(f"unknown task option(s): {', '.join(sorted(unknown))}")
+            existing = self.tasks.get(name)
+            if existing is not None and existing.fn is not func:
+                raise ConfigurationError(f"task name {name!r} is already registered")
+            task: Task[Any, Any] = Task(self, func, TaskOptions(name=name, **options))
+            self.tasks[name] = task
+            return task
+
+        return register if fn is None else register(fn)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send_task(
+        self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+        **send: Any,
+    ) -> Result[Any]:
+        """Send a task by name, without importing its code.
+
+        Takes the same keyword options as ``Task.apply_async``. A task registered here
+        lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
+        """
+        task = self.tasks.get(name) or Task(self, _remote, TaskOptions(name=name))
+        return task.apply_async(args, kwargs, **send)
+
+    def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """Encode and publish envelopes in one batch; returns their Results (sync)."""
+        self.bridge.run(self.publish_async(envelopes))
+        return [self._result_for(e) for e in envelopes]
+
+    def _result_for(self, envelope: Envelope) -> Result[Any]:
+        task = self.tasks.get(envelope.task)
+        ignored = self.settings.results is None or bool(task and task.spec.ignore_result)
+        return Result(self, envelope.id, envelope.task, ignored=ignored)
+
+    async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
+        """Encode and publish on the bridge loop (callable from any loop)."""
+        if asyncio.get_running_loop() is not self.bridge.loop():
+            return await self.bridge.run_async(self.publish_async(envelopes))
+        client = await self.client()
+        outgoing: list[Outgoing] = []
+        limit = self.max_message_size(client.transport)
+
+        async def collect(envelope: Envelope) -> None:
+            body = encode(envelope, self.codec, limit)
+            outgoing.append(Outgoing(envelope.queue, body, envelope.id, envelope.priority,
+                                     envelope.eta))
+
+        send_one = chain_publish(self.middleware, collect)
+        for envelope in envelopes:
+            await send_one(envelope)
+        await client.transport.publish(outgoing)
+
+    def max_message_size(self, transport: Transport) -> int:
+        cap = transport.capabilities.max_message_size
+        limit = self.settings.limits.max_message_size
+        return limit if cap is None else min(limit, cap)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def open_transport(self) -> Transport:
+        """A new, unconnected transport for the broker (one per event loop)."""
+        return open_transport(self.settings.broker)
+
+    def open_results(self) -> ResultBackend | None:
+        """A new, unconnected result backend, or None when results are not kept."""
+        url = self.settings.results
+        return None if url is None else open_results(url)
+
+    async def client(self) -> _Client:
+        """This process's producer connections (on the bridge loop), opened on first use."""
+        pid = os.getpid()
+        if self._client is not None and self._client.pid == pid:
+            return self._client
+        if self._connecting is None or self._connecting[0] != pid:
+            self._connecting = (pid, asyncio.ensure_future(self._connect()))
+        try:
+            self._client = await asyncio.shield(self._connecting[1])
+        except BaseException:
+            self._connecting = None  # the next call tries again
+            raise
+        return self._client
+
+    async def _connect(self) -> _Client:
+        transport = self.open_transport()
+        await transport.connect()
+        results = self.open_results()
+        if results is not None:
+            await results.connect()
+        return _Client(transport, results)
+
+    async def _results(self) -> ResultBackend:
+        client = await self.client()
+        if client.results is None:
+            raise ResultError(
+                f"this hub keeps no results (broker {redact(self.settings.broker)}); "
+                "pass results='redis://...' or 'sqlite:///results.db' to Hub()"
+            )
+        return client.results
+
+    async def read_results(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        return await (await self._results()).get(ids)
+
+    async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+        return await (await self._results()).wait(id, timeout=timeout)
+
+    async def revoke(self, ids: Sequence[str]) -> None:
+        backend = await self._results()
+        records = [ResultRecord(i, State.REVOKED, error=ErrorInfo("TaskRevoked", "revoked"))
+                   for i in ids]
+        await backend.store(records, ttl=self.settings.result_ttl)
+
+    async def forget_results(self, ids: Sequence[str]) -> None:
+        await (await self._results()).forget(ids)
+
+    def close(self) -> None:
+        """Close the producer connections and stop the bridge thread."""
+        client, self._client = self._client, None
+        if client is not None and client.pid == os.getpid():
+            async def shut() -> None:
+                await client.transport.close()
+                if client.results is not None:
+                    await client.results.close()
+
+            self.bridge.run(shut())
+        self.bridge.stop()
+
+
+class _TaskDecorator(Protocol):
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def _remote(*args: Any, **kwargs: Any) -> Any:
+    raise ConfigurationError("this task is only known by name here; it runs on a worker")

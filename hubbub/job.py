@@ -1,0 +1,71 @@
+"""What a pool runs (``Job``) and what it reports back (``Outcome``): plain, picklable data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from hubbub.results.base import ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One task invocation handed to a pool."""
+
+    id: str
+    task: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    queue: str = "default"
+    retries: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    value: Any
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The task raised. ``retry`` is the runner's verdict (``Retry`` raised, or the error is
+    one of the task's ``retry_for``); ``countdown`` is what ``Retry`` asked for, if anything."""
+
+    error: ErrorInfo
+    duration: float
+    retry: bool = False
+    countdown: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The task raised ``Reject``: dead-letter it with the reason."""
+
+    reason: str
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """The process running the task died (segfault, os._exit, OOM, SIGKILL)."""
+
+    reason: str
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The task ran past its hard time limit and was stopped (or abandoned)."""
+
+    limit: float
+    duration: float
+
+
+Outcome: TypeAlias = Succeeded | Failed | Rejected | Crashed | TimedOut

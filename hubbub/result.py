@@ -1,0 +1,114 @@
+"""``Result``: a handle on a sent task, to ask for its state and value."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from hubbub.errors import ResultError, ResultTimeout, TaskFailed, TaskRevoked
+from hubbub.results.base import ResultRecord, State
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+
+R = TypeVar("R")
+
+
+class Result(Generic[R]):
+    """The state and eventual value of one task, read from the hub's result store.
+
+    Attributes:
+        id: the task id.
+    """
+
+    __slots__ = ("hub", "id", "ignored", "task")
+
+    def __init__(self, hub: Hub, id: str, task: str | None = None,  # noqa: A002
+                 *, ignored: bool = False) -> None:
+        self.hub = hub
+        self.id = id
+        self.task = task
+        self.ignored = ignored
+
+    def __repr__(self) -> str:
+        return f"<Result {self.task or ''}[{self.id}]>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Result) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def record(self) -> ResultRecord | None:
+        """The stored record, or None when there is none (yet, or any more)."""
+        return self.hub.bridge.run(self.hub.read_results([self.id])).get(self.id)
+
+    @property
+    def state(self) -> State:
+        """PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+        record = self.record()
+        return State.PENDING if record is None else record.state
+
+    def ready(self) -> bool:
+        """True once the task succeeded, failed for good, or was revoked."""
+        return self.state in {State.SUCCESS, State.FAILURE, State.REVOKED}
+
+    def successful(self) -> bool:
+        return self.state == State.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == State.FAILURE
+
+    def get(self, timeout: float | None = None) -> R:
+        """Wait for the task and return its value.
+
+        Raises:
+            TaskFailed: the task failed; carries the remote type, message and traceback.
+            TaskRevoked: the task was revoked or expired.
+            ResultTimeout: no result within ``timeout`` seconds.
+            ResultError: this task keeps no result, or the hub has no result store.
+        """
+        return self._unwrap(self.hub.bridge.run(self._wait(timeout)), timeout)
+
+    async def wait(self, timeout: float | None = None) -> R:
+        """``get`` for async code: awaits without blocking the caller's event loop.
+
+        Raises:
+            The same as ``get``.
+        """
+        return self._unwrap(await self.hub.bridge.run_async(self._wait(timeout)), timeout)
+
+    async def _wait(self, timeout: float | None) -> ResultRecord | None:
+        if self.ignored:
+            raise ResultError(f"task {self.task!r} ignores its result; nothing to wait for")
+        return await self.hub.wait_result(self.id, timeout)
+
+    def _unwrap(self, record: ResultRecord | None, timeout: float | None) -> R:
+        if record is None:
+            raise ResultTimeout(f"task {self.id} gave no result within {timeout}s")
+        if record.state == State.SUCCESS:
+            return cast(R, record.value)
+        error = record.error
+        if record.state == State.REVOKED:
+            raise TaskRevoked(error.message if error else f"task {self.id} was revoked")
+        if error is None:
+            raise TaskFailed("TaskError", f"task {self.id} failed")
+        raise TaskFailed(error.type, error.message, error.traceback)
+
+    def revoke(self) -> None:
+        """Stop the task from running if it has not started; kept in the result store.
+
+        Raises:
+            ResultError: the hub has no result store (revokes live there).
+        """
+        self.hub.bridge.run(self.hub.revoke([self.id]))
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self.hub.bridge.run(self.hub.forget_results([self.id]))
+
+    def info(self) -> dict[str, Any]:
+        """The stored record as a dict (for display), or ``{"state": "PENDING"}``."""
+        record = self.record()
+        if record is None:
+            return {"id": self.id, "state": State.PENDING.value}
+        return {k: getattr(record, k) for k in record.__dataclass_fields__}

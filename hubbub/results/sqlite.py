@@ -1,0 +1,109 @@
+"""Results in the same kind of SQLite file as the embedded broker (often the same file)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+
+from hubbub._sqlite import SQLiteFile
+from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.results.base import (
+    STICKY_STATES,
+    ResultBackend,
+    ResultRecord,
+    decode_record,
+    encode_record,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hubbub_results (
+    id         TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    record     BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS hubbub_results_expiry ON hubbub_results (expires_at);
+"""
+_STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
+_SWEEP_EVERY = 60.0  # seconds between deletions of expired rows
+
+
+class SQLiteResults(ResultBackend):
+    """One row per task id; expired rows are ignored at once and deleted now and then."""
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self.db = SQLiteFile(url, SCHEMA)
+        self._swept_at = 0.0
+
+    async def connect(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
+        if not records:
+            return
+        now = self.clock.time()
+        expires = None if ttl is None else now + ttl
+        rows = [(r.id, r.state.value, encode_record(r), expires) for r in records]
+        sweep = now - self._swept_at > _SWEEP_EVERY
+        if sweep:
+            self._swept_at = now
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO hubbub_results (id, state, record, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+                " record = excluded.record, expires_at = excluded.expires_at"
+                f" WHERE hubbub_results.state NOT IN ({_STICKY})"  # noqa: S608 - constants
+                " OR hubbub_results.expires_at <= ?",
+                [(*row, now) for row in rows],
+            )
+            if sweep:
+                conn.execute("DELETE FROM hubbub_results WHERE expires_at <= ?", (now,))
+
+        await self.db.write(upsert)
+
+    def _select(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        now = self.clock.time()
+        found: dict[str, ResultRecord] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (data,) in conn.execute(
+                f"SELECT record FROM hubbub_results WHERE id IN ({marks})"  # noqa: S608
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (*chunk, now),
+            ):
+                record = decode_record(data)
+                found[record.id] = record
+        return found
+
+    async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        if not ids:
+            return {}
+        return await self.db.call(lambda c: self._select(c, ids))
+
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        version = await self.db.version()
+        while True:
+            record = (await self.get([id])).get(id)
+            if record is not None and record.ready:
+                return record
+            remaining = 3600.0 if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                return None
+            version = await self.db.changed_since(version, remaining)
+
+    async def forget(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.db.write(
+                lambda c: c.executemany(
+                    "DELETE FROM hubbub_results WHERE id = ?", [(i,) for i in ids]
+                )
+            )

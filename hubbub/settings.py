@@ -1,0 +1,142 @@
+"""Settings: one frozen dataclass. This is the only module that reads ``HUBBUB_*``.
+
+Precedence is CLI > environment > code: the CLI passes its options last, the environment
+overrides what the code passed to ``Hub(...)``, and defaults fill the rest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from hubbub.errors import ConfigurationError
+from hubbub.message import DEFAULT_MAX_SIZE
+
+DEFAULT_BROKER = "sqlite:///hubbub.db"
+
+
+def seconds(value: float | timedelta | str, name: str) -> float:
+    """A duration in float seconds from a number, a timedelta or a numeric string.
+
+    Raises:
+        ConfigurationError: not a non-negative number.
+    """
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if result < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {result}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size and count limits.
+
+    Attributes:
+        max_message_size: bytes an encoded message may have, on send and on receive.
+        max_deliveries: times the broker may hand one message out without an ack before it
+            is dead-lettered as poison (a task that kills its worker every time).
+    """
+
+    max_message_size: int = DEFAULT_MAX_SIZE
+    max_deliveries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a hub is configured with. Build it with :func:`resolve`."""
+
+    broker: str = DEFAULT_BROKER
+    results: str | None = None
+    lease: float = 30.0
+    serializer: str = "json"
+    accept: frozenset[str] = frozenset({"json"})
+    result_ttl: float = 86400.0
+    default_queue: str = "default"
+    limits: Limits = field(default_factory=Limits)
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    # environment variable -> (settings field, parser)
+    "HUBBUB_BROKER": ("broker", str),
+    "HUBBUB_RESULTS": ("results", str),
+    "HUBBUB_LEASE": ("lease", lambda v: seconds(v, "HUBBUB_LEASE")),
+    "HUBBUB_SERIALIZER": ("serializer", str),
+    "HUBBUB_ACCEPT": ("accept", lambda v: frozenset(x.strip() for x in v.split(",") if x.strip())),
+    "HUBBUB_RESULT_TTL": ("result_ttl", lambda v: seconds(v, "HUBBUB_RESULT_TTL")),
+    "HUBBUB_DEFAULT_QUEUE": ("default_queue", str),
+    "HUBBUB_MAX_MESSAGE_SIZE": ("limits.max_message_size", int),
+    "HUBBUB_MAX_DELIVERIES": ("limits.max_deliveries", int),
+}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith("HUBBUB_"):
+            continue
+        if key not in _PARSERS:
+            hint = difflib.get_close_matches(key, _PARSERS, n=1)
+            tip = f"; did you mean {hint[0]}?" if hint else f"; known: {', '.join(_PARSERS)}"
+            raise ConfigurationError(f"unknown setting {key}{tip}")
+        name, parse = _PARSERS[key]
+        try:
+            found[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{key}={raw!r} is not valid: {exc}") from None
+    return found
+
+
+def default_results(broker: str) -> str | None:
+    """Where results go when not told: next to the broker when it can keep them."""
+    scheme = urlsplit(broker).scheme
+    return broker if scheme in {"sqlite", "memory", "redis", "rediss"} else None
+
+
+def resolve(
+    code: Mapping[str, Any], cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from code, then the environment, then the CLI (later wins).
+
+    Keys are field names, with ``limits.x`` for grouped ones; ``None`` values are ignored.
+
+    Raises:
+        ConfigurationError: an unknown or invalid setting, with a suggestion.
+    """
+    merged: dict[str, Any] = {}
+    for layer in (code, _from_environment(os.environ if environ is None else environ), cli or {}):
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    known = {f.name for f in fields(Settings)} | {f"limits.{f.name}" for f in fields(Limits)}
+    for key in merged:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigurationError(
+                f"unknown setting {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
+    limits = replace(
+        merged.pop("limits", Limits()),
+        **{k.split(".", 1)[1]: merged.pop(k) for k in list(merged) if k.startswith("limits.")},
+    )
+    if "lease" in merged:
+        merged["lease"] = seconds(merged["lease"], "lease")
+    if "result_ttl" in merged:
+        merged["result_ttl"] = seconds(merged["result_ttl"], "result_ttl")
+    settings = Settings(limits=limits, **merged)
+    if settings.lease <= 0:
+        raise ConfigurationError("lease must be more than 0 seconds")
+    if "results" not in merged:
+        settings = replace(settings, results=default_results(settings.broker))
+    elif settings.results in {"", "none"}:
+        settings = replace(settings, results=None)
+    accept = settings.accept | {settings.serializer}
+    return replace(settings, accept=frozenset(accept))

@@ -1,0 +1,257 @@
+"""Tasks: functions (plain or ``async def``) that can be sent to workers."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+
+from hubbub.context import maybe_current_task
+from hubbub.errors import ConfigurationError
+from hubbub.message import Envelope, new_id
+from hubbub.settings import seconds
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+    from hubbub.result import Result
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task is sent and run. Every field can be given to ``@hub.task(...)``.
+
+    Attributes:
+        name: the name workers know it by (default: ``module.function``).
+        queue: where it is sent (default: the hub's default queue).
+        priority: 0..9, higher runs first.
+        retries: how many times it may be retried after the first attempt.
+        retry_backoff: first retry delay in seconds; doubles each retry (with jitter).
+        retry_backoff_max: the longest retry delay.
+        retry_jitter: randomise each delay between half and all of it.
+        retry_for: exception types that are retried (default: any Exception, while
+            ``retries`` allow).
+        timeout: hard time limit in seconds (exact on process pools, best effort elsewhere).
+        soft_timeout: seconds after which SoftTimeLimitExceeded is raised inside the task.
+        expires: seconds after sending when the task is no longer worth running.
+        ignore_result: keep no result (faster; Result.get() is then refused).
+        on_crash: when the process running it dies: "fail" it, or "retry" it.
+    """
+
+    name: str
+    queue: str | None = None
+    priority: int = 0
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    retry_for: tuple[type[BaseException], ...] = ()
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    expires: float | None = None
+    ignore_result: bool = False
+    on_crash: Literal["fail", "retry"] = "fail"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.priority <= 9:
+            raise ConfigurationError(f"priority must be 0..9, got {self.priority}")
+        if self.retries < 0:
+            raise ConfigurationError(f"retries must not be negative, got {self.retries}")
+        for name in ("timeout", "soft_timeout", "expires", "retry_backoff", "retry_backoff_max"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, seconds(value, name))
+        if self.on_crash not in ("fail", "retry"):
+            raise ConfigurationError(f"on_crash must be 'fail' or 'retry', not {self.on_crash!r}")
+
+
+def utc_instant(value: datetime, name: str) -> float:
+    """Epoch seconds of an aware datetime.
+
+    Raises:
+        ConfigurationError: the datetime is naive.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigurationError(
+            f"{name} must be timezone-aware; use datetime.now(timezone.utc) or .replace(tzinfo=...)"
+        )
+    return value.astimezone(UTC).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-call overrides of ``apply_async``."""
+
+    countdown: float | timedelta | None = None
+    eta: datetime | None = None
+    expires: float | timedelta | datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    task_id: str | None = None
+    headers: Mapping[str, Any] | None = field(default=None)
+
+
+def build_envelope(
+    options: TaskOptions, default_queue: str, args: Iterable[Any], kwargs: Mapping[str, Any],
+    send: SendOptions,
+) -> Envelope:
+    """The envelope for one call, with parent/root ids taken from the running task if any.
+
+    Raises:
+        ConfigurationError: naive datetimes, countdown with eta, bad priority.
+    """
+    now = time.time()
+    if send.countdown is not None and send.eta is not None:
+        raise ConfigurationError("give countdown or eta, not both")
+    eta = None
+    if send.countdown is not None:
+        eta = now + seconds(send.countdown, "countdown")
+    elif send.eta is not None:
+        eta = utc_instant(send.eta, "eta")
+    expires_in = send.expires if send.expires is not None else options.expires
+    expires = None
+    if isinstance(expires_in, datetime):
+        expires = utc_instant(expires_in, "expires")
+    elif expires_in is not None:
+        expires = now + seconds(expires_in, "expires")
+    priority = options.priority if send.priority is None else send.priority
+    if not 0 <= priority <= 9:
+        raise ConfigurationError(f"priority must be 0..9, got {priority}")
+    parent = maybe_current_task()
+    return Envelope(
+        task=options.name,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        id=send.task_id or new_id(),
+        queue=send.queue or options.queue or default_queue,
+        priority=priority,
+        eta=eta,
+        expires=expires,
+        max_retries=options.retries,
+        timeout=options.timeout,
+        soft_timeout=options.soft_timeout,
+        parent_id=parent.id if parent else None,
+        root_id=(parent.root_id or parent.id) if parent else None,
+        headers=dict(send.headers or {}),
+        created_at=now,
+    )
+
+
+class Task(Generic[P, R]):
+    """A function registered with a hub. Call it to run it here; ``delay`` to send it.
+
+    ``Task[P, R]`` keeps the function's parameters and return type, so type checkers verify
+    ``delay``'s arguments and ``Result[R]`` carries the return type.
+    """
+
+    def __init__(self, hub: Hub, fn: Callable[..., Any], spec: TaskOptions,
+                 send: SendOptions | None = None) -> None:
+        self.hub = hub
+        self.fn = fn
+        self.spec = spec
+        self._send = send or SendOptions()
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function here, now (a coroutine for an ``async def`` task)."""
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
+        """Send the task with these arguments.
+
+        Raises:
+            MessageError: an argument cannot be encoded, or the message is too large.
+            TransportUnavailable: the broker cannot be reached.
+        """
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | timedelta | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Result[R]:
+        """Send the task with per-call options (they override ``options(...)`` and defaults).
+
+        Raises:
+            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9.
+            MessageError: an argument cannot be encoded, or the message is too large.
+            TransportUnavailable: the broker cannot be reached.
+        """
+        send = _merge(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
+                                              headers))
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args,
+                                  kwargs or {}, send)
+        [result] = self.hub.publish([envelope])
+        return result
+
+    def delay_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[Result[R]]:
+        """Send many calls in one broker round trip.
+
+        Args:
+            calls: each an args tuple, or a kwargs mapping.
+
+        Returns:
+            One Result per call, in order.
+        """
+        envelopes = [
+            build_envelope(
+                self.spec, self.hub.settings.default_queue,
+                () if isinstance(call, Mapping) else call,
+                call if isinstance(call, Mapping) else {}, self._send,
+            )
+            for call in calls
+        ]
+        return self.hub.publish(envelopes)
+
+    def options(self, **overrides: Any) -> Task[P, R]:
+        """A copy of this task with changed options, e.g. ``add.options(queue="fast").delay(1, 2)``.
+
+        Per-call send options (``countdown``, ``eta``, ``expires``, ``priority``, ``queue``,
+        ``headers``) and task options (``retries``, ``timeout``, ...) are both accepted.
+
+        Raises:
+            ConfigurationError: an unknown option, with a suggestion.
+        """
+        send_fields = set(SendOptions.__dataclass_fields__) - {"task_id"}
+        task_fields = set(TaskOptions.__dataclass_fields__) - {"name"}
+        unknown = set(overrides) - send_fields - task_fields
+        if unknown:
+            name = sorted(unknown)[0]
+            hint = difflib.get_close_matches(name, send_fields | task_fields, n=1)
+            raise ConfigurationError(
+                f"unknown task option {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
+        send = replace(self._send, **{k: v for k, v in overrides.items() if k in send_fields})
+        spec = replace(self.spec, **{k: v for k, v in overrides.items()
+                                     if k in task_fields and k not in send_fields})
+        return Task(self.hub, self.fn, spec, send)
+
+
+def _merge(base: SendOptions, call: SendOptions) -> SendOptions:
+    return SendOptions(**{
+        name: getattr(call, name) if getattr(call, name) is not None else getattr(base, name)
+        for name in SendOptions.__dataclass_fields__
+    })

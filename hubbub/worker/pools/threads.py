@@ -1,0 +1,49 @@
+"""Threads: blocking I/O in sync code. ``solo`` is this pool with one thread."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, ClassVar
+
+from hubbub.worker.execute import in_thread
+from hubbub.worker.pools.base import Job, Outcome, Pool
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+
+
+class ThreadPool(Pool):
+    """Every task, sync or ``async def`` (on a private loop), runs in a thread of its own pool.
+
+    Time limits are best effort: see :mod:`hubbub.worker.execute`.
+    """
+
+    kind: ClassVar[str] = "threads"
+
+    def __init__(self, concurrency: int = 8) -> None:
+        super().__init__(concurrency)
+        self._executor: ThreadPoolExecutor | None = None
+        self._hub: Hub | None = None
+
+    async def start(self, hub: Hub) -> None:
+        self._hub = hub
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="hubbub-task")
+
+    async def run(self, job: Job) -> Outcome:
+        assert self._executor is not None and self._hub is not None, "pool not started"
+        return await in_thread(self._executor, self._hub.tasks[job.task], job)
+
+    async def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SoloPool(ThreadPool):
+    """One task at a time, in one thread: the simplest to debug."""
+
+    kind: ClassVar[str] = "solo"
+
+    def __init__(self, concurrency: int = 1) -> None:
+        if concurrency != 1:
+            raise ValueError("the solo pool runs one task at a time; use --pool threads -c N")
+        super().__init__(1)

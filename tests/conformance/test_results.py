@@ -1,0 +1,82 @@
+"""One body of behaviour every result backend must show, run against each that exists."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hubbub.results import ErrorInfo, ResultBackend, ResultRecord, State, open_results
+from tests.conftest import Broker
+
+
+@pytest.fixture
+async def results(broker: Broker) -> AsyncIterator[ResultBackend]:
+    if broker.results_url is None:
+        pytest.skip(f"{broker.name} keeps no results; pair it with another backend")
+    backend = open_results(broker.results_url)
+    await backend.connect()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_missing_record_is_absent(results: ResultBackend) -> None:
+    assert await results.get(["nope"]) == {}
+
+
+async def test_stored_record_round_trips_with_value_and_error(results: ResultBackend) -> None:
+    ok = ResultRecord("a", State.SUCCESS, task="t", value={"x": [1, 2]}, finished_at=1.5)
+    bad = ResultRecord("b", State.FAILURE, error=ErrorInfo("ValueError", "boom", "tb"))
+    await results.store([ok, bad], ttl=60)
+    assert await results.get(["a", "b", "c"]) == {"a": ok, "b": bad}
+
+
+async def test_sticky_states_are_never_replaced(results: ResultBackend) -> None:
+    await results.store([ResultRecord("s", State.SUCCESS, value=1),
+                         ResultRecord("r", State.REVOKED)], ttl=60)
+    await results.store([ResultRecord("s", State.STARTED), ResultRecord("r", State.STARTED)],
+                        ttl=60)
+    got = await results.get(["s", "r"])
+    assert (got["s"].state, got["s"].value, got["r"].state) == (State.SUCCESS, 1, State.REVOKED)
+
+
+async def test_failure_can_be_replaced_when_a_dead_letter_runs_again(
+    results: ResultBackend,
+) -> None:
+    await results.store([ResultRecord("f", State.FAILURE)], ttl=60)
+    await results.store([ResultRecord("f", State.STARTED)], ttl=60)
+    assert (await results.get(["f"]))["f"].state == State.STARTED
+
+
+async def test_records_expire_after_their_ttl(results: ResultBackend) -> None:
+    await results.store([ResultRecord("e", State.SUCCESS, value=1)], ttl=1)
+    assert "e" in await results.get(["e"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while "e" in await results.get(["e"]):
+        assert loop.time() < deadline, "record outlived its ttl"
+        await asyncio.sleep(0.1)
+
+
+async def test_wait_returns_when_the_record_becomes_ready(results: ResultBackend) -> None:
+    await results.store([ResultRecord("w", State.STARTED)], ttl=60)
+    waiting = asyncio.create_task(results.wait("w", timeout=10))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await results.store([ResultRecord("w", State.SUCCESS, value=42)], ttl=60)
+    record = await asyncio.wait_for(waiting, 10)
+    assert record is not None
+    assert record.value == 42
+
+
+async def test_wait_gives_up_after_timeout(results: ResultBackend) -> None:
+    assert await results.wait("never", timeout=0.3) is None
+
+
+async def test_forget_deletes(results: ResultBackend) -> None:
+    await results.store([ResultRecord("g", State.SUCCESS)], ttl=60)
+    await results.forget(["g"])
+    assert await results.get(["g"]) == {}
