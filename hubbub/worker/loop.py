@@ -95,12 +95,13 @@ class WorkerLoop:
         heartbeat: seconds between heartbeat events.
         stop_when_idle: stop once the queues have nothing ready, delayed or leased (tests,
             batch jobs).
+        lease: seconds a delivery stays leased without renewal (default: the hub's).
     """
 
     def __init__(
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
-        heartbeat: float = 10.0, stop_when_idle: bool = False,
+        heartbeat: float = 10.0, stop_when_idle: bool = False, lease: float | None = None,
     ) -> None:
         self.hub = hub
         self.queues = list(queues or [hub.settings.default_queue])
@@ -110,7 +111,7 @@ class WorkerLoop:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = heartbeat
         self.stop_when_idle = stop_when_idle
-        self.lease = hub.settings.lease
+        self.lease = lease if lease is not None else hub.settings.lease
         self.processed = 0
         self._held: dict[int, _Held] = {}
         self._writes = _Writes()
