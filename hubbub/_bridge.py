@@ -22,6 +22,7 @@ class Bridge:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._pid = 0
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -31,7 +32,7 @@ class Bridge:
                 thread = threading.Thread(target=loop.run_forever, name="hubbub-bridge",
                                           daemon=True)
                 thread.start()
-                self._loop, self._pid = loop, os.getpid()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -54,7 +55,12 @@ class Bridge:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def stop(self) -> None:
+        """Stop and close the loop (the next call starts a new one)."""
         with self._lock:
-            loop, self._loop = self._loop, None
-        if loop is not None and self._pid == os.getpid():
-            loop.call_soon_threadsafe(loop.stop)
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None or self._pid != os.getpid():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
