@@ -1,0 +1,296 @@
+"""Results in Redis: ``redis://host:port/db?prefix=hubbub`` (``rediss://`` for TLS).
+
+One hash per task, ``<prefix>:result:<id>`` with fields ``state``, ``record`` (the JSON of
+:func:`~hubbub.results.base.encode_record`) and ``expires_at``; Redis expires the key after
+the TTL. A Lua script does the upsert, so a sticky state is never replaced, and publishes
+the state on a channel named like the key when it is ready. ``wait`` listens on that channel
+through one pub/sub connection shared by every waiter of a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import NoScriptError, RedisError
+
+from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.errors import ResultError
+from hubbub.results.base import (
+    READY_STATES,
+    STICKY_STATES,
+    ResultBackend,
+    ResultRecord,
+    decode_record,
+    encode_record,
+)
+from hubbub.transports.redis import RedisURL, translate
+
+log = logging.getLogger(__name__)
+
+_RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
+
+# KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
+# ready ('1'/'0'). A live record in a sticky state stays; SQLite's rule, in one step.
+_STORE = """
+local old = redis.call('HMGET', KEYS[1], 'state', 'expires_at')
+local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[5])
+if live and (STICKY) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'record', ARGV[2], 'expires_at', ARGV[3])
+if ARGV[4] == '' then redis.call('PERSIST', KEYS[1])
+else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if ARGV[6] == '1' then redis.call('PUBLISH', KEYS[1], ARGV[1]) end
+return 1
+""".replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES)))
+
+
+class _Listener:
+    """One pub/sub connection shared by every ``wait`` of a backend; wakes them by channel.
+
+    Channels are subscribed while someone waits on them. A waiter reads the record only
+    after Redis confirmed its subscription, so a result stored in between is never missed.
+    When the connection drops, redis-py reconnects and subscribes again; the confirmation
+    of an already confirmed channel wakes its waiters, who read the record again.
+    """
+
+    def __init__(self, client: aioredis.Redis, confirm_within: float) -> None:
+        self._client = client
+        self._confirm_within = confirm_within
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: dict[bytes, set[asyncio.Event]] = {}
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE with the state kept here
+
+    @contextlib.asynccontextmanager
+    async def watch(self, channel: bytes) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        async with self._lock:
+            waiters = self._waiters.setdefault(channel, set())
+            waiters.add(event)
+            if channel not in self._confirmed:
+                self._confirmed[channel] = asyncio.get_running_loop().create_future()
+                try:
+                    await self._subscribe(channel)
+                except BaseException:
+                    self._forget(channel, event)
+                    raise
+            confirmed = self._confirmed[channel]
+        try:
+            with contextlib.suppress(TimeoutError):  # unconfirmed: the waiter re-reads anyway
+                await asyncio.wait_for(asyncio.shield(confirmed), self._confirm_within)
+            yield event
+        finally:
+            async with self._lock:
+                if self._forget(channel, event) and self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(channel)
+
+    def _forget(self, channel: bytes, event: asyncio.Event) -> bool:
+        """Drop one waiter; True when it was the channel's last."""
+        waiters = self._waiters.get(channel, set())
+        waiters.discard(event)
+        if waiters:
+            return False
+        self._waiters.pop(channel, None)
+        self._confirmed.pop(channel, None)
+        return True
+
+    async def _subscribe(self, channel: bytes) -> None:
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        await self._pubsub.subscribe(channel)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-results")
+
+    async def _read(self, pubsub: PubSub) -> None:
+        delay = 0.05
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=None)
+                delay = 0.05
+            except (RedisError, OSError) as exc:
+                log.debug("result notices interrupted (%s); reconnecting", type(exc).__name__)
+                self._wake_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if message is None:
+                continue
+            channel = message["channel"]
+            if message["type"] == "subscribe":
+                confirmed = self._confirmed.get(channel)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+                    continue
+            if message["type"] in ("message", "subscribe"):
+                for event in self._waiters.get(channel, ()):
+                    event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class RedisResults(ResultBackend):
+    """Task states and values in Redis hashes with a TTL; waiting uses pub/sub.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db][?prefix=hubbub]``, the same form
+            as :class:`~hubbub.transports.redis.RedisTransport` takes.
+        clock: the clock for ``expires_at``; Redis itself expires keys on its own clock.
+
+    Raises:
+        ConfigurationError: the URL is malformed or has an unknown option.
+    """
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = RedisURL.parse(url)
+        self.url = str(self.config)
+        self.clock = clock
+        self._redis: aioredis.Redis | None = None
+        self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
+        self._listener: _Listener | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisResults({self.url!r})"
+
+    def _key(self, id: str) -> str:
+        return f"{self.config.prefix}:result:{id}"
+
+    def _translate(self) -> contextlib.AbstractContextManager[None]:
+        return translate(self.config, ResultError, ResultError)
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise ResultError(f"redis results {self.url} are not connected; call connect()")
+        return self._redis
+
+    async def connect(self) -> None:
+        """Open the connection pool and check that Redis answers.
+
+        Raises:
+            ResultError: Redis cannot be reached.
+        """
+        if self._redis is None:
+            self._redis = self.config.client(name="hubbub-results")
+            timeout = self.config.options.get("socket_timeout") or 10.0
+            self._listener = _Listener(self._redis, timeout)
+        with self._translate():
+            await self._client.ping()
+
+    async def close(self) -> None:
+        client, self._redis = self._redis, None
+        listener, self._listener = self._listener, None
+        try:
+            if listener is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await listener.close()
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
+        """Upsert ``records``, each kept ``ttl`` seconds; sticky states stay as they are.
+
+        Raises:
+            ResultError: Redis failed or cannot be reached.
+        """
+        if not records:
+            return
+        now = self.clock.time()
+        expires_at = "" if ttl is None else repr(now + ttl)
+        ttl_ms = "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
+        rows = [(self._key(r.id), r.state.value, encode_record(r),
+                 "1" if r.state in READY_STATES else "0") for r in records]
+        with self._translate():
+            for attempt in (1, 2):
+                pipe = self._client.pipeline(transaction=False)
+                for key, state, data, ready in rows:
+                    pipe.evalsha(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now),
+                                 ready)
+                try:
+                    await pipe.execute()
+                    return
+                except NoScriptError:  # Redis restarted and forgot the script
+                    if attempt == 2:
+                        raise
+                    self._sha = await self._client.script_load(_STORE)
+
+    async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The live records among ``ids``.
+
+        Raises:
+            ResultError: Redis failed or cannot be reached.
+        """
+        if not ids:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for id_ in ids:
+            pipe.hmget(self._key(id_), ["record", "expires_at"])
+        with self._translate():
+            replies = await pipe.execute()
+        now = self.clock.time()
+        found = {}
+        for id_, (data, expires_at) in zip(ids, replies, strict=True):
+            if data is not None and (not expires_at or float(expires_at) > now):
+                found[id_] = decode_record(data)
+        return found
+
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: ASYNC109
+        """Wait for the record to be ready, woken by Redis pub/sub rather than polling.
+
+        Returns:
+            The ready record, or None once ``timeout`` seconds passed.
+
+        Raises:
+            ResultError: Redis failed or cannot be reached.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._listener is None:
+            raise ResultError(f"redis results {self.url} are not connected; call connect()")
+        with self._translate():
+            async with self._listener.watch(self._key(id).encode()) as notice:
+                while True:
+                    notice.clear()
+                    record = (await self.get([id])).get(id)
+                    if record is not None and record.ready:
+                        return record
+                    remaining = _RECHECK if deadline is None else deadline - loop.time()
+                    if remaining <= 0:
+                        return None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(notice.wait(), min(remaining, _RECHECK))
+
+    async def forget(self, ids: Sequence[str]) -> None:
+        """Delete the records of ``ids``.
+
+        Raises:
+            ResultError: Redis failed or cannot be reached.
+        """
+        if not ids:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for id_ in ids:
+            pipe.unlink(self._key(id_))
+        with self._translate():
+            await pipe.execute()
