@@ -51,7 +51,7 @@ def open_hub(app: str | None, broker: str | None) -> Hub:
         if broker:
             raise click.UsageError("give --app or --broker, not both")
         return hub
-    return Hub(broker)
+    return Hub(overrides={"broker": broker})
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -106,7 +106,7 @@ def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
 @click.argument("args", default="[]")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
 @click.option("-A", "--app", default=None, help=APP_HELP)
-@click.option("--broker", envvar="HUBBUB_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker", default=None, help=BROKER_HELP)
 @click.option("-q", "--queue", default=None, help="Queue to send to (default: the task's).")
 @click.option("--countdown", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait before the task may run.")
@@ -140,7 +140,7 @@ def call(task: str, args: str, kwargs_json: str, app: str | None, broker: str | 
 
 @main.command()
 @click.option("-A", "--app", default=None, help=APP_HELP)
-@click.option("--broker", envvar="HUBBUB_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker", default=None, help=BROKER_HELP)
 @friendly
 def status(app: str | None, broker: str | None) -> None:
     """Show per-queue counts: ready, delayed, leased (running) and dead."""
@@ -169,7 +169,7 @@ def status(app: str | None, broker: str | None) -> None:
 @main.command()
 @click.argument("queue")
 @click.option("-A", "--app", default=None, help=APP_HELP)
-@click.option("--broker", envvar="HUBBUB_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker", default=None, help=BROKER_HELP)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @friendly
 def purge(queue: str, app: str | None, broker: str | None, yes: bool) -> None:
@@ -191,7 +191,7 @@ def purge(queue: str, app: str | None, broker: str | None, yes: bool) -> None:
 
 @main.command()
 @click.option("-A", "--app", default=None, help=APP_HELP)
-@click.option("--broker", envvar="HUBBUB_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker", default=None, help=BROKER_HELP)
 @click.option("-q", "--queue", default=None, help="Only this queue's dead letters.")
 @click.option("--requeue", "requeue_ids", multiple=True, metavar="ID",
               help="Send this dead letter back to its queue (repeatable).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -51,6 +51,7 @@ class Hub:
         default_queue: queue for tasks that name none (default "default").
         limits: size and delivery-count limits.
         middleware: wrappers around publishing and dispatching, outermost first.
+        overrides: settings that win over the environment (the CLI passes its options here).
 
     Raises:
         ConfigurationError: an unknown URL scheme, a missing extra, a bad setting.
@@ -68,12 +69,13 @@ class Hub:
         default_queue: str | None = None,
         limits: Limits | None = None,
         middleware: Sequence[Middleware] = (),
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings: Settings = resolve({
             "broker": broker, "results": results, "lease": lease, "serializer": serializer,
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
-        })
+        }, cli=overrides)
         self.codec: Codec = get_codec(self.settings.serializer)
         for name in self.settings.accept:
             get_codec(name)

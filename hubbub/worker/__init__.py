@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from hubbub.worker.loop import WorkerLoop
@@ -44,5 +45,10 @@ def run_worker(worker: WorkerLoop) -> None:
                 loop.remove_signal_handler(sig)
 
     asyncio.run(main())
+    if worker.abandoned:
+        # Threads still running abandoned tasks would hold the interpreter open at exit; their
+        # deliveries were released, so leave without waiting for them.
+        logging.shutdown()
+        os._exit(0)
 
 

@@ -113,6 +113,7 @@ class WorkerLoop:
         self.stop_when_idle = stop_when_idle
         self.lease = lease if lease is not None else hub.settings.lease
         self.processed = 0
+        self.abandoned = 0  # tasks left running when the loop ended (after abort or grace)
         self._held: dict[int, _Held] = {}
         self._writes = _Writes()
         self._stopping: asyncio.Event | None = None
@@ -227,6 +228,7 @@ class WorkerLoop:
         if leftover:
             log.warning("releasing %d running tasks unfinished; they will run again",
                         len(leftover))
+            self.abandoned = len(leftover)
             for held in leftover:
                 self._forget(held)
                 if held.runner is not None:

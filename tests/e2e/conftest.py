@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+APP = textwrap.dedent('''
+    import asyncio, os, time
+    from pathlib import Path
+    from hubbub import Hub
+
+    hub = Hub()  # $HUBBUB_BROKER, set by the test
+
+    @hub.task
+    def slow(marker: str, seconds: float) -> str:
+        Path(marker + ".pid").write_text(str(os.getpid()))  # tells the test it started
+        time.sleep(seconds)
+        with open(marker + ".runs", "a") as f:
+            f.write("done\\n")
+        return "ok"
+
+    @hub.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @hub.task
+    def boom() -> None:
+        raise RuntimeError("kaput")
+''')
+
+
+class Cli:
+    """Runs the real ``hubbub`` command in a scratch folder with its own broker file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = f"sqlite:///{folder / 'broker.db'}"
+        self.env = {**os.environ, "HUBBUB_BROKER": self.url, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("HUBBUB_RESULTS", None)
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hubbub", *args], cwd=self.folder,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start_worker(self, *args: str) -> subprocess.Popen[str]:
+        with open(self.folder / f"worker-{len(self.procs)}.log", "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hubbub", "worker", "-A", "app:hub", *args],
+                cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int = 0) -> str:
+        return (self.folder / f"worker-{index}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+    (tmp_path / "app.py").write_text(APP)
+    c = Cli(tmp_path)
+    monkeypatch.setenv("HUBBUB_BROKER", c.url)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        yield c
+    finally:
+        c.stop_all()
