@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import inspect
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import hubbub
+
+# Changing this list changes the public API: do it on purpose, with a CHANGELOG entry.
+PUBLIC = [
+    "ConfigurationError",
+    "DispatchContext",
+    "Hub",
+    "HubbubError",
+    "Limits",
+    "MessageError",
+    "MessageTooLarge",
+    "Middleware",
+    "Reject",
+    "Result",
+    "ResultError",
+    "ResultTimeout",
+    "Retry",
+    "ScheduleError",
+    "SoftTimeLimitExceeded",
+    "State",
+    "Task",
+    "TaskContext",
+    "TaskCrashed",
+    "TaskError",
+    "TaskFailed",
+    "TaskOptions",
+    "TaskRevoked",
+    "TaskTimedOut",
+    "TransportError",
+    "TransportUnavailable",
+    "WorkerLoop",
+    "__version__",
+    "current_task",
+    "run_worker",
+]
+
+PACKAGE_DIR = Path(hubbub.__file__).parent
+
+
+def test_the_public_api_is_exactly_the_documented_set() -> None:
+    assert sorted(hubbub.__all__) == PUBLIC
+
+
+def test_the_public_api_lists_each_name_once_in_sorted_order() -> None:
+    assert hubbub.__all__ == sorted(set(hubbub.__all__))
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_can_be_imported(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from hubbub import {name}", namespace)
+
+    assert namespace[name] is getattr(hubbub, name)
+
+
+def test_star_import_gives_exactly_the_public_names() -> None:
+    namespace: dict[str, object] = {}
+    exec("from hubbub import *", namespace)
+
+    assert sorted(k for k in namespace if k != "__builtins__") == PUBLIC
+
+
+@pytest.mark.parametrize("name", [n for n in PUBLIC if n != "__version__"])
+def test_every_public_name_has_a_docstring(name: str) -> None:
+    assert inspect.getdoc(getattr(hubbub, name))
+
+
+def test_every_public_error_has_a_common_root() -> None:
+    steering = {hubbub.Retry, hubbub.Reject}
+    errors = [
+        obj
+        for obj in (getattr(hubbub, n) for n in PUBLIC)
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj not in steering
+    ]
+
+    assert len(errors) == 15
+    assert all(issubclass(e, hubbub.HubbubError) for e in errors)
+
+
+def test_retry_and_reject_steer_the_worker_and_are_not_hubbub_errors() -> None:
+    assert not issubclass(hubbub.Retry, hubbub.HubbubError)
+    assert not issubclass(hubbub.Reject, hubbub.HubbubError)
+
+
+def test_timeouts_are_also_timeout_errors() -> None:
+    assert issubclass(hubbub.TaskTimedOut, TimeoutError)
+    assert issubclass(hubbub.ResultTimeout, TimeoutError)
+    assert issubclass(hubbub.TransportUnavailable, ConnectionError)
+
+
+def test_the_version_is_a_string() -> None:
+    assert isinstance(hubbub.__version__, str)
+    assert hubbub.__version__
+
+
+def test_the_version_matches_the_project_metadata() -> None:
+    pyproject = PACKAGE_DIR.parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("running from an installed package, not the source tree")
+
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == hubbub.__version__
+
+
+def test_the_package_ships_its_type_marker() -> None:
+    assert (PACKAGE_DIR / "py.typed").is_file()
