@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
@@ -165,6 +166,7 @@ class RedisResults(ResultBackend):
         self.config = RedisURL.parse(url)
         self.url = str(self.config)
         self.clock = clock
+        self.client_name = f"hubbub-results-{uuid.uuid4().hex[:8]}"
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
@@ -191,7 +193,7 @@ class RedisResults(ResultBackend):
             ResultError: Redis cannot be reached.
         """
         if self._redis is None:
-            self._redis = self.config.client(name="hubbub-results")
+            self._redis = self.config.client(name=self.client_name)
             timeout = self.config.options.get("socket_timeout") or 10.0
             self._listener = _Listener(self._redis, timeout)
         with self._translate():
@@ -255,7 +257,7 @@ class RedisResults(ResultBackend):
                 found[id_] = decode_record(data)
         return found
 
-    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: ASYNC109
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:
         """Wait for the record to be ready, woken by Redis pub/sub rather than polling.
 
         Returns:

@@ -22,7 +22,7 @@ import difflib
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
@@ -161,6 +161,8 @@ def translate(
     """Turn driver errors into hubbub's, with the password scrubbed from the message."""
     try:
         yield
+    except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
+        _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         verb = "timed out" if isinstance(exc, TimeoutError | RedisTimeoutError) else "refused"
         _raise(url, unavailable, f"redis at {url.where} {verb}: {exc}", exc)
@@ -544,7 +546,7 @@ class RedisTransport(Transport):
 
     async def _each_queue(
         self, script: str, deliveries: Sequence[Any], head: Sequence[Any],
-        row: Any,
+        row: Callable[[Any], Sequence[Any]],
     ) -> list[Any]:
         """Run ``script`` once per queue (and chunk) over ``deliveries``; replies in order."""
         by_queue: dict[str, list[Any]] = {}
