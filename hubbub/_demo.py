@@ -29,7 +29,7 @@ def run_demo(console: Console, *, count: int, pool: str, concurrency: int | None
     path = Path(db) if db else Path(folder.name) / "demo.db"  # type: ignore[union-attr]
     url = f"sqlite:///{path.resolve()}"
     os.environ["HUBBUB_BROKER"] = url
-    from hubbub import _demo_tasks as demo  # noqa: PLC0415 - reads $HUBBUB_BROKER on import
+    from hubbub import _demo_tasks as demo
 
     console.print(f"[bold]hubbub demo[/bold]: broker [cyan]{url}[/cyan], pool {pool}")
     command = [sys.executable, "-m", "hubbub", "worker", "-A", "hubbub._demo_tasks:hub",

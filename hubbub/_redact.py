@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@",
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@",
                        re.IGNORECASE)
 _QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret|key)=)[^&\s]*",
                            re.IGNORECASE)

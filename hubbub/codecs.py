@@ -7,14 +7,18 @@ whoever can write to the broker.
 
 from __future__ import annotations
 
+import enum
 import json
-import pickle  # noqa: S403 - opt-in only; see Codec.trusted_only
+import math
+import pickle
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hubbub.errors import ConfigurationError, MessageError
 
+_orjson: Any
 try:  # a fast JSON codec where installed (extra: hubbub[fast])
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
@@ -34,32 +38,76 @@ class Codec:
 
 _ORJSON_OPTS = 0
 if _orjson is not None:
-    # Refuse what the stdlib fallback refuses, so a payload never depends on what is installed.
-    _ORJSON_OPTS = _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+    # The same answers with or without orjson, so a payload never depends on what is
+    # installed: datetimes and dataclasses are refused by both, int keys become strings in
+    # both, UUIDs and enums are written as their string / value by both, NaN becomes null.
+    _ORJSON_OPTS = (_orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+                    | _orjson.OPT_NON_STR_KEYS)
 
 
-def _refuse(value: Any) -> Any:
+def _default(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (what orjson writes for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _stdlib_dumps(value: Any) -> bytes:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=_default)
+    except ValueError:  # NaN or an infinity somewhere: write null, as orjson does
+        text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False,
+                          default=_default)
+    return text.encode()
+
+
 def json_dumps(value: Any) -> bytes:
-    """Encode strict JSON; raises TypeError/ValueError for anything JSON cannot hold."""
+    """Encode JSON; raises TypeError/ValueError for anything JSON cannot hold."""
     if _orjson is not None:
-        return _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            data: bytes = _orjson.dumps(value, default=_default, option=_ORJSON_OPTS)
+        except TypeError as exc:
+            if "64-bit" not in str(exc):
+                raise
+        else:
+            return data
+    return _stdlib_dumps(value)  # no orjson, or integers past 64 bits
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def json_loads(data: bytes) -> Any:
+    """Decode JSON; raises ValueError for anything that is not strict JSON."""
     if _orjson is not None:
         return _orjson.loads(data)
-    return json.loads(data)
+    try:
+        return json.loads(data, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _msgpack() -> Any:
     try:
-        import msgpack  # noqa: PLC0415 - optional extra, loaded on first use
+        import msgpack  # type: ignore[import-untyped]
     except ImportError as exc:
-        raise ConfigurationError("codec 'msgpack' needs an extra: pip install hubbub[msgpack]") from exc
+        raise ConfigurationError(
+            "codec 'msgpack' needs an extra: pip install hubbub[msgpack]"
+        ) from exc
     return msgpack
 
 
@@ -78,7 +126,7 @@ CODECS: dict[str, Codec] = {
         "pickle",
         "application/x-python-pickle",
         lambda value: pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),
-        pickle.loads,  # noqa: S301 - only reachable when the user accepts pickle explicitly
+        pickle.loads,
         trusted_only=True,
     ),
 }

@@ -63,7 +63,7 @@ class TaskFailed(TaskError):
         traceback: the remote traceback as text.
     """
 
-    def __init__(self, type: str, message: str, traceback: str = "") -> None:  # noqa: A002
+    def __init__(self, type: str, message: str, traceback: str = "") -> None:
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message
@@ -98,7 +98,7 @@ class ScheduleError(HubbubError):
     """A schedule is malformed or cannot run."""
 
 
-class Retry(Exception):  # noqa: N818 - a control signal, not an error
+class Retry(Exception):
     """Raise inside a task to run it again later.
 
     Args:
@@ -115,7 +115,7 @@ class Retry(Exception):  # noqa: N818 - a control signal, not an error
         self.reason = reason
 
 
-class Reject(Exception):  # noqa: N818 - a control signal, not an error
+class Reject(Exception):
     """Raise inside a task to refuse the message: it goes to dead letters with ``reason``."""
 
     def __init__(self, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -120,9 +121,11 @@ class Hub:
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
-            unknown = set(options) - set(TaskOptions.__dataclass_fields__)
-            if unknown:
-                raise ConfigurationError(f"unknown task option(s): {', '.join(sorted(unknown))}")
+            known = set(TaskOptions.__dataclass_fields__) - {"name"}
+            for option in sorted(set(options) - known):
+                hint = difflib.get_close_matches(option, known, n=1)
+                raise ConfigurationError(f"unknown task option {option!r}"
+                                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
             existing = self.tasks.get(name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {name!r} is already registered")
@@ -224,7 +227,7 @@ class Hub:
     async def read_results(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         return await (await self._results()).get(ids)
 
-    async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+    async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:
         return await (await self._results()).wait(id, timeout=timeout)
 
     async def revoke(self, ids: Sequence[str]) -> None:

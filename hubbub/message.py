@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,9 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE) -
     for name in _FIELDS:
         body[name] = getattr(envelope, name)
     body["content_type"] = codec.content_type
+    if not _finite(envelope.args) or not _finite(envelope.kwargs):
+        raise MessageError(f"arguments of task {envelope.task!r} hold NaN or an infinity, "
+                           "which JSON cannot carry")
     try:
         if codec.content_type == JSON_TYPE:
             body["args"] = list(envelope.args)
@@ -111,6 +115,17 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE) -
     return data
 
 
+def _finite(value: Any) -> bool:
+    """False if ``value`` holds a float NaN or infinity anywhere."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def decode(
     data: bytes, accept: frozenset[str] = frozenset({"json"}), max_size: int = DEFAULT_MAX_SIZE
 ) -> Envelope:
@@ -128,7 +143,7 @@ def decode(
         raise MessageError(f"malformed message: not JSON ({exc})") from exc
     if not isinstance(body, dict):
         raise MessageError("malformed message: not a JSON object")
-    if body.get("v") != VERSION:
+    if isinstance(body.get("v"), bool) or body.get("v") != VERSION:
         raise MessageError(f"unsupported message version {body.get('v')!r} (expected {VERSION})")
     values: dict[str, Any] = {}
     for name, (types, nullable) in _FIELDS.items():
@@ -170,7 +185,7 @@ def peek_id(data: bytes) -> str | None:
     """The task id of a body that may be malformed, for reporting; None when unreadable."""
     try:
         body = json_loads(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     value = body.get("id") if isinstance(body, dict) else None
     return value if isinstance(value, str) else None

@@ -22,7 +22,7 @@ class Result(Generic[R]):
 
     __slots__ = ("hub", "id", "ignored", "task")
 
-    def __init__(self, hub: Hub, id: str, task: str | None = None,  # noqa: A002
+    def __init__(self, hub: Hub, id: str, task: str | None = None,
                  *, ignored: bool = False) -> None:
         self.hub = hub
         self.id = id
@@ -86,7 +86,7 @@ class Result(Generic[R]):
         if record is None:
             raise ResultTimeout(f"task {self.id} gave no result within {timeout}s")
         if record.state == State.SUCCESS:
-            return cast(R, record.value)
+            return cast("R", record.value)
         error = record.error
         if record.state == State.REVOKED:
             raise TaskRevoked(error.message if error else f"task {self.id} was revoked")

@@ -7,6 +7,7 @@ overrides what the code passed to ``Hub(...)``, and defaults fill the rest.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -32,6 +33,8 @@ def seconds(value: float | timedelta | str, name: str) -> float:
         result = float(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(result):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, not {value!r}")
     if result < 0:
         raise ConfigurationError(f"{name} must not be negative, got {result}")
     return result
@@ -49,6 +52,13 @@ class Limits:
 
     max_message_size: int = DEFAULT_MAX_SIZE
     max_deliveries: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_deliveries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"limits.{name} must be a whole number of at least 1, "
+                                         f"not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         name, parse = _PARSERS[key]
         try:
             found[name] = parse(raw)
-        except ValueError as exc:
+        except (ValueError, ConfigurationError) as exc:
             raise ConfigurationError(f"{key}={raw!r} is not valid: {exc}") from None
     return found
 
@@ -123,10 +133,13 @@ def resolve(
             raise ConfigurationError(
                 f"unknown setting {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
             )
-    limits = replace(
-        merged.pop("limits", Limits()),
-        **{k.split(".", 1)[1]: merged.pop(k) for k in list(merged) if k.startswith("limits.")},
-    )
+    limit_keys = [k for k in list(merged) if k.startswith("limits.")]
+    try:
+        limits = replace(merged.pop("limits", Limits()),
+                         **{k.split(".", 1)[1]: merged.pop(k) for k in limit_keys})
+    except ConfigurationError as exc:
+        env = [e for e, (f, _) in _PARSERS.items() if f in limit_keys]
+        raise ConfigurationError(f"{exc} (from {', '.join(env) or 'code'})") from None
     if "lease" in merged:
         merged["lease"] = seconds(merged["lease"], "lease")
     if "result_ttl" in merged:

@@ -67,6 +67,12 @@ class TaskOptions:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, seconds(value, name))
+        if (self.soft_timeout is not None and self.timeout is not None
+                and self.soft_timeout >= self.timeout):
+            raise ConfigurationError(
+                f"soft_timeout ({self.soft_timeout}s) must be shorter than timeout "
+                f"({self.timeout}s): the soft limit warns the task before the hard one stops it"
+            )
         if self.on_crash not in ("fail", "retry"):
             raise ConfigurationError(f"on_crash must be 'fail' or 'retry', not {self.on_crash!r}")
 

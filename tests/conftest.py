@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,10 +44,8 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield b
     finally:
         for transport in b.opened:
-            try:
+            with contextlib.suppress(Exception):
                 await transport.close()
-            except Exception:  # noqa: S110 - a transport closed by the test itself
-                pass
         await module.cleanup(url)
 
 

@@ -103,7 +103,7 @@ class ResultBackend(abc.ABC):
         """The records that exist and have not expired, by id."""
 
     @abc.abstractmethod
-    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:
         """Wait until the record is ready (SUCCESS, FAILURE, REVOKED).
 
         Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class MemoryResults(ResultBackend):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
 
-    def _live(self, id: str) -> ResultRecord | None:  # noqa: A002
+    def _live(self, id: str) -> ResultRecord | None:
         entry = self._store.records.get(id)
         if entry is None:
             return None
@@ -63,7 +64,7 @@ class MemoryResults(ResultBackend):
             found = {i: self._live(i) for i in ids}
         return {i: r for i, r in found.items() if r is not None}
 
-    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         waiter = (loop, asyncio.Event())
@@ -77,10 +78,8 @@ class MemoryResults(ResultBackend):
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     return None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter[1].wait(), remaining)
-                except TimeoutError:
-                    pass
         finally:
             self._store.waiters.discard(waiter)
 

@@ -55,10 +55,10 @@ class SQLiteResults(ResultBackend):
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO hubbub_results (id, state, record, expires_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO hubbub_results (id, state, record, expires_at) VALUES (?, ?, ?, ?)"  # noqa: S608 - constants only
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
                 " record = excluded.record, expires_at = excluded.expires_at"
-                f" WHERE hubbub_results.state NOT IN ({_STICKY})"  # noqa: S608 - constants
+                f" WHERE hubbub_results.state NOT IN ({_STICKY})"
                 " OR hubbub_results.expires_at <= ?",
                 [(*row, now) for row in rows],
             )
@@ -87,7 +87,7 @@ class SQLiteResults(ResultBackend):
             return {}
         return await self.db.call(lambda c: self._select(c, ids))
 
-    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:  # noqa: A002
+    async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         version = await self.db.version()

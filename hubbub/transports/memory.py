@@ -7,6 +7,7 @@ event loop, so a producer on one loop and a worker on another see the same queue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import threading
@@ -128,10 +129,8 @@ class MemoryTransport(Transport):
                 if got or remaining <= 0:
                     return got
                 # Delayed messages and expired leases wake nobody: look again soon.
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(remaining, 0.02))
-                except TimeoutError:
-                    pass
         finally:
             self._store.waiters.discard(waiter)
 

@@ -252,7 +252,8 @@ class SQLiteTransport(Transport):
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
         now = self.clock.time()
-        where, params = "", ()
+        where = ""
+        params: tuple[str, ...] = ()
         if ids is not None:
             if not ids:
                 return 0

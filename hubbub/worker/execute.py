@@ -78,6 +78,14 @@ def run_sync(task: Task[Any, Any], job: Job) -> Outcome:
     return success(task, value, time.monotonic() - started)
 
 
+def limits(job: Job) -> tuple[float | None, float | None]:
+    """(soft, hard) limits; a soft limit at or past the hard one is moot."""
+    soft, hard = job.soft_timeout, job.timeout
+    if soft is not None and hard is not None and soft >= hard:
+        soft = None
+    return soft, hard
+
+
 async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     """Run an ``async def`` job as a coroutine on the running loop, with its time limits."""
     token = enter(context_of(job))
@@ -86,7 +94,7 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
         inner = asyncio.ensure_future(task.fn(*job.args, **job.kwargs))
     finally:
         leave(token)
-    soft, hard = job.soft_timeout, job.timeout
+    soft, hard = limits(job)
     first = soft if soft is not None else hard
     done, _ = await asyncio.wait({inner}, timeout=first)
     if not done and soft is not None:
@@ -109,7 +117,8 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc_type))
 
 
 async def in_thread(executor: Executor, task: Task[Any, Any], job: Job) -> Outcome:
@@ -126,7 +135,7 @@ async def in_thread(executor: Executor, task: Task[Any, Any], job: Job) -> Outco
             finished.set()
 
     future = asyncio.wrap_future(executor.submit(call), loop=loop)
-    soft, hard = job.soft_timeout, job.timeout
+    soft, hard = limits(job)
     if soft is None and hard is None:
         return await future
     started = time.monotonic()

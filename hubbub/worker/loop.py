@@ -53,7 +53,7 @@ RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
 
 def backoff(base: float, ceiling: float, retries: int, jitter: bool) -> float:
     """Seconds before retry number ``retries + 1``: exponential, capped, optionally jittered."""
-    delay = min(ceiling, base * (2**retries))
+    delay = min(ceiling, base * (2 ** min(retries, 63)))
     return random.uniform(delay / 2, delay) if jitter else delay
 
 
@@ -180,11 +180,12 @@ class WorkerLoop:
             log.info("worker %s offline after %d tasks", self.name, self.processed)
 
     async def _fetch_forever(self, transport: Transport, results: ResultBackend | None) -> None:
-        assert self._stopping is not None and self._room is not None
+        assert self._stopping is not None
+        assert self._room is not None
         delay = RETRY_IO[0]
         while not self._stopping.is_set():
             room = self.pool.concurrency + self.prefetch - len(self._held)
-            if room <= 0 or self.running >= self.pool.concurrency and room <= self.prefetch // 2:
+            if room <= 0 or (self.running >= self.pool.concurrency and room <= self.prefetch // 2):
                 self._room.clear()
                 await _first(self._room.wait(), self._stopping.wait())
                 continue
@@ -258,10 +259,9 @@ class WorkerLoop:
                 self._queue(ack=[held.delivery])
             elif env.expires is not None and env.expires <= now:
                 log.info("task %s[%s] expired; skipped", env.task, env.id)
+                at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(env.expires))
                 self._record(held, State.REVOKED,
-                             error=ErrorInfo("TaskRevoked", f"expired before it ran (at "
-                                             f"{time.strftime('%H:%M:%S', time.gmtime(env.expires))}"
-                                             " UTC)"))
+                             error=ErrorInfo("TaskRevoked", f"expired before it ran ({at} UTC)"))
                 self._queue(ack=[held.delivery])
             else:
                 self._held[id(held)] = held
@@ -323,7 +323,8 @@ class WorkerLoop:
     # -- running -----------------------------------------------------------------------------
 
     async def _execute(self, held: _Held) -> None:
-        assert self._slots is not None and self._stopping is not None
+        assert self._slots is not None
+        assert self._stopping is not None
         async with self._slots:
             if self._stopping.is_set():
                 return  # _wind_down releases it
@@ -497,7 +498,8 @@ def _describe(outcome: Outcome, task: Task[Any, Any]) -> tuple[ErrorInfo, bool, 
     if isinstance(outcome, Crashed):
         return (ErrorInfo("TaskCrashed", outcome.reason), task.spec.on_crash == "retry", None)
     if isinstance(outcome, TimedOut):
-        return ErrorInfo("TaskTimedOut", f"ran past its time limit of {outcome.limit}s"), False, None
+        error = ErrorInfo("TaskTimedOut", f"ran past its time limit of {outcome.limit}s")
+        return error, False, None
     raise TypeError(f"not a failed outcome: {outcome!r}")
 
 

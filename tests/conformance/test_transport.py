@@ -60,7 +60,7 @@ async def test_delivery_of_a_consumer_that_went_away_returns_after_the_lease(
 ) -> None:
     first, second = await broker.open(), await broker.open()
     await first.publish([out("work")])
-    [d1] = [d for d in await fetch_all_leased(first, LEASE)]
+    [d1] = list(await fetch_all_leased(first, LEASE))
     await first.close()  # the consumer died: no ack, no renewal, connection gone
     started = time.monotonic()
     got = await fetch_all(second, ["q"], 1, wait=LEASE + 8)

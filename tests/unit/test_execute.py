@@ -5,8 +5,6 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from hubbub import Hub, Reject, Retry, current_task
 from hubbub.context import maybe_current_task
 from hubbub.errors import SoftTimeLimitExceeded
@@ -250,9 +248,6 @@ async def test_on_loop_times_out_a_task_that_ignores_its_soft_limit(hub: Hub) ->
     assert outcome.limit == 0.05
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: on_loop waits for soft_timeout first even when timeout is shorter"
-)
 async def test_on_loop_enforces_a_hard_limit_shorter_than_the_soft_one(hub: Hub) -> None:
     async def slow() -> str:
         await asyncio.sleep(0.3)  # the task's own work, longer than its hard limit

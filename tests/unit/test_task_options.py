@@ -144,9 +144,6 @@ def test_an_unknown_decorator_option_is_refused(hub: Hub) -> None:
             return None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: @hub.task(...) names an unknown option without a suggestion"
-)
 def test_an_unknown_decorator_option_comes_with_a_suggestion(hub: Hub) -> None:
     with pytest.raises(ConfigurationError, match="did you mean 'retries'"):
 

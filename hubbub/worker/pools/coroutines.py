@@ -33,7 +33,8 @@ class AsyncPool(Pool):
                                             thread_name_prefix="hubbub-sync")
 
     async def run(self, job: Job) -> Outcome:
-        assert self._executor is not None and self._hub is not None, "pool not started"
+        assert self._executor is not None, "pool not started"
+        assert self._hub is not None, "pool not started"
         task = self._hub.tasks[job.task]
         if task.is_async:
             return await on_loop(task, job)

@@ -30,7 +30,8 @@ class ThreadPool(Pool):
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="hubbub-task")
 
     async def run(self, job: Job) -> Outcome:
-        assert self._executor is not None and self._hub is not None, "pool not started"
+        assert self._executor is not None, "pool not started"
+        assert self._hub is not None, "pool not started"
         return await in_thread(self._executor, self._hub.tasks[job.task], job)
 
     async def stop(self) -> None:
