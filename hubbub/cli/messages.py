@@ -1,107 +1,18 @@
-"""The ``hubbub`` command: worker, call, status, purge, dead, demo."""
+"""``hubbub call``, ``status``, ``purge`` and ``dead``: sending and inspecting messages."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import logging
-import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from hubbub import __version__
-from hubbub._demo import run_demo
-from hubbub._loader import load_hub
 from hubbub._redact import redact
-from hubbub.errors import HubbubError
-from hubbub.hub import Hub
-from hubbub.worker import WorkerLoop, run_worker
-from hubbub.worker.pools import POOLS, make_pool
-
-T = TypeVar("T")
-console = Console()
-errors = Console(stderr=True)
-
-APP_HELP = "The app as module:attribute, e.g. shop.tasks:hub (attribute defaults to 'hub')."
-BROKER_HELP = "Broker URL (default: $HUBBUB_BROKER, else sqlite:///hubbub.db here)."
+from hubbub.cli._common import APP_HELP, BROKER_HELP, console, friendly, open_hub, run
 
 
-def friendly(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn hubbub errors into one red line and exit status 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except HubbubError as exc:
-            errors.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
-            sys.exit(1)
-
-    return wrapper
-
-
-def open_hub(app: str | None, broker: str | None) -> Hub:
-    if app:
-        hub = load_hub(app)
-        if broker:
-            raise click.UsageError("give --app or --broker, not both")
-        return hub
-    return Hub(overrides={"broker": broker})
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="hubbub")
-def main() -> None:
-    """hubbub: a distributed task queue that starts with zero servers."""
-
-
-@main.command()
-@click.option("-A", "--app", required=True, help=APP_HELP)
-@click.option("-Q", "--queues", default=None,
-              help="Comma-separated queues to consume (default: the hub's default queue).")
-@click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
-              help="How tasks run: solo (one at a time), threads (blocking I/O), async "
-                   "(coroutines; sync tasks in threads).")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="Tasks at once (default: solo 1, threads 8, async 100).")
-@click.option("--prefetch", type=click.IntRange(min=0), default=None,
-              help="Deliveries held beyond free slots (default: min(concurrency, 16)).")
-@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds a graceful stop waits for running tasks.")
-@click.option("--lease", type=click.FloatRange(min=0.5), default=None,
-              help="Seconds a delivery stays leased without renewal (default 30).")
-@click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
-@click.option("-l", "--loglevel", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              help="Log level.")
-@friendly
-def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
-           prefetch: int | None, grace: float, lease: float | None, name: str | None,
-           loglevel: str) -> None:
-    """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
-
-    The first signal stops gracefully (unstarted work is released at once; running tasks get
-    --grace seconds); a second one releases running work and exits.
-    """
-    logging.basicConfig(level=loglevel.upper(),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    hub = load_hub(app)
-    loop = WorkerLoop(hub, queues=queues.split(",") if queues else None,
-                      pool=make_pool(pool, concurrency), prefetch=prefetch, grace=grace,
-                      name=name, lease=lease)
-    run_worker(loop)
-
-
-@main.command()
+@click.command()
 @click.argument("task")
 @click.argument("args", default="[]")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
@@ -138,7 +49,7 @@ def call(task: str, args: str, kwargs_json: str, app: str | None, broker: str | 
         hub.close()
 
 
-@main.command()
+@click.command()
 @click.option("-A", "--app", default=None, help=APP_HELP)
 @click.option("--broker", default=None, help=BROKER_HELP)
 @friendly
@@ -166,7 +77,7 @@ def status(app: str | None, broker: str | None) -> None:
     console.print(table)
 
 
-@main.command()
+@click.command()
 @click.argument("queue")
 @click.option("-A", "--app", default=None, help=APP_HELP)
 @click.option("--broker", default=None, help=BROKER_HELP)
@@ -189,7 +100,7 @@ def purge(queue: str, app: str | None, broker: str | None, yes: bool) -> None:
     console.print(f"purged {run(go())} messages from {queue}")
 
 
-@main.command()
+@click.command()
 @click.option("-A", "--app", default=None, help=APP_HELP)
 @click.option("--broker", default=None, help=BROKER_HELP)
 @click.option("-q", "--queue", default=None, help="Only this queue's dead letters.")
@@ -234,18 +145,3 @@ def _task_name(body: bytes) -> str:
     except ValueError:
         return "?"
     return str(value.get("task", "?")) if isinstance(value, dict) else "?"
-
-
-@main.command()
-@click.option("-n", "--tasks", "count", type=click.IntRange(min=10), default=2000,
-              show_default=True, help="How many tasks to send.")
-@click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
-              help="The worker's pool.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="The worker's concurrency (default: the pool's).")
-@click.option("--db", default=None,
-              help="SQLite file to use (default: a fresh temporary file, removed afterwards).")
-@friendly
-def demo(count: int, pool: str, concurrency: int | None, db: str | None) -> None:
-    """Start a worker on the embedded SQLite broker, send a mix of tasks, report."""
-    sys.exit(run_demo(console, count=count, pool=pool, concurrency=concurrency, db=db))

@@ -1,0 +1,20 @@
+"""The ``hubbub`` command. Each group of subcommands lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from hubbub import __version__
+from hubbub.cli.demo import demo
+from hubbub.cli.messages import call, dead, purge, status
+from hubbub.cli.worker import worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hubbub")
+def main() -> None:
+    """hubbub: a distributed task queue that starts with zero servers."""
+
+
+for command in (worker, call, status, purge, dead, demo):
+    main.add_command(command)

@@ -1,0 +1,49 @@
+"""``hubbub worker``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from hubbub._loader import load_hub
+from hubbub.cli._common import APP_HELP, friendly
+from hubbub.worker import WorkerLoop, run_worker
+from hubbub.worker.pools import POOLS, make_pool
+
+
+@click.command()
+@click.option("-A", "--app", required=True, help=APP_HELP)
+@click.option("-Q", "--queues", default=None,
+              help="Comma-separated queues to consume (default: the hub's default queue).")
+@click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
+              help="How tasks run: solo (one at a time), threads (blocking I/O), async "
+                   "(coroutines; sync tasks in threads).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+              help="Tasks at once (default: solo 1, threads 8, async 100).")
+@click.option("--prefetch", type=click.IntRange(min=0), default=None,
+              help="Deliveries held beyond free slots (default: min(concurrency, 16)).")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds a graceful stop waits for running tasks.")
+@click.option("--lease", type=click.FloatRange(min=0.5), default=None,
+              help="Seconds a delivery stays leased without renewal (default 30).")
+@click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
+@click.option("-l", "--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Log level.")
+@friendly
+def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
+           prefetch: int | None, grace: float, lease: float | None, name: str | None,
+           loglevel: str) -> None:
+    """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
+
+    The first signal stops gracefully (unstarted work is released at once; running tasks get
+    --grace seconds); a second one releases running work and exits.
+    """
+    logging.basicConfig(level=loglevel.upper(),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    hub = load_hub(app)
+    loop = WorkerLoop(hub, queues=queues.split(",") if queues else None,
+                      pool=make_pool(pool, concurrency), prefetch=prefetch, grace=grace,
+                      name=name, lease=lease)
+    run_worker(loop)
