@@ -491,10 +491,11 @@ class RedisTransport(Transport):
             if new:
                 await self._client.sadd(f"{self.config.prefix}:queues", *sorted(new))
                 self._known |= new
-            await asyncio.gather(*(
-                self._run("publish", queue, chunk)
-                for queue, flat in by_queue.items() for chunk in _chunks(flat, 4 * _CHUNK)
-            ))
+            await asyncio.gather(*(self._publish(q, flat) for q, flat in by_queue.items()))
+
+    async def _publish(self, queue: str, flat: list[Any]) -> None:
+        for chunk in _chunks(flat, 4 * _CHUNK):  # one after another: FIFO across chunks
+            await self._run("publish", queue, chunk)
 
     async def fetch(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
@@ -548,18 +549,24 @@ class RedisTransport(Transport):
         self, script: str, deliveries: Sequence[Any], head: Sequence[Any],
         row: Callable[[Any], Sequence[Any]],
     ) -> list[Any]:
-        """Run ``script`` once per queue (and chunk) over ``deliveries``; replies in order."""
+        """Run ``script`` over ``deliveries``: queues at once, chunks of one queue in order.
+
+        Returns:
+            ``(chunk, reply)`` pairs.
+        """
         by_queue: dict[str, list[Any]] = {}
         for d in deliveries:
             by_queue.setdefault(d.delivery.queue if isinstance(d, DeadLetterRequest)
                                 else d.queue, []).append(d)
-        calls = [(queue, chunk) for queue, ds in by_queue.items() for chunk in _chunks(ds)]
+
+        async def one_queue(queue: str, items: list[Any]) -> list[tuple[Sequence[Any], Any]]:
+            return [(chunk, await self._run(script, queue,
+                                            [*head, *(x for d in chunk for x in row(d))]))
+                    for chunk in _chunks(items)]
+
         with translate(self.config):
-            replies = await asyncio.gather(*(
-                self._run(script, queue, [*head, *(x for d in chunk for x in row(d))])
-                for queue, chunk in calls
-            ))
-        return list(zip(calls, replies, strict=True))
+            done = await asyncio.gather(*(one_queue(q, ds) for q, ds in by_queue.items()))
+        return [pair for pairs in done for pair in pairs]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self._each_queue("ack", deliveries, [], _receipt)
@@ -578,7 +585,7 @@ class RedisTransport(Transport):
         lost: list[Delivery] = []
         results = await self._each_queue(
             "extend", deliveries, [self.consumer, repr(now), repr(until)], _receipt)
-        for (_, chunk), positions in results:
+        for chunk, positions in results:
             gone = {int(p) for p in positions}
             for i, d in enumerate(chunk):
                 if i in gone:

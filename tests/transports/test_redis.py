@@ -235,6 +235,30 @@ async def test_acked_released_and_dead_entries_leave_their_stream(
     assert await admin.hlen(queue_keys(prefix_of(url), "q")[11]) == 0
 
 
+async def test_a_big_publish_keeps_its_order_across_script_calls(opened: Any) -> None:
+    t = await opened()
+    items = [out(f"m{i}") for i in range(2500)]
+    await t.publish(items)
+    got = []
+    while len(got) < len(items):
+        batch = await t.fetch(["q"], limit=1000, lease=30, wait=1)
+        assert batch
+        got += batch
+    assert [d.id for d in got] == [i.id for i in items]
+    await t.ack(got)
+    assert [(s.ready, s.leased) for s in await t.stats(["q"])] == [(0, 0)]
+
+
+async def test_purge_counts_ready_and_delayed_and_spares_live_leases(opened: Any) -> None:
+    t = await opened()
+    await t.publish([out("a"), out("b"), out("c", priority=5), out("d", eta=time.time() + 60)])
+    [held] = await t.fetch(["q"], limit=1, lease=30, wait=1)
+    assert await t.purge("q") == 3
+    [stats] = await t.stats(["q"])
+    assert (stats.ready, stats.delayed, stats.leased) == (0, 0, 1)
+    await t.ack([held])
+
+
 async def test_priorities_out_of_range_are_clamped(opened: Any) -> None:
     t = await opened()
     await t.publish([out("low", priority=-3), out("top", priority=42), out("nine", priority=9)])
