@@ -88,10 +88,16 @@ class RedisURL:
             ConfigurationError: not a Redis URL, a bad number, or an unknown option
                 (with the closest known one as a suggestion).
         """
-        shown = redact(url)
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
+        scheme, _, rest = url.partition("://")
+        userinfo, at, address = rest.rpartition("@")
+        # Shown in errors: nothing of what stands before the last '@', which may be secret.
+        shown = f"{scheme}://{'***@' if at else ''}{address}"
+        if scheme not in ("redis", "rediss"):
             raise ConfigurationError(f"not a redis URL: {shown}")
+        if any(c in userinfo for c in "/?#"):
+            raise ConfigurationError(f"malformed redis URL {shown}: percent-encode '/', '?', "
+                                     "'#' and '@' in the user name and password")
+        parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         for key in query:
             if key not in _OPTIONS:
@@ -124,11 +130,13 @@ class RedisURL:
             else:
                 options[key] = value
         prefix = query.pop("prefix", "hubbub") or "hubbub"
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        login = (parts.username or "") + (":***" if parts.password is not None else "")
         return cls(
             host=parts.hostname or "localhost", port=port, db=db, prefix=prefix, tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            options=options, redacted=shown,
+            username=username, password=password, options=options,
+            redacted=f"{scheme}://{login + '@' if at else ''}{address}",
         )
 
     @property
