@@ -19,6 +19,7 @@ from hubbub.middleware import Middleware, chain_publish
 from hubbub.result import Result
 from hubbub.results import ResultBackend, ResultRecord, State, open_results
 from hubbub.results.base import ErrorInfo
+from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve
 from hubbub.task import Task, TaskOptions
 from hubbub.transports import Outgoing, Transport, open_transport
@@ -81,6 +82,7 @@ class Hub:
         for name in self.settings.accept:
             get_codec(name)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
         self.events = EventBus()
         self.bridge = Bridge()
@@ -134,6 +136,73 @@ class Hub:
             return task
 
         return register if fn is None else register(fn)
+
+    # -- periodic tasks ------------------------------------------------------------------
+
+    def schedule(
+        self, task: Task[Any, Any] | str, *, cron: str | None = None,
+        every: float | timedelta | None = None, tz: str | None = None,
+        args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None, missed: Literal["once", "skip"] = "once",
+        queue: str | None = None, priority: int | None = None,
+        expires: float | timedelta | None = None,
+    ) -> ScheduleEntry:
+        """Run a task periodically: ``hub.schedule("cleanup", cron="*/5 * * * *")``.
+
+        A beat (``hubbub beat``) sends it at each slot; see ``docs/scheduling.md``.
+
+        Args:
+            task: the task, or its name.
+            cron: a cron expression (needs ``hubbub[schedule]``); or
+            every: seconds (or a timedelta) between runs, anchored at the Unix epoch.
+            tz: IANA time zone of ``cron`` (default UTC).
+            args: positional arguments of every run.
+            kwargs: keyword arguments of every run.
+            name: the entry's unique name (default: the task's name).
+            missed: slots missed by more than the beat's grace: ``"once"`` runs once for
+                all of them, ``"skip"`` waits for the next slot.
+            queue: queue to send to (default: the task's).
+            priority: 0..9 (default: the task's).
+            expires: seconds after its slot when a run is no longer worth starting.
+
+        Returns:
+            The entry, also kept in ``hub.schedules``.
+
+        Raises:
+            ScheduleError: a bad schedule, time zone or option, or a name already taken.
+            ConfigurationError: ``cron`` without croniter installed.
+        """
+        trigger = make_trigger(cron=cron, every=every, tz=tz)
+        entry = make_entry(task if isinstance(task, str) else task.name, trigger, name=name,
+                           args=tuple(args), kwargs=kwargs, missed=missed, queue=queue,
+                           priority=priority, expires=expires)
+        return add_entry(self.schedules, entry)
+
+    def periodic(
+        self, *, cron: str | None = None, every: float | timedelta | None = None,
+        tz: str | None = None, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        missed: Literal["once", "skip"] = "once", **options: Any,
+    ) -> _TaskDecorator:
+        """Register a function as a task and schedule it: ``@hub.periodic(every=30)``.
+
+        Takes the schedule of :meth:`schedule` and the task options of :meth:`task`; the
+        entry is named after the task.
+
+        Raises:
+            ScheduleError: a bad schedule or time zone.
+            ConfigurationError: an unknown task option, or ``cron`` without croniter.
+        """
+        trigger = make_trigger(cron=cron, every=every, tz=tz)
+        make_entry("?", trigger, missed=missed)  # fail before anything is registered
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            task: Task[P, R] = self.task(**options)(fn)
+            entry = make_entry(task.name, trigger, args=tuple(args), kwargs=kwargs,
+                               missed=missed)
+            add_entry(self.schedules, entry)
+            return task
+
+        return register
 
     # -- sending -------------------------------------------------------------------------
 
