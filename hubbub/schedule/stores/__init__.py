@@ -1,0 +1,1 @@
+"""Schedule stores, one per result store kind: memory, SQLite, Redis."""
