@@ -166,7 +166,7 @@ class Beat:
             more = await self._fire_due() if self.is_leader else False
         except HubbubError as exc:
             self._failures += 1
-            delay = min(RETRY[1], RETRY[0] * 2 ** min(self._failures - 1, 10))
+            delay = min(RETRY[1], RETRY[0] * 2.0 ** min(self._failures - 1, 10))
             log.warning("beat %s: %s; retrying in %.1fs", self.owner, exc, delay)
             if self.is_leader and self.clock.monotonic() >= self._lease_until:
                 self._lose("its lease ran out while the store failed")
