@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hubbub import __version__
+from hubbub.cli.beat import beat, schedule
 from hubbub.cli.demo import demo
 from hubbub.cli.messages import call, dead, purge, status
 from hubbub.cli.worker import worker
@@ -16,5 +17,5 @@ def main() -> None:
     """hubbub: a distributed task queue that starts with zero servers."""
 
 
-for command in (worker, call, status, purge, dead, demo):
+for command in (worker, call, status, purge, dead, demo, beat, schedule):
     main.add_command(command)
