@@ -1,0 +1,590 @@
+"""Beanstalkd: ``beanstalk://host:11300/?prefix=hubbub&ttr=5`` (see docs/beanstalk.md).
+
+A hubbub queue ``q`` is the tube ``<prefix>.q``; priorities, ETAs (whole seconds, rounded
+up) and dead letters (``bury``) are native. The client is a small asyncio client of the
+text protocol rather than greenstalk on threads: beanstalkd answers commands in order, so a
+batch (``reserve`` x 20, ``delete`` x 20) is one write and one round trip.
+
+Connections: ``touch``/``delete``/``release``/``bury`` only work on the connection that
+reserved the job, and a connection blocked in ``reserve`` answers nothing else. So *jobs*
+only ever reserves with a zero timeout and owns every lease (acks never wait behind a
+fetch); *waiter* blocks in 1-second ``reserve-with-timeout`` slices for a waiting fetch and
+releases what it gets at once, for *jobs* to take; *put* publishes and reads statistics;
+*admin* walks dead-letter records.
+
+Leases: beanstalkd fixes TTR at ``put``, hubbub picks a lease at ``fetch``. Jobs are put
+with TTR ``ttr`` and the transport touches each leased job until its hubbub lease runs out,
+so a live holder keeps it as long as it extends, a closed connection gives it back at once
+and a hung holder loses it between ``lease`` and ``lease + ttr``. Attempts are
+``reserves - releases`` from ``stats-job``.
+
+Dead letters: ``bury`` plus a record (id, queue, reason, time, job id, priority) in the
+side tube ``<prefix>$dead``, listed by reserving every record and releasing them in order.
+A requeue puts the job again (fresh counts) rather than kicking it, which would keep the
+attempts that killed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.errors import (
+    ConfigurationError,
+    MessageError,
+    MessageTooLarge,
+    TransportError,
+    TransportUnavailable,
+)
+from hubbub.transports.base import (
+    Capabilities,
+    DeadLetter,
+    DeadLetterRequest,
+    Delivery,
+    Outgoing,
+    QueueStats,
+    Transport,
+)
+
+DEFAULT_PORT = 11300
+PRIORITY_BASE = 1024  # hubbub priority 0 is beanstalkd's customary default priority
+MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
+_SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
+_BATCH = 256  # commands written at once
+_RECORD_TTR = 120
+Reply = tuple[list[str], bytes | None]
+
+
+class _Conn:
+    """One connection; commands written together are answered in order."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._pending: deque[asyncio.Future[Reply]] = deque()
+        self.watching = {"default"}
+        self.using = "default"
+        self.closed = False
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        error: BaseException = ConnectionError("connection closed")
+        try:
+            while True:
+                words = (await self._reader.readuntil(b"\r\n"))[:-2].decode().split()
+                data = None
+                size = {"RESERVED": 2, "FOUND": 2, "OK": 1}.get(words[0] if words else "")
+                if size is not None:
+                    data = (await self._reader.readexactly(int(words[size]) + 2))[:-2]
+                future = self._pending.popleft()
+                if not future.done():
+                    future.set_result((words, data))
+        except (OSError, EOFError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
+            error = ConnectionError(f"connection lost ({exc or type(exc).__name__})")
+        finally:
+            self.closed = True
+            while self._pending:
+                future = self._pending.popleft()
+                if not future.done():
+                    future.set_exception(error)
+
+    async def call(self, *commands: bytes) -> list[Reply]:
+        """Send ``commands`` in one write; return their answers in order."""
+        if self.closed:
+            raise ConnectionError("connection closed")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._pending.extend(futures)
+        self._writer.write(b"".join(commands))
+        await self._writer.drain()
+        return [await f for f in futures]
+
+    def watch(self, tubes: Sequence[str]) -> list[bytes]:
+        """Commands that make this connection watch exactly ``tubes``."""
+        wanted = set(tubes)
+        cmds = [b"watch %s\r\n" % t.encode() for t in tubes if t not in self.watching]
+        cmds += [b"ignore %s\r\n" % t.encode() for t in self.watching - wanted]
+        self.watching = wanted
+        return cmds
+
+    def use(self, tube: str) -> list[bytes]:
+        if tube == self.using:
+            return []
+        self.using = tube
+        return [b"use %s\r\n" % tube.encode()]
+
+    async def close(self) -> None:
+        self.closed = True
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@dataclass(slots=True)
+class _Lease:
+    conn: _Conn
+    lease_until: float
+    touched_at: float
+
+
+def _yaml(data: bytes | None) -> dict[str, str]:
+    """beanstalkd's flat YAML answers (``stats``, ``stats-job``, ``stats-tube``)."""
+    out = {}
+    for line in (data or b"").decode().splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key] = value.strip()
+    return out
+
+
+def _unframe(job: bytes, jid: str) -> tuple[str, bytes]:
+    """(message id, body) of a job; a job not put by hubbub gets its job id."""
+    if job.startswith(MAGIC) and b"\n" in job:
+        head, body = job[len(MAGIC):].split(b"\n", 1)
+        return head.decode(), body
+    return f"beanstalk-{jid}", job
+
+
+def _pri(priority: int) -> int:
+    """beanstalkd's priority (lower first) for a hubbub one (0..9, higher first)."""
+    return PRIORITY_BASE - min(max(priority, 0), 9)
+
+
+def _expect(reply: Reply, *ok: str) -> list[str]:
+    words = reply[0]
+    if not words or words[0] not in ok:
+        text = " ".join(words) or "nothing"
+        if text in ("OUT_OF_MEMORY", "DRAINING"):
+            raise TransportUnavailable(f"beanstalkd answered {text}; it is not accepting work")
+        raise TransportError(f"beanstalkd answered {text!r}, expected {'/'.join(ok)}")
+    return words
+
+
+class BeanstalkTransport(Transport):
+    """Tubes as queues, TTR as the lease, bury as the dead-letter store.
+
+    Args:
+        url: ``beanstalk://host:port/`` with optional query ``prefix`` (tube namespace,
+            letters, digits, ``_`` and ``-``; default ``hubbub``), ``ttr`` (whole seconds a
+            job stays reserved between renewals; default 5) and ``connect_timeout``
+            (seconds; default 5).
+        clock: the source of wall time for ETAs and leases.
+
+    Raises:
+        ConfigurationError: the URL is malformed.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(max_message_size=65_535)
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            self.host = parts.hostname or "127.0.0.1"
+            self.port = parts.port or DEFAULT_PORT
+            self.ttr = max(1, math.ceil(float(query.pop("ttr", "5"))))
+            self.connect_timeout = float(query.pop("connect_timeout", "5"))
+        except ValueError as exc:
+            raise ConfigurationError(f"bad beanstalk URL {self._safe(url)!r}: {exc}") from exc
+        self.prefix = query.pop("prefix", "hubbub")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", self.prefix):
+            raise ConfigurationError(
+                f"beanstalk prefix {self.prefix!r} must be letters, digits, '_' or '-'"
+            )
+        if query:
+            raise ConfigurationError(
+                f"unknown beanstalk URL option(s) {sorted(query)}; known: prefix, ttr, "
+                "connect_timeout"
+            )
+        self.url = self._safe(url)
+        self.clock = clock
+        self.max_job_size = self.capabilities.max_message_size or 65_535
+        self._where = f"beanstalkd at {self.host}:{self.port}"
+        self._conns: dict[str, _Conn] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self._held: dict[int, _Lease] = {}
+        self._waiting: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _safe(url: str) -> str:
+        return re.sub(r"//[^/@]*@", "//", url)  # beanstalkd has no users; drop any userinfo
+
+    def __repr__(self) -> str:
+        return f"BeanstalkTransport({self.url!r})"
+
+    # -- names ---------------------------------------------------------------------------
+
+    def _tube(self, queue: str) -> str:
+        enc = "".join(c if _SAFE.fullmatch(c) else "".join(f"${b:02X}" for b in c.encode())
+                      for c in queue)
+        tube = f"{self.prefix}.{enc}"
+        if not queue or len(tube) > 200:
+            raise ConfigurationError(
+                f"queue name {queue!r} does not fit a beanstalkd tube (1..200 bytes with prefix)"
+            )
+        return tube
+
+    def _queue(self, tube: str) -> str | None:
+        head = self.prefix + "."
+        if not tube.startswith(head):
+            return None
+        return unquote(re.sub(r"\$([0-9A-F]{2})", r"%\1", tube[len(head):]))
+
+    @property
+    def _dead_tube(self) -> str:
+        return f"{self.prefix}$dead"
+
+    # -- connections ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise TransportUnavailable(f"{self._where}: {exc}") from exc
+
+    async def _conn(self, role: str) -> _Conn:
+        conn = self._conns.get(role)
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._opening.setdefault(role, asyncio.Lock()):
+            conn = self._conns.get(role)
+            if conn is None or conn.closed:
+                if conn is not None:
+                    await conn.close()  # the server went away; drop its socket cleanly
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), self.connect_timeout
+                    )
+                except (OSError, TimeoutError) as exc:
+                    raise TransportUnavailable(
+                        f"{self._where} cannot be reached ({exc or 'timed out'});"
+                        " is beanstalkd running?"
+                    ) from exc
+                conn = self._conns[role] = _Conn(reader, writer)
+            return conn
+
+    async def connect(self) -> None:
+        with self._guard():
+            put = await self._conn("put")
+            [reply] = await put.call(b"stats\r\n")
+            _expect(reply, "OK")
+            self.max_job_size = int(_yaml(reply[1]).get("max-job-size", self.max_job_size))
+
+    async def close(self) -> None:
+        for task in (self._keepalive, self._waiting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._keepalive = self._waiting = None
+        self._held.clear()
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.close()
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def _frame(self, item: Outgoing) -> bytes:
+        ident = item.id.encode()
+        if b"\n" in ident or b" " in ident:
+            raise MessageError(f"message id {item.id!r} may not contain spaces or newlines")
+        job = MAGIC + ident + b"\n" + item.body
+        if len(job) > self.max_job_size:
+            raise MessageTooLarge(
+                f"message {item.id} for queue {item.queue!r} is {len(job)} bytes with framing;"
+                f" {self._where} takes jobs up to {self.max_job_size} bytes (its -z option):"
+                " send large payloads by reference"
+            )
+        return job
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        await self._put([(self._tube(i.queue), i.priority, i.eta, self._frame(i)) for i in items])
+
+    async def _put(self, jobs: Sequence[tuple[str, int, float | None, bytes]],
+                   ttr: int | None = None) -> None:
+        now = self.clock.time()
+        with self._guard():
+            put = await self._conn("put")
+            for start in range(0, len(jobs), _BATCH):
+                cmds: list[bytes] = []
+                for tube, priority, eta, job in jobs[start:start + _BATCH]:
+                    delay = 0 if eta is None else max(0, math.ceil(eta - now))
+                    cmds += put.use(tube)
+                    cmds.append(b"put %d %d %d %d\r\n%s\r\n"
+                                % (_pri(priority), delay, ttr or self.ttr, len(job), job))
+                for reply in await put.call(*cmds):
+                    if reply[0][:1] == ["JOB_TOO_BIG"]:
+                        raise MessageTooLarge(f"{self._where} refused a job as too big (its -z)")
+                    _expect(reply, "USING", "INSERTED")
+
+    # -- leasing -------------------------------------------------------------------------
+
+    async def fetch(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        tubes = [self._tube(q) for q in dict.fromkeys(queues)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self._guard():
+            while True:
+                got = await self._reserve(tubes, limit, lease)
+                remaining = deadline - loop.time()
+                if got or remaining <= 0 or not tubes:
+                    return got
+                if self._waiting is None or self._waiting.done():
+                    waiter = await self._conn("waiter")
+                    self._waiting = loop.create_task(self._wait_ready(waiter, tubes))
+                await asyncio.wait({self._waiting}, timeout=remaining)
+
+    async def _wait_ready(self, waiter: _Conn, tubes: Sequence[str]) -> None:
+        """Block (1 s at most) until a job is ready in ``tubes``; put it straight back."""
+        try:
+            *_, (words, _) = await waiter.call(*waiter.watch(tubes), b"reserve-with-timeout 1\r\n")
+            if words[0] == "RESERVED":
+                [(_, stats)] = await waiter.call(b"stats-job %s\r\n" % words[1].encode())
+                pri = _yaml(stats).get("pri", str(PRIORITY_BASE))
+                await waiter.call(b"release %s %s 0\r\n" % (words[1].encode(), pri.encode()))
+        except ConnectionError:
+            return  # the jobs connection reports an outage on the next reserve
+
+    async def _reserve(self, tubes: Sequence[str], limit: int, lease: float) -> list[Delivery]:
+        if not tubes or limit <= 0:
+            return []
+        jobs = await self._conn("jobs")
+        replies = await jobs.call(*jobs.watch(tubes), *[b"reserve-with-timeout 0\r\n"] * limit)
+        reserved = [(w[1], d or b"") for w, d in replies if w[0] == "RESERVED"]
+        if not reserved:
+            return []
+        stats = await jobs.call(*[b"stats-job %s\r\n" % jid.encode() for jid, _ in reserved])
+        now = self.clock.time()
+        out = []
+        for (jid, job), reply in zip(reserved, stats, strict=True):
+            _expect(reply, "OK")
+            info = _yaml(reply[1])
+            ident, body = _unframe(job, jid)
+            attempts = int(info.get("reserves", "1")) - int(info.get("releases", "0"))
+            priority = min(max(PRIORITY_BASE - int(info.get("pri", PRIORITY_BASE)), 0), 9)
+            queue = self._queue(info.get("tube", "")) or info.get("tube", "")
+            out.append(Delivery(queue, body, ident, max(1, attempts), priority,
+                                receipt=(jobs, int(jid)), lease_until=now + lease))
+            self._held[int(jid)] = _Lease(jobs, now + lease, now)
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        return out
+
+    async def _keep_alive(self) -> None:
+        """Touch leased jobs every ttr/2 seconds until their hubbub lease runs out.
+
+        beanstalkd 1.12 enforces the TTR of a job taken with ``reserve-with-timeout`` only
+        when its connection next sends a command after the deadline; so once a lease has
+        run out unrenewed, this nudges the connection just after the job's deadline.
+        """
+        while self._held:
+            now = self.clock.time()
+            due, nudge, wake = [], False, now + self.ttr / 2
+            for jid, held in list(self._held.items()):
+                if held.conn.closed:
+                    del self._held[jid]
+                elif held.lease_until > now:
+                    renew_at = held.touched_at + self.ttr / 2
+                    if renew_at <= now:
+                        due.append(jid)
+                    wake = min(wake, renew_at, held.lease_until)
+                elif held.touched_at + self.ttr < now:
+                    del self._held[jid]  # past its deadline: beanstalkd may take it back
+                    nudge = True
+                else:
+                    wake = min(wake, held.touched_at + self.ttr + 0.05)
+            jobs = self._conns.get("jobs")
+            try:
+                if due:
+                    await self._touch(due)
+                if nudge and jobs is not None and not jobs.closed:
+                    await jobs.call(b"list-tube-used\r\n")
+            except ConnectionError:
+                continue  # the dead connection's jobs are dropped on the next pass
+            await asyncio.sleep(max(0.01, wake - self.clock.time()))
+
+    async def _touch(self, jids: Sequence[int]) -> list[int]:
+        """Touch the jobs on the connection holding them; returns the ids not ours any more."""
+        lost: list[int] = []
+        conn = self._conns.get("jobs")
+        mine = [j for j in jids if conn is not None and self._owned(j, conn)]
+        lost += [j for j in jids if j not in mine]
+        if mine and conn is not None:
+            now = self.clock.time()
+            for jid, (words, _) in zip(mine, await conn.call(
+                    *[b"touch %d\r\n" % j for j in mine]), strict=True):
+                held = self._held.get(jid)
+                if words[0] == "TOUCHED" and held is not None:
+                    held.touched_at = now
+                else:
+                    lost.append(jid)
+                    self._held.pop(jid, None)
+        return lost
+
+    def _owned(self, jid: int, conn: _Conn) -> bool:
+        held = self._held.get(jid)
+        return held is not None and held.conn is conn and not conn.closed
+
+    async def _on_jobs(self, deliveries: Sequence[Delivery],
+                       command: Callable[[Delivery], bytes]) -> tuple[list[Delivery], list[Reply]]:
+        """Send ``command(d)`` for each delivery still leased on the jobs connection."""
+        conn = self._conns.get("jobs")
+        live = [d for d in deliveries if conn is not None and not conn.closed
+                and d.receipt[0] is conn]
+        for d in deliveries:
+            self._held.pop(d.receipt[1], None)
+        if conn is None or not live:
+            return [], []
+        with self._guard():
+            return live, await conn.call(*map(command, live))
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        _, replies = await self._on_jobs(deliveries, lambda d: b"delete %d\r\n" % d.receipt[1])
+        for reply in replies:
+            _expect(reply, "DELETED", "NOT_FOUND")
+
+    async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        seconds = max(0, math.ceil(delay))
+        _, replies = await self._on_jobs(
+            deliveries,
+            lambda d: b"release %d %d %d\r\n" % (d.receipt[1], _pri(d.priority), seconds),
+        )
+        for reply in replies:
+            _expect(reply, "RELEASED", "NOT_FOUND")
+
+    async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
+        live, replies = await self._on_jobs(
+            [r.delivery for r in requests],
+            lambda d: b"bury %d %d\r\n" % (d.receipt[1], _pri(d.priority)),
+        )
+        now = self.clock.time()
+        reasons = {id(r.delivery): r.reason for r in requests}
+        records = []
+        for d, reply in zip(live, replies, strict=True):
+            if _expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED":
+                record = {"job": d.receipt[1], "id": d.id, "queue": d.queue,
+                          "priority": d.priority, "reason": reasons[id(d)][:4000],
+                          "died_at": now}
+                records.append((self._dead_tube, 0, None, json.dumps(record).encode()))
+        await self._put(records, ttr=_RECORD_TTR)
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        with self._guard():
+            lost = set(await self._touch([d.receipt[1] for d in deliveries]))
+        until = self.clock.time() + lease
+        for d in deliveries:
+            held = self._held.get(d.receipt[1])
+            if d.receipt[1] not in lost and held is not None:
+                held.lease_until = d.lease_until = until
+        return [d for d in deliveries if d.receipt[1] in lost]
+
+    # -- inspection ----------------------------------------------------------------------
+
+    async def purge(self, queue: str) -> int:
+        tube, count = self._tube(queue), 0
+        with self._guard():
+            put = await self._conn("put")
+            for peek in (b"peek-ready\r\n", b"peek-delayed\r\n"):
+                while True:
+                    *_, (words, _) = await put.call(*put.use(tube), peek)
+                    if words[0] != "FOUND":
+                        break
+                    [(done, _)] = await put.call(b"delete %s\r\n" % words[1].encode())
+                    count += done[0] == "DELETED"
+        return count
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        with self._guard():
+            put = await self._conn("put")
+            if queues is None:
+                [(_, data)] = await put.call(b"list-tubes\r\n")
+                names = [line[2:] for line in (data or b"").decode().splitlines()
+                         if line.startswith("- ")]
+                queues = sorted(q for q in map(self._queue, names) if q is not None)
+            if not queues:
+                return []
+            replies = await put.call(*[b"stats-tube %s\r\n" % self._tube(q).encode()
+                                       for q in queues])
+        out = []
+        for queue, (words, data) in zip(queues, replies, strict=True):
+            s = _yaml(data) if words[0] == "OK" else {}
+            out.append(QueueStats(queue, int(s.get("current-jobs-ready", 0)),
+                                  int(s.get("current-jobs-delayed", 0)),
+                                  int(s.get("current-jobs-reserved", 0)),
+                                  int(s.get("current-jobs-buried", 0))))
+        return out
+
+    async def _records(self) -> tuple[_Conn, list[tuple[int, dict[str, Any]]]]:
+        """Reserve every dead-letter record, oldest first; the caller releases them."""
+        admin = await self._conn("admin")
+        out: list[tuple[int, dict[str, Any]]] = []
+        cmds = admin.watch([self._dead_tube])
+        while True:
+            replies = await admin.call(*cmds, *[b"reserve-with-timeout 0\r\n"] * _BATCH)
+            got = [(int(w[1]), json.loads(d or b"{}")) for w, d in replies if w[0] == "RESERVED"]
+            out += got
+            cmds = []
+            if len(got) < _BATCH:
+                return admin, out
+
+    async def _dead(self, match: Callable[[dict[str, Any]], bool], limit: int) -> tuple[
+            _Conn, list[int], list[tuple[int, dict[str, Any], bytes]]]:
+        """Reserve all records and read the buried jobs of up to ``limit`` matching ones.
+
+        Returns the admin connection, the records to release untouched, and
+        (record id, record, body) for each match. Records whose job is gone are deleted.
+        """
+        admin, records = await self._records()
+        wanted = [(rid, r) for rid, r in records if match(r)][:limit]
+        peeks = await admin.call(*[b"peek %d\r\n" % int(r["job"]) for _, r in wanted])
+        found = [(rid, r, _unframe(job or b"", "")[1])
+                 for (rid, r), (words, job) in zip(wanted, peeks, strict=True)
+                 if words[0] == "FOUND"]
+        stale = [rid for (rid, _), (words, _) in zip(wanted, peeks, strict=True)
+                 if words[0] != "FOUND"]  # buried job deleted or kicked by someone else
+        await admin.call(*[b"delete %d\r\n" % rid for rid in stale])
+        taken = {rid for rid, _, _ in found} | set(stale)
+        return admin, [rid for rid, _ in records if rid not in taken], found
+
+    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        with self._guard():
+            admin, rest, found = await self._dead(
+                lambda r: queue is None or r["queue"] == queue, limit)
+            await admin.call(*[b"release %d 0 0\r\n" % rid
+                               for rid in rest + [rid for rid, _, _ in found]])
+        return [DeadLetter(r["id"], r["queue"], body, r["reason"], r["died_at"])
+                for _, r, body in found]
+
+    async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
+        wanted = None if ids is None else set(ids)
+        with self._guard():
+            admin, rest, found = await self._dead(
+                lambda r: wanted is None or r["id"] in wanted, 1 << 62)
+            done = False
+            try:  # put again first: a crash in between duplicates a message, never loses one
+                await self._put([(self._tube(r["queue"]), r.get("priority", 0), None,
+                                  MAGIC + r["id"].encode() + b"\n" + body)
+                                 for _, r, body in found])
+                put = await self._conn("put")
+                await put.call(*[b"delete %d\r\n" % int(r["job"]) for _, r, _ in found])
+                await admin.call(*[b"delete %d\r\n" % rid for rid, _, _ in found])
+                done = True
+            finally:
+                back = rest if done else rest + [rid for rid, _, _ in found]
+                await admin.call(*[b"release %d 0 0\r\n" % rid for rid in back])
+        return len(found)
