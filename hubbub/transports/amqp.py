@@ -1,0 +1,614 @@
+"""RabbitMQ over AMQP 0-9-1: ``amqp://user:pass@host:5672/vhost?prefix=hubbub`` (docs/amqp.md).
+
+Queues are durable classic queues ``<prefix>.<queue>`` with ``x-max-priority`` 9; messages
+are persistent and a publish returns once the broker confirms it. A worker consumes with
+manual acks and a channel prefetch of (deliveries held + the fetch limit), lowered again
+after each fetch so that an idle worker hoards nothing.
+
+Leases are the connection's: RabbitMQ gives back every unacked delivery of a channel that
+closes, so ``extend`` has nothing to renew (it reports deliveries whose channel is gone).
+Long tasks must finish within the broker's ``consumer_timeout`` (30 min by default), or set
+``?consumer_timeout=SECONDS`` (sent as the ``x-consumer-timeout`` consumer argument that
+RabbitMQ 3.11.15+ honours) or raise it in ``rabbitmq.conf``.
+
+Attempts: every copy carries ``hubbub-attempts``, the deliveries counted before it. A
+delivery flagged ``redelivered`` (its last holder died) is published again with the count
+raised and acked, so each lost delivery is counted exactly once, which a classic queue's
+boolean flag cannot do. ``release`` publishes a copy with the count unchanged and acks.
+
+Delays: a binary cascade of TTL queues, no plugin. Level k holds a message for
+0.1 s * 2**k and dead-letters into level k-1's headers exchange; the message's
+``hubbub-d<k>`` headers (the bits of its delay) pick the levels it waits in, and level 0
+ends in the target queue. Each target has its own level queues, so ``stats`` can count
+them. A message that arrives early (clock skew, delays past ~19 days) is delayed again.
+
+Dead letters go to ``<prefix>:dead.<queue>`` with the reason in headers; listing browses
+the queue (get without ack, then put back in place by closing the channel). AMQP cannot
+list queues, so the queues hubbub creates are recorded in ``<prefix>:queues``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    DeliveryMode,
+    ExchangeType,
+)
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+)
+from pamqp.commands import Basic
+
+from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.errors import ConfigurationError, HubbubError, TransportError, TransportUnavailable
+from hubbub.transports.base import (
+    Capabilities,
+    DeadLetter,
+    DeadLetterRequest,
+    Delivery,
+    Outgoing,
+    QueueStats,
+    Transport,
+)
+
+LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
+UNIT = 0.1
+MAX_PRIORITY = 9
+H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
+H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
+OPTIONS = ("prefix", "connect_timeout", "consumer_timeout")
+_NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
+_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
+_UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+def mask(text: str) -> str:
+    """``text`` with the password of every AMQP URL in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def queue_names(prefix: str, queue: str) -> list[str]:
+    """Every AMQP queue hubbub declares for ``queue``: itself, dead letters, delay levels."""
+    return [f"{prefix}.{queue}", f"{prefix}:dead.{queue}",
+            *(f"{prefix}:delay{k:02d}.{queue}" for k in range(LEVELS))]
+
+
+def exchange_names(prefix: str) -> list[str]:
+    """The delay cascade's headers exchanges, shared by every queue under ``prefix``."""
+    return [f"{prefix}:delay{k:02d}" for k in range(LEVELS)]
+
+
+def directory_name(prefix: str) -> str:
+    """The queue whose messages name every hubbub queue under ``prefix``."""
+    return f"{prefix}:queues"
+
+
+def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
+    """The broker URLs of ``url`` (several for a cluster, split on ';' or ',') without
+    hubbub's options, and those options.
+
+    Raises:
+        ConfigurationError: a part is not an amqp:// or amqps:// URL.
+    """
+    urls: list[str] = []
+    options: dict[str, str] = {}
+    for part in re.split(r"[;,]\s*(?=amqps?://)", url.strip()):
+        pieces = urlsplit(part.strip())
+        if pieces.scheme not in ("amqp", "amqps") or not pieces.hostname:
+            raise ConfigurationError(f"{mask(part)!r} is not an amqp:// or amqps:// URL")
+        query = parse_qsl(pieces.query, keep_blank_values=True)
+        options.update((k, v) for k, v in query if k in OPTIONS)
+        rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
+        urls.append(urlunsplit(pieces._replace(query=rest)))
+    return urls, options
+
+
+class AMQPTransport(Transport):
+    """RabbitMQ queues with publisher confirms, manual acks and connection-bound leases.
+
+    Args:
+        url: one ``amqp://`` / ``amqps://`` URL, or several separated by ';' or ',' for a
+            cluster (tried in turn, with backoff). Query options: ``prefix`` (namespace of
+            every queue and exchange; default ``hubbub``), ``connect_timeout`` (seconds to
+            keep trying the URLs; default 10), ``consumer_timeout`` (seconds; see module
+            notes). Other query options go to the driver (e.g. ``heartbeat``).
+        clock: the source of wall time for ETAs.
+
+    Raises:
+        ConfigurationError: the URL or an option is malformed.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_priority=MAX_PRIORITY, connection_bound_lease=True
+    )
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._urls, options = parse_urls(url)
+        self.url = mask(url)
+        self.prefix = options.get("prefix", "hubbub")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", self.prefix):
+            raise ConfigurationError(f"AMQP prefix {self.prefix!r} must be letters, digits, _, -")
+        try:
+            self.connect_timeout = float(options.get("connect_timeout", "10"))
+            timeout = options.get("consumer_timeout")
+            self._consumer_args: dict[str, Any] | None = (
+                None if timeout is None else {"x-consumer-timeout": round(float(timeout) * 1000)}
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"bad option in AMQP URL {self.url!r}: {exc}") from exc
+        self.clock = clock
+        self._conn: AbstractConnection | None = None
+        self._pub: AbstractChannel | None = None  # publishes and declares, with confirms
+        self._sub: AbstractChannel | None = None  # consumes and acks; its loss ends leases
+        self._gen = 0  # bumps with every new consuming channel
+        self._next = 0  # the URL to try first
+        self._where = mask(self._urls[0])
+        self._declared: set[str] = set()
+        self._delays: set[str] = set()
+        self._levels = False
+        self._known: set[str] | None = None
+        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
+        self._buffer: list[tuple[str, AbstractIncomingMessage]] = []  # arrived, not handed out
+        self._held: dict[int, str] = {}  # delivery tag -> queue, handed out and not settled
+        self._prefetch = 0
+        self._arrived = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"AMQPTransport({self.url!r})"
+
+    # -- connection ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Translate driver errors at the boundary, passwords masked."""
+        try:
+            yield
+        except HubbubError:
+            raise
+        except ChannelPreconditionFailed as exc:
+            raise TransportError(
+                f"RabbitMQ at {self._where} refused a declaration ({mask(str(exc))}); a queue"
+                " with other arguments exists: delete it or use another prefix"
+            ) from exc
+        except (DeliveryError, ChannelNotFoundEntity) as exc:
+            raise TransportError(f"RabbitMQ at {self._where}: {mask(str(exc))}") from exc
+        except _UNAVAILABLE as exc:
+            raise TransportUnavailable(
+                f"RabbitMQ at {self._where}: {mask(str(exc)) or type(exc).__name__}"
+            ) from exc
+
+    def _alive(self) -> bool:
+        return not (self._conn is None or self._conn.is_closed
+                    or self._pub is None or self._pub.is_closed)
+
+    async def _ensure(self) -> tuple[AbstractConnection, AbstractChannel, AbstractChannel]:
+        """The connection and both channels, reconnecting (next URL, backoff) if needed."""
+        if not self._alive():
+            async with self._lock:
+                if not self._alive():
+                    await self._reconnect()
+        assert self._conn is not None
+        assert self._pub is not None
+        if self._sub is None or self._sub.is_closed:
+            self._gen += 1  # deliveries of the old channel are back in their queues
+            self._sub = await self._conn.channel(publisher_confirms=False)
+            self._consumers.clear()
+            self._buffer.clear()
+            self._held.clear()
+            self._prefetch = 0
+        return self._conn, self._pub, self._sub
+
+    async def _reconnect(self) -> None:
+        await self._drop()
+        loop = asyncio.get_running_loop()
+        deadline, pause, failures = loop.time() + self.connect_timeout, 0.05, []
+        while True:
+            url = self._urls[self._next % len(self._urls)]
+            self._where = mask(url)
+            try:
+                budget = max(0.5, deadline - loop.time())
+                conn = await aio_pika.connect(url, timeout=min(budget, 5.0))
+                break
+            except _UNAVAILABLE as exc:
+                failures.append(f"{self._where}: {mask(str(exc)) or type(exc).__name__}")
+                self._next += 1
+            if self._next % len(self._urls) == 0:  # a full round failed: back off
+                if loop.time() + pause > deadline:
+                    raise TransportUnavailable(
+                        f"RabbitMQ cannot be reached ({'; '.join(failures[-len(self._urls):])});"
+                        " is it running and are the credentials right?"
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        self._conn = conn
+        self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._declared.clear()
+        self._delays.clear()
+        self._levels = False
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._pub, self._sub = self._conn, None, None, None
+        if conn is not None and not conn.is_closed:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await conn.close()
+
+    async def connect(self) -> None:
+        with self._guard():
+            await self._ensure()
+
+    async def close(self) -> None:
+        if self._alive() and self._buffer:
+            with contextlib.suppress(*_UNAVAILABLE, HubbubError):
+                await self._give_back(self._buffer)  # prefetched, never handed out
+        self._buffer.clear()
+        self._held.clear()
+        await self._drop()
+
+    # -- topology ------------------------------------------------------------------------
+
+    def _main(self, queue: str) -> str:
+        if not _NAME.fullmatch(queue):
+            raise ConfigurationError(
+                f"queue name {queue!r} does not suit AMQP: use 1-150 of A-Za-z0-9-_.:@#,/+"
+            )
+        return f"{self.prefix}.{queue}"
+
+    def _dead(self, queue: str) -> str:
+        return f"{self.prefix}:dead.{queue}"
+
+    async def _declare(self, queue: str) -> str:
+        """Declare ``queue`` and its dead-letter queue (once per connection)."""
+        name = self._main(queue)
+        if queue not in self._declared:
+            _, pub, _ = await self._ensure()
+            if self._known is None:
+                self._known = set(await self._directory())
+            if queue not in self._known:  # record it first: cleanup must find all it creates
+                directory = await pub.declare_queue(directory_name(self.prefix), durable=True)
+                entry = aio_pika.Message(queue.encode(), delivery_mode=DeliveryMode.PERSISTENT)
+                self._confirm(await pub.default_exchange.publish(entry, directory.name))
+                self._known.add(queue)
+            await pub.declare_queue(name, durable=True,
+                                    arguments={"x-max-priority": MAX_PRIORITY})
+            await pub.declare_queue(self._dead(queue), durable=True)
+            self._declared.add(queue)
+        return name
+
+    async def _declare_delays(self, queue: str) -> None:
+        """The delay cascade's exchanges (once) and ``queue``'s level queues."""
+        if queue in self._delays:
+            return
+        main = await self._declare(queue)
+        _, pub, _ = await self._ensure()
+        levels = exchange_names(self.prefix)
+        if not self._levels:
+            exchanges = [await pub.declare_exchange(n, ExchangeType.HEADERS, durable=True)
+                         for n in levels]
+            for k in range(1, LEVELS):  # bit k clear: fall through to the level below
+                await exchanges[k - 1].bind(exchanges[k],
+                                            arguments={"x-match": "all", f"hubbub-d{k}": "0"})
+            self._levels = True
+        for k, name in enumerate(queue_names(self.prefix, queue)[2:]):
+            args: dict[str, Any] = {"x-message-ttl": round(UNIT * 1000) << k,
+                                    "x-dead-letter-exchange": levels[k - 1] if k else ""}
+            if k == 0:
+                args["x-dead-letter-routing-key"] = main
+            level = await pub.declare_queue(name, durable=True, arguments=args)
+            await level.bind(levels[k], arguments={"x-match": "all", f"hubbub-d{k}": "1",
+                                                   H_TARGET: queue})
+        target = await pub.get_queue(main, ensure=False)
+        await target.bind(levels[0], arguments={"x-match": "all", "hubbub-d0": "0",
+                                                H_TARGET: queue})
+        self._delays.add(queue)
+
+    @contextlib.asynccontextmanager
+    async def _browse(self, name: str) -> AsyncIterator[list[AbstractIncomingMessage]]:
+        """Every message of queue ``name``, taken unacked; what is not acked goes back in
+        place when the block ends (the channel closes)."""
+        conn, _, _ = await self._ensure()
+        channel = await conn.channel(publisher_confirms=False)
+        try:
+            got: list[AbstractIncomingMessage] = []
+            with contextlib.suppress(ChannelNotFoundEntity):
+                queue = await channel.declare_queue(name, passive=True)
+                while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                    got.append(message)
+            yield got
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def _directory(self) -> list[str]:
+        async with self._browse(directory_name(self.prefix)) as messages:
+            return list(dict.fromkeys(m.body.decode() for m in messages))
+
+    async def _queues(self) -> list[str]:
+        names = set(await self._directory()) | (self._known or set())
+        return sorted(names)
+
+    async def _counts(self, names: Sequence[str]) -> list[int | None]:
+        """Ready messages in each queue (passive declares); None where it does not exist."""
+        conn, _, _ = await self._ensure()
+        channel, out = await conn.channel(publisher_confirms=False), []
+        try:
+            for name in names:
+                if channel.is_closed:  # a 404 closes the channel
+                    channel = await conn.channel(publisher_confirms=False)
+                try:
+                    result = (await channel.declare_queue(name, passive=True)).declaration_result
+                    out.append(result.message_count)
+                except ChannelNotFoundEntity:
+                    out.append(None)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return out
+
+    # -- publishing ----------------------------------------------------------------------
+
+    @staticmethod
+    def _confirm(result: Any) -> Any:
+        if not isinstance(result, Basic.Ack):
+            raise TransportError(f"RabbitMQ did not confirm a message ({type(result).__name__})")
+        return result
+
+    @staticmethod
+    def _message(queue: str, body: bytes, ident: str | None, priority: int, attempts: int,
+                 **headers: Any) -> aio_pika.Message:
+        return aio_pika.Message(
+            body, message_id=ident, delivery_mode=DeliveryMode.PERSISTENT,
+            priority=min(max(priority, 0), MAX_PRIORITY),
+            headers={H_QUEUE: queue, H_ATTEMPTS: attempts, **headers},
+        )
+
+    async def _send(self, queue: str, message: aio_pika.Message, eta: float | None) -> None:
+        """Publish to ``queue`` now, or through the delay cascade until ``eta``."""
+        main = await self._declare(queue)
+        _, pub, _ = await self._ensure()
+        units = 0 if eta is None else math.ceil(round((eta - self.clock.time()) / UNIT, 6))
+        if units <= 0:
+            self._confirm(await pub.default_exchange.publish(message, routing_key=main))
+            return
+        await self._declare_delays(queue)
+        units = min(units, 2**LEVELS - 1)
+        assert message.headers is not None
+        message.headers.update({f"hubbub-d{k}": str(units >> k & 1) for k in range(LEVELS)})
+        message.headers.update({H_TARGET: queue, H_ETA: repr(eta)})
+        top = await pub.get_exchange(exchange_names(self.prefix)[units.bit_length() - 1],
+                                     ensure=False)
+        self._confirm(await top.publish(message, routing_key=""))
+
+    async def _send_all(self, sends: Sequence[tuple[str, aio_pika.Message, float | None]]) -> None:
+        for queue, _, eta in sends:  # declare first, one at a time, then publish together
+            await (self._declare_delays(queue) if eta is not None else self._declare(queue))
+        results = await asyncio.gather(*(self._send(*s) for s in sends), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        with self._guard():
+            await self._send_all([(i.queue, self._message(i.queue, i.body, i.id, i.priority, 0),
+                                   i.eta) for i in items])
+
+    # -- consuming -----------------------------------------------------------------------
+
+    async def _subscribe(self, queues: Sequence[str]) -> None:
+        _, _, sub = await self._ensure()
+        gone = [q for q in self._consumers if q not in queues]
+        for queue in gone:
+            consumer, tag = self._consumers.pop(queue)
+            await consumer.cancel(tag)
+        if gone:
+            await self._give_back([e for e in self._buffer if e[0] in gone])
+        for queue in queues:
+            if queue not in self._consumers:
+                consumer = await sub.get_queue(await self._declare(queue), ensure=False)
+                tag = await consumer.consume(self._receiver(self._gen, queue),
+                                             arguments=self._consumer_args)
+                self._consumers[queue] = (consumer, tag)
+
+    def _receiver(self, gen: int, queue: str) -> Any:
+        async def receive(message: AbstractIncomingMessage) -> None:
+            if gen == self._gen:
+                self._buffer.append((queue, message))
+                self._arrived.set()
+
+        return receive
+
+    async def _set_prefetch(self, count: int) -> None:
+        count = max(1, min(count, 65_535))
+        if count != self._prefetch and self._sub is not None and not self._sub.is_closed:
+            await self._sub.set_qos(prefetch_count=count, global_=True)
+            self._prefetch = count
+
+    async def fetch(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        names = list(dict.fromkeys(queues))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self._guard():
+            await self._subscribe(names)
+            await self._set_prefetch(len(self._held) + limit)
+            try:
+                while True:
+                    self._arrived.clear()
+                    got = await self._take(names, limit, lease)
+                    remaining = deadline - loop.time()
+                    if got or remaining <= 0:
+                        return got
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+            finally:  # hoard nothing between fetches (at least 1: 0 would mean unlimited)
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await self._set_prefetch(len(self._held) + len(self._buffer))
+
+    async def _take(self, queues: Sequence[str], limit: int, lease: float) -> list[Delivery]:
+        now, out = self.clock.time(), list[Delivery]()
+        # Higher priority first; sorted() is stable, so arrival order within a priority.
+        for entry in sorted((e for e in self._buffer if e[0] in queues),
+                            key=lambda e: -(e[1].priority or 0)):
+            if len(out) >= limit:
+                break
+            self._buffer.remove(entry)
+            queue, m = entry
+            headers = m.headers or {}
+            seen = int(str(headers.get(H_ATTEMPTS, 0)))
+            eta = float(str(headers[H_ETA])) if H_ETA in headers else None
+            if m.redelivered:  # its last holder died: count that delivery durably, look again
+                await self._again(queue, m, seen + 1, None)
+            elif eta is not None and eta > now + 0.01:  # early (clock skew, very long delay)
+                await self._again(queue, m, seen, eta)
+            else:
+                self._held[m.delivery_tag or 0] = queue
+                out.append(Delivery(queue, m.body, m.message_id or f"amqp-{m.delivery_tag}",
+                                    seen + 1, m.priority or 0, receipt=(self._gen, m),
+                                    lease_until=now + lease))
+        return out
+
+    async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int,
+                     eta: float | None) -> None:
+        """Publish a copy of ``m`` (confirmed), then ack ``m``."""
+        await self._send(queue, self._message(queue, m.body, m.message_id, m.priority or 0,
+                                              attempts), eta)
+        await m.ack()
+
+    async def _give_back(self, entries: Sequence[tuple[str, AbstractIncomingMessage]]) -> None:
+        """Return prefetched messages without counting an attempt."""
+        for entry in list(entries):
+            queue, m = entry
+            self._buffer.remove(entry)
+            headers = m.headers or {}
+            if not m.redelivered:  # a redelivered one is counted by its next consumer anyway
+                await self._again(queue, m, int(str(headers.get(H_ATTEMPTS, 0))), None)
+
+    def _live(self, d: Delivery) -> AbstractIncomingMessage | None:
+        gen, message = d.receipt
+        if gen != self._gen or self._sub is None or self._sub.is_closed:
+            return None
+        live: AbstractIncomingMessage | None = message
+        return live if message.delivery_tag in self._held else None
+
+    async def _settle(self, deliveries: Sequence[Delivery]) -> None:
+        for d in deliveries:
+            message = self._live(d)
+            if message is not None:
+                self._held.pop(message.delivery_tag or 0, None)
+                with contextlib.suppress(ChannelInvalidStateError):
+                    await message.ack()  # a closed channel: the broker has it back already
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        with self._guard():
+            await self._settle(deliveries)
+
+    async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        live = [d for d in deliveries if self._live(d) is not None]
+        eta = self.clock.time() + delay if delay > 0 else None
+        with self._guard():
+            await self._send_all([(d.queue, self._message(d.queue, d.body, d.id, d.priority,
+                                                          d.attempts - 1), eta) for d in live])
+            await self._settle(live)
+
+    async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
+        live = [r for r in requests if self._live(r.delivery) is not None]
+        died = repr(self.clock.time())
+        with self._guard():
+            _, pub, _ = await self._ensure()
+            for r in live:
+                d = r.delivery
+                await self._declare(d.queue)
+                message = self._message(d.queue, d.body, d.id, d.priority, d.attempts,
+                                        **{H_REASON: r.reason, H_DIED: died})
+                self._confirm(await pub.default_exchange.publish(
+                    message, routing_key=self._dead(d.queue)))
+            await self._settle([r.delivery for r in live])
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        until = self.clock.time() + lease
+        for d in deliveries:
+            if self._live(d) is not None:
+                d.lease_until = until
+        return [d for d in deliveries if self._live(d) is None]
+
+    # -- inspection ----------------------------------------------------------------------
+
+    async def purge(self, queue: str) -> int:
+        with self._guard():
+            conn, _, _ = await self._ensure()
+            names = [n for i, n in enumerate(queue_names(self.prefix, queue)) if i != 1]
+            existing = [n for n, c in zip(names, await self._counts(names), strict=True)
+                        if c is not None]
+            count = 0
+            async with contextlib.AsyncExitStack() as stack:
+                channel = await conn.channel(publisher_confirms=False)
+                stack.push_async_callback(channel.close)
+                for name in existing:
+                    result = await (await channel.get_queue(name, ensure=False)).purge()
+                    count += (result.message_count or 0) if result is not None else 0
+            mine = [e for e in self._buffer if e[0] == queue]  # prefetched, not handed out
+            for entry in mine:
+                self._buffer.remove(entry)
+                await entry[1].ack()
+            return count + len(mine)
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        with self._guard():
+            names = await self._queues() if queues is None else list(queues)
+            out = []
+            for queue in names:
+                main, dead, *levels = queue_names(self.prefix, queue)
+                ready, dead_count, first = await self._counts([main, dead, levels[0]])
+                delayed = [first] + (await self._counts(levels[1:]) if first is not None else [])
+                out.append(QueueStats(
+                    queue,
+                    ready=(ready or 0) + sum(1 for q, _ in self._buffer if q == queue),
+                    delayed=sum(c or 0 for c in delayed),
+                    leased=sum(1 for q in self._held.values() if q == queue),
+                    dead=dead_count or 0,
+                ))
+            return out
+
+    @staticmethod
+    def _to_dead_letter(queue: str, m: AbstractIncomingMessage) -> DeadLetter:
+        headers = m.headers or {}
+        return DeadLetter(m.message_id or "", queue, m.body, str(headers.get(H_REASON, "")),
+                          float(str(headers.get(H_DIED, 0))))
+
+    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        with self._guard():
+            out: list[DeadLetter] = []
+            for name in [queue] if queue is not None else await self._queues():
+                async with self._browse(self._dead(name)) as messages:
+                    out += [self._to_dead_letter(name, m) for m in messages[:limit]]
+            return sorted(out, key=lambda d: d.died_at)[:limit]
+
+    async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
+        wanted, count = None if ids is None else set(ids), 0
+        with self._guard():
+            for queue in await self._queues():
+                async with self._browse(self._dead(queue)) as messages:
+                    for m in messages:
+                        if wanted is None or m.message_id in wanted:
+                            await self._send(queue, self._message(queue, m.body, m.message_id,
+                                                                  m.priority or 0, 0), None)
+                            await m.ack()
+                            count += 1
+        return count
