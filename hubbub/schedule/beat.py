@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ConfigurationError, HubbubError
+from hubbub.errors import ConfigurationError, HubbubError, ScheduleError
 from hubbub.message import Envelope, encode
 from hubbub.schedule.entries import ScheduleEntry, slot_id
 from hubbub.schedule.store import ScheduleStore, SlotState, open_store
@@ -242,7 +242,13 @@ class Beat:
         states = await self.store.last_slots()
         more = False
         for entry in self.entries():
-            fired = await self._fire_entry(entry, states.get(entry.name), now)
+            try:
+                fired = await self._fire_entry(entry, states.get(entry.name), now)
+            except ScheduleError as exc:  # e.g. a cron with a year field that has run out
+                log.error("schedule entry %r stops: %s", entry.name, exc)
+                self._checked[entry.name] = (entry, str(exc))
+                self._next.pop(entry.name, None)
+                continue
             if fired is None:  # a claim was refused: the lease is probably lost
                 self._renew_at = 0.0  # so the next tick, at once, renews it or follows
                 return True

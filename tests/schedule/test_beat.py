@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -54,7 +55,8 @@ class Scene:
     beats: list[Beat] = field(default_factory=list)
 
     def beat(self, **options: object) -> Beat:
-        beat = Beat(self.hub, lease=10, clock=self.clock, owner=f"b{len(self.beats)}",
+        options.setdefault("lease", 10)
+        beat = Beat(self.hub, clock=self.clock, owner=f"b{len(self.beats)}",
                     **options)  # type: ignore[arg-type]
         self.beats.append(beat)
         return beat
@@ -388,3 +390,18 @@ def test_a_beat_needs_a_result_store() -> None:
             Beat(Hub("memory://beat-lease"), lease=0)
     finally:
         hub.close()
+
+
+async def test_an_entry_whose_cron_runs_out_stops_and_the_others_go_on(
+    scene: Scene, caplog: pytest.LogCaptureFixture,
+) -> None:
+    scene.hub.schedule("in-2023", cron="0 0 * * * 0 2023")  # croniter: seconds, then year
+    scene.hub.schedule("daily", every=86400)
+    day = 86400
+
+    with caplog.at_level(logging.ERROR, logger="hubbub.beat"):
+        await scene.drive([scene.beat(lease=day)], T0 + 60 * day)
+
+    sent = collections.Counter(i.split("@")[0] for i in scene.recorder.ids)
+    assert sent == {"in-2023": 47, "daily": 60}  # 15 Nov to 31 Dec 2023; then it stops
+    assert "schedule entry 'in-2023' stops" in caplog.text
