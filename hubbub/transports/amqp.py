@@ -108,7 +108,7 @@ def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
     """
     urls: list[str] = []
     options: dict[str, str] = {}
-    for part in re.split(r"[;,]\s*(?=amqps?://)", url.strip()):
+    for part in re.split(r"[;,]\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", url.strip()):
         pieces = urlsplit(part.strip())
         if pieces.scheme not in ("amqp", "amqps") or not pieces.hostname:
             raise ConfigurationError(f"{mask(part)!r} is not an amqp:// or amqps:// URL")
@@ -209,10 +209,11 @@ class AMQPTransport(Transport):
         if self._sub is None or self._sub.is_closed:
             self._gen += 1  # deliveries of the old channel are back in their queues
             self._sub = await self._conn.channel(publisher_confirms=False)
+            await self._sub.set_qos(prefetch_count=1, global_=True)  # before any consumer
+            self._prefetch = 1
             self._consumers.clear()
             self._buffer.clear()
             self._held.clear()
-            self._prefetch = 0
         return self._conn, self._pub, self._sub
 
     async def _reconnect(self) -> None:
@@ -254,8 +255,10 @@ class AMQPTransport(Transport):
             await self._ensure()
 
     async def close(self) -> None:
-        if self._alive() and self._buffer:
+        if self._alive() and self._consumers:
             with contextlib.suppress(*_UNAVAILABLE, HubbubError):
+                for consumer, tag in self._consumers.values():
+                    await consumer.cancel(tag)  # first, or what is given back comes back
                 await self._give_back(self._buffer)  # prefetched, never handed out
         self._buffer.clear()
         self._held.clear()
@@ -446,8 +449,9 @@ class AMQPTransport(Transport):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         with self._guard():
-            await self._subscribe(names)
+            await self._ensure()
             await self._set_prefetch(len(self._held) + limit)
+            await self._subscribe(names)
             try:
                 while True:
                     self._arrived.clear()

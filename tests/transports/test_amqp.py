@@ -1,0 +1,239 @@
+"""Behaviour only the RabbitMQ transport has: URL lists, masked passwords, failover and
+reconnection, clamped priorities, the delay cascade, prefetch and the queue directory."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hubbub.errors import ConfigurationError, HubbubError, TransportUnavailable
+from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
+from hubbub.transports.amqp import AMQPTransport, mask, parse_urls
+from tests import brokers
+from tests.brokers import amqp as server
+
+
+def out(body: str, queue: str = "q", priority: int = 0, eta: float | None = None) -> Outgoing:
+    return Outgoing(queue, body.encode(), uuid.uuid4().hex, priority, eta)
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    brokers.require(server)
+    u = server.make_url(tmp_path, "t" + uuid.uuid4().hex[:10])
+    try:
+        yield u
+    finally:
+        await server.cleanup(u)
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[AMQPTransport]]:
+    transports: list[AMQPTransport] = []
+    try:
+        yield transports
+    finally:
+        for t in transports:
+            await t.close()
+
+
+async def connect(opened: list[AMQPTransport], url: str) -> AMQPTransport:
+    t = AMQPTransport(url)
+    await t.connect()
+    opened.append(t)
+    return t
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_url_list_splits_on_semicolons_and_commas_and_keeps_driver_options() -> None:
+    urls, options = parse_urls(
+        "amqp://u:p@a:5672/v?prefix=shop&heartbeat=5; amqps://u:p@b/v,amqp://c/?connect_timeout=2"
+    )
+    assert urls == ["amqp://u:p@a:5672/v?heartbeat=5", "amqps://u:p@b/v", "amqp://c/"]
+    assert options == {"prefix": "shop", "connect_timeout": "2"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("amqp://h/;redis://h/", "not an amqp"),
+        ("amqp://h/?prefix=a.b", "prefix"),
+        ("amqp://h/?consumer_timeout=long", "bad option"),
+    ],
+)
+def test_malformed_urls_are_configuration_errors(bad: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        AMQPTransport(bad)
+
+
+def test_consumer_timeout_becomes_the_consumer_argument_in_milliseconds() -> None:
+    t = AMQPTransport("amqp://h/?consumer_timeout=7200")
+    assert t._consumer_args == {"x-consumer-timeout": 7_200_000}
+
+
+def test_passwords_never_show_in_repr_or_str() -> None:
+    t = open_transport("amqp://app:s3cr%40t@h1:5672/;amqp://app:other-pw@h2/?prefix=x")
+    for text in (repr(t), str(t), t.url):
+        assert "s3cr" not in text
+        assert "other-pw" not in text
+    assert "amqp://app:***@h1:5672/" in repr(t)
+    assert mask("failed: amqps://a:b@c/ and amqp://d:e@f/") == (
+        "failed: amqps://a:***@c/ and amqp://d:***@f/")
+
+
+async def test_unreachable_broker_error_names_the_host_and_masks_the_password() -> None:
+    port = closed_port()
+    t = AMQPTransport(f"amqp://guest:hunter2@127.0.0.1:{port}/?connect_timeout=0.3")
+    with pytest.raises(TransportUnavailable) as caught:
+        await t.connect()
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert all("hunter2" not in f"{e!s} {e!r}" for e in chain)
+    assert f"amqp://guest:***@127.0.0.1:{port}/" in str(caught.value)
+    await t.close()
+
+
+async def test_wrong_credentials_are_unavailable_with_the_password_masked(url: str) -> None:
+    t = AMQPTransport(url.replace("guest:guest", "guest:not-the-password") + "&connect_timeout=1")
+    with pytest.raises(TransportUnavailable) as caught:
+        await t.connect()
+    assert "not-the-password" not in str(caught.value)
+    assert isinstance(caught.value, HubbubError)
+    await t.close()
+
+
+async def test_a_dead_cluster_member_is_skipped_for_the_next_url(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    cluster = f"amqp://guest:guest@127.0.0.1:{closed_port()}/;{url}"
+    t = await connect(opened, cluster)
+    await t.publish([out("via the second member")])
+    [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    assert d.body == b"via the second member"
+    await t.ack([d])
+
+
+async def test_cut_connection_is_reopened_and_the_held_message_comes_back_counted(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    t = await connect(opened, url)
+    await t.publish([out("work")])
+    [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    assert t._conn is not None
+    await t._conn.close()  # the network drops: the broker takes the delivery back
+    assert await t.extend([d], lease=30) == [d]
+    await t.ack([d])  # lease lost with the connection: a no-op, never an error
+    [again] = await t.fetch(["q"], limit=1, lease=30, wait=5)  # reconnects by itself
+    assert (again.id, again.attempts) == (d.id, 2)
+    await t.ack([again])
+    [stats] = await t.stats(["q"])
+    assert (stats.ready, stats.leased) == (0, 0)
+
+
+async def test_priorities_beyond_0_to_9_are_clamped(url: str, opened: list[AMQPTransport]) -> None:
+    t = await connect(opened, url)
+    for body, priority in [("below", -5), ("nine", 9), ("above", 42), ("zero", 0)]:
+        await t.publish([out(body, priority=priority)])
+    got = []
+    for _ in range(4):
+        [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+        got.append((d.body, d.priority))
+        await t.ack([d])
+    assert got == [(b"nine", 9), (b"above", 9), (b"below", 0), (b"zero", 0)]
+
+
+async def test_short_delays_are_exact_to_a_tenth_of_a_second(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    t = await connect(opened, url)
+    await t.publish([out("soon")])
+    [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    released = time.time()
+    await t.release([d], delay=0.35)
+    [again] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    waited = time.time() - released
+    assert 0.34 <= waited < 1.5
+    assert again.attempts == 1
+    await t.ack([again])
+
+
+async def test_far_delays_are_counted_and_purged(url: str, opened: list[AMQPTransport]) -> None:
+    t = await connect(opened, url)
+    await t.publish([out("next year", eta=time.time() + 365 * 86400),
+                     out("in an hour", eta=time.time() + 3600), out("now")])
+    [stats] = await t.stats(["q"])
+    assert (stats.ready, stats.delayed) == (1, 2)
+    assert await t.purge("q") == 3
+    [stats] = await t.stats(["q"])
+    assert (stats.ready, stats.delayed) == (0, 0)
+
+
+async def test_fetch_with_limit_one_leaves_the_rest_to_other_workers(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    busy, idle = await connect(opened, url), await connect(opened, url)
+    await busy.publish([out(f"m{i}") for i in range(5)])
+    [held] = await busy.fetch(["q"], limit=1, lease=30, wait=5)
+    await asyncio.sleep(0.2)  # give the broker time to push more, were it allowed to
+    got: list = []
+    deadline = time.monotonic() + 5
+    while len(got) < 4 and time.monotonic() < deadline:
+        got += await idle.fetch(["q"], limit=10, lease=30, wait=0.5)
+    assert len(got) == 4
+    await idle.ack(got)
+    await busy.ack([held])
+
+
+async def test_a_fresh_transport_finds_queues_and_dead_letters_through_the_directory(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    first = await connect(opened, url)
+    await first.publish([out("a", queue="alpha"), out("b", queue="beta")])
+    [d] = await first.fetch(["beta"], limit=1, lease=30, wait=5)
+    await first.dead_letter([DeadLetterRequest(d, "bad input")])
+    await first.close()  # its idle consumer would otherwise take the requeued message
+    fresh = await connect(opened, url)
+    assert [(s.queue, s.ready, s.dead) for s in await fresh.stats()] == [
+        ("alpha", 1, 0), ("beta", 0, 1)]
+    [dead] = await fresh.dead_letters()
+    assert (dead.queue, dead.reason, dead.body) == ("beta", "bad input", b"b")
+    assert await fresh.requeue_dead() == 1
+    [back] = await fresh.fetch(["beta"], limit=1, lease=30, wait=5)
+    assert (back.id, back.attempts) == (d.id, 1)
+    await fresh.ack([back])
+
+
+async def test_queue_names_amqp_cannot_hold_are_refused_clearly(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    t = await connect(opened, url)
+    with pytest.raises(ConfigurationError, match="does not suit AMQP"):
+        await t.publish([out("x", queue="emails (high)")])
+
+
+async def test_prefetched_messages_go_back_uncounted_when_the_consumer_closes(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    t, other = await connect(opened, url), await connect(opened, url)
+    assert await t.fetch(["q"], limit=1, lease=30, wait=0.1) == []  # consumer, prefetch 1
+    await other.publish([out("pushed")])
+    await asyncio.wait_for(t._arrived.wait(), 5)  # the broker pushed it to the idle consumer
+    await t.close()
+    [d] = await other.fetch(["q"], limit=1, lease=30, wait=5)
+    assert (d.body, d.attempts) == (b"pushed", 1)
+    await other.ack([d])
