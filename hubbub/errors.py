@@ -15,6 +15,7 @@
     │   ├── TaskTimedOut            hard limit (also TimeoutError)
     │   └── SoftTimeLimitExceeded   raised inside the task at its soft limit
     ├── ResultError                 the result store
+    │   ├── ResultUnavailable       cannot reach it (also ConnectionError)
     │   └── ResultTimeout           Result.get(timeout=...) ran out (also TimeoutError)
     └── ScheduleError
 
@@ -88,6 +89,10 @@ class SoftTimeLimitExceeded(TaskError):
 
 class ResultError(HubbubError):
     """The result store failed, or a result was asked for where none is kept."""
+
+
+class ResultUnavailable(ResultError, ConnectionError):
+    """The result store cannot be reached; retrying later may help."""
 
 
 class ResultTimeout(ResultError, TimeoutError):
