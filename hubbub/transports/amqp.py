@@ -1,30 +1,12 @@
-"""RabbitMQ over AMQP 0-9-1: ``amqp://user:pass@host:5672/vhost?prefix=hubbub`` (docs/amqp.md).
+"""RabbitMQ over AMQP 0-9-1: ``amqp://user:pass@host:5672/vhost?prefix=hubbub``.
 
-Queues are durable classic queues ``<prefix>.<queue>`` with ``x-max-priority`` 9; messages
-are persistent and a publish returns once the broker confirms it. A worker consumes with
-manual acks and a channel prefetch of (deliveries held + the fetch limit), lowered again
-after each fetch so that an idle worker hoards nothing.
-
-Leases are the connection's: RabbitMQ gives back every unacked delivery of a channel that
-closes, so ``extend`` has nothing to renew (it reports deliveries whose channel is gone).
-Long tasks must finish within the broker's ``consumer_timeout`` (30 min by default), or set
-``?consumer_timeout=SECONDS`` (sent as the ``x-consumer-timeout`` consumer argument that
-RabbitMQ 3.11.15+ honours) or raise it in ``rabbitmq.conf``.
-
-Attempts: every copy carries ``hubbub-attempts``, the deliveries counted before it. A
-delivery flagged ``redelivered`` (its last holder died) is published again with the count
-raised and acked, so each lost delivery is counted exactly once, which a classic queue's
-boolean flag cannot do. ``release`` publishes a copy with the count unchanged and acks.
-
-Delays: a binary cascade of TTL queues, no plugin. Level k holds a message for
-0.1 s * 2**k and dead-letters into level k-1's headers exchange; the message's
-``hubbub-d<k>`` headers (the bits of its delay) pick the levels it waits in, and level 0
-ends in the target queue. Each target has its own level queues, so ``stats`` can count
-them. A message that arrives early (clock skew, delays past ~19 days) is delayed again.
-
-Dead letters go to ``<prefix>:dead.<queue>`` with the reason in headers; listing browses
-the queue (get without ack, then put back in place by closing the channel). AMQP cannot
-list queues, so the queues hubbub creates are recorded in ``<prefix>:queues``.
+Durable priority queues, persistent messages, publisher confirms, manual acks and a prefetch
+tied to the fetch limit. Leases belong to the channel (RabbitMQ gives unacked deliveries back
+when it closes). Attempts are counted in a ``hubbub-attempts`` header: a delivery flagged
+``redelivered`` is published again with the count raised before anyone runs it. Delays use
+a binary cascade of per-queue TTL queues dead-lettering into one another, no plugin. Dead
+letters go to a queue per queue with the reason in headers. AMQP cannot list queues, so the
+queues a prefix creates are recorded in ``<prefix>:queues``. See docs/amqp.md.
 """
 
 from __future__ import annotations
@@ -200,20 +182,22 @@ class AMQPTransport(Transport):
 
     async def _ensure(self) -> tuple[AbstractConnection, AbstractChannel, AbstractChannel]:
         """The connection and both channels, reconnecting (next URL, backoff) if needed."""
-        if not self._alive():
+        if not self._alive() or self._sub is None or self._sub.is_closed:
             async with self._lock:
                 if not self._alive():
                     await self._reconnect()
+                assert self._conn is not None
+                if self._sub is None or self._sub.is_closed:
+                    self._gen += 1  # deliveries of the old channel are back in their queues
+                    self._sub = await self._conn.channel(publisher_confirms=False)
+                    await self._sub.set_qos(prefetch_count=1, global_=True)  # before consuming
+                    self._prefetch = 1
+                    self._consumers.clear()
+                    self._buffer.clear()
+                    self._held.clear()
         assert self._conn is not None
         assert self._pub is not None
-        if self._sub is None or self._sub.is_closed:
-            self._gen += 1  # deliveries of the old channel are back in their queues
-            self._sub = await self._conn.channel(publisher_confirms=False)
-            await self._sub.set_qos(prefetch_count=1, global_=True)  # before any consumer
-            self._prefetch = 1
-            self._consumers.clear()
-            self._buffer.clear()
-            self._held.clear()
+        assert self._sub is not None
         return self._conn, self._pub, self._sub
 
     async def _reconnect(self) -> None:

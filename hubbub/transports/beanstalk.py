@@ -1,27 +1,14 @@
 """Beanstalkd: ``beanstalk://host:11300/?prefix=hubbub&ttr=5`` (see docs/beanstalk.md).
 
-A hubbub queue ``q`` is the tube ``<prefix>.q``; priorities, ETAs (whole seconds, rounded
-up) and dead letters (``bury``) are native. The client is a small asyncio client of the
-text protocol rather than greenstalk on threads: beanstalkd answers commands in order, so a
+Tubes ``<prefix>.<queue>`` with native priorities, delays and ``bury``. A small asyncio
+client of the text protocol, not greenstalk on threads: beanstalkd answers in order, so a
 batch (``reserve`` x 20, ``delete`` x 20) is one write and one round trip.
-
-Connections: ``touch``/``delete``/``release``/``bury`` only work on the connection that
-reserved the job, and a connection blocked in ``reserve`` answers nothing else. So *jobs*
-only ever reserves with a zero timeout and owns every lease (acks never wait behind a
-fetch); *waiter* blocks in 1-second ``reserve-with-timeout`` slices for a waiting fetch and
-releases what it gets at once, for *jobs* to take; *put* publishes and reads statistics;
-*admin* walks dead-letter records.
-
-Leases: beanstalkd fixes TTR at ``put``, hubbub picks a lease at ``fetch``. Jobs are put
-with TTR ``ttr`` and the transport touches each leased job until its hubbub lease runs out,
-so a live holder keeps it as long as it extends, a closed connection gives it back at once
-and a hung holder loses it between ``lease`` and ``lease + ttr``. Attempts are
-``reserves - releases`` from ``stats-job``.
-
-Dead letters: ``bury`` plus a record (id, queue, reason, time, job id, priority) in the
-side tube ``<prefix>$dead``, listed by reserving every record and releasing them in order.
-A requeue puts the job again (fresh counts) rather than kicking it, which would keep the
-attempts that killed it.
+``touch``/``delete``/``release``/``bury`` only work on the reserving connection, so the
+*jobs* connection owns every lease and never blocks (``reserve-with-timeout 0``); a waiting
+fetch blocks on *waiter* in 1 s slices and releases what it gets for *jobs* to take. TTR is
+fixed at ``put``, so jobs are put with TTR ``ttr`` and touched until their hubbub lease runs
+out. Attempts are ``reserves - releases``. Dead letters are buried jobs plus reason records
+in the tube ``<prefix>$dead``; a requeue puts the job again so its count starts over.
 """
 
 from __future__ import annotations
