@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
 from hubbub.codecs import BY_CONTENT_TYPE
-from hubbub.errors import HubbubError, MessageError, TransportError
+from hubbub.errors import ConfigurationError, HubbubError, MessageError, TransportError
 from hubbub.events import (
     TaskDeadLettered,
     TaskFailed,
@@ -35,9 +35,10 @@ from hubbub.events import (
 )
 from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, TimedOut
 from hubbub.message import Envelope, decode, encode, peek_id
-from hubbub.middleware import DispatchContext, chain_dispatch
+from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
+from hubbub.worker.lane import Lane
 from hubbub.worker.pools.coroutines import AsyncPool
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class _Held:
     delivery: Delivery
     envelope: Envelope
     task: Task[Any, Any]
+    lane: Lane
     started_at: float | None = None
     runner: asyncio.Task[None] | None = None
 
@@ -96,17 +98,28 @@ class WorkerLoop:
         stop_when_idle: stop once the queues have nothing ready, delayed or leased (tests,
             batch jobs).
         lease: seconds a delivery stays leased without renewal (default: the hub's).
+        lanes: several (queues, pool) pairs served by this one worker, instead of
+            ``queues``/``pool``/``prefetch``.
+
+    Raises:
+        ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
     """
 
     def __init__(
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 10.0, stop_when_idle: bool = False, lease: float | None = None,
+        lanes: Sequence[Lane] | None = None,
     ) -> None:
         self.hub = hub
-        self.queues = list(queues or [hub.settings.default_queue])
-        self.pool = pool or AsyncPool()
-        self.prefetch = prefetch if prefetch is not None else min(self.pool.concurrency, 16)
+        if lanes and (queues or pool):
+            raise ConfigurationError("give lanes, or queues and a pool, not both")
+        self.lanes = list(lanes or [Lane(list(queues or [hub.settings.default_queue]),
+                                         pool or AsyncPool(), prefetch)])
+        self.queues = [q for lane in self.lanes for q in lane.queues]
+        if len(set(self.queues)) != len(self.queues):
+            raise ConfigurationError(f"a queue is served by two lanes: {self.queues}")
+        self.pool = self.lanes[0].pool
         self.grace = grace
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = heartbeat
@@ -118,10 +131,9 @@ class WorkerLoop:
         self._writes = _Writes()
         self._stopping: asyncio.Event | None = None
         self._aborting: asyncio.Event | None = None
-        self._room: asyncio.Event | None = None
         self._flush_wanted: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
         self._signatures: dict[str, inspect.Signature | None] = {}
+        self._dispatchers: dict[int, DispatchNext] = {}
 
     # -- control ---------------------------------------------------------------------------
 
@@ -138,32 +150,35 @@ class WorkerLoop:
 
     @property
     def running(self) -> int:
-        return sum(1 for h in self._held.values() if h.started_at is not None)
+        return sum(lane.running for lane in self.lanes)
 
     # -- main ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run until ``stop()``/``abort()`` (or idle, with ``stop_when_idle``)."""
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
-        self._room, self._flush_wanted = asyncio.Event(), asyncio.Event()
-        self._slots = asyncio.Semaphore(self.pool.concurrency)
+        self._flush_wanted = asyncio.Event()
         transport = self.hub.open_transport()
         results = self.hub.open_results()
         await transport.connect()
         self._max_size = self.hub.max_message_size(transport)
         if results is not None:
             await results.connect()
-        await self.pool.start(self.hub)
+        for lane in self.lanes:
+            await lane.pool.start(self.hub)
+            self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
+                                                         _runner(lane.pool))
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
-                                          self.pool.concurrency))
-        log.info("worker %s online: broker %s, queues %s, pool %s x%d", self.name,
-                 redact(self.hub.settings.broker), ",".join(self.queues), self.pool.kind,
-                 self.pool.concurrency)
+                                          sum(lane.pool.concurrency for lane in self.lanes)))
+        log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
+                 "; ".join(f"queues {','.join(lane.queues)} on pool {lane.pool.kind} "
+                           f"x{lane.pool.concurrency}" for lane in self.lanes))
         flusher = asyncio.create_task(self._flush_forever(transport, results))
         helpers = [asyncio.create_task(self._renew_forever(transport)),
                    asyncio.create_task(self._heartbeat_forever())]
         try:
-            await self._fetch_forever(transport, results)
+            await asyncio.gather(*(self._fetch_forever(transport, results, lane)
+                                   for lane in self.lanes))
             await self._wind_down()
         finally:
             for helper in helpers:
@@ -172,25 +187,28 @@ class WorkerLoop:
             self._closing = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(flusher, timeout=30)
-            await self.pool.stop()
+            for lane in self.lanes:
+                await lane.pool.stop()
             await transport.close()
             if results is not None:
                 await results.close()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
 
-    async def _fetch_forever(self, transport: Transport, results: ResultBackend | None) -> None:
+    async def _fetch_forever(self, transport: Transport, results: ResultBackend | None,
+                             lane: Lane) -> None:
         assert self._stopping is not None
-        assert self._room is not None
         delay = RETRY_IO[0]
         while not self._stopping.is_set():
-            room = self.pool.concurrency + self.prefetch - len(self._held)
-            if room <= 0 or (self.running >= self.pool.concurrency and room <= self.prefetch // 2):
-                self._room.clear()
-                await _first(self._room.wait(), self._stopping.wait())
+            await lane.autoscale_step()
+            room = lane.budget
+            if room <= 0:
+                lane.room.clear()
+                await _first(lane.room.wait(), self._stopping.wait(),
+                             asyncio.sleep(1.0 if lane.autoscale else 3600))
                 continue
             try:
-                deliveries = await transport.fetch(self.queues, limit=room, lease=self.lease,
+                deliveries = await transport.fetch(lane.queues, limit=room, lease=self.lease,
                                                    wait=FETCH_WAIT)
                 delay = RETRY_IO[0]
             except TransportError as exc:
@@ -199,7 +217,7 @@ class WorkerLoop:
                 delay = min(delay * 2, RETRY_IO[1])
                 continue
             if deliveries:
-                await self._admit(deliveries, results)
+                await self._admit(deliveries, results, lane)
             elif self.stop_when_idle and await self._idle(transport):
                 self._stopping.set()
 
@@ -238,10 +256,11 @@ class WorkerLoop:
 
     # -- admission ---------------------------------------------------------------------------
 
-    async def _admit(self, deliveries: list[Delivery], results: ResultBackend | None) -> None:
+    async def _admit(self, deliveries: list[Delivery], results: ResultBackend | None,
+                     lane: Lane) -> None:
         accepted: list[_Held] = []
         for delivery in deliveries:
-            held = self._validate(delivery)
+            held = self._validate(delivery, lane)
             if held is not None:
                 accepted.append(held)
         revoked: set[str] = set()
@@ -265,9 +284,10 @@ class WorkerLoop:
                 self._queue(ack=[held.delivery])
             else:
                 self._held[id(held)] = held
+                lane.held += 1
                 held.runner = asyncio.create_task(self._execute(held))
 
-    def _validate(self, delivery: Delivery) -> _Held | None:
+    def _validate(self, delivery: Delivery, lane: Lane) -> _Held | None:
         """The held delivery, or None after dead-lettering what cannot run."""
         limits = self.hub.settings.limits
         try:
@@ -289,7 +309,7 @@ class WorkerLoop:
             self._reject(delivery, f"bad arguments for task {envelope.task!r}: {problem}",
                          envelope)
             return None
-        return _Held(delivery, envelope, task)
+        return _Held(delivery, envelope, task, lane)
 
     def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
         if task.name not in self._signatures:
@@ -323,9 +343,10 @@ class WorkerLoop:
     # -- running -----------------------------------------------------------------------------
 
     async def _execute(self, held: _Held) -> None:
-        assert self._slots is not None
         assert self._stopping is not None
-        async with self._slots:
+        lane = held.lane
+        await lane.acquire()
+        try:
             if self._stopping.is_set():
                 return  # _wind_down releases it
             held.started_at = time.time()
@@ -336,17 +357,17 @@ class WorkerLoop:
                       env.group_id, env.headers)
             ctx = DispatchContext(env, held.delivery, job, self.name)
             try:
-                outcome = await chain_dispatch(self.hub.middleware, self._run_job)(ctx)
+                outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in middleware or a pool must not kill the worker
                 log.exception("dispatch of %s[%s] failed", env.task, env.id)
                 outcome = Crashed(f"{type(exc).__name__}: {exc}", 0.0)
+        finally:
+            lane.release_slot()
         if id(held) in self._held:
             self._settle(held, outcome)
 
-    async def _run_job(self, ctx: DispatchContext) -> Outcome:
-        return await self.pool.run(ctx.job)
 
     def _settle(self, held: _Held, outcome: Outcome) -> None:
         env, task = held.envelope, held.task
@@ -385,9 +406,9 @@ class WorkerLoop:
                                             f"{error.type}: {error.message}{tries}")])
 
     def _forget(self, held: _Held) -> None:
-        self._held.pop(id(held), None)
-        assert self._room is not None
-        self._room.set()
+        if self._held.pop(id(held), None) is not None:
+            held.lane.held -= 1
+            held.lane.room.set()
 
     def _record(self, held: _Held, state: State, *, value: Any = None,
                 error: ErrorInfo | None = None) -> None:
@@ -487,6 +508,13 @@ class WorkerLoop:
         while True:
             await asyncio.sleep(self.heartbeat)
             self.hub.events.emit(WorkerHeartbeat(self.name, self.running, self.processed))
+
+
+def _runner(pool: Pool) -> DispatchNext:
+    async def run(ctx: DispatchContext) -> Outcome:
+        return await pool.run(ctx.job)
+
+    return run
 
 
 def _describe(outcome: Outcome, task: Task[Any, Any]) -> tuple[ErrorInfo, bool, float | None]:

@@ -39,6 +39,13 @@ class Pool(abc.ABC):
     async def run(self, job: Job) -> Outcome:
         """Run one job; the worker never calls this with more than ``concurrency`` at once."""
 
+    async def resize(self, concurrency: int) -> None:
+        """Change how many jobs may run at once (autoscale). Pools that keep threads or
+        processes per slot override this to add or retire them."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Release resources; the worker has stopped sending jobs."""

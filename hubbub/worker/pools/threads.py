@@ -34,6 +34,15 @@ class ThreadPool(Pool):
         assert self._hub is not None, "pool not started"
         return await in_thread(self._executor, self._hub.tasks[job.task], job)
 
+    async def resize(self, concurrency: int) -> None:
+        await super().resize(concurrency)
+        if self._executor is not None and concurrency > self._executor._max_workers:
+            # A ThreadPoolExecutor cannot grow: new work goes to a bigger one while the old
+            # one finishes what it runs.
+            old = self._executor
+            self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="hubbub-task")
+            old.shutdown(wait=False)
+
     async def stop(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

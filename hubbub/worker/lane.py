@@ -1,0 +1,115 @@
+"""``Lane``: some queues served by one pool, so that one worker can run several pools.
+
+``hubbub worker --queue cpu=prefork:2 --queue io=async:500`` gives one lane per ``--queue``:
+each lane fetches only its queues, as many as its own free slots plus its prefetch, and
+runs them on its own pool, while the worker keeps one broker connection, one flusher and one
+lease renewer for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from hubbub.errors import ConfigurationError
+from hubbub.worker.pools import make_pool
+from hubbub.worker.pools.base import Pool
+
+GROW_EVERY = 1.0  # seconds between two autoscale steps up
+SHRINK_AFTER = 5.0  # seconds a lane must be under half busy before it shrinks a step
+
+
+@dataclass(eq=False)
+class Lane:
+    """Queues served by one pool, with its own slots and fetch budget.
+
+    Args:
+        queues: the queues this lane fetches.
+        pool: where their tasks run.
+        prefetch: deliveries held beyond free slots (default: min(concurrency, 16)).
+        autoscale: (min, max) concurrency; the lane grows while its queues have waiting work
+            and every slot is busy, and shrinks while it is less than half busy.
+    """
+
+    queues: list[str]
+    pool: Pool
+    prefetch: int | None = None
+    autoscale: tuple[int, int] | None = None
+    held: int = 0
+    running: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    free: asyncio.Event = field(default_factory=asyncio.Event)
+    _grown_at: float = 0.0
+    _quiet_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefetch is None:
+            self.prefetch = min(self.pool.concurrency, 16)
+        if self.autoscale is not None:
+            low, high = self.autoscale
+            if not 1 <= low <= high:
+                raise ConfigurationError(f"autoscale needs 1 <= min <= max, got {low},{high}")
+
+    @property
+    def budget(self) -> int:
+        """How many more deliveries this lane may fetch now (0: wait for room)."""
+        assert self.prefetch is not None
+        room = self.pool.concurrency + self.prefetch - self.held
+        if self.running >= self.pool.concurrency and room <= self.prefetch // 2:
+            return 0  # every slot is busy: keep the prefetch small rather than trickle in
+        return max(0, room)
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and take it."""
+        while self.running >= self.pool.concurrency:
+            self.free.clear()
+            await self.free.wait()
+        self.running += 1
+
+    def release_slot(self) -> None:
+        self.running -= 1
+        self.free.set()
+
+    async def autoscale_step(self) -> None:
+        """Grow or shrink the pool by one step, per ``autoscale``; a no-op without it."""
+        if self.autoscale is None:
+            return
+        low, high = self.autoscale
+        now = time.monotonic()
+        size = self.pool.concurrency
+        waiting = self.held - self.running
+        if self.running >= size and waiting > 0 and size < high:
+            if now - self._grown_at >= GROW_EVERY:
+                self._grown_at = now
+                await self.pool.resize(min(high, size + max(1, waiting)))
+                self.room.set()
+            self._quiet_since = None
+        elif self.running < size / 2 and size > low:
+            if self._quiet_since is None:
+                self._quiet_since = now
+            elif now - self._quiet_since >= SHRINK_AFTER:
+                self._quiet_since = now
+                await self.pool.resize(size - 1)
+        else:
+            self._quiet_since = None
+
+
+def parse_lane(spec: str) -> Lane:
+    """A lane from ``queues=pool[:concurrency]``, e.g. ``cpu=prefork:2`` or ``a,b=threads``.
+
+    Raises:
+        ConfigurationError: the spec is malformed or names an unknown pool.
+    """
+    queues, sep, pool_spec = spec.partition("=")
+    if not sep or not queues.strip() or not pool_spec.strip():
+        raise ConfigurationError(
+            f"--queue {spec!r} should look like QUEUES=POOL[:N], e.g. cpu=prefork:2"
+        )
+    kind, _, count = pool_spec.partition(":")
+    try:
+        concurrency = int(count) if count else None
+    except ValueError:
+        raise ConfigurationError(f"--queue {spec!r}: {count!r} is not a whole number") from None
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    return Lane(names, make_pool(kind.strip(), concurrency))

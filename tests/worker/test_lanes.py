@@ -1,0 +1,113 @@
+"""One worker, several pools chosen per queue; autoscale of a lane."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from hubbub import ConfigurationError, Hub, WorkerLoop
+from hubbub.worker.lane import Lane, parse_lane
+from hubbub.worker.pools import make_pool
+
+
+def test_each_queue_runs_on_the_pool_of_its_lane(hub: Hub) -> None:
+    seen: dict[str, set[str]] = {"cpu": set(), "io": set()}
+
+    @hub.task(queue="cpu")
+    def crunch() -> None:
+        seen["cpu"].add(threading.current_thread().name)
+
+    @hub.task(queue="io")
+    async def wait_io() -> None:
+        await asyncio.sleep(0)
+        seen["io"].add(threading.current_thread().name)
+
+    crunch.delay_many([() for _ in range(10)])
+    wait_io.delay_many([() for _ in range(10)])
+    lanes = [parse_lane("cpu=threads:2"), parse_lane("io=async:50")]
+    worker = WorkerLoop(hub, lanes=lanes, stop_when_idle=True)
+    asyncio.run(asyncio.wait_for(worker.run(), 30))
+    assert worker.processed == 20
+    assert all(name.startswith("hubbub-task") for name in seen["cpu"])
+    assert seen["io"] == {"MainThread"}  # coroutines on the worker's own loop
+
+
+def test_a_busy_lane_does_not_hold_up_another(hub: Hub) -> None:
+    gate = threading.Event()
+    quick_done = threading.Event()
+
+    @hub.task(queue="slow")
+    def slow() -> None:
+        gate.wait(10)
+
+    @hub.task(queue="fast")
+    def quick() -> None:
+        quick_done.set()
+
+    slow.delay_many([() for _ in range(4)])
+    quick.delay()
+    worker = WorkerLoop(hub, lanes=[parse_lane("slow=threads:1"), parse_lane("fast=threads:1")],
+                        stop_when_idle=True)
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        ok = await asyncio.to_thread(quick_done.wait, 10)
+        gate.set()
+        await asyncio.wait_for(runner, 30)
+        assert ok, "the fast lane waited for the slow one"
+
+    asyncio.run(main())
+
+
+def test_lane_specs_are_checked_with_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="QUEUES=POOL"):
+        parse_lane("cpu")
+    with pytest.raises(ConfigurationError, match="unknown pool 'bogus'"):
+        parse_lane("cpu=bogus:2")
+    with pytest.raises(ConfigurationError, match="not a whole number"):
+        parse_lane("cpu=threads:x")
+    lane = parse_lane("a,b=threads:3")
+    assert (lane.queues, lane.pool.concurrency) == (["a", "b"], 3)
+
+
+def test_a_queue_in_two_lanes_is_refused(hub: Hub) -> None:
+    with pytest.raises(ConfigurationError, match="two lanes"):
+        WorkerLoop(hub, lanes=[parse_lane("a=threads"), parse_lane("a,b=async")])
+
+
+def test_autoscale_grows_a_busy_lane_up_to_its_max(hub: Hub) -> None:
+    gate = threading.Event()
+    running = []
+
+    @hub.task
+    def blocked() -> None:
+        running.append(1)
+        gate.wait(20)
+
+    blocked.delay_many([() for _ in range(12)])
+    lane = Lane(["default"], make_pool("threads", 1), prefetch=2, autoscale=(1, 4))
+    worker = WorkerLoop(hub, lanes=[lane], stop_when_idle=True)
+    sizes: list[int] = []
+
+    async def main() -> Any:
+        runner = asyncio.create_task(worker.run())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while lane.pool.concurrency < 4 and loop.time() < deadline:
+            sizes.append(lane.pool.concurrency)
+            await asyncio.sleep(0.05)
+        sizes.append(lane.pool.concurrency)
+        await asyncio.sleep(0.3)
+        peak = len(running)
+        gate.set()
+        await asyncio.wait_for(runner, 30)
+        return peak
+
+    peak = asyncio.run(main())
+    assert sizes[0] == 1
+    assert sizes[-1] == 4
+    assert peak == 4
+    assert worker.processed == 12
