@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 
+from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ResultError
 from hubbub.results.base import (
@@ -31,7 +32,6 @@ from hubbub.results.base import (
     decode_record,
     encode_record,
 )
-from hubbub.transports.redis import RedisURL, translate
 
 log = logging.getLogger(__name__)
 

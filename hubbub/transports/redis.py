@@ -3,41 +3,28 @@
 One stream per queue and priority level, each with one consumer group; every transport
 instance is a consumer of its own. The layout and the lease model are in ``docs/redis.md``.
 
-Invariants the scripts keep, all inside one queue's hash slot:
-
-- every stream entry at or before the group's cursor is pending, and every pending entry has
-  a lease: a member ``"<priority>/<entry id>"`` in the ``leases`` zset (score: deadline)
-  and in the ``held`` hash (value: attempts so far, which doubles as the handout's token:
-  each handout of one entry counts one more, so a stale holder's token never matches);
-- ack, release and dead-letter XACK *and* XDEL, so a stream holds only live messages;
-- a release re-adds the body as a new entry carrying the attempts so far, so a release
-  never counts as an attempt.
+Every multi-step change is one Lua script on one queue's keys; the scripts, the key order
+they expect and the invariants they keep are in :mod:`hubbub.transports._redis_lua`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
-from hubbub._redact import redact
+from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
+from hubbub.errors import TransportError
+from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, queue_keys
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -49,363 +36,7 @@ from hubbub.transports.base import (
 )
 
 GROUP = "hubbub"
-LEVELS = 10  # priorities 0..9, one stream each
-_SCAN = 256  # entries one script call looks at, so that no call blocks Redis for long
 _CHUNK = 1000  # messages per script call when publishing or acking many
-_SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-                "ssl_check_hostname")
-_OPTIONS = ("prefix", "db", "socket_timeout", "socket_connect_timeout", "max_connections",
-            *_SSL_OPTIONS)
-
-
-@dataclass(frozen=True, slots=True)
-class RedisURL:
-    """A parsed ``redis://`` or ``rediss://`` URL. ``str()`` never shows the password.
-
-    Attributes:
-        host, port, db, username: where to connect.
-        password: kept out of ``repr``; shown nowhere.
-        prefix: first part of every key name (default ``hubbub``).
-        tls: True for ``rediss://``.
-        options: keyword arguments for ``redis.asyncio.Redis`` (timeouts, TLS files).
-    """
-
-    host: str
-    port: int
-    db: int
-    prefix: str
-    tls: bool
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    options: dict[str, Any] = field(default_factory=dict)
-    redacted: str = ""
-
-    @classmethod
-    def parse(cls, url: str) -> RedisURL:
-        """Read ``url``.
-
-        Raises:
-            ConfigurationError: not a Redis URL, a bad number, or an unknown option
-                (with the closest known one as a suggestion).
-        """
-        scheme, _, rest = url.partition("://")
-        userinfo, at, address = rest.rpartition("@")
-        # Shown in errors: nothing of what stands before the last '@', which may be secret.
-        shown = f"{scheme}://{'***@' if at else ''}{address}"
-        if scheme not in ("redis", "rediss"):
-            raise ConfigurationError(f"not a redis URL: {shown}")
-        if any(c in userinfo for c in "/?#"):
-            raise ConfigurationError(f"malformed redis URL {shown}: percent-encode '/', '?', "
-                                     "'#' and '@' in the user name and password")
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        for key in query:
-            if key not in _OPTIONS:
-                close = difflib.get_close_matches(key, _OPTIONS, n=1)
-                tip = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(_OPTIONS)}"
-                raise ConfigurationError(f"unknown redis URL option {key!r} in {shown}; {tip}")
-        options: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
-        try:
-            port = parts.port or 6379
-            db = int(query.pop("db", None) or parts.path.strip("/") or 0)
-            for key in ("socket_timeout", "socket_connect_timeout"):
-                if key in query:
-                    options[key] = float(query.pop(key))
-            if "max_connections" in query:
-                options["max_connections"] = int(query.pop("max_connections"))
-        except ValueError as exc:
-            raise ConfigurationError(f"bad number in redis URL {shown}: {exc}") from None
-        tls = parts.scheme == "rediss"
-        for key in _SSL_OPTIONS:
-            if key not in query:
-                continue
-            if not tls:
-                raise ConfigurationError(f"{key} needs a rediss:// URL (TLS): {shown}")
-            value = query.pop(key)
-            if key == "ssl_check_hostname":
-                options[key] = value.lower() in ("1", "true", "yes", "on")
-            elif key == "ssl_cert_reqs" and value not in ("none", "optional", "required"):
-                raise ConfigurationError(
-                    f"ssl_cert_reqs must be none, optional or required, not {value!r}")
-            else:
-                options[key] = value
-        prefix = query.pop("prefix", "hubbub") or "hubbub"
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        login = (parts.username or "") + (":***" if parts.password is not None else "")
-        return cls(
-            host=parts.hostname or "localhost", port=port, db=db, prefix=prefix, tls=tls,
-            username=username, password=password, options=options,
-            redacted=f"{scheme}://{login + '@' if at else ''}{address}",
-        )
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.redacted
-
-    def client(self, *, name: str) -> aioredis.Redis:
-        """A pooled asyncio client whose connections call themselves ``name`` (CLIENT SETNAME).
-
-        Reconnects quickly once or twice; longer outages surface as errors, and the worker
-        loop retries with backoff.
-        """
-        return aioredis.Redis(
-            host=self.host, port=self.port, db=self.db, username=self.username,
-            password=self.password, ssl=self.tls, client_name=name,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-            **self.options,
-        )
-
-
-@contextlib.contextmanager
-def translate(
-    url: RedisURL,
-    unavailable: type[Exception] = TransportUnavailable,
-    failed: type[Exception] = TransportError,
-) -> Iterator[None]:
-    """Turn driver errors into hubbub's, with the password scrubbed from the message."""
-    try:
-        yield
-    except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
-        _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        verb = "timed out" if isinstance(exc, TimeoutError | RedisTimeoutError) else "refused"
-        _raise(url, unavailable, f"redis at {url.where} {verb}: {exc}", exc)
-    except RedisError as exc:
-        _raise(url, failed, f"redis at {url.where} failed: {exc}", exc)
-
-
-def _raise(url: RedisURL, kind: type[Exception], message: str, exc: Exception) -> NoReturn:
-    if url.password:
-        message = message.replace(url.password, "***")
-    raise kind(redact(message)) from exc
-
-
-# Lua. KEYS of every queue script, all sharing the queue's hash tag:
-#   1..10 ready streams for priority 0..9, 11 leases (zset), 12 held (hash),
-#   13 delayed (zset: entry id in 14 -> eta), 14 delayed bodies (stream),
-#   15 wake (stream, MAXLEN 1: bumped when a delayed message is added), 16 dead (stream).
-_LUA_COMMON = """
-local function fields(flat)
-  local t = {}
-  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
-  return t
-end
-local function entry(s, eid)
-  local e = redis.call('XRANGE', s, eid, eid)[1]
-  if e then return fields(e[2]) end
-end
-local function enqueue(g, p, id, body, a)
-  local s = KEYS[p + 1]
-  if redis.call('EXISTS', s) == 0 then redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM') end
-  if a and a > 0 then return redis.call('XADD', s, '*', 'id', id, 'body', body, 'a', a) end
-  return redis.call('XADD', s, '*', 'id', id, 'body', body)
-end
-local function postpone(at, p, id, body, a)
-  local did = redis.call('XADD', KEYS[14], '*', 'id', id, 'body', body, 'p', p, 'a', a)
-  redis.call('ZADD', KEYS[13], at, did)
-end
-local function wake() redis.call('XADD', KEYS[15], 'MAXLEN', 1, '*', 'w', 1) end
-local function owned(m, token) return redis.call('HGET', KEYS[12], m) == token end
-local function drop(g, p, eid)
-  local m = p .. '/' .. eid
-  redis.call('XACK', KEYS[p + 1], g, eid)
-  redis.call('XDEL', KEYS[p + 1], eid)
-  redis.call('HDEL', KEYS[12], m)
-  redis.call('ZREM', KEYS[11], m)
-end
-"""
-
-# ARGV: group, then (priority, id, body, eta or '') per message.
-_PUBLISH = _LUA_COMMON + """
-local delayed = false
-for i = 2, #ARGV, 4 do
-  if ARGV[i + 3] == '' then enqueue(ARGV[1], tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], 0)
-  else postpone(ARGV[i + 3], ARGV[i], ARGV[i + 1], ARGV[i + 2], 0); delayed = true end
-end
-if delayed then wake() end
-return 1
-"""
-
-# ARGV: group, consumer, now, lease deadline, limit.
-# Returns {rows} or, when nothing was claimed, {{}, cursors for XREAD, {next eta, next deadline}}.
-_CLAIM = _LUA_COMMON + """
-local g, c, now, deadline, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', now, 'LIMIT', 0, SCAN)) do
-  local f = entry(KEYS[14], did)
-  if f then enqueue(g, tonumber(f.p), f.id, f.body, tonumber(f.a)) end
-  redis.call('XDEL', KEYS[14], did)
-  redis.call('ZREM', KEYS[13], did)
-end
-local expired = {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, SCAN)) do
-  local p = tonumber(string.sub(m, 1, 1))
-  expired[p] = expired[p] or {}
-  table.insert(expired[p], string.sub(m, 3))
-end
-local out = {}
-local function hand(p, eid, f, attempts)
-  local m = p .. '/' .. eid
-  redis.call('HSET', KEYS[12], m, attempts)
-  redis.call('ZADD', KEYS[11], deadline, m)
-  table.insert(out, {p, eid, f.id, f.body, attempts})
-end
-for p = LEVELS - 1, 0, -1 do
-  local s = KEYS[p + 1]
-  for _, eid in ipairs(expired[p] or {}) do
-    if #out >= limit then break end
-    local was = redis.call('XPENDING', s, g, eid, eid, 1)[1]
-    local got = redis.call('XCLAIM', s, g, c, 0, eid)[1]
-    if got and got[2] then
-      local before = tonumber(redis.call('HGET', KEYS[12], p .. '/' .. eid)) or 0
-      hand(p, eid, fields(got[2]), before + 1)
-    else
-      drop(g, p, eid)
-    end
-    if was and was[2] ~= c and #redis.call('XPENDING', s, g, '-', '+', 1, was[2]) == 0 then
-      redis.call('XGROUP', 'DELCONSUMER', s, g, was[2])
-    end
-  end
-  local room = limit - #out
-  if room > 0 and redis.call('EXISTS', s) == 1 then
-    local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
-    for _, e in ipairs(r and r[1][2] or {}) do
-      local f = fields(e[2])
-      hand(p, e[1], f, (tonumber(f.a) or 0) + 1)
-    end
-  end
-end
-if #out > 0 then return {out} end
-local cursors = {}
-for i = 1, LEVELS + 1 do
-  local s = i <= LEVELS and KEYS[i] or KEYS[15]
-  local last = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]
-  cursors[i] = last and last[1] or '0-0'
-end
-local eta = redis.call('ZRANGE', KEYS[13], 0, 0, 'WITHSCORES')[2] or ''
-local lease = redis.call('ZRANGE', KEYS[11], 0, 0, 'WITHSCORES')[2] or ''
-return {out, cursors, {eta, lease}}
-""".replace("LEVELS", str(LEVELS)).replace("SCAN", str(_SCAN))
-
-# ARGV: group, then (priority, entry id, token) per delivery.
-_ACK = _LUA_COMMON + """
-for i = 2, #ARGV, 3 do
-  local p = tonumber(ARGV[i])
-  if owned(p .. '/' .. ARGV[i + 1], ARGV[i + 2]) then drop(ARGV[1], p, ARGV[i + 1]) end
-end
-return 1
-"""
-
-# ARGV: group, visible-at ('' for now), then (priority, entry id, token) per delivery.
-_RELEASE = _LUA_COMMON + """
-local g, at, delayed = ARGV[1], ARGV[2], false
-for i = 3, #ARGV, 3 do
-  local p, eid, token = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
-  if owned(p .. '/' .. eid, token) then
-    local f = entry(KEYS[p + 1], eid)
-    drop(g, p, eid)
-    if f and at == '' then enqueue(g, p, f.id, f.body, tonumber(token) - 1)
-    elseif f then postpone(at, p, f.id, f.body, tonumber(token) - 1); delayed = true end
-  end
-end
-if delayed then wake() end
-return 1
-"""
-
-# ARGV: group, died-at, then (priority, entry id, token, reason) per delivery.
-_DEAD = _LUA_COMMON + """
-for i = 3, #ARGV, 4 do
-  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
-  if owned(p .. '/' .. eid, ARGV[i + 2]) then
-    local f = entry(KEYS[p + 1], eid)
-    drop(ARGV[1], p, eid)
-    if f then
-      redis.call('XADD', KEYS[16], '*', 'id', f.id, 'body', f.body, 'p', p,
-                 'reason', ARGV[i + 3], 'at', ARGV[2])
-    end
-  end
-end
-return 1
-"""
-
-# ARGV: group, consumer, now, new deadline, then (priority, entry id, token) per delivery.
-# Returns the 0-based positions of deliveries whose lease was lost. XCLAIM JUSTID resets the
-# entry's idle time, so XPENDING shows a renewed lease as fresh.
-_EXTEND = _LUA_COMMON + """
-local lost = {}
-for i = 5, #ARGV, 3 do
-  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
-  local m = p .. '/' .. eid
-  local until_ = redis.call('ZSCORE', KEYS[11], m)
-  if owned(m, ARGV[i + 2]) and until_ and tonumber(until_) >= tonumber(ARGV[3]) then
-    redis.call('ZADD', KEYS[11], ARGV[4], m)
-    redis.call('XCLAIM', KEYS[p + 1], ARGV[1], ARGV[2], 0, eid, 'JUSTID')
-  else
-    table.insert(lost, (i - 5) / 3)
-  end
-end
-return lost
-"""
-
-# ARGV: group, now, priority, start id, count. Deletes unread and expired entries of one
-# stream. Returns {deleted, last entry id seen or ''}.
-_PURGE = _LUA_COMMON + """
-local g, now, p = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local batch = redis.call('XRANGE', KEYS[p + 1], ARGV[4], '+', 'COUNT', ARGV[5])
-local n = 0
-for _, e in ipairs(batch) do
-  local until_ = redis.call('ZSCORE', KEYS[11], p .. '/' .. e[1])
-  if not until_ then redis.call('XDEL', KEYS[p + 1], e[1]); n = n + 1
-  elseif tonumber(until_) <= now then drop(g, p, e[1]); n = n + 1 end
-end
-local last = batch[#batch]
-return {n, last and last[1] or ''}
-"""
-
-_PURGE_DELAYED = """
-local n = redis.call('ZCARD', KEYS[13])
-redis.call('UNLINK', KEYS[13], KEYS[14])
-return n
-"""
-
-# ARGV: group, all ('1'/'0'), start id, count, wanted ids... Returns {moved, last id or ''}.
-_REQUEUE = _LUA_COMMON + """
-local want = {}
-for i = 5, #ARGV do want[ARGV[i]] = true end
-local batch = redis.call('XRANGE', KEYS[16], ARGV[3], '+', 'COUNT', ARGV[4])
-local n = 0
-for _, e in ipairs(batch) do
-  local f = fields(e[2])
-  if ARGV[2] == '1' or want[f.id] then
-    enqueue(ARGV[1], tonumber(f.p), f.id, f.body, 0)
-    redis.call('XDEL', KEYS[16], e[1])
-    n = n + 1
-  end
-end
-local last = batch[#batch]
-return {n, last and last[1] or ''}
-"""
-
-# ARGV: group, consumer. Forget the consumer on every stream where it holds nothing.
-_RETIRE = """
-for i = 1, LEVELS do
-  if redis.call('EXISTS', KEYS[i]) == 1
-      and #redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2])
-  end
-end
-return 1
-""".replace("LEVELS", str(LEVELS))
-
-
-def queue_keys(prefix: str, queue: str) -> list[str]:
-    """The 16 keys of one queue, in the order the scripts expect, all in one hash slot."""
-    tag = f"{{{prefix}:{queue}}}"
-    return [*(f"{tag}:ready:{p}" for p in range(LEVELS)), f"{tag}:leases", f"{tag}:held",
-            f"{tag}:delayed", f"{tag}:delayed:bodies", f"{tag}:wake", f"{tag}:dead"]
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -463,13 +94,8 @@ class RedisTransport(Transport):
     async def connect(self) -> None:
         if self._redis is None:
             self._redis = self.config.client(name=self.client_name)
-            self._scripts = {
-                name: self._redis.register_script(text) for name, text in (
-                    ("publish", _PUBLISH), ("claim", _CLAIM), ("ack", _ACK),
-                    ("release", _RELEASE), ("dead", _DEAD), ("extend", _EXTEND),
-                    ("purge", _PURGE), ("purge_delayed", _PURGE_DELAYED),
-                    ("requeue", _REQUEUE), ("retire", _RETIRE))
-            }
+            self._scripts = {name: self._redis.register_script(text)
+                             for name, text in SCRIPTS.items()}
         with translate(self.config):
             await self._client.ping()
 
@@ -609,7 +235,7 @@ class RedisTransport(Transport):
             for priority in range(LEVELS):
                 start = "-"
                 while True:
-                    n, last = await self._run("purge", queue, [now, priority, start, _SCAN])
+                    n, last = await self._run("purge", queue, [now, priority, start, SCAN])
                     total += int(n)
                     if not last:
                         break
@@ -670,7 +296,7 @@ class RedisTransport(Transport):
                 start = "-"
                 while True:
                     n, last = await self._run("requeue", queue,
-                                              [*head, start, _SCAN, *(ids or ())])
+                                              [*head, start, SCAN, *(ids or ())])
                     total += int(n)
                     if not last:
                         break

@@ -17,11 +17,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
+from hubbub._redis import RedisURL
 from hubbub.errors import ConfigurationError, ResultError, TransportError, TransportUnavailable
 from hubbub.results import ResultRecord, State
 from hubbub.results.redis import RedisResults
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
-from hubbub.transports.redis import LEVELS, RedisTransport, RedisURL, queue_keys
+from hubbub.transports._redis_lua import LEVELS, queue_keys
+from hubbub.transports.redis import RedisTransport
 from tests import brokers
 from tests.brokers import redis as broker
 from tests.conftest import eventually

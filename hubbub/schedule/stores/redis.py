@@ -21,10 +21,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
 from hubbub.schedule.store import Lease, ScheduleStore, SlotState
-from hubbub.transports.redis import RedisURL, translate
 
 # KEYS: lease. ARGV: owner, ttl ms.
 _EXTEND = """

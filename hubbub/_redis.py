@@ -1,0 +1,165 @@
+"""What the Redis broker, result store and schedule store share: the URL and its client,
+and the translation of driver errors into hubbub's.
+
+``RedisURL.parse`` reads ``redis://`` and ``rediss://`` URLs; ``RedisURL.client`` builds a
+pooled asyncio client from one; ``translate`` turns redis-py's exceptions into the caller's
+"unavailable" and "failed" errors with the password scrubbed from the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hubbub._redact import redact
+from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
+
+_SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                "ssl_check_hostname")
+_OPTIONS = ("prefix", "db", "socket_timeout", "socket_connect_timeout", "max_connections",
+            *_SSL_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisURL:
+    """A parsed ``redis://`` or ``rediss://`` URL. ``str()`` never shows the password.
+
+    Attributes:
+        host, port, db, username: where to connect.
+        password: kept out of ``repr``; shown nowhere.
+        prefix: first part of every key name (default ``hubbub``).
+        tls: True for ``rediss://``.
+        options: keyword arguments for ``redis.asyncio.Redis`` (timeouts, TLS files).
+    """
+
+    host: str
+    port: int
+    db: int
+    prefix: str
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+    redacted: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> RedisURL:
+        """Read ``url``.
+
+        Raises:
+            ConfigurationError: not a Redis URL, a bad number, or an unknown option
+                (with the closest known one as a suggestion).
+        """
+        scheme, _, rest = url.partition("://")
+        userinfo, at, address = rest.rpartition("@")
+        # Shown in errors: nothing of what stands before the last '@', which may be secret.
+        shown = f"{scheme}://{'***@' if at else ''}{address}"
+        if scheme not in ("redis", "rediss"):
+            raise ConfigurationError(f"not a redis URL: {shown}")
+        if any(c in userinfo for c in "/?#"):
+            raise ConfigurationError(f"malformed redis URL {shown}: percent-encode '/', '?', "
+                                     "'#' and '@' in the user name and password")
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        for key in query:
+            if key not in _OPTIONS:
+                close = difflib.get_close_matches(key, _OPTIONS, n=1)
+                tip = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(_OPTIONS)}"
+                raise ConfigurationError(f"unknown redis URL option {key!r} in {shown}; {tip}")
+        options: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+        try:
+            port = parts.port or 6379
+            db = int(query.pop("db", None) or parts.path.strip("/") or 0)
+            for key in ("socket_timeout", "socket_connect_timeout"):
+                if key in query:
+                    options[key] = float(query.pop(key))
+            if "max_connections" in query:
+                options["max_connections"] = int(query.pop("max_connections"))
+        except ValueError as exc:
+            raise ConfigurationError(f"bad number in redis URL {shown}: {exc}") from None
+        tls = parts.scheme == "rediss"
+        for key in _SSL_OPTIONS:
+            if key not in query:
+                continue
+            if not tls:
+                raise ConfigurationError(f"{key} needs a rediss:// URL (TLS): {shown}")
+            value = query.pop(key)
+            if key == "ssl_check_hostname":
+                options[key] = value.lower() in ("1", "true", "yes", "on")
+            elif key == "ssl_cert_reqs" and value not in ("none", "optional", "required"):
+                raise ConfigurationError(
+                    f"ssl_cert_reqs must be none, optional or required, not {value!r}")
+            else:
+                options[key] = value
+        prefix = query.pop("prefix", "hubbub") or "hubbub"
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        login = (parts.username or "") + (":***" if parts.password is not None else "")
+        return cls(
+            host=parts.hostname or "localhost", port=port, db=db, prefix=prefix, tls=tls,
+            username=username, password=password, options=options,
+            redacted=f"{scheme}://{login + '@' if at else ''}{address}",
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def client(self, *, name: str) -> aioredis.Redis:
+        """A pooled asyncio client whose connections call themselves ``name`` (CLIENT SETNAME).
+
+        Reconnects quickly once or twice; longer outages surface as errors, and the worker
+        loop retries with backoff.
+        """
+        return aioredis.Redis(
+            host=self.host, port=self.port, db=self.db, username=self.username,
+            password=self.password, ssl=self.tls, client_name=name,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            **self.options,
+        )
+
+
+@contextlib.contextmanager
+def translate(
+    url: RedisURL,
+    unavailable: type[Exception] = TransportUnavailable,
+    failed: type[Exception] = TransportError,
+) -> Iterator[None]:
+    """Turn driver errors into hubbub's, with the password scrubbed from the message.
+
+    Args:
+        url: names the server in the message; its password is scrubbed from it.
+        unavailable: raised when Redis cannot be reached or a call timed out.
+        failed: raised for any other Redis error, a rejected login included (retrying
+            with the same credentials will not help).
+    """
+    try:
+        yield
+    except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
+        _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        verb = "timed out" if isinstance(exc, TimeoutError | RedisTimeoutError) else "refused"
+        _raise(url, unavailable, f"redis at {url.where} {verb}: {exc}", exc)
+    except RedisError as exc:
+        _raise(url, failed, f"redis at {url.where} failed: {exc}", exc)
+
+
+def _raise(url: RedisURL, kind: type[Exception], message: str, exc: Exception) -> NoReturn:
+    if url.password:
+        message = message.replace(url.password, "***")
+    raise kind(redact(message)) from exc
+

@@ -1,0 +1,251 @@
+"""The Lua scripts of the Redis transport and the key layout they expect.
+
+Every script runs on one queue's keys, in the order :func:`queue_keys` gives, so that all of
+them share the queue's hash tag (one Redis Cluster slot). ARGV[1] is always the consumer
+group. ``SCRIPTS`` maps the transport's name for each script to its text.
+
+Invariants the scripts keep, all inside one queue's hash slot:
+
+- every stream entry at or before the group's cursor is pending, and every pending entry has
+  a lease: a member ``"<priority>/<entry id>"`` in the ``leases`` zset (score: deadline)
+  and in the ``held`` hash (value: attempts so far, which doubles as the handout's token:
+  each handout of one entry counts one more, so a stale holder's token never matches);
+- ack, release and dead-letter XACK *and* XDEL, so a stream holds only live messages;
+- a release re-adds the body as a new entry carrying the attempts so far, so a release
+  never counts as an attempt.
+"""
+
+from __future__ import annotations
+
+LEVELS = 10  # priorities 0..9, one stream each
+SCAN = 256  # entries one script call looks at, so that no call blocks Redis for long
+
+# Lua. KEYS of every queue script, all sharing the queue's hash tag:
+#   1..10 ready streams for priority 0..9, 11 leases (zset), 12 held (hash),
+#   13 delayed (zset: entry id in 14 -> eta), 14 delayed bodies (stream),
+#   15 wake (stream, MAXLEN 1: bumped when a delayed message is added), 16 dead (stream).
+_LUA_COMMON = """
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+local function entry(s, eid)
+  local e = redis.call('XRANGE', s, eid, eid)[1]
+  if e then return fields(e[2]) end
+end
+local function enqueue(g, p, id, body, a)
+  local s = KEYS[p + 1]
+  if redis.call('EXISTS', s) == 0 then redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM') end
+  if a and a > 0 then return redis.call('XADD', s, '*', 'id', id, 'body', body, 'a', a) end
+  return redis.call('XADD', s, '*', 'id', id, 'body', body)
+end
+local function postpone(at, p, id, body, a)
+  local did = redis.call('XADD', KEYS[14], '*', 'id', id, 'body', body, 'p', p, 'a', a)
+  redis.call('ZADD', KEYS[13], at, did)
+end
+local function wake() redis.call('XADD', KEYS[15], 'MAXLEN', 1, '*', 'w', 1) end
+local function owned(m, token) return redis.call('HGET', KEYS[12], m) == token end
+local function drop(g, p, eid)
+  local m = p .. '/' .. eid
+  redis.call('XACK', KEYS[p + 1], g, eid)
+  redis.call('XDEL', KEYS[p + 1], eid)
+  redis.call('HDEL', KEYS[12], m)
+  redis.call('ZREM', KEYS[11], m)
+end
+"""
+
+# ARGV: group, then (priority, id, body, eta or '') per message.
+_PUBLISH = _LUA_COMMON + """
+local delayed = false
+for i = 2, #ARGV, 4 do
+  if ARGV[i + 3] == '' then enqueue(ARGV[1], tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], 0)
+  else postpone(ARGV[i + 3], ARGV[i], ARGV[i + 1], ARGV[i + 2], 0); delayed = true end
+end
+if delayed then wake() end
+return 1
+"""
+
+# ARGV: group, consumer, now, lease deadline, limit.
+# Returns {rows} or, when nothing was claimed, {{}, cursors for XREAD, {next eta, next deadline}}.
+_CLAIM = _LUA_COMMON + """
+local g, c, now, deadline, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', now, 'LIMIT', 0, SCAN)) do
+  local f = entry(KEYS[14], did)
+  if f then enqueue(g, tonumber(f.p), f.id, f.body, tonumber(f.a)) end
+  redis.call('XDEL', KEYS[14], did)
+  redis.call('ZREM', KEYS[13], did)
+end
+local expired = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, SCAN)) do
+  local p = tonumber(string.sub(m, 1, 1))
+  expired[p] = expired[p] or {}
+  table.insert(expired[p], string.sub(m, 3))
+end
+local out = {}
+local function hand(p, eid, f, attempts)
+  local m = p .. '/' .. eid
+  redis.call('HSET', KEYS[12], m, attempts)
+  redis.call('ZADD', KEYS[11], deadline, m)
+  table.insert(out, {p, eid, f.id, f.body, attempts})
+end
+for p = LEVELS - 1, 0, -1 do
+  local s = KEYS[p + 1]
+  for _, eid in ipairs(expired[p] or {}) do
+    if #out >= limit then break end
+    local was = redis.call('XPENDING', s, g, eid, eid, 1)[1]
+    local got = redis.call('XCLAIM', s, g, c, 0, eid)[1]
+    if got and got[2] then
+      local before = tonumber(redis.call('HGET', KEYS[12], p .. '/' .. eid)) or 0
+      hand(p, eid, fields(got[2]), before + 1)
+    else
+      drop(g, p, eid)
+    end
+    if was and was[2] ~= c and #redis.call('XPENDING', s, g, '-', '+', 1, was[2]) == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', s, g, was[2])
+    end
+  end
+  local room = limit - #out
+  if room > 0 and redis.call('EXISTS', s) == 1 then
+    local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    for _, e in ipairs(r and r[1][2] or {}) do
+      local f = fields(e[2])
+      hand(p, e[1], f, (tonumber(f.a) or 0) + 1)
+    end
+  end
+end
+if #out > 0 then return {out} end
+local cursors = {}
+for i = 1, LEVELS + 1 do
+  local s = i <= LEVELS and KEYS[i] or KEYS[15]
+  local last = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]
+  cursors[i] = last and last[1] or '0-0'
+end
+local eta = redis.call('ZRANGE', KEYS[13], 0, 0, 'WITHSCORES')[2] or ''
+local lease = redis.call('ZRANGE', KEYS[11], 0, 0, 'WITHSCORES')[2] or ''
+return {out, cursors, {eta, lease}}
+""".replace("LEVELS", str(LEVELS)).replace("SCAN", str(SCAN))
+
+# ARGV: group, then (priority, entry id, token) per delivery.
+_ACK = _LUA_COMMON + """
+for i = 2, #ARGV, 3 do
+  local p = tonumber(ARGV[i])
+  if owned(p .. '/' .. ARGV[i + 1], ARGV[i + 2]) then drop(ARGV[1], p, ARGV[i + 1]) end
+end
+return 1
+"""
+
+# ARGV: group, visible-at ('' for now), then (priority, entry id, token) per delivery.
+_RELEASE = _LUA_COMMON + """
+local g, at, delayed = ARGV[1], ARGV[2], false
+for i = 3, #ARGV, 3 do
+  local p, eid, token = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+  if owned(p .. '/' .. eid, token) then
+    local f = entry(KEYS[p + 1], eid)
+    drop(g, p, eid)
+    if f and at == '' then enqueue(g, p, f.id, f.body, tonumber(token) - 1)
+    elseif f then postpone(at, p, f.id, f.body, tonumber(token) - 1); delayed = true end
+  end
+end
+if delayed then wake() end
+return 1
+"""
+
+# ARGV: group, died-at, then (priority, entry id, token, reason) per delivery.
+_DEAD = _LUA_COMMON + """
+for i = 3, #ARGV, 4 do
+  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
+  if owned(p .. '/' .. eid, ARGV[i + 2]) then
+    local f = entry(KEYS[p + 1], eid)
+    drop(ARGV[1], p, eid)
+    if f then
+      redis.call('XADD', KEYS[16], '*', 'id', f.id, 'body', f.body, 'p', p,
+                 'reason', ARGV[i + 3], 'at', ARGV[2])
+    end
+  end
+end
+return 1
+"""
+
+# ARGV: group, consumer, now, new deadline, then (priority, entry id, token) per delivery.
+# Returns the 0-based positions of deliveries whose lease was lost. XCLAIM JUSTID resets the
+# entry's idle time, so XPENDING shows a renewed lease as fresh.
+_EXTEND = _LUA_COMMON + """
+local lost = {}
+for i = 5, #ARGV, 3 do
+  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
+  local m = p .. '/' .. eid
+  local until_ = redis.call('ZSCORE', KEYS[11], m)
+  if owned(m, ARGV[i + 2]) and until_ and tonumber(until_) >= tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[11], ARGV[4], m)
+    redis.call('XCLAIM', KEYS[p + 1], ARGV[1], ARGV[2], 0, eid, 'JUSTID')
+  else
+    table.insert(lost, (i - 5) / 3)
+  end
+end
+return lost
+"""
+
+# ARGV: group, now, priority, start id, count. Deletes unread and expired entries of one
+# stream. Returns {deleted, last entry id seen or ''}.
+_PURGE = _LUA_COMMON + """
+local g, now, p = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local batch = redis.call('XRANGE', KEYS[p + 1], ARGV[4], '+', 'COUNT', ARGV[5])
+local n = 0
+for _, e in ipairs(batch) do
+  local until_ = redis.call('ZSCORE', KEYS[11], p .. '/' .. e[1])
+  if not until_ then redis.call('XDEL', KEYS[p + 1], e[1]); n = n + 1
+  elseif tonumber(until_) <= now then drop(g, p, e[1]); n = n + 1 end
+end
+local last = batch[#batch]
+return {n, last and last[1] or ''}
+"""
+
+_PURGE_DELAYED = """
+local n = redis.call('ZCARD', KEYS[13])
+redis.call('UNLINK', KEYS[13], KEYS[14])
+return n
+"""
+
+# ARGV: group, all ('1'/'0'), start id, count, wanted ids... Returns {moved, last id or ''}.
+_REQUEUE = _LUA_COMMON + """
+local want = {}
+for i = 5, #ARGV do want[ARGV[i]] = true end
+local batch = redis.call('XRANGE', KEYS[16], ARGV[3], '+', 'COUNT', ARGV[4])
+local n = 0
+for _, e in ipairs(batch) do
+  local f = fields(e[2])
+  if ARGV[2] == '1' or want[f.id] then
+    enqueue(ARGV[1], tonumber(f.p), f.id, f.body, 0)
+    redis.call('XDEL', KEYS[16], e[1])
+    n = n + 1
+  end
+end
+local last = batch[#batch]
+return {n, last and last[1] or ''}
+"""
+
+# ARGV: group, consumer. Forget the consumer on every stream where it holds nothing.
+_RETIRE = """
+for i = 1, LEVELS do
+  if redis.call('EXISTS', KEYS[i]) == 1
+      and #redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2])
+  end
+end
+return 1
+""".replace("LEVELS", str(LEVELS))
+
+
+SCRIPTS: dict[str, str] = {
+    "publish": _PUBLISH, "claim": _CLAIM, "ack": _ACK, "release": _RELEASE, "dead": _DEAD,
+    "extend": _EXTEND, "purge": _PURGE, "purge_delayed": _PURGE_DELAYED,
+    "requeue": _REQUEUE, "retire": _RETIRE,
+}
+
+
+def queue_keys(prefix: str, queue: str) -> list[str]:
+    """The 16 keys of one queue, in the order the scripts expect, all in one hash slot."""
+    tag = f"{{{prefix}:{queue}}}"
+    return [*(f"{tag}:ready:{p}" for p in range(LEVELS)), f"{tag}:leases", f"{tag}:held",
+            f"{tag}:delayed", f"{tag}:delayed:bodies", f"{tag}:wake", f"{tag}:dead"]
