@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ResultError
+from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.results.base import (
     READY_STATES,
     STICKY_STATES,
@@ -178,7 +178,8 @@ class RedisResults(ResultBackend):
         return f"{self.config.prefix}:result:{id}"
 
     def _translate(self) -> contextlib.AbstractContextManager[None]:
-        return translate(self.config, ResultError, ResultError)
+        # Unreachable or timed out: the caller may retry later; anything else will not mend.
+        return translate(self.config, ResultUnavailable, ResultError)
 
     @property
     def _client(self) -> aioredis.Redis:
@@ -190,7 +191,8 @@ class RedisResults(ResultBackend):
         """Open the connection pool and check that Redis answers.
 
         Raises:
-            ResultError: Redis cannot be reached.
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis refused the login or failed otherwise.
         """
         if self._redis is None:
             self._redis = self.config.client(name=self.client_name)
@@ -214,7 +216,8 @@ class RedisResults(ResultBackend):
         """Upsert ``records``, each kept ``ttl`` seconds; sticky states stay as they are.
 
         Raises:
-            ResultError: Redis failed or cannot be reached.
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         if not records:
             return
@@ -241,7 +244,8 @@ class RedisResults(ResultBackend):
         """The live records among ``ids``.
 
         Raises:
-            ResultError: Redis failed or cannot be reached.
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         if not ids:
             return {}
@@ -264,7 +268,8 @@ class RedisResults(ResultBackend):
             The ready record, or None once ``timeout`` seconds passed.
 
         Raises:
-            ResultError: Redis failed or cannot be reached.
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -287,7 +292,8 @@ class RedisResults(ResultBackend):
         """Delete the records of ``ids``.
 
         Raises:
-            ResultError: Redis failed or cannot be reached.
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         if not ids:
             return

@@ -5,6 +5,7 @@ in its own key prefix; it kills only connections it named itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -18,7 +19,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
 from hubbub._redis import RedisURL
-from hubbub.errors import ConfigurationError, ResultError, TransportError, TransportUnavailable
+from hubbub.errors import (
+    ConfigurationError,
+    ResultError,
+    ResultUnavailable,
+    TransportError,
+    TransportUnavailable,
+)
 from hubbub.results import ResultRecord, State
 from hubbub.results.redis import RedisResults
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
@@ -104,6 +111,55 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Proxy:
+    """A TCP proxy to the shared Redis that the test owns: ``cut()`` closes it for good."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.address = ""
+
+    async def __aenter__(self) -> Proxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cut()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(broker.HOST, broker.PORT)
+        self._writers += [writer, up_writer]
+        pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
+                 asyncio.create_task(self._pipe(up_reader, writer))]
+        self._pipes.update(pipes)
+        await asyncio.gather(*pipes)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    async def cut(self) -> None:
+        """Stop accepting and close every connection, both sides; later connects are refused."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in self._writers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
 # --- URLs -----------------------------------------------------------------------------------
 
 
@@ -184,13 +240,51 @@ async def test_unreachable_server_is_transport_unavailable_without_the_password(
     await t.close()
 
 
-async def test_unreachable_server_is_a_result_error_for_the_result_backend() -> None:
+async def test_unreachable_server_is_result_unavailable_for_the_result_backend() -> None:
     port = free_port()
     r = RedisResults(f"redis://:{SECRET}@127.0.0.1:{port}/0?prefix=x")
-    with pytest.raises(ResultError, match=f"redis at 127.0.0.1:{port} refused") as caught:
+    with pytest.raises(ResultUnavailable, match=f"redis at 127.0.0.1:{port} refused") as caught:
         await r.connect()
+    assert isinstance(caught.value, ResultError)
+    assert isinstance(caught.value, ConnectionError)
     assert SECRET not in str(caught.value)
     await r.close()
+
+
+async def test_a_result_store_cut_off_after_connecting_is_result_unavailable(url: str) -> None:
+    async with Proxy() as proxy:
+        r = RedisResults(url.replace(f"{broker.HOST}:{broker.PORT}", proxy.address))
+        await r.connect()
+        try:
+            await r.store([ResultRecord("a", State.SUCCESS, value=1)], ttl=60)
+            assert (await r.get(["a"]))["a"].value == 1
+            await proxy.cut()
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: r.store([ResultRecord("b", State.SUCCESS)], ttl=60),
+                lambda: r.get(["a"]),
+                lambda: r.wait("a", timeout=5),
+                lambda: r.forget(["a"]),
+            ]
+            for call in calls:
+                with pytest.raises(ResultUnavailable, match=f"redis at {proxy.address}"):
+                    await asyncio.wait_for(call(), 10)
+        finally:
+            await r.close()
+
+
+async def test_other_redis_failures_are_result_errors_but_not_unavailable(
+    url: str, results: RedisResults, admin: aioredis.Redis
+) -> None:
+    await admin.set(f"{prefix_of(url)}:result:odd", "not a hash")
+    with pytest.raises(ResultError, match=r"failed: .*WRONGTYPE") as caught:
+        await results.get(["odd"])
+    assert not isinstance(caught.value, ResultUnavailable)
+    login = RedisResults(url.replace("redis://", f"redis://nobody:{SECRET}@"))
+    with pytest.raises(ResultError, match="rejected the login") as caught:
+        await login.connect()
+    assert not isinstance(caught.value, ResultUnavailable)
+    assert SECRET not in str(caught.value)
+    await login.close()
 
 
 async def test_wrong_credentials_are_a_transport_error_not_a_redis_one(url: str) -> None:
