@@ -18,9 +18,23 @@ from hubbub.worker.pools import POOLS, make_pool
               help="Comma-separated queues to consume (default: the hub's default queue).")
 @click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
               help="How tasks run: solo (one at a time), threads (blocking I/O), async "
-                   "(coroutines; sync tasks in threads).")
+                   "(coroutines; sync tasks in threads), prefork (child processes, one task "
+                   "each; CPU-bound or crash-prone code), hybrid (child processes each running "
+                   "--coroutines tasks), gevent (greenlets in a monkey-patched child; needs "
+                   "hubbub[gevent]).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="Tasks at once (default: solo 1, threads 8, async 100).")
+              help="Tasks at once; for prefork and hybrid, child processes (default: solo 1, "
+                   "threads 8, async 100, prefork and hybrid the CPU count, gevent 100).")
+@click.option("--coroutines", type=click.IntRange(min=1), default=None,
+              help="hybrid: tasks each child process runs at once (default 100); the worker "
+                   "runs -c times this many.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None,
+              help="prefork, hybrid, gevent: replace a child process after it ran this many "
+                   "tasks (default: never).")
+@click.option("--max-memory-per-child", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="MIB",
+              help="prefork, hybrid, gevent: replace a child process whose resident memory "
+                   "is above this many MiB after a task (default: no limit).")
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
               help="Deliveries held beyond free slots (default: min(concurrency, 16)).")
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -33,8 +47,9 @@ from hubbub.worker.pools import POOLS, make_pool
               help="Log level.")
 @friendly
 def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
-           prefetch: int | None, grace: float, lease: float | None, name: str | None,
-           loglevel: str) -> None:
+           coroutines: int | None, max_tasks_per_child: int | None,
+           max_memory_per_child: float | None, prefetch: int | None, grace: float,
+           lease: float | None, name: str | None, loglevel: str) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
@@ -43,7 +58,10 @@ def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
     logging.basicConfig(level=loglevel.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     hub = load_hub(app)
+    chosen = make_pool(pool, concurrency, coroutines=coroutines,
+                       max_tasks_per_child=max_tasks_per_child,
+                       max_memory_per_child=max_memory_per_child)
     loop = WorkerLoop(hub, queues=queues.split(",") if queues else None,
-                      pool=make_pool(pool, concurrency), prefetch=prefetch, grace=grace,
+                      pool=chosen, prefetch=prefetch, grace=grace,
                       name=name, lease=lease)
     run_worker(loop)

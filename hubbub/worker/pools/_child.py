@@ -1,0 +1,197 @@
+"""The child side of the process pools: ``python -c BOOT <fd>`` ends up in :func:`main`.
+
+A child reads its :class:`~hubbub.worker.pools._wire.ChildSpec`, imports the app the way the
+CLI did (``module:attr``), says ``ready``, then serves jobs until ``stop`` or EOF:
+
+- ``serial`` (prefork): one job at a time in the main thread. A soft limit is a SIGALRM whose
+  handler raises ``SoftTimeLimitExceeded`` inside the task; the hard limit belongs to the
+  parent, which kills this process. ``async def`` tasks get a fresh loop per job.
+- ``asyncio`` (hybrid): an ``AsyncPool`` on this process's own loop, with its limits.
+- ``gevent``: greenlets; see :mod:`hubbub.worker.pools._gevent_child`.
+
+SIGINT is ignored from the first line of ``BOOT`` on: Ctrl-C in a terminal reaches the whole
+process group, and only the parent decides how the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from types import FrameType
+from typing import Any
+
+from hubbub._loader import load_hub
+from hubbub.errors import SoftTimeLimitExceeded
+from hubbub.hub import Hub
+from hubbub.job import Crashed, Failed, Job, Outcome
+from hubbub.results.base import ErrorInfo
+from hubbub.task import Task
+from hubbub.worker.execute import failure, limits, on_loop, run_sync
+from hubbub.worker.pools._wire import ChildSpec, pack, read_message, receive, resident_mib
+from hubbub.worker.pools.coroutines import AsyncPool
+
+BOOT = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "from hubbub.worker.pools._child import main; main()")
+
+log = logging.getLogger("hubbub.worker.child")
+
+
+def main() -> None:
+    """Entry point of a child: the socket's file descriptor is ``sys.argv[1]``."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        spec: ChildSpec = receive(sock)
+    except EOFError:
+        return
+    sys.path[:] = list(spec.sys_path)
+    if spec.log_level is not None:
+        logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)-7s "
+                            "%(name)s[%(process)d]: %(message)s")
+    try:
+        hub = load_hub(spec.import_path)
+    except Exception as exc:
+        sock.sendall(pack(("error", f"{type(exc).__name__}: {exc}")))
+        sock.close()
+        return
+    try:
+        if spec.mode == "serial":
+            _serve_serial(sock, hub)
+        elif spec.mode == "asyncio":
+            asyncio.run(_serve_asyncio(sock, hub, spec))
+        elif spec.mode == "gevent":
+            # gevent is an optional extra, imported only by children that BOOT patched first.
+            importlib.import_module("hubbub.worker.pools._gevent_child").serve(sock, hub, spec)
+        else:
+            raise ValueError(f"unknown child mode {spec.mode!r}")
+    finally:
+        hub.close()
+        sock.close()
+
+
+def reply(seq: int, outcome: Outcome) -> bytes:
+    """The ``done`` frame for a job; an outcome that cannot be pickled becomes a failure."""
+    try:
+        return pack(("done", seq, outcome, resident_mib()))
+    except Exception as exc:
+        error = ErrorInfo("ResultError", f"the outcome cannot be sent to the worker: {exc}")
+        return pack(("done", seq, Failed(error, outcome.duration), resident_mib()))
+
+
+def unknown_task(hub: Hub, job: Job) -> Outcome:
+    error = ErrorInfo("ConfigurationError", f"task {job.task!r} is not registered in "
+                      f"{hub.import_path} as imported by the child process")
+    return Failed(error, 0.0)
+
+
+# -- serial (prefork) ----------------------------------------------------------------------
+
+def _serve_serial(sock: socket.socket, hub: Hub) -> None:
+    sock.sendall(pack(("ready", os.getpid())))
+    while True:
+        try:
+            message = receive(sock)
+        except (EOFError, ConnectionError):
+            return  # the parent is gone
+        if message[0] == "stop":
+            return
+        _, seq, job = message
+        task = hub.tasks.get(job.task)
+        started = time.monotonic()
+        escaped = False
+        try:
+            outcome = unknown_task(hub, job) if task is None else _run_serial(task, job)
+        except BaseException as exc:  # KeyboardInterrupt and the like: runners let these by
+            traceback.print_exc()
+            escaped = True
+            outcome = Crashed(f"child {os.getpid()} exited because task {job.task} raised "
+                              f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        try:
+            sock.sendall(reply(seq, outcome))
+        except ConnectionError:
+            return
+        if escaped:
+            return  # its state is unknown: the parent starts a fresh child
+
+
+def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
+    soft, _ = limits(job)
+    # The parent kills this process at the hard limit; here only the soft one matters.
+    job = dataclasses.replace(job, soft_timeout=soft, timeout=None)
+    if task.is_async:
+        return asyncio.run(on_loop(task, job))
+    if soft is None:
+        return run_sync(task, job)
+
+    def soft_limit_reached(signum: int, frame: FrameType | None) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
+
+    started = time.monotonic()
+    outcome: Outcome | None = None
+    previous = signal.signal(signal.SIGALRM, soft_limit_reached)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+            outcome = run_sync(task, job)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    except SoftTimeLimitExceeded as exc:  # the alarm fired just as the task returned
+        if outcome is None:
+            outcome = failure(task, exc, time.monotonic() - started)
+    return outcome
+
+
+# -- asyncio (hybrid) ----------------------------------------------------------------------
+
+async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
+    pool = AsyncPool(spec.slots, block_warning=spec.block_warning)
+    await pool.start(hub)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    running: set[asyncio.Task[None]] = set()
+
+    async def run(seq: int, job: Job) -> None:
+        if job.task not in hub.tasks:
+            outcome = unknown_task(hub, job)
+        else:
+            try:
+                outcome = await pool.run(job)
+            except Exception as exc:  # a bug in the pool must not take the others down
+                outcome = Failed(ErrorInfo(type(exc).__name__, str(exc)), 0.0)
+        writer.write(reply(seq, outcome))
+
+    writer.write(pack(("ready", os.getpid())))
+    parent_gone = False
+    try:
+        while True:
+            try:
+                message = await read_message(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                parent_gone = True
+                break
+            if message[0] == "stop":
+                break
+            _, seq, job = message
+            runner = asyncio.create_task(run(seq, job))
+            running.add(runner)
+            runner.add_done_callback(running.discard)
+        if running and not parent_gone:
+            await asyncio.wait(running)
+    finally:
+        await pool.stop()
+        with contextlib.suppress(ConnectionError):
+            writer.close()
+            await writer.wait_closed()
+    if parent_gone and running:
+        # Nobody can receive these outcomes, and threads of sync tasks would hold the exit;
+        # their deliveries come back to another worker when the dead parent's lease ends.
+        logging.shutdown()
+        os._exit(0)

@@ -1,0 +1,121 @@
+"""An app module for process-pool tests: written to a scratch folder that child processes can
+import, the way ``hubbub worker -A`` finds a user's app."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+from hubbub._loader import load_hub
+
+SOURCE = textwrap.dedent('''
+    import asyncio, ctypes, os, resource, time
+    from pathlib import Path
+    from hubbub import Hub, SoftTimeLimitExceeded
+
+    hub = Hub({url!r}, lease=5)
+    kept = []  # memory a task keeps, to make its child grow
+
+    @hub.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @hub.task
+    def pid() -> int:
+        return os.getpid()
+
+    @hub.task
+    async def double(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return 2 * x
+
+    @hub.task
+    async def async_pid() -> int:
+        await asyncio.sleep(0.01)
+        return os.getpid()
+
+    @hub.task
+    def segfault() -> None:
+        ctypes.string_at(0)
+
+    @hub.task
+    def exit_now(code: int) -> None:
+        os._exit(code)
+
+    @hub.task
+    def escape() -> None:
+        raise KeyboardInterrupt("escapes the task runner")
+
+    @hub.task
+    def hog(headroom_mib: int) -> None:
+        # Only this child's address space is limited, so only this child runs out.
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        used = pages * os.sysconf("SC_PAGE_SIZE")
+        limit = used + headroom_mib * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+        chunks = []
+        while True:
+            chunks.append(b"x" * 2**23)
+
+    @hub.task
+    def grow(mib: int) -> int:
+        kept.append(b"x" * (mib * 2**20))
+        return os.getpid()
+
+    @hub.task(timeout=0.5)
+    def forever(marker: str) -> None:
+        Path(marker).write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.01)
+
+    @hub.task(soft_timeout=0.2, timeout=10)
+    def soft_in_c_call() -> str:
+        try:
+            time.sleep(8)  # the alarm interrupts the C call at once
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "not interrupted"
+
+    @hub.task
+    def nap(seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+    @hub.task
+    async def async_nap(seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        return os.getpid()
+
+    @hub.task
+    def wait_for_file(marker: str, seconds: float) -> str:
+        Path(marker + ".pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + seconds
+        while not Path(marker + ".go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "done"
+''')
+
+
+@contextmanager
+def child_app(folder: Path) -> Iterator[ModuleType]:
+    """Write the app into ``folder``, put it on ``sys.path`` and load it as ``-A`` would.
+
+    Yields the module: its ``hub`` (with ``import_path`` set) and its tasks. The module name
+    is unique, so a test never sees another test's app in ``sys.modules``.
+    """
+    name = f"childapp_{uuid.uuid4().hex[:8]}"
+    (folder / f"{name}.py").write_text(SOURCE.format(url=f"sqlite:///{folder / 'hub.db'}"))
+    sys.path.insert(0, str(folder))
+    hub = load_hub(f"{name}:hub")
+    try:
+        yield sys.modules[name]
+    finally:
+        hub.close()
+        sys.modules.pop(name, None)
+        sys.path.remove(str(folder))
+
