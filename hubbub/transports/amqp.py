@@ -16,7 +16,7 @@ import contextlib
 import math
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -116,7 +116,7 @@ class AMQPTransport(Transport):
         ConfigurationError: the URL or an option is malformed.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities: Capabilities = Capabilities(
         max_priority=MAX_PRIORITY, connection_bound_lease=True
     )
 

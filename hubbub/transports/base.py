@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,9 @@ class Transport(abc.ABC):
     batches, so that a worker pays one round trip for many messages.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Per instance: a transport may refine it in connect() from what the server reports
+    # (e.g. beanstalkd's max-job-size).
+    capabilities: Capabilities = Capabilities()
 
     @abc.abstractmethod
     async def connect(self) -> None:

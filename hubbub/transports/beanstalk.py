@@ -21,7 +21,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
@@ -172,7 +172,7 @@ class BeanstalkTransport(Transport):
         ConfigurationError: the URL is malformed.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(max_message_size=65_535)
+    capabilities: Capabilities = Capabilities(max_message_size=65_535)
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         parts = urlsplit(url)

@@ -13,7 +13,6 @@ import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.transports.base import (
@@ -66,7 +65,7 @@ def _store(url: str) -> _Store:
 class MemoryTransport(Transport):
     """Everything in a dict guarded by a lock; leases and delays use the given clock."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, url: str = "memory://", *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url

@@ -15,7 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -62,7 +62,7 @@ class RedisTransport(Transport):
         ConfigurationError: the URL is malformed or has an unknown option.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(max_message_size=512 * 1024 * 1024)
+    capabilities: Capabilities = Capabilities(max_message_size=512 * 1024 * 1024)
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = RedisURL.parse(url)

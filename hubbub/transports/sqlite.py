@@ -13,7 +13,7 @@ import heapq
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
@@ -59,7 +59,7 @@ _SCAN = 256
 class SQLiteTransport(Transport):
     """Messages as rows; a claim is one short write transaction for a whole batch."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url

@@ -88,13 +88,21 @@ def limits(job: Job) -> tuple[float | None, float | None]:
 
 async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     """Run an ``async def`` job as a coroutine on the running loop, with its time limits."""
+    soft, hard = limits(job)
     token = enter(context_of(job))
     started = time.monotonic()
+    if soft is None and hard is None:  # the common case: no second task, no timers
+        try:
+            value = await task.fn(*job.args, **job.kwargs)
+        except (Exception, SystemExit) as exc:
+            return failure(task, exc, time.monotonic() - started)
+        finally:
+            leave(token)
+        return success(task, value, time.monotonic() - started)
     try:
         inner = asyncio.ensure_future(task.fn(*job.args, **job.kwargs))
     finally:
         leave(token)
-    soft, hard = limits(job)
     first = soft if soft is not None else hard
     done, _ = await asyncio.wait({inner}, timeout=first)
     if not done and soft is not None:
@@ -111,9 +119,10 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     duration = time.monotonic() - started
     if inner.cancelled():
         return failure(task, asyncio.CancelledError("task was cancelled"), duration)
-    exc = inner.exception()
-    return failure(task, exc, duration) if exc is not None else success(task, inner.result(),
-                                                                         duration)
+    error = inner.exception()
+    if error is not None:
+        return failure(task, error, duration)
+    return success(task, inner.result(), duration)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
