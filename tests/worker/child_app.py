@@ -91,6 +91,14 @@ SOURCE = textwrap.dedent('''
         await asyncio.sleep(seconds)
         return os.getpid()
 
+    @hub.task(timeout=0.5)
+    async def hogs_the_loop() -> None:
+        time.sleep(30)  # blocks its child's loop: only killing the child stops it
+
+    @hub.task(timeout=0.5)
+    async def overslept() -> None:
+        await asyncio.sleep(30)  # cancelled at the limit, inside its child
+
     @hub.task
     def wait_for_file(marker: str, seconds: float) -> str:
         Path(marker + ".pid").write_text(str(os.getpid()))

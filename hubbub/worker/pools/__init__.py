@@ -15,6 +15,7 @@ POOLS: dict[str, tuple[str, str, int | None]] = {
     "threads": ("hubbub.worker.pools.threads", "ThreadPool", 8),
     "async": ("hubbub.worker.pools.coroutines", "AsyncPool", 100),
     "prefork": ("hubbub.worker.pools.prefork", "PreforkPool", None),  # the CPU count
+    "hybrid": ("hubbub.worker.pools.hybrid", "HybridPool", None),  # CPU count x coroutines
 }
 
 

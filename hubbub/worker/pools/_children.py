@@ -405,11 +405,18 @@ class Children:
         self._all.add(child)
         return child
 
+    def _room(self, child: Child) -> int:
+        """Jobs ``child`` may still take: free slots, within its max_tasks_per_child."""
+        if self.max_tasks_per_child is None:
+            return child.free
+        budget = self.max_tasks_per_child - child.tasks_done - len(child.pending)
+        return min(child.free, budget)
+
     async def _pick(self) -> Child | None:
         while not self._stopping:
-            free = [c for c in self._active if c.free > 0]
-            if free:
-                return max(free, key=lambda c: c.free)
+            roomy = [c for c in self._active if self._room(c) > 0]
+            if roomy:
+                return max(roomy, key=self._room)
             self._wake.clear()
             await self._wake.wait()
         return None

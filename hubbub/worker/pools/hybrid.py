@@ -1,0 +1,89 @@
+"""Hybrid: N child processes, each running its own event loop with up to M tasks at once.
+
+For I/O fan-out bigger than one core can drive: every core runs an ``AsyncPool`` of its own.
+In each child, ``async def`` tasks run as coroutines on the child's loop and sync tasks in
+that child's threads, exactly as on the async pool (same time-limit semantics, same
+blocked-loop warning). The parent sends each job to the child with the most free slots; a
+child runs several jobs at once, so replies carry the parent's job number
+(:mod:`hubbub.worker.pools._wire`). Children start the way prefork's do (see
+:mod:`hubbub.worker.pools.prefork`).
+
+Crash isolation is per process: a child that dies takes the jobs it was running with it
+(each reported ``Crashed``, naming the signal or exit code) and is replaced; the other
+children never notice.
+
+Hard time limits are kept inside the child first (the coroutine is cancelled, the thread
+gets ``TaskTimedOut``), so one slow task does not cost its neighbours. Only when a job is
+still unanswered ``KILL_GRACE`` seconds past its limit (a task that blocks the child's loop,
+or ignores cancellation) does the parent kill that child, and its other jobs crash with a
+reason naming the culprit. That is why ``hard_timeouts_exact`` is False here: use prefork
+when a limit must be exact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, ClassVar
+
+from hubbub.worker.pools._child import BOOT
+from hubbub.worker.pools._children import Children
+from hubbub.worker.pools.base import Job, Outcome, Pool
+from hubbub.worker.pools.coroutines import BLOCK_WARNING
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+
+KILL_GRACE = 1.0  # seconds past a hard limit before the child running the job is killed
+
+
+class HybridPool(Pool):
+    """``processes`` children, each running up to ``coroutines`` tasks on its own loop.
+
+    ``concurrency`` (what the worker loop uses for slots) is ``processes * coroutines``.
+
+    Args:
+        processes: number of child processes (``-c``; default: the CPU count).
+        coroutines: tasks one child runs at once (default 100).
+        import_path: "module:attr" the children import the app from; default: the hub's
+            ``import_path`` (set when the CLI loaded the app with ``-A``).
+        max_tasks_per_child: replace a child after this many tasks (default: never).
+        max_memory_per_child: replace a child whose resident memory is above this many MiB
+            after a task (default: never).
+        block_warning: seconds a task may block a child's loop before a warning (None: off).
+
+    Raises:
+        ValueError: a count or limit below 1.
+    """
+
+    kind: ClassVar[str] = "hybrid"
+
+    def __init__(self, processes: int | None = None, *, coroutines: int = 100,
+                 import_path: str | None = None, max_tasks_per_child: int | None = None,
+                 max_memory_per_child: float | None = None,
+                 block_warning: float | None = BLOCK_WARNING) -> None:
+        processes = processes if processes is not None else os.cpu_count() or 1
+        if processes < 1 or coroutines < 1:
+            raise ValueError(f"hybrid needs at least 1 process and 1 coroutine, got "
+                             f"{processes} x {coroutines}")
+        super().__init__(processes * coroutines)
+        self.processes = processes
+        self.coroutines = coroutines
+        self.children = Children(kind=self.kind, processes=processes, slots=coroutines,
+                                 mode="asyncio", boot=BOOT, import_path=import_path,
+                                 max_tasks_per_child=max_tasks_per_child,
+                                 max_memory_per_child=max_memory_per_child,
+                                 limit_grace=KILL_GRACE, block_warning=block_warning)
+
+    async def start(self, hub: Hub) -> None:
+        """Start the children and wait until each has imported the app.
+
+        Raises:
+            ConfigurationError: no import path is known, or a child could not import the app.
+        """
+        await self.children.start(hub.import_path)
+
+    async def run(self, job: Job) -> Outcome:
+        return await self.children.run(job)
+
+    async def stop(self) -> None:
+        await self.children.stop()
