@@ -16,6 +16,7 @@ POOLS: dict[str, tuple[str, str, int | None]] = {
     "async": ("hubbub.worker.pools.coroutines", "AsyncPool", 100),
     "prefork": ("hubbub.worker.pools.prefork", "PreforkPool", None),  # the CPU count
     "hybrid": ("hubbub.worker.pools.hybrid", "HybridPool", None),  # CPU count x coroutines
+    "gevent": ("hubbub.worker.pools.gevent", "GeventPool", 100),  # greenlets in one child
 }
 
 

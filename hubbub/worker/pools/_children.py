@@ -41,6 +41,7 @@ START_TIMEOUT = 60.0  # seconds a child may take to import the app and say ready
 STOP_GRACE = 5.0  # seconds stop() waits for a child to exit before killing it
 REAP_TIMEOUT = 5.0  # seconds after EOF before a child that closed its socket is killed
 RESTART_BACKOFF = (0.2, 5.0)  # delay bounds between failed attempts to start a child
+KILL_GRACE = 1.0  # hybrid, gevent: seconds past a hard limit before the child is killed
 
 
 class StartFailed(Exception):

@@ -26,14 +26,12 @@ import os
 from typing import TYPE_CHECKING, ClassVar
 
 from hubbub.worker.pools._child import BOOT
-from hubbub.worker.pools._children import Children
+from hubbub.worker.pools._children import KILL_GRACE, Children
 from hubbub.worker.pools.base import Job, Outcome, Pool
 from hubbub.worker.pools.coroutines import BLOCK_WARNING
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
-
-KILL_GRACE = 1.0  # seconds past a hard limit before the child running the job is killed
 
 
 class HybridPool(Pool):

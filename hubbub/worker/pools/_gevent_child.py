@@ -1,0 +1,103 @@
+"""The gevent child: greenlets in a process that monkey-patched itself before anything else.
+
+Imported only by a child started with ``GEVENT_BOOT`` (:mod:`hubbub.worker.pools.gevent`),
+after ``monkey.patch_all()``: the protocol socket, ``time.sleep`` and every socket a task
+opens are then cooperative, so up to ``slots`` sync tasks wait on I/O at the same time.
+
+Time limits are ``gevent.Timeout``\\ s raised inside the task's greenlet at its next yield:
+``SoftTimeLimitExceeded`` at the soft limit, ``TaskTimedOut`` at the hard one (reported as
+timed out). A greenlet that never yields (CPU, a C call) cannot be interrupted: the parent
+kills the child shortly after the hard limit.
+
+``async def`` tasks each get an event loop in a real OS thread of gevent's thread pool
+(``asyncio.run`` there, with the async pool's limits), because an asyncio loop and the gevent
+hub cannot share one thread; they run concurrently with the greenlets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+# gevent ships no type information; without the extra installed the import is not found.
+import gevent  # type: ignore[import-untyped,import-not-found,unused-ignore]
+import gevent.lock  # type: ignore[import-untyped,import-not-found,unused-ignore]
+import gevent.pool  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
+from hubbub.hub import Hub
+from hubbub.job import Failed, Job, Outcome, TimedOut
+from hubbub.task import Task
+from hubbub.worker.execute import limits, on_loop, run_sync
+from hubbub.worker.pools._child import reply, unknown_task
+from hubbub.worker.pools._wire import ChildSpec, pack, receive
+
+ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
+
+
+def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
+    """Serve jobs as greenlets until ``stop`` (or exit at once when the parent is gone)."""
+    sending = gevent.lock.Semaphore()
+    greenlets = gevent.pool.Pool(spec.slots)
+    gevent.get_hub().threadpool.maxsize = min(spec.slots, ASYNC_THREADS)
+
+    def send(frame: bytes) -> None:
+        with sending:  # one frame at a time on the socket
+            sock.sendall(frame)
+
+    def run(seq: int, job: Job) -> None:
+        task = hub.tasks.get(job.task)
+        if task is None:
+            outcome = unknown_task(hub, job)
+        elif task.is_async:
+            outcome = gevent.get_hub().threadpool.apply(_run_async, (task, job))
+        else:
+            outcome = _run_green(task, job)
+        with contextlib.suppress(ConnectionError):  # the parent is gone: main notices, exits
+            send(reply(seq, outcome))
+
+    send(pack(("ready", os.getpid())))
+    while True:
+        try:
+            message = receive(sock)
+        except (EOFError, ConnectionError):
+            # Nobody can receive outcomes any more; deliveries come back after the lease.
+            logging.shutdown()
+            os._exit(0)
+        if message[0] == "stop":
+            break
+        _, seq, job = message
+        greenlets.spawn(run, seq, job)
+    greenlets.join()
+
+
+def _run_async(task: Task[Any, Any], job: Job) -> Outcome:
+    return asyncio.run(on_loop(task, job))
+
+
+def _run_green(task: Task[Any, Any], job: Job) -> Outcome:
+    soft, hard = limits(job)
+    timers = []
+    if soft is not None:
+        timers.append(gevent.Timeout(soft, SoftTimeLimitExceeded(
+            f"soft time limit ({soft}s) exceeded")))
+    if hard is not None:
+        timers.append(gevent.Timeout(hard, TaskTimedOut(f"time limit ({hard}s) exceeded")))
+    started = time.monotonic()
+    for timer in timers:
+        timer.start()
+    try:
+        outcome = run_sync(task, job)
+    finally:
+        for timer in timers:
+            timer.close()
+    duration = time.monotonic() - started
+    if (hard is not None and duration >= hard and isinstance(outcome, Failed)
+            and outcome.error.type == "TaskTimedOut"):
+        return TimedOut(hard, duration)
+    return outcome
