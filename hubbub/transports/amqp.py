@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import (
@@ -26,7 +23,6 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
     DeliveryMode,
-    ExchangeType,
 )
 from aio_pika.exceptions import (
     AMQPError,
@@ -39,6 +35,25 @@ from pamqp.commands import Basic
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ConfigurationError, HubbubError, TransportError, TransportUnavailable
+from hubbub.transports._amqp_topology import (
+    H_ATTEMPTS,
+    H_DIED,
+    H_ETA,
+    H_QUEUE,
+    H_REASON,
+    MAX_PRIORITY,
+    check_prefix,
+    dead_name,
+    declare_cascade,
+    declare_levels,
+    delay_route,
+    delay_units,
+    directory_name,
+    main_name,
+    mask,
+    parse_urls,
+    queue_names,
+)
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -49,56 +64,7 @@ from hubbub.transports.base import (
     Transport,
 )
 
-LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
-UNIT = 0.1
-MAX_PRIORITY = 9
-H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
-H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
-OPTIONS = ("prefix", "connect_timeout", "consumer_timeout")
-_NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
-_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
 _UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
-
-
-def mask(text: str) -> str:
-    """``text`` with the password of every AMQP URL in it replaced by ``***``."""
-    return _PASSWORD.sub(r"\1***@", text)
-
-
-def queue_names(prefix: str, queue: str) -> list[str]:
-    """Every AMQP queue hubbub declares for ``queue``: itself, dead letters, delay levels."""
-    return [f"{prefix}.{queue}", f"{prefix}:dead.{queue}",
-            *(f"{prefix}:delay{k:02d}.{queue}" for k in range(LEVELS))]
-
-
-def exchange_names(prefix: str) -> list[str]:
-    """The delay cascade's headers exchanges, shared by every queue under ``prefix``."""
-    return [f"{prefix}:delay{k:02d}" for k in range(LEVELS)]
-
-
-def directory_name(prefix: str) -> str:
-    """The queue whose messages name every hubbub queue under ``prefix``."""
-    return f"{prefix}:queues"
-
-
-def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
-    """The broker URLs of ``url`` (several for a cluster, split on ';' or ',') without
-    hubbub's options, and those options.
-
-    Raises:
-        ConfigurationError: a part is not an amqp:// or amqps:// URL.
-    """
-    urls: list[str] = []
-    options: dict[str, str] = {}
-    for part in re.split(r"[;,]\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", url.strip()):
-        pieces = urlsplit(part.strip())
-        if pieces.scheme not in ("amqp", "amqps") or not pieces.hostname:
-            raise ConfigurationError(f"{mask(part)!r} is not an amqp:// or amqps:// URL")
-        query = parse_qsl(pieces.query, keep_blank_values=True)
-        options.update((k, v) for k, v in query if k in OPTIONS)
-        rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
-        urls.append(urlunsplit(pieces._replace(query=rest)))
-    return urls, options
 
 
 class AMQPTransport(Transport):
@@ -123,9 +89,7 @@ class AMQPTransport(Transport):
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._urls, options = parse_urls(url)
         self.url = mask(url)
-        self.prefix = options.get("prefix", "hubbub")
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", self.prefix):
-            raise ConfigurationError(f"AMQP prefix {self.prefix!r} must be letters, digits, _, -")
+        self.prefix = check_prefix(options.get("prefix", "hubbub"))
         try:
             self.connect_timeout = float(options.get("connect_timeout", "10"))
             timeout = options.get("consumer_timeout")
@@ -251,14 +215,10 @@ class AMQPTransport(Transport):
     # -- topology ------------------------------------------------------------------------
 
     def _main(self, queue: str) -> str:
-        if not _NAME.fullmatch(queue):
-            raise ConfigurationError(
-                f"queue name {queue!r} does not suit AMQP: use 1-150 of A-Za-z0-9-_.:@#,/+"
-            )
-        return f"{self.prefix}.{queue}"
+        return main_name(self.prefix, queue)
 
     def _dead(self, queue: str) -> str:
-        return f"{self.prefix}:dead.{queue}"
+        return dead_name(self.prefix, queue)
 
     async def _declare(self, queue: str) -> str:
         """Declare ``queue`` and its dead-letter queue (once per connection)."""
@@ -282,27 +242,12 @@ class AMQPTransport(Transport):
         """The delay cascade's exchanges (once) and ``queue``'s level queues."""
         if queue in self._delays:
             return
-        main = await self._declare(queue)
+        await self._declare(queue)
         _, pub, _ = await self._ensure()
-        levels = exchange_names(self.prefix)
         if not self._levels:
-            exchanges = [await pub.declare_exchange(n, ExchangeType.HEADERS, durable=True)
-                         for n in levels]
-            for k in range(1, LEVELS):  # bit k clear: fall through to the level below
-                await exchanges[k - 1].bind(exchanges[k],
-                                            arguments={"x-match": "all", f"hubbub-d{k}": "0"})
+            await declare_levels(pub, self.prefix)
             self._levels = True
-        for k, name in enumerate(queue_names(self.prefix, queue)[2:]):
-            args: dict[str, Any] = {"x-message-ttl": round(UNIT * 1000) << k,
-                                    "x-dead-letter-exchange": levels[k - 1] if k else ""}
-            if k == 0:
-                args["x-dead-letter-routing-key"] = main
-            level = await pub.declare_queue(name, durable=True, arguments=args)
-            await level.bind(levels[k], arguments={"x-match": "all", f"hubbub-d{k}": "1",
-                                                   H_TARGET: queue})
-        target = await pub.get_queue(main, ensure=False)
-        await target.bind(levels[0], arguments={"x-match": "all", "hubbub-d0": "0",
-                                                H_TARGET: queue})
+        await declare_cascade(pub, self.prefix, queue)
         self._delays.add(queue)
 
     @contextlib.asynccontextmanager
@@ -369,17 +314,15 @@ class AMQPTransport(Transport):
         """Publish to ``queue`` now, or through the delay cascade until ``eta``."""
         main = await self._declare(queue)
         _, pub, _ = await self._ensure()
-        units = 0 if eta is None else math.ceil(round((eta - self.clock.time()) / UNIT, 6))
-        if units <= 0:
+        units = delay_units(eta, self.clock.time())
+        if eta is None or units <= 0:
             self._confirm(await pub.default_exchange.publish(message, routing_key=main))
             return
         await self._declare_delays(queue)
-        units = min(units, 2**LEVELS - 1)
+        exchange, headers = delay_route(self.prefix, queue, units, eta)
         assert message.headers is not None
-        message.headers.update({f"hubbub-d{k}": str(units >> k & 1) for k in range(LEVELS)})
-        message.headers.update({H_TARGET: queue, H_ETA: repr(eta)})
-        top = await pub.get_exchange(exchange_names(self.prefix)[units.bit_length() - 1],
-                                     ensure=False)
+        message.headers.update(headers)
+        top = await pub.get_exchange(exchange, ensure=False)
         self._confirm(await top.publish(message, routing_key=""))
 
     async def _send_all(self, sends: Sequence[tuple[str, aio_pika.Message, float | None]]) -> None:

@@ -1,8 +1,7 @@
 """Beanstalkd: ``beanstalk://host:11300/?prefix=hubbub&ttr=5`` (see docs/beanstalk.md).
 
-Tubes ``<prefix>.<queue>`` with native priorities, delays and ``bury``. A small asyncio
-client of the text protocol, not greenstalk on threads: beanstalkd answers in order, so a
-batch (``reserve`` x 20, ``delete`` x 20) is one write and one round trip.
+Tubes ``<prefix>.<queue>`` with native priorities, delays and ``bury``, over the small
+asyncio protocol client in ``_beanstalk_wire`` (not greenstalk on threads).
 ``touch``/``delete``/``release``/``bury`` only work on the reserving connection, so the
 *jobs* connection owns every lease and never blocks (``reserve-with-timeout 0``); a waiting
 fetch blocks on *waiter* in 1 s slices and releases what it gets for *jobs* to take. TTR is
@@ -15,23 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import re
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import (
-    ConfigurationError,
-    MessageError,
-    MessageTooLarge,
-    TransportError,
-    TransportUnavailable,
-)
+from hubbub.errors import ConfigurationError, MessageError, MessageTooLarge, TransportUnavailable
+from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -48,91 +41,13 @@ MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
 _SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
 _BATCH = 256  # commands written at once
 _RECORD_TTR = 120
-Reply = tuple[list[str], bytes | None]
 
 
-class _Conn:
-    """One connection; commands written together are answered in order."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-        self._pending: deque[asyncio.Future[Reply]] = deque()
-        self.watching = {"default"}
-        self.using = "default"
-        self.closed = False
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
-
-    async def _read_loop(self) -> None:
-        error: BaseException = ConnectionError("connection closed")
-        try:
-            while True:
-                words = (await self._reader.readuntil(b"\r\n"))[:-2].decode().split()
-                data = None
-                size = {"RESERVED": 2, "FOUND": 2, "OK": 1}.get(words[0] if words else "")
-                if size is not None:
-                    data = (await self._reader.readexactly(int(words[size]) + 2))[:-2]
-                future = self._pending.popleft()
-                if not future.done():
-                    future.set_result((words, data))
-        except (OSError, EOFError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
-            error = ConnectionError(f"connection lost ({exc or type(exc).__name__})")
-        finally:
-            self.closed = True
-            while self._pending:
-                future = self._pending.popleft()
-                if not future.done():
-                    future.set_exception(error)
-
-    async def call(self, *commands: bytes) -> list[Reply]:
-        """Send ``commands`` in one write; return their answers in order."""
-        if self.closed:
-            raise ConnectionError("connection closed")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-        self._pending.extend(futures)
-        self._writer.write(b"".join(commands))
-        await self._writer.drain()
-        return [await f for f in futures]
-
-    def watch(self, tubes: Sequence[str]) -> list[bytes]:
-        """Commands that make this connection watch exactly ``tubes``."""
-        wanted = set(tubes)
-        cmds = [b"watch %s\r\n" % t.encode() for t in tubes if t not in self.watching]
-        cmds += [b"ignore %s\r\n" % t.encode() for t in self.watching - wanted]
-        self.watching = wanted
-        return cmds
-
-    def use(self, tube: str) -> list[bytes]:
-        if tube == self.using:
-            return []
-        self.using = tube
-        return [b"use %s\r\n" % tube.encode()]
-
-    async def close(self) -> None:
-        self.closed = True
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class _Lease:
-    conn: _Conn
+    conn: Connection
     lease_until: float
     touched_at: float
-
-
-def _yaml(data: bytes | None) -> dict[str, str]:
-    """beanstalkd's flat YAML answers (``stats``, ``stats-job``, ``stats-tube``)."""
-    out = {}
-    for line in (data or b"").decode().splitlines():
-        key, sep, value = line.partition(": ")
-        if sep:
-            out[key] = value.strip()
-    return out
 
 
 def _unframe(job: bytes, jid: str) -> tuple[str, bytes]:
@@ -146,16 +61,6 @@ def _unframe(job: bytes, jid: str) -> tuple[str, bytes]:
 def _pri(priority: int) -> int:
     """beanstalkd's priority (lower first) for a hubbub one (0..9, higher first)."""
     return PRIORITY_BASE - min(max(priority, 0), 9)
-
-
-def _expect(reply: Reply, *ok: str) -> list[str]:
-    words = reply[0]
-    if not words or words[0] not in ok:
-        text = " ".join(words) or "nothing"
-        if text in ("OUT_OF_MEMORY", "DRAINING"):
-            raise TransportUnavailable(f"beanstalkd answered {text}; it is not accepting work")
-        raise TransportError(f"beanstalkd answered {text!r}, expected {'/'.join(ok)}")
-    return words
 
 
 class BeanstalkTransport(Transport):
@@ -196,9 +101,8 @@ class BeanstalkTransport(Transport):
             )
         self.url = self._safe(url)
         self.clock = clock
-        self.max_job_size = self.capabilities.max_message_size or 65_535
         self._where = f"beanstalkd at {self.host}:{self.port}"
-        self._conns: dict[str, _Conn] = {}
+        self._conns: dict[str, Connection] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._held: dict[int, _Lease] = {}
         self._waiting: asyncio.Task[None] | None = None
@@ -210,6 +114,11 @@ class BeanstalkTransport(Transport):
 
     def __repr__(self) -> str:
         return f"BeanstalkTransport({self.url!r})"
+
+    @property
+    def max_job_size(self) -> int:
+        """The server's job-size cap (its ``-z``), framing included; read on connect."""
+        return self.capabilities.max_message_size or 65_535
 
     # -- names ---------------------------------------------------------------------------
 
@@ -242,7 +151,7 @@ class BeanstalkTransport(Transport):
         except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             raise TransportUnavailable(f"{self._where}: {exc}") from exc
 
-    async def _conn(self, role: str) -> _Conn:
+    async def _conn(self, role: str) -> Connection:
         conn = self._conns.get(role)
         if conn is not None and not conn.closed:
             return conn
@@ -260,15 +169,16 @@ class BeanstalkTransport(Transport):
                         f"{self._where} cannot be reached ({exc or 'timed out'});"
                         " is beanstalkd running?"
                     ) from exc
-                conn = self._conns[role] = _Conn(reader, writer)
+                conn = self._conns[role] = Connection(reader, writer)
             return conn
 
     async def connect(self) -> None:
         with self._guard():
             put = await self._conn("put")
             [reply] = await put.call(b"stats\r\n")
-            _expect(reply, "OK")
-            self.max_job_size = int(_yaml(reply[1]).get("max-job-size", self.max_job_size))
+            expect(reply, "OK")
+            size = int(parse_yaml(reply[1]).get("max-job-size", self.max_job_size))
+            self.capabilities = dataclasses.replace(self.capabilities, max_message_size=size)
 
     async def close(self) -> None:
         for task in (self._keepalive, self._waiting):
@@ -315,7 +225,7 @@ class BeanstalkTransport(Transport):
                 for reply in await put.call(*cmds):
                     if reply[0][:1] == ["JOB_TOO_BIG"]:
                         raise MessageTooLarge(f"{self._where} refused a job as too big (its -z)")
-                    _expect(reply, "USING", "INSERTED")
+                    expect(reply, "USING", "INSERTED")
 
     # -- leasing -------------------------------------------------------------------------
 
@@ -336,13 +246,13 @@ class BeanstalkTransport(Transport):
                     self._waiting = loop.create_task(self._wait_ready(waiter, tubes))
                 await asyncio.wait({self._waiting}, timeout=remaining)
 
-    async def _wait_ready(self, waiter: _Conn, tubes: Sequence[str]) -> None:
+    async def _wait_ready(self, waiter: Connection, tubes: Sequence[str]) -> None:
         """Block (1 s at most) until a job is ready in ``tubes``; put it straight back."""
         try:
             *_, (words, _) = await waiter.call(*waiter.watch(tubes), b"reserve-with-timeout 1\r\n")
             if words[0] == "RESERVED":
                 [(_, stats)] = await waiter.call(b"stats-job %s\r\n" % words[1].encode())
-                pri = _yaml(stats).get("pri", str(PRIORITY_BASE))
+                pri = parse_yaml(stats).get("pri", str(PRIORITY_BASE))
                 await waiter.call(b"release %s %s 0\r\n" % (words[1].encode(), pri.encode()))
         except ConnectionError:
             return  # the jobs connection reports an outage on the next reserve
@@ -359,8 +269,8 @@ class BeanstalkTransport(Transport):
         now = self.clock.time()
         out = []
         for (jid, job), reply in zip(reserved, stats, strict=True):
-            _expect(reply, "OK")
-            info = _yaml(reply[1])
+            expect(reply, "OK")
+            info = parse_yaml(reply[1])
             ident, body = _unframe(job, jid)
             attempts = int(info.get("reserves", "1")) - int(info.get("releases", "0"))
             priority = min(max(PRIORITY_BASE - int(info.get("pri", PRIORITY_BASE)), 0), 9)
@@ -423,7 +333,7 @@ class BeanstalkTransport(Transport):
                     self._held.pop(jid, None)
         return lost
 
-    def _owned(self, jid: int, conn: _Conn) -> bool:
+    def _owned(self, jid: int, conn: Connection) -> bool:
         held = self._held.get(jid)
         return held is not None and held.conn is conn and not conn.closed
 
@@ -443,7 +353,7 @@ class BeanstalkTransport(Transport):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         _, replies = await self._on_jobs(deliveries, lambda d: b"delete %d\r\n" % d.receipt[1])
         for reply in replies:
-            _expect(reply, "DELETED", "NOT_FOUND")
+            expect(reply, "DELETED", "NOT_FOUND")
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         seconds = max(0, math.ceil(delay))
@@ -452,7 +362,7 @@ class BeanstalkTransport(Transport):
             lambda d: b"release %d %d %d\r\n" % (d.receipt[1], _pri(d.priority), seconds),
         )
         for reply in replies:
-            _expect(reply, "RELEASED", "NOT_FOUND")
+            expect(reply, "RELEASED", "NOT_FOUND")
 
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         live, replies = await self._on_jobs(
@@ -463,7 +373,7 @@ class BeanstalkTransport(Transport):
         reasons = {id(r.delivery): r.reason for r in requests}
         records = []
         for d, reply in zip(live, replies, strict=True):
-            if _expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED":
+            if expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED":
                 record = {"job": d.receipt[1], "id": d.id, "queue": d.queue,
                           "priority": d.priority, "reason": reasons[id(d)][:4000],
                           "died_at": now}
@@ -509,14 +419,14 @@ class BeanstalkTransport(Transport):
                                        for q in queues])
         out = []
         for queue, (words, data) in zip(queues, replies, strict=True):
-            s = _yaml(data) if words[0] == "OK" else {}
+            s = parse_yaml(data) if words[0] == "OK" else {}
             out.append(QueueStats(queue, int(s.get("current-jobs-ready", 0)),
                                   int(s.get("current-jobs-delayed", 0)),
                                   int(s.get("current-jobs-reserved", 0)),
                                   int(s.get("current-jobs-buried", 0))))
         return out
 
-    async def _records(self) -> tuple[_Conn, list[tuple[int, dict[str, Any]]]]:
+    async def _records(self) -> tuple[Connection, list[tuple[int, dict[str, Any]]]]:
         """Reserve every dead-letter record, oldest first; the caller releases them."""
         admin = await self._conn("admin")
         out: list[tuple[int, dict[str, Any]]] = []
@@ -530,7 +440,7 @@ class BeanstalkTransport(Transport):
                 return admin, out
 
     async def _dead(self, match: Callable[[dict[str, Any]], bool], limit: int) -> tuple[
-            _Conn, list[int], list[tuple[int, dict[str, Any], bytes]]]:
+            Connection, list[int], list[tuple[int, dict[str, Any], bytes]]]:
         """Reserve all records and read the buried jobs of up to ``limit`` matching ones.
 
         Returns the admin connection, the records to release untouched, and

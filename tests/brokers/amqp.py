@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 
-from hubbub.transports.amqp import (
+from hubbub.transports._amqp_topology import (
     directory_name,
     exchange_names,
     parse_urls,

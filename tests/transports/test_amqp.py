@@ -14,7 +14,8 @@ import pytest
 
 from hubbub.errors import ConfigurationError, HubbubError, TransportUnavailable
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
-from hubbub.transports.amqp import AMQPTransport, mask, parse_urls
+from hubbub.transports._amqp_topology import mask, parse_urls
+from hubbub.transports.amqp import AMQPTransport
 from tests import brokers
 from tests.brokers import amqp as server
 

@@ -1,0 +1,142 @@
+"""What the RabbitMQ transport names and declares: URL lists, queue and exchange names,
+and the delay cascade (see docs/amqp.md, "Delays").
+
+Level k of the cascade is a queue per target queue whose messages live ``UNIT * 2**k``
+seconds and then dead-letter into the headers exchange of level k-1 (level 0 into the
+target). A message delayed by n units carries the bits of n in headers ``hubbub-d<k>`` and
+is published to the exchange of n's highest bit; each exchange passes it to its level queue
+when its bit is 1 and on to the exchange below when it is 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aio_pika.abc import AbstractChannel, ExchangeType
+
+from hubbub.errors import ConfigurationError
+
+LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
+UNIT = 0.1
+MAX_PRIORITY = 9
+H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
+H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
+OPTIONS = ("prefix", "connect_timeout", "consumer_timeout")
+_NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
+_PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask(text: str) -> str:
+    """``text`` with the password of every AMQP URL in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix``, if it can name queues and exchanges.
+
+    Raises:
+        ConfigurationError: it holds other characters than letters, digits, _ and -.
+    """
+    if not _PREFIX.fullmatch(prefix):
+        raise ConfigurationError(f"AMQP prefix {prefix!r} must be letters, digits, _, -")
+    return prefix
+
+
+def main_name(prefix: str, queue: str) -> str:
+    """The AMQP queue that holds ``queue``'s ready messages.
+
+    Raises:
+        ConfigurationError: ``queue`` has characters or a length AMQP names cannot hold.
+    """
+    if not _NAME.fullmatch(queue):
+        raise ConfigurationError(
+            f"queue name {queue!r} does not suit AMQP: use 1-150 of A-Za-z0-9-_.:@#,/+"
+        )
+    return f"{prefix}.{queue}"
+
+
+def dead_name(prefix: str, queue: str) -> str:
+    """The AMQP queue that holds ``queue``'s dead letters."""
+    return f"{prefix}:dead.{queue}"
+
+
+def queue_names(prefix: str, queue: str) -> list[str]:
+    """Every AMQP queue hubbub declares for ``queue``: itself, dead letters, delay levels."""
+    return [f"{prefix}.{queue}", dead_name(prefix, queue),
+            *(f"{prefix}:delay{k:02d}.{queue}" for k in range(LEVELS))]
+
+
+def exchange_names(prefix: str) -> list[str]:
+    """The delay cascade's headers exchanges, shared by every queue under ``prefix``."""
+    return [f"{prefix}:delay{k:02d}" for k in range(LEVELS)]
+
+
+def directory_name(prefix: str) -> str:
+    """The queue whose messages name every hubbub queue under ``prefix``."""
+    return f"{prefix}:queues"
+
+
+def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
+    """The broker URLs of ``url`` (several for a cluster, split on ';' or ',') without
+    hubbub's options, and those options.
+
+    Raises:
+        ConfigurationError: a part is not an amqp:// or amqps:// URL.
+    """
+    urls: list[str] = []
+    options: dict[str, str] = {}
+    for part in re.split(r"[;,]\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", url.strip()):
+        pieces = urlsplit(part.strip())
+        if pieces.scheme not in ("amqp", "amqps") or not pieces.hostname:
+            raise ConfigurationError(f"{mask(part)!r} is not an amqp:// or amqps:// URL")
+        query = parse_qsl(pieces.query, keep_blank_values=True)
+        options.update((k, v) for k, v in query if k in OPTIONS)
+        rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
+        urls.append(urlunsplit(pieces._replace(query=rest)))
+    return urls, options
+
+
+def delay_units(eta: float | None, now: float) -> int:
+    """Whole ``UNIT``s until ``eta`` (rounded up, at most what the cascade holds); 0 for now."""
+    if eta is None:
+        return 0
+    units = math.ceil(round((eta - now) / UNIT, 6))
+    return max(0, min(units, (1 << LEVELS) - 1))
+
+
+def delay_route(prefix: str, queue: str, units: int, eta: float) -> tuple[str, dict[str, str]]:
+    """The exchange a message delayed by ``units`` (> 0) enters, and the headers it carries."""
+    headers = {f"hubbub-d{k}": str(units >> k & 1) for k in range(LEVELS)}
+    headers.update({H_TARGET: queue, H_ETA: repr(eta)})
+    return exchange_names(prefix)[units.bit_length() - 1], headers
+
+
+async def declare_levels(pub: AbstractChannel, prefix: str) -> None:
+    """The cascade's exchanges, each bound to the one above for messages whose bit is 0."""
+    exchanges = [await pub.declare_exchange(n, ExchangeType.HEADERS, durable=True)
+                 for n in exchange_names(prefix)]
+    for k in range(1, LEVELS):  # bit k clear: fall through to the level below
+        await exchanges[k - 1].bind(exchanges[k],
+                                    arguments={"x-match": "all", f"hubbub-d{k}": "0"})
+
+
+async def declare_cascade(pub: AbstractChannel, prefix: str, queue: str) -> None:
+    """``queue``'s level queues, bound to the exchanges ``declare_levels`` made, and the
+    binding that delivers from level 0 into ``queue`` itself (which must exist)."""
+    levels = exchange_names(prefix)
+    main, _, *names = queue_names(prefix, queue)
+    for k, name in enumerate(names):
+        args: dict[str, Any] = {"x-message-ttl": round(UNIT * 1000) << k,
+                                "x-dead-letter-exchange": levels[k - 1] if k else ""}
+        if k == 0:
+            args["x-dead-letter-routing-key"] = main
+        level = await pub.declare_queue(name, durable=True, arguments=args)
+        await level.bind(levels[k], arguments={"x-match": "all", f"hubbub-d{k}": "1",
+                                               H_TARGET: queue})
+    target = await pub.get_queue(main, ensure=False)
+    await target.bind(levels[0], arguments={"x-match": "all", "hubbub-d0": "0",
+                                            H_TARGET: queue})
