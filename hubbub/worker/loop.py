@@ -134,6 +134,7 @@ class WorkerLoop:
         self._flush_wanted: asyncio.Event | None = None
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._dispatchers: dict[int, DispatchNext] = {}
+        self._started_lately: set[str] = set()  # task names started since the last renewal
 
     # -- control ---------------------------------------------------------------------------
 
@@ -350,6 +351,7 @@ class WorkerLoop:
             if self._stopping.is_set():
                 return  # _wind_down releases it
             held.started_at = time.time()
+            self._started_lately.add(held.envelope.task)
             self._record(held, State.STARTED)
             env = held.envelope
             job = Job(env.id, env.task, env.args, env.kwargs, env.queue, env.retries,
@@ -490,8 +492,20 @@ class WorkerLoop:
     # -- background --------------------------------------------------------------------------
 
     async def _renew_forever(self, transport: Transport) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + self.lease / 3
+            self._started_lately.clear()
             await asyncio.sleep(self.lease / 3)
+            late = loop.time() - due
+            if late > self.lease / 3:
+                # Renewal runs on this loop: a task that blocked it starved the renewals.
+                running = sorted(self._started_lately | {h.envelope.task for h in
+                                 self._held.values() if h.started_at is not None})
+                log.error("the event loop was blocked for %.1fs; leases (%.0fs) may have run out "
+                          "and held tasks may run twice. Running: %s. Move blocking code into "
+                          "sync tasks (they run in threads) or raise --lease.", late, self.lease,
+                          ", ".join(running) or "-")
             held = [h.delivery for h in self._held.values()]
             if not held:
                 continue

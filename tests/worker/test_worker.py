@@ -355,3 +355,22 @@ def test_lease_is_renewed_so_a_long_task_runs_once_with_two_workers(tmp_path: An
         assert len(runs) == 1
     finally:
         hub.close()
+
+
+def test_a_task_that_blocks_the_loop_past_the_lease_is_reported(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(f"sqlite:///{tmp_path / 'block.db'}", lease=0.6)
+
+    @hub.task
+    async def blocks() -> None:
+        time.sleep(1.0)  # wrong in an async task: it stalls the worker's loop
+
+    try:
+        blocks.delay()
+        with caplog.at_level("ERROR", logger="hubbub.worker"):
+            drain(hub)
+        assert any("event loop was blocked" in r.message and "blocks" in r.message
+                   for r in caplog.records)
+    finally:
+        hub.close()
