@@ -21,6 +21,7 @@ from hubbub.results import ResultBackend, ResultRecord, State, open_results
 from hubbub.results.base import ErrorInfo
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve
+from hubbub.signing import Signer
 from hubbub.task import Task, TaskOptions
 from hubbub.transports import Outgoing, Transport, open_transport
 
@@ -53,6 +54,8 @@ class Hub:
         default_queue: queue for tasks that name none (default "default").
         limits: size and delivery-count limits.
         middleware: wrappers around publishing and dispatching, outermost first.
+        signing_keys: key id -> shared secret (HMAC-SHA256), the signing key first; a worker
+            with keys refuses unsigned or tampered messages. Required for pickle.
         overrides: settings that win over the environment (the CLI passes its options here).
 
     Raises:
@@ -71,16 +74,24 @@ class Hub:
         default_queue: str | None = None,
         limits: Limits | None = None,
         middleware: Sequence[Middleware] = (),
+        signing_keys: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings: Settings = resolve({
             "broker": broker, "results": results, "lease": lease, "serializer": serializer,
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
+            "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
         }, cli=overrides)
         self.codec: Codec = get_codec(self.settings.serializer)
+        keys = dict(self.settings.signing_keys)
+        self.signer: Signer | None = Signer(keys) if keys else None
         for name in self.settings.accept:
-            get_codec(name)
+            if get_codec(name).trusted_only and self.signer is None:
+                raise ConfigurationError(
+                    f"serializer {name!r} runs code from the broker when decoding; it is only "
+                    "allowed with signed messages: pass signing_keys={'k1': '<secret>'}"
+                )
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
@@ -237,7 +248,7 @@ class Hub:
         limit = self.max_message_size(client.transport)
 
         async def collect(envelope: Envelope) -> None:
-            body = encode(envelope, self.codec, limit)
+            body = encode(envelope, self.codec, limit, self.signer)
             outgoing.append(Outgoing(envelope.queue, body, envelope.id, envelope.priority,
                                      envelope.eta))
 

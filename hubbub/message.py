@@ -17,6 +17,8 @@ from typing import Any
 
 from hubbub.codecs import Codec, codec_for, json_dumps, json_loads
 from hubbub.errors import MessageError, MessageTooLarge
+from hubbub.signing import PREFIX as SIGNED
+from hubbub.signing import Signer, unverified_body
 
 VERSION = 1
 JSON_TYPE = "application/json"
@@ -81,7 +83,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 }
 
 
-def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
+           signer: Signer | None = None) -> bytes:
     """Serialize an envelope.
 
     Raises:
@@ -107,6 +110,8 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE) -
         raise MessageError(
             f"arguments of task {envelope.task!r} cannot be encoded as {codec.name}: {exc}"
         ) from exc
+    if signer is not None:
+        data = signer.sign(data)
     if len(data) > max_size:
         raise MessageTooLarge(
             f"message for task {envelope.task!r} is {len(data)} bytes, over the limit of "
@@ -127,16 +132,23 @@ def _finite(value: Any) -> bool:
 
 
 def decode(
-    data: bytes, accept: frozenset[str] = frozenset({"json"}), max_size: int = DEFAULT_MAX_SIZE
+    data: bytes, accept: frozenset[str] = frozenset({"json"}), max_size: int = DEFAULT_MAX_SIZE,
+    signer: Signer | None = None,
 ) -> Envelope:
     """Parse and validate a received body.
 
     Raises:
-        MessageError: the body is too large, malformed, of another version, of a content type
-            the worker does not accept, or has fields of the wrong type. The message says which.
+        MessageError: the body is too large, unsigned or badly signed (when ``signer`` is
+            given), malformed, of another version, of a content type the worker does not
+            accept, or has fields of the wrong type. The message says which.
     """
     if len(data) > max_size:
         raise MessageTooLarge(f"message is {len(data)} bytes, over the limit of {max_size}")
+    if signer is not None:
+        data = signer.verify(data)  # before anything in it is parsed
+    elif data.startswith(SIGNED):
+        raise MessageError("message is signed but this worker has no signing keys; "
+                           "configure signing_keys")
     try:
         body = json_loads(data)
     except (ValueError, TypeError) as exc:
@@ -184,7 +196,7 @@ def _arguments(body: dict[str, Any], content_type: str, accept: frozenset[str]) 
 def peek_id(data: bytes) -> str | None:
     """The task id of a body that may be malformed, for reporting; None when unreadable."""
     try:
-        body = json_loads(data)
+        body = json_loads(unverified_body(data))
     except (ValueError, TypeError, RecursionError):
         return None
     value = body.get("id") if isinstance(body, dict) else None

@@ -73,6 +73,8 @@ class Settings:
     result_ttl: float = 86400.0
     default_queue: str = "default"
     limits: Limits = field(default_factory=Limits)
+    # key id -> secret, the signing key first; never shown in repr or logs
+    signing_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -86,7 +88,19 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_DEFAULT_QUEUE": ("default_queue", str),
     "HUBBUB_MAX_MESSAGE_SIZE": ("limits.max_message_size", int),
     "HUBBUB_MAX_DELIVERIES": ("limits.max_deliveries", int),
+    "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
 }
+
+
+def _key_pairs(value: str) -> tuple[tuple[str, str], ...]:
+    """``kid:secret,kid2:secret2`` -> pairs, in order (the first signs)."""
+    pairs = []
+    for item in value.split(","):
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not kid or not secret:
+            raise ValueError("write key-id:secret pairs separated by commas")
+        pairs.append((kid, secret))
+    return tuple(pairs)
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -102,7 +116,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             found[name] = parse(raw)
         except (ValueError, ConfigurationError) as exc:
-            raise ConfigurationError(f"{key}={raw!r} is not valid: {exc}") from None
+            shown = "***" if key == "HUBBUB_SIGNING_KEYS" else repr(raw)
+            raise ConfigurationError(f"{key}={shown} is not valid: {exc}") from None
     return found
 
 

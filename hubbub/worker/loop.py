@@ -292,7 +292,8 @@ class WorkerLoop:
         """The held delivery, or None after dead-lettering what cannot run."""
         limits = self.hub.settings.limits
         try:
-            envelope = decode(delivery.body, self.hub.settings.accept, limits.max_message_size)
+            envelope = decode(delivery.body, self.hub.settings.accept, limits.max_message_size,
+                              self.hub.signer)
         except MessageError as exc:
             self._reject(delivery, str(exc), task_id=peek_id(delivery.body))
             return None
@@ -395,7 +396,7 @@ class WorkerLoop:
                         env.max_retries, countdown)
             nxt = env.next_attempt(time.time() + countdown)
             codec = BY_CONTENT_TYPE[env.content_type]
-            body = encode(nxt, codec, self._max_size)
+            body = encode(nxt, codec, self._max_size, self.hub.signer)
             self._record(held, State.RETRY, error=error)
             self._queue(publish=[Outgoing(env.queue, body, env.id, env.priority, nxt.eta)],
                         ack=[held.delivery])

@@ -374,3 +374,26 @@ def test_a_task_that_blocks_the_loop_past_the_lease_is_reported(
                    for r in caplog.records)
     finally:
         hub.close()
+
+
+def test_a_signing_worker_dead_letters_unsigned_messages_and_runs_signed_ones(
+    tmp_path: Any,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'signed.db'}"
+    signed = Hub(url, signing_keys={"k1": "k1-secret-0123456789"})
+    unsigned = Hub(url)
+    try:
+        @signed.task(name="echo")
+        def echo(x: int) -> int:
+            return x
+
+        good = echo.delay(1)
+        bad = unsigned.send_task("echo", args=(2,))
+        drain(signed)
+        assert good.get(timeout=5) == 1
+        [letter] = dead_letters(signed)
+        assert letter.id == bad.id
+        assert "unsigned message refused" in letter.reason
+    finally:
+        signed.close()
+        unsigned.close()
