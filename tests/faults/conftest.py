@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +36,16 @@ APP = "tests.faults.faultapp:hub"
 TRANSPORTS = ["sqlite", "redis", "amqp", "beanstalk"]  # memory cannot cross processes
 
 
-def transports(*, slow: Sequence[str] = (), only: Sequence[str] | None = None) -> list[Any]:
-    """Params for ``site``: each transport whose code exists, ``slow`` ones marked slow."""
+def transports(*, slow: Sequence[str] = (), only: Sequence[str] | None = None,
+               bugs: Mapping[str, str] | None = None) -> list[Any]:
+    """Params for ``site``: each transport whose code exists; ``slow`` ones marked slow,
+    ``bugs`` ones (name -> the bug) marked as strict expected failures."""
     names = [n for n in TRANSPORTS if (only is None or n in only) and brokers.available(n)]
-    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in slow else [])
-            for n in names]
+    bugs = bugs or {}
+    return [pytest.param(n, id=n, marks=[
+        *([pytest.mark.slow] if n in slow else []),
+        *([pytest.mark.xfail(strict=True, reason="bug: " + bugs[n])] if n in bugs else []),
+    ]) for n in names]
 
 
 @dataclass

@@ -9,9 +9,17 @@ the ledger, a pid or broker stats, with a deadline; every process started is kil
 
 from __future__ import annotations
 
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from tests.faults.conftest import FaultReport, Site, transports
+from hubbub.errors import TransportError
+from tests.faults import faultapp
+from tests.faults.conftest import FaultReport, Row, Site, transports
 from tests.faults.ledger import wait_until
 
 LEASE = 2.0  # --lease for the kill scenarios; renewal runs every LEASE / 3
@@ -66,3 +74,127 @@ def test_kill_9_mid_stream_loses_nothing(site: Site, fault_report: FaultReport) 
     assert max(back) <= LEASE + LEASE / 3 + 1.5, f"in-flight work back after {max(back):.2f}s"
     fault_report(site, rep, f"{len(in_flight)} in flight at kill, all back within "
                             f"{max(back):.2f}s; {len(rerun)} ran twice")
+
+
+# -- a task longer than its lease ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("site", transports(), indirect=True)
+def test_task_longer_than_its_lease_runs_once_while_its_worker_lives(
+    site: Site, fault_report: FaultReport
+) -> None:
+    args = ("--pool", "threads", "-c", "2", "--prefetch", "0", "--lease", "1")
+    workers = [site.start_worker(*args) for _ in range(2)]
+    for worker in workers:
+        site.wait_online(worker)
+    names = keys("long", 4)  # two per worker at most: all four run at once
+    site.submit("faults.work", names, seconds=3.5)
+    led = site.ledger
+    wait_until(lambda: len(led.distinct("done")) == len(names), 30, "long tasks done")
+    wait_until(lambda: drained(site), 10, "long tasks acked")
+    rep = led.check()
+    assert all(w.alive() for w in workers)
+    assert rep.lost == set()
+    assert dict(rep.runs) == dict.fromkeys(names, 1)  # 3.5 lease-lengths, one run each
+    assert rep.duplicated == {}
+    # and each finished in the process where it started
+    assert {(e.key, e.pid) for e in rep.of("start")} == {(e.key, e.pid) for e in rep.of("done")}
+    assert {e.pid for e in rep.of("start")} == {w.pid for w in workers}  # both held some
+    fault_report(site, rep, "lease 1 s, task 3.5 s, 2 workers: each ran once")
+
+
+# -- SIGTERM with running and prefetched work ----------------------------------------------
+
+
+AMQP_HOARDS = (
+    "AMQP: a stopping worker takes its released messages straight back. release() publishes "
+    "copies and acks the originals (ready goes 4 -> 8 within 5 ms), but the consumer is still "
+    "subscribed and the channel prefetch (held + buffered, set by the last fetch) has room "
+    "again, so RabbitMQ pushes 4 messages into the transport's _buffer 3 ms later (ready back "
+    "to 4); they return only when the worker closes, after its running tasks finish (up to "
+    "--grace), so no other worker can run them meanwhile. Fix in transports/amqp.py: "
+    "release() should cancel the consumers and give back _buffer (as close() does), or lower "
+    "the prefetch to len(_held) before settling; the next fetch subscribes again."
+)
+
+
+@pytest.mark.parametrize("site", transports(bugs={"amqp": AMQP_HOARDS}), indirect=True)
+def test_sigterm_finishes_running_work_and_releases_prefetched_work_at_once(
+    site: Site, fault_report: FaultReport
+) -> None:
+    n, slots, prefetch = 10, 2, 4
+    names = keys("t", n)
+    site.submit("faults.work", names, seconds=1.5)
+    worker = site.start_worker("--pool", "threads", "-c", str(slots), "--prefetch",
+                               str(prefetch), "--grace", "20")
+    led = site.ledger
+    wait_until(lambda: led.count("start") == slots, 20, "both slots running")
+    held = slots + prefetch
+    wait_until(lambda: site.stats().ready == n - held, 10, f"{held} deliveries held")
+    running = led.distinct("start")
+    site.kill(worker, signal.SIGTERM, "SIGTERM")
+    released = time.monotonic()
+    # ready again: the prefetched ones, not the running ones
+    wait_until(lambda: site.stats().ready == n - slots, 5, "prefetched work released",
+               interval=0.005)
+    released = time.monotonic() - released
+    while worker.alive():  # and they stay released: the stopping worker takes none back
+        ready = site.stats().ready
+        assert ready >= n - slots or not worker.alive(), "a stopping worker took work back"
+    assert worker.proc.wait(20) == 0
+    assert led.distinct("done") == running  # the running tasks finished before it exited
+    wait_until(lambda: site.stats().ready == n - slots, 5, "running work acked, not returned")
+    assert "released 4 unstarted deliveries" in worker.text()
+    site.start_worker("--pool", "threads", "-c", str(n))
+    wait_until(lambda: len(led.distinct("done")) == n, 20, "the rest done by a new worker")
+    wait_until(lambda: drained(site), 10, "everything acked")
+    rep = led.check()
+    assert rep.lost == set()
+    assert rep.duplicated == {}
+    assert dict(rep.runs) == dict.fromkeys(names, 1)
+    assert released < 1.0
+    fault_report(site, rep, f"prefetched work ready again {released * 1000:.1f} ms after "
+                            "SIGTERM; running work finished and acked")
+
+
+# -- broker unreachable at publish ---------------------------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port bound by this test and not listening: connections are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+UNREACHABLE = {
+    "sqlite": "sqlite:///{tmp}/no/such/folder/broker.db",
+    "redis": "redis://127.0.0.1:{port}/0",
+    # AMQP keeps trying for connect_timeout (10 s by default): the default run asks for 1 s
+    "amqp": "amqp://guest:guest@127.0.0.1:{port}/?connect_timeout=1",
+    "amqp-default": "amqp://guest:guest@127.0.0.1:{port}/",
+    "beanstalk": "beanstalk://127.0.0.1:{port}/",
+}
+
+
+@pytest.mark.parametrize("name", [
+    *(p.values[0] for p in transports()),
+    pytest.param("amqp-default", marks=pytest.mark.slow),
+])
+def test_publish_to_an_unreachable_broker_raises_within_bounded_time(
+    name: str, closed_port: int, tmp_path: Path, fault_rows: list[Row]
+) -> None:
+    url = UNREACHABLE[name].format(tmp=tmp_path, port=closed_port)
+    hub = faultapp.build(url, results="none")
+    try:
+        for attempt in range(2):  # and again: a failed connect leaves nothing stuck
+            began = time.monotonic()
+            with pytest.raises(TransportError) as info:
+                hub.tasks["faults.work"].delay(f"u{attempt}")
+            took = time.monotonic() - began
+            assert took < 15, f"publish took {took:.1f}s to fail"
+    finally:
+        hub.close()
+    fault_rows.append(Row("publish_to_unreachable_broker", name, 0, 0, 0, 0, None,
+                          f"{type(info.value).__name__} after {took:.2f}s"))
