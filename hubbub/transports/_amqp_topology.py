@@ -1,5 +1,6 @@
 """What the RabbitMQ transport names and declares: URL lists, queue and exchange names,
-and the delay cascade (see docs/amqp.md, "Delays").
+the headers a message carries, the delay cascade (see docs/amqp.md, "Delays"), and reading
+queues without consuming them (browse, ready counts).
 
 Level k of the cascade is a queue per target queue whose messages live ``UNIT * 2**k``
 seconds and then dead-letter into the headers exchange of level k-1 (level 0 into the
@@ -10,21 +11,32 @@ when its bit is 1 and on to the exchange below when it is 0.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aio_pika.abc import AbstractChannel, ExchangeType
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    DeliveryMode,
+    ExchangeType,
+)
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from hubbub.errors import ConfigurationError
+from hubbub.transports.base import DeadLetter
 
 LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
 UNIT = 0.1
 MAX_PRIORITY = 9
 H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
 H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
-OPTIONS = ("prefix", "connect_timeout", "consumer_timeout")
+OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout")
 _NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
@@ -100,6 +112,23 @@ def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
     return urls, options
 
 
+def build_message(queue: str, body: bytes, ident: str | None, priority: int, attempts: int,
+                  **headers: Any) -> aio_pika.Message:
+    """A persistent message for ``queue`` carrying the deliveries counted before it."""
+    return aio_pika.Message(
+        body, message_id=ident, delivery_mode=DeliveryMode.PERSISTENT,
+        priority=min(max(priority, 0), MAX_PRIORITY),
+        headers={H_QUEUE: queue, H_ATTEMPTS: attempts, **headers},
+    )
+
+
+def dead_letter_of(queue: str, m: AbstractIncomingMessage) -> DeadLetter:
+    """The dead letter a message of ``<prefix>:dead.<queue>`` records."""
+    headers = m.headers or {}
+    return DeadLetter(m.message_id or "", queue, m.body, str(headers.get(H_REASON, "")),
+                      float(str(headers.get(H_DIED, 0))))
+
+
 def delay_units(eta: float | None, now: float) -> int:
     """Whole ``UNIT``s until ``eta`` (rounded up, at most what the cascade holds); 0 for now."""
     if eta is None:
@@ -140,3 +169,39 @@ async def declare_cascade(pub: AbstractChannel, prefix: str, queue: str) -> None
     target = await pub.get_queue(main, ensure=False)
     await target.bind(levels[0], arguments={"x-match": "all", "hubbub-d0": "0",
                                             H_TARGET: queue})
+
+
+@contextlib.asynccontextmanager
+async def browse(conn: AbstractConnection, name: str
+                 ) -> AsyncIterator[list[AbstractIncomingMessage]]:
+    """Every message of queue ``name``, taken unacked on a channel of its own; what is not
+    acked goes back in place when the block ends (the channel closes)."""
+    channel = await conn.channel(publisher_confirms=False)
+    try:
+        got: list[AbstractIncomingMessage] = []
+        with contextlib.suppress(ChannelNotFoundEntity):
+            queue = await channel.declare_queue(name, passive=True)
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                got.append(message)
+        yield got
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def ready_counts(conn: AbstractConnection, names: Sequence[str]) -> list[int | None]:
+    """Ready messages in each queue (passive declares); None where it does not exist."""
+    channel, out = await conn.channel(publisher_confirms=False), []
+    try:
+        for name in names:
+            if channel.is_closed:  # a 404 closes the channel
+                channel = await conn.channel(publisher_confirms=False)
+            try:
+                result = (await channel.declare_queue(name, passive=True)).declaration_result
+                out.append(result.message_count)
+            except ChannelNotFoundEntity:
+                out.append(None)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return out

@@ -56,9 +56,17 @@ class Connection:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
-        self._writer.write(b"".join(commands))
-        await self._writer.drain()
-        return [await f for f in futures]
+        try:
+            self._writer.write(b"".join(commands))
+            await self._writer.drain()
+            return [await f for f in futures]
+        except BaseException:  # lost, cut short or timed out: nobody waits for the rest
+            for f in futures:
+                if not f.done():
+                    f.cancel()  # the reader skips it, so later answers stay in order
+                elif not f.cancelled():
+                    f.exception()  # seen: the error is the one being raised
+            raise
 
     def watch(self, tubes: Sequence[str]) -> list[bytes]:
         """Commands that make this connection watch exactly ``tubes``."""

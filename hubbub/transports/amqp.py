@@ -39,10 +39,12 @@ from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_DIED,
     H_ETA,
-    H_QUEUE,
     H_REASON,
     MAX_PRIORITY,
+    browse,
+    build_message,
     check_prefix,
+    dead_letter_of,
     dead_name,
     declare_cascade,
     declare_levels,
@@ -53,6 +55,7 @@ from hubbub.transports._amqp_topology import (
     mask,
     parse_urls,
     queue_names,
+    ready_counts,
 )
 from hubbub.transports.base import (
     Capabilities,
@@ -74,8 +77,10 @@ class AMQPTransport(Transport):
         url: one ``amqp://`` / ``amqps://`` URL, or several separated by ';' or ',' for a
             cluster (tried in turn, with backoff). Query options: ``prefix`` (namespace of
             every queue and exchange; default ``hubbub``), ``connect_timeout`` (seconds to
-            keep trying the URLs; default 10), ``consumer_timeout`` (seconds; see module
-            notes). Other query options go to the driver (e.g. ``heartbeat``).
+            keep trying the URLs; default 10), ``publish_timeout`` (seconds a publish,
+            release or dead letter may take, reconnecting and confirms included; default
+            30), ``consumer_timeout`` (seconds; see docs/amqp.md). Other query options go
+            to the driver (e.g. ``heartbeat``).
         clock: the source of wall time for ETAs.
 
     Raises:
@@ -92,6 +97,7 @@ class AMQPTransport(Transport):
         self.prefix = check_prefix(options.get("prefix", "hubbub"))
         try:
             self.connect_timeout = float(options.get("connect_timeout", "10"))
+            self.publish_timeout = float(options.get("publish_timeout", "30"))
             timeout = options.get("consumer_timeout")
             self._consumer_args: dict[str, Any] | None = (
                 None if timeout is None else {"x-consumer-timeout": round(float(timeout) * 1000)}
@@ -138,6 +144,20 @@ class AMQPTransport(Transport):
         except _UNAVAILABLE as exc:
             raise TransportUnavailable(
                 f"RabbitMQ at {self._where}: {mask(str(exc)) or type(exc).__name__}"
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self, what: str) -> AsyncIterator[None]:
+        """Bound a write that waits for the broker (confirms, a reconnect) by
+        ``publish_timeout``: a blocked or silent broker must not hang the caller. What timed
+        out may still arrive (a message is confirmed later, or never)."""
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                yield
+        except TimeoutError as exc:
+            raise TransportUnavailable(
+                f"RabbitMQ at {self._where} did not confirm a {what} within"
+                f" {self.publish_timeout:g}s; is it reachable, and free of memory or disk alarms?"
             ) from exc
 
     def _alive(self) -> bool:
@@ -252,20 +272,9 @@ class AMQPTransport(Transport):
 
     @contextlib.asynccontextmanager
     async def _browse(self, name: str) -> AsyncIterator[list[AbstractIncomingMessage]]:
-        """Every message of queue ``name``, taken unacked; what is not acked goes back in
-        place when the block ends (the channel closes)."""
         conn, _, _ = await self._ensure()
-        channel = await conn.channel(publisher_confirms=False)
-        try:
-            got: list[AbstractIncomingMessage] = []
-            with contextlib.suppress(ChannelNotFoundEntity):
-                queue = await channel.declare_queue(name, passive=True)
-                while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                    got.append(message)
-            yield got
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with browse(conn, name) as messages:
+            yield messages
 
     async def _directory(self) -> list[str]:
         async with self._browse(directory_name(self.prefix)) as messages:
@@ -276,22 +285,8 @@ class AMQPTransport(Transport):
         return sorted(names)
 
     async def _counts(self, names: Sequence[str]) -> list[int | None]:
-        """Ready messages in each queue (passive declares); None where it does not exist."""
         conn, _, _ = await self._ensure()
-        channel, out = await conn.channel(publisher_confirms=False), []
-        try:
-            for name in names:
-                if channel.is_closed:  # a 404 closes the channel
-                    channel = await conn.channel(publisher_confirms=False)
-                try:
-                    result = (await channel.declare_queue(name, passive=True)).declaration_result
-                    out.append(result.message_count)
-                except ChannelNotFoundEntity:
-                    out.append(None)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-        return out
+        return await ready_counts(conn, names)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -300,15 +295,6 @@ class AMQPTransport(Transport):
         if not isinstance(result, Basic.Ack):
             raise TransportError(f"RabbitMQ did not confirm a message ({type(result).__name__})")
         return result
-
-    @staticmethod
-    def _message(queue: str, body: bytes, ident: str | None, priority: int, attempts: int,
-                 **headers: Any) -> aio_pika.Message:
-        return aio_pika.Message(
-            body, message_id=ident, delivery_mode=DeliveryMode.PERSISTENT,
-            priority=min(max(priority, 0), MAX_PRIORITY),
-            headers={H_QUEUE: queue, H_ATTEMPTS: attempts, **headers},
-        )
 
     async def _send(self, queue: str, message: aio_pika.Message, eta: float | None) -> None:
         """Publish to ``queue`` now, or through the delay cascade until ``eta``."""
@@ -334,9 +320,11 @@ class AMQPTransport(Transport):
                 raise result
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
+        sends = [(i.queue, build_message(i.queue, i.body, i.id, i.priority, 0), i.eta)
+                 for i in items]
         with self._guard():
-            await self._send_all([(i.queue, self._message(i.queue, i.body, i.id, i.priority, 0),
-                                   i.eta) for i in items])
+            async with self._bounded("publish"):
+                await self._send_all(sends)
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -418,7 +406,7 @@ class AMQPTransport(Transport):
     async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int,
                      eta: float | None) -> None:
         """Publish a copy of ``m`` (confirmed), then ack ``m``."""
-        await self._send(queue, self._message(queue, m.body, m.message_id, m.priority or 0,
+        await self._send(queue, build_message(queue, m.body, m.message_id, m.priority or 0,
                                               attempts), eta)
         await m.ack()
 
@@ -454,22 +442,25 @@ class AMQPTransport(Transport):
         live = [d for d in deliveries if self._live(d) is not None]
         eta = self.clock.time() + delay if delay > 0 else None
         with self._guard():
-            await self._send_all([(d.queue, self._message(d.queue, d.body, d.id, d.priority,
-                                                          d.attempts - 1), eta) for d in live])
+            async with self._bounded("release"):
+                await self._send_all([(d.queue, build_message(d.queue, d.body, d.id,
+                                                              d.priority, d.attempts - 1), eta)
+                                      for d in live])
             await self._settle(live)
 
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         live = [r for r in requests if self._live(r.delivery) is not None]
         died = repr(self.clock.time())
         with self._guard():
-            _, pub, _ = await self._ensure()
-            for r in live:
-                d = r.delivery
-                await self._declare(d.queue)
-                message = self._message(d.queue, d.body, d.id, d.priority, d.attempts,
-                                        **{H_REASON: r.reason, H_DIED: died})
-                self._confirm(await pub.default_exchange.publish(
-                    message, routing_key=self._dead(d.queue)))
+            async with self._bounded("dead letter"):
+                _, pub, _ = await self._ensure()
+                for r in live:
+                    d = r.delivery
+                    await self._declare(d.queue)
+                    message = build_message(d.queue, d.body, d.id, d.priority, d.attempts,
+                                            **{H_REASON: r.reason, H_DIED: died})
+                    self._confirm(await pub.default_exchange.publish(
+                        message, routing_key=self._dead(d.queue)))
             await self._settle([r.delivery for r in live])
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
@@ -517,18 +508,12 @@ class AMQPTransport(Transport):
                 ))
             return out
 
-    @staticmethod
-    def _to_dead_letter(queue: str, m: AbstractIncomingMessage) -> DeadLetter:
-        headers = m.headers or {}
-        return DeadLetter(m.message_id or "", queue, m.body, str(headers.get(H_REASON, "")),
-                          float(str(headers.get(H_DIED, 0))))
-
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._guard():
             out: list[DeadLetter] = []
             for name in [queue] if queue is not None else await self._queues():
                 async with self._browse(self._dead(name)) as messages:
-                    out += [self._to_dead_letter(name, m) for m in messages[:limit]]
+                    out += [dead_letter_of(name, m) for m in messages[:limit]]
             return sorted(out, key=lambda d: d.died_at)[:limit]
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
@@ -538,7 +523,7 @@ class AMQPTransport(Transport):
                 async with self._browse(self._dead(queue)) as messages:
                     for m in messages:
                         if wanted is None or m.message_id in wanted:
-                            await self._send(queue, self._message(queue, m.body, m.message_id,
+                            await self._send(queue, build_message(queue, m.body, m.message_id,
                                                                   m.priority or 0, 0), None)
                             await m.ack()
                             count += 1

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -69,8 +69,9 @@ class BeanstalkTransport(Transport):
     Args:
         url: ``beanstalk://host:port/`` with optional query ``prefix`` (tube namespace,
             letters, digits, ``_`` and ``-``; default ``hubbub``), ``ttr`` (whole seconds a
-            job stays reserved between renewals; default 5) and ``connect_timeout``
-            (seconds; default 5).
+            job stays reserved between renewals; default 5), ``connect_timeout``
+            (seconds; default 5) and ``publish_timeout`` (seconds a publish may wait for the
+            server's answers; default 30).
         clock: the source of wall time for ETAs and leases.
 
     Raises:
@@ -87,6 +88,7 @@ class BeanstalkTransport(Transport):
             self.port = parts.port or DEFAULT_PORT
             self.ttr = max(1, math.ceil(float(query.pop("ttr", "5"))))
             self.connect_timeout = float(query.pop("connect_timeout", "5"))
+            self.publish_timeout = float(query.pop("publish_timeout", "30"))
         except ValueError as exc:
             raise ConfigurationError(f"bad beanstalk URL {self._safe(url)!r}: {exc}") from exc
         self.prefix = query.pop("prefix", "hubbub")
@@ -97,7 +99,7 @@ class BeanstalkTransport(Transport):
         if query:
             raise ConfigurationError(
                 f"unknown beanstalk URL option(s) {sorted(query)}; known: prefix, ttr, "
-                "connect_timeout"
+                "connect_timeout, publish_timeout"
             )
         self.url = self._safe(url)
         self.clock = clock
@@ -214,18 +216,34 @@ class BeanstalkTransport(Transport):
                    ttr: int | None = None) -> None:
         now = self.clock.time()
         with self._guard():
-            put = await self._conn("put")
-            for start in range(0, len(jobs), _BATCH):
-                cmds: list[bytes] = []
-                for tube, priority, eta, job in jobs[start:start + _BATCH]:
-                    delay = 0 if eta is None else max(0, math.ceil(eta - now))
-                    cmds += put.use(tube)
-                    cmds.append(b"put %d %d %d %d\r\n%s\r\n"
-                                % (_pri(priority), delay, ttr or self.ttr, len(job), job))
-                for reply in await put.call(*cmds):
-                    if reply[0][:1] == ["JOB_TOO_BIG"]:
-                        raise MessageTooLarge(f"{self._where} refused a job as too big (its -z)")
-                    expect(reply, "USING", "INSERTED")
+            async with self._bounded():
+                put = await self._conn("put")
+                for start in range(0, len(jobs), _BATCH):
+                    cmds: list[bytes] = []
+                    for tube, priority, eta, job in jobs[start:start + _BATCH]:
+                        delay = 0 if eta is None else max(0, math.ceil(eta - now))
+                        cmds += put.use(tube)
+                        cmds.append(b"put %d %d %d %d\r\n%s\r\n"
+                                    % (_pri(priority), delay, ttr or self.ttr, len(job), job))
+                    for reply in await put.call(*cmds):
+                        if reply[0][:1] == ["JOB_TOO_BIG"]:
+                            raise MessageTooLarge(f"{self._where} refused a job as too big"
+                                                  " (its -z)")
+                        expect(reply, "USING", "INSERTED")
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """Bound a publish by ``publish_timeout``: a server that stops answering (stopped,
+        swapping, a dead network without a reset) must not hang the caller. What timed out
+        may still have been put."""
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                yield
+        except TimeoutError as exc:
+            raise TransportUnavailable(
+                f"{self._where} did not answer a put within {self.publish_timeout:g}s;"
+                " is it running and reachable?"
+            ) from exc
 
     # -- leasing -------------------------------------------------------------------------
 

@@ -1,13 +1,21 @@
-"""Beanstalkd on loopback (scripts/test.sh starts it on 11300 with -z 1048576)."""
+"""Beanstalkd on loopback (scripts/test.sh starts it on 11300 with -z 1048576), and servers
+a test starts for itself (``OwnServer``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import greenstalk  # type: ignore[import-untyped]
+import pytest
+
+from tests import brokers
 
 SCHEME = "beanstalk"
 HOST = "127.0.0.1"
@@ -49,3 +57,46 @@ async def cleanup(url: str) -> None:
     parts = urlsplit(url)
     [prefix] = parse_qs(parts.query)["prefix"]
     await asyncio.to_thread(_delete_namespace, parts.hostname or HOST, parts.port or PORT, prefix)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnServer:
+    """A beanstalkd a test starts on a free loopback port (the same one across restarts), kills
+    when it wants the server gone, and always stops at teardown. Extra ``args`` go to
+    beanstalkd (``-b DIR`` keeps jobs across a restart)."""
+
+    def __init__(self, *args: str) -> None:
+        binary = shutil.which("beanstalkd")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("beanstalkd is not installed (CI=true: must not skip)")
+            pytest.skip("beanstalkd is not installed")
+        self.port = free_port()
+        self.cmd = [binary, "-l", HOST, "-p", str(self.port), *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, prefix: str, **options: str) -> str:
+        query = "".join(f"&{k}={v}" for k, v in options.items())
+        return f"beanstalk://{HOST}:{self.port}/?prefix={prefix}{query}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not brokers.reachable(HOST, self.port, timeout=0.2):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"beanstalkd did not start on port {self.port}")
+            time.sleep(0.02)  # polling for the port to open, with a deadline
+
+    def kill(self) -> None:
+        """SIGKILL the server (the process this test started) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None

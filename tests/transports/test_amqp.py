@@ -60,10 +60,11 @@ def closed_port() -> int:
 
 def test_url_list_splits_on_semicolons_and_commas_and_keeps_driver_options() -> None:
     urls, options = parse_urls(
-        "amqp://u:p@a:5672/v?prefix=shop&heartbeat=5; amqps://u:p@b/v,amqp://c/?connect_timeout=2"
+        "amqp://u:p@a:5672/v?prefix=shop&heartbeat=5; amqps://u:p@b/v?publish_timeout=3,"
+        "amqp://c/?connect_timeout=2"
     )
     assert urls == ["amqp://u:p@a:5672/v?heartbeat=5", "amqps://u:p@b/v", "amqp://c/"]
-    assert options == {"prefix": "shop", "connect_timeout": "2"}
+    assert options == {"prefix": "shop", "publish_timeout": "3", "connect_timeout": "2"}
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,7 @@ def test_url_list_splits_on_semicolons_and_commas_and_keeps_driver_options() -> 
         ("amqp://h/;redis://h/", "not an amqp"),
         ("amqp://h/?prefix=a.b", "prefix"),
         ("amqp://h/?consumer_timeout=long", "bad option"),
+        ("amqp://h/?publish_timeout=soon", "bad option"),
     ],
 )
 def test_malformed_urls_are_configuration_errors(bad: str, says: str) -> None:

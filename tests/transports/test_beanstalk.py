@@ -4,10 +4,6 @@ renewal, connections that wait without blocking acks, and a server that goes awa
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +17,7 @@ from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
 from hubbub.transports.beanstalk import BeanstalkTransport
 from tests import brokers
 from tests.brokers import beanstalk as server
+from tests.brokers.beanstalk import OwnServer
 
 
 def out(body: bytes | str, queue: str = "q", priority: int = 0) -> Outgoing:
@@ -55,41 +52,6 @@ async def connect(opened: list[BeanstalkTransport], url: str) -> BeanstalkTransp
     return t
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnServer:
-    """A beanstalkd this test starts on a free loopback port, and always stops."""
-
-    def __init__(self, *args: str) -> None:
-        binary = shutil.which("beanstalkd")
-        if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("beanstalkd is not installed (CI=true: must not skip)")
-            pytest.skip("beanstalkd is not installed")
-        self.cmd = [binary, "-l", "127.0.0.1", "-p", str(free_port()), *args]
-        self.port = int(self.cmd[4])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not brokers.reachable("127.0.0.1", self.port, timeout=0.2):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"beanstalkd did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-
 @pytest.fixture
 def own_server() -> Iterator[OwnServer]:
     s = OwnServer()
@@ -113,6 +75,7 @@ def test_url_gives_host_port_prefix_and_ttr() -> None:
         ("beanstalk://h/?prefix=a.b", "prefix"),
         ("beanstalk://h/?prefix=", "prefix"),
         ("beanstalk://h/?ttr=soon", "bad beanstalk URL"),
+        ("beanstalk://h/?publish_timeout=soon", "bad beanstalk URL"),
         ("beanstalk://h/?tube=x", "unknown beanstalk URL option"),
         ("beanstalk://h:notaport/", "bad beanstalk URL"),
     ],
