@@ -215,6 +215,7 @@ class Row:
     duplicated: int
     recovery: float | None
     note: str = ""
+    dead: int = 0
 
 
 ROWS = pytest.StashKey[list[Row]]()
@@ -233,7 +234,8 @@ class FaultReport:
                  recovery: float | None = None) -> None:
         self.rows.append(Row(self.scenario, site.name, len(report.submitted),
                              len(report.completed), len(report.lost), len(report.duplicated),
-                             report.recovery if recovery is None else recovery, note))
+                             report.recovery if recovery is None else recovery, note,
+                             len(report.dead)))
 
 
 @pytest.fixture
@@ -248,10 +250,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if not rows:
         return
     header = ("scenario", "transport", "submitted", "completed", "lost", "duplicated",
-              "recovery s", "notes")
+              "dead", "recovery s", "notes")
     table = [header] + [
         (r.scenario, r.transport, str(r.submitted), str(r.completed), str(r.lost),
-         str(r.duplicated), "-" if r.recovery is None else f"{r.recovery:.2f}", r.note)
+         str(r.duplicated), str(r.dead), "-" if r.recovery is None else f"{r.recovery:.2f}",
+         r.note)
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]

@@ -43,7 +43,7 @@ async def awork(key: str, seconds: float = 0.0) -> str:
     return key
 
 
-def suicide(key: str) -> None:
+def suicide(key: str, seconds: float = 0.0) -> None:
     """Poison: kills the process that runs it, every time (the worker itself on solo)."""
     record(_ledger(), "start", key)
     os.kill(os.getpid(), signal.SIGKILL)

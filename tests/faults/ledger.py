@@ -11,6 +11,7 @@ Events:
     start       a task began running ``key`` (in process ``pid``)
     done        that run finished its work (the task returns right after)
     fault       the test injected a fault (``key`` names it) at this instant
+    dead        the test found ``key`` in dead letters (kept, not lost)
 
 Times: ``mono`` is ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on the
 machine, used for durations); ``epoch`` is ``time.time()`` (compared with ETAs).
@@ -70,7 +71,8 @@ class Report:
         submitted: keys whose publish was confirmed.
         unconfirmed: keys whose publish raised (not counted as lost when missing).
         completed: distinct keys with a ``done`` line.
-        lost: confirmed keys never done.
+        dead: keys the test found in dead letters.
+        lost: confirmed keys never done and not in dead letters.
         duplicated: keys done more than once, with how many times.
         unexpected: keys done that were never submitted (confirmed or not).
         runs: ``start`` lines per key.
@@ -81,6 +83,7 @@ class Report:
     submitted: set[str]
     unconfirmed: set[str]
     completed: set[str]
+    dead: set[str]
     lost: set[str]
     duplicated: dict[str, int]
     unexpected: set[str]
@@ -160,14 +163,15 @@ class Ledger:
         dones = Counter(e.key for e in entries if e.event == "done")
         runs = Counter(e.key for e in entries if e.event == "start")
         completed = set(dones)
+        dead = {e.key for e in entries if e.event == "dead"}
         faults = [e.mono for e in entries if e.event == "fault"]
         recovery = None
         if faults:
             after = [e.mono for e in entries if e.event == "done" and e.mono > faults[0]]
             recovery = min(after) - faults[0] if after else None
         return Report(
-            submitted=submitted, unconfirmed=unconfirmed, completed=completed,
-            lost=submitted - completed,
+            submitted=submitted, unconfirmed=unconfirmed, completed=completed, dead=dead,
+            lost=submitted - completed - dead,
             duplicated={k: n for k, n in dones.items() if n > 1},
             unexpected=completed - submitted - unconfirmed,
             runs=runs, recovery=recovery, entries=entries,

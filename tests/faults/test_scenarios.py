@@ -19,7 +19,7 @@ import pytest
 
 from hubbub.errors import TransportError
 from tests.faults import faultapp
-from tests.faults.conftest import FaultReport, Row, Site, transports
+from tests.faults.conftest import FaultReport, Row, Site, Worker, transports
 from tests.faults.ledger import wait_until
 
 LEASE = 2.0  # --lease for the kill scenarios; renewal runs every LEASE / 3
@@ -196,5 +196,108 @@ def test_publish_to_an_unreachable_broker_raises_within_bounded_time(
             assert took < 15, f"publish took {took:.1f}s to fail"
     finally:
         hub.close()
-    fault_rows.append(Row("publish_to_unreachable_broker", name, 0, 0, 0, 0, None,
-                          f"{type(info.value).__name__} after {took:.2f}s"))
+    fault_rows.append(Row("publish_to_unreachable_broker", name, submitted=0, completed=0,
+                          lost=0, duplicated=0, recovery=None,
+                          note=f"{type(info.value).__name__} after {took:.2f}s"))
+
+
+# -- poison: a task that kills its worker every time ---------------------------------------
+
+
+def run_poison(site: Site, limit: int, *args: str) -> tuple[str, list[Worker]]:
+    """Submit the poison then 3 bystanders; restart the worker each time the poison kills it,
+    as a supervisor would, until the queue is drained. Returns the poison's id and the workers."""
+    env = {"HUBBUB_MAX_DELIVERIES": str(limit)}
+    [poison] = site.submit("faults.suicide", ["poison"])
+    site.submit("faults.work", keys("b", 3))
+    workers = [site.start_worker("--pool", "solo", "--lease", "1", *args, env=env)]
+
+    def settled() -> bool:
+        if not workers[-1].alive():
+            workers.append(site.start_worker("--pool", "solo", "--lease", "1", *args, env=env))
+        return site.stats().dead >= 1 and drained(site)
+
+    wait_until(settled, 45, "poison dead-lettered and the queue drained")
+    return poison, workers
+
+
+@pytest.mark.parametrize("site", transports(), indirect=True)
+def test_poison_task_runs_at_most_max_deliveries_times_then_is_dead_lettered(
+    site: Site, fault_report: FaultReport
+) -> None:
+    limit = 3
+    poison, workers = run_poison(site, limit, "--prefetch", "0")  # it alone is held
+    [dead] = site.dead_letters()
+    assert dead.id == poison
+    site.ledger.write("dead", "poison")
+    rep = site.ledger.check()
+    assert f"delivered {limit + 1} times without finishing" in dead.reason
+    assert rep.runs["poison"] == limit  # ran (and killed its worker) exactly `limit` times
+    assert len(workers) == limit + 1  # the last one dead-lettered it and lives on
+    assert workers[-1].alive()
+    record = site.records([poison])[poison]
+    assert record.state.name == "FAILURE"
+    assert record.error.type == "MessageError"
+    assert rep.completed == set(keys("b", 3))  # the tasks behind it are not lost
+    assert rep.duplicated == {}
+    fault_report(site, rep, f"poison ran {rep.runs['poison']}x with max_deliveries={limit}, "
+                            f"then dead-lettered; {len(workers) - 1} worker deaths")
+
+
+BYSTANDER = (
+    "a message prefetched next to a poison message is dead-lettered as poison without ever "
+    "running: each time the poison kills the worker, every delivery the worker held (started "
+    "or not) comes back with attempts + 1, and the bystander is fetched with the poison again; "
+    "at attempts > max_deliveries WorkerLoop._validate dead-letters it with 'delivered 4 times "
+    "without finishing; its worker died each time'. Same for tasks running next to it on a "
+    "concurrent pool. Fix in worker/loop.py: run a delivery whose attempts == max_deliveries "
+    "(its last chance) alone: release the other unstarted deliveries, wait for running ones, "
+    "fetch nothing until it settles; then a death on a last attempt is its own, and only a "
+    "message that kills a worker while alone reaches max_deliveries + 1"
+)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: " + BYSTANDER)
+@pytest.mark.parametrize("site", transports(only=["sqlite", "redis"]), indirect=True)
+def test_poison_takes_no_bystander_to_dead_letters(site: Site) -> None:
+    poison, _ = run_poison(site, 3)  # default prefetch: the next message is held with it
+    rep = site.ledger.check()
+    assert [d.id for d in site.dead_letters()] == [poison]
+    assert rep.completed == set(keys("b", 3))
+
+
+# -- delayed tasks across a worker kill ----------------------------------------------------
+
+
+@pytest.mark.parametrize("site", transports(), indirect=True)
+def test_delayed_tasks_survive_a_worker_kill_and_never_run_before_their_eta(
+    site: Site, fault_report: FaultReport
+) -> None:
+    n = 40
+    args = ("--pool", "async", "-c", "50", "--lease", str(LEASE))
+    first = site.start_online(*args)
+    names = keys("d", n)
+    now = time.time()
+    etas = [now + 2 + 2 * i / (n - 1) for i in range(n)]  # spread over 2..4 s from now
+    site.submit("faults.awork", names, seconds=0.3, eta=etas)
+    led = site.ledger
+
+    wait_until(lambda: len(led.distinct("done")) >= n // 4, 15, "a quarter done")
+    killed_at = site.kill(first)
+    first.proc.wait(10)
+    site.start_worker(*args)
+    wait_until(lambda: len(led.distinct("done")) == n, 20, "every delayed task done")
+    wait_until(lambda: drained(site), 10, "everything acked")
+    rep = led.check()
+    eta = dict(zip(names, etas, strict=True))
+    early = {e.key: round(eta[e.key] - e.epoch, 3) for e in rep.of("start")
+             if e.epoch < eta[e.key]}
+    pending_at_kill = n - len(rep.started_by(first.pid, before=killed_at))
+    assert early == {}  # no run started before its ETA, on either worker
+    assert rep.lost == set()
+    assert rep.unexpected == set()
+    assert {k for k, runs in rep.runs.items() if runs > 1} <= rep.started_by(first.pid)
+    assert pending_at_kill > 0, "the kill came after every ETA"
+    lateness = max(min(e.epoch for e in rep.of("start", k)) - eta[k] for k in names)
+    fault_report(site, rep, f"{pending_at_kill} not yet started at the kill; none early; "
+                            f"latest start {lateness:.2f}s after its ETA")
