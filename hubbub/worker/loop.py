@@ -203,6 +203,11 @@ class WorkerLoop:
         while not self._stopping.is_set():
             await lane.autoscale_step()
             room = lane.budget
+            if self._unsettled() >= self._capacity():
+                # Finished work cannot be acked (the broker or the result store is down):
+                # fetch nothing more until it is, or the backlog would grow without bound.
+                await _first(asyncio.sleep(0.1), self._stopping.wait())
+                continue
             if room <= 0:
                 lane.room.clear()
                 await _first(lane.room.wait(), self._stopping.wait(),
@@ -221,6 +226,13 @@ class WorkerLoop:
                 await self._admit(deliveries, results, lane)
             elif self.stop_when_idle and await self._idle(transport):
                 self._stopping.set()
+
+    def _unsettled(self) -> int:
+        return sum(len(w.ack) + len(w.dead) for w in (self._writes, self._flushing)
+                   if w is not None)
+
+    def _capacity(self) -> int:
+        return sum(lane.pool.concurrency + (lane.prefetch or 0) for lane in self.lanes)
 
     async def _idle(self, transport: Transport) -> bool:
         if self._held or self._writes:
@@ -443,6 +455,7 @@ class WorkerLoop:
             self._flush_wanted.set()
 
     _closing = False
+    _flushing: _Writes | None = None
     _max_size = 0
 
     async def _flush_forever(self, transport: Transport, results: ResultBackend | None) -> None:
@@ -452,6 +465,7 @@ class WorkerLoop:
             await self._flush_wanted.wait()
             self._flush_wanted.clear()
             writes, self._writes = self._writes, _Writes()
+            self._flushing = writes
             try:
                 await self._flush(writes, transport, results)
                 delay = RETRY_IO[0]
@@ -507,7 +521,12 @@ class WorkerLoop:
                           "and held tasks may run twice. Running: %s. Move blocking code into "
                           "sync tasks (they run in threads) or raise --lease.", late, self.lease,
                           ", ".join(running) or "-")
-            held = [h.delivery for h in self._held.values()]
+            # Finished work whose ack waits for the flusher (e.g. the result store is down)
+            # keeps its lease too, or it would run again elsewhere.
+            held = [h.delivery for h in self._held.values()] + [
+                d for w in (self._writes, self._flushing) if w is not None
+                for d in (*w.ack, *(r.delivery for r in w.dead))
+            ]
             if not held:
                 continue
             try:

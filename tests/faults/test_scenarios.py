@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hubbub.errors import TransportError
+from hubbub.worker.pools import POOLS
 from tests.faults import faultapp
 from tests.faults.conftest import FaultReport, Row, Site, Worker, transports
 from tests.faults.ledger import wait_until
@@ -360,7 +361,6 @@ RERUN_WHILE_UNFLUSHED = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="bug: " + RERUN_WHILE_UNFLUSHED)
 @pytest.mark.parametrize("site", transports(only=["redis"]), indirect=True)
 def test_result_store_outage_longer_than_the_lease_runs_no_task_twice(site: Site) -> None:
     led = site.ledger
@@ -376,3 +376,46 @@ def test_result_store_outage_longer_than_the_lease_runs_no_task_twice(site: Site
     rep = led.check()
     assert rep.lost == set()
     assert max(rep.runs.values()) == 1
+
+
+# -- kill -9 of one prefork child ----------------------------------------------------------
+
+
+@pytest.mark.skipif("prefork" not in POOLS, reason="no prefork pool here")
+@pytest.mark.parametrize("on_crash", ["fail", "retry"])
+@pytest.mark.parametrize("site", transports(), indirect=True)
+def test_kill_9_of_a_prefork_child_ends_its_task_and_the_worker_serves_on(
+    site: Site, fault_report: FaultReport, on_crash: str
+) -> None:
+    worker = site.start_online("--pool", "prefork", "-c", "2", "--lease", str(LEASE))
+    task = "faults.first_slow" if on_crash == "fail" else "faults.first_slow_retry_crash"
+    [victim] = site.submit(task, ["victim"], seconds=60)
+    led = site.ledger
+    wait_until(lambda: led.count("start", "victim") == 1, 20, "victim running in a child")
+    child = led.check().of("start", "victim")[0].pid
+    assert child != worker.pid
+    site.kill(child)  # a child of the worker this test started
+    site.submit("faults.work", keys("n", 20))
+    wait_until(lambda: len(led.distinct("done") - {"victim"}) == 20, 20, "later tasks done")
+    wait_until(lambda: drained(site), 20, "the victim settled")
+    record = site.records([victim])[victim]
+    rep = led.check()
+    assert worker.alive()
+    assert child not in {e.pid for e in rep.of("start") if e.key != "victim"}
+    if on_crash == "fail":
+        assert record.state.name == "FAILURE"
+        assert record.error.type == "TaskCrashed"
+        assert "SIGKILL" in record.error.message
+        assert rep.runs["victim"] == 1
+        assert [d.id for d in site.dead_letters()] == [victim]
+        led.write("dead", "victim")
+        rep = led.check()
+    else:
+        assert record.state.name == "SUCCESS"
+        assert rep.runs["victim"] == 2
+        assert record.retries == 1
+    assert rep.lost == set()
+    assert rep.duplicated == {}
+    fault_report(site, rep, f"on_crash={on_crash}: "
+                            + ("TaskCrashed, dead-lettered" if on_crash == "fail"
+                               else "retried once, then succeeded") + "; worker alive")
