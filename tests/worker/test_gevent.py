@@ -14,11 +14,10 @@ import pytest
 from hubbub import TaskFailed
 from hubbub.testing import drain
 from hubbub.worker.pools import make_pool
+from hubbub.worker.pools.gevent import GeventPool  # importable without gevent; not usable
 from tests.worker.child_app import child_app
 
 pytest.importorskip("gevent")
-
-from hubbub.worker.pools.gevent import GeventPool  # noqa: E402
 
 
 @pytest.fixture
