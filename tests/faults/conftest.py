@@ -115,6 +115,24 @@ class Site:
         os.kill(pid, sig)
         return at
 
+    def finish(self, timeout: float = 30.0) -> None:
+        """Stop every live worker gracefully, then check that nothing is left unacked.
+
+        Stopping first makes the check hold on every transport: RabbitMQ reports no unacked
+        count (``leased`` is only the asking connection's), but a stopped worker's unacked
+        deliveries are back in ``ready``.
+        """
+        live = [w for w in self.workers if w.alive()]
+        for worker in live:
+            worker.proc.send_signal(signal.SIGTERM)
+        for worker in live:
+            assert worker.proc.wait(timeout) == 0, worker.text()[-2000:]
+        wait_until(self.idle, 10, "nothing ready, delayed or leased once the workers stopped")
+
+    def idle(self) -> bool:
+        s = self.stats()
+        return s.ready == 0 and s.delayed == 0 and s.leased == 0
+
     def stop_all(self) -> None:
         for worker in self.workers:
             if worker.alive():
