@@ -119,6 +119,7 @@ class AMQPTransport(Transport):
         self._buffer: list[tuple[str, AbstractIncomingMessage]] = []  # arrived, not handed out
         self._held: dict[int, str] = {}  # delivery tag -> queue, handed out and not settled
         self._prefetch = 0
+        self._fetching = 0  # fetches in progress: they want the broker to push
         self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -223,7 +224,7 @@ class AMQPTransport(Transport):
             await self._ensure()
 
     async def close(self) -> None:
-        if self._alive() and self._consumers:
+        if self._alive() and (self._consumers or self._buffer):
             with contextlib.suppress(*_UNAVAILABLE, HubbubError):
                 for consumer, tag in self._consumers.values():
                     await consumer.cancel(tag)  # first, or what is given back comes back
@@ -363,11 +364,12 @@ class AMQPTransport(Transport):
         names = list(dict.fromkeys(queues))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        with self._guard():
-            await self._ensure()
-            await self._set_prefetch(len(self._held) + limit)
-            await self._subscribe(names)
-            try:
+        self._fetching += 1
+        try:
+            with self._guard():
+                await self._ensure()
+                await self._set_prefetch(len(self._held) + limit)
+                await self._subscribe(names)
                 while True:
                     self._arrived.clear()
                     got = await self._take(names, limit, lease)
@@ -376,9 +378,10 @@ class AMQPTransport(Transport):
                         return got
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), remaining)
-            finally:  # hoard nothing between fetches (at least 1: 0 would mean unlimited)
-                with contextlib.suppress(*_UNAVAILABLE):
-                    await self._set_prefetch(len(self._held) + len(self._buffer))
+        finally:  # hoard nothing between fetches (at least 1: 0 would mean unlimited)
+            self._fetching -= 1
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self._set_prefetch(len(self._held) + len(self._buffer))
 
     async def _take(self, queues: Sequence[str], limit: int, lease: float) -> list[Delivery]:
         now, out = self.clock.time(), list[Delivery]()
@@ -427,12 +430,29 @@ class AMQPTransport(Transport):
         return live if message.delivery_tag in self._held else None
 
     async def _settle(self, deliveries: Sequence[Delivery]) -> None:
-        for d in deliveries:
-            message = self._live(d)
-            if message is not None:
-                self._held.pop(message.delivery_tag or 0, None)
-                with contextlib.suppress(ChannelInvalidStateError):
-                    await message.ack()  # a closed channel: the broker has it back already
+        live = [m for m in map(self._live, deliveries) if m is not None]
+        for message in live:
+            self._held.pop(message.delivery_tag or 0, None)
+        if live and not self._fetching:
+            await self._hold_back()
+        for message in live:
+            with contextlib.suppress(ChannelInvalidStateError):
+                await message.ack()  # a closed channel: the broker has it back already
+
+    async def _hold_back(self) -> None:
+        """Between fetches, keep the room an ack frees from being filled: lower the prefetch
+        to what stays unacked, or with nothing left, cancel the consumers (prefetch 0 would
+        mean unlimited). Else a stopping worker would take back what it just released and
+        sit on it until it exits. The next fetch raises the prefetch and subscribes again."""
+        if self._sub is None or self._sub.is_closed:
+            return
+        keep = len(self._held) + len(self._buffer)
+        if keep:
+            await self._set_prefetch(keep)
+            return
+        consumers, self._consumers = list(self._consumers.values()), {}
+        for consumer, tag in consumers:
+            await consumer.cancel(tag)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         with self._guard():
