@@ -11,7 +11,9 @@ gives low pickup latency without a busy loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,49 +41,94 @@ def sqlite_path(url: str) -> str:
     return path[1:]
 
 
+class _Shared:
+    """One file's connections and the thread they live on, shared within a process.
+
+    The broker, the result store and the schedule store of one process often use one file:
+    sharing the connection means their writes queue on one thread instead of contending for
+    SQLite's write lock (whose busy handler sleeps for milliseconds).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="hubbub-sqlite")
+        self.conn: sqlite3.Connection | None = None
+        self.watch: sqlite3.Connection | None = None
+        self.schemas: set[str] = set()
+        self.users = 0
+
+    def ensure(self, schema: str) -> sqlite3.Connection:
+        """The open connection with ``schema`` applied (on the database thread)."""
+        if self.conn is None:
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise TransportUnavailable(
+                    f"SQLite folder {str(parent)!r} does not exist; create it"
+                )
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn = conn
+            self.watch = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+        if schema not in self.schemas:
+            self.conn.executescript(schema)
+            self.schemas.add(schema)
+        return self.conn
+
+    def shut(self) -> None:
+        for conn in (self.conn, self.watch):
+            if conn is not None:
+                conn.close()
+        self.conn = self.watch = None
+
+
+_SHARED: dict[tuple[str, int], _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class SQLiteFile:
-    """A connection on its own thread, plus a watcher connection for change notices."""
+    """A view of one database file with its own schema, on the process's shared connection."""
 
     def __init__(self, url: str, schema: str) -> None:
         self.path = sqlite_path(url)
         self.schema = schema
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hubbub-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._watch: sqlite3.Connection | None = None
+        self._key = os.path.abspath(self.path)
+        self._shared: _Shared | None = None
+        self._pid = 0
 
-    def _open(self) -> None:
-        parent = Path(self.path).parent
-        if not parent.exists():
-            raise TransportUnavailable(f"SQLite folder {str(parent)!r} does not exist; create it")
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(self.schema)
-        self._conn = conn
-        self._watch = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
+    def _attach(self) -> _Shared:
+        if self._shared is None or self._pid != os.getpid():
+            key = (self._key, os.getpid())
+            with _SHARED_LOCK:
+                shared = _SHARED.get(key)
+                if shared is None:
+                    shared = _SHARED[key] = _Shared(self.path)
+                shared.users += 1
+            self._shared, self._pid = shared, os.getpid()
+        return self._shared
 
     async def open(self) -> None:
-        if self._conn is None:
-            await self.call(lambda _conn: None)
+        await self.call(lambda _conn: None)
 
     async def close(self) -> None:
-        def shut() -> None:
-            for conn in (self._conn, self._watch):
-                if conn is not None:
-                    conn.close()
-            self._conn = self._watch = None
+        shared, self._shared = self._shared, None
+        if shared is None or self._pid != os.getpid():
+            return
+        with _SHARED_LOCK:
+            shared.users -= 1
+            last = shared.users == 0
+            if last:
+                _SHARED.pop((self._key, self._pid), None)
+        if last:
+            await asyncio.get_running_loop().run_in_executor(shared.executor, shared.shut)
+            shared.executor.shutdown(wait=False)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=False)
-
-    def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+    def _guarded(self, shared: _Shared, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
         def run() -> T:
             try:
-                if self._conn is None:
-                    self._open()
-                assert self._conn is not None
-                return fn(self._conn)
+                return fn(shared.ensure(self.schema))
             except sqlite3.OperationalError as exc:
                 raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
             except sqlite3.Error as exc:
@@ -91,7 +138,9 @@ class SQLiteFile:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the database thread (no transaction of its own)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded(fn))
+        shared = self._attach()
+        return await asyncio.get_running_loop().run_in_executor(shared.executor,
+                                                                self._guarded(shared, fn))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` inside one short write transaction."""
@@ -109,8 +158,9 @@ class SQLiteFile:
         return await self.call(tx)
 
     def _data_version(self, _conn: sqlite3.Connection) -> int:
-        assert self._watch is not None
-        row = self._watch.execute("PRAGMA data_version").fetchone()
+        assert self._shared is not None
+        assert self._shared.watch is not None
+        row = self._shared.watch.execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
     async def version(self) -> int:

@@ -9,6 +9,7 @@ lease renewer for all of them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +40,8 @@ class Lane:
     held: int = 0
     running: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
-    free: asyncio.Event = field(default_factory=asyncio.Event)
+    # Runners waiting for a slot, first come first served; a freed slot wakes exactly one.
+    _waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     _grown_at: float = 0.0
     _quiet_since: float | None = None
 
@@ -61,15 +63,31 @@ class Lane:
         return max(0, room)
 
     async def acquire(self) -> None:
-        """Wait for a free slot and take it."""
-        while self.running >= self.pool.concurrency:
-            self.free.clear()
-            await self.free.wait()
-        self.running += 1
+        """Wait for a free slot and take it (in arrival order)."""
+        if self.running < self.pool.concurrency and not self._waiters:
+            self.running += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _hand_out took the slot for us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release_slot()  # handed a slot just as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     def release_slot(self) -> None:
         self.running -= 1
-        self.free.set()
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._waiters and self.running < self.pool.concurrency:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.running += 1
+                waiter.set_result(None)
 
     async def autoscale_step(self) -> None:
         """Grow or shrink the pool by one step, per ``autoscale``; a no-op without it."""
@@ -83,6 +101,7 @@ class Lane:
             if now - self._grown_at >= GROW_EVERY:
                 self._grown_at = now
                 await self.pool.resize(min(high, size + max(1, waiting)))
+                self._hand_out()
                 self.room.set()
             self._quiet_since = None
         elif self.running < size / 2 and size > low:

@@ -156,19 +156,37 @@ class WorkerLoop:
     # -- main ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until ``stop()``/``abort()`` (or idle, with ``stop_when_idle``)."""
+        """Run until ``stop()``/``abort()`` (or idle, with ``stop_when_idle``).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached at start.
+            ConfigurationError: a pool cannot start (e.g. the app cannot be imported).
+        """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._flush_wanted = asyncio.Event()
         transport = self.hub.open_transport()
         results = self.hub.open_results()
+        started: list[Pool] = []
         await transport.connect()
-        self._max_size = self.hub.max_message_size(transport)
-        if results is not None:
-            await results.connect()
-        for lane in self.lanes:
-            await lane.pool.start(self.hub)
-            self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
-                                                         _runner(lane.pool))
+        try:
+            self._max_size = self.hub.max_message_size(transport)
+            if results is not None:
+                await results.connect()
+            for lane in self.lanes:
+                await lane.pool.start(self.hub)
+                started.append(lane.pool)
+                self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
+                                                             _runner(lane.pool))
+            await self._serve(transport, results)
+        finally:
+            for pool in started:
+                await pool.stop()
+            await transport.close()
+            if results is not None:
+                await results.close()
+
+    async def _serve(self, transport: Transport, results: ResultBackend | None) -> None:
+        assert self._flush_wanted is not None
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.pool.concurrency for lane in self.lanes)))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
@@ -188,11 +206,6 @@ class WorkerLoop:
             self._closing = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(flusher, timeout=30)
-            for lane in self.lanes:
-                await lane.pool.stop()
-            await transport.close()
-            if results is not None:
-                await results.close()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
 
