@@ -8,7 +8,9 @@ import click
 
 from hubbub._loader import load_hub
 from hubbub.cli._common import APP_HELP, friendly
+from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
+from hubbub.worker.lane import Lane, parse_lane
 from hubbub.worker.pools import POOLS, make_pool
 
 
@@ -16,7 +18,17 @@ from hubbub.worker.pools import POOLS, make_pool
 @click.option("-A", "--app", required=True, help=APP_HELP)
 @click.option("-Q", "--queues", default=None,
               help="Comma-separated queues to consume (default: the hub's default queue).")
-@click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
+@click.option("--queue", "lanes", multiple=True, metavar="QUEUES=POOL[:N]",
+              help="A lane: these comma-separated queues on their own pool, e.g. "
+                   "cpu=prefork:2 io=async:500 (repeat for several pools in one worker; "
+                   "replaces -Q/--pool/-c).")
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="Grow the pool up to MAX while work waits and every slot is busy; shrink "
+                   "to MIN when idle (prefork and threads).")
+@click.option("--beat", is_flag=True,
+              help="Also run the scheduler for the app's periodic tasks (as `hubbub beat`; "
+                   "any number of beats may run, one leads).")
+@click.option("--pool", type=click.Choice(sorted(POOLS)), default="prefork", show_default=True,
               help="How tasks run: solo (one at a time), threads (blocking I/O), async "
                    "(coroutines; sync tasks in threads), prefork (child processes, one task "
                    "each; CPU-bound or crash-prone code), hybrid (child processes each running "
@@ -46,7 +58,8 @@ from hubbub.worker.pools import POOLS, make_pool
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level.")
 @friendly
-def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
+def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
+           beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
            lease: float | None, name: str | None, loglevel: str) -> None:
@@ -58,10 +71,35 @@ def worker(app: str, queues: str | None, pool: str, concurrency: int | None,
     logging.basicConfig(level=loglevel.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     hub = load_hub(app)
-    chosen = make_pool(pool, concurrency, coroutines=coroutines,
-                       max_tasks_per_child=max_tasks_per_child,
-                       max_memory_per_child=max_memory_per_child)
-    loop = WorkerLoop(hub, queues=queues.split(",") if queues else None,
-                      pool=chosen, prefetch=prefetch, grace=grace,
-                      name=name, lease=lease)
-    run_worker(loop)
+    ctx = click.get_current_context()
+    given = {p for p in ("queues", "pool", "concurrency", "autoscale")
+             if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
+    if lanes and given:
+        raise click.UsageError(f"--queue lanes replace {', '.join('--' + g for g in sorted(given))}"
+                               "; give each lane its pool: --queue QUEUES=POOL[:N]")
+    options = {"coroutines": coroutines, "max_tasks_per_child": max_tasks_per_child,
+               "max_memory_per_child": max_memory_per_child}
+    if lanes:
+        chosen = [parse_lane(spec, **options) for spec in lanes]
+    else:
+        bounds = _autoscale(autoscale, pool)
+        size = bounds[0] if bounds else concurrency
+        chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
+                       make_pool(pool, size, **options), prefetch, autoscale=bounds)]
+    loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease)
+    run_worker(loop, [Beat(hub)] if beat else [])
+
+
+def _autoscale(spec: str | None, pool: str) -> tuple[int, int] | None:
+    """(min, max) from ``MAX,MIN``."""
+    if spec is None:
+        return None
+    if pool not in {"prefork", "threads"}:
+        raise click.UsageError("--autoscale applies to the prefork and threads pools")
+    try:
+        high, low = (int(part) for part in spec.split(","))
+    except ValueError:
+        raise click.BadParameter("write --autoscale MAX,MIN, e.g. 8,2") from None
+    if not 1 <= low <= high:
+        raise click.BadParameter(f"--autoscale needs 1 <= MIN <= MAX, got {spec}")
+    return low, high

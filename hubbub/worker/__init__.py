@@ -6,19 +6,31 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Sequence
+from typing import Protocol
 
 from hubbub.worker.loop import WorkerLoop
 
-__all__ = ["WorkerLoop", "run_worker"]
+__all__ = ["Companion", "WorkerLoop", "run_worker"]
 
 log = logging.getLogger("hubbub.worker")
+COMPANION_STOP = 10.0  # seconds companions get to stop after the worker did
 
 
-def run_worker(worker: WorkerLoop) -> None:
-    """Run ``worker`` in this thread until SIGTERM/SIGINT.
+class Companion(Protocol):
+    """Something that runs beside a worker on its loop, e.g. an embedded beat."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = ()) -> None:
+    """Run ``worker`` (and ``companions`` beside it) in this thread until SIGTERM/SIGINT.
 
     The first signal stops gracefully (release unstarted work, wait up to ``grace`` for
-    running tasks); a second one releases running work too and exits.
+    running tasks); a second one releases running work too and exits. Companions are told
+    to stop when the worker stops.
     """
 
     async def main() -> None:
@@ -38,9 +50,14 @@ def run_worker(worker: WorkerLoop) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        beside = [asyncio.create_task(c.run()) for c in companions]
         try:
             await worker.run()
         finally:
+            for companion in companions:
+                companion.stop()
+            if beside:
+                await asyncio.wait(beside, timeout=COMPANION_STOP)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 

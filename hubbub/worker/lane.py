@@ -12,9 +12,10 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from hubbub.errors import ConfigurationError
-from hubbub.worker.pools import make_pool
+from hubbub.worker.pools import accepts, make_pool
 from hubbub.worker.pools.base import Pool
 
 GROW_EVERY = 1.0  # seconds between two autoscale steps up
@@ -114,7 +115,7 @@ class Lane:
             self._quiet_since = None
 
 
-def parse_lane(spec: str) -> Lane:
+def parse_lane(spec: str, **options: Any) -> Lane:
     """A lane from ``queues=pool[:concurrency]``, e.g. ``cpu=prefork:2`` or ``a,b=threads``.
 
     Raises:
@@ -131,4 +132,7 @@ def parse_lane(spec: str) -> Lane:
     except ValueError:
         raise ConfigurationError(f"--queue {spec!r}: {count!r} is not a whole number") from None
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    return Lane(names, make_pool(kind.strip(), concurrency))
+    kind = kind.strip()
+    # Options that only some pools take (e.g. --coroutines) go to the lanes that take them.
+    usable = {k: v for k, v in options.items() if v is not None and accepts(kind, k)}
+    return Lane(names, make_pool(kind, concurrency, **usable))

@@ -230,6 +230,8 @@ class WorkerLoop:
                 deliveries = await transport.fetch(lane.queues, limit=room, lease=self.lease,
                                                    wait=FETCH_WAIT)
                 delay = RETRY_IO[0]
+                if not deliveries and self.stop_when_idle and await self._idle(transport):
+                    self._stopping.set()
             except TransportError as exc:
                 log.warning("fetch failed (%s); retrying in %.1fs", redact(str(exc)), delay)
                 await _first(asyncio.sleep(delay), self._stopping.wait())
@@ -237,8 +239,6 @@ class WorkerLoop:
                 continue
             if deliveries:
                 await self._admit(deliveries, results, lane)
-            elif self.stop_when_idle and await self._idle(transport):
-                self._stopping.set()
 
     def _unsettled(self) -> int:
         return sum(len(w.ack) + len(w.dead) for w in (self._writes, self._flushing)

@@ -51,9 +51,12 @@ class Cli:
                               env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def start_worker(self, *args: str) -> subprocess.Popen[str]:
+        return self.start_worker_app("app:hub", *args)
+
+    def start_worker_app(self, app: str, *args: str) -> subprocess.Popen[str]:
         with open(self.folder / f"worker-{len(self.procs)}.log", "w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hubbub", "worker", "-A", "app:hub", *args],
+                [sys.executable, "-m", "hubbub", "worker", "-A", app, *args],
                 cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
             )
         self.procs.append(proc)

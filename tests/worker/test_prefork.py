@@ -151,3 +151,21 @@ def test_make_pool_passes_child_options_and_refuses_them_elsewhere() -> None:
         make_pool("threads", max_tasks_per_child=5)
     with pytest.raises(ConfigurationError, match="at least 1"):
         make_pool("prefork", 2, max_tasks_per_child=0)
+
+
+async def test_resize_starts_and_stops_children_for_autoscale(app: ModuleType) -> None:
+    pool = PreforkPool(1)
+    await pool.start(app.hub)
+    try:
+        first = pool.children.pids
+        await pool.resize(3)
+        assert pool.concurrency == 3
+        assert len(pool.children.pids) == 3
+        assert set(first) <= set(pool.children.pids)
+        await pool.resize(1)
+        assert len(pool.children.pids) == 1
+        outcome = await pool.run(job(app, "double", 4))
+        assert isinstance(outcome, Succeeded)
+        assert outcome.value == 8
+    finally:
+        await pool.stop()

@@ -20,6 +20,23 @@ POOLS: dict[str, tuple[str, str, int | None]] = {
 }
 
 
+def _pool_class(kind: str) -> type[Pool]:
+    if kind not in POOLS:
+        raise ConfigurationError(f"unknown pool {kind!r}; choose one of: {', '.join(POOLS)}")
+    module, name, _ = POOLS[kind]
+    cls: type[Pool] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def accepts(kind: str, option: str) -> bool:
+    """Whether the ``kind`` pool takes the keyword ``option`` (e.g. ``coroutines``).
+
+    Raises:
+        ConfigurationError: unknown kind.
+    """
+    return option in inspect.signature(_pool_class(kind)).parameters
+
+
 def make_pool(kind: str, concurrency: int | None = None, **options: Any) -> Pool:
     """A pool of ``kind`` with ``concurrency`` (the pool's default when None).
 
@@ -33,21 +50,19 @@ def make_pool(kind: str, concurrency: int | None = None, **options: Any) -> Pool
         ConfigurationError: unknown kind, an option the pool does not take, a bad value,
             or a missing extra (gevent).
     """
-    if kind not in POOLS:
-        raise ConfigurationError(f"unknown pool {kind!r}; choose one of: {', '.join(POOLS)}")
-    module, name, default = POOLS[kind]
-    cls = getattr(importlib.import_module(module), name)
+    cls = _pool_class(kind)
+    default = POOLS[kind][2]
     given = {key: value for key, value in options.items() if value is not None}
-    accepted = inspect.signature(cls).parameters
     for key in given:
-        if key not in accepted:
-            users = [k for k, (m, n, _) in POOLS.items()
-                     if key in inspect.signature(getattr(importlib.import_module(m), n)).parameters]
+        if not accepts(kind, key):
+            users = [k for k in POOLS if accepts(k, key)]
             flag = "--" + key.replace("_", "-")
             raise ConfigurationError(f"{flag} does not apply to the {kind} pool; it applies to: "
                                      f"{', '.join(users) or 'none'}")
     try:
-        pool: Pool = cls(concurrency if concurrency is not None else default, **given)
+        size = concurrency if concurrency is not None else default
+        # A pool whose default is None (process pools) picks its own: the CPU count.
+        pool: Pool = cls(size, **given) if size is not None else cls(**given)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     return pool

@@ -386,6 +386,29 @@ class Children:
             return Failed(error, 0.0)
         return await future
 
+    async def resize(self, processes: int) -> None:
+        """Grow to or shrink to ``processes`` serving children (autoscale).
+
+        Growing starts the missing children and waits for them; shrinking stops idle
+        children (a busy one is left to finish and is stopped after its task).
+        """
+        self.processes = processes
+        missing = processes - len(self._active)
+        if missing > 0:
+            started = await asyncio.gather(*(self._start_child() for _ in range(missing)),
+                                           return_exceptions=True)
+            for child in started:
+                if isinstance(child, Child):
+                    self._active.append(child)
+                else:
+                    log.error("could not start a %s child while growing: %s", self.kind, child)
+            self._wake.set()
+        for child in sorted(self._active, key=lambda c: len(c.pending))[processes:]:
+            child.retiring = True  # no replacement: the pool is smaller now
+            self._active.remove(child)
+            if not child.pending:
+                child.send_stop()
+
     async def stop(self) -> None:
         """Stop every child, in at most about ``STOP_GRACE`` seconds."""
         self._stopping = True
@@ -424,7 +447,7 @@ class Children:
 
     def _on_done(self, child: Child, outcome: Outcome) -> None:
         self._wake.set()
-        if not child.retiring:
+        if not child.retiring and child in self._active:
             why = self._recycle_reason(child, outcome)
             if why is None:
                 return

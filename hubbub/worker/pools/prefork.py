@@ -88,5 +88,10 @@ class PreforkPool(Pool):
     async def run(self, job: Job) -> Outcome:
         return await self.children.run(job)
 
+    async def resize(self, concurrency: int) -> None:
+        """Start or stop children to run ``concurrency`` tasks at once (autoscale)."""
+        await super().resize(concurrency)
+        await self.children.resize(concurrency)
+
     async def stop(self) -> None:
         await self.children.stop()
