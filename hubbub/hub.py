@@ -7,7 +7,7 @@ import difflib
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
@@ -206,14 +206,14 @@ class Hub:
         trigger = make_trigger(cron=cron, every=every, tz=tz)
         make_entry("?", trigger, missed=missed)  # fail before anything is registered
 
-        def register(fn: Callable[P, R]) -> Task[P, R]:
-            task: Task[P, R] = self.task(**options)(fn)
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task: Task[Any, Any] = self.task(**options)(fn)
             entry = make_entry(task.name, trigger, args=tuple(args), kwargs=kwargs,
                                missed=missed)
             add_entry(self.schedules, entry)
             return task
 
-        return register
+        return cast("_TaskDecorator", register)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -333,6 +333,10 @@ class Hub:
 
 
 class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
