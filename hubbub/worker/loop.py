@@ -135,6 +135,9 @@ class WorkerLoop:
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._dispatchers: dict[int, DispatchNext] = {}
         self._started_lately: set[str] = set()  # task names started since the last renewal
+        self._alone: _Held | None = None  # a last-chance delivery running by itself
+        self._transport: Transport | None = None
+        self._floor = asyncio.Event()  # set whenever a held delivery leaves
 
     # -- control ---------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class WorkerLoop:
         results = self.hub.open_results()
         started: list[Pool] = []
         await transport.connect()
+        self._transport = transport
         try:
             self._max_size = self.hub.max_message_size(transport)
             if results is not None:
@@ -215,7 +219,7 @@ class WorkerLoop:
         delay = RETRY_IO[0]
         while not self._stopping.is_set():
             await lane.autoscale_step()
-            room = lane.budget
+            room = lane.budget if self._alone is None else 0
             if self._unsettled() >= self._capacity():
                 # Finished work cannot be acked (the broker or the result store is down):
                 # fetch nothing more until it is, or the backlog would grow without bound.
@@ -376,6 +380,9 @@ class WorkerLoop:
         try:
             if self._stopping.is_set():
                 return  # _wind_down releases it
+            attempts = held.delivery.attempts
+            if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
+                await self._clear_the_floor(held)
             held.started_at = time.time()
             self._started_lately.add(held.envelope.task)
             self._record(held, State.STARTED)
@@ -393,8 +400,44 @@ class WorkerLoop:
                 outcome = Crashed(f"{type(exc).__name__}: {exc}", 0.0)
         finally:
             lane.release_slot()
+            if self._alone is held:
+                self._alone = None
+                for other in self.lanes:
+                    other.room.set()
         if id(held) in self._held:
             self._settle(held, outcome)
+
+    async def _clear_the_floor(self, held: _Held) -> None:
+        """Run a message on its last delivery alone, so that a crash is surely its own.
+
+        A message that killed its worker before comes back with one more attempt, and so does
+        everything that worker held beside it. Before the last attempt this worker gives its
+        unstarted deliveries back (uncounted), lets running tasks finish and fetches nothing,
+        so a death now counts against this message only.
+        """
+        while self._alone is not None and self._alone is not held:
+            await self._floor_changed()
+        self._alone = held
+        log.warning("message %s (task %s) was delivered %d times without finishing; running it "
+                    "alone", held.envelope.id, held.envelope.task, held.delivery.attempts)
+        others = [h for h in self._held.values() if h is not held and h.started_at is None]
+        for other in others:
+            self._forget(other)
+            if other.runner is not None:
+                other.runner.cancel()
+        if others:
+            # Given back now, not by the flusher later: this task may kill the worker at once.
+            assert self._transport is not None
+            try:
+                await self._transport.release([h.delivery for h in others])
+            except HubbubError:
+                self._queue_release([h.delivery for h in others])
+        while any(h is not held and h.started_at is not None for h in self._held.values()):
+            await self._floor_changed()
+
+    async def _floor_changed(self) -> None:
+        self._floor.clear()
+        await self._floor.wait()
 
 
     def _settle(self, held: _Held, outcome: Outcome) -> None:
@@ -437,6 +480,7 @@ class WorkerLoop:
         if self._held.pop(id(held), None) is not None:
             held.lane.held -= 1
             held.lane.room.set()
+            self._floor.set()
 
     def _record(self, held: _Held, state: State, *, value: Any = None,
                 error: ErrorInfo | None = None) -> None:
