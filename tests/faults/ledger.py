@@ -98,6 +98,11 @@ class Report:
         done = {e.key for e in self.entries if e.event == "done" and e.mono <= mono}
         return started - done
 
+    def unfinished_by(self, pid: int) -> set[str]:
+        """Keys process ``pid`` started and did not finish (all it had running when it died)."""
+        return ({e.key for e in self.entries if e.event == "start" and e.pid == pid}
+                - {e.key for e in self.entries if e.event == "done" and e.pid == pid})
+
     def started_by(self, pid: int, before: float | None = None) -> set[str]:
         return {e.key for e in self.entries if e.event == "start" and e.pid == pid
                 and (before is None or e.mono <= before)}
