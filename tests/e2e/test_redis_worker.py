@@ -81,7 +81,9 @@ def test_a_worker_killed_mid_task_on_redis_loses_nothing(cli: Cli, app: Hub, tmp
     pid_file = Path(marker + ".pid")
     result = app.tasks["app.slow"].delay(marker, 1.0)
     first = cli.start_worker("--lease", "1", "--pool", "threads")
-    wait_for(lambda: pid_file.exists(), what="task started in the first worker")
+    # Non-empty, not just there: the task creates the file, then writes its pid into it.
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "",
+             what="task started in the first worker")
     assert pid_file.read_text() == str(first.pid)
     second = cli.procs[start_online(cli, "--lease", "1", "--pool", "threads")]
     pid_file.unlink()
