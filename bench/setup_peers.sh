@@ -7,5 +7,5 @@ if [ ! -x .venv-peers/bin/python ]; then
     python3 -m venv .venv-peers
 fi
 .venv-peers/bin/pip install --quiet --disable-pip-version-check \
-    'huey==2.5.*' 'celery[redis]==5.4.*' 'dramatiq[redis]==1.17.*' 'redis>=5'
+    'huey==2.5.*' 'celery[redis]==5.4.*' 'kombu==5.4.*' 'dramatiq[redis]==1.17.*' 'redis>=5,<6' packaging
 echo "peers installed in bench/.venv-peers"

@@ -24,7 +24,7 @@ def noop() -> None:
 
 def main() -> None:
     # Enqueue through the module the consumer imports, so task names match.
-    from huey_sqlite import huey, noop  # noqa: PLC0415
+    from huey_sqlite import huey, noop
 
     mode, n = sys.argv[1], int(sys.argv[2])
     if mode == "enqueue":

@@ -138,6 +138,7 @@ class WorkerLoop:
         self._alone: _Held | None = None  # a last-chance delivery running by itself
         self._transport: Transport | None = None
         self._floor = asyncio.Event()  # set whenever a held delivery leaves
+        self._flushed = asyncio.Event()  # set after each flush that went through
 
     # -- control ---------------------------------------------------------------------------
 
@@ -221,9 +222,11 @@ class WorkerLoop:
             await lane.autoscale_step()
             room = lane.budget if self._alone is None else 0
             if self._unsettled() >= self._capacity():
-                # Finished work cannot be acked (the broker or the result store is down):
-                # fetch nothing more until it is, or the backlog would grow without bound.
-                await _first(asyncio.sleep(0.1), self._stopping.wait())
+                # Finished work is not acked yet (a slow flush, or the broker or the result
+                # store is down): fetch nothing more until a flush goes through, or the
+                # backlog would grow without bound.
+                self._flushed.clear()
+                await _first(self._flushed.wait(), self._stopping.wait(), asyncio.sleep(1.0))
                 continue
             if room <= 0:
                 lane.room.clear()
@@ -526,6 +529,7 @@ class WorkerLoop:
             try:
                 await self._flush(writes, transport, results)
                 delay = RETRY_IO[0]
+                self._flushed.set()
             except HubbubError as exc:
                 log.warning("writing to the broker failed (%s); retrying in %.1fs",
                             redact(str(exc)), delay)
