@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import extra_brokers
 from rich.console import Console
 from rich.table import Table
 
@@ -348,7 +349,11 @@ def main() -> None:
     n, runs = args.tasks, args.runs
     load_at_start = os.getloadavg()
     rows: list[Row] = []
-    for broker in args.brokers.split(","):
+    brokers = args.brokers.split(",")
+    if {"amqp", "beanstalk"} & set(brokers):
+        # RabbitMQ and Beanstalkd rows (Celery on RabbitMQ as the peer): bench/extra_brokers.py
+        rows += [row for row in extra_brokers.rows(runs, n) if row[0] in brokers]
+    for broker in (b for b in brokers if b not in {"amqp", "beanstalk"}):
         scratch = Scratch(broker, args.redis_url)
         if broker == "redis":
             rows += redis_rows(scratch, n, runs)
