@@ -201,13 +201,13 @@ def test_publish_to_an_unreachable_broker_raises_within_bounded_time(
 # -- poison: a task that kills its worker every time ---------------------------------------
 
 
-def run_poison(site: Site, limit: int, *args: str, lease: float = 0.5
+def run_poison(site: Site, limit: int, *args: str, lease: float = 0.5, bystanders: int = 3
                ) -> tuple[str, list[Worker]]:
     """Submit the poison then 3 bystanders; restart the worker each time the poison kills it,
     as a supervisor would, until the queue is drained. Returns the poison's id and the workers."""
     env = {"HUBBUB_MAX_DELIVERIES": str(limit)}
     [poison] = site.submit("faults.suicide", ["poison"])
-    site.submit("faults.work", keys("b", 3))
+    site.submit("faults.work", keys("b", bystanders))
     args = ("--pool", "solo", "--lease", str(lease), *args)
     workers = [site.start_worker(*args, env=env)]
 
@@ -244,21 +244,21 @@ def test_poison_task_runs_at_most_max_deliveries_times_then_is_dead_lettered(
                             f"then dead-lettered; {len(workers) - 1} worker deaths")
 
 
-BYSTANDER = (
-    "a message prefetched next to a poison message is dead-lettered as poison without ever "
-    "running: each time the poison kills the worker, every delivery the worker held (started "
-    "or not) comes back with attempts + 1, and the bystander is fetched with the poison again; "
-    "at attempts > max_deliveries WorkerLoop._validate dead-letters it with 'delivered 4 times "
-    "without finishing; its worker died each time'. Same for tasks running next to it on a "
-    "concurrent pool. Fix in worker/loop.py: run a delivery whose attempts == max_deliveries "
-    "(its last chance) alone: release the other unstarted deliveries, wait for running ones, "
-    "fetch nothing until it settles; then a death on a last attempt is its own, and only a "
-    "message that kills a worker while alone reaches max_deliveries + 1"
+AMQP_BYSTANDER = (
+    "AMQP, racy (about half the runs, hence not strict): a message prefetched next to a "
+    "poison message is still dead-lettered as poison without having run. The worker runs "
+    "the poison's last delivery alone (WorkerLoop._clear_the_floor gives back the "
+    "deliveries it was handed), but messages RabbitMQ already pushed into the transport's "
+    "_buffer stay there: AmqpTransport._hold_back keeps the prefetch at held + buffered. "
+    "When the poison kills the worker, RabbitMQ redelivers them with redelivered=True and "
+    "_take counts an attempt for each; the third time that makes 4 > max_deliveries. Fix in "
+    "transports/amqp.py: between fetches give the buffer back uncounted (_give_back, as "
+    "close() does) and keep the prefetch at len(_held), or cancel the consumers"
 )
 
 
-@pytest.mark.xfail(strict=True, reason="bug: " + BYSTANDER)
-@pytest.mark.parametrize("site", transports(slow=["redis", "amqp", "beanstalk"]), indirect=True)
+@pytest.mark.parametrize("site", transports(slow=["redis", "amqp", "beanstalk"],
+                                           racy_bugs={"amqp": AMQP_BYSTANDER}), indirect=True)
 def test_poison_takes_no_bystander_to_dead_letters(site: Site) -> None:
     # Default prefetch: the next message is held with it. A lease longer than a worker's
     # start: the new worker finds both leased, and both come back to it together.
