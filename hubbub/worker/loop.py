@@ -531,7 +531,7 @@ class WorkerLoop:
                 delay = RETRY_IO[0]
                 self._flushed.set()
             except HubbubError as exc:
-                log.warning("writing to the broker failed (%s); retrying in %.1fs",
+                log.warning("writing results, retries or acks failed (%s); retrying in %.1fs",
                             redact(str(exc)), delay)
                 self._writes = _merge(writes, self._writes)
                 if self._closing and delay >= RETRY_IO[1]:
