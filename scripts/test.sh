@@ -25,4 +25,8 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server
     for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 0.2; done
 fi
 
+# Style and types first (STYLE.md's tooling), so that pytest's summary is the last word.
+python3 -m ruff check hubbub tests bench
+python3 -m mypy --strict hubbub
+
 python3 -m pytest "$@"
