@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from hubbub.results import ErrorInfo, ResultBackend, ResultRecord, State, open_results
-from tests.conftest import Broker
+from tests import brokers
 
 
-@pytest.fixture
-async def results(broker: Broker) -> AsyncIterator[ResultBackend]:
-    if broker.results_url is None:
-        pytest.skip(f"{broker.name} keeps no results; pair it with another backend")
-    backend = open_results(broker.results_url)
+def _keeps_results(name: str) -> bool:
+    module = brokers.available(name)
+    return module is not None and module.results_url(Path("/nonexistent"), "probe") is not None
+
+
+@pytest.fixture(params=[pytest.param(n, id=n) for n in brokers.NAMES if _keeps_results(n)])
+async def results(request: pytest.FixtureRequest, tmp_path: Path
+                  ) -> AsyncIterator[ResultBackend]:
+    """A result backend on each broker that keeps results (RabbitMQ and Beanstalkd do not)."""
+    module = brokers.load(request.param)
+    brokers.require(module)
+    run_id = "r" + uuid.uuid4().hex[:10]
+    url = module.results_url(tmp_path, run_id)
+    backend = open_results(url)
     await backend.connect()
     try:
         yield backend
     finally:
         await backend.close()
+        await module.cleanup(module.make_url(tmp_path, run_id))
 
 
 async def test_missing_record_is_absent(results: ResultBackend) -> None:
