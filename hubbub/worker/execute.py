@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.codecs import json_dumps
@@ -62,20 +63,49 @@ def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
     return Succeeded(value, duration)
 
 
-def run_sync(task: Task[Any, Any], job: Job) -> Outcome:
+@dataclass
+class _InThread:
+    """Where a job runs in a thread, so that its time limits can reach it."""
+
+    thread: int | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # an ``async def`` job's private loop
+    task: asyncio.Task[Any] | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def interrupt(self, exc_type: type[BaseException]) -> None:
+        """Stop the job: cancel a coroutine (even mid-``select``), else raise in the thread."""
+        if self.finished.is_set():
+            return
+        if self.loop is not None and self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel, exc_type.__name__)
+        elif self.thread is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread),
+                                                       ctypes.py_object(exc_type))
+
+
+def run_sync(task: Task[Any, Any], job: Job, where: _InThread | None = None) -> Outcome:
     """Run a job to completion in the calling thread (``async def`` gets its own loop)."""
     token = enter(context_of(job))
     started = time.monotonic()
     try:
         if task.is_async:
-            value = asyncio.run(task.fn(*job.args, **job.kwargs))
+            value = asyncio.run(_on_private_loop(task, job, where))
         else:
             value = task.fn(*job.args, **job.kwargs)
+    except asyncio.CancelledError:  # only our time limits cancel a job's private loop
+        error = SoftTimeLimitExceeded("cancelled at its time limit")
+        return failure(task, error, time.monotonic() - started)
     except (Exception, SystemExit) as exc:
         return failure(task, exc, time.monotonic() - started)
     finally:
         leave(token)
     return success(task, value, time.monotonic() - started)
+
+
+async def _on_private_loop(task: Task[Any, Any], job: Job, where: _InThread | None) -> Any:
+    if where is not None:
+        where.loop, where.task = asyncio.get_running_loop(), asyncio.current_task()
+    return await task.fn(*job.args, **job.kwargs)
 
 
 def limits(job: Job) -> tuple[float | None, float | None]:
@@ -125,23 +155,17 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     return success(task, inner.result(), duration)
 
 
-def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                               ctypes.py_object(exc_type))
-
-
 async def in_thread(executor: Executor, task: Task[Any, Any], job: Job) -> Outcome:
     """Run a job in ``executor``'s threads, enforcing time limits as well as threads allow."""
     loop = asyncio.get_running_loop()
-    running: dict[str, int] = {}
-    finished = threading.Event()
+    where = _InThread()
 
     def call() -> Outcome:
-        running["thread"] = threading.get_ident()
+        where.thread = threading.get_ident()
         try:
-            return run_sync(task, job)
+            return run_sync(task, job, where)
         finally:
-            finished.set()
+            where.finished.set()
 
     future = asyncio.wrap_future(executor.submit(call), loop=loop)
     soft, hard = limits(job)
@@ -151,13 +175,11 @@ async def in_thread(executor: Executor, task: Task[Any, Any], job: Job) -> Outco
     first = soft if soft is not None else hard
     done, _ = await asyncio.wait({future}, timeout=first)
     if not done and soft is not None:
-        if "thread" in running and not finished.is_set():
-            _raise_in_thread(running["thread"], SoftTimeLimitExceeded)
+        where.interrupt(SoftTimeLimitExceeded)
         rest = None if hard is None else max(0.0, hard - soft)
         done, _ = await asyncio.wait({future}, timeout=rest)
     if done:
         return future.result()
-    if "thread" in running and not finished.is_set():
-        _raise_in_thread(running["thread"], TaskTimedOut)
+    where.interrupt(TaskTimedOut)
     assert hard is not None
     return TimedOut(hard, time.monotonic() - started)

@@ -397,3 +397,20 @@ def test_a_signing_worker_dead_letters_unsigned_messages_and_runs_signed_ones(
     finally:
         signed.close()
         unsigned.close()
+
+
+def test_an_async_task_in_a_thread_is_cancelled_at_its_hard_limit(hub: Hub) -> None:
+    ended = threading.Event()
+
+    @hub.task(timeout=0.3)
+    async def sleeper() -> None:
+        try:
+            await asyncio.sleep(60)  # inside select(): an exception raised in the thread
+        finally:  # could not reach it, a cancellation does
+            ended.set()
+
+    result = sleeper.delay()
+    drain(hub, pool=make_pool("threads", 1))
+    with pytest.raises(TaskFailed, match="TaskTimedOut"):
+        result.get(timeout=5)
+    assert ended.wait(5), "the task's thread was left sleeping"
