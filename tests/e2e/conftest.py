@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from hubbub import Hub
+from hubbub._loader import load_hub
+from tests import brokers
 
 APP = textwrap.dedent('''
     import asyncio, os, time
@@ -91,3 +97,59 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def broker_url(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Points ``cli`` and this process at a fresh namespace on the shared server of the broker
+    named by indirect parametrization (``tests.brokers``); results go to an SQLite file when
+    the broker keeps none. Kills the test's workers, then deletes the namespace, even on
+    failure."""
+    broker = brokers.load(request.param)
+    brokers.require(broker)
+    run_id = "e2e" + uuid.uuid4().hex[:10]
+    url = broker.make_url(tmp_path, run_id)
+    cli.url = url
+    cli.env["HUBBUB_BROKER"] = url
+    monkeypatch.setenv("HUBBUB_BROKER", url)
+    if broker.results_url(tmp_path, run_id) is None:
+        results = f"sqlite:///{tmp_path / 'results.db'}"
+        cli.env["HUBBUB_RESULTS"] = results
+        monkeypatch.setenv("HUBBUB_RESULTS", results)
+    try:
+        yield url
+    finally:
+        cli.stop_all()  # before deleting the namespace, so no worker creates it again
+        asyncio.run(broker.cleanup(url))
+
+
+def open_app() -> Iterator[Hub]:
+    """Loads the scratch ``app:hub`` afresh and closes it after; ``yield from`` in a fixture."""
+    sys.modules.pop("app", None)
+    hub = load_hub("app:hub")
+    try:
+        yield hub
+    finally:
+        hub.close()
+        sys.modules.pop("app", None)
+
+
+EMPTY = {"ready": 0, "leased": 0, "delayed": 0, "dead": 0}
+
+
+def queue_stats(hub: Hub) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        client = await hub.client()
+        [s] = await client.transport.stats(["default"])
+        return {"ready": s.ready, "leased": s.leased, "delayed": s.delayed, "dead": s.dead}
+
+    return hub.bridge.run(read())
+
+
+def start_online(cli: Cli, *args: str) -> subprocess.Popen[str]:
+    """Start a worker and wait until it says it is online."""
+    proc = cli.start_worker(*args)
+    index = len(cli.procs) - 1
+    wait_for(lambda: " online: broker " in cli.log(index), what=f"worker {index} online")
+    return proc
