@@ -2,16 +2,17 @@
 publish confirmed is lost.
 
 RabbitMQ is the shared server, never restarted: the transports reach it through a proxy the
-test owns (``tests.faults.proxy``), and the outage is ``cut()`` then ``restore()``. Beanstalkd
-is a server the test starts on a free port with a binlog, SIGKILLs and starts again on the same
-port. Every wait polls the ledger, a log or a process with a deadline; every process the test
-started is killed in teardown, even when it fails.
+test owns (``tests.faults.proxy``), and the outage is ``cut()`` then ``restore()``. Redis and
+Beanstalkd are servers the test starts on a free port with an append-only file / a binlog,
+SIGKILLs and starts again on the same port. Every wait polls the ledger, a log or a process
+with a deadline; every process the test started is killed in teardown, even when it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from hubbub import Hub, State
 from hubbub.errors import TransportError, TransportUnavailable
 from hubbub.transports import Outgoing, open_transport
 from tests import brokers
-from tests.brokers.beanstalk import OwnServer
+from tests.brokers.beanstalk import OwnServer, free_port
 from tests.faults.proxy import Proxy
 
 APP = textwrap.dedent('''
@@ -109,12 +110,67 @@ class OwnBeanstalkd(Outage):
             self.server.start()  # same port, same binlog: its jobs are back
 
 
-@pytest.fixture(params=["amqp", "beanstalk"])
+class OwnRedis(Outage):
+    """A redis-server this test starts on a free port, with an append-only file fsynced on
+    every write, so that whatever Redis confirmed survives a SIGKILL and a restart."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed (CI=true: must not skip)")
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
+                    str(folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.url = f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: brokers.reachable("127.0.0.1", self.port, timeout=0.2), 10,
+                 "redis-server listening")
+
+    def cut(self) -> None:
+        self.kill()  # SIGKILL: no goodbye to any client
+
+    def stall(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)  # the server this test started
+        self.stopped = True
+
+    def restore(self) -> None:
+        if self.stopped:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+            self.stopped = False
+        else:
+            self.start()  # same port, same append-only file: what it confirmed is back
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@pytest.fixture(params=["redis", "amqp", "beanstalk"])
 def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
     module = brokers.load(request.param)
     brokers.require(module)  # skips locally, fails under CI=true
     prefix = "out" + uuid.uuid4().hex[:10]
-    if request.param == "amqp":
+    if request.param == "redis":
+        data = tmp_path / "redis-data"
+        data.mkdir()
+        own = OwnRedis(data, prefix)
+        try:
+            own.start()
+            yield own
+        finally:
+            own.kill()  # SIGKILL ends it even when stopped
+    elif request.param == "amqp":
         direct = module.make_url(tmp_path, prefix)
         with Proxy(module.server()) as proxy:
             try:
@@ -190,6 +246,10 @@ def site(outage: Outage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     results = f"sqlite:///{tmp_path / 'results.db'}"  # neither broker keeps results
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
     env.update(HUBBUB_BROKER=outage.url, HUBBUB_RESULTS=results, PYTHONUNBUFFERED="1")
+    if isinstance(outage, OwnRedis):
+        # Redis keeps a lease by deadline, not by connection: what a worker had fetched when
+        # the server died comes back when that lease runs out.
+        env["HUBBUB_LEASE"] = "2"
     for name in [k for k in os.environ if k.startswith("HUBBUB_")]:
         monkeypatch.delenv(name)
     s = Site(tmp_path, env, Hub(outage.url, results=results))
@@ -283,13 +343,15 @@ async def test_a_publish_to_a_broker_that_stops_answering_fails_within_its_timeo
     def out(body: str) -> Outgoing:
         return Outgoing("q", body.encode(), body)
 
-    t = open_transport(outage.url + "&publish_timeout=1")
+    # Redis bounds every command by its socket timeout; the others have publish_timeout.
+    redis = isinstance(outage, OwnRedis)
+    t = open_transport(outage.url + ("&socket_timeout=1" if redis else "&publish_timeout=1"))
     try:
         await t.connect()
         await t.publish([out("before")])
         outage.stall()
         started = time.monotonic()
-        with pytest.raises(TransportUnavailable, match="within 1s"):
+        with pytest.raises(TransportUnavailable, match="timed out" if redis else "within 1s"):
             await t.publish([out("unanswered")])
         assert time.monotonic() - started < 4
         outage.restore()
