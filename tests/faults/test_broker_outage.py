@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -55,23 +56,20 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)  # polling a condition with a deadline, not timing
 
 
-class Outage:
+class Outage(Protocol):
     """A broker the test can take away (``cut``), silence (``stall``) and bring back
     (``restore``)."""
 
     url: str
 
-    def cut(self) -> None:
-        raise NotImplementedError
+    def cut(self) -> None: ...
 
-    def stall(self) -> None:
-        raise NotImplementedError
+    def stall(self) -> None: ...
 
-    def restore(self) -> None:
-        raise NotImplementedError
+    def restore(self) -> None: ...
 
 
-class RabbitThroughProxy(Outage):
+class RabbitThroughProxy:
     def __init__(self, proxy: Proxy, prefix: str) -> None:
         self.proxy = proxy
         self.url = f"amqp://guest:guest@{proxy.address}/?prefix={prefix}&connect_timeout=2"
@@ -86,7 +84,7 @@ class RabbitThroughProxy(Outage):
         self.proxy.restore()
 
 
-class OwnBeanstalkd(Outage):
+class OwnBeanstalkd:
     def __init__(self, server: OwnServer, prefix: str) -> None:
         self.server = server
         self.url = server.url(prefix)
@@ -110,7 +108,7 @@ class OwnBeanstalkd(Outage):
             self.server.start()  # same port, same binlog: its jobs are back
 
 
-class OwnRedis(Outage):
+class OwnRedis:
     """A redis-server this test starts on a free port, with an append-only file fsynced on
     every write, so that whatever Redis confirmed survives a SIGKILL and a restart."""
 
