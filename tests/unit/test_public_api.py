@@ -22,6 +22,7 @@ PUBLIC = [
     "Result",
     "ResultError",
     "ResultTimeout",
+    "ResultUnavailable",
     "Retry",
     "ScheduleError",
     "SoftTimeLimitExceeded",
@@ -93,6 +94,7 @@ def test_retry_and_reject_steer_the_worker_and_are_not_hubbub_errors() -> None:
 def test_timeouts_are_also_timeout_errors() -> None:
     assert issubclass(hubbub.TaskTimedOut, TimeoutError)
     assert issubclass(hubbub.ResultTimeout, TimeoutError)
+    assert issubclass(hubbub.ResultUnavailable, ConnectionError)
     assert issubclass(hubbub.TransportUnavailable, ConnectionError)
 
 
