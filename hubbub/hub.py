@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
@@ -133,7 +135,7 @@ class Hub:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
+            name = options.pop("name", None) or f"{_module_of(func)}.{func.__qualname__}"
             known = set(TaskOptions.__dataclass_fields__) - {"name"}
             for option in sorted(set(options) - known):
                 hint = difflib.get_close_matches(option, known, n=1)
@@ -338,6 +340,20 @@ class _TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def _module_of(func: Callable[..., Any]) -> str:
+    """The module name a task is known by. A script run as ``python shop.py`` is ``__main__``
+    to itself but ``shop`` to a worker started with ``-A shop:hub``: use the latter."""
+    module = func.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)  # python -m package.module
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:

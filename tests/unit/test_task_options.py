@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -435,3 +436,21 @@ def test_send_task_does_not_register_an_unknown_name(hub: Hub, sent: list[Envelo
     hub.send_task("elsewhere.resize")
 
     assert "elsewhere.resize" not in hub.tasks
+
+
+def test_a_task_defined_in_a_script_is_named_as_the_worker_imports_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "shop.py").write_text(
+        "from hubbub import Hub\n"
+        "hub = Hub('memory://names')\n"
+        "@hub.task\n"
+        "def add(x: int, y: int) -> int:\n"
+        "    return x + y\n"
+        "if __name__ == '__main__':\n"
+        "    print(add.name)\n"
+    )
+    done = subprocess.run([sys.executable, "shop.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "shop.add", done.stderr  # what `-A shop:hub` registers
