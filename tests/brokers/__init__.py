@@ -43,6 +43,13 @@ def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def require(module: ModuleType) -> None:
     """Skip (locally) or fail (CI=true) when the broker's server is not reachable."""
     import pytest

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -59,13 +58,6 @@ async def cleanup(url: str) -> None:
     await asyncio.to_thread(_delete_namespace, parts.hostname or HOST, parts.port or PORT, prefix)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OwnServer:
     """A beanstalkd a test starts on a free loopback port (the same one across restarts), kills
     when it wants the server gone, and always stops at teardown. Extra ``args`` go to
@@ -77,7 +69,7 @@ class OwnServer:
             if os.environ.get("CI") == "true":
                 pytest.fail("beanstalkd is not installed (CI=true: must not skip)")
             pytest.skip("beanstalkd is not installed")
-        self.port = free_port()
+        self.port = brokers.free_port()
         self.cmd = [binary, "-l", HOST, "-p", str(self.port), *args]
         self.proc: subprocess.Popen[bytes] | None = None
 

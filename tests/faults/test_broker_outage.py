@@ -31,7 +31,7 @@ from hubbub import Hub, State
 from hubbub.errors import TransportError, TransportUnavailable
 from hubbub.transports import Outgoing, open_transport
 from tests import brokers
-from tests.brokers.beanstalk import OwnServer, free_port
+from tests.brokers.beanstalk import OwnServer
 from tests.faults.proxy import Proxy
 
 APP = textwrap.dedent('''
@@ -118,7 +118,7 @@ class OwnRedis:
             if os.environ.get("CI") == "true":
                 pytest.fail("redis-server is not installed (CI=true: must not skip)")
             pytest.skip("redis-server is not installed")
-        self.port = free_port()
+        self.port = brokers.free_port()
         self.cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
                     str(folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
         self.url = f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"

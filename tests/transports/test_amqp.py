@@ -4,7 +4,6 @@ reconnection, clamped priorities, the delay cascade, prefetch and the queue dire
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -51,13 +50,6 @@ async def connect(opened: list[AMQPTransport], url: str) -> AMQPTransport:
     return t
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_url_list_splits_on_semicolons_and_commas_and_keeps_driver_options() -> None:
     urls, options = parse_urls(
         "amqp://u:p@a:5672/v?prefix=shop&heartbeat=5; amqps://u:p@b/v?publish_timeout=3,"
@@ -97,7 +89,7 @@ def test_passwords_never_show_in_repr_or_str() -> None:
 
 
 async def test_unreachable_broker_error_names_the_host_and_masks_the_password() -> None:
-    port = closed_port()
+    port = brokers.free_port()
     t = AMQPTransport(f"amqp://guest:hunter2@127.0.0.1:{port}/?connect_timeout=0.3")
     with pytest.raises(TransportUnavailable) as caught:
         await t.connect()
@@ -123,7 +115,7 @@ async def test_wrong_credentials_are_unavailable_with_the_password_masked(url: s
 async def test_a_dead_cluster_member_is_skipped_for_the_next_url(
     url: str, opened: list[AMQPTransport]
 ) -> None:
-    cluster = f"amqp://guest:guest@127.0.0.1:{closed_port()}/;{url}"
+    cluster = f"amqp://guest:guest@127.0.0.1:{brokers.free_port()}/;{url}"
     t = await connect(opened, cluster)
     await t.publish([out("via the second member")])
     [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)

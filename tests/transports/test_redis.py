@@ -5,8 +5,6 @@ in its own key prefix; it kills only connections it named itself."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,8 +30,10 @@ from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
 from hubbub.transports._redis_lua import LEVELS, queue_keys
 from hubbub.transports.redis import RedisTransport
 from tests import brokers
+from tests.brokers import free_port
 from tests.brokers import redis as broker
 from tests.conftest import eventually
+from tests.faults.proxy import Proxy
 
 SECRET = "s3cret-pw"
 
@@ -103,61 +103,6 @@ async def kill_connections(admin: aioredis.Redis, name: str) -> int:
 async def connections(admin: aioredis.Redis, name: str) -> list[dict[str, Any]]:
     return [c for kind in ("normal", "pubsub") for c in await admin.client_list(_type=kind)
             if c["name"] == name]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proxy:
-    """A TCP proxy to the shared Redis that the test owns: ``cut()`` closes it for good."""
-
-    def __init__(self) -> None:
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._pipes: set[asyncio.Task[None]] = set()
-        self.address = ""
-
-    async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.cut()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(broker.HOST, broker.PORT)
-        self._writers += [writer, up_writer]
-        pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                 asyncio.create_task(self._pipe(up_reader, writer))]
-        self._pipes.update(pipes)
-        await asyncio.gather(*pipes)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        except OSError:
-            pass
-        finally:
-            sink.close()
-
-    async def cut(self) -> None:
-        """Stop accepting and close every connection, both sides; later connects are refused."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        for writer in self._writers:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
 
 # --- URLs -----------------------------------------------------------------------------------
@@ -252,13 +197,13 @@ async def test_unreachable_server_is_result_unavailable_for_the_result_backend()
 
 
 async def test_a_result_store_cut_off_after_connecting_is_result_unavailable(url: str) -> None:
-    async with Proxy() as proxy:
+    with Proxy((broker.HOST, broker.PORT)) as proxy:
         r = RedisResults(url.replace(f"{broker.HOST}:{broker.PORT}", proxy.address))
         await r.connect()
         try:
             await r.store([ResultRecord("a", State.SUCCESS, value=1)], ttl=60)
             assert (await r.get(["a"]))["a"].value == 1
-            await proxy.cut()
+            proxy.cut()
             calls: list[Callable[[], Awaitable[object]]] = [
                 lambda: r.store([ResultRecord("b", State.SUCCESS)], ttl=60),
                 lambda: r.get(["a"]),
