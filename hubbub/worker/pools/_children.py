@@ -29,11 +29,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hubbub.errors import ConfigurationError
 from hubbub.job import Crashed, Failed, Job, Outcome, TimedOut
 from hubbub.results.base import ErrorInfo
 from hubbub.worker.pools._wire import ChildSpec, pack, read_message
+from hubbub.worker.pools.base import Pool
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
 
 log = logging.getLogger("hubbub.worker")
 
@@ -497,3 +502,24 @@ class Children:
             self._active.append(child)
             self._wake.set()
             return
+
+
+class ChildPool(Pool):
+    """A pool whose slots live in child processes (prefork, hybrid, gevent): the pool
+    seam, delegated to its ``children``."""
+
+    children: Children
+
+    async def start(self, hub: Hub) -> None:
+        """Start the children and wait until each has imported the app.
+
+        Raises:
+            ConfigurationError: no import path is known, or a child could not import the app.
+        """
+        await self.children.start(hub.import_path)
+
+    async def run(self, job: Job) -> Outcome:
+        return await self.children.run(job)
+
+    async def stop(self) -> None:
+        await self.children.stop()

@@ -22,21 +22,17 @@ Needs the extra: ``pip install hubbub[gevent]``.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from hubbub.errors import ConfigurationError
-from hubbub.worker.pools._children import KILL_GRACE, Children
-from hubbub.worker.pools.base import Job, Outcome, Pool
-
-if TYPE_CHECKING:
-    from hubbub.hub import Hub
+from hubbub.worker.pools._children import KILL_GRACE, ChildPool, Children
 
 GEVENT_BOOT = ("from gevent import monkey; monkey.patch_all(); "
                "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                "from hubbub.worker.pools._child import main; main()")
 
 
-class GeventPool(Pool):
+class GeventPool(ChildPool):
     """Greenlets in ``processes`` monkey-patched child processes.
 
     ``concurrency`` (what the worker loop uses for slots) is ``greenlets * processes``.
@@ -73,17 +69,3 @@ class GeventPool(Pool):
                                  max_tasks_per_child=max_tasks_per_child,
                                  max_memory_per_child=max_memory_per_child,
                                  limit_grace=KILL_GRACE)
-
-    async def start(self, hub: Hub) -> None:
-        """Start the children and wait until each has imported the app.
-
-        Raises:
-            ConfigurationError: no import path is known, or a child could not import the app.
-        """
-        await self.children.start(hub.import_path)
-
-    async def run(self, job: Job) -> Outcome:
-        return await self.children.run(job)
-
-    async def stop(self) -> None:
-        await self.children.stop()

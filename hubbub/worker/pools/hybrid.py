@@ -23,18 +23,14 @@ when a limit must be exact.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from hubbub.worker.pools._child import BOOT
-from hubbub.worker.pools._children import KILL_GRACE, Children
-from hubbub.worker.pools.base import Job, Outcome, Pool
+from hubbub.worker.pools._children import KILL_GRACE, ChildPool, Children
 from hubbub.worker.pools.coroutines import BLOCK_WARNING
 
-if TYPE_CHECKING:
-    from hubbub.hub import Hub
 
-
-class HybridPool(Pool):
+class HybridPool(ChildPool):
     """``processes`` children, each running up to ``coroutines`` tasks on its own loop.
 
     ``concurrency`` (what the worker loop uses for slots) is ``processes * coroutines``.
@@ -71,17 +67,3 @@ class HybridPool(Pool):
                                  max_tasks_per_child=max_tasks_per_child,
                                  max_memory_per_child=max_memory_per_child,
                                  limit_grace=KILL_GRACE, block_warning=block_warning)
-
-    async def start(self, hub: Hub) -> None:
-        """Start the children and wait until each has imported the app.
-
-        Raises:
-            ConfigurationError: no import path is known, or a child could not import the app.
-        """
-        await self.children.start(hub.import_path)
-
-    async def run(self, job: Job) -> Outcome:
-        return await self.children.run(job)
-
-    async def stop(self) -> None:
-        await self.children.stop()

@@ -40,17 +40,13 @@ replaced too. Children ignore SIGINT, so Ctrl-C goes through the worker's gracef
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from hubbub.worker.pools._child import BOOT
-from hubbub.worker.pools._children import Children
-from hubbub.worker.pools.base import Job, Outcome, Pool
-
-if TYPE_CHECKING:
-    from hubbub.hub import Hub
+from hubbub.worker.pools._children import ChildPool, Children
 
 
-class PreforkPool(Pool):
+class PreforkPool(ChildPool):
     """``concurrency`` child processes, each running one task at a time.
 
     Args:
@@ -77,21 +73,7 @@ class PreforkPool(Pool):
                                  max_tasks_per_child=max_tasks_per_child,
                                  max_memory_per_child=max_memory_per_child)
 
-    async def start(self, hub: Hub) -> None:
-        """Start the children and wait until each has imported the app.
-
-        Raises:
-            ConfigurationError: no import path is known, or a child could not import the app.
-        """
-        await self.children.start(hub.import_path)
-
-    async def run(self, job: Job) -> Outcome:
-        return await self.children.run(job)
-
     async def resize(self, concurrency: int) -> None:
         """Start or stop children to run ``concurrency`` tasks at once (autoscale)."""
         await super().resize(concurrency)
         await self.children.resize(concurrency)
-
-    async def stop(self) -> None:
-        await self.children.stop()
