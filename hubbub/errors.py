@@ -7,12 +7,13 @@
     ├── MessageError                a body that cannot be encoded, decoded or trusted
     │   └── MessageTooLarge
     ├── TransportError              the broker
-    │   └── TransportUnavailable    cannot reach it (also ConnectionError)
+    │   ├── TransportUnavailable    cannot reach it (also ConnectionError)
+    │   └── MessageRejectedByBroker the broker refuses one message for good
     ├── TaskError                   what happened to a task
     │   ├── TaskFailed              raised by Result.get(); carries the remote type and traceback
+    │   │   ├── TaskCrashed         the process running it died
+    │   │   └── TaskTimedOut        hard limit (also TimeoutError)
     │   ├── TaskRevoked
-    │   ├── TaskCrashed             the process running it died
-    │   ├── TaskTimedOut            hard limit (also TimeoutError)
     │   └── SoftTimeLimitExceeded   raised inside the task at its soft limit
     ├── ResultError                 the result store
     │   ├── ResultUnavailable       cannot reach it (also ConnectionError)
@@ -24,7 +25,20 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import timedelta
+
+
+class ErrorKind(enum.StrEnum):
+    """The ``type`` of an error that hubbub itself reports (rather than one a task raised)."""
+
+    CRASHED = "TaskCrashed"  # the process running the task died
+    TIMED_OUT = "TaskTimedOut"  # the task ran past its hard limit
+    REVOKED = "TaskRevoked"  # revoked or expired before it ran
+    REJECTED = "Rejected"  # the task raised Reject
+    MESSAGE = "MessageError"  # the message could not be admitted (dead-lettered)
+    RETRY = "Retry"  # the last attempt asked for a retry
+    NOT_STORABLE = "ResultNotStorable"  # the outcome could not be written to the store
 
 
 class HubbubError(Exception):
@@ -51,6 +65,11 @@ class TransportUnavailable(TransportError, ConnectionError):
     """The broker cannot be reached."""
 
 
+class MessageRejectedByBroker(TransportError):
+    """The broker refuses one message for good (too large, or a delay or queue name it cannot
+    hold): retrying the same write cannot succeed, so the worker settles that item alone."""
+
+
 class TaskError(HubbubError):
     """Something happened to a task."""
 
@@ -75,12 +94,18 @@ class TaskRevoked(TaskError):
     """The task was revoked or expired before it ran."""
 
 
-class TaskCrashed(TaskError):
+class TaskCrashed(TaskFailed):
     """The process running the task died (segfault, kill, out of memory)."""
 
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(ErrorKind.CRASHED, message, traceback)
 
-class TaskTimedOut(TaskError, TimeoutError):
+
+class TaskTimedOut(TaskFailed, TimeoutError):
     """The task ran past its hard time limit."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(ErrorKind.TIMED_OUT, message, traceback)
 
 
 class SoftTimeLimitExceeded(TaskError):

@@ -40,11 +40,23 @@ class TaskDeadLettered:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneInfo:
+    """One lane of a worker: its queues and the pool that runs them."""
+
+    queues: tuple[str, ...]
+    pool: str
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerOnline:
+    """A worker started. ``queues``/``pool``/``concurrency`` sum up its ``lanes``."""
+
     worker: str
     queues: tuple[str, ...]
     pool: str
     concurrency: int
+    lanes: tuple[LaneInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

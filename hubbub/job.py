@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from hubbub.results.base import ErrorInfo
+
+if TYPE_CHECKING:
+    from hubbub.message import Envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,14 @@ class Job:
     parent_id: str | None = None
     group_id: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> Job:
+        """The job that runs ``env``: the one place an envelope's fields reach a pool."""
+        return cls(id=env.id, task=env.task, args=env.args, kwargs=env.kwargs, queue=env.queue,
+                   retries=env.retries, max_retries=env.max_retries, timeout=env.timeout,
+                   soft_timeout=env.soft_timeout, root_id=env.root_id,
+                   parent_id=env.parent_id, group_id=env.group_id, headers=env.headers)
 
 
 @dataclass(frozen=True, slots=True)

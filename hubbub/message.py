@@ -83,6 +83,21 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 }
 
 
+_NON_EMPTY = ("task", "id", "queue")
+_NON_NEGATIVE = ("retries", "max_retries")
+
+
+def _utf8(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate, which no store or broker can carry."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
            signer: Signer | None = None) -> bytes:
     """Serialize an envelope.
@@ -153,6 +168,8 @@ def decode(
         body = json_loads(data)
     except (ValueError, TypeError) as exc:
         raise MessageError(f"malformed message: not JSON ({exc})") from exc
+    except RecursionError:
+        raise MessageError("malformed message: nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise MessageError("malformed message: not a JSON object")
     if isinstance(body.get("v"), bool) or body.get("v") != VERSION:
@@ -167,7 +184,16 @@ def decode(
         )
         if not ok:
             raise MessageError(f"malformed message: field {name!r} has a wrong type")
+        if isinstance(value, str) and not _utf8(value):
+            raise MessageError(f"malformed message: field {name!r} is not valid text "
+                               "(it holds a lone surrogate)")
         values[name] = value
+    for name in _NON_EMPTY:
+        if not values[name]:
+            raise MessageError(f"malformed message: field {name!r} is empty")
+    for name in _NON_NEGATIVE:
+        if values[name] < 0:
+            raise MessageError(f"malformed message: field {name!r} is negative")
     args, kwargs = _arguments(body, values["content_type"], accept)
     return Envelope(args=tuple(args), kwargs=kwargs, **values)
 
@@ -197,7 +223,7 @@ def peek_id(data: bytes) -> str | None:
     """The task id of a body that may be malformed, for reporting; None when unreadable."""
     try:
         body = json_loads(unverified_body(data))
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, RecursionError, MemoryError):
         return None
     value = body.get("id") if isinstance(body, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and value and _utf8(value) else None

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from hubbub.errors import ResultError, ResultTimeout, TaskFailed, TaskRevoked
+from hubbub.errors import (
+    ErrorKind,
+    ResultError,
+    ResultTimeout,
+    TaskCrashed,
+    TaskFailed,
+    TaskRevoked,
+    TaskTimedOut,
+)
 from hubbub.results.base import ResultRecord, State
 
 if TYPE_CHECKING:
@@ -62,6 +70,8 @@ class Result(Generic[R]):
         """Wait for the task and return its value.
 
         Raises:
+            TaskCrashed: the process running the task died (a ``TaskFailed``).
+            TaskTimedOut: the task ran past its hard time limit (a ``TaskFailed``).
             TaskFailed: the task failed; carries the remote type, message and traceback.
             TaskRevoked: the task was revoked or expired.
             ResultTimeout: no result within ``timeout`` seconds.
@@ -92,6 +102,10 @@ class Result(Generic[R]):
             raise TaskRevoked(error.message if error else f"task {self.id} was revoked")
         if error is None:
             raise TaskFailed("TaskError", f"task {self.id} failed")
+        if error.type == ErrorKind.CRASHED:
+            raise TaskCrashed(error.message, error.traceback)
+        if error.type == ErrorKind.TIMED_OUT:
+            raise TaskTimedOut(error.message, error.traceback)
         raise TaskFailed(error.type, error.message, error.traceback)
 
     def revoke(self) -> None:

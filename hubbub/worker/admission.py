@@ -1,0 +1,102 @@
+"""Admission: may a fetched delivery run here?
+
+:class:`Admission` decodes and verifies a delivery's body, finds its task, caps poison by
+the broker's delivery count and binds the arguments to the task's signature. It answers
+:class:`Admitted` or :class:`Refused` (with the reason the delivery is dead-lettered for),
+and never raises: whatever a broker hands out, one delivery cannot end the worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hubbub.errors import MessageError
+from hubbub.message import Envelope, decode, peek_id
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+    from hubbub.task import Task
+    from hubbub.transports.base import Delivery
+
+log = logging.getLogger("hubbub.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    envelope: Envelope
+    task: Task[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Dead-letter the delivery with ``reason``.
+
+    ``task_id`` is the id to record a FAILURE for, or None when there is no id to trust: the
+    body is unreadable, or it failed signature verification (an unverified body must not be
+    able to fail somebody else's task).
+    """
+
+    reason: str
+    task_id: str | None = None
+    task: str | None = None
+
+
+class Admission:
+    """Decides for each delivery whether it runs on this worker (one instance per worker)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._signatures: dict[str, inspect.Signature | None] = {}
+
+    def check(self, delivery: Delivery) -> Admitted | Refused:
+        """Admit ``delivery`` or say why not. Never raises."""
+        try:
+            return self._check(delivery)
+        except Exception as exc:  # a body no rule foresaw (e.g. nested too deep to parse)
+            log.exception("admission of message %r failed", delivery.id)
+            try:
+                text = f"{type(exc).__name__}: {exc}"
+            except Exception:
+                text = type(exc).__name__
+            return Refused(f"message cannot be admitted ({text[:500]})")
+
+    def _check(self, delivery: Delivery) -> Admitted | Refused:
+        settings = self.hub.settings
+        limits = settings.limits
+        signer = self.hub.signer
+        try:
+            envelope = decode(delivery.body, settings.accept, limits.max_message_size, signer)
+        except MessageError as exc:
+            # Without signing, the id in a malformed body is the best guess of whose task
+            # this was. With signing, nothing in a refused body is trusted.
+            return Refused(str(exc), None if signer is not None else peek_id(delivery.body))
+        task = self.hub.tasks.get(envelope.task)
+        if task is None:
+            return Refused(f"unknown task {envelope.task!r}: not registered on this worker "
+                           "(is its module imported by the -A app?)", envelope.id, envelope.task)
+        if delivery.attempts > limits.max_deliveries:
+            return Refused(f"delivered {delivery.attempts} times without finishing; its worker "
+                           "died each time (poison message)", envelope.id, envelope.task)
+        problem = self._bad_arguments(task, envelope)
+        if problem:
+            return Refused(f"bad arguments for task {envelope.task!r}: {problem}", envelope.id,
+                           envelope.task)
+        return Admitted(envelope, task)
+
+    def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
+        if task.name not in self._signatures:
+            try:
+                self._signatures[task.name] = inspect.signature(task.fn)
+            except (TypeError, ValueError):
+                self._signatures[task.name] = None
+        signature = self._signatures[task.name]
+        if signature is None:
+            return None
+        try:
+            signature.bind(*envelope.args, **envelope.kwargs)
+        except TypeError as exc:
+            return str(exc)
+        return None

@@ -1,0 +1,294 @@
+"""``WriteBuffer``: the worker's broker and store writes, batched and written by one flusher.
+
+Order keeps at-least-once delivery: a retry is published before the original is acked, and
+a result is stored before its message is acked. A batch that fails for a reason that may
+pass (the broker or the store is down) is kept and retried with backoff; the deliveries it
+holds stay leased (the renewer asks for them). A write that can never succeed for one item
+(a result that cannot be encoded, a retry the broker refuses) settles that item alone, so
+one bad item never blocks everyone else's acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hubbub._redact import redact
+from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedByBroker
+from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
+from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
+
+log = logging.getLogger("hubbub.worker")
+T = TypeVar("T")
+
+RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
+MAX_REASON = 4096  # characters of a dead-letter reason; the full text is in the result store
+
+
+class WriteBackFailed(HubbubError):
+    """The worker's write-back machinery broke; the worker stops so a supervisor restarts it."""
+
+
+@dataclass(slots=True)
+class RetryWrite:
+    """A retry to publish, then the delivery it replaces to ack.
+
+    If the broker refuses the retry for good, ``delivery`` is dead-lettered with the reason
+    and ``failure`` (when results are kept) replaces the RETRY record.
+    """
+
+    outgoing: Outgoing
+    delivery: Delivery
+    failure: Callable[[str], ResultRecord | None]
+
+
+@dataclass
+class _Batch:
+    retries: list[RetryWrite] = field(default_factory=list)
+    records: dict[str, ResultRecord] = field(default_factory=dict)
+    ack: list[Delivery] = field(default_factory=list)
+    dead: list[DeadLetterRequest] = field(default_factory=list)
+    release: list[Delivery] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.retries or self.records or self.ack or self.dead or self.release)
+
+    def absorb(self, newer: _Batch) -> _Batch:
+        """This failed batch with ``newer`` writes after it (newer records win)."""
+        newer.records = {**self.records, **newer.records}
+        newer.retries = self.retries + newer.retries
+        newer.ack = self.ack + newer.ack
+        newer.dead = self.dead + newer.dead
+        newer.release = self.release + newer.release
+        return newer
+
+    def settling(self) -> list[Delivery]:
+        """Deliveries finished but not yet acked or dead-lettered."""
+        return [*self.ack, *(r.delivery for r in self.dead), *(r.delivery for r in self.retries)]
+
+
+class WriteBuffer:
+    """Writes queued by the worker loop, flushed in batches by :meth:`flush_forever`.
+
+    Args:
+        transport: the broker.
+        results: the result store, or None when results are not kept.
+        result_ttl: seconds results are kept.
+    """
+
+    def __init__(self, transport: Transport, results: ResultBackend | None,
+                 result_ttl: float | None) -> None:
+        self.transport = transport
+        self.results = results
+        self.result_ttl = result_ttl
+        self.closing = False
+        self.flushed = asyncio.Event()  # set after each flush that went through
+        self._pending = _Batch()
+        self._flushing: _Batch | None = None
+        self._wanted = asyncio.Event()
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    def record(self, record: ResultRecord) -> None:
+        self._pending.records[record.id] = record
+        self._wanted.set()
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._pending.ack.extend(deliveries)
+        self._wanted.set()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._pending.dead.append(DeadLetterRequest(delivery, _bounded(reason)))
+        self._wanted.set()
+
+    def retry(self, write: RetryWrite) -> None:
+        self._pending.retries.append(write)
+        self._wanted.set()
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        self._pending.release.extend(deliveries)
+        self._wanted.set()
+
+    def wake(self) -> None:
+        self._wanted.set()
+
+    def unsettled(self) -> int:
+        """Finished deliveries not yet acked: the worker fetches less while this is high."""
+        return sum(len(b.settling()) for b in (self._pending, self._flushing) if b is not None)
+
+    def settling(self) -> list[Delivery]:
+        """Finished deliveries whose ack waits for a flush: their leases must be renewed."""
+        return [d for b in (self._pending, self._flushing) if b is not None
+                for d in b.settling()]
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    # -- flushing ----------------------------------------------------------------------------
+
+    async def flush_forever(self) -> None:
+        """Flush whenever there are writes, until closing and empty (or giving up)."""
+        delay = RETRY_IO[0]
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            batch, self._pending = self._pending, _Batch()
+            self._flushing = batch
+            try:
+                await self._flush(batch)
+                delay = RETRY_IO[0]
+                self.flushed.set()
+            except HubbubError as exc:
+                log.warning("a batched write failed (writing %s: %s); retrying in %.1fs",
+                            _what(batch), redact(str(exc)), delay)
+                self._pending = batch.absorb(self._pending)
+                if self.closing and delay >= RETRY_IO[1]:
+                    log.error("giving up on %d pending writes at shutdown; their messages "
+                              "come back after the lease", len(batch.settling()))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_IO[1])
+                self._wanted.set()
+                continue
+            finally:
+                self._flushing = None
+            if self.closing and not self._pending:
+                return
+
+    async def _flush(self, batch: _Batch) -> None:
+        # Each step empties its part of the batch once it went through, so that a retry of a
+        # failed batch repeats only what was not yet written.
+        if batch.retries:
+            refused = await _one_by_one(self.transport.publish,
+                                        [w.outgoing for w in batch.retries])
+            for write in batch.retries:
+                reason = refused.get(id(write.outgoing))
+                if reason is None:
+                    batch.ack.append(write.delivery)
+                    continue
+                log.error("retry of message %r could not be sent (%s); dead-lettered",
+                          write.delivery.id, reason)
+                batch.dead.append(DeadLetterRequest(write.delivery, _bounded(
+                    f"its retry could not be sent: {reason}")))
+                record = write.failure(reason)
+                if record is not None:
+                    batch.records[record.id] = record
+            batch.retries = []
+        if batch.records and self.results is not None:
+            await self._store(list(batch.records.values()))
+        batch.records = {}
+        for what, send, items in (("release", self.transport.release, batch.release),
+                                  ("ack", self.transport.ack, batch.ack)):
+            for delivery_id, reason in (await _one_by_one(send, items)).items():
+                log.error("%s of message %r failed for good (%s); it comes back after its "
+                          "lease", what, _id_of(items, delivery_id), reason)
+        batch.release, batch.ack = [], []
+        if batch.dead:
+            refused = await _one_by_one(self.transport.dead_letter, batch.dead)
+            bare = [DeadLetterRequest(r.delivery, "(the reason could not be stored)")
+                    for r in batch.dead if id(r) in refused]
+            for request_id, reason in (await _one_by_one(self.transport.dead_letter,
+                                                         bare)).items():
+                log.error("message %r cannot be dead-lettered (%s); it comes back after its "
+                          "lease", _id_of(bare, request_id), reason)
+            batch.dead = []
+
+    async def _store(self, records: list[ResultRecord]) -> None:
+        assert self.results is not None
+        refused = await _one_by_one(self._store_batch, records)
+        substitutes = []
+        for record in records:
+            reason = refused.get(id(record))
+            if reason is not None:
+                log.error("result of task %r cannot be stored (%s); storing a FAILURE "
+                          "instead", record.id, reason)
+                error = ErrorInfo(ErrorKind.NOT_STORABLE, _bounded(
+                    f"its {record.state.value} record cannot be stored: {reason}"))
+                substitutes.append(ResultRecord(
+                    _safe(record.id), State.FAILURE, _safe(record.task or "") or None, None,
+                    error, record.retries, record.worker, record.created_at, record.started_at,
+                    time.time()))
+        for record_id, reason in (await _one_by_one(self._store_batch, substitutes)).items():
+            log.error("no record can be stored for task %r (%s); it stays without a result",
+                      _id_of(substitutes, record_id), reason)
+
+    async def _store_batch(self, records: Sequence[ResultRecord]) -> None:
+        assert self.results is not None
+        await self.results.store(records, ttl=self.result_ttl)
+
+
+async def _one_by_one(write: Callable[[Sequence[T]], Awaitable[Any]],
+                      items: Sequence[T]) -> dict[int, str]:
+    """``write(items)``; if it fails for good, each item alone.
+
+    Returns:
+        ``id(item)`` -> reason, for the items that cannot be written, ever.
+
+    Raises:
+        HubbubError: a failure that may pass (the broker or the store is down): the caller
+            keeps the batch and retries it later.
+    """
+    if not items:
+        return {}
+    try:
+        await write(items)
+        return {}
+    except Exception as exc:
+        if not _permanent(exc):
+            raise
+        if len(items) == 1:
+            return {id(items[0]): _text(exc)}
+    refused: dict[int, str] = {}
+    for item in items:
+        try:
+            await write([item])
+        except Exception as exc:
+            if not _permanent(exc):
+                raise
+            refused[id(item)] = _text(exc)
+    return refused
+
+
+def _permanent(exc: Exception) -> bool:
+    """True when writing the same item again cannot succeed: the broker refuses it, or it
+    breaks the code that writes it (it cannot be encoded); a ``HubbubError`` otherwise says
+    the broker or the store is down or busy, which passes."""
+    return isinstance(exc, MessageRejectedByBroker | MessageError) or not isinstance(
+        exc, HubbubError)
+
+
+def _id_of(items: Sequence[Any], key: int) -> str:
+    for item in items:
+        if id(item) == key:
+            found = getattr(item, "delivery", item)
+            return str(getattr(found, "id", "?"))
+    return "?"
+
+
+def _what(batch: _Batch) -> str:
+    parts = [name for name, items in (("retries", batch.retries), ("results", batch.records),
+                                      ("releases", batch.release), ("acks", batch.ack),
+                                      ("dead letters", batch.dead)) if items]
+    return ", ".join(parts) or "nothing"
+
+
+def _text(exc: BaseException) -> str:
+    """A one-line description of ``exc`` that never raises and always encodes."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__}: <unprintable>"
+    return _safe(_bounded(text))
+
+
+def _safe(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _bounded(text: str, limit: int = MAX_REASON) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more chars)"
