@@ -101,5 +101,7 @@ def create(schemes: Registry, url: str, kind: str, **options: Any) -> Any:
     try:
         return cls(url, **options)
     except ConfigurationError as exc:
-        # Not chained: the original message is the one that may hold the password.
-        raise ConfigurationError(redact(str(exc))) from None
+        message = redact(str(exc))
+    # Raised outside the handler, so that not even __context__ keeps the original message,
+    # the one that may hold the password.
+    raise ConfigurationError(message)
