@@ -21,7 +21,7 @@ from hubbub.transports import DeadLetter, QueueStats, Transport
 T = TypeVar("T")
 
 
-@click.command()
+@click.command(short_help="Send a task by name; print its id (--wait: its result).")
 @click.argument("task")
 @click.argument("args", default="[]")
 @click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON",
@@ -70,7 +70,10 @@ def call(task: str, args: str, kwargs_json: str, app: str | None, broker: str | 
 @click.option("--broker", default=None, help=BROKER_HELP)
 @friendly
 def status(app: str | None, broker: str | None) -> None:
-    """Show per-queue counts: ready, delayed, leased (running) and dead."""
+    """Show per-queue counts: ready, delayed, leased (running) and dead.
+
+    Reads the broker of --app, or --broker, or $HUBBUB_BROKER; nothing is changed.
+    """
     hub = open_hub(app, broker)
     try:
         stats: list[QueueStats] = _on_broker(hub, "status", lambda t: t.stats(None))
@@ -118,11 +121,15 @@ def purge(queue: str, app: str | None, broker: str | None, yes: bool) -> None:
               help="Send every dead letter back to its queue (all queues; -q does not "
                    "narrow it).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Rows to show.")
+              help="Dead letters to list at most (listing only; requeueing has no limit).")
 @friendly
 def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tuple[str, ...],
          requeue_all: bool, limit: int) -> None:
-    """List dead letters with their reasons, or requeue them (--requeue ID, --all)."""
+    """List dead letters with their reasons, or requeue them (--requeue ID, --all).
+
+    A task shows as '?' when its body is not a readable hubbub message (another program's,
+    or damaged); signed messages are read without checking the signature, for display only.
+    """
     hub = open_hub(app, broker)
 
     async def go(transport: Transport) -> int | list[DeadLetter]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -129,3 +130,27 @@ def test_task_name_reads_any_body_and_gives_a_question_mark_when_it_cannot(
 def test_a_bad_app_path_is_a_configuration_error_naming_the_fix(path: str, fix: str) -> None:
     with pytest.raises(ConfigurationError, match=fix):
         load_hub(path)
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = [(prefix or "hubbub", group)]
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}".strip()
+        if isinstance(command, click.Group):
+            found += _commands(command, path)
+        else:
+            found.append((path, command))
+    return found
+
+
+@pytest.mark.parametrize(("path", "command"), _commands(main), ids=lambda v: str(v))
+def test_every_command_and_option_explains_itself_in_help(
+    path: str, command: click.Command
+) -> None:
+    assert command.help, f"{path} has no help text"
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{path} {param.opts[0]} has no help text"
+    args = [] if path == "hubbub" else path.split()
+    result = CliRunner().invoke(main, [*args, "--help"])
+    assert result.exit_code == 0, result.output
