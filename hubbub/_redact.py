@@ -5,13 +5,32 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@",
-                       re.IGNORECASE)
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret|key)=)[^&\s]*",
-                           re.IGNORECASE)
+# user:password@ in a URL. The password runs to the LAST '@' before the host (urllib and the
+# drivers split userinfo there, so "p@ss" is one password), but never past a '/', a space
+# or a quote, so the next URL in a sentence keeps its own mask.
+_USERINFO = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s'\"]*):(?P<pw>[^/\s'\"]*)@",
+    re.IGNORECASE,
+)
+# A secret in a query string (?password=, &api_key=, ;token=) or in a repr'd mapping of one
+# ('password': '...'), whatever the name ends in: pass, passwd, password, pwd, token,
+# secret, key, auth, credential(s), signature.
+_SECRET_WORDS = "pass|passwd|password|pwd|token|secret|key|auth|credentials?|sig|signature"  # noqa: S105 (names, not a password)
+_SECRET_NAME = rf"[a-z0-9_.-]*(?:{_SECRET_WORDS})"
+_QUERY_SECRET = re.compile(rf"(?P<key>[?&;]{_SECRET_NAME}=)[^&;#\s'\"]*", re.IGNORECASE)
+_MAPPING_SECRET = re.compile(
+    rf"(?P<key>(?P<q>['\"]){_SECRET_NAME}(?P=q)\s*:\s*)(?P<v>['\"])(?:(?!(?P=v)).)*(?P=v)",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
-    """``text`` with passwords in URLs (``user:pw@``, ``?password=``) replaced by ``***``."""
+    """``text`` with the secrets of every URL in it replaced by ``***``.
+
+    Masks the password of ``user:password@`` (up to the last ``@`` before the host) and the
+    value of every query parameter whose name says it is secret (``password``, ``pass``,
+    ``token``, ``secret``, ``api_key``, ...), also when a parsed query is shown as a dict.
+    """
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['key']}***", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m['key']}***", text)
+    return _MAPPING_SECRET.sub(lambda m: f"{m['key']}{m['v']}***{m['v']}", text)

@@ -6,7 +6,6 @@ overrides what the code passed to ``Hub(...)``, and defaults fill the rest.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -15,6 +14,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from hubbub._plugins import check_url
+from hubbub._redact import redact
+from hubbub._suggest import did_you_mean
 from hubbub.errors import ConfigurationError
 from hubbub.message import DEFAULT_MAX_SIZE
 
@@ -76,6 +78,21 @@ class Settings:
     # key id -> secret, the signing key first; never shown in repr or logs
     signing_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
+    def __repr__(self) -> str:
+        # The URLs may hold passwords (user:pw@, ?password=): shown masked, as everywhere.
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in _URL_FIELDS and isinstance(value, str):
+                value = redact(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+_URL_FIELDS = frozenset({"broker", "results"})
+
 
 _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # environment variable -> (settings field, parser)
@@ -109,14 +126,13 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if not key.startswith("HUBBUB_"):
             continue
         if key not in _PARSERS:
-            hint = difflib.get_close_matches(key, _PARSERS, n=1)
-            tip = f"; did you mean {hint[0]}?" if hint else f"; known: {', '.join(_PARSERS)}"
+            tip = did_you_mean(key, _PARSERS) or f"; known: {', '.join(_PARSERS)}"
             raise ConfigurationError(f"unknown setting {key}{tip}")
         name, parse = _PARSERS[key]
         try:
             found[name] = parse(raw)
         except (ValueError, ConfigurationError) as exc:
-            shown = "***" if key == "HUBBUB_SIGNING_KEYS" else repr(raw)
+            shown = "***" if key == "HUBBUB_SIGNING_KEYS" else repr(redact(raw))
             raise ConfigurationError(f"{key}={shown} is not valid: {exc}") from None
     return found
 
@@ -144,10 +160,7 @@ def resolve(
     known = {f.name for f in fields(Settings)} | {f"limits.{f.name}" for f in fields(Limits)}
     for key in merged:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ConfigurationError(
-                f"unknown setting {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-            )
+            raise ConfigurationError(f"unknown setting {key!r}{did_you_mean(key, known)}")
     limit_keys = [k for k in list(merged) if k.startswith("limits.")]
     try:
         limits = replace(merged.pop("limits", Limits()),
@@ -160,6 +173,9 @@ def resolve(
     if "result_ttl" in merged:
         merged["result_ttl"] = seconds(merged["result_ttl"], "result_ttl")
     settings = Settings(limits=limits, **merged)
+    check_url(settings.broker, "broker")
+    if settings.results not in (None, "", "none"):
+        check_url(str(settings.results), "result store")
     if settings.lease <= 0:
         raise ConfigurationError("lease must be more than 0 seconds")
     if "results" not in merged:

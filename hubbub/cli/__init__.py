@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hubbub import __version__
+from hubbub.cli._common import quiet_drivers
 from hubbub.cli.beat import beat, schedule
 from hubbub.cli.demo import demo
 from hubbub.cli.messages import call, dead, purge, status
@@ -14,7 +15,13 @@ from hubbub.cli.worker import worker
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hubbub")
 def main() -> None:
-    """hubbub: a distributed task queue that starts with zero servers."""
+    """hubbub: a distributed task queue that starts with zero servers.
+
+    Commands that talk to a broker take --app (the app, which knows its broker) or --broker
+    (a URL); with neither they use $HUBBUB_BROKER, else the SQLite file hubbub.db here. Run
+    hubbub COMMAND --help for each command's options.
+    """
+    quiet_drivers()
 
 
 for command in (worker, call, status, purge, dead, demo, beat, schedule):

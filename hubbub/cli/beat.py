@@ -14,7 +14,16 @@ from rich.table import Table
 
 from hubbub._loader import load_hub
 from hubbub._redact import redact
-from hubbub.cli._common import APP_HELP, console, errors, friendly, run
+from hubbub.cli._common import (
+    APP_HELP,
+    LOGLEVEL_HELP,
+    console,
+    errors,
+    friendly,
+    plain,
+    quiet_drivers,
+    run,
+)
 from hubbub.errors import ConfigurationError
 from hubbub.schedule.beat import Beat
 from hubbub.schedule.entries import Cron, ScheduleEntry
@@ -33,7 +42,7 @@ log = logging.getLogger("hubbub.beat")
                    "later slots follow each entry's missed policy.")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              help="Log level.")
+              help=LOGLEVEL_HELP)
 @friendly
 def beat(app: str, lease: float, grace: float | None, loglevel: str) -> None:
     """Run the scheduler: send the app's periodic tasks on time until SIGTERM/SIGINT.
@@ -43,6 +52,7 @@ def beat(app: str, lease: float, grace: float | None, loglevel: str) -> None:
     """
     logging.basicConfig(level=loglevel.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    quiet_drivers(loglevel)
     hub = load_hub(app)
     try:
         scheduler = Beat(hub, lease=lease, grace=grace)
@@ -93,22 +103,23 @@ def list_entries(app: str) -> None:
     finally:
         hub.close()
     now = time.time()
-    table = Table(title=f"schedule — {app}")
+    table = Table(title=plain(f"schedule — {app}"))
     for column in ("entry", "task", "when", "missed", "last slot", "next run"):
         table.add_column(column, overflow="fold")
     for entry in sorted(hub.schedules.values(), key=lambda e: e.name):
-        table.add_row(entry.name, entry.task, entry.trigger.describe(), entry.missed,
-                      _last(entry, state.get(entry.name)), _next(entry, now))
+        table.add_row(*(plain(cell) for cell in (
+            entry.name, entry.task, entry.trigger.describe(), entry.missed,
+            _last(entry, state.get(entry.name)), _next(entry, now))))
     if not hub.schedules:
         table.add_row("(no entries)", "", "", "", "", "")
     if leader is not None:
-        table.caption = (f"leader: {leader.owner} (lease for another "
-                         f"{max(0.0, leader.expires_at - now):.1f}s)")
+        table.caption = plain(f"leader: {leader.owner} (lease for another "
+                              f"{max(0.0, leader.expires_at - now):.1f}s)")
     elif not note:
-        table.caption = "no beat is leading: start one with hubbub beat -A " + app
+        table.caption = plain("no beat is leading: start one with hubbub beat -A " + app)
     console.print(table)
     if note:
-        errors.print(f"[yellow]{note}[/yellow]", highlight=False)
+        errors.print(plain(note, limit=2000), style="yellow", highlight=False)
 
 
 async def _read_state(url: str | None) -> tuple[dict[str, SlotState], Lease | None]:

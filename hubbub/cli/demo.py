@@ -15,9 +15,9 @@ from hubbub.worker.pools import POOLS
 @click.option("-n", "--tasks", "count", type=click.IntRange(min=10), default=2000,
               show_default=True, help="How many tasks to send.")
 @click.option("--pool", type=click.Choice(sorted(POOLS)), default="async", show_default=True,
-              help="The worker's pool.")
+              help="The worker's pool (see hubbub worker --help).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="The worker's concurrency (default: the pool's).")
+              help="The worker's concurrency (default: the pool's, as for hubbub worker).")
 @click.option("--db", default=None,
               help="SQLite file to use (default: a fresh temporary file, removed afterwards).")
 @friendly

@@ -7,7 +7,7 @@ import logging
 import click
 
 from hubbub._loader import load_hub
-from hubbub.cli._common import APP_HELP, friendly
+from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -56,7 +56,7 @@ from hubbub.worker.pools import POOLS, make_pool
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              help="Log level.")
+              help=LOGLEVEL_HELP)
 @friendly
 def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None,
@@ -70,6 +70,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     """
     logging.basicConfig(level=loglevel.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    quiet_drivers(loglevel)
     hub = load_hub(app)
     ctx = click.get_current_context()
     given = {p for p in ("queues", "pool", "concurrency", "autoscale")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hubbub._plugins import create
 from hubbub.results.base import (
     READY_STATES,
     ErrorInfo,
@@ -11,7 +12,6 @@ from hubbub.results.base import (
     ResultRecord,
     State,
 )
-from hubbub.transports import load_plugin
 
 __all__ = [
     "READY_STATES",
@@ -34,8 +34,7 @@ def open_results(url: str, **options: Any) -> ResultBackend:
     """A result backend for ``url`` (not yet connected).
 
     Raises:
-        ConfigurationError: unknown scheme or missing extra.
+        ConfigurationError: unknown scheme, missing extra or malformed URL (secrets masked).
     """
-    cls = load_plugin(SCHEMES, url, "result backend")
-    backend: ResultBackend = cls(url, **options)
+    backend: ResultBackend = create(SCHEMES, url, "result backend", **options)
     return backend

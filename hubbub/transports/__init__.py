@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
-from urllib.parse import urlsplit
 
-from hubbub.errors import ConfigurationError
+# load_plugin lives in hubbub._plugins; re-exported for the modules that import it from here.
+from hubbub._plugins import create
+from hubbub._plugins import load_plugin as load_plugin
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -40,35 +40,11 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def load_plugin(schemes: dict[str, tuple[str, str, str | None]], url: str, kind: str) -> type[Any]:
-    """The class registered for ``url``'s scheme in ``schemes``.
-
-    Raises:
-        ConfigurationError: unknown scheme, or its extra is not installed.
-    """
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in schemes:
-        known = ", ".join(f"{s}://" for s in sorted(schemes))
-        raise ConfigurationError(f"unknown {kind} URL scheme {scheme!r}; use one of: {known}")
-    module_name, class_name, extra = schemes[scheme]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if extra is None or module_name in str(exc):
-            raise
-        raise ConfigurationError(
-            f"{kind} {scheme!r} needs an extra: pip install hubbub[{extra}]"
-        ) from exc
-    cls: type[Any] = getattr(module, class_name)
-    return cls
-
-
 def open_transport(url: str, **options: Any) -> Transport:
     """A transport for ``url`` (not yet connected).
 
     Raises:
-        ConfigurationError: unknown scheme, missing extra or malformed URL.
+        ConfigurationError: unknown scheme, missing extra or malformed URL (secrets masked).
     """
-    cls = load_plugin(SCHEMES, url, "transport")
-    transport: Transport = cls(url, **options)
+    transport: Transport = create(SCHEMES, url, "transport", **options)
     return transport

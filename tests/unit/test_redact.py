@@ -4,6 +4,9 @@ import pytest
 
 from hubbub import Hub
 from hubbub._redact import redact
+from hubbub.errors import ConfigurationError
+from hubbub.settings import resolve
+from hubbub.transports import open_transport
 
 
 @pytest.mark.parametrize(
@@ -61,5 +64,60 @@ def test_a_hub_never_shows_its_broker_password() -> None:
     hub = Hub("redis://:s3cret@localhost:6379/0")
     try:
         assert repr(hub) == "<Hub broker=redis://:***@localhost:6379/0>"
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("amqp://guest:p@ss@rabbit:5672/", "amqp://guest:***@rabbit:5672/"),
+        ("'amqp://u:a@b@c/' and 'amqp://v:w@z/'", "'amqp://u:***@c/' and 'amqp://v:***@z/'"),
+        ("redis://h/0?db=1&api_key=s3cret&x=y", "redis://h/0?db=1&api_key=***&x=y"),
+        ("redis://h/0?pass=s3cret", "redis://h/0?pass=***"),
+        ("redis://h/0?access_token=s3cret#frag", "redis://h/0?access_token=***#frag"),
+        ("options {'password': 's3cret', 'db': '1'}", "options {'password': '***', 'db': '1'}"),
+    ],
+)
+def test_redact_masks_secrets_however_a_message_shows_them(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_an_error_about_a_url_never_carries_its_query_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        open_transport("redis://localhost/0?password=s3cret&bogus=1")
+
+    assert "s3cret" not in str(caught.value)
+    assert "password=***" in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
+
+
+def test_an_error_about_a_malformed_url_never_carries_its_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        open_transport("redis://:s3cret@[::1/0?token=t0ken")
+
+    assert "s3cret" not in str(caught.value)
+    assert "t0ken" not in str(caught.value)
+
+
+def test_settings_repr_masks_broker_and_result_store_passwords() -> None:
+    settings = resolve(
+        {"broker": "amqp://guest:br0ker@rabbit//", "results": "redis://:st0re@cache/0"},
+        environ={},
+    )
+
+    shown = repr(settings)
+    assert "br0ker" not in shown
+    assert "st0re" not in shown
+    assert "broker='amqp://guest:***@rabbit//'" in shown
+    assert "results='redis://:***@cache/0'" in shown
+
+
+def test_a_hub_settings_repr_never_shows_a_password() -> None:
+    hub = Hub("redis://:s3cret@localhost:6379/0")
+    try:
+        assert "s3cret" not in repr(hub.settings)
+        assert "s3cret" not in str(hub.settings)
     finally:
         hub.close()

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from hubbub import Hub, Limits
+from hubbub._suggest import did_you_mean
 from hubbub.errors import ConfigurationError
 from hubbub.message import DEFAULT_MAX_SIZE
 from hubbub.settings import DEFAULT_BROKER, Settings, default_results, resolve, seconds
@@ -121,7 +122,7 @@ def test_hub_takes_its_settings_from_the_environment_over_its_arguments(
 def test_an_unknown_hubbub_variable_fails_with_a_suggestion() -> None:
     with pytest.raises(
         ConfigurationError,
-        match=re.escape("unknown setting HUBBUB_BROKR; did you mean HUBBUB_BROKER?"),
+        match=re.escape("unknown setting HUBBUB_BROKR (did you mean 'HUBBUB_BROKER'?)"),
     ):
         resolve({}, environ={"HUBBUB_BROKR": "memory://x"})
 
@@ -136,7 +137,7 @@ def test_an_unknown_hubbub_variable_like_none_lists_the_known_ones() -> None:
 
 def test_an_unknown_setting_in_code_fails_with_a_suggestion() -> None:
     with pytest.raises(
-        ConfigurationError, match=re.escape("unknown setting 'brokr'; did you mean 'broker'?")
+        ConfigurationError, match=re.escape("unknown setting 'brokr' (did you mean 'broker'?)")
     ):
         resolve({"brokr": "memory://x"}, environ={})
 
@@ -290,3 +291,47 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(AttributeError):
         settings.broker = "memory://other"  # type: ignore[misc]
+
+
+# -- malformed URLs and suggestions ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("redis://[::1/10", "closing ']'"),
+        ("redis://127.0.0.1:70000", "port must be a number from 1 to 65535"),
+        ("beanstalk://127.0.0.1:99999", "port must be a number from 1 to 65535"),
+        ("amqp://guest:guest@127.0.0.1:70000/", "port must be a number from 1 to 65535"),
+        ("amqp://a:5672/;amqp://[::1/", "closing ']'"),
+        ("hubbub.db", "has no scheme"),
+    ],
+)
+def test_a_malformed_broker_url_is_a_configuration_error_naming_the_fix(
+    url: str, fix: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(fix)):
+        resolve({"broker": url}, environ={})
+
+
+def test_an_unknown_scheme_suggests_the_closest_one() -> None:
+    hub = Hub("reddis://localhost:6379/0")
+    try:
+        with pytest.raises(ConfigurationError, match=re.escape("(did you mean 'redis'?)")):
+            hub.open_transport()
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "hint"),
+    [
+        ("brokr", ["broker", "results"], " (did you mean 'broker'?)"),
+        ("zzz", ["broker", "results"], ""),
+        ("x", [], ""),
+    ],
+)
+def test_did_you_mean_names_the_closest_choice_or_nothing(
+    word: str, choices: list[str], hint: str
+) -> None:
+    assert did_you_mean(word, choices) == hint

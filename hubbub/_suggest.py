@@ -1,0 +1,20 @@
+"""The one "did you mean" helper: every unknown name hubbub reports gets the same hint."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the choice closest to ``word``, or ``""`` if none is close.
+
+    Args:
+        word: what the user wrote.
+        choices: the names that would have been accepted.
+
+    Returns:
+        The hint, starting with a space so it can be appended to a message as is.
+    """
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
