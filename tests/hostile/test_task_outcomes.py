@@ -1,0 +1,234 @@
+"""What a task does, or what an envelope claims, never kills or wedges the worker.
+
+Each test runs hostile work beside good tasks on every broker and judges: the worker ends
+normally (drain returns, so nothing is left ready, delayed or leased), the hostile item ends
+with a clear reason (a FAILURE result or a dead letter), and every good task ran once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubbub import Hub, Limits, Retry, State
+from hubbub.codecs import get_codec
+from hubbub.message import Envelope, encode
+from hubbub.testing import drain_async
+from hubbub.transports import Outgoing
+from hubbub.worker.loop import WorkerLoop
+from hubbub.worker.pools import make_pool
+from tests.conftest import Broker, eventually
+
+GOOD = 5
+
+
+def make_hub(broker: Broker, tmp_path: Path, **options: Any) -> Hub:
+    results = broker.results_url or f"sqlite:///{tmp_path / 'results.db'}"
+    return Hub(broker.url, results=results, lease=5, **options)
+
+
+async def records(hub: Hub, ids: list[str]) -> dict[str, Any]:
+    return await hub.read_results(ids)
+
+
+async def dead_reasons(hub: Hub) -> dict[str, str]:
+    client = await hub.client()
+    return {d.id: d.reason for d in await client.transport.dead_letters()}
+
+
+async def publish_raw(hub: Hub, body: bytes, id: str, queue: str = "default") -> None:
+    client = await hub.client()
+    await client.transport.publish([Outgoing(queue, body, id)])
+
+
+def raw_envelope(**fields: Any) -> dict[str, Any]:
+    base = {"v": 1, "task": "x", "id": "raw", "queue": "default", "priority": 0, "eta": None,
+            "expires": None, "retries": 0, "max_retries": 0, "timeout": None,
+            "soft_timeout": None, "parent_id": None, "root_id": None, "group_id": None,
+            "headers": {}, "created_at": 1.0, "content_type": "application/json", "args": [],
+            "kwargs": {}}
+    return {**base, **fields}
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_results_and_errors_that_cannot_be_stored_settle_as_failures(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path)
+    ran: Counter[int] = Counter()
+
+    @hub.task
+    def good(i: int) -> int:
+        ran[i] += 1
+        return i
+
+    @hub.task
+    def surrogate_error() -> None:
+        raise ValueError("cannot open b'caf\udce9.txt'")  # a file name decoded with surrogateescape
+
+    @hub.task
+    def deep_result() -> list[Any]:
+        return nested(1000)
+
+    @hub.task
+    def huge_error() -> None:
+        raise ValueError("x" * 200_000)
+
+    try:
+        goods = [good.delay(i) for i in range(GOOD)]
+        bad = [surrogate_error.delay(), deep_result.delay(), huge_error.delay()]
+        goods += [good.delay(i) for i in range(GOOD, 2 * GOOD)]
+        await drain_async(hub, pool=make_pool("async", 4), timeout=60)
+        found = await records(hub, [r.id for r in goods + bad])
+        assert [found[r.id].value for r in goods] == list(range(2 * GOOD))
+        assert ran == dict.fromkeys(range(2 * GOOD), 1)
+        for result in bad:
+            assert found[result.id].state == State.FAILURE, result
+        surrogate = found[bad[0].id].error
+        assert "caf\\udce9" in surrogate.message
+        reasons = await dead_reasons(hub)
+        assert len(reasons[bad[2].id]) < 5000  # bounded: the full text is in the store only
+    finally:
+        hub.close()
+
+
+async def test_a_retry_with_an_infinite_countdown_is_held_in_the_broker(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path)
+
+    @hub.task(retries=1)
+    def later() -> None:
+        raise Retry(countdown=math.inf)
+
+    try:
+        result = later.delay()
+        worker = WorkerLoop(hub, pool=make_pool("async", 2))
+        running = asyncio.ensure_future(worker.run())
+
+        async def retried() -> bool:
+            assert not running.done(), "the worker ended"
+            found = (await records(hub, [result.id])).get(result.id)
+            return found is not None and found.state == State.RETRY
+
+        await eventually(retried, 20)
+        client = await hub.client()
+
+        async def held() -> bool:
+            [stats] = await client.transport.stats(["default"])
+            return stats.delayed == 1 and stats.leased == 0 and stats.ready == 0
+
+        await eventually(held, 20)
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    finally:
+        hub.close()
+
+
+async def test_a_retry_too_large_to_send_fails_the_task_and_dead_letters_it(
+        broker: Broker, tmp_path: Path) -> None:
+    limit = 4096
+    hub = make_hub(broker, tmp_path, limits=Limits(max_message_size=limit))
+
+    @hub.task(retries=3)
+    def flaky(pad: str) -> None:
+        raise Retry(countdown=1)
+
+    try:
+        codec = get_codec("json")
+        pad = ""
+        env = Envelope(flaky.name, ("",), max_retries=3)
+        while len(encode(env, codec, 10 * limit)) < limit - 2:  # the first one just fits
+            pad += "x"
+            env = Envelope(flaky.name, (pad,), id=env.id, max_retries=3,
+                           created_at=env.created_at)
+        await publish_raw(hub, encode(env, codec, limit), env.id)
+        await drain_async(hub, pool=make_pool("async", 2), timeout=60)
+        found = (await records(hub, [env.id]))[env.id]
+        assert found.state == State.FAILURE
+        assert "retry could not be sent" in found.error.message
+        assert "retry could not be sent" in (await dead_reasons(hub))[env.id]
+    finally:
+        hub.close()
+
+
+async def test_a_message_that_fails_signature_checks_writes_no_result(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path, signing_keys={"k1": "0123456789abcdef0123"})
+
+    @hub.task
+    def work() -> str:
+        return "done"
+
+    try:
+        victim = work.delay()  # pending, signed; a forged twin must not fail it
+        forged = raw_envelope(task=work.name, id=victim.id)
+        await publish_raw(hub, get_codec("json").encode(forged), "forged")
+        await drain_async(hub, pool=make_pool("async", 2), timeout=60)
+        assert victim.state == State.SUCCESS
+        assert any("unsigned message refused" in r for r in (await dead_reasons(hub)).values())
+    finally:
+        hub.close()
+
+
+async def test_a_replayed_message_of_a_finished_task_does_not_run_again(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path)
+    ran: list[str] = []
+
+    @hub.task
+    def charge(order: str) -> str:
+        ran.append(order)
+        return order
+
+    try:
+        env = Envelope(charge.name, ("order-1",))
+        await hub.publish_async([env])
+        await drain_async(hub, pool=make_pool("async", 2), timeout=60)
+        await hub.publish_async([env])  # the same bytes, as a replay or a late redelivery
+        await drain_async(hub, pool=make_pool("async", 2), timeout=60)
+        assert ran == ["order-1"]
+    finally:
+        hub.close()
+
+
+async def test_envelope_fields_are_not_trusted_for_routing_or_retries(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path)
+    attempts: Counter[str] = Counter()
+
+    @hub.task(retries=1)
+    def once_more(key: str) -> str:
+        attempts[key] += 1
+        if attempts[key] == 1:
+            raise ValueError("first attempt fails")
+        return key
+
+    try:
+        json = get_codec("json")
+        # Claims another queue: its retry still comes back to the queue it was read from.
+        elsewhere = raw_envelope(task=once_more.name, id="elsewhere", queue="nobody-reads",
+                                 max_retries=1, args=["a"])
+        empty_queue = raw_envelope(task=once_more.name, id="empty-queue", queue="", args=["b"])
+        negative = raw_envelope(task=once_more.name, id="negative", retries=-5, args=["c"])
+        for body in (elsewhere, empty_queue, negative):
+            await publish_raw(hub, json.encode(body), body["id"])
+        await drain_async(hub, pool=make_pool("async", 2), timeout=60)
+        found = await records(hub, ["elsewhere"])
+        assert found["elsewhere"].state == State.SUCCESS
+        assert attempts["a"] == 2
+        reasons = await dead_reasons(hub)
+        assert "field 'queue' is empty" in reasons["empty-queue"]
+        assert "field 'retries' is negative" in reasons["negative"]
+        assert attempts["b"] == attempts["c"] == 0
+    finally:
+        hub.close()
