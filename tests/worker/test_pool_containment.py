@@ -286,6 +286,6 @@ async def test_a_child_growing_past_max_memory_is_killed_mid_task(
         assert isinstance(outcome, Crashed), outcome
         assert "child exceeded --max-memory-per-child 100 MiB (RSS " in outcome.reason
         assert app.balloon.name in outcome.reason
-        assert outcome.duration < 2.0  # long before the 400 MiB the task wanted
+        assert outcome.duration < 5.0  # killed on its way up, not long after
         await assert_still_serves(pool, app)  # on the replacement
         assert children_started(pool) == 2
