@@ -13,12 +13,21 @@ Time limits, by where the task runs:
   at ``timeout`` ``TaskTimedOut`` is raised the same way and the task is reported as timed
   out at once. A thread cannot be killed: one stuck in C keeps its slot until it returns.
 - in a child process (prefork, hybrid): the child is killed at ``timeout``; exact.
+
+Containment: whatever a task raises is its failure, ``BaseException`` subclasses included
+(``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``): none of them may stop a worker or
+a child. The one exception is ``asyncio.CancelledError`` when the cancellation is ours (a time
+limit, or the worker stopping): that one propagates. Describing an exception never raises
+(:func:`describe`), and a returned value is checked with the codec results are stored with
+(:func:`success`), so every outcome a pool reports can be sent and stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import enum
+import math
 import threading
 import time
 import traceback
@@ -39,28 +48,145 @@ def context_of(job: Job) -> TaskContext:
                        job.parent_id, job.group_id, job.headers)
 
 
+TEXT_LIMIT = 64 * 1024  # bytes of an error message or traceback kept
+JOB_TASK_PREFIX = "hubbub-job:"  # names the asyncio task a job with time limits runs in
+
+
+def job_label(job: Job) -> str:
+    """``"shop.add[6f1c...]"``: how log lines name a job."""
+    return f"{job.task}[{job.id}]"
+
+
+def clean_text(text: str, *, tail: bool = False) -> str:
+    """``text`` as valid UTF-8 (a lone surrogate becomes ``\\udcff``), cut to ``TEXT_LIMIT``
+    bytes (its first ones, or its last with ``tail``): what JSON stores, pickles and log lines
+    can all carry."""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= TEXT_LIMIT:
+        return text if len(data) == len(text) else data.decode("utf-8")
+    if tail:
+        return "[...]\n" + data[-TEXT_LIMIT:].decode("utf-8", "ignore")
+    return data[:TEXT_LIMIT].decode("utf-8", "ignore") + " [...]"
+
+
+def type_name(exc: BaseException) -> str:
+    """The exception's class name; never raises."""
+    try:
+        return clean_text(str(type(exc).__name__))
+    except BaseException:  # a metaclass that misbehaves
+        return "Exception"
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, else ``repr(exc)``, else ``<unprintable X>``; never raises."""
+    for render in (str, repr):
+        try:
+            return clean_text(render(exc))
+        except BaseException:  # noqa: S112 - a __str__ that raises must not escape
+            continue
+    return f"<unprintable {type_name(exc)}>"
+
+
+def traceback_of(exc: BaseException) -> str:
+    """The formatted traceback, its last ``TEXT_LIMIT`` bytes; never raises."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:  # formatting runs code of the exception's own
+        return ""
+    return clean_text(text, tail=True)
+
+
+def describe(exc: BaseException) -> ErrorInfo:
+    """The one safe description of an exception: type name, message, bounded traceback.
+
+    Never raises, whatever the exception's ``__str__``/``__repr__`` do, and the text is always
+    encodable (JSON, pickle, logs).
+    """
+    return ErrorInfo(type_name(exc), message_of(exc), traceback_of(exc))
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"ValueError: bad input"`` for reasons and log lines; never raises."""
+    return f"{type_name(exc)}: {message_of(exc)}"
+
+
 def failure(task: Task[Any, Any], exc: BaseException, duration: float) -> Outcome:
-    """The outcome for an exception raised by a task."""
+    """The outcome for an exception raised by a task (any ``BaseException``)."""
     if isinstance(exc, Retry):
-        return Failed(ErrorInfo("Retry", exc.reason or "retry requested"), duration,
-                      retry=True, countdown=exc.countdown)
+        reason = clean_text(str(exc.reason)) if exc.reason else "retry requested"
+        return Failed(ErrorInfo("Retry", reason), duration, retry=True, countdown=exc.countdown)
     if isinstance(exc, Reject):
-        return Rejected(exc.reason, duration)
-    tb = "".join(traceback.format_exception(exc))
-    error = ErrorInfo(type(exc).__name__, str(exc), tb)
+        return Rejected(clean_text(str(exc.reason)), duration)
     retry = isinstance(exc, task.spec.retry_for or (Exception,))
+    error = describe(exc)
+    if not error.message and not isinstance(exc, Exception):  # a bare ``raise KeyboardInterrupt``
+        error = ErrorInfo(error.type, f"task raised {error.type}", error.traceback)
     return Failed(error, duration, retry=retry)
 
 
 def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
-    """The outcome for a returned value; a value the result store cannot hold is a failure."""
+    """The outcome for a returned value; a value the result store cannot hold is a failure.
+
+    The check uses the codec results are stored with, so a success here can be stored, and
+    a failure (``ResultNotEncodable``) can be sent and stored instead.
+    """
     if not task.spec.ignore_result:
-        try:
-            json_dumps(value)
-        except (TypeError, ValueError) as exc:
-            return Failed(ErrorInfo("ResultError", f"return value cannot be stored as JSON: {exc}"),
-                          duration)
+        problem = unencodable(value)
+        if problem is not None:
+            error = ErrorInfo("ResultNotEncodable",
+                              f"return value cannot be stored as JSON: {problem}")
+            return Failed(error, duration)
     return Succeeded(value, duration)
+
+
+def unencodable(value: Any) -> str | None:
+    """Why the result store cannot hold ``value``, or None when it can; never raises."""
+    try:
+        data = json_dumps(value)
+    except RecursionError:
+        return "it is nested too deeply"
+    except BaseException as exc:  # a user type's hooks may raise anything
+        return message_of(exc)
+    # JSON has no NaN or infinity: the codec writes them as null, which would silently
+    # change the result. Only a value whose JSON holds a null needs the walk.
+    if b"null" in data and _has_non_finite(value):
+        return "it holds NaN or an infinity, which JSON cannot represent"
+    return None
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]  # iterative: the value may be nested as deep as the codec allows
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, enum.Enum):
+            stack.append(item.value)
+    return False
+
+
+def _ours() -> bool:
+    """Whether the running asyncio task has been asked to cancel (by a limit or a stop)."""
+    me = asyncio.current_task()
+    return me is not None and me.cancelling() > 0
+
+
+async def _contained(task: Task[Any, Any], job: Job) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` or ``(None, what the task raised)``: nothing but our own cancellation
+    leaves this coroutine, so no ``KeyboardInterrupt``/``SystemExit`` reaches a loop."""
+    try:
+        return await task.fn(*job.args, **job.kwargs), None
+    except asyncio.CancelledError as exc:
+        if _ours():
+            raise
+        return None, exc
+    except BaseException as exc:  # anything the task raised is its failure
+        return None, exc
 
 
 @dataclass
@@ -71,11 +197,13 @@ class _InThread:
     loop: asyncio.AbstractEventLoop | None = None  # an ``async def`` job's private loop
     task: asyncio.Task[Any] | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    interrupted: bool = False
 
     def interrupt(self, exc_type: type[BaseException]) -> None:
         """Stop the job: cancel a coroutine (even mid-``select``), else raise in the thread."""
         if self.finished.is_set():
             return
+        self.interrupted = True
         if self.loop is not None and self.task is not None:
             self.loop.call_soon_threadsafe(self.task.cancel, exc_type.__name__)
         elif self.thread is not None:
@@ -89,23 +217,28 @@ def run_sync(task: Task[Any, Any], job: Job, where: _InThread | None = None) -> 
     started = time.monotonic()
     try:
         if task.is_async:
-            value = asyncio.run(_on_private_loop(task, job, where))
+            value, error = asyncio.run(_on_private_loop(task, job, where))
+            if error is not None:
+                return failure(task, error, time.monotonic() - started)
         else:
             value = task.fn(*job.args, **job.kwargs)
-    except asyncio.CancelledError:  # only our time limits cancel a job's private loop
-        error = SoftTimeLimitExceeded("cancelled at its time limit")
-        return failure(task, error, time.monotonic() - started)
-    except (Exception, SystemExit) as exc:
+    except asyncio.CancelledError as exc:
+        if where is not None and where.interrupted:  # our time limit cancelled its loop
+            limit = SoftTimeLimitExceeded("cancelled at its time limit")
+            return failure(task, limit, time.monotonic() - started)
+        return failure(task, exc, time.monotonic() - started)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit...: a failure
         return failure(task, exc, time.monotonic() - started)
     finally:
         leave(token)
     return success(task, value, time.monotonic() - started)
 
 
-async def _on_private_loop(task: Task[Any, Any], job: Job, where: _InThread | None) -> Any:
+async def _on_private_loop(task: Task[Any, Any], job: Job,
+                           where: _InThread | None) -> tuple[Any, BaseException | None]:
     if where is not None:
         where.loop, where.task = asyncio.get_running_loop(), asyncio.current_task()
-    return await task.fn(*job.args, **job.kwargs)
+    return await _contained(task, job)
 
 
 def limits(job: Job) -> tuple[float | None, float | None]:
@@ -124,13 +257,20 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     if soft is None and hard is None:  # the common case: no second task, no timers
         try:
             value = await task.fn(*job.args, **job.kwargs)
-        except (Exception, SystemExit) as exc:
+        except asyncio.CancelledError as exc:
+            if _ours():  # the worker is stopping: let the cancellation through
+                raise
+            return failure(task, exc, time.monotonic() - started)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: a failure
             return failure(task, exc, time.monotonic() - started)
         finally:
             leave(token)
         return success(task, value, time.monotonic() - started)
     try:
-        inner = asyncio.ensure_future(task.fn(*job.args, **job.kwargs))
+        # Wrapped: an asyncio task re-raises KeyboardInterrupt and SystemExit into the loop
+        # that runs it, which would stop the worker (or the child) with the task's status.
+        inner = asyncio.get_running_loop().create_task(_contained(task, job),
+                                                       name=JOB_TASK_PREFIX + job_label(job))
     finally:
         leave(token)
     first = soft if soft is not None else hard
@@ -149,10 +289,10 @@ async def on_loop(task: Task[Any, Any], job: Job) -> Outcome:
     duration = time.monotonic() - started
     if inner.cancelled():
         return failure(task, asyncio.CancelledError("task was cancelled"), duration)
-    error = inner.exception()
+    value, error = inner.result()
     if error is not None:
         return failure(task, error, duration)
-    return success(task, inner.result(), duration)
+    return success(task, value, duration)
 
 
 async def in_thread(executor: Executor, task: Task[Any, Any], job: Job) -> Outcome:

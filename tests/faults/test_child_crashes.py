@@ -1,8 +1,9 @@
 """A task that kills its child process fails alone: the worker keeps serving.
 
-Every case runs a real prefork child: a segfault, ``os._exit``, an exception that escapes the
-runner, an address-space limit hit while allocating, a task that never returns (hard limit),
-and, through the real CLI, a child killed with SIGKILL mid-task.
+Every case runs a real prefork child: a segfault, ``os._exit``, an address-space limit hit
+while allocating, a task that never returns (hard limit), and, through the real CLI, a child
+killed with SIGKILL mid-task. A ``KeyboardInterrupt`` raised by a task is only a failure: it
+costs no child.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ CRASHES = {
     # case: (task, args, error type, words the reason must contain)
     "segfault": ("segfault", (), "TaskCrashed", "died with signal SIGSEGV while running task"),
     "os._exit": ("exit_now", (3,), "TaskCrashed", "exited with code 3 while running task"),
-    "escaping exception": ("escape", (), "TaskCrashed", "raised KeyboardInterrupt: escapes"),
     "memory limit": ("hog", (64,), "MemoryError", ""),
     "never returns": ("forever", ("{tmp}/forever.pid",), "TaskTimedOut", "time limit of 0.5s"),
 }
@@ -63,6 +63,20 @@ def test_a_task_that_kills_its_child_fails_and_the_next_100_tasks_complete(
     assert worker.processed == 101
     assert os.getpid() == me  # the worker is the test's own process, alive throughout
     assert pool.children.started == 2  # the child that died, and its replacement
+
+
+def test_a_task_raising_keyboard_interrupt_fails_and_its_child_serves_on(
+    app: ModuleType,
+) -> None:
+    escaping = app.escape.delay()
+    after = app.add.delay_many([(i, 1) for i in range(10)])
+    pool = PreforkPool(1)
+    drain(app.hub, pool=pool, timeout=40)
+    with pytest.raises(TaskFailed) as info:
+        escaping.get(timeout=5)
+    assert (info.value.type, info.value.message) == ("KeyboardInterrupt", "escapes the task runner")
+    assert [r.get(timeout=5) for r in after] == [i + 1 for i in range(10)]
+    assert pool.children.started == 1
 
 
 def test_all_of_a_hybrid_childs_jobs_crash_with_it_and_others_go_on(app: ModuleType) -> None:

@@ -14,7 +14,7 @@ from types import ModuleType
 from hubbub._loader import load_hub
 
 SOURCE = textwrap.dedent('''
-    import asyncio, ctypes, os, resource, time
+    import asyncio, ctypes, os, resource, sys, time
     from pathlib import Path
     from hubbub import Hub, SoftTimeLimitExceeded
 
@@ -106,6 +106,108 @@ SOURCE = textwrap.dedent('''
         while not Path(marker + ".go").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         return "done"
+
+    # -- containment: whatever a task raises or returns is an outcome ----------------------
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    class Unspeakable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    def raise_it(what: str) -> None:
+        if what == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if what == "SystemExit":
+            sys.exit(3)
+        if what == "GeneratorExit":
+            raise GeneratorExit("from a task")
+        if what == "CancelledError":
+            raise asyncio.CancelledError("raised by the task itself")
+        if what == "Unprintable":
+            raise Unprintable()
+        if what == "Unspeakable":
+            raise Unspeakable()
+        if what == "surrogate":
+            raise ValueError("bad byte \\udcff here")
+        if what == "huge":
+            raise ValueError("x" * 2**20)
+        raise AssertionError(what)
+
+    @hub.task
+    def raises(what: str) -> None:
+        raise_it(what)
+
+    @hub.task
+    async def async_raises(what: str) -> None:
+        await asyncio.sleep(0)
+        raise_it(what)
+
+    def unencodable(kind: str) -> object:
+        if kind == "deep":
+            value: list = []
+            for _ in range(985):
+                value = [value]
+            return value
+        if kind == "set":
+            return set([1, 2])
+        if kind == "object":
+            return object()
+        if kind == "nan":
+            return float("nan")
+        if kind == "inf":
+            return [1.0, dict(x=-float("inf"))]
+        raise AssertionError(kind)
+
+    @hub.task
+    def returns(kind: str) -> object:
+        return unencodable(kind)
+
+    @hub.task
+    async def async_returns(kind: str) -> object:
+        await asyncio.sleep(0)
+        return unencodable(kind)
+
+    @hub.task
+    def fork_sleeper(busy: float) -> int:
+        pid = os.fork()
+        if pid == 0:  # the grandchild
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        time.sleep(busy)
+        return pid
+
+    @hub.task
+    def fork_from_c() -> int:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = libc.fork()  # no Python at-fork hooks run: the grandchild keeps every fd
+        if pid == 0:
+            libc.sleep(30)
+            libc._exit(0)
+        return pid
+
+    @hub.task
+    def fork_and_return(marker: str) -> str:
+        pid = os.fork()
+        if pid == 0:
+            Path(marker).write_text(str(os.getpid()))
+            return "grandchild"
+        return "child"
+
+    @hub.task
+    def balloon(up_to_mib: int) -> int:
+        chunks = []
+        for _ in range(up_to_mib // 10):
+            chunks.append(b"x" * (10 * 2**20))  # written, so resident
+            time.sleep(0.05)
+        return len(chunks)
 ''')
 
 

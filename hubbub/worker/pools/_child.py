@@ -11,6 +11,12 @@ CLI did (``module:attr``), says ``ready``, then serves jobs until ``stop`` or EO
 
 SIGINT is ignored from the first line of ``BOOT`` on: Ctrl-C in a terminal reaches the whole
 process group, and only the parent decides how the worker stops.
+
+A task may fork (``os.fork``, ``multiprocessing`` with fork). The forked process must not keep
+the socket: the parent reads EOF on it to learn that this child died, and a grandchild that
+holds it would hide the death. So the socket is closed in every process forked from here
+(``os.register_at_fork``), and a prefork grandchild that returns from the task exits instead
+of serving.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
-from hubbub.worker.execute import failure, limits, on_loop, run_sync
+from hubbub.worker.execute import describe, exception_text, failure, limits, on_loop, run_sync
 from hubbub.worker.pools._wire import ChildSpec, pack, read_message, receive, resident_mib
 from hubbub.worker.pools.coroutines import AsyncPool
 
@@ -48,6 +54,12 @@ log = logging.getLogger("hubbub.worker.child")
 def main() -> None:
     """Entry point of a child: the socket's file descriptor is ``sys.argv[1]``."""
     sock = socket.socket(fileno=int(sys.argv[1]))
+
+    def forked() -> None:  # in a process a task forked: give up the worker's socket
+        with contextlib.suppress(OSError):
+            os.close(sock.detach())
+
+    os.register_at_fork(after_in_child=forked)
     try:
         spec: ChildSpec = receive(sock)
     except EOFError:
@@ -59,7 +71,7 @@ def main() -> None:
     try:
         hub = load_hub(spec.import_path)
     except Exception as exc:
-        sock.sendall(pack(("error", f"{type(exc).__name__}: {exc}")))
+        sock.sendall(pack(("error", exception_text(exc))))
         sock.close()
         return
     try:
@@ -78,11 +90,13 @@ def main() -> None:
 
 
 def reply(seq: int, outcome: Outcome) -> bytes:
-    """The ``done`` frame for a job; an outcome that cannot be pickled becomes a failure."""
+    """The ``done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
+    of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can."""
     try:
         return pack(("done", seq, outcome, resident_mib()))
-    except Exception as exc:
-        error = ErrorInfo("ResultError", f"the outcome cannot be sent to the worker: {exc}")
+    except BaseException as exc:  # pickling runs the value's own hooks
+        error = ErrorInfo("ResultNotEncodable", "the outcome cannot be sent to the worker: "
+                          + exception_text(exc))
         return pack(("done", seq, Failed(error, outcome.duration), resident_mib()))
 
 
@@ -95,7 +109,8 @@ def unknown_task(hub: Hub, job: Job) -> Outcome:
 # -- serial (prefork) ----------------------------------------------------------------------
 
 def _serve_serial(sock: socket.socket, hub: Hub) -> None:
-    sock.sendall(pack(("ready", os.getpid())))
+    me = os.getpid()
+    sock.sendall(pack(("ready", me)))
     while True:
         try:
             message = receive(sock)
@@ -109,11 +124,16 @@ def _serve_serial(sock: socket.socket, hub: Hub) -> None:
         escaped = False
         try:
             outcome = unknown_task(hub, job) if task is None else _run_serial(task, job)
-        except BaseException as exc:  # KeyboardInterrupt and the like: runners let these by
-            traceback.print_exc()
+        except BaseException as exc:  # the runners contain what tasks raise: a bug of ours
+            with contextlib.suppress(BaseException):
+                traceback.print_exc()
             escaped = True
-            outcome = Crashed(f"child {os.getpid()} exited because task {job.task} raised "
-                              f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+            outcome = Crashed(f"child {me} exited because task {job.task} raised "
+                              f"{exception_text(exc)}", time.monotonic() - started)
+        if os.getpid() != me:
+            # The task forked and returned in the forked process too: that one is not this
+            # child (its socket is closed) and must not serve; it ends here.
+            os._exit(0)
         try:
             sock.sendall(reply(seq, outcome))
         except ConnectionError:
@@ -165,7 +185,7 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
             try:
                 outcome = await pool.run(job)
             except Exception as exc:  # a bug in the pool must not take the others down
-                outcome = Failed(ErrorInfo(type(exc).__name__, str(exc)), 0.0)
+                outcome = Failed(describe(exc), 0.0)
         writer.write(reply(seq, outcome))
 
     writer.write(pack(("ready", os.getpid())))

@@ -14,7 +14,12 @@ Invariants:
   the job whose limit killed it and ``Crashed`` (naming the signal or exit code) for the rest;
 - a child leaves ``_active`` when it dies or is retired, and a replacement is started at
   once, so ``processes`` children serve at any time except while one is starting;
-- a retiring child gets no new jobs and is told to stop once its last job is done.
+- a retiring child gets no new jobs and is told to stop once its last job is done;
+- the parent stops listening to a child's socket once the process has been reaped (after
+  ``EOF_GRACE``), even when something else still holds the other end (a process the task
+  forked): a child's death is learnt from its exit, not only from EOF;
+- with ``max_memory_per_child``, a busy child's resident memory is read every
+  ``MEMORY_INTERVAL`` seconds and a child over the limit is killed mid-task.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from typing import TYPE_CHECKING
 from hubbub.errors import ConfigurationError
 from hubbub.job import Crashed, Failed, Job, Outcome, TimedOut
 from hubbub.results.base import ErrorInfo
-from hubbub.worker.pools._wire import ChildSpec, pack, read_message
+from hubbub.worker.execute import exception_text
+from hubbub.worker.pools._wire import ChildSpec, pack, read_message, resident_mib_of
 from hubbub.worker.pools.base import Pool
 
 if TYPE_CHECKING:
@@ -47,6 +53,8 @@ STOP_GRACE = 5.0  # seconds stop() waits for a child to exit before killing it
 REAP_TIMEOUT = 5.0  # seconds after EOF before a child that closed its socket is killed
 RESTART_BACKOFF = (0.2, 5.0)  # delay bounds between failed attempts to start a child
 KILL_GRACE = 1.0  # hybrid, gevent: seconds past a hard limit before the child is killed
+EOF_GRACE = 0.5  # seconds after a child was reaped before its socket is given up on
+MEMORY_INTERVAL = 0.5  # seconds between reads of a busy child's RSS (with a memory limit)
 
 
 class StartFailed(Exception):
@@ -88,14 +96,16 @@ class Child:
             at the limit).
         on_done: called after each ``done`` reply.
         on_exit: called once, after the process was reaped and its jobs settled.
+        memory_limit: resident MiB above which a busy child is killed (None: no watch).
     """
 
     def __init__(self, spec: ChildSpec, boot: str, limit_grace: float,
                  on_done: Callable[[Child, Outcome], None],
-                 on_exit: Callable[[Child], None]) -> None:
+                 on_exit: Callable[[Child], None], memory_limit: float | None = None) -> None:
         self.spec = spec
         self.boot = boot
         self.limit_grace = limit_grace
+        self.memory_limit = memory_limit
         self.on_done = on_done
         self.on_exit = on_exit
         self.pid = 0
@@ -107,8 +117,10 @@ class Child:
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
         self._culprit: _Pending | None = None
+        self._over_memory: str | None = None  # why the memory watch killed it
         self._stop_sent = False
 
     @property
@@ -158,6 +170,7 @@ class Child:
             await self._close()
             raise StartFailed(str(message[1]))
         self._reader = asyncio.create_task(self._read_forever(reader))
+        self._watcher = asyncio.create_task(self._watch())
 
     async def wait(self) -> None:
         """Until the child has exited and its jobs are settled."""
@@ -234,10 +247,45 @@ class Child:
         except Exception:  # a garbled frame: this child cannot be trusted any more
             log.exception("bad message from child %d; killing it", self.pid)
             self.kill()
+        if self._watcher is not None:
+            self._watcher.cancel()
         code = await self._reap()
         await self._close()
         self._settle(code)
         self.on_exit(self)
+
+    async def _watch(self) -> None:
+        """Watch the process: its memory while busy (with a limit), and its exit."""
+        assert self._proc is not None
+        exited = asyncio.ensure_future(self._proc.wait())
+        try:
+            interval = MEMORY_INTERVAL if self.memory_limit is not None else None
+            while not exited.done():
+                await asyncio.wait({exited}, timeout=interval)
+                if not exited.done() and self.pending:
+                    self._check_memory()
+            # Reaped. Its socket reaches EOF now unless another process holds the other end
+            # (a grandchild forked by a task, without our at-fork hook, e.g. from C); then the
+            # parent would wait for that process. Take what is buffered and stop listening.
+            if self._reader is not None:
+                await asyncio.wait({self._reader}, timeout=EOF_GRACE)
+                if not self._reader.done() and self._writer is not None:
+                    log.warning("child %d exited but another process still holds its socket "
+                                "(did a task fork?); closing it", self.pid)
+                    self._writer.transport.abort()
+        finally:
+            exited.cancel()
+
+    def _check_memory(self) -> None:
+        assert self.memory_limit is not None
+        rss = resident_mib_of(self.pid)
+        if rss is None or rss <= self.memory_limit or self._over_memory is not None:
+            return
+        self._over_memory = (f"child exceeded --max-memory-per-child {self.memory_limit:g} MiB "
+                             f"(RSS {rss:.0f} MiB)")
+        tasks = ", ".join(f"{p.job.task}[{p.job.id}]" for p in self.pending.values())
+        log.warning("%s while running %s; killing child %d", self._over_memory, tasks, self.pid)
+        self.kill()
 
     def _done(self, seq: int, outcome: Outcome, rss: float) -> None:
         self.tasks_done += 1
@@ -258,7 +306,8 @@ class Child:
         loop = asyncio.get_running_loop()
         what = describe_exit(self.pid, code)
         hint = " (SIGKILL: killed from outside, e.g. by the out-of-memory killer)" if (
-            code == -signal.SIGKILL and self._culprit is None) else ""
+            code == -signal.SIGKILL and self._culprit is None and self._over_memory is None
+        ) else ""
         culprit = self._culprit
         for pending in pendings:
             if pending.timer is not None:
@@ -272,6 +321,9 @@ class Child:
                 outcome = Crashed(f"{what}: killed because task {culprit.job.task}"
                                   f"[{culprit.job.id}] in the same process ran past its hard "
                                   f"time limit while this one ran", duration)
+            elif self._over_memory is not None:
+                outcome = Crashed(f"{self._over_memory}: {what} while running task {job.task}",
+                                  duration)
             elif self.stopping:
                 outcome = Crashed(f"{what}: the pool stopped while task {job.task} ran",
                                   duration)
@@ -310,8 +362,8 @@ class Children:
         boot: the ``python -c`` program that starts a child.
         import_path: "module:attr" of the app; default: the hub's ``import_path``.
         max_tasks_per_child: replace a child after this many tasks (None: never).
-        max_memory_per_child: replace a child whose resident memory passed this many MiB
-            after a task (None: never).
+        max_memory_per_child: kill a busy child whose resident memory passes this many MiB
+            (its tasks crash), and replace one that is above it after a task (None: never).
         limit_grace: seconds past a hard limit before a child is killed.
         block_warning: passed to the children's event loops (hybrid).
 
@@ -387,7 +439,8 @@ class Children:
         try:
             future = child.submit(job)
         except Exception as exc:  # unpicklable arguments: the task's problem, not the pool's
-            error = ErrorInfo("MessageError", f"cannot send the job to a child process: {exc}")
+            error = ErrorInfo("MessageError", "cannot send the job to a child process: "
+                              + exception_text(exc))
             return Failed(error, 0.0)
         return await future
 
@@ -428,7 +481,8 @@ class Children:
 
     async def _start_child(self) -> Child:
         assert self._spec is not None
-        child = Child(self._spec, self.boot, self.limit_grace, self._on_done, self._on_exit)
+        child = Child(self._spec, self.boot, self.limit_grace, self._on_done, self._on_exit,
+                      self.max_memory_per_child)
         self.started += 1
         await child.start()
         self._all.add(child)

@@ -98,12 +98,20 @@ async def read_message(reader: asyncio.StreamReader) -> Any:
     return unpack(await reader.readexactly(size))
 
 
+def resident_mib_of(pid: int) -> float | None:
+    """Process ``pid``'s resident memory in MiB, or None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def resident_mib() -> float:
     """This process's resident memory in MiB (current on Linux, peak elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
+    current = resident_mib_of(os.getpid())
+    if current is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return current

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubbub.worker.execute import in_thread, on_loop
+from hubbub.worker.execute import JOB_TASK_PREFIX, in_thread, on_loop
 from hubbub.worker.pools.base import Job, Outcome, Pool
 
 if TYPE_CHECKING:
@@ -94,13 +94,10 @@ class AsyncPool(Pool):
         job = self._on_loop.get(current)
         if job is not None:
             return f"task {job.task}[{job.id}]"
-        coro = current.get_coro()  # a job with time limits runs in a task of its own
-        code = getattr(coro, "cr_code", None)
-        tasks = dict(self._hub.tasks) if self._hub is not None else {}
-        for name, task in tasks.items():
-            if task.is_async and getattr(task.fn, "__code__", None) is code:
-                ids = [j.id for j in list(self._on_loop.values()) if j.task == name]
-                return f"task {name}[{ids[0]}]" if len(ids) == 1 else f"task {name}"
+        name = current.get_name()  # a job with time limits runs in a task of its own
+        if name.startswith(JOB_TASK_PREFIX):
+            return f"task {name.removeprefix(JOB_TASK_PREFIX)}"
+        coro = current.get_coro()
         return f"coroutine {getattr(coro, '__qualname__', repr(coro))}"
 
 

@@ -41,8 +41,8 @@ class HybridPool(ChildPool):
         import_path: "module:attr" the children import the app from; default: the hub's
             ``import_path`` (set when the CLI loaded the app with ``-A``).
         max_tasks_per_child: replace a child after this many tasks (default: never).
-        max_memory_per_child: replace a child whose resident memory is above this many MiB
-            after a task (default: never).
+        max_memory_per_child: kill a busy child whose resident memory passes this many MiB
+            (its tasks crash), and replace one that is above it after a task (default: never).
         block_warning: seconds a task may block a child's loop before a warning (None: off).
 
     Raises:

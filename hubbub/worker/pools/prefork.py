@@ -34,7 +34,9 @@ The price shows with ``max_tasks_per_child=1``: each task then also pays a child
 
 Recycling: ``max_tasks_per_child`` and ``max_memory_per_child`` (resident MiB, read by the child
 after each task) replace a child between tasks; a child whose task raised ``MemoryError`` is
-replaced too. Children ignore SIGINT, so Ctrl-C goes through the worker's graceful stop.
+replaced too. ``max_memory_per_child`` also holds while a task runs: the parent reads a busy
+child's RSS every 0.5 s and kills a child over it (the task crashes with that reason).
+Children ignore SIGINT, so Ctrl-C goes through the worker's graceful stop.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class PreforkPool(ChildPool):
         import_path: "module:attr" the children import the app from; default: the hub's
             ``import_path`` (set when the CLI loaded the app with ``-A``).
         max_tasks_per_child: replace a child after this many tasks (default: never).
-        max_memory_per_child: replace a child whose resident memory is above this many MiB
-            after a task (default: never).
+        max_memory_per_child: kill a busy child whose resident memory passes this many MiB
+            (its tasks crash), and replace one that is above it after a task (default: never).
 
     Raises:
         ValueError: a count or limit below 1.
