@@ -38,6 +38,7 @@ from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing, Transport
 from hubbub.worker.admission import Admission, Refused
+from hubbub.worker.execute import exception_text
 from hubbub.worker.lane import Lane
 from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.settlement import Verdict, backoff, settle, unretryable
@@ -326,7 +327,7 @@ class WorkerLoop:
     def _refuse(self, delivery: Delivery, refused: Refused) -> None:
         assert self._writes is not None
         log.error("dead-lettered message %r from queue %s: %s", refused.task_id or delivery.id,
-                  delivery.queue, refused.reason)
+                  delivery.queue, _short(refused.reason))
         self._writes.dead_letter(delivery, refused.reason)
         if refused.task_id is not None and self.hub.settings.results is not None:
             self._writes.record(ResultRecord(
@@ -358,7 +359,7 @@ class WorkerLoop:
                 raise
             except Exception as exc:  # a bug in middleware or a pool must not kill the worker
                 log.exception("dispatch of %s[%s] failed", held.envelope.task, held.envelope.id)
-                outcome = Crashed(f"{type(exc).__name__}: {exc!r}", 0.0)
+                outcome = Crashed(exception_text(exc), 0.0)
         finally:
             lane.release_slot()
             if self._alone is held:
@@ -407,7 +408,8 @@ class WorkerLoop:
             self._apply(held, verdict, outcome.duration)
         except Exception as exc:  # a bug here must cost this delivery at most, never the worker
             log.exception("settling %s[%s] failed", held.envelope.task, held.envelope.id)
-            error = ErrorInfo(ErrorKind.NOT_STORABLE, f"its outcome cannot be settled: {exc!r}")
+            error = ErrorInfo(ErrorKind.NOT_STORABLE,
+                              f"its outcome cannot be settled: {exception_text(exc)}")
             self._apply(held, Verdict(State.FAILURE, error=error,
                                       dead_reason=f"{error.type}: {error.message}"), 0.0)
 
@@ -430,7 +432,7 @@ class WorkerLoop:
                                         verdict.retry is not None))
         if verdict.retry is not None:
             log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,
-                        env.id, duration, verdict.summary, env.retries + 1, env.max_retries,
+                        env.id, duration, _short(verdict.summary), env.retries + 1, env.max_retries,
                         verdict.countdown)
             self._record(held, State.RETRY, error=verdict.error)
             outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority, verdict.retry.eta)
@@ -438,7 +440,7 @@ class WorkerLoop:
                                           lambda reason: self._unsent_retry(held, verdict, reason)))
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
-                  verdict.dead_reason)
+                  _short(verdict.dead_reason))
         self._record(held, State.FAILURE, error=verdict.error)
         self._writes.dead_letter(held.delivery, verdict.dead_reason or verdict.summary)
 
@@ -504,6 +506,12 @@ class WorkerLoop:
         while True:
             await asyncio.sleep(self.heartbeat)
             self.hub.events.emit(WorkerHeartbeat(self.name, self.running, self.processed))
+
+
+def _short(text: str | None, limit: int = 1000) -> str:
+    """Log text cut to ``limit`` characters: the full text is in the result store."""
+    text = text or ""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
 
 
 def _runner(pool: Pool) -> DispatchNext:

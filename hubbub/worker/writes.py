@@ -21,6 +21,7 @@ from hubbub._redact import redact
 from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedByBroker
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
+from hubbub.worker.execute import clean_text, exception_text
 
 log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
@@ -209,9 +210,9 @@ class WriteBuffer:
                 error = ErrorInfo(ErrorKind.NOT_STORABLE, _bounded(
                     f"its {record.state.value} record cannot be stored: {reason}"))
                 substitutes.append(ResultRecord(
-                    _safe(record.id), State.FAILURE, _safe(record.task or "") or None, None,
-                    error, record.retries, record.worker, record.created_at, record.started_at,
-                    time.time()))
+                    clean_text(record.id), State.FAILURE, clean_text(record.task or "") or None,
+                    None, error, record.retries, record.worker, record.created_at,
+                    record.started_at, time.time()))
         for record_id, reason in (await _one_by_one(self._store_batch, substitutes)).items():
             log.error("no record can be stored for task %r (%s); it stays without a result",
                       _id_of(substitutes, record_id), reason)
@@ -278,16 +279,7 @@ def _what(batch: _Batch) -> str:
 
 def _text(exc: BaseException) -> str:
     """A one-line description of ``exc`` that never raises and always encodes."""
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:
-        text = f"{type(exc).__name__}: <unprintable>"
-    return _safe(_bounded(text))
-
-
-def _safe(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _bounded(exception_text(exc))
 
 
 def _bounded(text: str, limit: int = MAX_REASON) -> str:

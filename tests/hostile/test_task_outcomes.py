@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from hubbub import Hub, Limits, Retry, State
 from hubbub.codecs import get_codec
 from hubbub.message import Envelope, encode
@@ -32,18 +30,26 @@ def make_hub(broker: Broker, tmp_path: Path, **options: Any) -> Hub:
     return Hub(broker.url, results=results, lease=5, **options)
 
 
+# The hub's connections live on its bridge loop: reach them through it.
+
 async def records(hub: Hub, ids: list[str]) -> dict[str, Any]:
-    return await hub.read_results(ids)
+    return await hub.bridge.run_async(hub.read_results(ids))
 
 
 async def dead_reasons(hub: Hub) -> dict[str, str]:
-    client = await hub.client()
-    return {d.id: d.reason for d in await client.transport.dead_letters()}
+    async def read() -> dict[str, str]:
+        client = await hub.client()
+        return {d.id: d.reason for d in await client.transport.dead_letters()}
+
+    return await hub.bridge.run_async(read())
 
 
 async def publish_raw(hub: Hub, body: bytes, id: str, queue: str = "default") -> None:
-    client = await hub.client()
-    await client.transport.publish([Outgoing(queue, body, id)])
+    async def send() -> None:
+        client = await hub.client()
+        await client.transport.publish([Outgoing(queue, body, id)])
+
+    await hub.bridge.run_async(send())
 
 
 def raw_envelope(**fields: Any) -> dict[str, Any]:
@@ -121,10 +127,12 @@ async def test_a_retry_with_an_infinite_countdown_is_held_in_the_broker(
             return found is not None and found.state == State.RETRY
 
         await eventually(retried, 20)
-        client = await hub.client()
-
         async def held() -> bool:
-            [stats] = await client.transport.stats(["default"])
+            async def read() -> Any:
+                client = await hub.client()
+                return await client.transport.stats(["default"])
+
+            [stats] = await hub.bridge.run_async(read())
             return stats.delayed == 1 and stats.leased == 0 and stats.ready == 0
 
         await eventually(held, 20)
@@ -192,9 +200,10 @@ async def test_a_replayed_message_of_a_finished_task_does_not_run_again(
 
     try:
         env = Envelope(charge.name, ("order-1",))
-        await hub.publish_async([env])
+        await hub.bridge.run_async(hub.publish_async([env]))
         await drain_async(hub, pool=make_pool("async", 2), timeout=60)
-        await hub.publish_async([env])  # the same bytes, as a replay or a late redelivery
+        # The same bytes again, as a replay or a redelivery after the result was stored:
+        await hub.bridge.run_async(hub.publish_async([env]))
         await drain_async(hub, pool=make_pool("async", 2), timeout=60)
         assert ran == ["order-1"]
     finally:
