@@ -21,51 +21,45 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
-from hubbub.codecs import BY_CONTENT_TYPE
-from hubbub.errors import ConfigurationError, ErrorKind, HubbubError, MessageError
+from hubbub.errors import ConfigurationError, HubbubError
 from hubbub.events import (
     LaneInfo,
-    TaskDeadLettered,
-    TaskFailed,
-    TaskSucceeded,
     WorkerHeartbeat,
     WorkerOffline,
     WorkerOnline,
 )
 from hubbub.job import Crashed, Job, Outcome
-from hubbub.message import Envelope, encode
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
-from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
-from hubbub.transports.base import Delivery, Outgoing, Transport
+from hubbub.results.base import ResultBackend, State
+from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.execute import exception_text
 from hubbub.worker.lane import Lane
+from hubbub.worker.outcomes import Held, Outcomes
 from hubbub.worker.pools.coroutines import AsyncPool
-from hubbub.worker.settlement import Verdict, backoff, settle, unretryable
-from hubbub.worker.writes import RETRY_IO, RetryWrite, WriteBackFailed, WriteBuffer
+from hubbub.worker.renewal import Renewal
+from hubbub.worker.writes import RETRY_IO, WriteBackFailed, WriteBuffer
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
-    from hubbub.task import Task
     from hubbub.worker.pools.base import Pool
 
-__all__ = ["WorkerLoop", "backoff"]
+__all__ = ["WorkerLoop"]
 
 log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
 
 
-@dataclass(eq=False)
-class _Held:
-    """A delivery this worker holds, and what became of it."""
+@dataclass(frozen=True, slots=True)
+class _Wiring:
+    """What a running worker is connected to, and the collaborators built on it."""
 
-    delivery: Delivery
-    envelope: Envelope
-    task: Task[Any, Any]
-    lane: Lane
-    started_at: float | None = None
-    runner: asyncio.Task[None] | None = None
+    transport: Transport
+    results: ResultBackend | None
+    writes: WriteBuffer
+    outcomes: Outcomes
+    renewal: Renewal
 
 
 class WorkerLoop:
@@ -112,19 +106,20 @@ class WorkerLoop:
         self.processed = 0
         self.abandoned = 0  # tasks left running when the loop ended (after abort or grace)
         self._admission = Admission(hub)
-        self._held: dict[int, _Held] = {}
+        self._held: dict[int, Held] = {}
         self._dispatchers: dict[int, DispatchNext] = {}
-        self._started_lately: set[str] = set()  # task names started since the last renewal
-        self._alone: _Held | None = None  # a last-chance delivery running by itself
-        self._max_size = 0  # of a retry envelope: the hub's limit within the broker's
+        self._alone: Held | None = None  # a last-chance delivery running by itself
         self._failure: BaseException | None = None  # why the write-back machinery died
-        # Created in run(), on the loop that serves:
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._floor = asyncio.Event()  # set whenever a held delivery leaves
-        self._transport: Transport | None = None
-        self._results: ResultBackend | None = None
-        self._writes: WriteBuffer | None = None
+        self._wiring: _Wiring | None = None  # what run() connected
+
+    @property
+    def _io(self) -> _Wiring:
+        if self._wiring is None:
+            raise RuntimeError("the worker is not running")
+        return self._wiring
 
     # -- control ---------------------------------------------------------------------------
 
@@ -159,8 +154,6 @@ class WorkerLoop:
         async with contextlib.AsyncExitStack() as stack:
             await transport.connect()
             stack.push_async_callback(transport.close)
-            self._transport, self._results = transport, results
-            self._max_size = self.hub.max_message_size(transport)
             if results is not None:
                 await results.connect()
                 stack.push_async_callback(results.close)
@@ -169,8 +162,12 @@ class WorkerLoop:
                 stack.push_async_callback(lane.pool.stop)
                 self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
                                                              _runner(lane.pool))
-            self._writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
-            await self._serve(transport, self._writes)
+            writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
+            self._wiring = _Wiring(
+                transport, results, writes,
+                Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport)),
+                Renewal(transport, self.lease, self._renewable, self._running_tasks))
+            await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
                                   f"({self._failure!r})") from self._failure
@@ -185,7 +182,7 @@ class WorkerLoop:
                            f"x{lane.concurrency}" for lane in lanes))
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
-        helpers = [asyncio.create_task(self._renew_forever(transport, writes)),
+        helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
                    asyncio.create_task(self._heartbeat_forever())]
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
@@ -211,8 +208,7 @@ class WorkerLoop:
         self.abort()
 
     async def _fetch_forever(self, transport: Transport, lane: Lane) -> None:
-        assert self._writes is not None
-        writes, delay = self._writes, RETRY_IO[0]
+        writes, delay = self._io.writes, RETRY_IO[0]
         while not self._stopping.is_set():
             await lane.autoscale_step()
             room = lane.budget if self._alone is None else 0
@@ -248,16 +244,15 @@ class WorkerLoop:
         return sum(lane.pool.concurrency + (lane.prefetch or 0) for lane in self.lanes)
 
     async def _idle(self, transport: Transport) -> bool:
-        if self._held or self._writes:
+        if self._held or self._io.writes:
             return False
         stats = await transport.stats(self.queues)
         return all(s.ready == 0 and s.delayed == 0 and s.leased == 0 for s in stats)
 
     async def _wind_down(self) -> None:
-        assert self._writes is not None
         unstarted = [h for h in self._held.values() if h.started_at is None]
         self._let_go(unstarted)
-        self._writes.release([h.delivery for h in unstarted])
+        self._io.writes.release([h.delivery for h in unstarted])
         if unstarted:
             log.info("released %d unstarted deliveries", len(unstarted))
         running = [h.runner for h in self._held.values() if h.runner is not None]
@@ -272,9 +267,9 @@ class WorkerLoop:
                         len(leftover))
             self.abandoned = len(leftover)
             self._let_go(leftover)
-            self._writes.release([h.delivery for h in leftover])
+            self._io.writes.release([h.delivery for h in leftover])
 
-    def _let_go(self, held: Sequence[_Held]) -> None:
+    def _let_go(self, held: Sequence[Held]) -> None:
         for one in held:
             self._forget(one)
             if one.runner is not None:
@@ -283,14 +278,13 @@ class WorkerLoop:
     # -- admission ---------------------------------------------------------------------------
 
     async def _admit(self, deliveries: list[Delivery], lane: Lane) -> None:
-        assert self._writes is not None
-        accepted: list[_Held] = []
+        accepted: list[Held] = []
         for delivery in deliveries:
             verdict = self._admission.check(delivery)
             if isinstance(verdict, Refused):
-                self._refuse(delivery, verdict)
+                self._io.outcomes.refused(delivery, verdict)
             else:
-                accepted.append(_Held(delivery, verdict.envelope, verdict.task, lane))
+                accepted.append(Held(delivery, verdict.envelope, verdict.task, lane))
         final = await self._final_states([h.envelope.id for h in accepted])
         now = time.time()
         for held in accepted:
@@ -300,13 +294,9 @@ class WorkerLoop:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
-                self._writes.ack([held.delivery])
+                self._io.writes.ack([held.delivery])
             elif env.expires is not None and env.expires <= now:
-                log.info("task %s[%s] expired; skipped", env.task, env.id)
-                at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(env.expires))
-                error = ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)")
-                self._record(held, State.REVOKED, error=error)
-                self._writes.ack([held.delivery])
+                self._io.outcomes.expired(held)
             else:
                 self._held[id(held)] = held
                 lane.held += 1
@@ -314,32 +304,20 @@ class WorkerLoop:
 
     async def _final_states(self, ids: list[str]) -> dict[str, State]:
         """Ids among ``ids`` whose stored state forbids running them: REVOKED or SUCCESS."""
-        if self._results is None or not ids:
+        results = self._io.results
+        if results is None or not ids:
             return {}
         try:
-            found = await self._results.get(ids)
+            found = await results.get(ids)
         except Exception as exc:  # the store is down, or a bug: running is still right
             log.warning("could not read revocations (%s); running anyway", redact(repr(exc)))
             return {}
         return {i: r.state for i, r in found.items()
                 if r.state in (State.REVOKED, State.SUCCESS)}
 
-    def _refuse(self, delivery: Delivery, refused: Refused) -> None:
-        assert self._writes is not None
-        log.error("dead-lettered message %r from queue %s: %s", refused.task_id or delivery.id,
-                  delivery.queue, _short(refused.reason))
-        self._writes.dead_letter(delivery, refused.reason)
-        if refused.task_id is not None and self.hub.settings.results is not None:
-            self._writes.record(ResultRecord(
-                refused.task_id, State.FAILURE, task=refused.task,
-                error=ErrorInfo(ErrorKind.MESSAGE, refused.reason), worker=self.name,
-                finished_at=time.time()))
-        self.hub.events.emit(TaskDeadLettered(refused.task_id, delivery.queue, refused.reason,
-                                              self.name))
-
     # -- running -----------------------------------------------------------------------------
 
-    async def _execute(self, held: _Held) -> None:
+    async def _execute(self, held: Held) -> None:
         lane = held.lane
         await lane.acquire()
         try:
@@ -349,8 +327,8 @@ class WorkerLoop:
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
                 await self._clear_the_floor(held)
             held.started_at = time.time()
-            self._started_lately.add(held.envelope.task)
-            self._record(held, State.STARTED)
+            self._io.renewal.started(held.envelope.task)
+            self._io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(held.envelope, held.delivery, Job.from_envelope(held.envelope),
                                   self.name)
             try:
@@ -367,9 +345,11 @@ class WorkerLoop:
                 for other in self.lanes:
                     other.room.set()
         if id(held) in self._held:
-            self._settle(held, outcome)
+            self._forget(held)
+            self.processed += 1
+            self._io.outcomes.finished(held, outcome)
 
-    async def _clear_the_floor(self, held: _Held) -> None:
+    async def _clear_the_floor(self, held: Held) -> None:
         """Run a message on its last delivery alone, so that a crash is surely its own.
 
         A message that killed its worker before comes back with one more attempt, and so does
@@ -386,12 +366,10 @@ class WorkerLoop:
         self._let_go(others)
         if others:
             # Given back now, not by the flusher later: this task may kill the worker at once.
-            assert self._transport is not None
-            assert self._writes is not None
             try:
-                await self._transport.release([h.delivery for h in others])
+                await self._io.transport.release([h.delivery for h in others])
             except HubbubError:
-                self._writes.release([h.delivery for h in others])
+                self._io.writes.release([h.delivery for h in others])
         while any(h is not held and h.started_at is not None for h in self._held.values()):
             await self._floor_changed()
 
@@ -399,119 +377,26 @@ class WorkerLoop:
         self._floor.clear()
         await self._floor.wait()
 
-    def _settle(self, held: _Held, outcome: Outcome) -> None:
-        self._forget(held)
-        self.processed += 1
-        try:
-            verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
-                             queue=held.delivery.queue)
-            self._apply(held, verdict, outcome.duration)
-        except Exception as exc:  # a bug here must cost this delivery at most, never the worker
-            log.exception("settling %s[%s] failed", held.envelope.task, held.envelope.id)
-            error = ErrorInfo(ErrorKind.NOT_STORABLE,
-                              f"its outcome cannot be settled: {exception_text(exc)}")
-            self._apply(held, Verdict(State.FAILURE, error=error,
-                                      dead_reason=f"{error.type}: {error.message}"), 0.0)
-
-    def _apply(self, held: _Held, verdict: Verdict, duration: float) -> None:
-        assert self._writes is not None
-        env = held.envelope
-        if verdict.state == State.SUCCESS:
-            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
-            self._record(held, State.SUCCESS, value=verdict.value)
-            self._writes.ack([held.delivery])
-            self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.name))
-            return
-        if verdict.retry is not None:
-            try:
-                body = encode(verdict.retry, BY_CONTENT_TYPE[env.content_type], self._max_size,
-                              self.hub.signer)
-            except MessageError as exc:
-                verdict = unretryable(verdict, str(exc))
-        self.hub.events.emit(TaskFailed(env.id, env.task, duration, self.name, verdict.summary,
-                                        verdict.retry is not None))
-        if verdict.retry is not None:
-            log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,
-                        env.id, duration, _short(verdict.summary), env.retries + 1, env.max_retries,
-                        verdict.countdown)
-            self._record(held, State.RETRY, error=verdict.error)
-            outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority, verdict.retry.eta)
-            self._writes.retry(RetryWrite(outgoing, held.delivery,
-                                          lambda reason: self._unsent_retry(held, verdict, reason)))
-            return
-        log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
-                  _short(verdict.dead_reason))
-        self._record(held, State.FAILURE, error=verdict.error)
-        self._writes.dead_letter(held.delivery, verdict.dead_reason or verdict.summary)
-
-    def _unsent_retry(self, held: _Held, verdict: Verdict, reason: str) -> ResultRecord | None:
-        """The FAILURE record that replaces a RETRY whose message the broker refused."""
-        failed = unretryable(verdict, reason)
-        return self._make_record(held, State.FAILURE, None, failed.error)
-
-    def _forget(self, held: _Held) -> None:
+    def _forget(self, held: Held) -> None:
         if self._held.pop(id(held), None) is not None:
             held.lane.held -= 1
             held.lane.room.set()
             self._floor.set()
 
-    def _record(self, held: _Held, state: State, *, value: Any = None,
-                error: ErrorInfo | None = None) -> None:
-        record = self._make_record(held, state, value, error)
-        if record is not None:
-            assert self._writes is not None
-            self._writes.record(record)
-
-    def _make_record(self, held: _Held, state: State, value: Any,
-                     error: ErrorInfo | None) -> ResultRecord | None:
-        if held.task.spec.ignore_result or self.hub.settings.results is None:
-            return None
-        env = held.envelope
-        done = state in {State.SUCCESS, State.FAILURE, State.REVOKED}
-        return ResultRecord(env.id, state, env.task, value, error, env.retries, self.name,
-                            env.created_at, held.started_at, time.time() if done else None)
-
     # -- background --------------------------------------------------------------------------
 
-    async def _renew_forever(self, transport: Transport, writes: WriteBuffer) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + self.lease / 3
-            self._started_lately.clear()
-            await asyncio.sleep(self.lease / 3)
-            late = loop.time() - due
-            if late > self.lease / 3:
-                # Renewal runs on this loop: a task that blocked it starved the renewals.
-                running = sorted(self._started_lately | {h.envelope.task for h in
-                                 self._held.values() if h.started_at is not None})
-                log.error("the event loop was blocked for %.1fs; leases (%.0fs) may have run out "
-                          "and held tasks may run twice. Running: %s. Move blocking code into "
-                          "sync tasks (they run in threads) or raise --lease.", late, self.lease,
-                          ", ".join(running) or "-")
-            # Finished work whose ack waits for the flusher (e.g. the result store is down)
-            # keeps its lease too, or it would run again elsewhere.
-            held = [h.delivery for h in self._held.values()] + writes.settling()
-            if not held:
-                continue
-            try:
-                lost = await transport.extend(held, lease=self.lease)
-            except Exception as exc:
-                log.warning("lease renewal failed (%s); will try again", redact(repr(exc)))
-                continue
-            for delivery in lost:
-                log.warning("lease of message %s was lost; another worker may run it too",
-                            delivery.id)
+    def _renewable(self) -> list[Delivery]:
+        # Finished work whose ack waits for the flusher (e.g. the result store is down)
+        # keeps its lease too, or it would run again elsewhere.
+        return [h.delivery for h in self._held.values()] + self._io.writes.settling()
+
+    def _running_tasks(self) -> set[str]:
+        return {h.envelope.task for h in self._held.values() if h.started_at is not None}
 
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
             self.hub.events.emit(WorkerHeartbeat(self.name, self.running, self.processed))
-
-
-def _short(text: str | None, limit: int = 1000) -> str:
-    """Log text cut to ``limit`` characters: the full text is in the result store."""
-    text = text or ""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
 
 
 def _runner(pool: Pool) -> DispatchNext:

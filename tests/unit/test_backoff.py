@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.worker.loop import backoff
+from hubbub.worker.settlement import backoff
 
 
 @pytest.mark.parametrize(("retries", "delay"), [(0, 1.5), (1, 3.0), (2, 6.0), (3, 12.0)])

@@ -1,0 +1,151 @@
+"""``Outcomes``: turns admission refusals and settlement verdicts into buffered writes.
+
+The rules live in :mod:`~hubbub.worker.settlement` (pure); this module applies them: result
+records, acks, retries and dead letters queued on the :class:`WriteBuffer`, events emitted
+and log lines written, each bounded, so a task's giant error cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hubbub.codecs import BY_CONTENT_TYPE
+from hubbub.errors import ErrorKind, MessageError
+from hubbub.events import TaskDeadLettered, TaskFailed, TaskSucceeded
+from hubbub.message import Envelope, encode
+from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
+from hubbub.transports.base import Delivery, Outgoing
+from hubbub.worker.execute import exception_text
+from hubbub.worker.settlement import Verdict, settle, unretryable
+from hubbub.worker.writes import RetryWrite, WriteBuffer
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+    from hubbub.job import Outcome
+    from hubbub.task import Task
+    from hubbub.worker.admission import Refused
+    from hubbub.worker.lane import Lane
+
+log = logging.getLogger("hubbub.worker")
+
+
+@dataclass(eq=False)
+class Held:
+    """A delivery the worker holds, and what became of it."""
+
+    delivery: Delivery
+    envelope: Envelope
+    task: Task[Any, Any]
+    lane: Lane
+    started_at: float | None = None
+    runner: asyncio.Task[None] | None = None
+
+
+class Outcomes:
+    """Writes what happened to each delivery.
+
+    Args:
+        hub: for settings, the signer and the event bus.
+        worker: this worker's name, recorded with each result.
+        writes: the buffer that writes everything.
+        max_size: the largest body a retry may have (the hub's limit within the broker's).
+    """
+
+    def __init__(self, hub: Hub, worker: str, writes: WriteBuffer, max_size: int) -> None:
+        self.hub = hub
+        self.worker = worker
+        self.writes = writes
+        self.max_size = max_size
+
+    def refused(self, delivery: Delivery, refused: Refused) -> None:
+        """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
+        log.error("dead-lettered message %r from queue %s: %s", refused.task_id or delivery.id,
+                  delivery.queue, short(refused.reason))
+        self.writes.dead_letter(delivery, refused.reason)
+        if refused.task_id is not None and self.hub.settings.results is not None:
+            self.writes.record(ResultRecord(
+                refused.task_id, State.FAILURE, task=refused.task,
+                error=ErrorInfo(ErrorKind.MESSAGE, refused.reason), worker=self.worker,
+                finished_at=time.time()))
+        self.hub.events.emit(TaskDeadLettered(refused.task_id, delivery.queue, refused.reason,
+                                              self.worker))
+
+    def expired(self, held: Held) -> None:
+        env = held.envelope
+        assert env.expires is not None
+        log.info("task %s[%s] expired; skipped", env.task, env.id)
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(env.expires))
+        self.record(held, State.REVOKED,
+                    error=ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)"))
+        self.writes.ack([held.delivery])
+
+    def finished(self, held: Held, outcome: Outcome) -> None:
+        """Settle a finished task; a bug here costs this delivery at most, never the worker."""
+        try:
+            verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
+                             queue=held.delivery.queue)
+            self._apply(held, verdict, outcome.duration)
+        except Exception as exc:
+            log.exception("settling %s[%s] failed", held.envelope.task, held.envelope.id)
+            error = ErrorInfo(ErrorKind.NOT_STORABLE,
+                              f"its outcome cannot be settled: {exception_text(exc)}")
+            self._apply(held, Verdict(State.FAILURE, error=error,
+                                      dead_reason=f"{error.type}: {error.message}"), 0.0)
+
+    def _apply(self, held: Held, verdict: Verdict, duration: float) -> None:
+        env = held.envelope
+        if verdict.state == State.SUCCESS:
+            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
+            self.record(held, State.SUCCESS, value=verdict.value)
+            self.writes.ack([held.delivery])
+            self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
+            return
+        if verdict.retry is not None:
+            try:
+                body = encode(verdict.retry, BY_CONTENT_TYPE[env.content_type], self.max_size,
+                              self.hub.signer)
+            except MessageError as exc:
+                verdict = unretryable(verdict, str(exc))
+        self.hub.events.emit(TaskFailed(env.id, env.task, duration, self.worker,
+                                        verdict.summary, verdict.retry is not None))
+        if verdict.retry is not None:
+            log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,
+                        env.id, duration, short(verdict.summary), env.retries + 1,
+                        env.max_retries, verdict.countdown)
+            self.record(held, State.RETRY, error=verdict.error)
+            outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority,
+                                verdict.retry.eta)
+            retried = verdict
+            self.writes.retry(RetryWrite(outgoing, held.delivery, lambda reason: self.make(
+                held, State.FAILURE, error=unretryable(retried, reason).error)))
+            return
+        log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
+                  short(verdict.dead_reason))
+        self.record(held, State.FAILURE, error=verdict.error)
+        self.writes.dead_letter(held.delivery, verdict.dead_reason or verdict.summary)
+
+    def record(self, held: Held, state: State, *, value: Any = None,
+               error: ErrorInfo | None = None) -> None:
+        record = self.make(held, state, value=value, error=error)
+        if record is not None:
+            self.writes.record(record)
+
+    def make(self, held: Held, state: State, *, value: Any = None,
+             error: ErrorInfo | None = None) -> ResultRecord | None:
+        """The record of ``held`` in ``state``, or None when its task keeps no result."""
+        if held.task.spec.ignore_result or self.hub.settings.results is None:
+            return None
+        env = held.envelope
+        return ResultRecord(env.id, state, env.task, value, error, env.retries, self.worker,
+                            env.created_at, held.started_at,
+                            time.time() if state in READY_STATES else None)
+
+
+def short(text: str | None, limit: int = 1000) -> str:
+    """Log text cut to ``limit`` characters: the full text is in the result store."""
+    text = text or ""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"

@@ -1,0 +1,67 @@
+"""``Renewal``: keeps the leases of everything a worker holds, and notices a blocked loop.
+
+Every third of the lease, the leases of held deliveries (running or waiting for a slot) and
+of finished ones whose ack waits for the flusher are renewed in one call. Renewal runs on
+the worker's event loop, so an ``async def`` task that blocks the loop starves it: the late
+tick is reported with the tasks that were running, since their leases may have run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from hubbub._redact import redact
+from hubbub.transports.base import Delivery, Transport
+
+log = logging.getLogger("hubbub.worker")
+
+
+class Renewal:
+    """Renews leases every ``lease / 3`` seconds.
+
+    Args:
+        transport: the broker that holds the leases.
+        lease: seconds a lease lasts.
+        held: the deliveries to renew, asked anew at each tick.
+        running: names of the tasks running now (for the blocked-loop report).
+    """
+
+    def __init__(self, transport: Transport, lease: float,
+                 held: Callable[[], list[Delivery]], running: Callable[[], set[str]]) -> None:
+        self.transport = transport
+        self.lease = lease
+        self._held = held
+        self._running = running
+        self._started_lately: set[str] = set()  # task names started since the last tick
+
+    def started(self, task: str) -> None:
+        """Note that ``task`` started: if the loop blocks soon after, it is a suspect."""
+        self._started_lately.add(task)
+
+    async def renew_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        every = self.lease / 3
+        while True:
+            due = loop.time() + every
+            self._started_lately.clear()
+            await asyncio.sleep(every)
+            late = loop.time() - due
+            if late > every:
+                suspects = sorted(self._started_lately | self._running())
+                log.error("the event loop was blocked for %.1fs; leases (%.0fs) may have run out "
+                          "and held tasks may run twice. Running: %s. Move blocking code into "
+                          "sync tasks (they run in threads) or raise --lease.", late, self.lease,
+                          ", ".join(suspects) or "-")
+            held = self._held()
+            if not held:
+                continue
+            try:
+                lost = await self.transport.extend(held, lease=self.lease)
+            except Exception as exc:
+                log.warning("lease renewal failed (%s); will try again", redact(repr(exc)))
+                continue
+            for delivery in lost:
+                log.warning("lease of message %s was lost; another worker may run it too",
+                            delivery.id)
