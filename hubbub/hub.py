@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -13,6 +12,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec
 from hubbub.errors import ConfigurationError, ResultError
 from hubbub.events import EventBus
@@ -138,9 +138,8 @@ class Hub:
             name = options.pop("name", None) or f"{_module_of(func)}.{func.__qualname__}"
             known = set(TaskOptions.__dataclass_fields__) - {"name"}
             for option in sorted(set(options) - known):
-                hint = difflib.get_close_matches(option, known, n=1)
                 raise ConfigurationError(f"unknown task option {option!r}"
-                                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                                         f"{did_you_mean(option, known)}")
             existing = self.tasks.get(name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {name!r} is already registered")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
+from hubbub._suggest import did_you_mean
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
 from hubbub.message import Envelope, new_id
@@ -246,9 +246,8 @@ class Task(Generic[P, R]):
         unknown = set(overrides) - send_fields - task_fields
         if unknown:
             name = sorted(unknown)[0]
-            hint = difflib.get_close_matches(name, send_fields | task_fields, n=1)
             raise ConfigurationError(
-                f"unknown task option {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                f"unknown task option {name!r}{did_you_mean(name, send_fields | task_fields)}"
             )
         send = replace(self._send, **{k: v for k, v in overrides.items() if k in send_fields})
         spec = replace(self.spec, **{k: v for k, v in overrides.items()
