@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -13,8 +12,9 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec
-from hubbub.errors import ConfigurationError, ResultError
+from hubbub.errors import ConfigurationError, ErrorKind, ResultError
 from hubbub.events import EventBus
 from hubbub.message import Envelope, encode
 from hubbub.middleware import Middleware, chain_publish
@@ -138,9 +138,8 @@ class Hub:
             name = options.pop("name", None) or f"{_module_of(func)}.{func.__qualname__}"
             known = set(TaskOptions.__dataclass_fields__) - {"name"}
             for option in sorted(set(options) - known):
-                hint = difflib.get_close_matches(option, known, n=1)
                 raise ConfigurationError(f"unknown task option {option!r}"
-                                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                                         f"{did_you_mean(option, known)}")
             existing = self.tasks.get(name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {name!r} is already registered")
@@ -232,7 +231,20 @@ class Hub:
         return task.apply_async(args, kwargs, **send)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
-        """Encode and publish envelopes in one batch; returns their Results (sync)."""
+        """Encode and publish envelopes in one batch, from sync code.
+
+        This is what a ``Task`` sends through (the ``Publisher`` protocol in task.py).
+
+        Args:
+            envelopes: built by ``hubbub.task.build_envelope``; each goes to its own queue.
+
+        Returns:
+            One Result per envelope, in order.
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
         self.bridge.run(self.publish_async(envelopes))
         return [self._result_for(e) for e in envelopes]
 
@@ -306,19 +318,81 @@ class Hub:
             )
         return client.results
 
+    # -- results ---------------------------------------------------------------------------
+    #
+    # Public: they are what a Result is built on (the ResultsClient protocol in result.py),
+    # and the async, batched way to read many results in one round trip, which a Result
+    # (one id, sync or async) cannot offer; the demo, the benchmarks and the tests use them.
+    # Like everything that uses the producer connections, they run on the hub's bridge loop.
+
     async def read_results(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The stored records of ``ids``, in one round trip.
+
+        A coroutine for the hub's bridge loop: ``hub.bridge.run(hub.read_results(ids))``
+        from sync code, ``await hub.bridge.run_async(hub.read_results(ids))`` from a loop.
+
+        Args:
+            ids: task ids.
+
+        Returns:
+            id -> record, for the ids that have a record (none yet, or expired: left out).
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
         return await (await self._results()).get(ids)
 
     async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:
+        """Wait until task ``id`` is ready (SUCCESS, FAILURE or REVOKED); on the bridge loop.
+
+        Args:
+            id: the task id.
+            timeout: seconds to wait; None waits as long as it takes.
+
+        Returns:
+            The ready record, or None when ``timeout`` ran out first.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
         return await (await self._results()).wait(id, timeout=timeout)
 
     async def revoke(self, ids: Sequence[str]) -> None:
+        """Mark tasks REVOKED, so that a worker skips them instead of starting them; on the
+        bridge loop.
+
+        The mark lives in the result store for ``result_ttl`` seconds. A task that already
+        succeeded keeps its SUCCESS (SUCCESS and REVOKED are never overwritten); one that is
+        running is not stopped.
+
+        Args:
+            ids: task ids.
+
+        Raises:
+            ResultError: this hub keeps no results (revokes live there), or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
         backend = await self._results()
-        records = [ResultRecord(i, State.REVOKED, error=ErrorInfo("TaskRevoked", "revoked"))
+        records = [ResultRecord(i, State.REVOKED, error=ErrorInfo(ErrorKind.REVOKED, "revoked"))
                    for i in ids]
         await backend.store(records, ttl=self.settings.result_ttl)
 
     async def forget_results(self, ids: Sequence[str]) -> None:
+        """Delete the stored records of ``ids`` (a missing one is no error); on the bridge loop.
+
+        Args:
+            ids: task ids.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
         await (await self._results()).forget(ids)
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from hubbub.errors import (
     ErrorKind,
@@ -13,16 +14,47 @@ from hubbub.errors import (
     TaskRevoked,
     TaskTimedOut,
 )
-from hubbub.results.base import ResultRecord, State
+from hubbub.results.base import READY_STATES, ResultRecord, State
 
 if TYPE_CHECKING:
-    from hubbub.hub import Hub
+    from hubbub._bridge import Bridge
 
 R = TypeVar("R")
 
 
+class ResultsClient(Protocol):
+    """All a :class:`Result` needs from its hub: the result store's operations, as coroutines
+    for the bridge loop, and that bridge. ``Hub`` is one (see its methods for what each
+    raises); a test can pass anything with these members."""
+
+    @property
+    def bridge(self) -> Bridge: ...
+
+    async def read_results(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The records that exist, by id."""
+        ...
+
+    async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:
+        """The record once ready, or None after ``timeout`` seconds."""
+        ...
+
+    async def revoke(self, ids: Sequence[str]) -> None:
+        """Mark the tasks REVOKED."""
+        ...
+
+    async def forget_results(self, ids: Sequence[str]) -> None:
+        """Delete the records."""
+        ...
+
+
 class Result(Generic[R]):
     """The state and eventual value of one task, read from the hub's result store.
+
+    Args:
+        hub: where results are read (a ``Hub``, or any :class:`ResultsClient`).
+        id: the task id.
+        task: the task's name, for messages.
+        ignored: the task keeps no result, so waiting for one is refused.
 
     Attributes:
         id: the task id.
@@ -30,7 +62,7 @@ class Result(Generic[R]):
 
     __slots__ = ("hub", "id", "ignored", "task")
 
-    def __init__(self, hub: Hub, id: str, task: str | None = None,
+    def __init__(self, hub: ResultsClient, id: str, task: str | None = None,
                  *, ignored: bool = False) -> None:
         self.hub = hub
         self.id = id
@@ -52,13 +84,13 @@ class Result(Generic[R]):
 
     @property
     def state(self) -> State:
-        """PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+        """PENDING (also: unknown), STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
         record = self.record()
         return State.PENDING if record is None else record.state
 
     def ready(self) -> bool:
         """True once the task succeeded, failed for good, or was revoked."""
-        return self.state in {State.SUCCESS, State.FAILURE, State.REVOKED}
+        return self.state in READY_STATES
 
     def successful(self) -> bool:
         return self.state == State.SUCCESS

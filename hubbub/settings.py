@@ -19,6 +19,7 @@ from hubbub._redact import redact
 from hubbub._suggest import did_you_mean
 from hubbub.errors import ConfigurationError
 from hubbub.message import DEFAULT_MAX_SIZE
+from hubbub.results import SCHEMES as RESULT_SCHEMES
 
 DEFAULT_BROKER = "sqlite:///hubbub.db"
 
@@ -138,9 +139,13 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def default_results(broker: str) -> str | None:
-    """Where results go when not told: next to the broker when it can keep them."""
+    """Where results go when not told: next to the broker when it can keep them.
+
+    A broker can keep them when its scheme is also a result store's, as registered in
+    ``hubbub.results.SCHEMES``: a new result store follows its broker with no change here.
+    """
     scheme = urlsplit(broker).scheme
-    return broker if scheme in {"sqlite", "memory", "redis", "rediss"} else None
+    return broker if scheme in RESULT_SCHEMES else None
 
 
 def resolve(

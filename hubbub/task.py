@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar
 
+from hubbub._suggest import did_you_mean
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
 from hubbub.message import Envelope, new_id
-from hubbub.settings import seconds
+from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
-    from hubbub.hub import Hub
     from hubbub.result import Result
 
 P = ParamSpec("P")
@@ -149,14 +148,32 @@ def build_envelope(
     )
 
 
+class Publisher(Protocol):
+    """All a :class:`Task` needs from its hub: settings (for the default queue) and a way to
+    publish. ``Hub`` is one; a test can pass anything with these two members."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """Send ``envelopes`` in one batch; one Result per envelope, in order."""
+        ...
+
+
 class Task(Generic[P, R]):
     """A function registered with a hub. Call it to run it here; ``delay`` to send it.
 
     ``Task[P, R]`` keeps the function's parameters and return type, so type checkers verify
     ``delay``'s arguments and ``Result[R]`` carries the return type.
+
+    Args:
+        hub: where it is sent through (a ``Hub``, or any :class:`Publisher`).
+        fn: the function.
+        spec: its options.
+        send: per-call options set by ``options(...)``.
     """
 
-    def __init__(self, hub: Hub, fn: Callable[..., Any], spec: TaskOptions,
+    def __init__(self, hub: Publisher, fn: Callable[..., Any], spec: TaskOptions,
                  send: SendOptions | None = None) -> None:
         self.hub = hub
         self.fn = fn
@@ -246,9 +263,8 @@ class Task(Generic[P, R]):
         unknown = set(overrides) - send_fields - task_fields
         if unknown:
             name = sorted(unknown)[0]
-            hint = difflib.get_close_matches(name, send_fields | task_fields, n=1)
             raise ConfigurationError(
-                f"unknown task option {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                f"unknown task option {name!r}{did_you_mean(name, send_fields | task_fields)}"
             )
         send = replace(self._send, **{k: v for k, v in overrides.items() if k in send_fields})
         spec = replace(self.spec, **{k: v for k, v in overrides.items()

@@ -18,10 +18,13 @@ from hubbub.codecs import json_dumps, json_loads
 
 
 class State(enum.StrEnum):
-    """Where a task is. PENDING also means "unknown": no record (yet, or any more)."""
+    """Where a task is. PENDING also means "unknown": no record (yet, or any more).
+
+    The worker writes STARTED when a task begins, RETRY when it failed and will run again,
+    and one of the :data:`READY_STATES` when it is done.
+    """
 
     PENDING = "PENDING"
-    RECEIVED = "RECEIVED"
     STARTED = "STARTED"
     RETRY = "RETRY"
     SUCCESS = "SUCCESS"
@@ -29,8 +32,9 @@ class State(enum.StrEnum):
     REVOKED = "REVOKED"
 
 
-READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
-STICKY_STATES = frozenset({State.SUCCESS, State.REVOKED})
+# The one spelling of "finished": use these sets rather than listing the states again.
+READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})  # no further change
+STICKY_STATES = frozenset({State.SUCCESS, State.REVOKED})  # never overwritten once stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import tomllib
 from pathlib import Path
 
@@ -113,3 +114,34 @@ def test_the_version_matches_the_project_metadata() -> None:
 
 def test_the_package_ships_its_type_marker() -> None:
     assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+# The module each extra's distribution is imported as.
+EXTRA_MODULES = {"orjson": "orjson", "msgpack": "msgpack", "redis": "redis",
+                 "aio-pika": "aio_pika", "croniter": "croniter", "gevent": "gevent"}
+
+
+def _extras() -> dict[str, list[str]]:
+    pyproject = PACKAGE_DIR.parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("running from an installed package, not the source tree")
+    extras: dict[str, list[str]] = tomllib.loads(pyproject.read_text())["project"][
+        "optional-dependencies"]
+    return extras
+
+
+def test_every_extra_installs_only_what_the_package_imports() -> None:
+    source = "\n".join(p.read_text() for p in PACKAGE_DIR.rglob("*.py"))
+    for extra, requirements in _extras().items():
+        if extra in ("all", "test"):
+            continue
+        for requirement in requirements:
+            dist = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
+            module = EXTRA_MODULES.get(dist)
+            assert module is not None, f"extra {extra!r}: say in EXTRA_MODULES what {dist} is"
+            assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), (extra, dist)
+
+
+def test_the_beanstalk_extra_is_kept_but_installs_nothing() -> None:
+    # The transport has its own asyncio client; the extra stays so install lines keep working.
+    assert _extras()["beanstalk"] == []

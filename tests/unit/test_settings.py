@@ -9,6 +9,7 @@ from hubbub import Hub, Limits
 from hubbub._suggest import did_you_mean
 from hubbub.errors import ConfigurationError
 from hubbub.message import DEFAULT_MAX_SIZE
+from hubbub.results import SCHEMES as RESULT_SCHEMES
 from hubbub.settings import DEFAULT_BROKER, Settings, default_results, resolve, seconds
 
 # -- precedence: CLI > environment > code > defaults ------------------------------------------
@@ -335,3 +336,17 @@ def test_did_you_mean_names_the_closest_choice_or_nothing(
     word: str, choices: list[str], hint: str
 ) -> None:
     assert did_you_mean(word, choices) == hint
+
+
+def test_every_result_store_scheme_keeps_results_next_to_its_broker() -> None:
+    for scheme in RESULT_SCHEMES:
+        assert default_results(f"{scheme}://somewhere/0") == f"{scheme}://somewhere/0"
+
+
+def test_default_results_follow_the_result_store_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A result store registered for a broker's scheme is enough for results to follow it.
+    monkeypatch.setitem(RESULT_SCHEMES, "beanstalk", ("somewhere", "BeanstalkResults", None))
+
+    assert default_results("beanstalk://localhost:11300") == "beanstalk://localhost:11300"

@@ -146,7 +146,10 @@ def test_an_unknown_decorator_option_is_refused(hub: Hub) -> None:
 
 
 def test_an_unknown_decorator_option_comes_with_a_suggestion(hub: Hub) -> None:
-    with pytest.raises(ConfigurationError, match="did you mean 'retries'"):
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("unknown task option 'retires' (did you mean 'retries'?)"),
+    ):
 
         @hub.task(retires=3)
         def job() -> None:
@@ -196,7 +199,7 @@ def test_an_unknown_option_is_refused_with_a_suggestion(hub: Hub) -> None:
         return None
 
     with pytest.raises(
-        ConfigurationError, match=re.escape("unknown task option 'queu'; did you mean 'queue'?")
+        ConfigurationError, match=re.escape("unknown task option 'queu' (did you mean 'queue'?)")
     ):
         job.options(queu="fast")
 
