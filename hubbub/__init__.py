@@ -22,6 +22,7 @@ from hubbub.errors import (
     TaskTimedOut,
     TransportError,
     TransportUnavailable,
+    WriteBackFailed,
 )
 from hubbub.hub import Hub
 from hubbub.middleware import DispatchContext, Middleware
@@ -62,6 +63,7 @@ __all__ = [
     "TransportError",
     "TransportUnavailable",
     "WorkerLoop",
+    "WriteBackFailed",
     "__version__",
     "current_task",
     "run_worker",

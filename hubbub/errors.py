@@ -18,7 +18,8 @@
     ├── ResultError                 the result store
     │   ├── ResultUnavailable       cannot reach it (also ConnectionError)
     │   └── ResultTimeout           Result.get(timeout=...) ran out (also TimeoutError)
-    └── ScheduleError
+    ├── ScheduleError
+    └── WriteBackFailed             a worker could no longer write results and acks; it stopped
 
 ``Retry`` and ``Reject`` steer the worker from inside a task; they are not failures.
 """
@@ -39,6 +40,7 @@ class ErrorKind(enum.StrEnum):
     MESSAGE = "MessageError"  # the message could not be admitted (dead-lettered)
     RETRY = "Retry"  # the last attempt asked for a retry
     NOT_STORABLE = "ResultNotStorable"  # the outcome could not be written to the store
+    NOT_ENCODABLE = "ResultNotEncodable"  # the return value cannot be stored as JSON
 
 
 class HubbubError(Exception):
@@ -151,3 +153,8 @@ class Reject(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class WriteBackFailed(HubbubError):
+    """A worker's write-back broke; the worker stopped at once so a supervisor restarts it
+    (what it had not acked comes back to the queue)."""

@@ -6,9 +6,10 @@ A failing subscriber is logged and ignored; it never breaks the worker.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 log = logging.getLogger("hubbub.events")
 
@@ -22,7 +23,13 @@ class TaskSucceeded:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskFailed:
+class TaskAttemptFailed:
+    """One attempt of a task failed; ``will_retry`` says whether another follows.
+
+    (Named apart from the exception ``hubbub.TaskFailed``, which ``Result.get()`` raises
+    when a task failed for good.)
+    """
+
     id: str
     task: str
     duration: float
@@ -73,7 +80,8 @@ class WorkerOffline:
 
 
 Event: TypeAlias = (
-    TaskSucceeded | TaskFailed | TaskDeadLettered | WorkerOnline | WorkerHeartbeat | WorkerOffline
+    TaskSucceeded | TaskAttemptFailed | TaskDeadLettered | WorkerOnline | WorkerHeartbeat
+    | WorkerOffline
 )
 Subscriber: TypeAlias = Callable[[Event], object]
 
@@ -95,3 +103,15 @@ class EventBus:
                 subscriber(event)
             except Exception:
                 log.exception("event subscriber %r failed on %s", subscriber, type(event).__name__)
+
+
+if TYPE_CHECKING:
+    TaskFailed = TaskAttemptFailed
+else:
+    def __getattr__(name: str) -> object:
+        if name == "TaskFailed":
+            warnings.warn("hubbub.events.TaskFailed is now TaskAttemptFailed (hubbub.TaskFailed "
+                          "is the exception Result.get raises); the old name goes in 0.3",
+                          DeprecationWarning, stacklevel=2)
+            return TaskAttemptFailed
+        raise AttributeError(f"module 'hubbub.events' has no attribute {name!r}")

@@ -37,7 +37,7 @@ from typing import Any
 
 from hubbub.codecs import json_dumps
 from hubbub.context import TaskContext, enter, leave
-from hubbub.errors import Reject, Retry, SoftTimeLimitExceeded, TaskTimedOut
+from hubbub.errors import ErrorKind, Reject, Retry, SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.job import Failed, Job, Outcome, Rejected, Succeeded, TimedOut
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
@@ -114,7 +114,8 @@ def failure(task: Task[Any, Any], exc: BaseException, duration: float) -> Outcom
     """The outcome for an exception raised by a task (any ``BaseException``)."""
     if isinstance(exc, Retry):
         reason = clean_text(str(exc.reason)) if exc.reason else "retry requested"
-        return Failed(ErrorInfo("Retry", reason), duration, retry=True, countdown=exc.countdown)
+        return Failed(ErrorInfo(ErrorKind.RETRY, reason), duration, retry=True,
+                      countdown=exc.countdown)
     if isinstance(exc, Reject):
         return Rejected(clean_text(str(exc.reason)), duration)
     retry = isinstance(exc, task.spec.retry_for or (Exception,))
@@ -133,7 +134,7 @@ def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
     if not task.spec.ignore_result:
         problem = unencodable(value)
         if problem is not None:
-            error = ErrorInfo("ResultNotEncodable",
+            error = ErrorInfo(ErrorKind.NOT_ENCODABLE,
                               f"return value cannot be stored as JSON: {problem}")
             return Failed(error, duration)
     return Succeeded(value, duration)

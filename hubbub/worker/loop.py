@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
-from hubbub.errors import ConfigurationError, HubbubError
+from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
     WorkerHeartbeat,
@@ -30,7 +30,7 @@ from hubbub.events import (
 )
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
-from hubbub.results.base import ResultBackend, State
+from hubbub.results.base import STICKY_STATES, ResultBackend, State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.execute import exception_text
@@ -38,7 +38,7 @@ from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Held, Outcomes
 from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.renewal import Renewal
-from hubbub.worker.writes import RETRY_IO, WriteBackFailed, WriteBuffer
+from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
@@ -313,7 +313,7 @@ class WorkerLoop:
             log.warning("could not read revocations (%s); running anyway", redact(repr(exc)))
             return {}
         return {i: r.state for i, r in found.items()
-                if r.state in (State.REVOKED, State.SUCCESS)}
+                if r.state in STICKY_STATES}
 
     # -- running -----------------------------------------------------------------------------
 

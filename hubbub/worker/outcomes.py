@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
-from hubbub.events import TaskDeadLettered, TaskFailed, TaskSucceeded
+from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskSucceeded
 from hubbub.message import Envelope, encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
@@ -110,7 +110,7 @@ class Outcomes:
                               self.hub.signer)
             except MessageError as exc:
                 verdict = unretryable(verdict, str(exc))
-        self.hub.events.emit(TaskFailed(env.id, env.task, duration, self.worker,
+        self.hub.events.emit(TaskAttemptFailed(env.id, env.task, duration, self.worker,
                                         verdict.summary, verdict.retry is not None))
         if verdict.retry is not None:
             log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from hubbub._redact import redact
 from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedByBroker
+from hubbub.errors import WriteBackFailed as WriteBackFailed
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
 from hubbub.worker.execute import clean_text, exception_text
@@ -28,10 +29,6 @@ T = TypeVar("T")
 
 RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
 MAX_REASON = 4096  # characters of a dead-letter reason; the full text is in the result store
-
-
-class WriteBackFailed(HubbubError):
-    """The worker's write-back machinery broke; the worker stops so a supervisor restarts it."""
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from hubbub import State, TaskFailed
+from hubbub import State, TaskCrashed, TaskFailed
 from hubbub._loader import load_hub
 from hubbub.testing import drain
 from hubbub.worker.pools.prefork import PreforkPool
@@ -88,7 +88,7 @@ def test_all_of_a_hybrid_childs_jobs_crash_with_it_and_others_go_on(app: ModuleT
     drain(app.hub, pool=HybridPool(1, coroutines=4), timeout=40)  # naps + crash fill it
     reasons = []
     for result in [*naps, crash]:
-        with pytest.raises(TaskFailed) as info:
+        with pytest.raises(TaskCrashed) as info:  # Result.get raises the specific kind
             result.get(timeout=5)
         assert info.value.type == "TaskCrashed"
         assert "died with signal SIGSEGV" in info.value.message

@@ -39,6 +39,7 @@ PUBLIC = [
     "TransportError",
     "TransportUnavailable",
     "WorkerLoop",
+    "WriteBackFailed",
     "__version__",
     "current_task",
     "run_worker",
@@ -83,7 +84,7 @@ def test_every_public_error_has_a_common_root() -> None:
         if isinstance(obj, type) and issubclass(obj, BaseException) and obj not in steering
     ]
 
-    assert len(errors) == 16
+    assert len(errors) == 17
     assert all(issubclass(e, hubbub.HubbubError) for e in errors)
 
 
@@ -145,3 +146,17 @@ def test_every_extra_installs_only_what_the_package_imports() -> None:
 def test_the_beanstalk_extra_is_kept_but_installs_nothing() -> None:
     # The transport has its own asyncio client; the extra stays so install lines keep working.
     assert _extras()["beanstalk"] == []
+
+
+def test_result_get_raises_the_specific_error_and_it_is_still_a_task_failed() -> None:
+    assert issubclass(hubbub.TaskCrashed, hubbub.TaskFailed)
+    assert issubclass(hubbub.TaskTimedOut, hubbub.TaskFailed)
+    assert hubbub.TaskCrashed("child died").type == "TaskCrashed"
+
+
+def test_the_old_event_name_still_imports_with_a_deprecation_warning() -> None:
+    from hubbub import events
+
+    with pytest.warns(DeprecationWarning, match="TaskAttemptFailed"):
+        old = events.TaskFailed
+    assert old is events.TaskAttemptFailed

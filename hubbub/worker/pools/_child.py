@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from hubbub._loader import load_hub
-from hubbub.errors import SoftTimeLimitExceeded
+from hubbub.errors import ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.results.base import ErrorInfo
@@ -95,7 +95,7 @@ def reply(seq: int, outcome: Outcome) -> bytes:
     try:
         return pack(("done", seq, outcome, resident_mib()))
     except BaseException as exc:  # pickling runs the value's own hooks
-        error = ErrorInfo("ResultNotEncodable", "the outcome cannot be sent to the worker: "
+        error = ErrorInfo(ErrorKind.NOT_ENCODABLE, "the outcome cannot be sent to the worker: "
                           + exception_text(exc))
         return pack(("done", seq, Failed(error, outcome.duration), resident_mib()))
 

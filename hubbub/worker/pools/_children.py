@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hubbub.errors import ConfigurationError
+from hubbub.errors import ConfigurationError, ErrorKind
 from hubbub.job import Crashed, Failed, Job, Outcome, TimedOut
 from hubbub.results.base import ErrorInfo
 from hubbub.worker.execute import exception_text
@@ -439,7 +439,7 @@ class Children:
         try:
             future = child.submit(job)
         except Exception as exc:  # unpicklable arguments: the task's problem, not the pool's
-            error = ErrorInfo("MessageError", "cannot send the job to a child process: "
+            error = ErrorInfo(ErrorKind.MESSAGE, "cannot send the job to a child process: "
                               + exception_text(exc))
             return Failed(error, 0.0)
         return await future
