@@ -7,7 +7,8 @@
     ├── MessageError                a body that cannot be encoded, decoded or trusted
     │   └── MessageTooLarge
     ├── TransportError              the broker
-    │   └── TransportUnavailable    cannot reach it (also ConnectionError)
+    │   ├── TransportUnavailable    cannot reach it (also ConnectionError)
+    │   └── MessageRejectedByBroker one item the broker can never take; the rest may go
     ├── TaskError                   what happened to a task
     │   ├── TaskFailed              raised by Result.get(); carries the remote type and traceback
     │   ├── TaskRevoked
@@ -49,6 +50,23 @@ class TransportError(HubbubError):
 
 class TransportUnavailable(TransportError, ConnectionError):
     """The broker cannot be reached."""
+
+
+class MessageRejectedByBroker(TransportError):
+    """One item of a batch can never be stored by this broker (too big, a queue name it
+    cannot hold); retrying it will not help, but the other items may be sent again.
+
+    Attributes:
+        id: the message id of the rejected item.
+        queue: its queue.
+        reason: why, in one line.
+    """
+
+    def __init__(self, id: str, queue: str, reason: str) -> None:
+        super().__init__(f"message {id!r} for queue {queue!r} rejected: {reason}")
+        self.id = id
+        self.queue = queue
+        self.reason = reason
 
 
 class TaskError(HubbubError):
