@@ -386,3 +386,16 @@ def test_fetch_never_raises_for_any_entry_a_broker_can_hold(site: Site) -> None:
         assert stats.leased == 0
 
     site.run(check)
+
+
+@pytest.mark.timeout(60)
+def test_an_id_with_a_lone_surrogate_is_published_and_dead_lettered(site: Site) -> None:
+    async def roundtrip(t: Transport) -> None:
+        await t.publish([_out(id="m-\udcff")])
+        [d] = await t.fetch([QUEUE], limit=1, lease=5, wait=5)
+        assert d.id == "m-\\udcff"  # escaped, so every broker and log can carry it
+        await t.dead_letter([DeadLetterRequest(d, "reason \udcff")])
+        [dead] = await t.dead_letters(QUEUE)
+        assert (dead.id, dead.reason) == ("m-\\udcff", "reason \\udcff")
+
+    site.run(roundtrip)
