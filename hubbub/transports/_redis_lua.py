@@ -118,7 +118,13 @@ for p = LEVELS - 1, 0, -1 do
   end
   local room = limit - #out
   if room > 0 and redis.call('EXISTS', s) == 1 then
-    local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    local r = redis.pcall('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    if type(r) == 'table' and r.err then
+      -- Another tool created the stream (XADD) before hubbub did: adopt it, from its start.
+      if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
+      redis.call('XGROUP', 'CREATE', s, g, '0')
+      r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    end
     for _, e in ipairs(r and r[1][2] or {}) do
       local f = fields(e[2])
       hand(p, e[1], f, count(f.a) + 1)
