@@ -8,7 +8,7 @@
     │   └── MessageTooLarge
     ├── TransportError              the broker
     │   ├── TransportUnavailable    cannot reach it (also ConnectionError)
-    │   └── MessageRejectedByBroker the broker refuses one message for good
+    │   └── MessageRejectedByBroker one item the broker can never take; the rest may go
     ├── TaskError                   what happened to a task
     │   ├── TaskFailed              raised by Result.get(); carries the remote type and traceback
     │   │   ├── TaskCrashed         the process running it died
@@ -68,8 +68,20 @@ class TransportUnavailable(TransportError, ConnectionError):
 
 
 class MessageRejectedByBroker(TransportError):
-    """The broker refuses one message for good (too large, or a delay or queue name it cannot
-    hold): retrying the same write cannot succeed, so the worker settles that item alone."""
+    """One item of a batch can never be stored by this broker (too big, a queue name it
+    cannot hold); retrying it will not help, but the other items may be sent again.
+
+    Attributes:
+        id: the message id of the rejected item.
+        queue: its queue.
+        reason: why, in one line.
+    """
+
+    def __init__(self, id: str, queue: str, reason: str) -> None:
+        super().__init__(f"message {id!r} for queue {queue!r} rejected: {reason}")
+        self.id = id
+        self.queue = queue
+        self.reason = reason
 
 
 class TaskError(HubbubError):

@@ -4,6 +4,11 @@ A backend stores :class:`ResultRecord` values by task id. Writes are batched ups
 one rule that every backend enforces atomically: a record in a *sticky* state (SUCCESS,
 REVOKED) is never replaced, so a late or duplicate write cannot undo a result or a revoke.
 FAILURE may be replaced, because a dead letter can be requeued and run again.
+
+Every backend stores what it is given without raising for odd text: an error message is cut
+to ``MAX_ERROR_MESSAGE`` characters and a traceback to its last ``MAX_TRACEBACK`` (each with
+a note that it was cut), lone surrogates are stored as ``\\udcff`` escapes, and an id holding
+them is still found by ``get`` (see :func:`id_bytes`).
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hubbub.codecs import json_dumps, json_loads
+from hubbub.transports._safe import MAX_REASON, cap, clean_text
+
+MAX_ERROR_MESSAGE = MAX_REASON  # characters of an ErrorInfo message a store keeps
+MAX_TRACEBACK = 16_384  # characters of a traceback a store keeps (its end: the raise)
 
 
 class State(enum.StrEnum):
@@ -70,17 +79,65 @@ class ResultRecord:
         return self.state in READY_STATES
 
 
-def encode_record(record: ResultRecord) -> bytes:
-    """Bytes for a record; JSON so that any tool can read the store."""
+def id_bytes(id: str) -> bytes:
+    """The bytes of a task id for a key: UTF-8, lone surrogates kept ("surrogatepass"), so
+    that every str id has its own key and an ordinary id the key it always had."""
+    return id.encode("utf-8", "surrogatepass")
+
+
+def bounded(record: ResultRecord) -> ResultRecord:
+    """``record`` with its error text made storable: cut to the limits, no lone surrogates.
+
+    Returns ``record`` itself when nothing needed changing (the common case).
+    """
     error = record.error
-    return json_dumps({  # by hand: dataclasses.asdict deep-copies, on the worker's hot path
+    if error is None:
+        return record
+    message = cap(error.message, MAX_ERROR_MESSAGE)
+    trace = clean_text(error.traceback)
+    if len(trace) > MAX_TRACEBACK:
+        cut = len(trace) - MAX_TRACEBACK
+        trace = f"[{cut} characters cut]\n" + trace[cut:]
+    kind = cap(error.type, 256)
+    if (message, trace, kind) == (error.message, error.traceback, error.type):
+        return record
+    return replace(record, error=ErrorInfo(kind, message, trace))
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with every str in it made encodable (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def encode_record(record: ResultRecord) -> bytes:
+    """Bytes for a record; JSON so that any tool can read the store.
+
+    Error text is bounded (:func:`bounded`); text holding lone surrogates, which UTF-8
+    cannot carry, is stored with them escaped.
+    """
+    fields = _fields(bounded(record))
+    try:
+        return json_dumps(fields)
+    except (TypeError, ValueError):  # a lone surrogate; else the same error comes again
+        return json_dumps(_clean(fields))
+
+
+def _fields(record: ResultRecord) -> dict[str, Any]:
+    error = record.error
+    return {  # by hand: dataclasses.asdict deep-copies, on the worker's hot path
         "id": record.id, "state": record.state.value, "task": record.task,
         "value": record.value,
         "error": None if error is None else {"type": error.type, "message": error.message,
                                              "traceback": error.traceback},
         "retries": record.retries, "worker": record.worker, "created_at": record.created_at,
         "started_at": record.started_at, "finished_at": record.finished_at,
-    })
+    }
 
 
 def decode_record(data: bytes) -> ResultRecord:

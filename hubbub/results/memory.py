@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord
+from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord, bounded
 
 
 @dataclass
@@ -43,7 +43,7 @@ class MemoryResults(ResultBackend):
             for record in records:
                 old = self._live(record.id)
                 if old is None or old.state not in STICKY_STATES:
-                    self._store.records[record.id] = (record, expires)
+                    self._store.records[record.id] = (bounded(record), expires)
             waiters = list(self._store.waiters)
         for loop, event in waiters:
             if not loop.is_closed():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -31,6 +32,7 @@ from hubbub.results.base import (
     ResultRecord,
     decode_record,
     encode_record,
+    id_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -174,8 +176,9 @@ class RedisResults(ResultBackend):
     def __repr__(self) -> str:
         return f"RedisResults({self.url!r})"
 
-    def _key(self, id: str) -> str:
-        return f"{self.config.prefix}:result:{id}"
+    def _key(self, id: str) -> bytes:
+        # Bytes: an id with lone surrogates gets a key of its own instead of an error.
+        return f"{self.config.prefix}:result:".encode() + id_bytes(id)
 
     def _translate(self) -> contextlib.AbstractContextManager[None]:
         # Unreachable or timed out: the caller may retry later; anything else will not mend.
@@ -258,7 +261,10 @@ class RedisResults(ResultBackend):
         found = {}
         for id_, (data, expires_at) in zip(ids, replies, strict=True):
             if data is not None and (not expires_at or float(expires_at) > now):
-                found[id_] = decode_record(data)
+                record = decode_record(data)
+                if record.id != id_:  # stored with its surrogates escaped
+                    record = dataclasses.replace(record, id=id_)
+                found[id_] = record
         return found
 
     async def wait(self, id: str, *, timeout: float | None) -> ResultRecord | None:
@@ -276,7 +282,7 @@ class RedisResults(ResultBackend):
         if self._listener is None:
             raise ResultError(f"redis results {self.url} are not connected; call connect()")
         with self._translate():
-            async with self._listener.watch(self._key(id).encode()) as notice:
+            async with self._listener.watch(self._key(id)) as notice:
                 while True:
                     notice.clear()
                     record = (await self.get([id])).get(id)

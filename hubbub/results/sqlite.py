@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from hubbub.results.base import (
     ResultRecord,
     decode_record,
     encode_record,
+    id_bytes,
 )
 
 SCHEMA = """
@@ -27,6 +29,16 @@ CREATE INDEX IF NOT EXISTS hubbub_results_expiry ON hubbub_results (expires_at);
 """
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
 _SWEEP_EVERY = 60.0  # seconds between deletions of expired rows
+
+
+def _key(id: str) -> str | bytes:
+    """The ``id`` column's value: the id as text, or, if it holds lone surrogates (which
+    SQLite's UTF-8 text cannot), its surrogatepass bytes as a BLOB, which never equals text."""
+    try:
+        id.encode()
+    except UnicodeEncodeError:
+        return id_bytes(id)
+    return id
 
 
 class SQLiteResults(ResultBackend):
@@ -48,7 +60,7 @@ class SQLiteResults(ResultBackend):
             return
         now = self.clock.time()
         expires = None if ttl is None else now + ttl
-        rows = [(r.id, r.state.value, encode_record(r), expires) for r in records]
+        rows = [(_key(r.id), r.state.value, encode_record(r), expires) for r in records]
         sweep = now - self._swept_at > _SWEEP_EVERY
         if sweep:
             self._swept_at = now
@@ -70,16 +82,21 @@ class SQLiteResults(ResultBackend):
     def _select(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ResultRecord]:
         now = self.clock.time()
         found: dict[str, ResultRecord] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        keys = {_key(i): i for i in ids}
+        wanted = list(keys)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for (data,) in conn.execute(
-                f"SELECT record FROM hubbub_results WHERE id IN ({marks})"  # noqa: S608
+            for key, data in conn.execute(
+                f"SELECT id, record FROM hubbub_results WHERE id IN ({marks})"  # noqa: S608
                 " AND (expires_at IS NULL OR expires_at > ?)",
                 (*chunk, now),
             ):
+                id_ = keys[key]
                 record = decode_record(data)
-                found[record.id] = record
+                if record.id != id_:  # stored with its surrogates escaped
+                    record = dataclasses.replace(record, id=id_)
+                found[id_] = record
         return found
 
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
@@ -104,6 +121,6 @@ class SQLiteResults(ResultBackend):
         if ids:
             await self.db.write(
                 lambda c: c.executemany(
-                    "DELETE FROM hubbub_results WHERE id = ?", [(i,) for i in ids]
+                    "DELETE FROM hubbub_results WHERE id = ?", [(_key(i),) for i in ids]
                 )
             )

@@ -29,6 +29,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from hubbub.errors import ConfigurationError
+from hubbub.transports._safe import MAX_HEADER, cap, clean_text, due_at, text_of
 from hubbub.transports.base import DeadLetter
 
 LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
@@ -112,28 +113,51 @@ def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
     return urls, options
 
 
+def short_id(ident: str | None) -> str | None:
+    """``ident`` as an AMQP message id can hold it: UTF-8, at most 255 bytes."""
+    if ident is None:
+        return None
+    return clean_text(ident).encode()[:255].decode("utf-8", "ignore")
+
+
 def build_message(queue: str, body: bytes, ident: str | None, priority: int, attempts: int,
                   **headers: Any) -> aio_pika.Message:
-    """A persistent message for ``queue`` carrying the deliveries counted before it."""
+    """A persistent message for ``queue`` carrying the deliveries counted before it.
+
+    Every text header is cut to ``MAX_HEADER`` characters: RabbitMQ closes the connection
+    on headers larger than a frame, which would fail every later write too.
+    """
     return aio_pika.Message(
-        body, message_id=ident, delivery_mode=DeliveryMode.PERSISTENT,
+        body, message_id=short_id(ident), delivery_mode=DeliveryMode.PERSISTENT,
         priority=min(max(priority, 0), MAX_PRIORITY),
-        headers={H_QUEUE: queue, H_ATTEMPTS: attempts, **headers},
+        headers={H_QUEUE: queue, H_ATTEMPTS: attempts,
+                 **{k: cap(v, MAX_HEADER) if isinstance(v, str) else v
+                    for k, v in headers.items()}},
     )
 
 
 def dead_letter_of(queue: str, m: AbstractIncomingMessage) -> DeadLetter:
     """The dead letter a message of ``<prefix>:dead.<queue>`` records."""
     headers = m.headers or {}
-    return DeadLetter(m.message_id or "", queue, m.body, str(headers.get(H_REASON, "")),
-                      float(str(headers.get(H_DIED, 0))))
+    return DeadLetter(text_of(m.message_id), queue, m.body, text_of(headers.get(H_REASON)),
+                      seconds(headers.get(H_DIED)) or 0.0)
+
+
+def seconds(raw: object) -> float | None:
+    """A finite number from a header (epoch seconds); None when it is not one."""
+    try:
+        value = float(text_of(raw, "nan"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def delay_units(eta: float | None, now: float) -> int:
     """Whole ``UNIT``s until ``eta`` (rounded up, at most what the cascade holds); 0 for now."""
-    if eta is None:
+    at = due_at(eta, now)
+    if at is None:
         return 0
-    units = math.ceil(round((eta - now) / UNIT, 6))
+    units = math.ceil(round((at - now) / UNIT, 6))
     return max(0, min(units, (1 << LEVELS) - 1))
 
 

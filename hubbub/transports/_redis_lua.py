@@ -12,7 +12,10 @@ Invariants the scripts keep, all inside one queue's hash slot:
   each handout of one entry counts one more, so a stale holder's token never matches);
 - ack, release and dead-letter XACK *and* XDEL, so a stream holds only live messages;
 - a release re-adds the body as a new entry carrying the attempts so far, so a release
-  never counts as an attempt.
+  never counts as an attempt;
+- an entry written by another tool is never a script error: a missing ``id`` or ``body``
+  is handed out as nil (false) and copied on as '', a count or priority that is not a
+  number counts as 0, so the worker dead-letters it instead of every claim failing.
 """
 
 from __future__ import annotations
@@ -30,18 +33,26 @@ local function fields(flat)
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
+local function count(v)
+  local n = tonumber(v)
+  if not n or n ~= n or n < 0 or n > 1e9 then return 0 end
+  return math.floor(n)
+end
+local function level(v) return math.min(count(v), 9) end
 local function entry(s, eid)
   local e = redis.call('XRANGE', s, eid, eid)[1]
   if e then return fields(e[2]) end
 end
 local function enqueue(g, p, id, body, a)
   local s = KEYS[p + 1]
+  id, body = id or '', body or ''
   if redis.call('EXISTS', s) == 0 then redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM') end
   if a and a > 0 then return redis.call('XADD', s, '*', 'id', id, 'body', body, 'a', a) end
   return redis.call('XADD', s, '*', 'id', id, 'body', body)
 end
 local function postpone(at, p, id, body, a)
-  local did = redis.call('XADD', KEYS[14], '*', 'id', id, 'body', body, 'p', p, 'a', a)
+  local did = redis.call('XADD', KEYS[14], '*', 'id', id or '', 'body', body or '', 'p', p,
+                         'a', a)
   redis.call('ZADD', KEYS[13], at, did)
 end
 local function wake() redis.call('XADD', KEYS[15], 'MAXLEN', 1, '*', 'w', 1) end
@@ -72,7 +83,7 @@ _CLAIM = _LUA_COMMON + """
 local g, c, now, deadline, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', now, 'LIMIT', 0, SCAN)) do
   local f = entry(KEYS[14], did)
-  if f then enqueue(g, tonumber(f.p), f.id, f.body, tonumber(f.a)) end
+  if f then enqueue(g, level(f.p), f.id, f.body, count(f.a)) end
   redis.call('XDEL', KEYS[14], did)
   redis.call('ZREM', KEYS[13], did)
 end
@@ -87,7 +98,7 @@ local function hand(p, eid, f, attempts)
   local m = p .. '/' .. eid
   redis.call('HSET', KEYS[12], m, attempts)
   redis.call('ZADD', KEYS[11], deadline, m)
-  table.insert(out, {p, eid, f.id, f.body, attempts})
+  table.insert(out, {p, eid, f.id or false, f.body or false, attempts})
 end
 for p = LEVELS - 1, 0, -1 do
   local s = KEYS[p + 1]
@@ -107,10 +118,16 @@ for p = LEVELS - 1, 0, -1 do
   end
   local room = limit - #out
   if room > 0 and redis.call('EXISTS', s) == 1 then
-    local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    local r = redis.pcall('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    if type(r) == 'table' and r.err then
+      -- Another tool created the stream (XADD) before hubbub did: adopt it, from its start.
+      if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
+      redis.call('XGROUP', 'CREATE', s, g, '0')
+      r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', room, 'STREAMS', s, '>')
+    end
     for _, e in ipairs(r and r[1][2] or {}) do
       local f = fields(e[2])
-      hand(p, e[1], f, (tonumber(f.a) or 0) + 1)
+      hand(p, e[1], f, count(f.a) + 1)
     end
   end
 end
@@ -159,7 +176,7 @@ for i = 3, #ARGV, 4 do
     local f = entry(KEYS[p + 1], eid)
     drop(ARGV[1], p, eid)
     if f then
-      redis.call('XADD', KEYS[16], '*', 'id', f.id, 'body', f.body, 'p', p,
+      redis.call('XADD', KEYS[16], '*', 'id', f.id or '', 'body', f.body or '', 'p', p,
                  'reason', ARGV[i + 3], 'at', ARGV[2])
     end
   end
@@ -216,7 +233,7 @@ local n = 0
 for _, e in ipairs(batch) do
   local f = fields(e[2])
   if ARGV[2] == '1' or want[f.id] then
-    enqueue(ARGV[1], tonumber(f.p), f.id, f.body, 0)
+    enqueue(ARGV[1], level(f.p), f.id, f.body, 0)
     redis.call('XDEL', KEYS[16], e[1])
     n = n + 1
   end

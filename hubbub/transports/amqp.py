@@ -34,7 +34,13 @@ from aio_pika.exceptions import (
 from pamqp.commands import Basic
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ConfigurationError, HubbubError, TransportError, TransportUnavailable
+from hubbub.errors import (
+    ConfigurationError,
+    HubbubError,
+    MessageRejectedByBroker,
+    TransportError,
+    TransportUnavailable,
+)
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_DIED,
@@ -56,7 +62,9 @@ from hubbub.transports._amqp_topology import (
     parse_urls,
     queue_names,
     ready_counts,
+    seconds,
 )
+from hubbub.transports._safe import check_queue, count_of, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -301,12 +309,14 @@ class AMQPTransport(Transport):
         """Publish to ``queue`` now, or through the delay cascade until ``eta``."""
         main = await self._declare(queue)
         _, pub, _ = await self._ensure()
-        units = delay_units(eta, self.clock.time())
-        if eta is None or units <= 0:
+        now = self.clock.time()
+        at = due_at(eta, now)  # NaN: now; infinity: the longest delay
+        units = delay_units(at, now)
+        if at is None or units <= 0:
             self._confirm(await pub.default_exchange.publish(message, routing_key=main))
             return
         await self._declare_delays(queue)
-        exchange, headers = delay_route(self.prefix, queue, units, eta)
+        exchange, headers = delay_route(self.prefix, queue, units, at)
         assert message.headers is not None
         message.headers.update(headers)
         top = await pub.get_exchange(exchange, ensure=False)
@@ -321,6 +331,12 @@ class AMQPTransport(Transport):
                 raise result
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
+        for i in items:  # before anything is sent: the worker drops the one and retries
+            check_queue(i)
+            try:
+                main_name(self.prefix, i.queue)
+            except ConfigurationError as exc:
+                raise MessageRejectedByBroker(i.id, i.queue, str(exc)) from None
         sends = [(i.queue, build_message(i.queue, i.body, i.id, i.priority, 0), i.eta)
                  for i in items]
         with self._guard():
@@ -393,8 +409,10 @@ class AMQPTransport(Transport):
             self._buffer.remove(entry)
             queue, m = entry
             headers = m.headers or {}
-            seen = int(str(headers.get(H_ATTEMPTS, 0)))
-            eta = float(str(headers[H_ETA])) if H_ETA in headers else None
+            # Headers another tool wrote may be anything: unreadable means "not counted"
+            # (or counted once, if redelivered) and "no delay", never an exception.
+            seen = count_of(headers.get(H_ATTEMPTS, 0), int(bool(m.redelivered)))
+            eta = seconds(headers.get(H_ETA)) if H_ETA in headers else None
             if m.redelivered:  # its last holder died: count that delivery durably, look again
                 await self._again(queue, m, seen + 1, None)
             elif eta is not None and eta > now + 0.01:  # early (clock skew, very long delay)
@@ -402,8 +420,8 @@ class AMQPTransport(Transport):
             else:
                 self._held[m.delivery_tag or 0] = queue
                 out.append(Delivery(queue, m.body, m.message_id or f"amqp-{m.delivery_tag}",
-                                    seen + 1, m.priority or 0, receipt=(self._gen, m),
-                                    lease_until=now + lease))
+                                    seen + 1, min(max(m.priority or 0, 0), MAX_PRIORITY),
+                                    receipt=(self._gen, m), lease_until=now + lease))
         return out
 
     async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int,
@@ -420,7 +438,7 @@ class AMQPTransport(Transport):
             self._buffer.remove(entry)
             headers = m.headers or {}
             if not m.redelivered:  # a redelivered one is counted by its next consumer anyway
-                await self._again(queue, m, int(str(headers.get(H_ATTEMPTS, 0))), None)
+                await self._again(queue, m, count_of(headers.get(H_ATTEMPTS, 0), 0), None)
 
     def _live(self, d: Delivery) -> AbstractIncomingMessage | None:
         gen, message = d.receipt

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported: the longest dead-letter reason any transport stores (characters).
+from hubbub.transports._safe import MAX_REASON as MAX_REASON
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
@@ -140,7 +143,13 @@ class Transport(abc.ABC):
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Store messages durably; returns once the broker has them all.
 
+        An ``eta`` the broker cannot hold is clamped: NaN or a past one means now, and one
+        beyond the broker's longest delay (or infinity) becomes that longest delay.
+
         Raises:
+            MessageRejectedByBroker: one item can never be stored (too big for the broker,
+                a queue name it cannot hold); its ``id`` says which. Items are checked before
+                anything is sent, so the others can be published again without it.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
 
@@ -153,6 +162,19 @@ class Transport(abc.ABC):
         Higher priority first, FIFO within a priority; among queues, earlier-named queues
         are not starved by later ones but need not be strictly preferred. Waits up to ``wait``
         seconds for at least one message, then returns what it has (maybe nothing).
+
+        Never raises because of one bad entry (a missing field, an id that is not UTF-8, a
+        body stored as text, a header that is not a number): such an entry is handed out
+        as an ordinary Delivery whose ``body`` is the bytes found (``b""`` when missing) and
+        whose ``id`` is a str made safe (undecodable bytes as ``\\x..`` escapes, or the
+        broker's own entry id), so that the worker dead-letters it like any undecodable body
+        and ``ack``/``dead_letter`` work on its receipt. An entry that cannot even become a
+        Delivery is moved to the dead letters here, with the reason, and logged. Unreadable
+        counts default safely (attempts from a redelivered flag, priority 0).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+            TransportError: the broker failed the whole fetch.
         """
 
     @abc.abstractmethod
@@ -168,7 +190,12 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
-        """Move messages to the dead-letter store with their reasons."""
+        """Move messages to the dead-letter store with their reasons.
+
+        A reason is stored made encodable and cut to ``MAX_REASON`` (4096) characters,
+        ending with a note of how much was cut; brokers with smaller header limits (AMQP)
+        cut the copy in a header shorter still.
+        """
 
     @abc.abstractmethod
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:

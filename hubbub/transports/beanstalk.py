@@ -23,8 +23,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ConfigurationError, MessageError, MessageTooLarge, TransportUnavailable
+from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
+from hubbub.transports._safe import MAX_REASON, cap, check_queue, clean_text, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -41,6 +42,7 @@ MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
 _SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
 _BATCH = 256  # commands written at once
 _RECORD_TTR = 120
+MAX_DELAY = 2**32 - 1  # beanstalkd reads delays (and TTRs) as 32-bit unsigned seconds
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,11 +53,36 @@ class _Lease:
 
 
 def _unframe(job: bytes, jid: str) -> tuple[str, bytes]:
-    """(message id, body) of a job; a job not put by hubbub gets its job id."""
+    """(message id, body) of a job; a job not put by hubbub, or with an empty id, gets its
+    job id. An id that is not UTF-8 keeps its bytes as ``\\x..`` escapes."""
     if job.startswith(MAGIC) and b"\n" in job:
         head, body = job[len(MAGIC):].split(b"\n", 1)
-        return head.decode(), body
+        return head.decode("utf-8", "backslashreplace") or f"beanstalk-{jid}", body
     return f"beanstalk-{jid}", job
+
+
+def _record(data: bytes | None) -> dict[str, Any]:
+    """A dead-letter record; ``{}`` (never matched, left alone) when another tool put
+    something else into the tube."""
+    try:
+        record = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    if not isinstance(record, dict) or not isinstance(record.get("job"), int):
+        return {}
+    record["id"] = str(record.get("id", f"beanstalk-{record['job']}"))
+    record["queue"] = str(record.get("queue", ""))
+    record["reason"] = str(record.get("reason", ""))
+    died = record.get("died_at")
+    record["died_at"] = float(died) if isinstance(died, int | float) else 0.0
+    return record
+
+
+def _seconds(delay: float) -> int:
+    """Whole seconds of delay beanstalkd accepts: NaN and negatives are 0, at most MAX_DELAY."""
+    if math.isnan(delay) or delay <= 0:
+        return 0
+    return min(math.ceil(min(delay, MAX_DELAY)), MAX_DELAY)
 
 
 def _pri(priority: int) -> int:
@@ -197,20 +224,29 @@ class BeanstalkTransport(Transport):
     # -- publishing ----------------------------------------------------------------------
 
     def _frame(self, item: Outgoing) -> bytes:
-        ident = item.id.encode()
+        ident = clean_text(item.id).encode()
         if b"\n" in ident or b" " in ident:
-            raise MessageError(f"message id {item.id!r} may not contain spaces or newlines")
+            raise MessageRejectedByBroker(item.id, item.queue,
+                                          "a beanstalkd message id may not hold spaces or newlines")
         job = MAGIC + ident + b"\n" + item.body
         if len(job) > self.max_job_size:
-            raise MessageTooLarge(
-                f"message {item.id} for queue {item.queue!r} is {len(job)} bytes with framing;"
-                f" {self._where} takes jobs up to {self.max_job_size} bytes (its -z option):"
-                " send large payloads by reference"
+            raise MessageRejectedByBroker(
+                item.id, item.queue,
+                f"{len(job)} bytes with framing; {self._where} takes jobs up to"
+                f" {self.max_job_size} bytes (its -z option): send large payloads by reference"
             )
         return job
 
+    def _checked(self, item: Outgoing) -> tuple[str, int, float | None, bytes]:
+        check_queue(item)
+        try:
+            tube = self._tube(item.queue)
+        except ConfigurationError as exc:
+            raise MessageRejectedByBroker(item.id, item.queue, str(exc)) from None
+        return tube, item.priority, item.eta, self._frame(item)
+
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        await self._put([(self._tube(i.queue), i.priority, i.eta, self._frame(i)) for i in items])
+        await self._put([self._checked(i) for i in items])  # all checked before any is sent
 
     async def _put(self, jobs: Sequence[tuple[str, int, float | None, bytes]],
                    ttr: int | None = None) -> None:
@@ -220,16 +256,27 @@ class BeanstalkTransport(Transport):
                 put = await self._conn("put")
                 for start in range(0, len(jobs), _BATCH):
                     cmds: list[bytes] = []
+                    puts: list[tuple[str, bytes] | None] = []  # per command: what it puts
                     for tube, priority, eta, job in jobs[start:start + _BATCH]:
-                        delay = 0 if eta is None else max(0, math.ceil(eta - now))
-                        cmds += put.use(tube)
+                        at = due_at(eta, now, MAX_DELAY)  # NaN: now; too far: the maximum
+                        delay = 0 if at is None else _seconds(at - now)
+                        use = put.use(tube)
+                        cmds += use
+                        puts += [None] * len(use) + [(tube, job)]
                         cmds.append(b"put %d %d %d %d\r\n%s\r\n"
                                     % (_pri(priority), delay, ttr or self.ttr, len(job), job))
-                    for reply in await put.call(*cmds):
-                        if reply[0][:1] == ["JOB_TOO_BIG"]:
-                            raise MessageTooLarge(f"{self._where} refused a job as too big"
-                                                  " (its -z)")
-                        expect(reply, "USING", "INSERTED")
+                    too_big = None
+                    for job_put, reply in zip(puts, await put.call(*cmds), strict=True):
+                        if reply[0][:1] == ["JOB_TOO_BIG"] and job_put is not None:
+                            too_big = too_big or job_put  # the rest of the batch went through
+                        else:
+                            expect(reply, "USING", "INSERTED")
+                    if too_big is not None:
+                        tube, job = too_big
+                        raise MessageRejectedByBroker(
+                            _unframe(job, "?")[0], self._queue(tube) or tube,
+                            f"{self._where} refused {len(job)} bytes as too big (its -z"
+                            " option); the other jobs of the batch were put")
 
     @contextlib.asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
@@ -374,7 +421,7 @@ class BeanstalkTransport(Transport):
             expect(reply, "DELETED", "NOT_FOUND")
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
-        seconds = max(0, math.ceil(delay))
+        seconds = _seconds(delay)
         _, replies = await self._on_jobs(
             deliveries,
             lambda d: b"release %d %d %d\r\n" % (d.receipt[1], _pri(d.priority), seconds),
@@ -393,7 +440,7 @@ class BeanstalkTransport(Transport):
         for d, reply in zip(live, replies, strict=True):
             if expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED":
                 record = {"job": d.receipt[1], "id": d.id, "queue": d.queue,
-                          "priority": d.priority, "reason": reasons[id(d)][:4000],
+                          "priority": d.priority, "reason": cap(reasons[id(d)], MAX_REASON),
                           "died_at": now}
                 records.append((self._dead_tube, 0, None, json.dumps(record).encode()))
         await self._put(records, ttr=_RECORD_TTR)
@@ -451,7 +498,7 @@ class BeanstalkTransport(Transport):
         cmds = admin.watch([self._dead_tube])
         while True:
             replies = await admin.call(*cmds, *[b"reserve-with-timeout 0\r\n"] * _BATCH)
-            got = [(int(w[1]), json.loads(d or b"{}")) for w, d in replies if w[0] == "RESERVED"]
+            got = [(int(w[1]), _record(d)) for w, d in replies if w[0] == "RESERVED"]
             out += got
             cmds = []
             if len(got) < _BATCH:
@@ -465,7 +512,7 @@ class BeanstalkTransport(Transport):
         (record id, record, body) for each match. Records whose job is gone are deleted.
         """
         admin, records = await self._records()
-        wanted = [(rid, r) for rid, r in records if match(r)][:limit]
+        wanted = [(rid, r) for rid, r in records if r and match(r)][:limit]
         peeks = await admin.call(*[b"peek %d\r\n" % int(r["job"]) for _, r in wanted])
         found = [(rid, r, _unframe(job or b"", "")[1])
                  for (rid, r), (words, job) in zip(wanted, peeks, strict=True)

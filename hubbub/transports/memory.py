@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.transports._safe import cap, check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -81,12 +82,14 @@ class MemoryTransport(Transport):
     async def publish(self, items: Sequence[Outgoing]) -> None:
         store = self._store
         now = self.clock.time()
+        for item in items:  # all checked before any is stored
+            check_queue(item)
         with store.lock:
             for item in items:
                 seq = next(store.seq)
                 store.messages[seq] = _Message(
                     item.id, item.queue, item.body, item.priority, seq,
-                    visible_at=item.eta if item.eta is not None else now,
+                    visible_at=due_at(item.eta, now) or now,
                 )
         store.wake()
 
@@ -161,7 +164,7 @@ class MemoryTransport(Transport):
             for r in requests:
                 if self._owned(r.delivery) is not None:
                     m = self._store.messages.pop(r.delivery.receipt[0])
-                    self._store.dead.append(DeadLetter(m.id, m.queue, m.body, r.reason, now))
+                    self._store.dead.append(DeadLetter(m.id, m.queue, m.body, cap(r.reason), now))
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         now = self.clock.time()

@@ -25,6 +25,7 @@ from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
 from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, queue_keys
+from hubbub.transports._safe import bytes_of, cap, check_queue, clean_text, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -42,6 +43,13 @@ _CHUNK = 1000  # messages per script call when publishing or acking many
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _seconds(raw: object) -> float:
+    try:
+        return float(text_of(raw, "0"))
+    except ValueError:
+        return 0.0
 
 
 def _receipt(d: Delivery) -> list[Any]:
@@ -117,9 +125,11 @@ class RedisTransport(Transport):
         now = self.clock.time()
         by_queue: dict[str, list[Any]] = {}
         for i in items:
+            check_queue(i)
             priority = min(max(i.priority, 0), LEVELS - 1)
-            eta = repr(i.eta) if i.eta is not None and i.eta > now else ""
-            by_queue.setdefault(i.queue, []).extend((priority, i.id, i.body, eta))
+            at = due_at(i.eta, now)
+            eta = "" if at is None else repr(at)
+            by_queue.setdefault(i.queue, []).extend((priority, clean_text(i.id), i.body, eta))
         with translate(self.config):
             new = set(by_queue) - self._known
             if new:
@@ -165,9 +175,12 @@ class RedisTransport(Transport):
             reply = await self._run("claim", queue, [self.consumer, repr(now), repr(until),
                                                      limit - len(got)])
             for priority, entry_id, id_, body, attempts in reply[0]:
-                receipt = (int(priority), entry_id.decode(), str(attempts))
-                got.append(Delivery(queue, body, id_.decode(), int(attempts), int(priority),
-                                    receipt=receipt, lease_until=until))
+                # id_ and body are None when another tool wrote the entry without them.
+                eid = entry_id.decode()
+                receipt = (int(priority), eid, str(attempts))
+                got.append(Delivery(queue, bytes_of(body), text_of(id_) or f"redis-{eid}",
+                                    int(attempts), int(priority), receipt=receipt,
+                                    lease_until=until))
             if len(got) >= limit:
                 break
             if len(reply) > 1:
@@ -211,7 +224,7 @@ class RedisTransport(Transport):
 
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         await self._each_queue("dead", requests, [repr(self.clock.time())],
-                               lambda r: [*_receipt(r.delivery), r.reason])
+                               lambda r: [*_receipt(r.delivery), cap(r.reason)])
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         now = self.clock.time()
@@ -280,9 +293,10 @@ class RedisTransport(Transport):
             replies = await pipe.execute()
         found = []
         for name, entries in zip(names, replies, strict=True):
-            for _, f in entries:
-                found.append(DeadLetter(f[b"id"].decode(), name, f[b"body"],
-                                        f[b"reason"].decode(), float(f[b"at"])))
+            for eid, f in entries:
+                found.append(DeadLetter(text_of(f.get(b"id")) or f"redis-{text_of(eid)}", name,
+                                        bytes_of(f.get(b"body")), text_of(f.get(b"reason")),
+                                        _seconds(f.get(b"at"))))
         found.sort(key=lambda d: d.died_at)  # stable: per queue the stream order stays
         return found[:limit]
 
@@ -290,6 +304,7 @@ class RedisTransport(Transport):
         if ids is not None and not ids:
             return 0
         head = ["1" if ids is None else "0"]
+        ids = None if ids is None else [clean_text(i) for i in ids]
         total = 0
         with translate(self.config):
             for queue in await self._queues():

@@ -4,6 +4,11 @@ Correct with several producer and worker processes on one machine. A row's ``vis
 is when it may next be handed out: its ETA while delayed, its lease deadline while leased.
 Claiming sets a fresh ``token``; ack, release, extend and dead-letter only touch a row whose
 token still matches, so a worker whose lease ran out cannot disturb the next holder.
+
+Rows written by other tools are read defensively: columns are CAST to the type hubbub
+writes (a text body becomes its bytes, an id that is not UTF-8 is escaped, a priority or
+``visible_at`` that is not a number counts as 0 / due now), so one odd row is handed out
+and dead-lettered by the worker instead of failing every claim.
 """
 
 from __future__ import annotations
@@ -17,6 +22,15 @@ from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.transports._safe import (
+    bytes_of,
+    cap,
+    check_queue,
+    clean_text,
+    count_of,
+    due_at,
+    text_of,
+)
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -54,6 +68,10 @@ CREATE INDEX IF NOT EXISTS hubbub_dead_id ON hubbub_dead (id);
 
 # How far down a queue's order one claim looks past rows that are leased or delayed.
 _SCAN = 256
+# A row is due when its visible_at has come, or is not a number at all (another tool wrote
+# it): such a row is handed out, and its claim writes a real deadline.
+_DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
+_NUMERIC = "typeof(visible_at) IN ('real', 'integer')"
 
 
 class SQLiteTransport(Transport):
@@ -76,10 +94,11 @@ class SQLiteTransport(Transport):
         if not items:
             return
         now = self.clock.time()
-        rows = [
-            (i.id, i.queue, i.priority, i.body, i.eta if i.eta is not None else now)
-            for i in items
-        ]
+        rows = []
+        for i in items:
+            check_queue(i)
+            rows.append((clean_text(i.id), i.queue, i.priority, i.body,
+                         due_at(i.eta, now) or now))
         await self.db.write(
             lambda c: c.executemany(
                 "INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
@@ -96,8 +115,9 @@ class SQLiteTransport(Transport):
         for queue in dict.fromkeys(queues):
             # Walk the queue in delivery order; leased/delayed rows are skipped by the filter.
             rows = conn.execute(
-                "SELECT priority, seq FROM hubbub_messages INDEXED BY hubbub_messages_order"
-                " WHERE queue = ? AND visible_at <= ? ORDER BY priority DESC, seq LIMIT ?",
+                "SELECT CAST(priority AS INTEGER), seq FROM hubbub_messages"  # noqa: S608
+                f" INDEXED BY hubbub_messages_order WHERE queue = ? AND {_DUE}"
+                " ORDER BY priority DESC, seq LIMIT ?",
                 (queue, now, limit),
             ).fetchall()
             candidates.extend((-p, s) for p, s in rows)
@@ -108,20 +128,24 @@ class SQLiteTransport(Transport):
         until = now + lease
         marks = ",".join("?" * len(chosen))
         rows = conn.execute(
-            f"UPDATE hubbub_messages SET token = ?, visible_at = ?, attempts = attempts + 1"  # noqa: S608
-            f" WHERE seq IN ({marks}) RETURNING seq, id, queue, priority, body, attempts",
+            "UPDATE hubbub_messages SET token = ?, visible_at = ?,"  # noqa: S608
+            " attempts = CAST(attempts AS INTEGER) + 1"
+            f" WHERE seq IN ({marks}) RETURNING seq, CAST(id AS BLOB), CAST(queue AS BLOB),"
+            " CAST(priority AS INTEGER), CAST(body AS BLOB), attempts",
             (token, until, *chosen),
         ).fetchall()
         rows.sort(key=lambda r: (-r[3], r[0]))
         return [
-            Delivery(queue, body, id_, attempts, priority, receipt=(seq, token), lease_until=until)
+            Delivery(text_of(queue), bytes_of(body), text_of(id_, f"sqlite-{seq}"),
+                     count_of(attempts, 1), priority, receipt=(seq, token), lease_until=until)
             for seq, id_, queue, priority, body, attempts in rows
         ]
 
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
         marks = ",".join("?" * len(queues))
         row = conn.execute(
-            f"SELECT MIN(visible_at) FROM hubbub_messages WHERE queue IN ({marks})",  # noqa: S608
+            f"SELECT MIN(visible_at) FROM hubbub_messages WHERE queue IN ({marks})"  # noqa: S608
+            f" AND {_NUMERIC}",
             tuple(queues),
         ).fetchone()
         return None if row[0] is None else float(row[0])
@@ -174,9 +198,9 @@ class SQLiteTransport(Transport):
                 seq, token = r.delivery.receipt
                 conn.execute(
                     "INSERT INTO hubbub_dead (id, queue, priority, body, reason, died_at)"
-                    " SELECT id, queue, priority, body, ?, ? FROM hubbub_messages"
-                    " WHERE seq = ? AND token = ?",
-                    (r.reason, now, seq, token),
+                    " SELECT id, queue, CAST(priority AS INTEGER), CAST(body AS BLOB), ?, ?"
+                    " FROM hubbub_messages WHERE seq = ? AND token = ?",
+                    (cap(r.reason), now, seq, token),
                 )
                 conn.execute(
                     "DELETE FROM hubbub_messages WHERE seq = ? AND token = ?", (seq, token)
@@ -223,17 +247,17 @@ class SQLiteTransport(Transport):
         def count(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
             for queue, ready, delayed, leased in conn.execute(
-                "SELECT queue, SUM(visible_at <= ?),"
-                " SUM(visible_at > ? AND token IS NULL),"
-                " SUM(visible_at > ? AND token IS NOT NULL)"
+                f"SELECT CAST(queue AS BLOB), SUM({_DUE}),"  # noqa: S608
+                f" SUM(visible_at > ? AND {_NUMERIC} AND token IS NULL),"
+                f" SUM(visible_at > ? AND {_NUMERIC} AND token IS NOT NULL)"
                 " FROM hubbub_messages GROUP BY queue",
                 (now, now, now),
             ):
-                out[queue] = {"ready": ready, "delayed": delayed, "leased": leased}
+                out[text_of(queue)] = {"ready": ready, "delayed": delayed, "leased": leased}
             for queue, dead in conn.execute(
-                "SELECT queue, COUNT(*) FROM hubbub_dead GROUP BY queue"
+                "SELECT CAST(queue AS BLOB), COUNT(*) FROM hubbub_dead GROUP BY queue"
             ):
-                out.setdefault(queue, {})["dead"] = dead
+                out.setdefault(text_of(queue), {})["dead"] = dead
             return out
 
         counts = await self.db.call(count)
@@ -241,14 +265,16 @@ class SQLiteTransport(Transport):
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        sql = "SELECT id, queue, body, reason, died_at FROM hubbub_dead"
+        sql = ("SELECT CAST(id AS BLOB), CAST(queue AS BLOB), CAST(body AS BLOB),"
+               " CAST(reason AS BLOB), CAST(died_at AS REAL) FROM hubbub_dead")
         params: tuple[Any, ...] = (limit,)
         if queue is not None:
             sql += " WHERE queue = ?"
             params = (queue, limit)
         rows = await self.db.call(lambda c: c.execute(sql + " ORDER BY seq LIMIT ?", params)
                                   .fetchall())
-        return [DeadLetter(i, q, bytes(b), r, t) for i, q, b, r, t in rows]
+        return [DeadLetter(text_of(i), text_of(q), bytes_of(b), text_of(r), t)
+                for i, q, b, r, t in rows]
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
         now = self.clock.time()
@@ -258,7 +284,7 @@ class SQLiteTransport(Transport):
             if not ids:
                 return 0
             where = f" WHERE id IN ({','.join('?' * len(ids))})"
-            params = tuple(ids)
+            params = tuple(map(clean_text, ids))
 
         def move(conn: sqlite3.Connection) -> int:
             conn.execute(

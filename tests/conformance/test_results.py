@@ -92,3 +92,34 @@ async def test_forget_deletes(results: ResultBackend) -> None:
     await results.store([ResultRecord("g", State.SUCCESS)], ttl=60)
     await results.forget(["g"])
     assert await results.get(["g"]) == {}
+
+
+async def test_an_id_with_a_lone_surrogate_is_stored_found_waited_and_forgotten(
+    results: ResultBackend,
+) -> None:
+    odd, look_alike = "task-\udcff", "task-\\udcff"  # must not share a key
+    record = ResultRecord(odd, State.SUCCESS, task="t\udcff", value="v")
+    await results.store([record, ResultRecord(look_alike, State.STARTED)], ttl=60)
+    got = await results.get([odd, look_alike])
+    assert got[odd].id == odd
+    assert got[odd].state == State.SUCCESS
+    assert got[look_alike].state == State.STARTED
+    waited = await results.wait(odd, timeout=5)
+    assert waited is not None
+    assert waited.state == State.SUCCESS
+    await results.forget([odd])
+    assert list(await results.get([odd, look_alike])) == [look_alike]
+
+
+async def test_error_text_is_bounded_and_may_hold_lone_surrogates(results: ResultBackend) -> None:
+    from hubbub.results.base import MAX_ERROR_MESSAGE, MAX_TRACEBACK
+
+    error = ErrorInfo("E\udcff", "m" * 300_000 + "\udcff", "t" * 300_000 + "\nlast line\udcff")
+    await results.store([ResultRecord("big", State.FAILURE, error=error)], ttl=60)
+    stored = (await results.get(["big"]))["big"].error
+    assert stored is not None
+    assert len(stored.message) <= MAX_ERROR_MESSAGE
+    assert "cut" in stored.message
+    assert len(stored.traceback) <= MAX_TRACEBACK + 40
+    assert stored.traceback.startswith("[")
+    assert stored.traceback.endswith("last line\\udcff")  # the end of a traceback is kept

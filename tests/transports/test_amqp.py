@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from hubbub.errors import ConfigurationError, HubbubError, TransportUnavailable
+from hubbub.errors import (
+    ConfigurationError,
+    HubbubError,
+    MessageRejectedByBroker,
+    TransportUnavailable,
+)
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
 from hubbub.transports._amqp_topology import mask, parse_urls
 from hubbub.transports.amqp import AMQPTransport
@@ -217,8 +222,9 @@ async def test_queue_names_amqp_cannot_hold_are_refused_clearly(
     url: str, opened: list[AMQPTransport]
 ) -> None:
     t = await connect(opened, url)
-    with pytest.raises(ConfigurationError, match="does not suit AMQP"):
+    with pytest.raises(MessageRejectedByBroker, match="does not suit AMQP") as caught:
         await t.publish([out("x", queue="emails (high)")])
+    assert caught.value.queue == "emails (high)"
 
 
 async def test_prefetched_messages_go_back_uncounted_when_the_consumer_closes(

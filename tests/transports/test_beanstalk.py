@@ -12,7 +12,7 @@ from pathlib import Path
 import greenstalk  # type: ignore[import-untyped]
 import pytest
 
-from hubbub.errors import ConfigurationError, MessageTooLarge, TransportUnavailable
+from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
 from hubbub.transports.beanstalk import BeanstalkTransport
 from tests import brokers
@@ -122,7 +122,7 @@ async def test_job_larger_than_the_server_cap_is_refused_before_sending(
     url = f"beanstalk://127.0.0.1:{own_server.port}/?prefix=big"
     t = await connect(opened, url)
     assert t.max_job_size == 65_535 == t.capabilities.max_message_size  # beanstalkd's default
-    with pytest.raises(MessageTooLarge, match=r"up to 65535 bytes \(its -z option\)"):
+    with pytest.raises(MessageRejectedByBroker, match=r"up to 65535 bytes \(its -z option\)"):
         await t.publish([out(b"small"), out(b"x" * 70_000)])
     [stats] = await t.stats(["q"])
     assert stats.ready == 0, "a batch with a too-large job must publish nothing"
@@ -136,7 +136,7 @@ async def test_cap_follows_the_servers_z_option(
     with greenstalk.Client((server.HOST, server.PORT)) as client:  # ask with another client
         limit = int(client.stats()["max-job-size"])
     assert t.max_job_size == limit
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageRejectedByBroker):
         await t.publish([out(b"x" * (limit + 1))])
 
 
