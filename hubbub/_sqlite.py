@@ -14,6 +14,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,13 +68,16 @@ class _Shared:
                 )
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL takes an exclusive lock and does not wait for it:
+            # two processes opening the same new file at once must retry, not fail.
+            _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
             self.conn = conn
             self.watch = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                          check_same_thread=False)
         if schema not in self.schemas:
-            self.conn.executescript(schema)
+            conn = self.conn
+            _while_locked(lambda: conn.executescript(schema))
             self.schemas.add(schema)
         return self.conn
 
@@ -82,6 +86,21 @@ class _Shared:
             if conn is not None:
                 conn.close()
         self.conn = self.watch = None
+
+
+def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
+    """Run ``step``, again while SQLite answers "database is locked" (up to ``patience`` s)."""
+    deadline = time.monotonic() + patience
+    pause = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # on the database thread, never the event loop
+        pause = min(pause * 2, 0.5)
 
 
 _SHARED: dict[tuple[str, int], _Shared] = {}
