@@ -13,13 +13,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hubbub import Hub, Limits, Retry, State
+import pytest
+
+from hubbub import Hub, Limits, Retry, State, WriteBackFailed
 from hubbub.codecs import get_codec
 from hubbub.message import Envelope, encode
 from hubbub.testing import drain_async
 from hubbub.transports import Outgoing
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
+from hubbub.worker.writes import WriteBuffer
 from tests.conftest import Broker, eventually
 
 GOOD = 5
@@ -239,5 +242,29 @@ async def test_envelope_fields_are_not_trusted_for_routing_or_retries(
         assert "field 'queue' is empty" in reasons["empty-queue"]
         assert "field 'retries' is negative" in reasons["negative"]
         assert attempts["b"] == attempts["c"] == 0
+    finally:
+        hub.close()
+
+
+async def test_a_worker_whose_write_back_breaks_stops_at_once_with_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}", lease=5)
+
+    @hub.task
+    def work() -> str:
+        return "done"
+
+    async def broken(self: WriteBuffer, batch: object) -> None:
+        raise RuntimeError("the write-back machinery itself is broken")
+
+    # Not a broker or store outage (those are retried): a bug in the flusher itself.
+    monkeypatch.setattr(WriteBuffer, "_flush", broken)
+    try:
+        result = work.delay()
+        worker = WorkerLoop(hub, pool=make_pool("async", 2))
+        with pytest.raises(WriteBackFailed, match="machinery itself is broken"):
+            await asyncio.wait_for(worker.run(), 30)
+        assert result.state != State.SUCCESS  # nothing acked: it runs again after a restart
+        assert worker.abandoned == 0
     finally:
         hub.close()
