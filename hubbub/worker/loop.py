@@ -34,8 +34,9 @@ from hubbub.results.base import STICKY_STATES, ResultBackend, State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.execute import exception_text
+from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
-from hubbub.worker.outcomes import Held, Outcomes
+from hubbub.worker.outcomes import Outcomes
 from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
@@ -106,13 +107,11 @@ class WorkerLoop:
         self.processed = 0
         self.abandoned = 0  # tasks left running when the loop ended (after abort or grace)
         self._admission = Admission(hub)
-        self._held: dict[int, Held] = {}
+        self._held = HeldSet()
         self._dispatchers: dict[int, DispatchNext] = {}
-        self._alone: Held | None = None  # a last-chance delivery running by itself
         self._failure: BaseException | None = None  # why the write-back machinery died
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
-        self._floor = asyncio.Event()  # set whenever a held delivery leaves
         self._wiring: _Wiring | None = None  # what run() connected
 
     @property
@@ -166,7 +165,7 @@ class WorkerLoop:
             self._wiring = _Wiring(
                 transport, results, writes,
                 Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport)),
-                Renewal(transport, self.lease, self._renewable, self._running_tasks))
+                Renewal(transport, self.lease, self._renewable, self._held.running_tasks))
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -211,7 +210,7 @@ class WorkerLoop:
         writes, delay = self._io.writes, RETRY_IO[0]
         while not self._stopping.is_set():
             await lane.autoscale_step()
-            room = lane.budget if self._alone is None else 0
+            room = 0 if self._held.isolating else lane.budget
             if writes.unsettled() >= self._capacity():
                 # Finished work is not acked yet (a slow flush, or the broker or the result
                 # store is down): fetch nothing more until a flush goes through, or the
@@ -250,30 +249,24 @@ class WorkerLoop:
         return all(s.ready == 0 and s.delayed == 0 and s.leased == 0 for s in stats)
 
     async def _wind_down(self) -> None:
-        unstarted = [h for h in self._held.values() if h.started_at is None]
-        self._let_go(unstarted)
+        unstarted = self._held.unstarted()
+        self._held.let_go(unstarted)
         self._io.writes.release([h.delivery for h in unstarted])
         if unstarted:
             log.info("released %d unstarted deliveries", len(unstarted))
-        running = [h.runner for h in self._held.values() if h.runner is not None]
+        running = [h.runner for h in self._held if h.runner is not None]
         if running:
             log.info("waiting up to %.0fs for %d running tasks", self.grace, len(running))
             waiter = asyncio.gather(*running, return_exceptions=True)
             await _first(asyncio.wait_for(asyncio.shield(waiter), self.grace),
                          self._aborting.wait())
-        leftover = list(self._held.values())
+        leftover = list(self._held)
         if leftover:
             log.warning("releasing %d running tasks unfinished; they will run again",
                         len(leftover))
             self.abandoned = len(leftover)
-            self._let_go(leftover)
+            self._held.let_go(leftover)
             self._io.writes.release([h.delivery for h in leftover])
-
-    def _let_go(self, held: Sequence[Held]) -> None:
-        for one in held:
-            self._forget(one)
-            if one.runner is not None:
-                one.runner.cancel()
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -298,8 +291,7 @@ class WorkerLoop:
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
-                self._held[id(held)] = held
-                lane.held += 1
+                self._held.add(held)
                 held.runner = asyncio.create_task(self._execute(held))
 
     async def _final_states(self, ids: list[str]) -> dict[str, State]:
@@ -325,7 +317,7 @@ class WorkerLoop:
                 return  # _wind_down releases it
             attempts = held.delivery.attempts
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
-                await self._clear_the_floor(held)
+                await self._held.alone(held, self._give_back)
             held.started_at = time.time()
             self._io.renewal.started(held.envelope.task)
             self._io.outcomes.record(held, State.STARTED)
@@ -340,58 +332,27 @@ class WorkerLoop:
                 outcome = Crashed(exception_text(exc), 0.0)
         finally:
             lane.release_slot()
-            if self._alone is held:
-                self._alone = None
+            if self._held.done_alone(held):
                 for other in self.lanes:
                     other.room.set()
-        if id(held) in self._held:
-            self._forget(held)
+        if held in self._held:
+            self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
 
-    async def _clear_the_floor(self, held: Held) -> None:
-        """Run a message on its last delivery alone, so that a crash is surely its own.
-
-        A message that killed its worker before comes back with one more attempt, and so does
-        everything that worker held beside it. Before the last attempt this worker gives its
-        unstarted deliveries back (uncounted), lets running tasks finish and fetches nothing,
-        so a death now counts against this message only.
-        """
-        while self._alone is not None and self._alone is not held:
-            await self._floor_changed()
-        self._alone = held
-        log.warning("message %s (task %s) was delivered %d times without finishing; running it "
-                    "alone", held.envelope.id, held.envelope.task, held.delivery.attempts)
-        others = [h for h in self._held.values() if h is not held and h.started_at is None]
-        self._let_go(others)
-        if others:
-            # Given back now, not by the flusher later: this task may kill the worker at once.
-            try:
-                await self._io.transport.release([h.delivery for h in others])
-            except HubbubError:
-                self._io.writes.release([h.delivery for h in others])
-        while any(h is not held and h.started_at is not None for h in self._held.values()):
-            await self._floor_changed()
-
-    async def _floor_changed(self) -> None:
-        self._floor.clear()
-        await self._floor.wait()
-
-    def _forget(self, held: Held) -> None:
-        if self._held.pop(id(held), None) is not None:
-            held.lane.held -= 1
-            held.lane.room.set()
-            self._floor.set()
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        # At once, not by the flusher later: the task that runs next may kill the worker.
+        try:
+            await self._io.transport.release(deliveries)
+        except HubbubError:
+            self._io.writes.release(deliveries)
 
     # -- background --------------------------------------------------------------------------
 
     def _renewable(self) -> list[Delivery]:
         # Finished work whose ack waits for the flusher (e.g. the result store is down)
         # keeps its lease too, or it would run again elsewhere.
-        return [h.delivery for h in self._held.values()] + self._io.writes.settling()
-
-    def _running_tasks(self) -> set[str]:
-        return {h.envelope.task for h in self._held.values() if h.started_at is not None}
+        return self._held.deliveries() + self._io.writes.settling()
 
     async def _heartbeat_forever(self) -> None:
         while True:

@@ -7,16 +7,14 @@ and log lines written, each bounded, so a task's giant error cannot flood the lo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskSucceeded
-from hubbub.message import Envelope, encode
+from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
 from hubbub.worker.execute import exception_text
@@ -26,23 +24,10 @@ from hubbub.worker.writes import RetryWrite, WriteBuffer
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.job import Outcome
-    from hubbub.task import Task
     from hubbub.worker.admission import Refused
-    from hubbub.worker.lane import Lane
+    from hubbub.worker.held import Held
 
 log = logging.getLogger("hubbub.worker")
-
-
-@dataclass(eq=False)
-class Held:
-    """A delivery the worker holds, and what became of it."""
-
-    delivery: Delivery
-    envelope: Envelope
-    task: Task[Any, Any]
-    lane: Lane
-    started_at: float | None = None
-    runner: asyncio.Task[None] | None = None
 
 
 class Outcomes:
