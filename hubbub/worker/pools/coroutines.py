@@ -43,6 +43,8 @@ class AsyncPool(Pool):
     """
 
     kind: ClassVar[str] = "async"
+    summary: ClassVar[str] = ("coroutines on the worker's loop, sync tasks in threads; "
+                              "async def I/O")
 
     def __init__(self, concurrency: int = 100, *,
                  block_warning: float | None = BLOCK_WARNING) -> None:
