@@ -35,7 +35,7 @@ from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_loop, run_sync
 from hubbub.worker.pools._child import reply, unknown_task
-from hubbub.worker.pools._wire import ChildSpec, pack, receive
+from hubbub.worker.pools._wire import ChildSpec, Ready, Run, encode, receive
 
 ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
 
@@ -61,18 +61,17 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
         with contextlib.suppress(ConnectionError):  # the parent is gone: main notices, exits
             send(reply(seq, outcome))
 
-    send(pack(("ready", os.getpid())))
+    send(encode(Ready(os.getpid())))
     while True:
         try:
-            message = receive(sock)
+            frame = receive(sock)
         except (EOFError, ConnectionError):
             # Nobody can receive outcomes any more; deliveries come back after the lease.
             logging.shutdown()
             os._exit(0)
-        if message[0] == "stop":
-            break
-        _, seq, job = message
-        greenlets.spawn(run, seq, job)
+        if not isinstance(frame, Run):
+            break  # Stop: after the spec, the parent sends only Run and Stop
+        greenlets.spawn(run, frame.seq, frame.job)
     greenlets.join()
 
 
