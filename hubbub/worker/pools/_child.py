@@ -15,8 +15,9 @@ process group, and only the parent decides how the worker stops.
 A task may fork (``os.fork``, ``multiprocessing`` with fork). The forked process must not keep
 the socket: the parent reads EOF on it to learn that this child died, and a grandchild that
 holds it would hide the death. So the socket is closed in every process forked from here
-(``os.register_at_fork``), and a prefork grandchild that returns from the task exits instead
-of serving.
+(``os.register_at_fork``), and a grandchild that returns from the task exits instead of
+serving: in prefork and hybrid (on the loop) here, in hybrid's threads in
+``ForkEndingExecutor``, in gevent in :mod:`~hubbub.worker.pools._gevent_child`.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
 # -- asyncio (hybrid) ----------------------------------------------------------------------
 
 async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
-    pool = AsyncPool(spec.slots, block_warning=spec.block_warning)
+    me = os.getpid()
+    pool = AsyncPool(spec.slots, block_warning=spec.block_warning, end_forks=True)
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     running: set[asyncio.Task[None]] = set()
@@ -198,6 +200,11 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
                 outcome = await pool.run(job)
             except Exception as exc:  # a bug in the pool must not take the others down
                 outcome = Failed(describe(exc), 0.0)
+        if os.getpid() != me:
+            # An async def task forked on this loop and returned in the forked process too:
+            # that one is not this child (its socket is closed) and ends here. (One forked
+            # from a thread ends in the thread: ForkEndingExecutor.)
+            os._exit(0)
         writer.write(reply(seq, outcome))
 
     writer.write(encode(Ready(os.getpid())))

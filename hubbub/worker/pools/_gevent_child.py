@@ -42,6 +42,7 @@ ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop th
 
 def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     """Serve jobs as greenlets until ``stop`` (or exit at once when the parent is gone)."""
+    me = os.getpid()
     sending = gevent.lock.Semaphore()
     greenlets = gevent.pool.Pool(spec.slots)
     gevent.get_hub().threadpool.maxsize = min(spec.slots, ASYNC_THREADS)
@@ -58,6 +59,10 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             outcome = gevent.get_hub().threadpool.apply(_run_async, (task, job))
         else:
             outcome = _run_green(task, job)
+        if os.getpid() != me:
+            # A task forked (gevent copies every greenlet into the new process) and returned
+            # there: that process is not this child (its socket is closed) and ends here.
+            os._exit(0)
         with contextlib.suppress(ConnectionError):  # the parent is gone: main notices, exits
             send(reply(seq, outcome))
 
@@ -65,7 +70,14 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     while True:
         try:
             frame = receive(sock)
-        except (EOFError, ConnectionError):
+        except (EOFError, OSError) as exc:
+            if os.getpid() != me:
+                # A process a task forked, whose socket was closed: let the task go on until
+                # it returns (``run`` ends the process then) or exits.
+                greenlets.join()
+                os._exit(0)
+            if not isinstance(exc, EOFError | ConnectionError):
+                raise
             # Nobody can receive outcomes any more; deliveries come back after the lease.
             logging.shutdown()
             os._exit(0)
