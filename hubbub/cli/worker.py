@@ -11,7 +11,21 @@ from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
-from hubbub.worker.pools import POOLS, make_pool
+from hubbub.worker.pools import (
+    POOLS,
+    cannot_autoscale,
+    describe_pools,
+    make_pool,
+    pool_class,
+    resizable_pools,
+)
+
+# Read from the pool classes, so that a new pool or a pool that learns to resize needs no
+# edit here.
+POOL_HELP = "How tasks run: " + ", ".join(
+    f"{kind} ({summary})" for kind, summary in describe_pools().items()) + "."
+AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is busy; shrink to "
+                  f"MIN when idle ({' and '.join(resizable_pools())}).")
 
 
 @click.command()
@@ -23,17 +37,12 @@ from hubbub.worker.pools import POOLS, make_pool
                    "cpu=prefork:2 io=async:500 (repeat for several pools in one worker; "
                    "replaces -Q/--pool/-c).")
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
-              help="Grow the pool up to MAX while work waits and every slot is busy; shrink "
-                   "to MIN when idle (prefork and threads).")
+              help=AUTOSCALE_HELP)
 @click.option("--beat", is_flag=True,
               help="Also run the scheduler for the app's periodic tasks (as `hubbub beat`; "
                    "any number of beats may run, one leads).")
 @click.option("--pool", type=click.Choice(sorted(POOLS)), default="prefork", show_default=True,
-              help="How tasks run: solo (one at a time), threads (blocking I/O), async "
-                   "(coroutines; sync tasks in threads), prefork (child processes, one task "
-                   "each; CPU-bound or crash-prone code), hybrid (child processes each running "
-                   "--coroutines tasks), gevent (greenlets in a monkey-patched child; needs "
-                   "hubbub[gevent]).")
+              help=POOL_HELP)
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
               help="Tasks at once; for prefork and hybrid, child processes (default: solo 1, "
                    "threads 8, async 100, prefork and hybrid the CPU count, gevent 100).")
@@ -95,8 +104,8 @@ def _autoscale(spec: str | None, pool: str) -> tuple[int, int] | None:
     """(min, max) from ``MAX,MIN``."""
     if spec is None:
         return None
-    if pool not in {"prefork", "threads"}:
-        raise click.UsageError("--autoscale applies to the prefork and threads pools")
+    if not pool_class(pool).resizable:
+        raise click.UsageError("--" + cannot_autoscale(pool))
     try:
         high, low = (int(part) for part in spec.split(","))
     except ValueError:

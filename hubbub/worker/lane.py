@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.errors import ConfigurationError
-from hubbub.worker.pools import accepts, make_pool
+from hubbub.worker.pools import accepts, cannot_autoscale, make_pool
 from hubbub.worker.pools.base import Pool
 
 GROW_EVERY = 1.0  # seconds between two autoscale steps up
@@ -31,7 +31,12 @@ class Lane:
         pool: where their tasks run.
         prefetch: deliveries held beyond free slots (default: min(concurrency, 16)).
         autoscale: (min, max) concurrency; the lane grows while its queues have waiting work
-            and every slot is busy, and shrinks while it is less than half busy.
+            and every slot is busy, and shrinks while it is less than half busy. Only for a
+            pool that is ``resizable``.
+
+    Raises:
+        ConfigurationError: autoscale bounds out of order, or autoscale of a pool that
+            cannot resize.
     """
 
     queues: list[str]
@@ -53,6 +58,8 @@ class Lane:
             low, high = self.autoscale
             if not 1 <= low <= high:
                 raise ConfigurationError(f"autoscale needs 1 <= min <= max, got {low},{high}")
+            if not self.pool.resizable:
+                raise ConfigurationError(cannot_autoscale(self.pool.kind))
 
     @property
     def budget(self) -> int:

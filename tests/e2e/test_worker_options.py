@@ -12,6 +12,7 @@ import pytest
 
 from hubbub import Hub
 from hubbub._loader import load_hub
+from hubbub.worker.pools import describe_pools
 from tests.e2e.conftest import Cli, wait_for
 
 LANES_APP = textwrap.dedent('''
@@ -92,3 +93,20 @@ def test_autoscale_is_checked(cli: Cli) -> None:
     done = cli.run("worker", "-A", "app:hub", "--autoscale", "2,8", "--pool", "threads")
     assert done.returncode != 0
     assert "MIN <= MAX" in done.stderr
+
+
+def test_worker_help_lists_every_pool_with_its_summary(cli: Cli) -> None:
+    done = cli.run("worker", "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # click wraps the help text
+    for kind, summary in describe_pools().items():
+        assert f"{kind} ({summary})" in text
+    assert "shrink to MIN when idle (threads and prefork)" in text
+
+
+def test_autoscale_of_a_pool_that_cannot_resize_names_the_pools_that_can(cli: Cli) -> None:
+    done = cli.run("worker", "-A", "app:hub", "--autoscale", "8,2", "--pool", "async")
+    assert done.returncode == 2
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert error == ("Error: --autoscale needs a pool that can resize (threads, prefork); "
+                     "the async pool cannot")

@@ -202,6 +202,14 @@ SOURCE = textwrap.dedent('''
         return "child"
 
     @hub.task
+    async def fork_and_return_async(marker: str) -> str:
+        pid = os.fork()
+        if pid == 0:
+            Path(marker).write_text(str(os.getpid()))
+            return "grandchild"
+        return "child"
+
+    @hub.task
     def balloon(up_to_mib: int) -> int:
         chunks = []
         for _ in range(up_to_mib // 10):

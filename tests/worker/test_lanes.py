@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -10,7 +13,7 @@ import pytest
 
 from hubbub import ConfigurationError, Hub, WorkerLoop
 from hubbub.worker.lane import Lane, parse_lane
-from hubbub.worker.pools import make_pool
+from hubbub.worker.pools import POOLS, describe_pools, make_pool, resizable_pools
 
 
 def test_each_queue_runs_on_the_pool_of_its_lane(hub: Hub) -> None:
@@ -111,3 +114,35 @@ def test_autoscale_grows_a_busy_lane_up_to_its_max(hub: Hub) -> None:
     assert sizes[-1] == 4
     assert peak == 4
     assert worker.processed == 12
+
+
+def test_only_the_pools_that_declare_it_can_resize() -> None:
+    assert resizable_pools() == ["threads", "prefork"]
+    assert all(summary.strip() for summary in describe_pools().values())
+    assert list(describe_pools()) == list(POOLS)
+
+
+@pytest.mark.parametrize("kind", [k for k in POOLS if k not in resizable_pools()])
+def test_a_pool_that_cannot_resize_refuses_resize_and_autoscale(kind: str) -> None:
+    if kind == "gevent" and importlib.util.find_spec("gevent") is None:
+        pytest.skip("needs the gevent extra")
+    pool = make_pool(kind, 1)
+    size = pool.concurrency
+    assert not pool.resizable
+    with pytest.raises(ConfigurationError, match=f"the {kind} pool cannot resize"):
+        asyncio.run(pool.resize(size + 1))
+    assert pool.concurrency == size
+    with pytest.raises(ConfigurationError) as refused:
+        Lane(["default"], pool, autoscale=(1, 4))
+    assert str(refused.value) == ("autoscale needs a pool that can resize (threads, prefork); "
+                                  f"the {kind} pool cannot")
+
+
+def test_describing_the_pools_imports_no_optional_extra() -> None:
+    # The CLI reads every pool class to write its help: gevent must stay out of the worker.
+    code = ("import sys; from hubbub.worker.pools import describe_pools, resizable_pools; "
+            "describe_pools(); resizable_pools(); import hubbub.cli.worker; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gevent'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

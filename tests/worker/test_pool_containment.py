@@ -251,15 +251,22 @@ async def test_a_grandchild_that_keeps_the_socket_does_not_hold_up_stopping_pref
         assert time.monotonic() - began < 3
 
 
+@pytest.mark.parametrize(("kind", "task"), [
+    ("prefork", "fork_and_return"),
+    ("prefork", "fork_and_return_async"),
+    ("hybrid", "fork_and_return"),  # in one of the child's threads
+    ("hybrid", "fork_and_return_async"),  # on the child's event loop
+    pytest.param("gevent", "fork_and_return", marks=no_gevent),  # in a greenlet
+])
 async def test_a_fork_that_returns_in_both_processes_leaves_one_child_serving(
-    app: ModuleType, tmp_path: Path
+    app: ModuleType, tmp_path: Path, kind: str, task: str
 ) -> None:
     marker = tmp_path / "grandchild.pid"
     with killed_at_exit([]) as grandchildren:
-        pool = PreforkPool(1)
+        pool = new_pool(kind)
         await pool.start(app.hub)
         try:
-            outcome = await run(pool, app, "fork_and_return", str(marker))
+            outcome = await run(pool, app, task, str(marker))
             assert outcome == Succeeded("child", outcome.duration)
             await wait_until(marker.exists, "the grandchild to write its pid")
             await wait_until(lambda: marker.read_text() != "", "the pid")
@@ -268,7 +275,7 @@ async def test_a_fork_that_returns_in_both_processes_leaves_one_child_serving(
             for i in range(5):
                 outcome = await run(pool, app, "add", i, 1)
                 assert outcome == Succeeded(i + 1, outcome.duration)
-            assert pool.children.started == 1
+            assert children_started(pool) == 1
         finally:
             began = time.monotonic()
             await asyncio.wait_for(pool.stop(), 15)

@@ -1,4 +1,9 @@
-"""Worker pools by name: ``make_pool("prefork", 4, max_tasks_per_child=100)``."""
+"""Worker pools by name: ``make_pool("prefork", 4, max_tasks_per_child=100)``.
+
+``POOLS`` is the one list of pools; what the CLI says about them (``--pool``'s choices and
+help, which pools ``--autoscale`` applies to) is read from the pool classes it names. Loading
+a pool's class never imports an optional extra (gevent is imported only in its children).
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,33 @@ POOLS: dict[str, tuple[str, str, int | None]] = {
 }
 
 
-def _pool_class(kind: str) -> type[Pool]:
+def pool_class(kind: str) -> type[Pool]:
+    """The class of the ``kind`` pool, e.g. ``PreforkPool`` for "prefork".
+
+    Raises:
+        ConfigurationError: unknown kind.
+    """
     if kind not in POOLS:
         raise ConfigurationError(f"unknown pool {kind!r}; choose one of: {', '.join(POOLS)}")
     module, name, _ = POOLS[kind]
     cls: type[Pool] = getattr(importlib.import_module(module), name)
     return cls
+
+
+def describe_pools() -> dict[str, str]:
+    """Every pool's one-line ``summary``, by kind, in ``POOLS`` order."""
+    return {kind: pool_class(kind).summary for kind in POOLS}
+
+
+def resizable_pools() -> list[str]:
+    """The kinds of pool that can resize, and so autoscale."""
+    return [kind for kind in POOLS if pool_class(kind).resizable]
+
+
+def cannot_autoscale(kind: str) -> str:
+    """Why autoscale was refused for the ``kind`` pool, naming those that can, in one line."""
+    return (f"autoscale needs a pool that can resize ({', '.join(resizable_pools())}); "
+            f"the {kind} pool cannot")
 
 
 def accepts(kind: str, option: str) -> bool:
@@ -34,7 +60,7 @@ def accepts(kind: str, option: str) -> bool:
     Raises:
         ConfigurationError: unknown kind.
     """
-    return option in inspect.signature(_pool_class(kind)).parameters
+    return option in inspect.signature(pool_class(kind)).parameters
 
 
 def make_pool(kind: str, concurrency: int | None = None, **options: Any) -> Pool:
@@ -50,7 +76,7 @@ def make_pool(kind: str, concurrency: int | None = None, **options: Any) -> Pool
         ConfigurationError: unknown kind, an option the pool does not take, a bad value,
             or a missing extra (gevent).
     """
-    cls = _pool_class(kind)
+    cls = pool_class(kind)
     default = POOLS[kind][2]
     given = {key: value for key, value in options.items() if value is not None}
     for key in given:

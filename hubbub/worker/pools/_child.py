@@ -15,8 +15,9 @@ process group, and only the parent decides how the worker stops.
 A task may fork (``os.fork``, ``multiprocessing`` with fork). The forked process must not keep
 the socket: the parent reads EOF on it to learn that this child died, and a grandchild that
 holds it would hide the death. So the socket is closed in every process forked from here
-(``os.register_at_fork``), and a prefork grandchild that returns from the task exits instead
-of serving.
+(``os.register_at_fork``), and a grandchild that returns from the task exits instead of
+serving: in prefork and hybrid (on the loop) here, in hybrid's threads in
+``ForkEndingExecutor``, in gevent in :mod:`~hubbub.worker.pools._gevent_child`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
 from hubbub.worker.execute import describe, exception_text, failure, limits, on_loop, run_sync
-from hubbub.worker.pools._wire import ChildSpec, pack, read_message, receive, resident_mib
+from hubbub.worker.pools._wire import (
+    ChildSpec,
+    Done,
+    LoadFailed,
+    Ready,
+    Run,
+    encode,
+    read_frame,
+    receive,
+    resident_mib,
+)
 from hubbub.worker.pools.coroutines import AsyncPool
 
 BOOT = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
@@ -61,9 +72,11 @@ def main() -> None:
 
     os.register_at_fork(after_in_child=forked)
     try:
-        spec: ChildSpec = receive(sock)
+        spec = receive(sock)
     except EOFError:
         return
+    if not isinstance(spec, ChildSpec):
+        raise ValueError(f"a child's first frame must be its ChildSpec, got {spec!r:.100}")
     sys.path[:] = list(spec.sys_path)
     if spec.log_level is not None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)-7s "
@@ -71,7 +84,7 @@ def main() -> None:
     try:
         hub = load_hub(spec.import_path)
     except Exception as exc:
-        sock.sendall(pack(("error", exception_text(exc))))
+        sock.sendall(encode(LoadFailed(exception_text(exc))))
         sock.close()
         return
     try:
@@ -90,14 +103,14 @@ def main() -> None:
 
 
 def reply(seq: int, outcome: Outcome) -> bytes:
-    """The ``done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
+    """The ``Done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
     of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can."""
     try:
-        return pack(("done", seq, outcome, resident_mib()))
+        return encode(Done(seq, outcome, resident_mib()))
     except BaseException as exc:  # pickling runs the value's own hooks
         error = ErrorInfo(ErrorKind.NOT_ENCODABLE, "the outcome cannot be sent to the worker: "
                           + exception_text(exc))
-        return pack(("done", seq, Failed(error, outcome.duration), resident_mib()))
+        return encode(Done(seq, Failed(error, outcome.duration), resident_mib()))
 
 
 def unknown_task(hub: Hub, job: Job) -> Outcome:
@@ -110,15 +123,15 @@ def unknown_task(hub: Hub, job: Job) -> Outcome:
 
 def _serve_serial(sock: socket.socket, hub: Hub) -> None:
     me = os.getpid()
-    sock.sendall(pack(("ready", me)))
+    sock.sendall(encode(Ready(me)))
     while True:
         try:
-            message = receive(sock)
+            frame = receive(sock)
         except (EOFError, ConnectionError):
             return  # the parent is gone
-        if message[0] == "stop":
-            return
-        _, seq, job = message
+        if not isinstance(frame, Run):
+            return  # Stop: after the spec, the parent sends only Run and Stop
+        seq, job = frame.seq, frame.job
         task = hub.tasks.get(job.task)
         started = time.monotonic()
         escaped = False
@@ -173,7 +186,8 @@ def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
 # -- asyncio (hybrid) ----------------------------------------------------------------------
 
 async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
-    pool = AsyncPool(spec.slots, block_warning=spec.block_warning)
+    me = os.getpid()
+    pool = AsyncPool(spec.slots, block_warning=spec.block_warning, end_forks=True)
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     running: set[asyncio.Task[None]] = set()
@@ -186,21 +200,25 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
                 outcome = await pool.run(job)
             except Exception as exc:  # a bug in the pool must not take the others down
                 outcome = Failed(describe(exc), 0.0)
+        if os.getpid() != me:
+            # An async def task forked on this loop and returned in the forked process too:
+            # that one is not this child (its socket is closed) and ends here. (One forked
+            # from a thread ends in the thread: ForkEndingExecutor.)
+            os._exit(0)
         writer.write(reply(seq, outcome))
 
-    writer.write(pack(("ready", os.getpid())))
+    writer.write(encode(Ready(os.getpid())))
     parent_gone = False
     try:
         while True:
             try:
-                message = await read_message(reader)
+                frame = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 parent_gone = True
                 break
-            if message[0] == "stop":
-                break
-            _, seq, job = message
-            runner = asyncio.create_task(run(seq, job))
+            if not isinstance(frame, Run):
+                break  # Stop: after the spec, the parent sends only Run and Stop
+            runner = asyncio.create_task(run(frame.seq, frame.job))
             running.add(runner)
             runner.add_done_callback(running.discard)
         if running and not parent_gone:

@@ -40,7 +40,17 @@ from hubbub.errors import ConfigurationError, ErrorKind
 from hubbub.job import Crashed, Failed, Job, Outcome, TimedOut
 from hubbub.results.base import ErrorInfo
 from hubbub.worker.execute import exception_text
-from hubbub.worker.pools._wire import ChildSpec, pack, read_message, resident_mib_of
+from hubbub.worker.pools._wire import (
+    ChildSpec,
+    Done,
+    LoadFailed,
+    Ready,
+    Run,
+    Stop,
+    encode,
+    read_frame,
+    resident_mib_of,
+)
 from hubbub.worker.pools.base import Pool
 
 if TYPE_CHECKING:
@@ -149,8 +159,8 @@ class Child:
         self.pid = self._proc.pid
         try:
             reader, self._writer = await asyncio.open_unix_connection(sock=parent_end)
-            self._writer.write(pack(self.spec))
-            message = await asyncio.wait_for(read_message(reader), timeout)
+            self._writer.write(encode(self.spec))
+            first = await asyncio.wait_for(read_frame(reader), timeout)
         except (asyncio.IncompleteReadError, ConnectionError):
             code = await self._reap()
             await self._close()
@@ -165,10 +175,11 @@ class Child:
             await self._reap()
             await self._close()
             raise
-        if message[0] != "ready":
+        if not isinstance(first, Ready):
             await self._reap()
             await self._close()
-            raise StartFailed(str(message[1]))
+            raise StartFailed(first.message if isinstance(first, LoadFailed)
+                              else f"child {self.pid} sent {first!r:.100} instead of Ready")
         self._reader = asyncio.create_task(self._read_forever(reader))
         self._watcher = asyncio.create_task(self._watch())
 
@@ -186,7 +197,7 @@ class Child:
         """Ask an idle child to exit."""
         if not self._stop_sent and self._writer is not None and not self._writer.is_closing():
             self._stop_sent = True
-            self._writer.write(pack(("stop",)))
+            self._writer.write(encode(Stop()))
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Exit now: idle children are asked, busy ones terminated; killed after ``grace``."""
@@ -216,7 +227,7 @@ class Child:
         """
         assert self._writer is not None, "child not started"
         seq = next(self._seq)
-        frame = pack(("run", seq, job))
+        frame = encode(Run(seq, job))
         loop = asyncio.get_running_loop()
         pending = _Pending(seq, job, loop.create_future(), loop.time())
         if job.timeout is not None:
@@ -239,9 +250,9 @@ class Child:
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                message = await read_message(reader)
-                if message[0] == "done":
-                    self._done(message[1], message[2], message[3])
+                frame = await read_frame(reader)
+                if isinstance(frame, Done):
+                    self._done(frame)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # EOF: the child exited, or was killed
         except Exception:  # a garbled frame: this child cannot be trusted any more
@@ -287,16 +298,16 @@ class Child:
         log.warning("%s while running %s; killing child %d", self._over_memory, tasks, self.pid)
         self.kill()
 
-    def _done(self, seq: int, outcome: Outcome, rss: float) -> None:
+    def _done(self, done: Done) -> None:
         self.tasks_done += 1
-        self.rss = rss
-        pending = self.pending.pop(seq, None)
+        self.rss = done.rss
+        pending = self.pending.pop(done.seq, None)
         if pending is not None:
             if pending.timer is not None:
                 pending.timer.cancel()
             if not pending.future.done():
-                pending.future.set_result(outcome)
-        self.on_done(self, outcome)
+                pending.future.set_result(done.outcome)
+        self.on_done(self, done.outcome)
 
     def _settle(self, code: int | None) -> None:
         """Resolve every job the child was running when it went away."""

@@ -35,13 +35,14 @@ from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_loop, run_sync
 from hubbub.worker.pools._child import reply, unknown_task
-from hubbub.worker.pools._wire import ChildSpec, pack, receive
+from hubbub.worker.pools._wire import ChildSpec, Ready, Run, encode, receive
 
 ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
 
 
 def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     """Serve jobs as greenlets until ``stop`` (or exit at once when the parent is gone)."""
+    me = os.getpid()
     sending = gevent.lock.Semaphore()
     greenlets = gevent.pool.Pool(spec.slots)
     gevent.get_hub().threadpool.maxsize = min(spec.slots, ASYNC_THREADS)
@@ -58,21 +59,31 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             outcome = gevent.get_hub().threadpool.apply(_run_async, (task, job))
         else:
             outcome = _run_green(task, job)
+        if os.getpid() != me:
+            # A task forked (gevent copies every greenlet into the new process) and returned
+            # there: that process is not this child (its socket is closed) and ends here.
+            os._exit(0)
         with contextlib.suppress(ConnectionError):  # the parent is gone: main notices, exits
             send(reply(seq, outcome))
 
-    send(pack(("ready", os.getpid())))
+    send(encode(Ready(os.getpid())))
     while True:
         try:
-            message = receive(sock)
-        except (EOFError, ConnectionError):
+            frame = receive(sock)
+        except (EOFError, OSError) as exc:
+            if os.getpid() != me:
+                # A process a task forked, whose socket was closed: let the task go on until
+                # it returns (``run`` ends the process then) or exits.
+                greenlets.join()
+                os._exit(0)
+            if not isinstance(exc, EOFError | ConnectionError):
+                raise
             # Nobody can receive outcomes any more; deliveries come back after the lease.
             logging.shutdown()
             os._exit(0)
-        if message[0] == "stop":
-            break
-        _, seq, job = message
-        greenlets.spawn(run, seq, job)
+        if not isinstance(frame, Run):
+            break  # Stop: after the spec, the parent sends only Run and Stop
+        greenlets.spawn(run, frame.seq, frame.job)
     greenlets.join()
 
 

@@ -1,21 +1,27 @@
 """The parent/child protocol of the process pools (prefork, hybrid, gevent).
 
 One stream socket (``socket.socketpair``) per child. Every message is one frame: an 8-byte
-big-endian length, then a pickle of a tuple of plain data (``Job`` and ``Outcome`` are frozen
-dataclasses of built-in types). Pickle is safe here because both ends are this worker's own
-processes; nothing from the broker is unpickled that was not already decoded by the parent.
+big-endian length, then a pickle of a plain tuple, a tag and the frame's fields (``Job`` and
+``Outcome`` are frozen dataclasses of built-in types). Pickle is safe here because both ends
+are this worker's own processes; nothing from the broker is unpickled that was not already
+decoded by the parent.
+
+Each kind of frame is a ``NamedTuple`` below, and :func:`encode` / :func:`decode` are the only
+code that turns one into bytes and back, so both ends name fields instead of indexing tuples.
+On the wire a frame is ``(tag, *fields)``, not a pickled class: cheaper to pickle on the
+sync-task hot path, and the same bytes as before the frames were typed.
 
 Parent to child::
 
-    ChildSpec                       first frame: what to import and how to run
-    ("run", seq, job)               run a job; ``seq`` is the parent's number for it
-    ("stop",)                       finish and exit (idle children only)
+    ChildSpec     ("spec", ...)                 first frame: what to import and how to run
+    Run           ("run", seq, job)             run a job; ``seq`` is the parent's number
+    Stop          ("stop",)                     finish and exit (idle children only)
 
 Child to parent::
 
-    ("ready", pid)                  the app is imported; send work
-    ("error", message)              the app could not be loaded; the child exits
-    ("done", seq, outcome, rss)     a job finished; ``rss`` is the child's resident MiB
+    Ready         ("ready", pid)                the app is imported; send work
+    LoadFailed    ("error", message)            the app could not be loaded; the child exits
+    Done          ("done", seq, outcome, rss)   a job finished; ``rss``: the child's resident MiB
 
 Job numbers, not task ids, key the replies: a hybrid or gevent child runs several jobs at
 once, and the same task id can legitimately be in flight twice (a redelivered message).
@@ -31,15 +37,15 @@ import resource
 import socket
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
+
+from hubbub.job import Job, Outcome
 
 FRAME = struct.Struct("!Q")
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    """What a child needs to serve: plain data, sent as the first frame.
+class ChildSpec(NamedTuple):
+    """What a child needs to serve, sent as the first frame.
 
     Attributes:
         import_path: "module:attr" of the Hub the child imports.
@@ -58,15 +64,69 @@ class ChildSpec:
     block_warning: float | None = None
 
 
-def pack(message: Any) -> bytes:
-    """One frame holding ``message``."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+class Run(NamedTuple):
+    """Parent to child: run ``job``; the reply carries the same ``seq``."""
+
+    seq: int
+    job: Job
+
+
+class Stop(NamedTuple):
+    """Parent to child: exit once the jobs running now are done."""
+
+
+class Ready(NamedTuple):
+    """Child to parent: the app is imported; ``pid`` serves."""
+
+    pid: int
+
+
+class LoadFailed(NamedTuple):
+    """Child to parent: the app could not be imported (``message`` says why); it exits."""
+
+    message: str
+
+
+class Done(NamedTuple):
+    """Child to parent: job ``seq`` finished with ``outcome``; ``rss`` is the child's
+    resident memory in MiB afterwards."""
+
+    seq: int
+    outcome: Outcome
+    rss: float
+
+
+ToChild = ChildSpec | Run | Stop
+ToParent = Ready | LoadFailed | Done
+Frame = ToChild | ToParent
+
+_TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Stop: "stop", Ready: "ready",
+                                 LoadFailed: "error", Done: "done"}
+_KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
+
+
+def encode(frame: Frame) -> bytes:
+    """The bytes of ``frame`` on the wire: its length, then its tag and fields pickled.
+
+    Raises:
+        pickle.PicklingError, TypeError, AttributeError: a field cannot be pickled (a job's
+            arguments or an outcome's value); nothing is sent then.
+    """
+    payload = pickle.dumps((_TAGS[type(frame)], *frame), protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME.pack(len(payload)) + payload
 
 
-def unpack(payload: bytes) -> Any:
-    """The message in a frame's payload."""
-    return pickle.loads(payload)  # noqa: S301 - both ends are this worker's processes
+def decode(payload: bytes) -> Frame:
+    """The frame in a payload (the bytes after the length).
+
+    Raises:
+        ValueError: the payload is not a frame of this protocol.
+    """
+    message = pickle.loads(payload)  # noqa: S301 - both ends are this worker's processes
+    try:
+        return _KINDS[message[0]](*message[1:])
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"not a frame of the process pools' protocol: {message!r:.100}") from None
 
 
 def read_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -80,8 +140,13 @@ def read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(chunks)
 
 
-def receive(sock: socket.socket) -> Any:
-    """The next message from a blocking socket; raises EOFError when the other end closed."""
+def receive(sock: socket.socket) -> Frame:
+    """The next frame from a blocking socket.
+
+    Raises:
+        EOFError: the other end closed the socket.
+        ValueError: what came is not a frame.
+    """
     header = read_exactly(sock, FRAME.size)
     if header is None:
         raise EOFError("the other end closed the socket")
@@ -89,13 +154,18 @@ def receive(sock: socket.socket) -> Any:
     payload = read_exactly(sock, size)
     if payload is None:
         raise EOFError("the other end closed the socket mid-frame")
-    return unpack(payload)
+    return decode(payload)
 
 
-async def read_message(reader: asyncio.StreamReader) -> Any:
-    """The next message from a stream; raises ``asyncio.IncompleteReadError`` at EOF."""
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    """The next frame from a stream.
+
+    Raises:
+        asyncio.IncompleteReadError: the other end closed the stream.
+        ValueError: what came is not a frame.
+    """
     (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))
-    return unpack(await reader.readexactly(size))
+    return decode(await reader.readexactly(size))
 
 
 def resident_mib_of(pid: int) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, ClassVar
 
+from hubbub.errors import ConfigurationError
 from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, TimedOut
 
 if TYPE_CHECKING:
@@ -19,11 +20,16 @@ class Pool(abc.ABC):
 
     Attributes:
         kind: the name users pass to ``--pool``.
+        summary: what the pool runs and what for, in a few words; ``hubbub worker --help``
+            lists it under ``--pool``.
+        resizable: whether ``resize`` works, so that the pool can autoscale.
         concurrency: how many jobs may run at the same time.
         hard_timeouts_exact: whether ``timeout`` is enforced by killing (process pools).
     """
 
     kind: ClassVar[str]
+    summary: ClassVar[str]
+    resizable: ClassVar[bool] = False
     hard_timeouts_exact: ClassVar[bool] = False
 
     def __init__(self, concurrency: int) -> None:
@@ -40,8 +46,18 @@ class Pool(abc.ABC):
         """Run one job; the worker never calls this with more than ``concurrency`` at once."""
 
     async def resize(self, concurrency: int) -> None:
-        """Change how many jobs may run at once (autoscale). Pools that keep threads or
-        processes per slot override this to add or retire them."""
+        """Change how many jobs may run at once (autoscale).
+
+        A pool that can resize sets ``resizable`` and overrides this to add or retire its
+        threads or processes, calling it first.
+
+        Raises:
+            ConfigurationError: the pool is not ``resizable``.
+            ValueError: ``concurrency`` below 1.
+        """
+        if not self.resizable:
+            raise ConfigurationError(f"the {self.kind} pool cannot resize, so it cannot "
+                                     "autoscale")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.concurrency = concurrency

@@ -52,6 +52,8 @@ class GeventPool(ChildPool):
     """
 
     kind: ClassVar[str] = "gevent"
+    summary: ClassVar[str] = ("greenlets in a monkey-patched child; legacy blocking I/O at "
+                              "high concurrency; needs hubbub[gevent]")
 
     def __init__(self, greenlets: int = 100, *, processes: int = 1,
                  import_path: str | None = None, max_tasks_per_child: int | None = None,

@@ -50,6 +50,8 @@ class HybridPool(ChildPool):
     """
 
     kind: ClassVar[str] = "hybrid"
+    summary: ClassVar[str] = ("child processes each running --coroutines tasks on its own "
+                              "loop; I/O fan-out over every core")
 
     def __init__(self, processes: int | None = None, *, coroutines: int = 100,
                  import_path: str | None = None, max_tasks_per_child: int | None = None,

@@ -64,6 +64,9 @@ class PreforkPool(ChildPool):
     """
 
     kind: ClassVar[str] = "prefork"
+    summary: ClassVar[str] = ("child processes, one task each; CPU-bound, leaky or "
+                              "crash-prone code")
+    resizable: ClassVar[bool] = True
     hard_timeouts_exact: ClassVar[bool] = True
 
     def __init__(self, concurrency: int | None = None, *, import_path: str | None = None,

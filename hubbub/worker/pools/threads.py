@@ -19,6 +19,8 @@ class ThreadPool(Pool):
     """
 
     kind: ClassVar[str] = "threads"
+    summary: ClassVar[str] = "a thread pool; blocking I/O in sync code"
+    resizable: ClassVar[bool] = True
 
     def __init__(self, concurrency: int = 8) -> None:
         super().__init__(concurrency)
@@ -52,6 +54,8 @@ class SoloPool(ThreadPool):
     """One task at a time, in one thread: the simplest to debug."""
 
     kind: ClassVar[str] = "solo"
+    summary: ClassVar[str] = "one task at a time, in one thread; for debugging"
+    resizable: ClassVar[bool] = False  # always one thread
 
     def __init__(self, concurrency: int = 1) -> None:
         if concurrency != 1:
