@@ -39,6 +39,7 @@ from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Outcomes
 from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.renewal import Renewal
+from hubbub.worker.revocation import Revocations
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
@@ -183,6 +184,9 @@ class WorkerLoop:
         flusher.add_done_callback(self._flusher_ended)
         helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
                    asyncio.create_task(self._heartbeat_forever())]
+        if self._io.results is not None:
+            watcher = Revocations(self._io.results, lambda: list(self._held), self._revoked)
+            helpers.append(asyncio.create_task(watcher.watch_forever()))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
@@ -315,6 +319,12 @@ class WorkerLoop:
         try:
             if self._stopping.is_set():
                 return  # _wind_down releases it
+            expires = held.envelope.expires
+            if expires is not None and expires <= time.time():
+                # It expired while it waited for a slot: it must not start now.
+                self._held.forget(held)
+                self._io.outcomes.expired(held)
+                return
             attempts = held.delivery.attempts
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
                 await self._held.alone(held, self._give_back)
@@ -339,6 +349,17 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
+
+    def _revoked(self, held: Held) -> None:
+        """``held`` was revoked after it was admitted: drop it if it has not started."""
+        if held.started_at is not None or held not in self._held:
+            return
+        log.info("task %s[%s] revoked while it waited; skipped", held.envelope.task,
+                 held.envelope.id)
+        self._held.forget(held)
+        if held.runner is not None:
+            held.runner.cancel()
+        self._io.writes.ack([held.delivery])
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.
