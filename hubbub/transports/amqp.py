@@ -546,7 +546,7 @@ class AMQPTransport(Transport):
                 ))
             return out
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._guard():
             out: list[DeadLetter] = []
             for name in [queue] if queue is not None else await self._queues():

@@ -523,7 +523,7 @@ class BeanstalkTransport(Transport):
         taken = {rid for rid, _, _ in found} | set(stale)
         return admin, [rid for rid, _ in records if rid not in taken], found
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._guard():
             admin, rest, found = await self._dead(
                 lambda r: queue is None or r["queue"] == queue, limit)

@@ -205,7 +205,7 @@ class MemoryTransport(Transport):
         names = sorted(counts) if queues is None else list(queues)
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._store.lock:
             return [d for d in self._store.dead if queue is None or d.queue == queue][:limit]
 

@@ -284,7 +284,7 @@ class RedisTransport(Transport):
                                   delayed=delayed - due, leased=leases - expired, dead=dead))
         return out
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         names = await self._queues() if queue is None else [queue]
         pipe = self._client.pipeline(transaction=False)
         for name in names:

@@ -264,7 +264,7 @@ class SQLiteTransport(Transport):
         names = sorted(counts) if queues is None else list(queues)
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         sql = ("SELECT CAST(id AS BLOB), CAST(queue AS BLOB), CAST(body AS BLOB),"
                " CAST(reason AS BLOB), CAST(died_at AS REAL) FROM hubbub_dead")
         params: tuple[Any, ...] = (limit,)

@@ -398,7 +398,7 @@ def test_an_id_with_a_lone_surrogate_is_published_and_dead_lettered(site: Site) 
         [d] = await t.fetch([QUEUE], limit=1, lease=5, wait=5)
         assert d.id == "m-\\udcff"  # escaped, so every broker and log can carry it
         await t.dead_letter([DeadLetterRequest(d, "reason \udcff")])
-        [dead] = await t.dead_letters(QUEUE)
+        [dead] = await t.list_dead(QUEUE)
         assert (dead.id, dead.reason) == ("m-\\udcff", "reason \\udcff")
 
     site.run(roundtrip)

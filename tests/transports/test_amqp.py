@@ -210,7 +210,7 @@ async def test_a_fresh_transport_finds_queues_and_dead_letters_through_the_direc
     fresh = await connect(opened, url)
     assert [(s.queue, s.ready, s.dead) for s in await fresh.stats()] == [
         ("alpha", 1, 0), ("beta", 0, 1)]
-    [dead] = await fresh.dead_letters()
+    [dead] = await fresh.list_dead()
     assert (dead.queue, dead.reason, dead.body) == ("beta", "bad input", b"b")
     assert await fresh.requeue_dead() == 1
     [back] = await fresh.fetch(["beta"], limit=1, lease=30, wait=5)

@@ -188,7 +188,7 @@ async def test_requeued_dead_letter_starts_counting_attempts_again(
     [d] = await t2.fetch(["q"], limit=1, lease=30, wait=2)
     assert d.attempts == 2
     await t2.dead_letter([DeadLetterRequest(d, "crashed twice")])
-    assert [x.reason for x in await t2.dead_letters()] == ["crashed twice"]
+    assert [x.reason for x in await t2.list_dead()] == ["crashed twice"]
     assert await t2.requeue_dead() == 1
     [again] = await t2.fetch(["q"], limit=1, lease=30, wait=2)
     assert (again.id, again.attempts, again.priority) == (d.id, 1, 7)
