@@ -66,8 +66,6 @@ CREATE TABLE IF NOT EXISTS hubbub_dead (
 CREATE INDEX IF NOT EXISTS hubbub_dead_id ON hubbub_dead (id);
 """
 
-# How far down a queue's order one claim looks past rows that are leased or delayed.
-_SCAN = 256
 # A row is due when its visible_at has come, or is not a number at all (another tool wrote
 # it): such a row is handed out, and its claim writes a real deadline.
 _DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
