@@ -148,6 +148,12 @@ def test_unknown_option_fails_with_a_suggestion_and_without_the_password() -> No
     assert "redis://***@127.0.0.1/0?prefx=shop" in str(caught.value)
 
 
+def test_an_unknown_secret_looking_option_is_not_shown_in_the_error() -> None:
+    with pytest.raises(ConfigurationError, match="unknown redis URL option 'password'") as caught:
+        RedisURL.parse(f"redis://127.0.0.1/0?password={SECRET}")
+    assert SECRET not in str(caught.value)
+
+
 def test_bad_number_fails_without_the_password() -> None:
     with pytest.raises(ConfigurationError) as caught:
         RedisURL.parse(f"redis://:{SECRET}@127.0.0.1/zero")
