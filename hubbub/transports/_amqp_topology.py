@@ -29,8 +29,9 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from hubbub._redact import redact
+from hubbub._text import cap, clean_text
 from hubbub.errors import ConfigurationError
-from hubbub.transports._safe import MAX_HEADER, cap, clean_text, due_at, text_of
+from hubbub.transports._safe import MAX_HEADER, due_at, text_of
 from hubbub.transports.base import DeadLetter
 
 LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all

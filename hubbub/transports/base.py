@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 # Re-exported: the longest dead-letter reason any transport stores (characters).
-from hubbub.transports._safe import MAX_REASON as MAX_REASON
+from hubbub._text import MAX_REASON as MAX_REASON
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hubbub._suggest import did_you_mean
+from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
-from hubbub.transports._safe import MAX_REASON, cap, check_queue, clean_text, due_at
+from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hubbub._text import cap
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.transports._safe import cap, check_queue, due_at
+from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,

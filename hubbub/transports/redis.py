@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from hubbub._redis import RedisURL, translate
+from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
 from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys
-from hubbub.transports._safe import bytes_of, cap, check_queue, clean_text, due_at, text_of
+from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,

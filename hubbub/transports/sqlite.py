@@ -21,16 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hubbub._sqlite import SQLiteFile
+from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.transports._safe import (
-    bytes_of,
-    cap,
-    check_queue,
-    clean_text,
-    count_of,
-    due_at,
-    text_of,
-)
+from hubbub.transports._safe import bytes_of, check_queue, count_of, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,

@@ -24,12 +24,13 @@ import redis as redis_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubbub._text import MAX_REASON, cap
 from hubbub.errors import MessageRejectedByBroker, TransportError
 from hubbub.testing import drain
 from hubbub.transports import Outgoing, Transport
 from hubbub.transports._amqp_topology import H_ATTEMPTS, H_ETA, delay_units, main_name
 from hubbub.transports._redis_lua import QueueKeys
-from hubbub.transports._safe import MAX_HEADER, MAX_REASON, cap, count_of, due_at
+from hubbub.transports._safe import MAX_HEADER, count_of, due_at
 from hubbub.transports.base import DeadLetterRequest
 from tests.hostile.conftest import QUEUE, Site
 
