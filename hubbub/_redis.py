@@ -9,7 +9,6 @@ pooled asyncio client from one; ``translate`` turns redis-py's exceptions into t
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -23,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubbub._redact import redact
+from hubbub._suggest import did_you_mean
 from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
 
 _SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
@@ -63,8 +63,10 @@ class RedisURL:
         """
         scheme, _, rest = url.partition("://")
         userinfo, at, address = rest.rpartition("@")
-        # Shown in errors: nothing of what stands before the last '@', which may be secret.
-        shown = f"{scheme}://{'***@' if at else ''}{address}"
+        # Shown in errors: nothing of what stands before the last '@', which may be secret,
+        # and no secret-looking query value (?password=... is not an option here, so it is
+        # exactly what an unknown-option error would otherwise print).
+        shown = redact(f"{scheme}://{'***@' if at else ''}{address}")
         if scheme not in ("redis", "rediss"):
             raise ConfigurationError(f"not a redis URL: {shown}")
         if any(c in userinfo for c in "/?#"):
@@ -74,9 +76,8 @@ class RedisURL:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         for key in query:
             if key not in _OPTIONS:
-                close = difflib.get_close_matches(key, _OPTIONS, n=1)
-                tip = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(_OPTIONS)}"
-                raise ConfigurationError(f"unknown redis URL option {key!r} in {shown}; {tip}")
+                tip = did_you_mean(key, _OPTIONS) or f" (known: {', '.join(_OPTIONS)})"
+                raise ConfigurationError(f"unknown redis URL option {key!r}{tip} in {shown}")
         options: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
         try:
             port = parts.port or 6379

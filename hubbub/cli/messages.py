@@ -137,7 +137,7 @@ def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tu
             return await transport.requeue_dead(None)
         if requeue_ids:
             return await transport.requeue_dead(list(requeue_ids))
-        return await transport.dead_letters(queue, limit=limit)
+        return await transport.list_dead(queue, limit=limit)
 
     try:
         outcome = _on_broker(hub, "dead letters", go)
@@ -181,12 +181,8 @@ def _on_broker(hub: Hub, what: str, op: Callable[[Transport], Awaitable[T]]) -> 
     """
 
     async def go() -> T:
-        transport = hub.open_transport()
-        await transport.connect()
-        try:
+        async with hub.open_transport() as transport:
             return await op(transport)
-        finally:
-            await transport.close()
 
     try:
         return run(go())

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.codecs import json_dumps, json_loads
-from hubbub.transports._safe import MAX_REASON, cap, clean_text
 
 MAX_ERROR_MESSAGE = MAX_REASON  # characters of an ErrorInfo message a store keeps
 MAX_TRACEBACK = 16_384  # characters of a traceback a store keeps (its end: the raise)

@@ -36,7 +36,9 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "rediss": ("hubbub.transports.redis", "RedisTransport", "redis"),
     "amqp": ("hubbub.transports.amqp", "AMQPTransport", "amqp"),
     "amqps": ("hubbub.transports.amqp", "AMQPTransport", "amqp"),
-    "beanstalk": ("hubbub.transports.beanstalk", "BeanstalkTransport", "beanstalk"),
+    # None: the transport speaks beanstalkd's protocol itself. The empty hubbub[beanstalk]
+    # extra stays in pyproject.toml only so that existing install lines keep working.
+    "beanstalk": ("hubbub.transports.beanstalk", "BeanstalkTransport", None),
 }
 
 

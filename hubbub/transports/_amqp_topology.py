@@ -28,8 +28,10 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelNotFoundEntity
 
+from hubbub._redact import redact
+from hubbub._text import cap, clean_text
 from hubbub.errors import ConfigurationError
-from hubbub.transports._safe import MAX_HEADER, cap, clean_text, due_at, text_of
+from hubbub.transports._safe import MAX_HEADER, due_at, text_of
 from hubbub.transports.base import DeadLetter
 
 LEVELS = 24  # delay level k holds a message for UNIT * 2**k seconds: up to ~19 days in all
@@ -40,12 +42,6 @@ H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
 OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout")
 _NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
-
-
-def mask(text: str) -> str:
-    """``text`` with the password of every AMQP URL in it replaced by ``***``."""
-    return _PASSWORD.sub(r"\1***@", text)
 
 
 def check_prefix(prefix: str) -> str:
@@ -105,7 +101,7 @@ def parse_urls(url: str) -> tuple[list[str], dict[str, str]]:
     for part in re.split(r"[;,]\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", url.strip()):
         pieces = urlsplit(part.strip())
         if pieces.scheme not in ("amqp", "amqps") or not pieces.hostname:
-            raise ConfigurationError(f"{mask(part)!r} is not an amqp:// or amqps:// URL")
+            raise ConfigurationError(f"{redact(part)!r} is not an amqp:// or amqps:// URL")
         query = parse_qsl(pieces.query, keep_blank_values=True)
         options.update((k, v) for k, v in query if k in OPTIONS)
         rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])

@@ -1,8 +1,8 @@
 """The Lua scripts of the Redis transport and the key layout they expect.
 
-Every script runs on one queue's keys, in the order :func:`queue_keys` gives, so that all of
-them share the queue's hash tag (one Redis Cluster slot). ARGV[1] is always the consumer
-group. ``SCRIPTS`` maps the transport's name for each script to its text.
+Every script runs on one queue's keys (:class:`QueueKeys`, which says which ``KEYS[i]`` is
+which), all under the queue's hash tag (one Redis Cluster slot). ARGV[1] is always the
+consumer group. ``SCRIPTS`` maps the transport's name for each script to its text.
 
 Invariants the scripts keep, all inside one queue's hash slot:
 
@@ -20,13 +20,12 @@ Invariants the scripts keep, all inside one queue's hash slot:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 LEVELS = 10  # priorities 0..9, one stream each
 SCAN = 256  # entries one script call looks at, so that no call blocks Redis for long
 
-# Lua. KEYS of every queue script, all sharing the queue's hash tag:
-#   1..10 ready streams for priority 0..9, 11 leases (zset), 12 held (hash),
-#   13 delayed (zset: entry id in 14 -> eta), 14 delayed bodies (stream),
-#   15 wake (stream, MAXLEN 1: bumped when a delayed message is added), 16 dead (stream).
+# Lua. KEYS[i] of every queue script: see QueueKeys below (the one place the order is kept).
 _LUA_COMMON = """
 local function fields(flat)
   local t = {}
@@ -261,8 +260,43 @@ SCRIPTS: dict[str, str] = {
 }
 
 
-def queue_keys(prefix: str, queue: str) -> list[str]:
-    """The 16 keys of one queue, in the order the scripts expect, all in one hash slot."""
-    tag = f"{{{prefix}:{queue}}}"
-    return [*(f"{tag}:ready:{p}" for p in range(LEVELS)), f"{tag}:leases", f"{tag}:held",
-            f"{tag}:delayed", f"{tag}:delayed:bodies", f"{tag}:wake", f"{tag}:dead"]
+class QueueKeys(NamedTuple):
+    """The Redis keys of one queue, named for Python; the scripts read them by position.
+
+    ``lua()`` gives them in the order the scripts expect. ``KEYS[i]`` in the Lua text is:
+
+    =======  ==================  ========================================================
+    KEYS[i]  field               holds
+    =======  ==================  ========================================================
+    1 .. 10  ``ready[0..9]``     ready stream of priority 0..9 (``KEYS[p + 1]``)
+    11       ``leases``          zset: ``"<priority>/<entry id>"`` -> lease deadline
+    12       ``held``            hash: the same member -> attempts (the handout token)
+    13       ``delayed``         zset: entry id in ``delayed_bodies`` -> eta
+    14       ``delayed_bodies``  stream of delayed messages
+    15       ``wake``            stream, MAXLEN 1: bumped when a delayed message is added
+    16       ``dead``            stream of dead letters with their reasons
+    =======  ==================  ========================================================
+
+    Change the order here and in the Lua text together; nothing else knows it.
+    """
+
+    ready: tuple[str, ...]
+    leases: str
+    held: str
+    delayed: str
+    delayed_bodies: str
+    wake: str
+    dead: str
+
+    @classmethod
+    def of(cls, prefix: str, queue: str) -> QueueKeys:
+        """The keys of ``queue``, all under the hash tag ``{prefix:queue}``."""
+        tag = f"{{{prefix}:{queue}}}"
+        return cls(tuple(f"{tag}:ready:{p}" for p in range(LEVELS)), f"{tag}:leases",
+                   f"{tag}:held", f"{tag}:delayed", f"{tag}:delayed:bodies", f"{tag}:wake",
+                   f"{tag}:dead")
+
+    def lua(self) -> list[str]:
+        """The 16 keys in the order of the table above, as a script's ``keys=``."""
+        return [*self.ready, self.leases, self.held, self.delayed, self.delayed_bodies,
+                self.wake, self.dead]

@@ -1,8 +1,9 @@
 """Making what a broker hands back, or what is handed to it, safe to store and to read.
 
-Shared by every transport and result store, so that one malformed entry, a reason of a
-megabyte or an id with a lone surrogate is turned into something the broker takes and the
-worker can settle, instead of an exception that repeats forever.
+Shared by every transport, so that one malformed entry, a reason of a megabyte or an id
+with a lone surrogate is turned into something the broker takes and the worker can settle,
+instead of an exception that repeats forever. The text caps that result stores share are in
+:mod:`hubbub._text`.
 """
 
 from __future__ import annotations
@@ -10,33 +11,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from hubbub._text import clean_text
 from hubbub.errors import MessageRejectedByBroker
 
 if TYPE_CHECKING:
     from hubbub.transports.base import Outgoing
 
-MAX_REASON = 4096  # characters of a dead-letter reason or error text any store keeps
 MAX_HEADER = 1024  # characters of one header value (AMQP caps a frame's headers)
 FOREVER = 100 * 365.25 * 86400.0  # the longest delay a broker without its own limit keeps
-_MARK = "... [cut: {} more characters]"
-
-
-def clean_text(text: str) -> str:
-    """``text`` that encodes as UTF-8: lone surrogates become ``\\udcff`` escapes."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
-
-
-def cap(text: str, limit: int = MAX_REASON) -> str:
-    """``text`` made encodable and cut to at most ``limit`` characters, saying it was cut."""
-    text = clean_text(text)
-    if len(text) <= limit:
-        return text
-    keep = max(0, limit - len(_MARK.format(len(text))))
-    return text[:keep] + _MARK.format(len(text) - keep)
 
 
 def text_of(raw: object, fallback: str = "") -> str:

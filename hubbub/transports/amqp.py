@@ -33,6 +33,7 @@ from aio_pika.exceptions import (
 )
 from pamqp.commands import Basic
 
+from hubbub._redact import redact
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import (
     ConfigurationError,
@@ -58,7 +59,6 @@ from hubbub.transports._amqp_topology import (
     delay_units,
     directory_name,
     main_name,
-    mask,
     parse_urls,
     queue_names,
     ready_counts,
@@ -101,7 +101,7 @@ class AMQPTransport(Transport):
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._urls, options = parse_urls(url)
-        self.url = mask(url)
+        self.url = redact(url)
         self.prefix = check_prefix(options.get("prefix", "hubbub"))
         try:
             self.connect_timeout = float(options.get("connect_timeout", "10"))
@@ -118,7 +118,7 @@ class AMQPTransport(Transport):
         self._sub: AbstractChannel | None = None  # consumes and acks; its loss ends leases
         self._gen = 0  # bumps with every new consuming channel
         self._next = 0  # the URL to try first
-        self._where = mask(self._urls[0])
+        self._where = redact(self._urls[0])
         self._declared: set[str] = set()
         self._delays: set[str] = set()
         self._levels = False
@@ -145,14 +145,14 @@ class AMQPTransport(Transport):
             raise
         except ChannelPreconditionFailed as exc:
             raise TransportError(
-                f"RabbitMQ at {self._where} refused a declaration ({mask(str(exc))}); a queue"
+                f"RabbitMQ at {self._where} refused a declaration ({redact(str(exc))}); a queue"
                 " with other arguments exists: delete it or use another prefix"
             ) from exc
         except (DeliveryError, ChannelNotFoundEntity) as exc:
-            raise TransportError(f"RabbitMQ at {self._where}: {mask(str(exc))}") from exc
+            raise TransportError(f"RabbitMQ at {self._where}: {redact(str(exc))}") from exc
         except _UNAVAILABLE as exc:
             raise TransportUnavailable(
-                f"RabbitMQ at {self._where}: {mask(str(exc)) or type(exc).__name__}"
+                f"RabbitMQ at {self._where}: {redact(str(exc)) or type(exc).__name__}"
             ) from exc
 
     @contextlib.asynccontextmanager
@@ -199,13 +199,13 @@ class AMQPTransport(Transport):
         deadline, pause, failures = loop.time() + self.connect_timeout, 0.05, []
         while True:
             url = self._urls[self._next % len(self._urls)]
-            self._where = mask(url)
+            self._where = redact(url)
             try:
                 budget = max(0.5, deadline - loop.time())
                 conn = await aio_pika.connect(url, timeout=min(budget, 5.0))
                 break
             except _UNAVAILABLE as exc:
-                failures.append(f"{self._where}: {mask(str(exc)) or type(exc).__name__}")
+                failures.append(f"{self._where}: {redact(str(exc)) or type(exc).__name__}")
                 self._next += 1
             if self._next % len(self._urls) == 0:  # a full round failed: back off
                 if loop.time() + pause > deadline:
@@ -546,7 +546,7 @@ class AMQPTransport(Transport):
                 ))
             return out
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._guard():
             out: list[DeadLetter] = []
             for name in [queue] if queue is not None else await self._queues():

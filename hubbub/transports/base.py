@@ -14,12 +14,15 @@ renewing, and its deliveries come back to the queue when their leases run out.
 from __future__ import annotations
 
 import abc
+import contextlib
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
 
 # Re-exported: the longest dead-letter reason any transport stores (characters).
-from hubbub.transports._safe import MAX_REASON as MAX_REASON
+from hubbub._text import MAX_REASON as MAX_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +111,12 @@ class DeadLetterRequest:
     reason: str
 
 
-@dataclass(slots=True)
-class TransportOptions:
-    """Options parsed from a URL's query string and the hub's settings."""
-
-    url: str
-    query: dict[str, str] = field(default_factory=dict)
-
-
 class Transport(abc.ABC):
     """Moves opaque bodies between queues with leased, at-least-once delivery.
 
     A transport instance belongs to one event loop. All methods are coroutines and take
-    batches, so that a worker pays one round trip for many messages.
+    batches, so that a worker pays one round trip for many messages. ``async with`` connects
+    it and closes it again.
     """
 
     # Per instance: a transport may refine it in connect() from what the server reports
@@ -138,6 +134,30 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. Deliveries not acked come back after their lease."""
+
+    async def __aenter__(self) -> Self:
+        """Connect, for ``async with open_transport(url) as t:``; the block's end closes it.
+
+        A connect that fails part way closes what it opened before the error propagates.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        try:
+            await self.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the connect error is the one to report
+                await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     @abc.abstractmethod
     async def publish(self, items: Sequence[Outgoing]) -> None:
@@ -214,8 +234,29 @@ class Transport(abc.ABC):
         """Counts per queue; ``None`` means every queue the broker knows of."""
 
     @abc.abstractmethod
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters, of one queue or all.
+
+        Args:
+            queue: only this queue's dead letters; ``None`` for every queue.
+            limit: at most this many.
+
+        Returns:
+            Oldest first.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        """The oldest dead letters, of one queue or all."""
+        """Deprecated name of :meth:`list_dead` (it read too much like ``dead_letter``).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        warnings.warn("Transport.dead_letters is now list_dead; the old name goes in 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return await self.list_dead(queue, limit=limit)
 
     @abc.abstractmethod
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:

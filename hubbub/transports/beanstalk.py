@@ -22,10 +22,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from hubbub._suggest import did_you_mean
+from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
-from hubbub.transports._safe import MAX_REASON, cap, check_queue, clean_text, due_at
+from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -37,6 +39,7 @@ from hubbub.transports.base import (
 )
 
 DEFAULT_PORT = 11300
+OPTIONS = ("prefix", "ttr", "connect_timeout", "publish_timeout")  # of the URL's query
 PRIORITY_BASE = 1024  # hubbub priority 0 is beanstalkd's customary default priority
 MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
 _SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
@@ -102,7 +105,8 @@ class BeanstalkTransport(Transport):
         clock: the source of wall time for ETAs and leases.
 
     Raises:
-        ConfigurationError: the URL is malformed.
+        ConfigurationError: the URL is malformed or has an unknown option (with the closest
+            known one as a suggestion).
     """
 
     capabilities: Capabilities = Capabilities(max_message_size=65_535)
@@ -123,11 +127,10 @@ class BeanstalkTransport(Transport):
             raise ConfigurationError(
                 f"beanstalk prefix {self.prefix!r} must be letters, digits, '_' or '-'"
             )
-        if query:
-            raise ConfigurationError(
-                f"unknown beanstalk URL option(s) {sorted(query)}; known: prefix, ttr, "
-                "connect_timeout, publish_timeout"
-            )
+        if query:  # the parsing above popped every known option
+            key = min(query)
+            tip = did_you_mean(key, OPTIONS) or f" (known: {', '.join(OPTIONS)})"
+            raise ConfigurationError(f"unknown beanstalk URL option {key!r}{tip}")
         self.url = self._safe(url)
         self.clock = clock
         self._where = f"beanstalkd at {self.host}:{self.port}"
@@ -523,7 +526,7 @@ class BeanstalkTransport(Transport):
         taken = {rid for rid, _, _ in found} | set(stale)
         return admin, [rid for rid, _ in records if rid not in taken], found
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._guard():
             admin, rest, found = await self._dead(
                 lambda r: queue is None or r["queue"] == queue, limit)

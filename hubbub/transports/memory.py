@@ -14,8 +14,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hubbub._text import cap
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.transports._safe import cap, check_queue, due_at
+from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -205,7 +206,7 @@ class MemoryTransport(Transport):
         names = sorted(counts) if queues is None else list(queues)
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         with self._store.lock:
             return [d for d in self._store.dead if queue is None or d.queue == queue][:limit]
 

@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from hubbub._redis import RedisURL, translate
+from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
-from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, queue_keys
-from hubbub.transports._safe import bytes_of, cap, check_queue, clean_text, due_at, text_of
+from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys
+from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -96,7 +97,7 @@ class RedisTransport(Transport):
         return self._redis
 
     async def _run(self, script: str, queue: str, args: Sequence[Any]) -> Any:
-        keys = queue_keys(self.config.prefix, queue)
+        keys = QueueKeys.of(self.config.prefix, queue).lua()
         return await self._scripts[script](keys=keys, args=[GROUP, *args])
 
     async def connect(self) -> None:
@@ -114,7 +115,7 @@ class RedisTransport(Transport):
         try:
             with contextlib.suppress(RedisError, OSError):
                 for queue in self._consumed:
-                    keys = queue_keys(self.config.prefix, queue)
+                    keys = QueueKeys.of(self.config.prefix, queue).lua()
                     await self._scripts["retire"](keys=keys, args=[GROUP, self.consumer])
         finally:
             await client.aclose()
@@ -184,8 +185,9 @@ class RedisTransport(Transport):
             if len(got) >= limit:
                 break
             if len(reply) > 1:
-                keys = queue_keys(self.config.prefix, queue)
-                cursors.update(zip([*keys[:LEVELS], keys[14]],
+                keys = QueueKeys.of(self.config.prefix, queue)
+                # the claim script's cursors: each ready stream by priority, then wake
+                cursors.update(zip([*keys.ready, keys.wake],
                                    (c.decode() for c in reply[1]), strict=True))
                 for score in reply[2]:
                     if score:
@@ -265,14 +267,14 @@ class RedisTransport(Transport):
         now = repr(self.clock.time())
         pipe = self._client.pipeline(transaction=False)
         for queue in names:
-            keys = queue_keys(self.config.prefix, queue)
-            for stream in keys[:LEVELS]:
+            keys = QueueKeys.of(self.config.prefix, queue)
+            for stream in keys.ready:
                 pipe.xlen(stream)
-            pipe.zcard(keys[10])
-            pipe.zcount(keys[10], "-inf", now)
-            pipe.zcard(keys[12])
-            pipe.zcount(keys[12], "-inf", now)
-            pipe.xlen(keys[15])
+            pipe.zcard(keys.leases)
+            pipe.zcount(keys.leases, "-inf", now)
+            pipe.zcard(keys.delayed)
+            pipe.zcount(keys.delayed, "-inf", now)
+            pipe.xlen(keys.dead)
         with translate(self.config):
             counts = await pipe.execute()
         out = []
@@ -284,11 +286,11 @@ class RedisTransport(Transport):
                                   delayed=delayed - due, leased=leases - expired, dead=dead))
         return out
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         names = await self._queues() if queue is None else [queue]
         pipe = self._client.pipeline(transaction=False)
         for name in names:
-            pipe.xrange(queue_keys(self.config.prefix, name)[15], count=limit)
+            pipe.xrange(QueueKeys.of(self.config.prefix, name).dead, count=limit)
         with translate(self.config):
             replies = await pipe.execute()
         found = []

@@ -21,16 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hubbub._sqlite import SQLiteFile
+from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.transports._safe import (
-    bytes_of,
-    cap,
-    check_queue,
-    clean_text,
-    count_of,
-    due_at,
-    text_of,
-)
+from hubbub.transports._safe import bytes_of, check_queue, count_of, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -66,8 +59,6 @@ CREATE TABLE IF NOT EXISTS hubbub_dead (
 CREATE INDEX IF NOT EXISTS hubbub_dead_id ON hubbub_dead (id);
 """
 
-# How far down a queue's order one claim looks past rows that are leased or delayed.
-_SCAN = 256
 # A row is due when its visible_at has come, or is not a number at all (another tool wrote
 # it): such a row is handed out, and its claim writes a real deadline.
 _DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
@@ -264,7 +255,7 @@ class SQLiteTransport(Transport):
         names = sorted(counts) if queues is None else list(queues)
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
-    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         sql = ("SELECT CAST(id AS BLOB), CAST(queue AS BLOB), CAST(body AS BLOB),"
                " CAST(reason AS BLOB), CAST(died_at AS REAL) FROM hubbub_dead")
         params: tuple[Any, ...] = (limit,)

@@ -6,7 +6,9 @@ import asyncio
 import time
 import uuid
 
-from hubbub.transports import DeadLetterRequest, Outgoing, Transport
+import pytest
+
+from hubbub.transports import DeadLetterRequest, Outgoing, Transport, open_transport
 from tests.conftest import Broker, eventually
 
 LEASE = 1.0  # beanstalkd's TTR has whole-second granularity: 1 s is the shortest lease
@@ -178,14 +180,14 @@ async def test_dead_letter_keeps_reason_and_can_be_requeued(broker: Broker) -> N
     await t.dead_letter([DeadLetterRequest(d, "unknown task 'nope'")])
     assert await t.fetch(["q"], limit=1, lease=30, wait=0.3) == []
     await eventually(lambda: _dead_count(t, 1))
-    [dead] = await t.dead_letters("q")
+    [dead] = await t.list_dead("q")
     assert (dead.id, dead.queue, dead.body, dead.reason) == (item.id, "q", b"poison",
                                                             "unknown task 'nope'")
     assert await t.requeue_dead([item.id]) == 1
     [again] = await fetch_all(t, ["q"], 1)
     assert again.body == b"poison"
     await t.ack([again])
-    assert await t.dead_letters("q") == []
+    assert await t.list_dead("q") == []
 
 
 async def _dead_count(t: Transport, n: int) -> bool:
@@ -251,3 +253,34 @@ async def test_stale_holder_cannot_ack_or_extend_a_message_leased_again(broker: 
         await eventually(lambda: _stats_are(second, leased=1))
     await second.ack([fresh])
     await eventually(lambda: _stats_are(second, leased=0, ready=0))
+
+
+async def test_async_with_connects_on_entry_and_closes_on_exit_even_after_an_error(
+    broker: Broker,
+) -> None:
+    other = await broker.open()
+    transport = open_transport(broker.url)
+    closes = 0
+    close = transport.close
+
+    async def counted_close() -> None:
+        nonlocal closes
+        closes += 1
+        await close()
+
+    transport.close = counted_close  # type: ignore[method-assign]
+    held = []
+
+    async def block() -> None:
+        async with transport as t:  # no connect(): entering the block connects
+            assert t is transport
+            await t.publish([out("held")])
+            held.extend(await fetch_all_leased(t, LEASE))
+            raise RuntimeError("the block failed")
+
+    with pytest.raises(RuntimeError, match="the block failed"):
+        await block()
+    assert closes == 1
+    [again] = await fetch_all(other, ["q"], 1, wait=LEASE + 8)
+    assert [(again.id, again.attempts)] == [(d.id, 2) for d in held]
+    await other.ack([again])

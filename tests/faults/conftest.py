@@ -192,7 +192,7 @@ class Site:
     def dead_letters(self) -> list[Any]:
         async def read() -> list[Any]:
             client = await self.hub.client()
-            return await client.transport.dead_letters("default")
+            return await client.transport.list_dead("default")
 
         return self.hub.bridge.run(read())
 

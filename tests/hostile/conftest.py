@@ -68,7 +68,7 @@ class Site:
 
     def dead(self) -> list[DeadLetter]:
         async def read(t: Transport) -> list[DeadLetter]:
-            return await t.dead_letters(QUEUE)
+            return await t.list_dead(QUEUE)
 
         return self.run(read)
 

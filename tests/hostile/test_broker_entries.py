@@ -24,12 +24,13 @@ import redis as redis_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubbub._text import MAX_REASON, cap
 from hubbub.errors import MessageRejectedByBroker, TransportError
 from hubbub.testing import drain
 from hubbub.transports import Outgoing, Transport
 from hubbub.transports._amqp_topology import H_ATTEMPTS, H_ETA, delay_units, main_name
-from hubbub.transports._redis_lua import queue_keys
-from hubbub.transports._safe import MAX_HEADER, MAX_REASON, cap, count_of, due_at
+from hubbub.transports._redis_lua import QueueKeys
+from hubbub.transports._safe import MAX_HEADER, count_of, due_at
 from hubbub.transports.base import DeadLetterRequest
 from tests.hostile.conftest import QUEUE, Site
 
@@ -58,7 +59,7 @@ def _sqlite_rows(site: Site) -> int:
 
 
 def _redis_entries(site: Site) -> int:
-    stream = queue_keys(_prefix(site.url), QUEUE)[0]
+    stream = QueueKeys.of(_prefix(site.url), QUEUE).ready[0]
     client = redis_sync.Redis(host="127.0.0.1", port=6379)
     try:
         entries: list[dict[Any, Any]] = [
@@ -303,7 +304,7 @@ _SQL_VALUES = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=Fa
 
 
 def _redis_writer(site: Site) -> tuple[Any, Any]:
-    stream = queue_keys(_prefix(site.url), QUEUE)[0]
+    stream = QueueKeys.of(_prefix(site.url), QUEUE).ready[0]
     client = redis_sync.Redis(host="127.0.0.1", port=6379)
     fields = st.dictionaries(st.sampled_from([b"id", b"body", b"a", b"p"]) | st.binary(max_size=6),
                              st.binary(max_size=24), min_size=1, max_size=5)
@@ -398,7 +399,7 @@ def test_an_id_with_a_lone_surrogate_is_published_and_dead_lettered(site: Site) 
         [d] = await t.fetch([QUEUE], limit=1, lease=5, wait=5)
         assert d.id == "m-\\udcff"  # escaped, so every broker and log can carry it
         await t.dead_letter([DeadLetterRequest(d, "reason \udcff")])
-        [dead] = await t.dead_letters(QUEUE)
+        [dead] = await t.list_dead(QUEUE)
         assert (dead.id, dead.reason) == ("m-\\udcff", "reason \\udcff")
 
     site.run(roundtrip)

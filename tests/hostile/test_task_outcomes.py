@@ -42,7 +42,7 @@ async def records(hub: Hub, ids: list[str]) -> dict[str, Any]:
 async def dead_reasons(hub: Hub) -> dict[str, str]:
     async def read() -> dict[str, str]:
         client = await hub.client()
-        return {d.id: d.reason for d in await client.transport.dead_letters()}
+        return {d.id: d.reason for d in await client.transport.list_dead()}
 
     return await hub.bridge.run_async(read())
 

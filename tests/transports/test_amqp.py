@@ -18,7 +18,7 @@ from hubbub.errors import (
     TransportUnavailable,
 )
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
-from hubbub.transports._amqp_topology import mask, parse_urls
+from hubbub.transports._amqp_topology import parse_urls
 from hubbub.transports.amqp import AMQPTransport
 from tests import brokers
 from tests.brokers import amqp as server
@@ -89,8 +89,15 @@ def test_passwords_never_show_in_repr_or_str() -> None:
         assert "s3cr" not in text
         assert "other-pw" not in text
     assert "amqp://app:***@h1:5672/" in repr(t)
-    assert mask("failed: amqps://a:b@c/ and amqp://d:e@f/") == (
-        "failed: amqps://a:***@c/ and amqp://d:***@f/")
+
+
+def test_a_password_holding_at_signs_is_masked_up_to_the_host() -> None:
+    t = AMQPTransport("amqp://guest:p@ss@word@rabbit:5672/")
+    assert t.url == "amqp://guest:***@rabbit:5672/"
+    with pytest.raises(ConfigurationError) as caught:
+        AMQPTransport("amqp://guest:p@ss@rabbit/;redis://u:p@w@h/")
+    assert "ss@" not in str(caught.value)
+    assert "'redis://u:***@h/' is not an amqp://" in str(caught.value)
 
 
 async def test_unreachable_broker_error_names_the_host_and_masks_the_password() -> None:
@@ -210,7 +217,7 @@ async def test_a_fresh_transport_finds_queues_and_dead_letters_through_the_direc
     fresh = await connect(opened, url)
     assert [(s.queue, s.ready, s.dead) for s in await fresh.stats()] == [
         ("alpha", 1, 0), ("beta", 0, 1)]
-    [dead] = await fresh.dead_letters()
+    [dead] = await fresh.list_dead()
     assert (dead.queue, dead.reason, dead.body) == ("beta", "bad input", b"b")
     assert await fresh.requeue_dead() == 1
     [back] = await fresh.fetch(["beta"], limit=1, lease=30, wait=5)

@@ -27,7 +27,7 @@ from hubbub.errors import (
 from hubbub.results import ResultRecord, State
 from hubbub.results.redis import RedisResults
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
-from hubbub.transports._redis_lua import LEVELS, queue_keys
+from hubbub.transports._redis_lua import QueueKeys
 from hubbub.transports.redis import RedisTransport
 from tests import brokers
 from tests.brokers import free_port
@@ -85,7 +85,7 @@ def prefix_of(url: str) -> str:
 
 
 async def stream_lengths(admin: aioredis.Redis, url: str, queue: str = "q") -> int:
-    keys = queue_keys(prefix_of(url), queue)[:LEVELS]
+    keys = QueueKeys.of(prefix_of(url), queue).ready
     return sum([await admin.xlen(k) for k in keys])
 
 
@@ -146,6 +146,12 @@ def test_unknown_option_fails_with_a_suggestion_and_without_the_password() -> No
         RedisURL.parse(f"redis://:{SECRET}@127.0.0.1/0?prefx=shop")
     assert SECRET not in str(caught.value)
     assert "redis://***@127.0.0.1/0?prefx=shop" in str(caught.value)
+
+
+def test_an_unknown_secret_looking_option_is_not_shown_in_the_error() -> None:
+    with pytest.raises(ConfigurationError, match="unknown redis URL option 'password'") as caught:
+        RedisURL.parse(f"redis://127.0.0.1/0?password={SECRET}")
+    assert SECRET not in str(caught.value)
 
 
 def test_bad_number_fails_without_the_password() -> None:
@@ -278,11 +284,11 @@ async def test_acked_released_and_dead_entries_leave_their_stream(
     await t.release(got[20:25])  # re-added as 5 new entries, old ones deleted
     await t.dead_letter([DeadLetterRequest(d, "no") for d in got[25:]])
     assert await stream_lengths(admin, url) == 5
-    assert await admin.xlen(queue_keys(prefix_of(url), "q")[15]) == 5
+    assert await admin.xlen(QueueKeys.of(prefix_of(url), "q").dead) == 5
     again = await t.fetch(["q"], limit=10, lease=30, wait=1)
     await t.ack(again)
     assert await stream_lengths(admin, url) == 0
-    assert await admin.hlen(queue_keys(prefix_of(url), "q")[11]) == 0
+    assert await admin.hlen(QueueKeys.of(prefix_of(url), "q").held) == 0
 
 
 async def test_a_big_publish_keeps_its_order_across_script_calls(opened: Any) -> None:
@@ -329,7 +335,7 @@ async def test_a_closing_consumer_that_holds_nothing_leaves_the_group(
     await t.publish([out("x")])
     [d] = await t.fetch(["q"], limit=1, lease=30, wait=1)
     await t.ack([d])
-    stream = queue_keys(prefix_of(url), "q")[0]
+    stream = QueueKeys.of(prefix_of(url), "q").ready[0]
     assert [c["name"].decode() for c in await admin.xinfo_consumers(stream, "hubbub")] == [
         t.consumer]
     await t.close()
@@ -344,7 +350,7 @@ async def test_reclaiming_an_expired_lease_drops_the_consumer_that_lost_it(
     [stale] = await first.fetch(["q"], limit=1, lease=0.2, wait=1)
     [fresh] = await second.fetch(["q"], limit=1, lease=30, wait=3)
     assert (fresh.id, fresh.attempts) == (stale.id, 2)
-    stream = queue_keys(prefix_of(url), "q")[0]
+    stream = QueueKeys.of(prefix_of(url), "q").ready[0]
     consumers = await admin.xinfo_consumers(stream, "hubbub")
     assert [c["name"].decode() for c in consumers] == [second.consumer]
     await first.release([stale])  # not its lease any more: nothing happens

@@ -20,6 +20,8 @@ from hubbub.transports import open_transport
         ),
         ("REDIS://user:s3cret@host", "REDIS://user:***@host"),
         ("amqp://user:pa:ss@host", "amqp://user:***@host"),
+        ("amqp://guest:p@ss@host:5672/vhost", "amqp://guest:***@host:5672/vhost"),
+        ("amqps://guest:p@ss@host, amqp://u:x@y@h2", "amqps://guest:***@host, amqp://u:***@h2"),
         ("redis://localhost:6379/0?password=s3cret", "redis://localhost:6379/0?password=***"),
         (
             "redis://localhost/0?db=1&password=s3cret&x=y",

@@ -32,7 +32,7 @@ POOLS = ["solo", "threads", "async"]
 def dead_letters(hub: Hub) -> list[Any]:
     async def read() -> list[Any]:
         client = await hub.client()
-        return await client.transport.dead_letters()
+        return await client.transport.list_dead()
 
     return hub.bridge.run(read())
 
