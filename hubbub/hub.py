@@ -306,7 +306,11 @@ class Hub:
         await transport.connect()
         results = self.open_results()
         if results is not None:
-            await results.connect()
+            try:
+                await results.connect()
+            except BaseException:
+                await transport.close()  # no half-open client: the next call starts over
+                raise
         return _Client(transport, results)
 
     async def _results(self) -> ResultBackend:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hubbub._redact import redact
+from hubbub._text import cap
 from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedByBroker
-from hubbub.errors import WriteBackFailed as WriteBackFailed
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
 from hubbub.worker.execute import clean_text, exception_text
@@ -28,7 +28,6 @@ log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
 
 RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
-MAX_REASON = 4096  # characters of a dead-letter reason; the full text is in the result store
 
 
 @dataclass(slots=True)
@@ -100,7 +99,7 @@ class WriteBuffer:
         self._wanted.set()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self._pending.dead.append(DeadLetterRequest(delivery, _bounded(reason)))
+        self._pending.dead.append(DeadLetterRequest(delivery, cap(reason)))
         self._wanted.set()
 
     def retry(self, write: RetryWrite) -> None:
@@ -170,7 +169,7 @@ class WriteBuffer:
                     continue
                 log.error("retry of message %r could not be sent (%s); dead-lettered",
                           write.delivery.id, reason)
-                batch.dead.append(DeadLetterRequest(write.delivery, _bounded(
+                batch.dead.append(DeadLetterRequest(write.delivery, cap(
                     f"its retry could not be sent: {reason}")))
                 record = write.failure(reason)
                 if record is not None:
@@ -204,7 +203,7 @@ class WriteBuffer:
             if reason is not None:
                 log.error("result of task %r cannot be stored (%s); storing a FAILURE "
                           "instead", record.id, reason)
-                error = ErrorInfo(ErrorKind.NOT_STORABLE, _bounded(
+                error = ErrorInfo(ErrorKind.NOT_STORABLE, cap(
                     f"its {record.state.value} record cannot be stored: {reason}"))
                 substitutes.append(ResultRecord(
                     clean_text(record.id), State.FAILURE, clean_text(record.task or "") or None,
@@ -276,8 +275,4 @@ def _what(batch: _Batch) -> str:
 
 def _text(exc: BaseException) -> str:
     """A one-line description of ``exc`` that never raises and always encodes."""
-    return _bounded(exception_text(exc))
-
-
-def _bounded(text: str, limit: int = MAX_REASON) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more chars)"
+    return cap(exception_text(exc))
