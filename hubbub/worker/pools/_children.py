@@ -246,9 +246,20 @@ class Children:
 
 class ChildPool(Pool):
     """A pool whose slots live in child processes (prefork, hybrid, gevent): the pool
-    seam, delegated to its ``children``."""
+    seam, delegated to its ``children``.
 
-    children: Children
+    Its ``concurrency`` is every slot of every child: ``children.processes * children.slots``.
+
+    Args:
+        children: the children that serve this pool, not started yet.
+
+    Raises:
+        ValueError: no slot at all.
+    """
+
+    def __init__(self, children: Children) -> None:
+        super().__init__(children.processes * children.slots)
+        self.children = children
 
     async def start(self, hub: Hub) -> None:
         """Start the children and wait until each has imported the app.
