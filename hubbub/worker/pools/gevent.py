@@ -63,11 +63,10 @@ class GeventPool(ChildPool):
         if greenlets < 1 or processes < 1:
             raise ValueError(f"gevent needs at least 1 greenlet and 1 process, got "
                              f"{greenlets} x {processes}")
-        super().__init__(greenlets * processes)
+        super().__init__(Children(kind=self.kind, processes=processes, slots=greenlets,
+                                  mode="gevent", boot=GEVENT_BOOT, import_path=import_path,
+                                  max_tasks_per_child=max_tasks_per_child,
+                                  max_memory_per_child=max_memory_per_child,
+                                  limit_grace=KILL_GRACE))
         self.greenlets = greenlets
         self.processes = processes
-        self.children = Children(kind=self.kind, processes=processes, slots=greenlets,
-                                 mode="gevent", boot=GEVENT_BOOT, import_path=import_path,
-                                 max_tasks_per_child=max_tasks_per_child,
-                                 max_memory_per_child=max_memory_per_child,
-                                 limit_grace=KILL_GRACE)

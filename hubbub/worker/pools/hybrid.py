@@ -61,11 +61,10 @@ class HybridPool(ChildPool):
         if processes < 1 or coroutines < 1:
             raise ValueError(f"hybrid needs at least 1 process and 1 coroutine, got "
                              f"{processes} x {coroutines}")
-        super().__init__(processes * coroutines)
+        super().__init__(Children(kind=self.kind, processes=processes, slots=coroutines,
+                                  mode="asyncio", boot=BOOT, import_path=import_path,
+                                  max_tasks_per_child=max_tasks_per_child,
+                                  max_memory_per_child=max_memory_per_child,
+                                  limit_grace=KILL_GRACE, block_warning=block_warning))
         self.processes = processes
         self.coroutines = coroutines
-        self.children = Children(kind=self.kind, processes=processes, slots=coroutines,
-                                 mode="asyncio", boot=BOOT, import_path=import_path,
-                                 max_tasks_per_child=max_tasks_per_child,
-                                 max_memory_per_child=max_memory_per_child,
-                                 limit_grace=KILL_GRACE, block_warning=block_warning)

@@ -72,11 +72,11 @@ class PreforkPool(ChildPool):
     def __init__(self, concurrency: int | None = None, *, import_path: str | None = None,
                  max_tasks_per_child: int | None = None,
                  max_memory_per_child: float | None = None) -> None:
-        super().__init__(concurrency if concurrency is not None else os.cpu_count() or 1)
-        self.children = Children(kind=self.kind, processes=self.concurrency, slots=1,
-                                 mode="serial", boot=BOOT, import_path=import_path,
-                                 max_tasks_per_child=max_tasks_per_child,
-                                 max_memory_per_child=max_memory_per_child)
+        processes = concurrency if concurrency is not None else os.cpu_count() or 1
+        super().__init__(Children(kind=self.kind, processes=processes, slots=1, mode="serial",
+                                  boot=BOOT, import_path=import_path,
+                                  max_tasks_per_child=max_tasks_per_child,
+                                  max_memory_per_child=max_memory_per_child))
 
     async def resize(self, concurrency: int) -> None:
         """Start or stop children to run ``concurrency`` tasks at once (autoscale)."""
