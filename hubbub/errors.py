@@ -36,6 +36,7 @@ class ErrorKind(enum.StrEnum):
     CRASHED = "TaskCrashed"  # the process running the task died
     TIMED_OUT = "TaskTimedOut"  # the task ran past its hard limit
     REVOKED = "TaskRevoked"  # revoked or expired before it ran
+    TERMINATED = "TaskTerminated"  # revoked with terminate=True: stopped if it was running
     REJECTED = "Rejected"  # the task raised Reject
     MESSAGE = "MessageError"  # the message could not be admitted (dead-lettered)
     RETRY = "Retry"  # the last attempt asked for a retry

@@ -365,16 +365,22 @@ class Hub:
         """
         return await (await self._results()).wait(id, timeout=timeout)
 
-    async def revoke(self, ids: Sequence[str]) -> None:
-        """Mark tasks REVOKED, so that a worker skips them instead of starting them; on the
-        bridge loop.
+    async def revoke(self, ids: Sequence[str], *, terminate: bool = False) -> list[str]:
+        """Revoke tasks, in one call however many; on the bridge loop.
 
-        The mark lives in the result store for ``result_ttl`` seconds. A task that already
-        succeeded keeps its SUCCESS (SUCCESS and REVOKED are never overwritten); one that is
-        running is not stopped.
+        A revoked task that has not started never starts: a worker skips it when it fetches
+        it, and drops it if it was already waiting for a slot (within about half a second).
+        A running task is stopped only with ``terminate=True`` (see docs/tasks.md for how
+        each pool stops one); otherwise it runs to the end. A task that already finished
+        keeps its result, and so does one that finishes before a terminate reaches it.
 
         Args:
             ids: task ids.
+            terminate: also stop the tasks among ``ids`` that are running now.
+
+        Returns:
+            The ids the revoke took effect for: not finished, and not running unless
+            ``terminate``.
 
         Raises:
             ResultError: this hub keeps no results (revokes live there), or the store failed.
@@ -382,9 +388,12 @@ class Hub:
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
         backend = await self._results()
-        records = [ResultRecord(i, State.REVOKED, error=ErrorInfo(ErrorKind.REVOKED, "revoked"))
-                   for i in ids]
-        await backend.store(records, ttl=self.settings.result_ttl)
+        error = (ErrorInfo(ErrorKind.TERMINATED, "revoked with terminate=True") if terminate
+                 else ErrorInfo(ErrorKind.REVOKED, "revoked"))
+        records = [ResultRecord(i, State.REVOKED, error=error) for i in ids]
+        too_late = {State.SUCCESS, State.FAILURE} | (set() if terminate else {State.STARTED})
+        return await backend.store_unless(records, ttl=self.settings.result_ttl,
+                                          unless=frozenset(too_late))
 
     async def forget_results(self, ids: Sequence[str]) -> None:
         """Delete the stored records of ``ids`` (a missing one is no error); on the bridge loop.

@@ -79,4 +79,12 @@ class TimedOut:
     duration: float
 
 
-Outcome: TypeAlias = Succeeded | Failed | Rejected | Crashed | TimedOut
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    """The task was revoked with ``terminate=True`` while it ran, and its pool stopped it."""
+
+    reason: str
+    duration: float
+
+
+Outcome: TypeAlias = Succeeded | Failed | Rejected | Crashed | TimedOut | Terminated

@@ -38,8 +38,8 @@ class ResultsClient(Protocol):
         """The record once ready, or None after ``timeout`` seconds."""
         ...
 
-    async def revoke(self, ids: Sequence[str]) -> None:
-        """Mark the tasks REVOKED."""
+    async def revoke(self, ids: Sequence[str], *, terminate: bool = False) -> list[str]:
+        """Revoke the tasks; the ids it took effect for."""
         ...
 
     async def forget_results(self, ids: Sequence[str]) -> None:
@@ -140,13 +140,17 @@ class Result(Generic[R]):
             raise TaskTimedOut(error.message, error.traceback)
         raise TaskFailed(error.type, error.message, error.traceback)
 
-    def revoke(self) -> None:
-        """Stop the task from running if it has not started; kept in the result store.
+    def revoke(self, *, terminate: bool = False) -> bool:
+        """Keep the task from starting; with ``terminate``, also stop it if it runs.
+
+        Returns:
+            True if the revoke took effect; False when the task had already finished, or
+            is running and ``terminate`` was not asked for (it then runs to the end).
 
         Raises:
             ResultError: the hub has no result store (revokes live there).
         """
-        self.hub.bridge.run(self.hub.revoke([self.id]))
+        return bool(self.hub.bridge.run(self.hub.revoke([self.id], terminate=terminate)))
 
     def forget(self) -> None:
         """Delete the stored result."""

@@ -43,7 +43,18 @@ class State(enum.StrEnum):
 
 # The one spelling of "finished": use these sets rather than listing the states again.
 READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})  # no further change
-STICKY_STATES = frozenset({State.SUCCESS, State.REVOKED})  # never overwritten once stored
+STICKY_STATES = frozenset({State.SUCCESS, State.REVOKED})  # a worker must not run them (again)
+# The store rule, the same in every backend and applied atomically: nothing replaces
+# SUCCESS, and REVOKED is replaced only by what a run of the task ended in (it ran anyway,
+# having started before the revoke reached it: the record says what really happened).
+REPLACE_REVOKED = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
+
+
+def replaces(new: State, old: State | None) -> bool:
+    """Whether a record in state ``new`` may replace a live one in state ``old``."""
+    if old is None or old not in STICKY_STATES:
+        return True
+    return old == State.REVOKED and new in REPLACE_REVOKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +175,23 @@ class ResultBackend(abc.ABC):
     async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
         """Upsert records, each kept for ``ttl`` seconds (None: forever).
 
-        A stored record in a sticky state (SUCCESS, REVOKED) is left as it is.
+        A stored record is replaced only where :func:`replaces` allows: SUCCESS stays, and
+        REVOKED gives way only to SUCCESS, FAILURE or REVOKED.
         """
+
+    async def store_unless(self, records: Sequence[ResultRecord], *, ttl: float | None,
+                           unless: frozenset[State]) -> list[str]:
+        """Store each record unless a live record of its id is in one of the ``unless``
+        states (and the store rule allows it); atomic per record in the shipped backends.
+
+        Returns:
+            The ids that were stored.
+        """
+        found = await self.get([r.id for r in records])  # a backend without atomic support
+        kept = [r for r in records if (old := found.get(r.id)) is None
+                or (old.state not in unless and replaces(r.state, old.state))]
+        await self.store(kept, ttl=ttl)
+        return [r.id for r in kept]
 
     @abc.abstractmethod
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord, bounded
+from hubbub.results.base import ResultBackend, ResultRecord, State, bounded, replaces
 
 
 @dataclass
@@ -38,16 +38,24 @@ class MemoryResults(ResultBackend):
         return None
 
     async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
+        await self.store_unless(records, ttl=ttl, unless=frozenset())
+
+    async def store_unless(self, records: Sequence[ResultRecord], *, ttl: float | None,
+                           unless: frozenset[State]) -> list[str]:
         expires = None if ttl is None else self.clock.time() + ttl
+        stored = []
         with self._store.lock:
             for record in records:
                 old = self._live(record.id)
-                if old is None or old.state not in STICKY_STATES:
+                if old is None or (old.state not in unless
+                                   and replaces(record.state, old.state)):
                     self._store.records[record.id] = (bounded(record), expires)
+                    stored.append(record.id)
             waiters = list(self._store.waiters)
         for loop, event in waiters:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
+        return stored
 
     def _live(self, id: str) -> ResultRecord | None:
         entry = self._store.records.get(id)

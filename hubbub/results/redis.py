@@ -27,9 +27,11 @@ from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.results.base import (
     READY_STATES,
+    REPLACE_REVOKED,
     STICKY_STATES,
     ResultBackend,
     ResultRecord,
+    State,
     decode_record,
     encode_record,
     id_bytes,
@@ -40,17 +42,23 @@ log = logging.getLogger(__name__)
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 
 # KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
-# ready ('1'/'0'). A live record in a sticky state stays; SQLite's rule, in one step.
+# ready ('1'/'0'), then any states that keep the record from being written (store_unless).
+# The store rule of results.base.replaces (SQLite's too), in one step.
 _STORE = """
 local old = redis.call('HMGET', KEYS[1], 'state', 'expires_at')
 local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[5])
-if live and (STICKY) then return 0 end
+if live and (STICKY) and not (old[1] == 'REVOKED' and (OVER_REVOKED)) then return 0 end
+for i = 7, #ARGV do
+  if live and old[1] == ARGV[i] then return 0 end
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'record', ARGV[2], 'expires_at', ARGV[3])
 if ARGV[4] == '' then redis.call('PERSIST', KEYS[1])
 else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 if ARGV[6] == '1' then redis.call('PUBLISH', KEYS[1], ARGV[1]) end
 return 1
-""".replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES)))
+""".replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES))
+            ).replace("OVER_REVOKED", " or ".join(f"ARGV[1] == '{s.value}'"
+                                                  for s in sorted(REPLACE_REVOKED)))
 
 
 class _Listener:
@@ -216,14 +224,24 @@ class RedisResults(ResultBackend):
                 await client.aclose()
 
     async def store(self, records: Sequence[ResultRecord], *, ttl: float | None) -> None:
-        """Upsert ``records``, each kept ``ttl`` seconds; sticky states stay as they are.
+        """Upsert ``records``, each kept ``ttl`` seconds, by the store rule.
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
+        await self.store_unless(records, ttl=ttl, unless=frozenset())
+
+    async def store_unless(self, records: Sequence[ResultRecord], *, ttl: float | None,
+                           unless: frozenset[State]) -> list[str]:
+        """``store``, skipping ids whose live record is in one of ``unless``'s states.
+
+        Raises:
+            The same as ``store``.
+        """
         if not records:
-            return
+            return []
+        keep = [state.value for state in sorted(unless)]
         now = self.clock.time()
         expires_at = "" if ttl is None else repr(now + ttl)
         ttl_ms = "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
@@ -234,14 +252,15 @@ class RedisResults(ResultBackend):
                 pipe = self._client.pipeline(transaction=False)
                 for key, state, data, ready in rows:
                     pipe.evalsha(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now),
-                                 ready)
+                                 ready, *keep)
                 try:
-                    await pipe.execute()
-                    return
+                    written = await pipe.execute()
+                    return [r.id for r, done in zip(records, written, strict=True) if done]
                 except NoScriptError:  # Redis restarted and forgot the script
                     if attempt == 2:
                         raise
                     self._sha = await self._client.script_load(_STORE)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         """The live records among ``ids``.

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.results.base import (
+    REPLACE_REVOKED,
     STICKY_STATES,
     ResultBackend,
     ResultRecord,
+    State,
     decode_record,
     encode_record,
     id_bytes,
+    replaces,
 )
 
 SCHEMA = """
@@ -28,6 +31,12 @@ CREATE TABLE IF NOT EXISTS hubbub_results (
 CREATE INDEX IF NOT EXISTS hubbub_results_expiry ON hubbub_results (expires_at);
 """
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
+_OVER_REVOKED = ",".join(f"'{s.value}'" for s in REPLACE_REVOKED)
+_UPSERT = (
+    "INSERT INTO hubbub_results (id, state, record, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+    " record = excluded.record, expires_at = excluded.expires_at"
+)
 _SWEEP_EVERY = 60.0  # seconds between deletions of expired rows
 
 
@@ -66,11 +75,9 @@ class SQLiteResults(ResultBackend):
             self._swept_at = now
 
         def upsert(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO hubbub_results (id, state, record, expires_at) VALUES (?, ?, ?, ?)"  # noqa: S608 - constants only
-                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " record = excluded.record, expires_at = excluded.expires_at"
-                f" WHERE hubbub_results.state NOT IN ({_STICKY})"
+            conn.executemany(  # the store rule of results.base.replaces, in SQL
+                _UPSERT + f" WHERE hubbub_results.state NOT IN ({_STICKY})"
+                f" OR (hubbub_results.state = 'REVOKED' AND excluded.state IN ({_OVER_REVOKED}))"
                 " OR hubbub_results.expires_at <= ?",
                 [(*row, now) for row in rows],
             )
@@ -78,6 +85,26 @@ class SQLiteResults(ResultBackend):
                 conn.execute("DELETE FROM hubbub_results WHERE expires_at <= ?", (now,))
 
         await self.db.write(upsert)
+
+    async def store_unless(self, records: Sequence[ResultRecord], *, ttl: float | None,
+                           unless: frozenset[State]) -> list[str]:
+        now = self.clock.time()
+        expires = None if ttl is None else now + ttl
+
+        def upsert(conn: sqlite3.Connection) -> list[str]:  # in one write transaction
+            stored = []
+            for record in records:
+                key = _key(record.id)
+                row = conn.execute("SELECT state, expires_at FROM hubbub_results WHERE id = ?",
+                                   (key,)).fetchone()
+                live = row is not None and (row[1] is None or row[1] > now)
+                if live and (row[0] in unless or not replaces(record.state, State(row[0]))):
+                    continue
+                conn.execute(_UPSERT, (key, record.state.value, encode_record(record), expires))
+                stored.append(record.id)
+            return stored
+
+        return await self.db.write(upsert)
 
     def _select(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ResultRecord]:
         now = self.clock.time()

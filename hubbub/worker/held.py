@@ -32,6 +32,7 @@ class Held:
     lane: Lane
     started_at: float | None = None
     runner: asyncio.Task[None] | None = None
+    terminating: bool = False  # its pool was asked to stop it (revoked with terminate)
 
 
 class HeldSet:

@@ -83,6 +83,12 @@ class Outcomes:
 
     def _apply(self, held: Held, verdict: Verdict, duration: float) -> None:
         env = held.envelope
+        if verdict.state == State.REVOKED:
+            log.warning("task %s[%s] terminated after %.3fs: %s", env.task, env.id, duration,
+                        short(verdict.summary))
+            self.record(held, State.REVOKED, error=verdict.error)
+            self.writes.ack([held.delivery])
+            return
         if verdict.state == State.SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
             self.record(held, State.SUCCESS, value=verdict.value)

@@ -3,7 +3,7 @@
 Admission reads the result store once per fetched batch; a task can be revoked after that,
 while it waits for a slot. Every ``every`` seconds, while the worker holds anything, one
 batched read of the held ids tells which are REVOKED now, and the worker drops those that
-have not started. (Stopping running ones is ``terminate``'s job.)
+have not started, and asks the pool to stop running ones revoked with ``terminate=True``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hubbub._redact import redact
-from hubbub.results.base import ResultBackend, State
+from hubbub.results.base import ResultBackend, ResultRecord, State
 
 if TYPE_CHECKING:
     from hubbub.worker.held import Held
@@ -30,12 +30,12 @@ class Revocations:
     Args:
         results: the store that keeps revokes.
         held: the deliveries held now.
-        revoked: called with each held delivery found REVOKED.
+        revoked: called with each held delivery found REVOKED, and its record.
         every: seconds between two looks.
     """
 
     def __init__(self, results: ResultBackend, held: Callable[[], list[Held]],
-                 revoked: Callable[[Held], None], every: float = EVERY) -> None:
+                 revoked: Callable[[Held, ResultRecord], None], every: float = EVERY) -> None:
         self.results = results
         self.every = every
         self._held = held
@@ -55,4 +55,4 @@ class Revocations:
             for one in held:
                 record = found.get(one.envelope.id)
                 if record is not None and record.state == State.REVOKED:
-                    self._revoked(one)
+                    self._revoked(one, record)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hubbub.errors import ErrorKind
-from hubbub.job import Crashed, Failed, Outcome, Rejected, Succeeded, TimedOut
+from hubbub.job import Crashed, Failed, Outcome, Rejected, Succeeded, Terminated, TimedOut
 from hubbub.results.base import ErrorInfo, State
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Verdict:
     """What to do with a finished delivery.
 
     Attributes:
-        state: the result to record: SUCCESS, RETRY or FAILURE.
+        state: the result to record: SUCCESS, RETRY, FAILURE, or REVOKED (terminated).
         value: the return value (SUCCESS).
         error: what went wrong (RETRY, FAILURE).
         retry: the envelope to publish before the delivery is acked (RETRY).
@@ -73,6 +73,8 @@ def settle(envelope: Envelope, spec: TaskOptions, outcome: Outcome, now: float, 
     """
     if isinstance(outcome, Succeeded):
         return Verdict(State.SUCCESS, value=outcome.value)
+    if isinstance(outcome, Terminated):  # revoked: acked, never retried nor dead-lettered
+        return Verdict(State.REVOKED, error=ErrorInfo(ErrorKind.TERMINATED, outcome.reason))
     error, retry, countdown = describe(outcome, spec)
     if retry and 0 <= envelope.retries < envelope.max_retries:
         if countdown is None or math.isnan(countdown):

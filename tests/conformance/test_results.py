@@ -55,6 +55,36 @@ async def test_sticky_states_are_never_replaced(results: ResultBackend) -> None:
     assert (got["s"].state, got["s"].value, got["r"].state) == (State.SUCCESS, 1, State.REVOKED)
 
 
+async def test_a_revoked_record_gives_way_only_to_how_a_run_ended(results: ResultBackend) -> None:
+    # The task started before the revoke reached it: what it ended in is the truth.
+    await results.store([ResultRecord(i, State.REVOKED) for i in "abcd"], ttl=60)
+    await results.store([ResultRecord("a", State.SUCCESS, value=1),
+                         ResultRecord("b", State.FAILURE, error=ErrorInfo("E", "x")),
+                         ResultRecord("c", State.RETRY), ResultRecord("d", State.STARTED)],
+                        ttl=60)
+    got = await results.get(list("abcd"))
+    assert [got[i].state for i in "abcd"] == [State.SUCCESS, State.FAILURE, State.REVOKED,
+                                              State.REVOKED]
+
+
+async def test_store_unless_skips_ids_in_the_given_states_and_says_which_it_stored(
+    results: ResultBackend,
+) -> None:
+    await results.store([ResultRecord("done", State.SUCCESS, value=1),
+                         ResultRecord("running", State.STARTED),
+                         ResultRecord("failed", State.FAILURE)], ttl=60)
+    revoke = [ResultRecord(i, State.REVOKED) for i in ("done", "running", "failed", "new")]
+    stored = await results.store_unless(
+        revoke, ttl=60, unless=frozenset({State.SUCCESS, State.FAILURE, State.STARTED}))
+    assert sorted(stored) == ["new"]
+    stored = await results.store_unless(revoke, ttl=60,
+                                        unless=frozenset({State.SUCCESS, State.FAILURE}))
+    assert sorted(stored) == ["new", "running"]
+    got = await results.get(["done", "running", "failed", "new"])
+    assert [got[i].state for i in ("done", "running", "failed", "new")] == [
+        State.SUCCESS, State.REVOKED, State.FAILURE, State.REVOKED]
+
+
 async def test_failure_can_be_replaced_when_a_dead_letter_runs_again(
     results: ResultBackend,
 ) -> None:

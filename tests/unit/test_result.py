@@ -42,8 +42,9 @@ class FakeResults:
         record = self.records.get(id)
         return record if record is not None and record.ready else None
 
-    async def revoke(self, ids: Sequence[str]) -> None:
+    async def revoke(self, ids: Sequence[str], *, terminate: bool = False) -> list[str]:
         self.revoked.extend(ids)
+        return list(ids)
 
     async def forget_results(self, ids: Sequence[str]) -> None:
         self.forgotten.extend(ids)

@@ -133,3 +133,34 @@ def test_a_task_that_expires_while_it_waits_for_a_slot_never_starts(tmp_path: Pa
             second.get(timeout=30)
         wait_until(lambda: held_count(app) == 0, "nothing left leased")
     assert not marker.exists(), "the expired task ran"
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_revoke_that_loses_the_race_to_a_running_task_leaves_its_success(
+        tmp_path: Path, pool: str) -> None:
+    with lifecycle_app(tmp_path) as app, running_worker(app, pool):
+        running = app.slow.delay(1.0)
+        wait_until(lambda: running.state == State.STARTED, "the task started")
+        assert running.revoke() is False  # running, and no terminate asked for
+        assert running.get(timeout=30) == "slow done"
+        assert running.state == State.SUCCESS
+        assert running.revoke() is False  # finished: too late for any revoke
+        assert running.revoke(terminate=True) is False
+        assert running.state == State.SUCCESS
+
+
+def test_revoking_a_group_of_ids_is_one_call_and_says_which_took_effect(tmp_path: Path) -> None:
+    with lifecycle_app(tmp_path) as app:
+        done = app.slow.delay(0)
+        with running_worker(app, "solo"):
+            assert done.get(timeout=30) == "slow done"
+        pending = [app.slow.delay(0) for _ in range(3)]  # while no worker runs
+        # One call for the whole group; the finished one is too late.
+        taken = app.hub.bridge.run(app.hub.revoke([done.id, *(r.id for r in pending)]))
+        assert sorted(taken) == sorted(r.id for r in pending)
+        with running_worker(app, "solo"):
+            for result in pending:
+                with pytest.raises(TaskRevoked):
+                    result.get(timeout=30)
+            wait_until(lambda: held_count(app) == 0, "nothing left leased")
+        assert done.state == State.SUCCESS

@@ -7,12 +7,13 @@ import abc
 from typing import TYPE_CHECKING, ClassVar
 
 from hubbub.errors import ConfigurationError
-from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, TimedOut
+from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, Terminated, TimedOut
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
 
-__all__ = ["Crashed", "Failed", "Job", "Outcome", "Pool", "Rejected", "Succeeded", "TimedOut"]
+__all__ = ["Crashed", "Failed", "Job", "Outcome", "Pool", "Rejected", "Succeeded", "Terminated",
+           "TimedOut"]
 
 
 class Pool(abc.ABC):
@@ -61,6 +62,18 @@ class Pool(abc.ABC):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.concurrency = concurrency
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """Stop the running job ``job_id`` (revoked with ``terminate=True``).
+
+        A pool that can stop a running task overrides this; ``run`` then returns
+        ``Terminated(reason, ...)`` for that job. How each pool stops one is in docs/pools.md.
+
+        Returns:
+            True if the job was running here and is being stopped; False otherwise (this
+            pool cannot stop a running task, or the job is not running here).
+        """
+        return False
 
     @abc.abstractmethod
     async def stop(self) -> None:
