@@ -58,6 +58,8 @@ class Hub:
         middleware: wrappers around publishing and dispatching, outermost first.
         signing_keys: key id -> shared secret (HMAC-SHA256), the signing key first; a worker
             with keys refuses unsigned or tampered messages. Required for pickle.
+        dead_letter_failures: also dead-letter a task that ran and failed for good (by
+            default it is a FAILURE result only; dead letters hold what could not run).
         overrides: settings that win over the environment (the CLI passes its options here).
 
     Raises:
@@ -77,6 +79,7 @@ class Hub:
         limits: Limits | None = None,
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
+        dead_letter_failures: bool | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings: Settings = resolve({
@@ -84,6 +87,7 @@ class Hub:
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
             "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
+            "dead_letter_failures": dead_letter_failures,
         }, cli=overrides)
         self.codec: Codec = get_codec(self.settings.serializer)
         keys = dict(self.settings.signing_keys)

@@ -78,6 +78,10 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # key id -> secret, the signing key first; never shown in repr or logs
     signing_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Dead letters hold what could not run; a task that ran and failed for good is a FAILURE
+    # result only, unless this asks for both (a task that keeps no result is dead-lettered
+    # either way, or nothing would keep its failure).
+    dead_letter_failures: bool = False
 
     def __repr__(self) -> str:
         # The URLs may hold passwords (user:pw@, ?password=): shown masked, as everywhere.
@@ -107,7 +111,18 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_MAX_MESSAGE_SIZE": ("limits.max_message_size", int),
     "HUBBUB_MAX_DELIVERIES": ("limits.max_deliveries", int),
     "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
+    "HUBBUB_DEAD_LETTER_FAILURES": ("dead_letter_failures", lambda v: _flag(v)),
 }
+
+
+def _flag(value: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off``, any case."""
+    word = value.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("write 1/true/yes/on or 0/false/no/off")
 
 
 def _key_pairs(value: str) -> tuple[tuple[str, str], ...]:

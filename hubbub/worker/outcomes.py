@@ -72,14 +72,16 @@ class Outcomes:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
         try:
             verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
-                             queue=held.delivery.queue)
+                             queue=held.delivery.queue,
+                             dead_letter_failures=self._dead_failures(held))
             self._apply(held, verdict, outcome.duration)
         except Exception as exc:
             log.exception("settling %s[%s] failed", held.envelope.task, held.envelope.id)
             error = ErrorInfo(ErrorKind.NOT_STORABLE,
                               f"its outcome cannot be settled: {exception_text(exc)}")
-            self._apply(held, Verdict(State.FAILURE, error=error,
-                                      dead_reason=f"{error.type}: {error.message}"), 0.0)
+            reason = f"{error.type}: {error.message}"
+            self._apply(held, Verdict(State.FAILURE, error=error, reason=reason,
+                                      dead_reason=reason), 0.0)
 
     def _apply(self, held: Held, verdict: Verdict, duration: float) -> None:
         env = held.envelope
@@ -100,7 +102,8 @@ class Outcomes:
                 body = encode(verdict.retry, BY_CONTENT_TYPE[env.content_type], self.max_size,
                               self.hub.signer)
             except MessageError as exc:
-                verdict = unretryable(verdict, str(exc))
+                verdict = unretryable(verdict, str(exc),
+                                      dead_letter_failures=self._dead_failures(held))
         self.hub.events.emit(TaskAttemptFailed(env.id, env.task, duration, self.worker,
                                         verdict.summary, verdict.retry is not None))
         if verdict.retry is not None:
@@ -111,13 +114,24 @@ class Outcomes:
             outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority,
                                 verdict.retry.eta)
             retried = verdict
-            self.writes.retry(RetryWrite(outgoing, held.delivery, lambda reason: self.make(
-                held, State.FAILURE, error=unretryable(retried, reason).error)))
+            self.writes.retry(RetryWrite(
+                outgoing, held.delivery, lambda reason: self.make(
+                    held, State.FAILURE, error=unretryable(retried, reason).error),
+                dead_letter=self._dead_failures(held)))
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
-                  short(verdict.dead_reason))
+                  short(verdict.reason or verdict.summary))
         self.record(held, State.FAILURE, error=verdict.error)
-        self.writes.dead_letter(held.delivery, verdict.dead_reason or verdict.summary)
+        if verdict.dead_reason is not None:
+            self.writes.dead_letter(held.delivery, verdict.dead_reason)
+        else:
+            self.writes.ack([held.delivery])
+
+    def _dead_failures(self, held: Held) -> bool:
+        """Whether a failure of ``held`` goes to dead letters too: when asked, or when its
+        task keeps no result (nothing else would keep the failure)."""
+        return (self.hub.settings.dead_letter_failures or held.task.spec.ignore_result
+                or self.hub.settings.results is None)
 
     def record(self, held: Held, state: State, *, value: Any = None,
                error: ErrorInfo | None = None) -> None:

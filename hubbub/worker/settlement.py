@@ -48,7 +48,9 @@ class Verdict:
         error: what went wrong (RETRY, FAILURE).
         retry: the envelope to publish before the delivery is acked (RETRY).
         countdown: seconds until the retry is due (RETRY).
-        dead_reason: dead-letter the delivery with this reason instead of acking it (FAILURE).
+        reason: why it failed, in one line (FAILURE).
+        dead_reason: dead-letter the delivery with this reason instead of acking it (FAILURE
+            of a message that could not run, or when failures are dead-lettered too).
     """
 
     state: State
@@ -56,6 +58,7 @@ class Verdict:
     error: ErrorInfo | None = None
     retry: Envelope | None = None
     countdown: float = 0.0
+    reason: str | None = None
     dead_reason: str | None = None
 
     @property
@@ -64,12 +67,14 @@ class Verdict:
 
 
 def settle(envelope: Envelope, spec: TaskOptions, outcome: Outcome, now: float, *,
-           queue: str) -> Verdict:
+           queue: str, dead_letter_failures: bool = False) -> Verdict:
     """The verdict on ``outcome`` of ``envelope``, which was delivered from ``queue``.
 
     A retry goes back to the queue the message came from, never to a queue named inside
     the (untrusted) envelope; a countdown that is NaN falls back to the task's backoff, one
-    that is negative, infinite or absurdly large is clamped.
+    that is negative, infinite or absurdly large is clamped. Dead letters are for what
+    could not run: a task that raised ``Reject`` is dead-lettered; one that ran and failed
+    for good is a FAILURE only, unless ``dead_letter_failures``.
     """
     if isinstance(outcome, Succeeded):
         return Verdict(State.SUCCESS, value=outcome.value)
@@ -84,18 +89,22 @@ def settle(envelope: Envelope, spec: TaskOptions, outcome: Outcome, now: float, 
         nxt = replace(envelope.next_attempt(now + countdown), queue=queue)
         return Verdict(State.RETRY, error=error, retry=nxt, countdown=countdown)
     tries = f" after {envelope.retries} retries" if envelope.retries else ""
-    return Verdict(State.FAILURE, error=error,
-                   dead_reason=f"{error.type}: {error.message}{tries}")
+    reason = f"{error.type}: {error.message}{tries}"
+    dead = dead_letter_failures or isinstance(outcome, Rejected)
+    return Verdict(State.FAILURE, error=error, dead_reason=reason if dead else None,
+                   reason=reason)
 
 
-def unretryable(verdict: Verdict, problem: str) -> Verdict:
+def unretryable(verdict: Verdict, problem: str, *, dead_letter_failures: bool = False
+                ) -> Verdict:
     """A retry that cannot be published (it cannot be encoded, or the broker refuses it)
     becomes a failure whose reason says so."""
     assert verdict.error is not None
     error = ErrorInfo(verdict.error.type, f"{verdict.error.message} (and the retry could not "
                       f"be sent: {problem})", verdict.error.traceback)
-    return Verdict(State.FAILURE, error=error,
-                   dead_reason=f"{error.type}: {error.message}")
+    reason = f"{error.type}: {error.message}"
+    return Verdict(State.FAILURE, error=error, reason=reason,
+                   dead_reason=reason if dead_letter_failures else None)
 
 
 def describe(outcome: Outcome, spec: TaskOptions) -> tuple[ErrorInfo, bool, float | None]:

@@ -34,13 +34,15 @@ RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
 class RetryWrite:
     """A retry to publish, then the delivery it replaces to ack.
 
-    If the broker refuses the retry for good, ``delivery`` is dead-lettered with the reason
-    and ``failure`` (when results are kept) replaces the RETRY record.
+    If the broker refuses the retry for good, the task has failed for good: ``failure``
+    (when results are kept) replaces the RETRY record, and ``delivery`` is acked, or
+    dead-lettered with the reason when ``dead_letter``.
     """
 
     outgoing: Outgoing
     delivery: Delivery
     failure: Callable[[str], ResultRecord | None]
+    dead_letter: bool = True
 
 
 @dataclass
@@ -167,10 +169,13 @@ class WriteBuffer:
                 if reason is None:
                     batch.ack.append(write.delivery)
                     continue
-                log.error("retry of message %r could not be sent (%s); dead-lettered",
+                log.error("retry of message %r could not be sent (%s); the task failed",
                           write.delivery.id, reason)
-                batch.dead.append(DeadLetterRequest(write.delivery, cap(
-                    f"its retry could not be sent: {reason}")))
+                if write.dead_letter:
+                    batch.dead.append(DeadLetterRequest(write.delivery, cap(
+                        f"its retry could not be sent: {reason}")))
+                else:
+                    batch.ack.append(write.delivery)
                 record = write.failure(reason)
                 if record is not None:
                     batch.records[record.id] = record

@@ -11,7 +11,7 @@ Events:
     start       a task began running ``key`` (in process ``pid``)
     done        that run finished its work (the task returns right after)
     fault       the test injected a fault (``key`` names it) at this instant
-    dead        the test found ``key`` in dead letters (kept, not lost)
+    dead        the test found ``key`` in dead letters or FAILED for good (kept, not lost)
 
 Times: ``mono`` is ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on the
 machine, used for durations); ``epoch`` is ``time.time()`` (compared with ETAs).
@@ -71,7 +71,8 @@ class Report:
         submitted: keys whose publish was confirmed.
         unconfirmed: keys whose publish raised (not counted as lost when missing).
         completed: distinct keys with a ``done`` line.
-        dead: keys the test found in dead letters.
+        dead: keys the test found settled for good without a ``done``: in dead letters, or
+            with a FAILURE result.
         lost: confirmed keys never done and not in dead letters.
         duplicated: keys done more than once, with how many times.
         unexpected: keys done that were never submitted (confirmed or not).

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hubbub.errors import ErrorKind
-from hubbub.job import Crashed, Failed, Rejected, Succeeded, TimedOut
+from hubbub.job import Crashed, Failed, Rejected, Succeeded, Terminated, TimedOut
 from hubbub.message import Envelope
 from hubbub.results.base import ErrorInfo, State
 from hubbub.task import TaskOptions
@@ -45,10 +45,29 @@ def test_a_retryable_failure_is_retried_with_exponential_backoff() -> None:
     assert verdict.retry.eta == NOW + 8.0
 
 
-def test_the_last_retry_spent_dead_letters_with_the_count() -> None:
+def test_the_last_retry_spent_fails_for_good_without_a_dead_letter() -> None:
     verdict = settle(envelope(retries=3), SPEC, failed(), NOW, queue="default")
     assert verdict.state == State.FAILURE
+    assert verdict.reason == "ValueError: boom after 3 retries"
+    assert verdict.dead_reason is None  # it ran: dead letters are for what could not
+
+
+def test_failures_are_dead_lettered_too_when_asked() -> None:
+    verdict = settle(envelope(retries=3), SPEC, failed(), NOW, queue="default",
+                     dead_letter_failures=True)
     assert verdict.dead_reason == "ValueError: boom after 3 retries"
+
+
+def test_a_reject_is_always_dead_lettered() -> None:
+    verdict = settle(envelope(), SPEC, Rejected("not ours", 0.0), NOW, queue="default")
+    assert verdict.dead_reason == "Rejected: not ours"
+
+
+def test_a_terminated_task_is_revoked_and_neither_retried_nor_dead_lettered() -> None:
+    verdict = settle(envelope(), SPEC, Terminated("stopped", 1.0), NOW, queue="default")
+    assert verdict.state == State.REVOKED
+    assert verdict.retry is None
+    assert verdict.dead_reason is None
 
 
 def test_a_retry_goes_back_to_the_queue_it_came_from_not_the_envelopes() -> None:
@@ -97,8 +116,8 @@ def test_a_retry_that_cannot_be_sent_becomes_a_failure_that_says_why() -> None:
     verdict = settle(envelope(), SPEC, failed(), NOW, queue="default")
     failure = unretryable(verdict, "message is too large")
     assert failure.state == State.FAILURE
-    assert failure.dead_reason is not None
-    assert "retry could not be sent: message is too large" in failure.dead_reason
+    assert failure.reason is not None
+    assert "retry could not be sent: message is too large" in failure.reason
 
 
 def test_backoff_is_capped_and_jitter_stays_within_half_and_all() -> None:
@@ -129,4 +148,4 @@ def test_any_failure_settles_into_a_retry_that_can_be_scheduled_or_a_dead_letter
         assert 0 <= retries < max_retries
     else:
         assert verdict.state == State.FAILURE
-        assert verdict.dead_reason
+        assert verdict.reason

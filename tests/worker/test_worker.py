@@ -66,7 +66,8 @@ def test_each_pool_runs_sync_and_async_tasks_and_stores_results(hub: Hub, pool: 
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_failing_task_is_retried_with_backoff_then_dead_lettered(hub: Hub, pool: str) -> None:
+def test_failing_task_is_retried_with_backoff_then_fails_without_a_dead_letter(
+        hub: Hub, pool: str) -> None:
     calls: list[int] = []
 
     @hub.task(retries=2, retry_backoff=0.05)
@@ -82,9 +83,35 @@ def test_failing_task_is_retried_with_backoff_then_dead_lettered(hub: Hub, pool:
     assert info.value.type == "ValueError"
     assert "always" in info.value.message
     assert "Traceback" in info.value.traceback
+    assert dead_letters(hub) == []  # it ran: a FAILURE result, not a message that could not run
+
+
+def test_failures_are_dead_lettered_too_when_the_hub_asks_for_it(tmp_path: Any) -> None:
+    hub = Hub(f"sqlite:///{tmp_path / 'both.db'}", dead_letter_failures=True)
+    try:
+        @hub.task(retries=1, retry_backoff=0.01)
+        def broken() -> None:
+            raise ValueError("always")
+
+        result = broken.delay()
+        drain(hub)
+        assert result.state == State.FAILURE
+        [letter] = dead_letters(hub)
+        assert letter.id == result.id
+        assert "ValueError: always after 1 retries" in letter.reason
+    finally:
+        hub.close()
+
+
+def test_a_failure_of_a_task_that_keeps_no_result_is_dead_lettered(hub: Hub) -> None:
+    @hub.task(ignore_result=True)
+    def broken() -> None:
+        raise ValueError("nowhere else to keep this")
+
+    broken.delay()
+    drain(hub)
     [letter] = dead_letters(hub)
-    assert letter.id == result.id
-    assert "ValueError: always after 2 retries" in letter.reason
+    assert "nowhere else to keep this" in letter.reason
 
 
 def test_retry_for_limits_which_errors_are_retried(hub: Hub) -> None:
