@@ -127,17 +127,16 @@ class DeadFilter:
         """The instant a matching dead letter died at or before; None for any time."""
         return None if self.older_than is None else now - self.older_than
 
-    def matches(self, queue: str, died_at: float, now: float, body: object = None) -> bool:
-        """True when a dead letter of ``queue`` that died at ``died_at`` is to be removed.
+    def matches(self, queue: str, died_at: float, now: float, body: object) -> bool:
+        """True when a dead letter of ``queue`` that died at ``died_at`` is to be removed."""
+        return self.matches_record(queue, died_at, now) and self.names_task(body)
 
-        ``body`` is read only when a task is asked for.
-        """
+    def matches_record(self, queue: str, died_at: float, now: float) -> bool:
+        """True when the queue and the age match (the body is not looked at)."""
         before = self.before(now)
         if self.queue is not None and queue != self.queue:
             return False
-        if before is not None and died_at > before:
-            return False
-        return self.names_task(body)
+        return before is None or died_at <= before
 
     def names_task(self, body: object) -> bool:
         """True when no task is asked for, or ``body`` names it."""

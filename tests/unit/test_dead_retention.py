@@ -84,6 +84,7 @@ def test_filter_needs_every_condition_it_was_given() -> None:
     assert not match.matches("q2", 1000.0, 1060.0, body)
     assert not match.matches("q", 1000.0, 1060.0, b"{}")
     assert DeadFilter().matches("any", 1e12, 0.0, None)
+    assert match.matches_record("q", 1000.0, 1060.0)
 
 
 def test_filter_refuses_a_negative_age() -> None:
