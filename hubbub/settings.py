@@ -51,17 +51,27 @@ class Limits:
         max_message_size: bytes an encoded message may have, on send and on receive.
         max_deliveries: times the broker may hand one message out without an ack before it
             is dead-lettered as poison (a task that kills its worker every time).
+        dead_letter_ttl: seconds a dead letter is kept (a float or a timedelta; default 7
+            days). The broker drops older ones.
+        max_dead_letters: dead letters kept per queue; past it the oldest are dropped, with
+            a log line saying how many.
     """
 
     max_message_size: int = DEFAULT_MAX_SIZE
     max_deliveries: int = 5
+    dead_letter_ttl: float = 7 * 86400.0
+    max_dead_letters: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_deliveries"):
+        for name in ("max_message_size", "max_deliveries", "max_dead_letters"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"limits.{name} must be a whole number of at least 1, "
                                          f"not {value!r}")
+        ttl = seconds(self.dead_letter_ttl, "limits.dead_letter_ttl")
+        if ttl <= 0:
+            raise ConfigurationError("limits.dead_letter_ttl must be more than 0 seconds")
+        object.__setattr__(self, "dead_letter_ttl", ttl)  # a timedelta becomes float seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_DEFAULT_QUEUE": ("default_queue", str),
     "HUBBUB_MAX_MESSAGE_SIZE": ("limits.max_message_size", int),
     "HUBBUB_MAX_DELIVERIES": ("limits.max_deliveries", int),
+    "HUBBUB_DEAD_LETTER_TTL": ("limits.dead_letter_ttl",
+                               lambda v: seconds(v, "HUBBUB_DEAD_LETTER_TTL")),
+    "HUBBUB_MAX_DEAD_LETTERS": ("limits.max_dead_letters", int),
     "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
     "HUBBUB_DEAD_LETTER_FAILURES": ("dead_letter_failures", lambda v: _flag(v)),
 }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 from rich.table import Table
@@ -12,11 +14,10 @@ from rich.text import Text
 
 from hubbub._redact import redact
 from hubbub.cli._common import APP_HELP, BROKER_HELP, console, friendly, open_hub, plain, run
-from hubbub.codecs import json_loads
 from hubbub.errors import HubbubError, TransportError
 from hubbub.hub import Hub
-from hubbub.signing import unverified_body
 from hubbub.transports import DeadLetter, QueueStats, Transport
+from hubbub.transports._dead import task_of
 
 T = TypeVar("T")
 
@@ -111,25 +112,81 @@ def purge(queue: str, app: str | None, broker: str | None, yes: bool) -> None:
     console.print(Text.assemble(f"purged {count} messages from ", plain(queue)))
 
 
+class Duration(click.ParamType[float]):
+    """A duration on the command line: ``30s``, ``15m``, ``2h``, ``2d``, or plain seconds."""
+
+    name = "duration"
+    UNITS: ClassVar[dict[str, float]] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:], None)
+        number = text[:-1] if unit is not None else text
+        try:
+            seconds = float(number) * (unit or 1.0)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} is not a duration; write e.g. 30s, 15m, 2h or 2d", param, ctx)
+        return seconds
+
+
+def interactive() -> bool:
+    """True when a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
 @click.command()
 @click.option("-A", "--app", default=None, help=APP_HELP)
 @click.option("--broker", default=None, help=BROKER_HELP)
-@click.option("-q", "--queue", default=None, help="Only this queue's dead letters.")
+@click.option("-q", "--queue", default=None,
+              help="Only this queue's dead letters (listing and --purge).")
 @click.option("--requeue", "requeue_ids", multiple=True, metavar="ID",
               help="Send the dead letter with this id back to its queue (repeatable).")
 @click.option("--all", "requeue_all", is_flag=True,
               help="Send every dead letter back to its queue (all queues; -q does not "
                    "narrow it).")
+@click.option("--delete", "delete_ids", multiple=True, metavar="ID",
+              help="Delete the dead letter with this id for good (repeatable).")
+@click.option("--purge", is_flag=True,
+              help="Delete every dead letter that matches --older-than, --task and -q "
+                   "(all of them when none is given); asks first unless --yes.")
+@click.option("--older-than", type=Duration(), default=None, metavar="DURATION",
+              help="With --purge: only those that died at least this long ago "
+                   "(30s, 15m, 2h, 2d).")
+@click.option("--task", default=None, metavar="NAME",
+              help="With --purge: only those whose message names this task (module.name).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before --purge.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="Dead letters to list at most (listing only; requeueing has no limit).")
 @friendly
 def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tuple[str, ...],
-         requeue_all: bool, limit: int) -> None:
-    """List dead letters with their reasons, or requeue them (--requeue ID, --all).
+         requeue_all: bool, delete_ids: tuple[str, ...], purge: bool, older_than: float | None,
+         task: str | None, yes: bool, limit: int) -> None:
+    """List dead letters with their reasons, requeue them (--requeue ID, --all), delete them
+    (--delete ID) or purge them (--purge, narrowed by --older-than, --task and -q).
 
-    A task shows as '?' when its body is not a readable hubbub message (another program's,
-    or damaged); signed messages are read without checking the signature, for display only.
+    Dead letters are also dropped by the broker once past the retention
+    (HUBBUB_DEAD_LETTER_TTL, default 7 days) or the cap per queue (HUBBUB_MAX_DEAD_LETTERS,
+    default 10,000). A task shows as '?' when its body is not a readable hubbub message
+    (another program's, or damaged); signed messages are read without checking the
+    signature, for display and matching only.
     """
+    actions = [name for name, given in (("--requeue/--all", requeue_ids or requeue_all),
+                                        ("--delete", delete_ids), ("--purge", purge)) if given]
+    if len(actions) > 1:
+        raise click.UsageError(f"use one of {' and '.join(actions)} at a time")
+    if (older_than is not None or task is not None) and not purge:
+        raise click.UsageError("--older-than and --task narrow --purge; add --purge")
+    if purge and not yes:
+        what = _purge_description(older_than, task, queue)
+        if not interactive():
+            raise click.ClickException(f"not purging {what} without confirmation: stdin is "
+                                       "not a terminal; pass --yes")
+        click.confirm(f"Delete {what} for good?", abort=True)
     hub = open_hub(app, broker)
 
     async def go(transport: Transport) -> int | list[DeadLetter]:
@@ -137,14 +194,23 @@ def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tu
             return await transport.requeue_dead(None)
         if requeue_ids:
             return await transport.requeue_dead(list(requeue_ids))
+        if delete_ids:
+            return await transport.delete_dead(list(delete_ids))
+        if purge:
+            return await transport.purge_dead(older_than=older_than, task=task, queue=queue)
         return await transport.list_dead(queue, limit=limit)
 
     try:
-        outcome = _on_broker(hub, "dead letters", go)
+        if purge:  # may read every dead letter of the broker: show that it is working
+            with console.status("purging dead letters..."):
+                outcome = _on_broker(hub, "dead letters", go)
+        else:
+            outcome = _on_broker(hub, "dead letters", go)
     finally:
         hub.close()
     if isinstance(outcome, int):
-        console.print(f"requeued {outcome} dead letters")
+        verb = "deleted" if delete_ids else "purged" if purge else "requeued"
+        console.print(f"{verb} {outcome} dead letters")
         return
     table = Table(title="dead letters")
     for column in ("id", "queue", "task", "reason"):
@@ -155,20 +221,24 @@ def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tu
     console.print(table)
 
 
+def _purge_description(older_than: float | None, task: str | None, queue: str | None) -> str:
+    what = "every dead letter"
+    if queue is not None:
+        what += f" of queue {queue!r}"
+    if task is not None:
+        what += f" for task {task!r}"
+    if older_than is not None:
+        what += f" that died over {older_than:g}s ago"
+    return what
+
+
 def task_name(body: object) -> str:
     """The task a stored body names, signed or not, or ``'?'`` when it cannot be read.
 
     The body came from the broker and may be anything: another program's message, bytes
     that are not UTF-8, JSON nested too deep to parse. None of that is an error here.
     """
-    if not isinstance(body, bytes | bytearray):
-        return "?"
-    try:
-        value = json_loads(unverified_body(bytes(body)))
-    except (ValueError, TypeError, RecursionError):
-        return "?"
-    task = value.get("task") if isinstance(value, dict) else None
-    return task if isinstance(task, str) and task else "?"
+    return task_of(body) or "?"
 
 
 def _on_broker(hub: Hub, what: str, op: Callable[[Transport], Awaitable[T]]) -> T:

@@ -39,6 +39,7 @@ UNIT = 0.1
 MAX_PRIORITY = 9
 H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
 H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
+MAX_TTL_MS = 2**32 - 1
 OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout")
 _NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -69,14 +70,42 @@ def main_name(prefix: str, queue: str) -> str:
 
 
 def dead_name(prefix: str, queue: str) -> str:
-    """The AMQP queue that holds ``queue``'s dead letters."""
+    """The AMQP queue that holds ``queue``'s dead letters, declared with their retention
+    (``x-message-ttl``) and cap (``x-max-length``, ``x-overflow: drop-head``).
+
+    Version 2 of the name: RabbitMQ refuses to declare an existing queue with other
+    arguments, and hubbub up to 0.2 declared ``legacy_dead_name`` without any. A new name
+    works on a fresh and an existing broker alike, with no policy to install.
+    """
+    return f"{prefix}:dead2.{queue}"
+
+
+def legacy_dead_name(prefix: str, queue: str) -> str:
+    """Where hubbub up to 0.2 kept ``queue``'s dead letters, with no retention or cap; read
+    with the new queue, and emptied into it when the queue is next declared."""
     return f"{prefix}:dead.{queue}"
 
 
+def dead_arguments(ttl: float, limit: int) -> dict[str, Any]:
+    """The arguments of a dead-letter queue: RabbitMQ drops what is older or past the cap.
+
+    RabbitMQ holds a message TTL of at most 2**32 - 1 ms (about 49 days); a longer
+    retention is cut to that.
+    """
+    return {"x-message-ttl": min(max(1, round(ttl * 1000)), MAX_TTL_MS),
+            "x-max-length": limit, "x-overflow": "drop-head"}
+
+
+def level_names(prefix: str, queue: str) -> list[str]:
+    """The delay cascade's level queues of ``queue``, level 0 first."""
+    return [f"{prefix}:delay{k:02d}.{queue}" for k in range(LEVELS)]
+
+
 def queue_names(prefix: str, queue: str) -> list[str]:
-    """Every AMQP queue hubbub declares for ``queue``: itself, dead letters, delay levels."""
-    return [f"{prefix}.{queue}", dead_name(prefix, queue),
-            *(f"{prefix}:delay{k:02d}.{queue}" for k in range(LEVELS))]
+    """Every AMQP queue hubbub declares for ``queue``: itself, dead letters, delay levels,
+    and the dead letters' queue of hubbub up to 0.2."""
+    return [f"{prefix}.{queue}", dead_name(prefix, queue), *level_names(prefix, queue),
+            legacy_dead_name(prefix, queue)]
 
 
 def exchange_names(prefix: str) -> list[str]:
@@ -177,7 +206,7 @@ async def declare_cascade(pub: AbstractChannel, prefix: str, queue: str) -> None
     """``queue``'s level queues, bound to the exchanges ``declare_levels`` made, and the
     binding that delivers from level 0 into ``queue`` itself (which must exist)."""
     levels = exchange_names(prefix)
-    main, _, *names = queue_names(prefix, queue)
+    main, names = main_name(prefix, queue), level_names(prefix, queue)
     for k, name in enumerate(names):
         args: dict[str, Any] = {"x-message-ttl": round(UNIT * 1000) << k,
                                 "x-dead-letter-exchange": levels[k - 1] if k else ""}

@@ -167,9 +167,12 @@ if delayed then wake() end
 return 1
 """
 
-# ARGV: group, died-at, then (priority, entry id, token, reason) per delivery.
+# ARGV: group, died-at, retention cutoff, cap, then (priority, entry id, token, reason) per
+# delivery. Then drops, oldest first, the dead letters that died before the cutoff (an 'at'
+# that is not a number counts as long ago) and those past the cap.
+# Returns {dropped as expired, dropped over the cap}.
 _DEAD = _LUA_COMMON + """
-for i = 3, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
   if owned(p .. '/' .. eid, ARGV[i + 2]) then
     local f = entry(KEYS[p + 1], eid)
@@ -180,8 +183,18 @@ for i = 3, #ARGV, 4 do
     end
   end
 end
-return 1
-"""
+local cutoff, expired = tonumber(ARGV[3]), 0
+repeat
+  local head = redis.call('XRANGE', KEYS[16], '-', '+', 'COUNT', SCAN)
+  local more = #head == SCAN
+  for _, e in ipairs(head) do
+    if (tonumber(fields(e[2]).at) or 0) >= cutoff then more = false; break end
+    redis.call('XDEL', KEYS[16], e[1])
+    expired = expired + 1
+  end
+until not more
+return {expired, redis.call('XTRIM', KEYS[16], 'MAXLEN', ARGV[4])}
+""".replace("SCAN", str(SCAN))
 
 # ARGV: group, consumer, now, new deadline, then (priority, entry id, token) per delivery.
 # Returns the 0-based positions of deliveries whose lease was lost. XCLAIM JUSTID resets the

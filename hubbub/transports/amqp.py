@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import aio_pika
@@ -51,6 +52,7 @@ from hubbub.transports._amqp_topology import (
     browse,
     build_message,
     check_prefix,
+    dead_arguments,
     dead_letter_of,
     dead_name,
     declare_cascade,
@@ -58,12 +60,16 @@ from hubbub.transports._amqp_topology import (
     delay_route,
     delay_units,
     directory_name,
+    legacy_dead_name,
+    level_names,
     main_name,
     parse_urls,
-    queue_names,
     ready_counts,
     seconds,
+    short_id,
 )
+from hubbub.transports._dead import DeadFilter, retention_of
+from hubbub.transports._dead import dropped as log_dropped
 from hubbub.transports._safe import check_queue, count_of, due_at
 from hubbub.transports.base import (
     Capabilities,
@@ -75,6 +81,7 @@ from hubbub.transports.base import (
     Transport,
 )
 
+log = logging.getLogger("hubbub.transports")
 _UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
@@ -88,8 +95,13 @@ class AMQPTransport(Transport):
             keep trying the URLs; default 10), ``publish_timeout`` (seconds a publish,
             release or dead letter may take, reconnecting and confirms included; default
             30), ``consumer_timeout`` (seconds; see docs/amqp.md). Other query options go
-            to the driver (e.g. ``heartbeat``).
+            to the driver (e.g. ``heartbeat``). ``dead_ttl`` and ``dead_max`` override the
+            keywords below.
         clock: the source of wall time for ETAs.
+        dead_ttl: seconds a dead letter is kept (default 7 days; RabbitMQ's ``x-message-ttl``
+            of the dead-letter queue, at most about 49 days).
+        dead_max: dead letters kept per queue, oldest dropped first (default 10,000;
+            ``x-max-length`` with ``x-overflow: drop-head``).
 
     Raises:
         ConfigurationError: the URL or an option is malformed.
@@ -99,7 +111,9 @@ class AMQPTransport(Transport):
         max_priority=MAX_PRIORITY, connection_bound_lease=True
     )
 
-    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, dead_ttl: float | None = None,
+                 dead_max: int | None = None) -> None:
+        url, self.retention = retention_of(url, dead_ttl, dead_max)
         self._urls, options = parse_urls(url)
         self.url = redact(url)
         self.prefix = check_prefix(options.get("prefix", "hubbub"))
@@ -120,6 +134,7 @@ class AMQPTransport(Transport):
         self._next = 0  # the URL to try first
         self._where = redact(self._urls[0])
         self._declared: set[str] = set()
+        self._warned: set[str] = set()  # dead-letter queues found with other arguments
         self._delays: set[str] = set()
         self._levels = False
         self._known: set[str] | None = None
@@ -249,6 +264,58 @@ class AMQPTransport(Transport):
     def _dead(self, queue: str) -> str:
         return dead_name(self.prefix, queue)
 
+    def _dead_queues(self, queue: str) -> list[str]:
+        """Where ``queue``'s dead letters may be: the queue of today, then the legacy one."""
+        return [dead_name(self.prefix, queue), legacy_dead_name(self.prefix, queue)]
+
+    async def _declare_dead(self, conn: AbstractConnection, queue: str) -> None:
+        """Declare ``queue``'s dead-letter queue with the retention and cap, and move into it
+        what the legacy queue (hubbub up to 0.2, no arguments) still holds.
+
+        Declared on a channel of its own: an existing queue with other arguments (another
+        process set other limits) closes the channel, and is then used as it is, with a
+        warning, rather than failing every dead letter.
+        """
+        name = self._dead(queue)
+        channel = await conn.channel(publisher_confirms=False)
+        try:
+            await channel.declare_queue(name, durable=True, arguments=dead_arguments(
+                self.retention.ttl, self.retention.limit))
+        except ChannelPreconditionFailed:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("RabbitMQ queue %r exists with other dead-letter limits than"
+                            " dead_ttl=%g, dead_max=%d; it keeps its own (delete it to"
+                            " change them)", name, self.retention.ttl, self.retention.limit)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        legacy = legacy_dead_name(self.prefix, queue)
+        [count] = await ready_counts(conn, [legacy])
+        if count is None:
+            return
+        _, pub, _ = await self._ensure()
+        now, expired = self.clock.time(), 0
+        async with self._browse(legacy) as messages:
+            for m in messages:
+                left = (seconds((m.headers or {}).get(H_DIED)) or now) + self.retention.ttl - now
+                if left > 0:  # keeps the rest of its retention, not a fresh one
+                    self._confirm(await pub.default_exchange.publish(aio_pika.Message(
+                        m.body, message_id=m.message_id, priority=m.priority,
+                        delivery_mode=DeliveryMode.PERSISTENT, headers=dict(m.headers or {}),
+                        expiration=left), routing_key=name))
+                else:
+                    expired += 1
+                await m.ack()
+        log_dropped(queue, expired, f"older than the retention of {self.retention.ttl:g}s")
+        with contextlib.suppress(*_UNAVAILABLE):
+            channel = await conn.channel(publisher_confirms=False)
+            try:
+                await channel.queue_delete(legacy, if_empty=True)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+
     async def _declare(self, queue: str) -> str:
         """Declare ``queue`` and its dead-letter queue (once per connection)."""
         name = self._main(queue)
@@ -263,7 +330,8 @@ class AMQPTransport(Transport):
                 self._known.add(queue)
             await pub.declare_queue(name, durable=True,
                                     arguments={"x-max-priority": MAX_PRIORITY})
-            await pub.declare_queue(self._dead(queue), durable=True)
+            conn, _, _ = await self._ensure()
+            await self._declare_dead(conn, queue)
             self._declared.add(queue)
         return name
 
@@ -491,15 +559,24 @@ class AMQPTransport(Transport):
         died = repr(self.clock.time())
         with self._guard():
             async with self._bounded("dead letter"):
-                _, pub, _ = await self._ensure()
+                conn, pub, _ = await self._ensure()
+                queues = sorted({r.delivery.queue for r in live})
+                for queue in queues:
+                    await self._declare(queue)
+                # RabbitMQ drops past the cap itself (drop-head) and says nothing: the count
+                # before the batch tells how many it dropped (about: others write too).
+                before = await ready_counts(conn, [self._dead(q) for q in queues])
                 for r in live:
                     d = r.delivery
-                    await self._declare(d.queue)
                     message = build_message(d.queue, d.body, d.id, d.priority, d.attempts,
                                             **{H_REASON: r.reason, H_DIED: died})
                     self._confirm(await pub.default_exchange.publish(
                         message, routing_key=self._dead(d.queue)))
             await self._settle([r.delivery for r in live])
+        for queue, count in zip(queues, before, strict=True):
+            added = sum(1 for r in live if r.delivery.queue == queue)
+            log_dropped(queue, (count or 0) + added - self.retention.limit,
+                        f"over the cap of {self.retention.limit}, oldest first")
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         until = self.clock.time() + lease
@@ -513,7 +590,7 @@ class AMQPTransport(Transport):
     async def purge(self, queue: str) -> int:
         with self._guard():
             conn, _, _ = await self._ensure()
-            names = [n for i, n in enumerate(queue_names(self.prefix, queue)) if i != 1]
+            names = [self._main(queue), *level_names(self.prefix, queue)]  # not dead letters
             existing = [n for n, c in zip(names, await self._counts(names), strict=True)
                         if c is not None]
             count = 0
@@ -534,35 +611,76 @@ class AMQPTransport(Transport):
             names = await self._queues() if queues is None else list(queues)
             out = []
             for queue in names:
-                main, dead, *levels = queue_names(self.prefix, queue)
-                ready, dead_count, first = await self._counts([main, dead, levels[0]])
+                main, levels = main_name(self.prefix, queue), level_names(self.prefix, queue)
+                ready, dead_count, legacy, first = await self._counts(
+                    [main, *self._dead_queues(queue), levels[0]])
                 delayed = [first] + (await self._counts(levels[1:]) if first is not None else [])
                 out.append(QueueStats(
                     queue,
                     ready=(ready or 0) + sum(1 for q, _ in self._buffer if q == queue),
                     delayed=sum(c or 0 for c in delayed),
                     leased=sum(1 for q in self._held.values() if q == queue),
-                    dead=dead_count or 0,
+                    dead=(dead_count or 0) + (legacy or 0),
                 ))
             return out
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        cutoff = self.retention.cutoff(self.clock.time())
         with self._guard():
             out: list[DeadLetter] = []
             for name in [queue] if queue is not None else await self._queues():
-                async with self._browse(self._dead(name)) as messages:
-                    out += [dead_letter_of(name, m) for m in messages[:limit]]
+                for dead in self._dead_queues(name):
+                    async with self._browse(dead) as messages:
+                        # past the retention: RabbitMQ drops it when it reaches the head
+                        letters = [dead_letter_of(name, m) for m in messages]
+                        out += [d for d in letters if d.died_at >= cutoff][:limit]
             return sorted(out, key=lambda d: d.died_at)[:limit]
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
-        wanted, count = None if ids is None else set(ids), 0
+        wanted = None if ids is None else {short_id(i) for i in ids}
+        count = 0
         with self._guard():
             for queue in await self._queues():
-                async with self._browse(self._dead(queue)) as messages:
-                    for m in messages:
-                        if wanted is None or m.message_id in wanted:
-                            await self._send(queue, build_message(queue, m.body, m.message_id,
-                                                                  m.priority or 0, 0), None)
-                            await m.ack()
-                            count += 1
+                for dead in self._dead_queues(queue):
+                    async with self._browse(dead) as messages:
+                        for m in messages:
+                            if wanted is None or m.message_id in wanted:
+                                await self._send(queue, build_message(
+                                    queue, m.body, m.message_id, m.priority or 0, 0), None)
+                                await m.ack()
+                                count += 1
         return count
+
+    async def _drop_dead(self, queues: Sequence[str],
+                         doomed: Callable[[str, AbstractIncomingMessage], bool]) -> int:
+        """Ack (delete) the dead letters of ``queues`` for which ``doomed`` holds."""
+        count = 0
+        with self._guard():
+            for queue in queues:
+                for dead in self._dead_queues(queue):
+                    async with self._browse(dead) as messages:
+                        for m in messages:
+                            if doomed(queue, m):
+                                await m.ack()
+                                count += 1
+        return count
+
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        wanted = {short_id(i) for i in ids}
+        if not wanted:
+            return 0
+        with self._guard():
+            queues = await self._queues()
+        return await self._drop_dead(queues, lambda _q, m: m.message_id in wanted)
+
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        match, now = DeadFilter(older_than, task, queue), self.clock.time()
+        with self._guard():
+            queues = await self._queues() if queue is None else [queue]
+
+        def doomed(name: str, m: AbstractIncomingMessage) -> bool:
+            letter = dead_letter_of(name, m)
+            return match.matches(name, letter.died_at, now, letter.body)
+
+        return await self._drop_dead(queues, doomed)

@@ -212,6 +212,10 @@ class Transport(abc.ABC):
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         """Move messages to the dead-letter store with their reasons.
 
+        Dead letters are kept for a retention (``dead_ttl`` seconds, default 7 days) and at
+        most ``dead_max`` per queue (default 10,000): past the cap the oldest are dropped,
+        with a log line saying how many. See ``hubbub.transports._dead``.
+
         A reason is stored made encodable and cut to ``MAX_REASON`` (4096) characters,
         ending with a note of how much was cut; brokers with smaller header limits (AMQP)
         cut the copy in a header shorter still.
@@ -235,7 +239,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        """The oldest dead letters, of one queue or all.
+        """The oldest dead letters, of one queue or all; none past the retention.
 
         Args:
             queue: only this queue's dead letters; ``None`` for every queue.
@@ -261,3 +265,36 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
         """Publish dead letters again (all when ``ids`` is None); returns how many."""
+
+    @abc.abstractmethod
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        """Delete the dead letters with these message ids, in any queue.
+
+        Args:
+            ids: message ids; an id that names no dead letter is ignored.
+
+        Returns:
+            How many dead letters were deleted.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        """Delete the dead letters that match every condition given (all when none is).
+
+        Args:
+            older_than: only those that died at least this many seconds ago.
+            task: only those whose body names this task (read unverified; a body that is
+                not a readable hubbub message never matches).
+            queue: only this queue's.
+
+        Returns:
+            How many dead letters were deleted.
+
+        Raises:
+            ConfigurationError: ``older_than`` is negative or not a number.
+            TransportUnavailable: the broker cannot be reached.
+        """

@@ -27,6 +27,9 @@ from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
+from hubbub.transports._dead import OPTIONS as DEAD_OPTIONS
+from hubbub.transports._dead import DeadFilter, retention_of
+from hubbub.transports._dead import dropped as log_dropped
 from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
@@ -39,7 +42,8 @@ from hubbub.transports.base import (
 )
 
 DEFAULT_PORT = 11300
-OPTIONS = ("prefix", "ttr", "connect_timeout", "publish_timeout")  # of the URL's query
+# of the URL's query
+OPTIONS = ("prefix", "ttr", "connect_timeout", "publish_timeout", *DEAD_OPTIONS)
 PRIORITY_BASE = 1024  # hubbub priority 0 is beanstalkd's customary default priority
 MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
 _SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
@@ -101,8 +105,12 @@ class BeanstalkTransport(Transport):
             letters, digits, ``_`` and ``-``; default ``hubbub``), ``ttr`` (whole seconds a
             job stays reserved between renewals; default 5), ``connect_timeout``
             (seconds; default 5) and ``publish_timeout`` (seconds a publish may wait for the
-            server's answers; default 30).
+            server's answers; default 30); ``dead_ttl`` and ``dead_max`` override the
+            keywords below.
         clock: the source of wall time for ETAs and leases.
+        dead_ttl: seconds a dead letter is kept (default 7 days).
+        dead_max: dead letters (buried jobs) kept per queue, oldest dropped first (default
+            10,000).
 
     Raises:
         ConfigurationError: the URL is malformed or has an unknown option (with the closest
@@ -111,7 +119,9 @@ class BeanstalkTransport(Transport):
 
     capabilities: Capabilities = Capabilities(max_message_size=65_535)
 
-    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, dead_ttl: float | None = None,
+                 dead_max: int | None = None) -> None:
+        url, self.retention = retention_of(url, dead_ttl, dead_max)
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         try:
@@ -447,6 +457,49 @@ class BeanstalkTransport(Transport):
                           "died_at": now}
                 records.append((self._dead_tube, 0, None, json.dumps(record).encode()))
         await self._put(records, ttr=_RECORD_TTR)
+        if live:
+            with self._guard():
+                await self._prune(sorted({d.queue for d in live}), now)
+
+    async def _prune(self, queues: Sequence[str], now: float) -> None:
+        """Keep dead letters within the cap and the retention, cheaply enough for every write.
+
+        The retention first: records are ready jobs of one priority, so ``peek-ready`` gives
+        the oldest; expired or stale ones are deleted with their jobs until a live one is met.
+        Then the cap: ``stats-tube`` counts each queue's buried jobs; the oldest past the cap
+        are deleted (``peek-buried`` gives the oldest). Their records go stale and are dropped
+        when they reach the head of the records tube, or when dead letters are read.
+        """
+        put = await self._conn("put")
+        cutoff, expired = self.retention.cutoff(now), dict[str, int]()
+        for _ in range(_BATCH):  # bounded per write; the next write goes on
+            *_, (found, data) = await put.call(*put.use(self._dead_tube), b"peek-ready\r\n")
+            record = _record(data) if found[0] == "FOUND" else {}
+            if not record:
+                break  # empty, or another tool's job at the head: left alone
+            if record["died_at"] >= cutoff:
+                [(alive, _)] = await put.call(b"peek %d\r\n" % record["job"])
+                if alive[0] == "FOUND":
+                    break  # the oldest record is live: nothing older to drop
+            else:
+                [(done, _)] = await put.call(b"delete %d\r\n" % record["job"])
+                if done[0] == "DELETED":
+                    expired[record["queue"]] = expired.get(record["queue"], 0) + 1
+            await put.call(b"delete %s\r\n" % found[1].encode())
+        for queue, count in sorted(expired.items()):
+            log_dropped(queue, count, f"older than the retention of {self.retention.ttl:g}s")
+        replies = await put.call(*[b"stats-tube %s\r\n" % self._tube(q).encode()
+                                   for q in queues])
+        for queue, (words, data) in zip(queues, replies, strict=True):
+            buried = int(parse_yaml(data).get("current-jobs-buried", 0)) if words[0] == "OK" else 0
+            over = 0
+            for _ in range(buried - self.retention.limit):
+                *_, (found, _) = await put.call(*put.use(self._tube(queue)), b"peek-buried\r\n")
+                if found[0] != "FOUND":
+                    break
+                [(done, _)] = await put.call(b"delete %s\r\n" % found[1].encode())
+                over += done[0] == "DELETED"
+            log_dropped(queue, over, f"over the cap of {self.retention.limit}, oldest first")
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         with self._guard():
@@ -527,9 +580,11 @@ class BeanstalkTransport(Transport):
         return admin, [rid for rid, _ in records if rid not in taken], found
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        cutoff = self.retention.cutoff(self.clock.time())
         with self._guard():
             admin, rest, found = await self._dead(
-                lambda r: queue is None or r["queue"] == queue, limit)
+                lambda r: (queue is None or r["queue"] == queue) and r["died_at"] >= cutoff,
+                limit)
             await admin.call(*[b"release %d 0 0\r\n" % rid
                                for rid in rest + [rid for rid, _, _ in found]])
         return [DeadLetter(r["id"], r["queue"], body, r["reason"], r["died_at"])
@@ -553,3 +608,34 @@ class BeanstalkTransport(Transport):
                 back = rest if done else rest + [rid for rid, _, _ in found]
                 await admin.call(*[b"release %d 0 0\r\n" % rid for rid in back])
         return len(found)
+
+    async def _remove(self, match: Callable[[dict[str, Any]], bool],
+                      body_matches: Callable[[bytes], bool]) -> int:
+        """Delete the buried jobs and records of the dead letters whose record ``match``es
+        and whose body ``body_matches``; release every other record. Returns how many."""
+        with self._guard():
+            admin, rest, found = await self._dead(match, 1 << 62)
+            doomed = [(rid, r) for rid, r, body in found if body_matches(body)]
+            back = rest + [rid for rid, r, body in found if not body_matches(body)]
+            try:
+                put = await self._conn("put")
+                await put.call(*[b"delete %d\r\n" % int(r["job"]) for _, r in doomed])
+                await admin.call(*[b"delete %d\r\n" % rid for rid, _ in doomed])
+            except BaseException:
+                back += [rid for rid, _ in doomed]
+                raise
+            finally:
+                await admin.call(*[b"release %d 0 0\r\n" % rid for rid in back])
+        return len(doomed)
+
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        wanted = {clean_text(i) for i in ids}
+        if not wanted:
+            return 0
+        return await self._remove(lambda r: r["id"] in wanted, lambda _body: True)
+
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        match, now = DeadFilter(older_than, task, queue), self.clock.time()
+        return await self._remove(lambda r: match.matches_record(r["queue"], r["died_at"], now),
+                                  match.names_task)

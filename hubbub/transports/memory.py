@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from hubbub._text import cap
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.transports._dead import DeadFilter, retention_of
+from hubbub.transports._dead import dropped as log_dropped
 from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import (
     Capabilities,
@@ -69,10 +71,13 @@ class MemoryTransport(Transport):
 
     capabilities: Capabilities = Capabilities()
 
-    def __init__(self, url: str = "memory://", *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.url = url
+    def __init__(self, url: str = "memory://", *, clock: Clock = SYSTEM_CLOCK,
+                 dead_ttl: float | None = None, dead_max: int | None = None) -> None:
+        # the store is named by the URL without the dead-letter options: one store, however
+        # each transport of it keeps its dead letters
+        self.url, self.retention = retention_of(url, dead_ttl, dead_max)
         self.clock = clock
-        self._store = _store(url)
+        self._store = _store(self.url)
 
     async def connect(self) -> None:
         return None
@@ -166,6 +171,42 @@ class MemoryTransport(Transport):
                 if self._owned(r.delivery) is not None:
                     m = self._store.messages.pop(r.delivery.receipt[0])
                     self._store.dead.append(DeadLetter(m.id, m.queue, m.body, cap(r.reason), now))
+            queues = {r.delivery.queue for r in requests}
+            expired, over = self._prune(queues, now)
+        for queue in sorted(queues):
+            log_dropped(queue, over.get(queue, 0),
+                        f"over the cap of {self.retention.limit}, oldest first")
+            log_dropped(queue, expired.get(queue, 0),
+                        f"older than the retention of {self.retention.ttl:g}s")
+
+    def _prune(self, queues: set[str], now: float) -> tuple[dict[str, int], dict[str, int]]:
+        """Drop expired dead letters, then the oldest of ``queues`` past the cap (lock held).
+
+        Returns:
+            How many were dropped per queue: expired, over the cap.
+        """
+        cutoff = self.retention.cutoff(now)
+        expired: dict[str, int] = {}
+        over: dict[str, int] = {}
+        kept: list[DeadLetter] = []
+        for d in self._store.dead:
+            if d.died_at < cutoff:
+                expired[d.queue] = expired.get(d.queue, 0) + 1
+            else:
+                kept.append(d)
+        counts: dict[str, int] = {}
+        for d in kept:
+            counts[d.queue] = counts.get(d.queue, 0) + 1
+        excess = {q: counts.get(q, 0) - self.retention.limit for q in queues}
+        final = []
+        for d in kept:  # oldest first
+            if excess.get(d.queue, 0) > 0:
+                excess[d.queue] -= 1
+                over[d.queue] = over.get(d.queue, 0) + 1
+            else:
+                final.append(d)
+        self._store.dead = final
+        return expired, over
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         now = self.clock.time()
@@ -207,8 +248,10 @@ class MemoryTransport(Transport):
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        cutoff = self.retention.cutoff(self.clock.time())
         with self._store.lock:
-            return [d for d in self._store.dead if queue is None or d.queue == queue][:limit]
+            return [d for d in self._store.dead if (queue is None or d.queue == queue)
+                    and d.died_at >= cutoff][:limit]
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
         wanted = None if ids is None else set(ids)
@@ -217,3 +260,20 @@ class MemoryTransport(Transport):
             self._store.dead = [d for d in self._store.dead if d not in chosen]
         await self.publish([Outgoing(d.queue, d.body, d.id) for d in chosen])
         return len(chosen)
+
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        wanted = set(ids)
+        with self._store.lock:
+            before = len(self._store.dead)
+            self._store.dead = [d for d in self._store.dead if d.id not in wanted]
+            return before - len(self._store.dead)
+
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        match = DeadFilter(older_than, task, queue)
+        now = self.clock.time()
+        with self._store.lock:
+            before = len(self._store.dead)
+            self._store.dead = [d for d in self._store.dead
+                                if not match.matches(d.queue, d.died_at, now, d.body)]
+            return before - len(self._store.dead)

@@ -25,6 +25,8 @@ from hubbub._redis import RedisURL, translate
 from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
+from hubbub.transports._dead import DeadFilter, retention_of
+from hubbub.transports._dead import dropped as log_dropped
 from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys
 from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
@@ -65,7 +67,10 @@ class RedisTransport(Transport):
         url: ``redis://[[user]:password@]host[:port][/db][?prefix=hubbub&socket_timeout=10]``;
             ``rediss://`` adds TLS options ``ssl_cert_reqs``, ``ssl_ca_certs``,
             ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``.
+            ``dead_ttl`` and ``dead_max`` override the keywords below.
         clock: the clock for leases and ETAs (all hosts must agree on the time).
+        dead_ttl: seconds a dead letter is kept (default 7 days).
+        dead_max: dead letters kept per queue, oldest dropped first (default 10,000).
 
     Raises:
         ConfigurationError: the URL is malformed or has an unknown option.
@@ -73,7 +78,9 @@ class RedisTransport(Transport):
 
     capabilities: Capabilities = Capabilities(max_message_size=512 * 1024 * 1024)
 
-    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, dead_ttl: float | None = None,
+                 dead_max: int | None = None) -> None:
+        url, self.retention = retention_of(url, dead_ttl, dead_max)
         self.config = RedisURL.parse(url)
         self.url = str(self.config)
         self.clock = clock
@@ -225,8 +232,15 @@ class RedisTransport(Transport):
         await self._each_queue("release", deliveries, [at], _receipt)
 
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
-        await self._each_queue("dead", requests, [repr(self.clock.time())],
-                               lambda r: [*_receipt(r.delivery), cap(r.reason)])
+        now = self.clock.time()
+        head = [repr(now), repr(self.retention.cutoff(now)), self.retention.limit]
+        results = await self._each_queue("dead", requests, head,
+                                         lambda r: [*_receipt(r.delivery), cap(r.reason)])
+        for chunk, (expired, over) in results:
+            queue = chunk[0].delivery.queue
+            log_dropped(queue, int(over), f"over the cap of {self.retention.limit}, oldest first")
+            log_dropped(queue, int(expired),
+                        f"older than the retention of {self.retention.ttl:g}s")
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         now = self.clock.time()
@@ -294,8 +308,11 @@ class RedisTransport(Transport):
         with translate(self.config):
             replies = await pipe.execute()
         found = []
+        cutoff = self.retention.cutoff(self.clock.time())
         for name, entries in zip(names, replies, strict=True):
             for eid, f in entries:
+                if _seconds(f.get(b"at")) < cutoff:
+                    continue  # past the retention: the next dead letter of the queue drops it
                 found.append(DeadLetter(text_of(f.get(b"id")) or f"redis-{text_of(eid)}", name,
                                         bytes_of(f.get(b"body")), text_of(f.get(b"reason")),
                                         _seconds(f.get(b"at"))))
@@ -319,3 +336,38 @@ class RedisTransport(Transport):
                         break
                     start = "(" + last.decode()
         return total
+
+    async def _drop_dead(self, queues: Sequence[str],
+                         doomed: Callable[[str, dict[bytes, Any]], bool]) -> int:
+        """XDEL the dead letters of ``queues`` for which ``doomed(queue, fields)`` holds,
+        reading each stream in chunks; returns how many were deleted."""
+        total = 0
+        with translate(self.config):
+            for queue in queues:
+                key, start = QueueKeys.of(self.config.prefix, queue).dead, "-"
+                while True:
+                    entries: list[Any] = await self._client.xrange(key, start, "+",
+                                                                    count=_CHUNK) or []
+                    # an entry another tool wrote may lack fields: {} never matches an id
+                    gone = [eid for eid, f in entries if doomed(queue, f or {})]
+                    if gone:
+                        total += int(await self._client.xdel(key, *gone))
+                    if len(entries) < _CHUNK:
+                        break
+                    start = "(" + text_of(entries[-1][0])
+        return total
+
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        wanted = {clean_text(i) for i in ids}
+        if not wanted:
+            return 0
+        return await self._drop_dead(await self._queues(),
+                                     lambda _q, f: text_of(f.get(b"id")) in wanted)
+
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        match = DeadFilter(older_than, task, queue)
+        now = self.clock.time()
+        names = await self._queues() if queue is None else [queue]
+        return await self._drop_dead(
+            names, lambda q, f: match.matches(q, _seconds(f.get(b"at")), now, f.get(b"body")))

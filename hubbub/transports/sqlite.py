@@ -23,6 +23,8 @@ from typing import Any
 from hubbub._sqlite import SQLiteFile
 from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.transports._dead import DeadFilter, retention_of
+from hubbub.transports._dead import dropped as log_dropped
 from hubbub.transports._safe import bytes_of, check_queue, count_of, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
@@ -57,7 +59,10 @@ CREATE TABLE IF NOT EXISTS hubbub_dead (
     died_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hubbub_dead_id ON hubbub_dead (id);
+CREATE INDEX IF NOT EXISTS hubbub_dead_order ON hubbub_dead (queue, seq);
+CREATE INDEX IF NOT EXISTS hubbub_dead_died ON hubbub_dead (died_at);
 """
+_CHUNK = 500  # ids per statement, rows per purge transaction
 
 # A row is due when its visible_at has come, or is not a number at all (another tool wrote
 # it): such a row is handed out, and its claim writes a real deadline.
@@ -70,10 +75,11 @@ class SQLiteTransport(Transport):
 
     capabilities: Capabilities = Capabilities()
 
-    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.url = url
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, dead_ttl: float | None = None,
+                 dead_max: int | None = None) -> None:
+        self.url, self.retention = retention_of(url, dead_ttl, dead_max)
         self.clock = clock
-        self.db = SQLiteFile(url, SCHEMA)
+        self.db = SQLiteFile(self.url, SCHEMA)
 
     async def connect(self) -> None:
         await self.db.open()
@@ -184,7 +190,7 @@ class SQLiteTransport(Transport):
             return
         now = self.clock.time()
 
-        def move(conn: sqlite3.Connection) -> None:
+        def move(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, int]]:
             for r in requests:
                 seq, token = r.delivery.receipt
                 conn.execute(
@@ -196,8 +202,47 @@ class SQLiteTransport(Transport):
                 conn.execute(
                     "DELETE FROM hubbub_messages WHERE seq = ? AND token = ?", (seq, token)
                 )
+            return self._prune(conn, {r.delivery.queue for r in requests}, now)
 
-        await self.db.write(move)
+        expired, over = await self.db.write(move)
+        for queue in sorted(set(expired) | set(over)):
+            log_dropped(queue, over.get(queue, 0),
+                        f"over the cap of {self.retention.limit}, oldest first")
+            log_dropped(queue, expired.get(queue, 0),
+                        f"older than the retention of {self.retention.ttl:g}s")
+
+    def _prune(self, conn: sqlite3.Connection, queues: set[str], now: float
+               ) -> tuple[dict[str, int], dict[str, int]]:
+        """Drop expired dead letters, then the oldest of ``queues`` past the cap.
+
+        Cheap enough for every write: the expiry is a range of the ``died_at`` index (empty
+        most of the time), and a queue is counted only when the span of its ``seq`` numbers
+        (two index look-ups) says it may hold more than the cap.
+
+        Returns:
+            How many were dropped per queue: expired, over the cap.
+        """
+        expired: dict[str, int] = {}
+        for (queue,) in conn.execute("DELETE FROM hubbub_dead WHERE died_at < ?"
+                                     " RETURNING CAST(queue AS BLOB)",
+                                     (self.retention.cutoff(now),)).fetchall():
+            name = text_of(queue)
+            expired[name] = expired.get(name, 0) + 1
+        over: dict[str, int] = {}
+        limit = self.retention.limit
+        for queue in queues:
+            ends = [conn.execute("SELECT seq FROM hubbub_dead INDEXED BY hubbub_dead_order"  # noqa: S608
+                                 f" WHERE queue = ? ORDER BY seq {way} LIMIT 1",
+                                 (queue,)).fetchone() for way in ("ASC", "DESC")]
+            if ends[0] is None or ends[1][0] - ends[0][0] < limit:
+                continue  # fewer rows than the span of their seq numbers: within the cap
+            row = conn.execute("SELECT seq FROM hubbub_dead INDEXED BY hubbub_dead_order"
+                               " WHERE queue = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                               (queue, limit)).fetchone()
+            if row is not None:
+                over[queue] = conn.execute("DELETE FROM hubbub_dead WHERE queue = ? AND seq <= ?",
+                                           (queue, row[0])).rowcount
+        return expired, over
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         if not deliveries:
@@ -256,12 +301,14 @@ class SQLiteTransport(Transport):
         return [QueueStats(q, **counts.get(q, {})) for q in names]
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        # died_at < cutoff is exactly what _prune deletes: nothing past the retention shows
         sql = ("SELECT CAST(id AS BLOB), CAST(queue AS BLOB), CAST(body AS BLOB),"
-               " CAST(reason AS BLOB), CAST(died_at AS REAL) FROM hubbub_dead")
-        params: tuple[Any, ...] = (limit,)
+               " CAST(reason AS BLOB), CAST(died_at AS REAL) FROM hubbub_dead"
+               " WHERE NOT died_at < ?")
+        params: tuple[Any, ...] = (self.retention.cutoff(self.clock.time()), limit)
         if queue is not None:
-            sql += " WHERE queue = ?"
-            params = (queue, limit)
+            sql += " AND queue = ?"
+            params = (params[0], queue, limit)
         rows = await self.db.call(lambda c: c.execute(sql + " ORDER BY seq LIMIT ?", params)
                                   .fetchall())
         return [DeadLetter(text_of(i), text_of(q), bytes_of(b), text_of(r), t)
@@ -286,3 +333,46 @@ class SQLiteTransport(Transport):
             return conn.execute(f"DELETE FROM hubbub_dead{where}", params).rowcount  # noqa: S608
 
         return await self.db.write(move)
+
+    async def delete_dead(self, ids: Sequence[str]) -> int:
+        wanted = list(dict.fromkeys(map(clean_text, ids)))
+        total = 0
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            total += await self.db.write(lambda c, chunk=chunk: c.execute(  # type: ignore[misc]
+                f"DELETE FROM hubbub_dead WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                chunk).rowcount)
+        return total
+
+    async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
+                         queue: str | None = None) -> int:
+        match = DeadFilter(older_than, task, queue)
+        now = self.clock.time()
+        where, params = ["1"], list[Any]()
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        before = match.before(now)
+        if before is not None:
+            where.append("died_at <= ?")
+            params.append(before)
+        sql_where = " AND ".join(where)
+        if task is None:
+            return await self.db.write(lambda c: c.execute(
+                f"DELETE FROM hubbub_dead WHERE {sql_where}", params).rowcount)  # noqa: S608
+        # The task is in the body: read a chunk, match it here, delete what matched. One
+        # short transaction per chunk, so that workers are not kept waiting by a long purge.
+        total, last = 0, -1
+        while True:
+            rows = await self.db.call(lambda c, last=last: c.execute(  # type: ignore[misc]
+                "SELECT seq, CAST(body AS BLOB) FROM hubbub_dead"  # noqa: S608
+                f" WHERE {sql_where} AND seq > ? ORDER BY seq LIMIT ?",
+                (*params, last, _CHUNK)).fetchall())
+            if not rows:
+                return total
+            last = rows[-1][0]
+            doomed = [seq for seq, body in rows if match.names_task(body)]
+            if doomed:
+                total += await self.db.write(lambda c, doomed=doomed: c.execute(  # type: ignore[misc]
+                    f"DELETE FROM hubbub_dead WHERE seq IN ({','.join('?' * len(doomed))})",  # noqa: S608
+                    doomed).rowcount)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 
+from hubbub.clock import FakeClock
 from hubbub.transports import DeadLetterRequest, Outgoing, Transport, open_transport
 from tests.conftest import Broker, eventually
 
@@ -193,6 +196,99 @@ async def test_dead_letter_keeps_reason_and_can_be_requeued(broker: Broker) -> N
 async def _dead_count(t: Transport, n: int) -> bool:
     [stats] = await t.stats(["q"])
     return stats.dead == n
+
+
+async def opened(broker: Broker, **options: Any) -> Transport:
+    """A connected transport of ``broker`` built with ``options`` (closed by the fixture)."""
+    transport = open_transport(broker.url, **options)
+    broker.opened.append(transport)
+    await transport.connect()
+    return transport
+
+
+def envelope(task: object) -> bytes:
+    return json.dumps({"v": 1, "id": uuid.uuid4().hex, "task": task, "args": []}).encode()
+
+
+async def kill(t: Transport, items: list[Outgoing], reason: str = "refused") -> None:
+    """Publish ``items``, then dead-letter them one batch at a time, in order."""
+    await t.publish(items)
+    queues = sorted({i.queue for i in items})
+    got = {d.id: d for d in await fetch_all(t, queues, len(items))}
+    assert set(got) == {i.id for i in items}
+    for i in items:
+        await t.dead_letter([DeadLetterRequest(got[i.id], reason)])
+
+
+async def _dead_ids(t: Transport, queue: str | None = None) -> list[str]:
+    return [d.id for d in await t.list_dead(queue, limit=1000)]
+
+
+async def test_delete_dead_removes_only_the_named_dead_letters(broker: Broker) -> None:
+    t = await broker.open()
+    items = [out(f"dead{i}") for i in range(3)] + [out("other", queue="q2")]
+    await kill(t, items)
+    await eventually(lambda: _listed(t, 4))
+    assert await t.delete_dead([items[0].id, items[3].id, "no-such-id"]) == 2
+    assert await t.delete_dead([]) == 0
+    await eventually(lambda: _listed(t, 2))
+    assert sorted(await _dead_ids(t)) == sorted(i.id for i in items[1:3])
+
+
+async def _listed(t: Transport, n: int) -> bool:
+    return len(await t.list_dead(None, limit=1000)) == n
+
+
+async def test_purge_dead_removes_what_matches_task_queue_and_age(broker: Broker) -> None:
+    t = await broker.open()
+    pay, ship, pay2 = (Outgoing("q", envelope("shop.pay"), "pay"),
+                       Outgoing("q", envelope("shop.ship"), "ship"),
+                       Outgoing("q2", envelope("shop.pay"), "pay2"))
+    foreign = [Outgoing("q", b"\x00 not json {", "raw"),
+               Outgoing("q", envelope(5), "odd-task"),
+               Outgoing("q", b"[1, 2]", "list")]
+    await kill(t, [pay, ship, pay2, *foreign])
+    await eventually(lambda: _listed(t, 6))
+    assert await t.purge_dead(older_than=3600) == 0
+    assert await t.purge_dead(task="shop.pay", queue="q") == 1
+    assert await t.purge_dead(task="shop.pay") == 1  # the one of q2
+    assert await t.purge_dead(task="nope") == 0
+    assert sorted(await _dead_ids(t)) == sorted(["ship", "raw", "odd-task", "list"])
+    assert await t.purge_dead(queue="q2") == 0
+    assert await t.purge_dead(queue="q", older_than=0) == 4
+    assert await t.list_dead(None) == []
+
+
+async def test_dead_letters_past_the_cap_drop_the_oldest_first(broker: Broker) -> None:
+    t = await opened(broker, dead_max=3)
+    other = out("other", queue="q2")
+    await kill(t, [other])
+    items = [out(f"dead{i}") for i in range(5)]
+    await kill(t, items)
+    await eventually(lambda: _stats_dead(t, "q", 3))
+    assert await _dead_ids(t, "q") == [i.id for i in items[2:]]
+    assert await _dead_ids(t, "q2") == [other.id]
+
+
+async def _stats_dead(t: Transport, queue: str, n: int) -> bool:
+    [stats] = await t.stats([queue])
+    return stats.dead == n
+
+
+async def test_dead_letters_past_the_retention_are_not_listed(broker: Broker) -> None:
+    clock = FakeClock(time.time())
+    t = await opened(broker, clock=clock, dead_ttl=60)
+    old, new = out("old"), out("new")
+    await t.publish([old, new])
+    got = {d.id: d for d in await fetch_all(t, ["q"], 2)}
+    await t.dead_letter([DeadLetterRequest(got[old.id], "old")])
+    clock.advance(61)
+    await t.dead_letter([DeadLetterRequest(got[new.id], "new")])
+    await eventually(lambda: _dead_ids_are(t, [new.id]))
+
+
+async def _dead_ids_are(t: Transport, ids: list[str]) -> bool:
+    return await _dead_ids(t, "q") == ids
 
 
 async def test_purge_removes_waiting_messages_and_counts_them(broker: Broker) -> None:

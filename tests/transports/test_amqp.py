@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from hubbub.errors import (
@@ -18,7 +19,13 @@ from hubbub.errors import (
     TransportUnavailable,
 )
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
-from hubbub.transports._amqp_topology import parse_urls
+from hubbub.transports._amqp_topology import (
+    H_DIED,
+    H_REASON,
+    directory_name,
+    legacy_dead_name,
+    parse_urls,
+)
 from hubbub.transports.amqp import AMQPTransport
 from tests import brokers
 from tests.brokers import amqp as server
@@ -245,3 +252,36 @@ async def test_prefetched_messages_go_back_uncounted_when_the_consumer_closes(
     [d] = await other.fetch(["q"], limit=1, lease=30, wait=5)
     assert (d.body, d.attempts) == (b"pushed", 1)
     await other.ack([d])
+
+
+async def test_legacy_dead_letter_queue_is_emptied_into_the_capped_one_on_declare(
+    url: str, opened: list[AMQPTransport], caplog: pytest.LogCaptureFixture,
+) -> None:
+    prefix = url.rsplit("prefix=", 1)[1]
+    [first], _ = parse_urls(url)
+    async with await aio_pika.connect(first) as conn:  # a dead queue as hubbub 0.2 left it
+        channel = await conn.channel()
+        legacy = await channel.declare_queue(legacy_dead_name(prefix, "q"), durable=True)
+        for ident, died in (("stale", time.time() - 30 * 86400), ("recent", time.time())):
+            await channel.default_exchange.publish(aio_pika.Message(
+                b"body", message_id=ident, headers={H_REASON: "old", H_DIED: repr(died)},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=legacy.name)
+        # the directory names q, so the cleanup finds what this test declared
+        directory = await channel.declare_queue(directory_name(prefix), durable=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"q"), routing_key=directory.name)
+    t = await connect(opened, url)
+    with caplog.at_level("WARNING", "hubbub.transports"):
+        await t.publish([out("new")])  # declares q: the legacy queue is moved and deleted
+    assert [d.id for d in await t.list_dead("q")] == ["recent"]
+    [stats] = await t.stats(["q"])
+    assert stats.dead == 1
+    assert "dropped 1 dead letter(s) of queue 'q': older than the retention" in caplog.text
+    other = AMQPTransport(url, dead_max=5)  # other limits: the existing queue is kept
+    opened.append(other)
+    await other.connect()
+    with caplog.at_level("WARNING", "hubbub.transports"):
+        await other.publish([out("again")])
+    assert "exists with other dead-letter limits" in caplog.text
+    [d1, d2] = await other.fetch(["q"], limit=2, lease=30, wait=2)
+    await other.dead_letter([DeadLetterRequest(d1, "x"), DeadLetterRequest(d2, "y")])
+    assert len(await other.list_dead("q")) == 3

@@ -13,6 +13,7 @@ from pathlib import Path
 import greenstalk  # type: ignore[import-untyped]
 import pytest
 
+from hubbub.clock import FakeClock
 from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
 from hubbub.transports import DeadLetterRequest, Outgoing, open_transport
 from hubbub.transports.beanstalk import BeanstalkTransport
@@ -215,3 +216,29 @@ async def test_broker_that_goes_away_and_comes_back_is_reconnected(
     [d2] = await t.fetch(["q"], limit=1, lease=30, wait=2)
     assert d2.body == b"after"
     await t.ack([d2])
+
+
+async def test_buried_jobs_past_the_cap_or_the_retention_are_deleted_with_their_records(
+    url: str, opened: list[BeanstalkTransport], caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(time.time())
+    t = BeanstalkTransport(url, clock=clock, dead_ttl=60, dead_max=2)
+    await t.connect()
+    opened.append(t)
+    await t.publish([out(f"m{i}") for i in range(4)])
+    got = await t.fetch(["q"], limit=4, lease=30, wait=2)
+    assert len(got) == 4
+    await t.dead_letter([DeadLetterRequest(got[0], "first")])
+    clock.advance(61)
+    with caplog.at_level("WARNING", "hubbub.transports"):
+        await t.dead_letter([DeadLetterRequest(d, "later") for d in got[1:]])
+    [stats] = await t.stats(["q"])
+    assert stats.dead == 2  # buried jobs: the cap holds in beanstalkd itself
+    assert [d.id for d in await t.list_dead("q")] == [d.id for d in got[2:]]
+    assert "dropped 1 dead letter(s) of queue 'q': over the cap of 2" in caplog.text
+    assert "dropped 1 dead letter(s) of queue 'q': older than the retention" in caplog.text
+    records = greenstalk.Client((server.HOST, server.PORT), use=t._dead_tube)
+    try:
+        assert records.stats_tube(t._dead_tube)["current-jobs-ready"] == 2
+    finally:
+        records.close()

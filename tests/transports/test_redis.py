@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
 from hubbub._redis import RedisURL
+from hubbub.clock import FakeClock
 from hubbub.errors import (
     ConfigurationError,
     ResultError,
@@ -496,3 +497,26 @@ async def test_a_wait_survives_its_notification_connection_being_killed(
 async def test_redis_urls_open_redis_plugins(url: str) -> None:
     assert isinstance(open_transport(url), RedisTransport)
     assert isinstance(open_transport(url.replace("redis://", "rediss://")), RedisTransport)
+
+
+async def test_dead_letters_past_the_cap_are_trimmed_from_the_stream_and_logged(
+    url: str, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(time.time())
+    t = RedisTransport(url + "&dead_max=2&dead_ttl=60", clock=clock)
+    await t.connect()
+    try:
+        await t.publish([out(f"m{i}") for i in range(4)])
+        got = await t.fetch(["q"], limit=4, lease=30, wait=1)
+        assert len(got) == 4
+        await t.dead_letter([DeadLetterRequest(got[0], "first")])
+        clock.advance(61)  # the first is now past the retention
+        with caplog.at_level("WARNING", "hubbub.transports"):
+            await t.dead_letter([DeadLetterRequest(d, "later") for d in got[1:]])
+        dead_key = QueueKeys.of(t.config.prefix, "q").dead
+        assert await admin.xlen(dead_key) == 2
+        assert [d.id for d in await t.list_dead("q")] == [d.id for d in got[2:]]
+        assert "dropped 1 dead letter(s) of queue 'q': over the cap of 2" in caplog.text
+        assert "dropped 1 dead letter(s) of queue 'q': older than the retention" in caplog.text
+    finally:
+        await t.close()
