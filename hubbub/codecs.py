@@ -307,7 +307,7 @@ def _pack_other(value: Any, binary: bool) -> Any:
             return _pack(dict(value), binary)
         entry = _find_codec(value)  # a subclass of a registered type (a named tuple too)
         if entry is None:
-            raise Unencodable(f"cannot encode object of type {type(value).__qualname__}")
+            raise Unencodable(f"cannot encode object of type {type(value).__name__}")
     if entry.cls in (tuple, set, frozenset):
         items = [_pack(item, binary) for item in value]
         return {TAG: entry.name, "v": items}
@@ -317,7 +317,7 @@ def _pack_other(value: Any, binary: bool) -> Any:
         encoded = entry.encode(value)
     except Exception as exc:  # an app's function may raise anything
         raise Unencodable(f"type {entry.name!r} could not encode "
-                          f"{type(value).__qualname__}: {exc}") from exc
+                          f"{type(value).__name__}: {exc}") from exc
     return {TAG: entry.name, "v": _pack(encoded, binary)}
 
 
