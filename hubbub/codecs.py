@@ -336,9 +336,45 @@ def pack(value: Any, *, binary: bool = False) -> Any:
             infinity, a registered type whose ``encode`` raised, or nesting too deep.
     """
     try:
+        if _plain(value):  # the common case: a check per node, no copy
+            return value
         return _pack(value, binary)
     except RecursionError:
         raise Unencodable(_TOO_DEEP) from None
+
+
+_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is plain JSON already: nothing to tag, escape or refuse.
+
+    A type check per node and no copy, so that it costs less than the copying walk
+    (:func:`_pack`) it saves; any other value makes that walk decide.
+    """
+    kind = type(value)
+    if kind is dict:
+        if TAG in value:
+            return False
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind in _LEAVES:
+        return True
+    elif kind is float:
+        return bool(value - value == 0.0)  # False for NaN and infinities
+    else:
+        return False
+    for item in items:  # leaves inline: most nodes are leaves, a call each would double this
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
+        if kind is float:
+            if item - item != 0.0:
+                return False
+        elif not _plain(item):
+            return False
+    return True
 
 
 def _unpack(value: Any) -> Any:
