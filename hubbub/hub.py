@@ -13,7 +13,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
 from hubbub._suggest import did_you_mean
-from hubbub.codecs import Codec, get_codec
+from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.errors import ConfigurationError, ErrorKind, ResultError
 from hubbub.events import EventBus
 from hubbub.message import Envelope, encode
@@ -423,6 +423,32 @@ class Hub:
 
             self.bridge.run(shut())
         self.bridge.stop()
+
+    def register_type(self, cls: type[R], *, name: str | None = None,
+                      encode: Callable[[R], Any], decode: Callable[[Any], R]) -> None:
+        """Let values of ``cls`` travel in task arguments and results, on every codec.
+
+        ``encode`` turns a value into something JSON can hold (it may itself hold types
+        hubbub carries: datetimes, tuples, other registered types); ``decode`` turns that
+        back. The producer and its workers must register the same types, which they do when
+        both import the app. The registry is per process (result stores decode without a
+        hub), so every hub in the process shares it. A message only ever names a registered
+        type; nothing is imported by a name read from a message.
+
+        Args:
+            cls: the class; its subclasses travel as it, unless registered themselves.
+            name: the tag written in messages and results, stable across releases of the
+                app (default ``"module.QualName"`` of ``cls``).
+            encode: value -> JSON-able value.
+            decode: JSON-able value -> value.
+
+        Raises:
+            ConfigurationError: ``name`` is taken by another class or a built-in type,
+                ``cls`` is already registered under another name, or ``cls`` already
+                travels without registering (str, dict, datetime, ...).
+        """
+        register_type(cls, name=name or f"{cls.__module__}.{cls.__qualname__}",
+                      encode=encode, decode=decode)
 
 
 class _TaskDecorator(Protocol):

@@ -1,7 +1,8 @@
 """The envelope: one versioned message shape for every transport.
 
 The envelope itself is always JSON so that any tool can read its routing data. Arguments
-are inline JSON by default; with another codec they travel as a base64 ``payload`` with its
+are inline JSON by default, with values plain JSON cannot hold tagged (see
+:mod:`hubbub.codecs`); with another codec they travel as a base64 ``payload`` with its
 ``content_type``. Everything received is validated before a task sees it.
 """
 
@@ -9,13 +10,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hubbub.codecs import Codec, codec_for, json_dumps, json_loads
+from hubbub.codecs import (
+    Codec,
+    NonFinite,
+    Undecodable,
+    Unencodable,
+    codec_for,
+    explain,
+    json_dumps,
+    json_loads,
+    pack,
+    tagged,
+    unpack,
+)
 from hubbub.errors import MessageError, MessageTooLarge
 from hubbub.signing import PREFIX as SIGNED
 from hubbub.signing import Signer, unverified_body
@@ -110,17 +122,20 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
     for name in _FIELDS:
         body[name] = getattr(envelope, name)
     body["content_type"] = codec.content_type
-    if not _finite(envelope.args) or not _finite(envelope.kwargs):
-        raise MessageError(f"arguments of task {envelope.task!r} hold NaN or an infinity, "
-                           "which JSON cannot carry")
     try:
-        if codec.content_type == JSON_TYPE:
-            body["args"] = list(envelope.args)
-            body["kwargs"] = envelope.kwargs
+        if codec.content_type == JSON_TYPE:  # inline, tagged where JSON falls short
+            body["args"] = pack(list(envelope.args))
+            body["kwargs"] = pack(envelope.kwargs)
         else:
             packed = codec.encode([list(envelope.args), envelope.kwargs])
             body["payload"] = base64.b64encode(packed).decode()
         data = json_dumps(body)
+    except NonFinite as exc:
+        raise MessageError(f"arguments of task {envelope.task!r} hold NaN or an infinity, "
+                           f"which JSON cannot carry: {_where(envelope)}") from exc
+    except Unencodable as exc:
+        raise MessageError(f"arguments of task {envelope.task!r} cannot be encoded as "
+                           f"{codec.name}: {_where(envelope)}") from exc
     except (TypeError, ValueError, OverflowError) as exc:
         raise MessageError(
             f"arguments of task {envelope.task!r} cannot be encoded as {codec.name}: {exc}"
@@ -135,15 +150,13 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
     return data
 
 
-def _finite(value: Any) -> bool:
-    """False if ``value`` holds a float NaN or infinity anywhere."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return True
+def _where(envelope: Envelope) -> str:
+    """Which argument cannot be packed, and why (``args[1]['when']: cannot encode ...``)."""
+    try:
+        pack(list(envelope.args))
+    except Unencodable:
+        return explain(list(envelope.args), "args")
+    return explain(envelope.kwargs, "kwargs")
 
 
 def decode(
@@ -194,20 +207,29 @@ def decode(
     for name in _NON_NEGATIVE:
         if values[name] < 0:
             raise MessageError(f"malformed message: field {name!r} is negative")
-    args, kwargs = _arguments(body, values["content_type"], accept)
+    try:
+        args, kwargs = _arguments(data, body, values["content_type"], accept)
+    except Undecodable as exc:  # before the generic handlers: say which task, and why
+        raise MessageError(f"arguments of task {values['task']!r} cannot be decoded: "
+                           f"{exc}") from exc
     return Envelope(args=tuple(args), kwargs=kwargs, **values)
 
 
-def _arguments(body: dict[str, Any], content_type: str, accept: frozenset[str]) -> tuple[Any, Any]:
+def _arguments(data: bytes, body: dict[str, Any], content_type: str,
+               accept: frozenset[str]) -> tuple[Any, Any]:
     codec = codec_for(content_type, accept)
     if content_type == JSON_TYPE:
         args, kwargs = body.get("args"), body.get("kwargs")
+        if tagged(data):  # else nothing to walk: plain JSON is used as parsed
+            args, kwargs = unpack(args), unpack(kwargs)
     else:
         payload = body.get("payload")
         if not isinstance(payload, str):
             raise MessageError("malformed message: field 'payload' is missing")
         try:
             args, kwargs = codec.decode(base64.b64decode(payload, validate=True))
+        except Undecodable:
+            raise
         except (binascii.Error, ValueError, TypeError) as exc:
             raise MessageError(f"malformed message: payload does not decode ({exc})") from exc
         except Exception as exc:  # a codec's own error type, e.g. msgpack's or pickle's

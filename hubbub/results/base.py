@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hubbub._text import MAX_REASON, cap, clean_text
-from hubbub.codecs import json_dumps, json_loads
+from hubbub.codecs import Undecodable, json_dumps, json_loads, pack, tagged, unpack
+from hubbub.errors import ResultError
 
 MAX_ERROR_MESSAGE = MAX_REASON  # characters of an ErrorInfo message a store keeps
 MAX_TRACEBACK = 16_384  # characters of a traceback a store keeps (its end: the raise)
@@ -130,9 +131,16 @@ def encode_record(record: ResultRecord) -> bytes:
     """Bytes for a record; JSON so that any tool can read the store.
 
     Error text is bounded (:func:`bounded`); text holding lone surrogates, which UTF-8
-    cannot carry, is stored with them escaped.
+    cannot carry, is stored with them escaped. The value is tagged where plain JSON falls
+    short (:func:`hubbub.codecs.pack`), the same packing the worker checks a return value
+    with before it reports a success.
+
+    Raises:
+        hubbub.codecs.Unencodable: the value holds something no codec can carry (the worker
+            has already turned such a success into a ``ResultNotEncodable`` failure).
     """
     fields = _fields(bounded(record))
+    fields["value"] = pack(fields["value"])
     try:
         return json_dumps(fields)
     except (TypeError, ValueError):  # a lone surrogate; else the same error comes again
@@ -152,7 +160,19 @@ def _fields(record: ResultRecord) -> dict[str, Any]:
 
 
 def decode_record(data: bytes) -> ResultRecord:
+    """The record stored as ``data`` by :func:`encode_record`.
+
+    Raises:
+        ResultError: the value holds a type tag this process has not registered (or a
+            malformed one); the message names the tag.
+    """
     raw = json_loads(data)
+    if tagged(data):  # else the value is plain JSON, used as parsed
+        try:
+            raw["value"] = unpack(raw["value"])
+        except Undecodable as exc:
+            raise ResultError(f"result of task {raw.get('id')!r} cannot be decoded: {exc}"
+                              ) from exc
     error = raw.pop("error")
     return ResultRecord(
         **{**raw, "state": State(raw["state"])},

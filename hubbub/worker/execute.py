@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import enum
-import math
 import threading
 import time
 import traceback
@@ -35,7 +33,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from hubbub.codecs import json_dumps
+from hubbub.codecs import Unencodable, explain, json_dumps, pack
 from hubbub.context import TaskContext, enter, leave
 from hubbub.errors import ErrorKind, Reject, Retry, SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.job import Failed, Job, Outcome, Rejected, Succeeded, TimedOut
@@ -128,8 +126,8 @@ def failure(task: Task[Any, Any], exc: BaseException, duration: float) -> Outcom
 def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
     """The outcome for a returned value; a value the result store cannot hold is a failure.
 
-    The check uses the codec results are stored with, so a success here can be stored, and
-    a failure (``ResultNotEncodable``) can be sent and stored instead.
+    The check packs the value as the result store does, so a success here can be stored,
+    and a failure (``ResultNotEncodable``, naming the value) can be sent and stored instead.
     """
     if not task.spec.ignore_result:
         problem = unencodable(value)
@@ -141,34 +139,28 @@ def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
 
 
 def unencodable(value: Any) -> str | None:
-    """Why the result store cannot hold ``value``, or None when it can; never raises."""
+    """Why the result store cannot hold ``value``, or None when it can; never raises.
+
+    The reason names the part that fails: ``result[2]['when']: cannot encode object of
+    type Foo``. The value is packed and written as ``encode_record`` does
+    (:func:`hubbub.codecs.pack`, then :func:`hubbub.codecs.json_dumps`).
+    """
     try:
-        data = json_dumps(value)
+        json_dumps(pack(value))
+    except Unencodable:
+        return _explained(value)
     except RecursionError:
         return "it is nested too deeply"
     except BaseException as exc:  # a user type's hooks may raise anything
         return message_of(exc)
-    # JSON has no NaN or infinity: the codec writes them as null, which would silently
-    # change the result. Only a value whose JSON holds a null needs the walk.
-    if b"null" in data and _has_non_finite(value):
-        return "it holds NaN or an infinity, which JSON cannot represent"
     return None
 
 
-def _has_non_finite(value: Any) -> bool:
-    stack = [value]  # iterative: the value may be nested as deep as the codec allows
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, enum.Enum):
-            stack.append(item.value)
-    return False
+def _explained(value: Any) -> str:
+    try:
+        return clean_text(explain(value, "result"))
+    except BaseException as exc:  # explaining runs the app's encoders again
+        return message_of(exc)
 
 
 def _ours() -> bool:

@@ -155,7 +155,7 @@ def test_system_exit_inside_a_task_is_a_failure_not_an_exit(hub: Hub) -> None:
 
 
 def test_a_return_value_json_cannot_hold_is_a_result_not_encodable_failure(hub: Hub) -> None:
-    outcome = run_sync(make_task(hub, lambda: {1, 2}), job())
+    outcome = run_sync(make_task(hub, lambda: {1, object()}), job())
 
     assert isinstance(outcome, Failed)
     assert outcome.error.type == "ResultNotEncodable"
