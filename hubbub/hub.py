@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
-from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec
 from hubbub.errors import ConfigurationError, ErrorKind, ResultError
 from hubbub.events import EventBus
@@ -24,7 +21,7 @@ from hubbub.results.base import ErrorInfo
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import Task, TaskOptions, module_name, unknown_option
 from hubbub.transports import Outgoing, Transport, open_transport
 
 P = ParamSpec("P")
@@ -122,6 +119,7 @@ class Hub:
         retry_for: tuple[type[BaseException], ...] = (), timeout: float | None = None,
         soft_timeout: float | None = None, expires: float | None = None,
         ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
+        raises: tuple[type[Exception], ...] = (),
     ) -> _TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -135,11 +133,11 @@ class Hub:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            name = options.pop("name", None) or f"{_module_of(func)}.{func.__qualname__}"
+            name = (options.pop("name", None)
+                    or f"{module_name(func.__module__)}.{func.__qualname__}")
             known = set(TaskOptions.__dataclass_fields__) - {"name"}
             for option in sorted(set(options) - known):
-                raise ConfigurationError(f"unknown task option {option!r}"
-                                         f"{did_you_mean(option, known)}")
+                raise unknown_option(option, known)
             existing = self.tasks.get(name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {name!r} is already registered")
@@ -226,9 +224,11 @@ class Hub:
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
+        The arguments are not checked here (the worker does), whether the name is known or not.
         """
-        task = self.tasks.get(name) or Task(self, _remote, TaskOptions(name=name))
-        return task.apply_async(args, kwargs, **send)
+        known = self.tasks.get(name)
+        spec = known.spec if known is not None else TaskOptions(name=name)
+        return Task(self, _remote, spec).apply_async(args, kwargs, **send)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -251,7 +251,8 @@ class Hub:
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
         ignored = self.settings.results is None or bool(task and task.spec.ignore_result)
-        return Result(self, envelope.id, envelope.task, ignored=ignored)
+        return Result(self, envelope.id, envelope.task, ignored=ignored,
+                      raises=task.spec.raises if task else ())
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
         """Encode and publish on the bridge loop (callable from any loop)."""
@@ -418,20 +419,6 @@ class _TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
-
-
-def _module_of(func: Callable[..., Any]) -> str:
-    """The module name a task is known by. A script run as ``python shop.py`` is ``__main__``
-    to itself but ``shop`` to a worker started with ``-A shop:hub``: use the latter."""
-    module = func.__module__
-    if module != "__main__":
-        return module
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        return str(spec.name)  # python -m package.module
-    path = getattr(main, "__file__", None)
-    return Path(path).stem if path else module
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:
