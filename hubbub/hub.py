@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
@@ -19,7 +21,7 @@ from hubbub.result import Result
 from hubbub.results import ResultBackend, ResultRecord, State, open_results
 from hubbub.results.base import ErrorInfo
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
-from hubbub.settings import Limits, Settings, resolve
+from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
 from hubbub.task import Task, TaskOptions, module_name, unknown_option
 from hubbub.transports import Outgoing, Transport, open_transport
@@ -41,8 +43,10 @@ class Hub:
     """A task queue application: where tasks are registered and sent from.
 
     Args:
-        broker: broker URL; default ``$HUBBUB_BROKER``, else ``sqlite:///hubbub.db`` in the
-            working directory (nothing to install).
+        broker: broker URL; default ``$HUBBUB_BROKER``, else the SQLite file ``hubbub.db``
+            in the directory of the module that creates the Hub (the working directory in an
+            interactive session), by its absolute path: a web process and a worker started
+            from different folders use the same file (nothing to install).
         results: result store URL; default: the broker itself when it can keep results
             (sqlite, memory, redis), else none. ``"none"`` keeps no results.
         lease: seconds a delivery stays leased without renewal (default 30).
@@ -55,7 +59,10 @@ class Hub:
         middleware: wrappers around publishing and dispatching, outermost first.
         signing_keys: key id -> shared secret (HMAC-SHA256), the signing key first; a worker
             with keys refuses unsigned or tampered messages. Required for pickle.
-        overrides: settings that win over the environment (the CLI passes its options here).
+        overrides: settings that win over everything else (the CLI passes its options here).
+
+    Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
+    code leaves unset (``None``); ``settings.source(name)`` says where each came from.
 
     Raises:
         ConfigurationError: an unknown URL scheme, a missing extra, a bad setting.
@@ -76,12 +83,15 @@ class Hub:
         signing_keys: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        # The module file the default SQLite broker sits next to; None: the working directory.
+        self.anchor: Path | None = _anchor(sys._getframe(1).f_globals)
         self.settings: Settings = resolve({
             "broker": broker, "results": results, "lease": lease, "serializer": serializer,
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
             "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
-        }, cli=overrides)
+        }, cli=overrides, defaults={
+            "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
         self.codec: Codec = get_codec(self.settings.serializer)
         keys = dict(self.settings.signing_keys)
         self.signer: Signer | None = Signer(keys) if keys else None
@@ -419,6 +429,19 @@ class _TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def _anchor(caller: Mapping[str, Any]) -> Path | None:
+    """The file the default SQLite broker sits next to: the module that creates the Hub.
+
+    None for a hub made in an interactive session, by ``python -c``, or by hubbub itself
+    (the CLI without ``--app``): the working directory stands in for it.
+    """
+    module = str(caller.get("__name__") or "")
+    path = caller.get("__file__")
+    if not isinstance(path, str) or module == "hubbub" or module.startswith("hubbub."):
+        return None
+    return Path(path).resolve()
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:
