@@ -12,8 +12,9 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
 from hubbub._redact import redact
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec
-from hubbub.errors import ConfigurationError, ErrorKind, ResultError
+from hubbub.errors import ConfigurationError, ErrorKind, ResultError, ScheduleError
 from hubbub.events import EventBus
 from hubbub.message import Envelope, encode
 from hubbub.middleware import Middleware, chain_publish
@@ -165,14 +166,15 @@ class Hub:
         args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
         name: str | None = None, missed: Literal["once", "skip"] = "once",
         queue: str | None = None, priority: int | None = None,
-        expires: float | timedelta | None = None,
+        expires: float | timedelta | None = None, remote: bool = False,
     ) -> ScheduleEntry:
-        """Run a task periodically: ``hub.schedule("cleanup", cron="*/5 * * * *")``.
+        """Run a task periodically: ``hub.schedule(cleanup, cron="*/5 * * * *")``.
 
         A beat (``hubbub beat``) sends it at each slot; see ``docs/scheduling.md``.
 
         Args:
-            task: the task, or its name.
+            task: the task, or the name of a task registered on this hub (or, with
+                ``remote=True``, of one that only workers elsewhere know).
             cron: a cron expression (needs ``hubbub[schedule]``); or
             every: seconds (or a timedelta) between runs, anchored at the Unix epoch.
             tz: IANA time zone of ``cron`` (default UTC).
@@ -184,19 +186,35 @@ class Hub:
             queue: queue to send to (default: the task's).
             priority: 0..9 (default: the task's).
             expires: seconds after its slot when a run is no longer worth starting.
+            remote: the task is registered elsewhere (another service's workers), so a name
+                this hub does not know is expected; it is sent with the hub's defaults.
 
         Returns:
             The entry, also kept in ``hub.schedules``.
 
         Raises:
-            ScheduleError: a bad schedule, time zone or option, or a name already taken.
+            ScheduleError: a bad schedule, time zone or option, a name already taken, or a
+                task name this hub does not know (with the closest registered name) without
+                ``remote=True``.
             ConfigurationError: ``cron`` without croniter installed.
         """
+        if isinstance(task, str) and not remote and task not in self.tasks:
+            raise ScheduleError(
+                f"cannot schedule {task!r}: no task of that name is registered on this hub"
+                f"{self._closest_task(task)}; register it first (or pass the task object), or "
+                "pass remote=True if only workers elsewhere know it")
         trigger = make_trigger(cron=cron, every=every, tz=tz)
         entry = make_entry(task if isinstance(task, str) else task.name, trigger, name=name,
                            args=tuple(args), kwargs=kwargs, missed=missed, queue=queue,
                            priority=priority, expires=expires)
         return add_entry(self.schedules, entry)
+
+    def _closest_task(self, name: str) -> str:
+        """`` (did you mean 'shop.cleanup'?)`` for a bare or misspelt task name."""
+        short = [t for t in self.tasks if t.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
+        if len(short) == 1:  # "cleanup" for "shop.cleanup": the module was left out
+            return f" (did you mean {short[0]!r}?)"
+        return did_you_mean(name, self.tasks)
 
     def periodic(
         self, *, cron: str | None = None, every: float | timedelta | None = None,
