@@ -14,7 +14,7 @@ from hubbub._bridge import Bridge
 from hubbub._redact import redact
 from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.errors import ConfigurationError, ErrorKind, ResultError
+from hubbub.errors import ConfigurationError, ErrorKind, ResultError, ScheduleError
 from hubbub.events import EventBus
 from hubbub.message import Envelope, encode
 from hubbub.middleware import Middleware, chain_publish
@@ -22,9 +22,9 @@ from hubbub.result import Result
 from hubbub.results import ResultBackend, ResultRecord, State, open_results
 from hubbub.results.base import ErrorInfo
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
-from hubbub.settings import Limits, Settings, resolve
+from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import Task, TaskOptions, module_name, unknown_option
 from hubbub.transports import Outgoing, Transport, open_transport
 
 P = ParamSpec("P")
@@ -44,8 +44,10 @@ class Hub:
     """A task queue application: where tasks are registered and sent from.
 
     Args:
-        broker: broker URL; default ``$HUBBUB_BROKER``, else ``sqlite:///hubbub.db`` in the
-            working directory (nothing to install).
+        broker: broker URL; default ``$HUBBUB_BROKER``, else the SQLite file ``hubbub.db``
+            in the directory of the module that creates the Hub (the working directory in an
+            interactive session), by its absolute path: a web process and a worker started
+            from different folders use the same file (nothing to install).
         results: result store URL; default: the broker itself when it can keep results
             (sqlite, memory, redis), else none. ``"none"`` keeps no results.
         lease: seconds a delivery stays leased without renewal (default 30).
@@ -60,7 +62,10 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
-        overrides: settings that win over the environment (the CLI passes its options here).
+        overrides: settings that win over everything else (the CLI passes its options here).
+
+    Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
+    code leaves unset (``None``); ``settings.source(name)`` says where each came from.
 
     Raises:
         ConfigurationError: an unknown URL scheme, a missing extra, a bad setting.
@@ -82,13 +87,16 @@ class Hub:
         dead_letter_failures: bool | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        # The module file the default SQLite broker sits next to; None: the working directory.
+        self.anchor: Path | None = _anchor(sys._getframe(1).f_globals)
         self.settings: Settings = resolve({
             "broker": broker, "results": results, "lease": lease, "serializer": serializer,
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
             "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
             "dead_letter_failures": dead_letter_failures,
-        }, cli=overrides)
+        }, cli=overrides, defaults={
+            "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
         self.codec: Codec = get_codec(self.settings.serializer)
         keys = dict(self.settings.signing_keys)
         self.signer: Signer | None = Signer(keys) if keys else None
@@ -126,6 +134,7 @@ class Hub:
         retry_for: tuple[type[BaseException], ...] = (), timeout: float | None = None,
         soft_timeout: float | None = None, expires: float | None = None,
         ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
+        raises: tuple[type[Exception], ...] = (),
     ) -> _TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -139,11 +148,11 @@ class Hub:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            name = options.pop("name", None) or f"{_module_of(func)}.{func.__qualname__}"
+            name = (options.pop("name", None)
+                    or f"{module_name(func.__module__)}.{func.__qualname__}")
             known = set(TaskOptions.__dataclass_fields__) - {"name"}
             for option in sorted(set(options) - known):
-                raise ConfigurationError(f"unknown task option {option!r}"
-                                         f"{did_you_mean(option, known)}")
+                raise unknown_option(option, known)
             existing = self.tasks.get(name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {name!r} is already registered")
@@ -161,14 +170,15 @@ class Hub:
         args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
         name: str | None = None, missed: Literal["once", "skip"] = "once",
         queue: str | None = None, priority: int | None = None,
-        expires: float | timedelta | None = None,
+        expires: float | timedelta | None = None, remote: bool = False,
     ) -> ScheduleEntry:
-        """Run a task periodically: ``hub.schedule("cleanup", cron="*/5 * * * *")``.
+        """Run a task periodically: ``hub.schedule(cleanup, cron="*/5 * * * *")``.
 
         A beat (``hubbub beat``) sends it at each slot; see ``docs/scheduling.md``.
 
         Args:
-            task: the task, or its name.
+            task: the task, or the name of a task registered on this hub (or, with
+                ``remote=True``, of one that only workers elsewhere know).
             cron: a cron expression (needs ``hubbub[schedule]``); or
             every: seconds (or a timedelta) between runs, anchored at the Unix epoch.
             tz: IANA time zone of ``cron`` (default UTC).
@@ -180,19 +190,35 @@ class Hub:
             queue: queue to send to (default: the task's).
             priority: 0..9 (default: the task's).
             expires: seconds after its slot when a run is no longer worth starting.
+            remote: the task is registered elsewhere (another service's workers), so a name
+                this hub does not know is expected; it is sent with the hub's defaults.
 
         Returns:
             The entry, also kept in ``hub.schedules``.
 
         Raises:
-            ScheduleError: a bad schedule, time zone or option, or a name already taken.
+            ScheduleError: a bad schedule, time zone or option, a name already taken, or a
+                task name this hub does not know (with the closest registered name) without
+                ``remote=True``.
             ConfigurationError: ``cron`` without croniter installed.
         """
+        if isinstance(task, str) and not remote and task not in self.tasks:
+            raise ScheduleError(
+                f"cannot schedule {task!r}: no task of that name is registered on this hub"
+                f"{self._closest_task(task)}; register it first (or pass the task object), or "
+                "pass remote=True if only workers elsewhere know it")
         trigger = make_trigger(cron=cron, every=every, tz=tz)
         entry = make_entry(task if isinstance(task, str) else task.name, trigger, name=name,
                            args=tuple(args), kwargs=kwargs, missed=missed, queue=queue,
                            priority=priority, expires=expires)
         return add_entry(self.schedules, entry)
+
+    def _closest_task(self, name: str) -> str:
+        """`` (did you mean 'shop.cleanup'?)`` for a bare or misspelt task name."""
+        short = [t for t in self.tasks if t.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
+        if len(short) == 1:  # "cleanup" for "shop.cleanup": the module was left out
+            return f" (did you mean {short[0]!r}?)"
+        return did_you_mean(name, self.tasks)
 
     def periodic(
         self, *, cron: str | None = None, every: float | timedelta | None = None,
@@ -230,9 +256,11 @@ class Hub:
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
+        The arguments are not checked here (the worker does), whether the name is known or not.
         """
-        task = self.tasks.get(name) or Task(self, _remote, TaskOptions(name=name))
-        return task.apply_async(args, kwargs, **send)
+        known = self.tasks.get(name)
+        spec = known.spec if known is not None else TaskOptions(name=name)
+        return Task(self, _remote, spec).apply_async(args, kwargs, **send)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -255,7 +283,8 @@ class Hub:
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
         ignored = self.settings.results is None or bool(task and task.spec.ignore_result)
-        return Result(self, envelope.id, envelope.task, ignored=ignored)
+        return Result(self, envelope.id, envelope.task, ignored=ignored,
+                      raises=task.spec.raises if task else ())
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
         """Encode and publish on the bridge loop (callable from any loop)."""
@@ -283,8 +312,11 @@ class Hub:
     # -- connections -----------------------------------------------------------------------
 
     def open_transport(self) -> Transport:
-        """A new, unconnected transport for the broker (one per event loop)."""
-        return open_transport(self.settings.broker)
+        """A new, unconnected transport for the broker (one per event loop), keeping dead
+        letters as ``limits`` says (a URL's ``dead_ttl``/``dead_max`` win)."""
+        limits = self.settings.limits
+        return open_transport(self.settings.broker, dead_ttl=limits.dead_letter_ttl,
+                              dead_max=limits.max_dead_letters)
 
     def open_results(self) -> ResultBackend | None:
         """A new, unconnected result backend, or None when results are not kept."""
@@ -459,18 +491,17 @@ class _TaskDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
-def _module_of(func: Callable[..., Any]) -> str:
-    """The module name a task is known by. A script run as ``python shop.py`` is ``__main__``
-    to itself but ``shop`` to a worker started with ``-A shop:hub``: use the latter."""
-    module = func.__module__
-    if module != "__main__":
-        return module
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        return str(spec.name)  # python -m package.module
-    path = getattr(main, "__file__", None)
-    return Path(path).stem if path else module
+def _anchor(caller: Mapping[str, Any]) -> Path | None:
+    """The file the default SQLite broker sits next to: the module that creates the Hub.
+
+    None for a hub made in an interactive session, by ``python -c``, or by hubbub itself
+    (the CLI without ``--app``): the working directory stands in for it.
+    """
+    module = str(caller.get("__name__") or "")
+    path = caller.get("__file__")
+    if not isinstance(path, str) or module == "hubbub" or module.startswith("hubbub."):
+        return None
+    return Path(path).resolve()
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:

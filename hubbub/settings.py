@@ -1,7 +1,9 @@
 """Settings: one frozen dataclass. This is the only module that reads ``HUBBUB_*``.
 
-Precedence is CLI > environment > code: the CLI passes its options last, the environment
-overrides what the code passed to ``Hub(...)``, and defaults fill the rest.
+Precedence is CLI > code > environment > defaults: the CLI passes its options last, what the
+code passed to ``Hub(...)`` wins over ``HUBBUB_*`` variables, the environment fills what the
+code left unset, and defaults fill the rest. Each setting remembers where it came from
+(:meth:`Settings.source`), for the worker's banner.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from typing import Any
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+from urllib.parse import quote, urlsplit
 
 from hubbub._plugins import check_url
 from hubbub._redact import redact
@@ -22,6 +25,15 @@ from hubbub.message import DEFAULT_MAX_SIZE
 from hubbub.results import SCHEMES as RESULT_SCHEMES
 
 DEFAULT_BROKER = "sqlite:///hubbub.db"
+DEFAULT_FILE = "hubbub.db"  # the default broker's file, in the directory a Hub anchors it to
+
+Source: TypeAlias = Literal["default", "environment", "code", "CLI"]
+
+
+def sqlite_url(directory: Path) -> str:
+    """``sqlite:////abs/dir/hubbub.db``: the default broker file in ``directory``, absolute, so
+    that it does not depend on the working directory of whoever opens it."""
+    return "sqlite:///" + quote(str(directory.resolve() / DEFAULT_FILE), safe="/")
 
 
 def seconds(value: float | timedelta | str, name: str) -> float:
@@ -92,6 +104,13 @@ class Settings:
     # result only, unless this asks for both (a task that keeps no result is dead-lettered
     # either way, or nothing would keep its failure).
     dead_letter_failures: bool = False
+    # setting (field name, or limits.x) -> where it came from, for those not defaulted
+    sources: tuple[tuple[str, Source], ...] = field(default=(), repr=False, compare=False)
+
+    def source(self, name: str) -> Source:
+        """Where setting ``name`` (a field, or ``limits.x``) came from: ``"CLI"``,
+        ``"code"``, ``"environment"`` or ``"default"``."""
+        return dict(self.sources).get(name, "default")
 
     def __repr__(self) -> str:
         # The URLs may hold passwords (user:pw@, ?password=): shown masked, as everywhere.
@@ -176,36 +195,76 @@ def default_results(broker: str) -> str | None:
     return broker if scheme in RESULT_SCHEMES else None
 
 
+def _spread_limits(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``limits=Limits(...)`` as ``limits.x`` keys, for the fields it does not leave at their
+    default: only those were set."""
+    spread = {k: v for k, v in layer.items() if k != "limits"}
+    given = layer.get("limits")
+    if given is None:
+        return spread
+    if not isinstance(given, Limits):
+        raise ConfigurationError(f"limits must be a hubbub.Limits(...), not {given!r}")
+    default = Limits()
+    for f in fields(Limits):
+        value = getattr(given, f.name)
+        if value != getattr(default, f.name):
+            spread.setdefault(f"limits.{f.name}", value)
+    return spread
+
+
+def environment_variable(name: str) -> str | None:
+    """The ``HUBBUB_*`` variable that sets ``name`` (a field, or ``limits.x``)."""
+    return next((env for env, (field_name, _) in _PARSERS.items() if field_name == name), None)
+
+
 def resolve(
     code: Mapping[str, Any], cli: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Settings from code, then the environment, then the CLI (later wins).
+    """Settings from the defaults, then the environment, then the code, then the CLI (later
+    wins).
 
-    Keys are field names, with ``limits.x`` for grouped ones; ``None`` values are ignored.
+    Keys are field names, with ``limits.x`` for grouped ones; ``None`` values are ignored. A
+    ``Limits`` object given by the code sets the fields it does not leave at their default,
+    so the environment still fills the others.
+
+    Args:
+        code: what the code passed to ``Hub(...)``.
+        cli: the command line's options.
+        environ: the environment (default ``os.environ``).
+        defaults: defaults that depend on the caller, e.g. the anchored SQLite file.
 
     Raises:
         ConfigurationError: an unknown or invalid setting, with a suggestion.
     """
     merged: dict[str, Any] = {}
-    for layer in (code, _from_environment(os.environ if environ is None else environ), cli or {}):
-        merged.update({k: v for k, v in layer.items() if v is not None})
+    sources: dict[str, Source] = {}
+    env = _from_environment(os.environ if environ is None else environ)
+    layers: tuple[tuple[Source, Mapping[str, Any]], ...] = (
+        ("default", defaults or {}), ("environment", env), ("code", _spread_limits(code)),
+        ("CLI", _spread_limits(cli or {})))
+    for origin, layer in layers:
+        for key, value in layer.items():
+            if value is not None:
+                merged[key] = value
+                sources[key] = origin
     known = {f.name for f in fields(Settings)} | {f"limits.{f.name}" for f in fields(Limits)}
     for key in merged:
         if key not in known:
             raise ConfigurationError(f"unknown setting {key!r}{did_you_mean(key, known)}")
     limit_keys = [k for k in list(merged) if k.startswith("limits.")]
     try:
-        limits = replace(merged.pop("limits", Limits()),
-                         **{k.split(".", 1)[1]: merged.pop(k) for k in limit_keys})
+        limits = replace(Limits(), **{k.split(".", 1)[1]: merged.pop(k) for k in limit_keys})
     except ConfigurationError as exc:
-        env = [e for e, (f, _) in _PARSERS.items() if f in limit_keys]
-        raise ConfigurationError(f"{exc} (from {', '.join(env) or 'code'})") from None
+        env_names = [e for e, (f, _) in _PARSERS.items()
+                     if f in limit_keys and sources[f] == "environment"]
+        raise ConfigurationError(f"{exc} (from {', '.join(env_names) or 'code'})") from None
     if "lease" in merged:
         merged["lease"] = seconds(merged["lease"], "lease")
     if "result_ttl" in merged:
         merged["result_ttl"] = seconds(merged["result_ttl"], "result_ttl")
-    settings = Settings(limits=limits, **merged)
+    settings = Settings(limits=limits, sources=tuple(
+        (k, v) for k, v in sorted(sources.items()) if v != "default"), **merged)
     check_url(settings.broker, "broker")
     if settings.results not in (None, "", "none"):
         check_url(str(settings.results), "result store")

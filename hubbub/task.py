@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar
 
 from hubbub._suggest import did_you_mean
@@ -41,6 +43,9 @@ class TaskOptions:
         expires: seconds after sending when the task is no longer worth running.
         ignore_result: keep no result (faster; Result.get() is then refused).
         on_crash: when the process running it dies: "fail" it, or "retry" it.
+        raises: the app's exception classes the task may raise that callers want to catch:
+            ``Result.get()`` then raises a ``TaskFailed`` that is also an instance of the one
+            raised (builtin exceptions such as ValueError need no declaring).
     """
 
     name: str
@@ -56,6 +61,7 @@ class TaskOptions:
     expires: float | None = None
     ignore_result: bool = False
     on_crash: Literal["fail", "retry"] = "fail"
+    raises: tuple[type[Exception], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 9:
@@ -74,6 +80,58 @@ class TaskOptions:
             )
         if self.on_crash not in ("fail", "retry"):
             raise ConfigurationError(f"on_crash must be 'fail' or 'retry', not {self.on_crash!r}")
+        raises = self.raises if isinstance(self.raises, tuple | list) else (self.raises,)
+        for cls in raises:
+            if not (isinstance(cls, type) and issubclass(cls, Exception)):
+                raise ConfigurationError(f"raises takes Exception subclasses, e.g. "
+                                         f"raises=(OrderError,), not {cls!r}")
+        object.__setattr__(self, "raises", tuple(raises))
+
+
+# Celery's task options, and what to write instead: a team moving over gets the answer, not
+# a bare "unknown option".
+CELERY_OPTIONS = {
+    "bind": "hubbub tasks take no self: call hubbub.current_task() inside the task for its "
+            "id, retries and queue",
+    "max_retries": "hubbub calls it retries",
+    "autoretry_for": "hubbub calls it retry_for (with retries=N); it defaults to any Exception",
+    "time_limit": "hubbub calls it timeout (seconds)",
+    "soft_time_limit": "hubbub calls it soft_timeout (seconds)",
+    "acks_late": "it is always on in hubbub: a message is acked only after its task finished",
+    "track_started": "it is always on in hubbub: a task is recorded STARTED when it starts",
+    "rate_limit": "hubbub has no per-task rate limit; limit concurrency with a queue on its "
+                  "own lane instead (hubbub worker --queue NAME=POOL:N)",
+    "default_retry_delay": "hubbub calls it retry_backoff (seconds, doubled each retry)",
+    "serializer": "the serializer is a Hub setting: Hub(serializer=...)",
+}
+
+
+def unknown_option(name: str, known: Iterable[str]) -> ConfigurationError:
+    """The error for an unknown task option: Celery's names get what hubbub calls them."""
+    hint = CELERY_OPTIONS.get(name)
+    if hint:
+        return ConfigurationError(f"unknown task option {name!r}: that is Celery's; {hint}")
+    return ConfigurationError(f"unknown task option {name!r}{did_you_mean(name, known)}")
+
+
+def module_name(module: str) -> str:
+    """The name workers know a module by. A script run as ``python shop.py`` is
+    ``__main__`` to itself but ``shop`` to a worker started with ``-A shop:hub``: use the
+    latter."""
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)  # python -m package.module
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
+
+
+def declared_name(cls: type[BaseException]) -> str:
+    """``shop.OrderError``: the name a declared exception class is recorded under (the
+    same in the caller's process and in the worker's)."""
+    return f"{module_name(cls.__module__)}.{cls.__qualname__}"
 
 
 def utc_instant(value: datetime, name: str) -> float:
@@ -182,6 +240,7 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        self._signature: inspect.Signature | Literal[False] | None = False  # False: unread
 
     @property
     def name(self) -> str:
@@ -225,8 +284,10 @@ class Task(Generic[P, R]):
         """
         send = _merge(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
                                               headers))
-        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args,
-                                  kwargs or {}, send)
+        args = tuple(args)
+        kwargs = kwargs or {}
+        self.check_arguments(args, kwargs)
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
         [result] = self.hub.publish([envelope])
         return result
 
@@ -239,15 +300,33 @@ class Task(Generic[P, R]):
         Returns:
             One Result per call, in order.
         """
-        envelopes = [
-            build_envelope(
-                self.spec, self.hub.settings.default_queue,
-                () if isinstance(call, Mapping) else call,
-                call if isinstance(call, Mapping) else {}, self._send,
-            )
-            for call in calls
-        ]
+        envelopes = []
+        for call in calls:
+            args, kwargs = ((), call) if isinstance(call, Mapping) else (tuple(call), {})
+            self.check_arguments(args, kwargs)
+            envelopes.append(build_envelope(self.spec, self.hub.settings.default_queue, args,
+                                            kwargs, self._send))
         return self.hub.publish(envelopes)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Check a call against the function's signature, as calling it here would.
+
+        Skipped for a task known here only by name (``hub.send_task``), whose function
+        takes anything.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+        """
+        signature = self._signature
+        if signature is False:
+            signature = self._signature = _signature_to_check(self.fn)
+        if signature is None:
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r} cannot be sent with these arguments: {exc}"
+                            ) from None
 
     def options(self, **overrides: Any) -> Task[P, R]:
         """A copy of this task with changed options, e.g. ``add.options(queue="fast").delay(1, 2)``.
@@ -262,14 +341,25 @@ class Task(Generic[P, R]):
         task_fields = set(TaskOptions.__dataclass_fields__) - {"name"}
         unknown = set(overrides) - send_fields - task_fields
         if unknown:
-            name = sorted(unknown)[0]
-            raise ConfigurationError(
-                f"unknown task option {name!r}{did_you_mean(name, send_fields | task_fields)}"
-            )
+            raise unknown_option(sorted(unknown)[0], send_fields | task_fields)
         send = replace(self._send, **{k: v for k, v in overrides.items() if k in send_fields})
         spec = replace(self.spec, **{k: v for k, v in overrides.items()
                                      if k in task_fields and k not in send_fields})
-        return Task(self.hub, self.fn, spec, send)
+        copy: Task[P, R] = Task(self.hub, self.fn, spec, send)
+        copy._signature = self._signature  # read once per function
+        return copy
+
+
+def _signature_to_check(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """The signature calls are checked against; None when it takes anything or is unknown."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        return None
+    kinds = sorted(p.kind for p in signature.parameters.values())
+    if kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]:
+        return None  # (*args, **kwargs): every call binds
+    return signature
 
 
 def _merge(base: SendOptions, call: SendOptions) -> SendOptions:

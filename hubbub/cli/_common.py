@@ -7,7 +7,9 @@ import functools
 import logging
 import sys
 import unicodedata
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -16,16 +18,19 @@ from rich.text import Text
 
 from hubbub._loader import load_hub
 from hubbub._redact import redact
+from hubbub._sqlite import sqlite_path
 from hubbub.errors import HubbubError
 from hubbub.hub import Hub
+from hubbub.settings import Limits, Settings, environment_variable
 
 T = TypeVar("T")
 console = Console()
 errors = Console(stderr=True)
 
 APP_HELP = "The app as module:attribute, e.g. shop.tasks:hub (attribute defaults to 'hub')."
-BROKER_HELP = ("Broker URL, e.g. redis://localhost:6379/0 (default: $HUBBUB_BROKER, else "
-               "sqlite:///hubbub.db here). Give --app or --broker, not both.")
+BROKER_HELP = ("Broker URL, e.g. redis://localhost:6379/0 (default: the app's broker; without "
+               "--app, $HUBBUB_BROKER, else hubbub.db in the working directory). Give --app or "
+               "--broker, not both.")
 LOGLEVEL_HELP = "Log level; debug also shows the broker drivers' own connection logs."
 
 # Drivers that log every failed connection attempt at ERROR before hubbub reports the failure
@@ -88,6 +93,69 @@ def open_hub(app: str | None, broker: str | None) -> Hub:
             raise click.UsageError("give --app or --broker, not both")
         return hub
     return Hub(overrides={"broker": broker})
+
+
+def settings_lines(hub: Hub, cli: Mapping[str, object] | None = None) -> list[str]:
+    """The banner's account of the configuration: the broker (with the absolute path of an
+    SQLite file) and every setting that is not a default, each with where it came from.
+
+    Args:
+        hub: the loaded hub.
+        cli: options given on the command line that the hub's settings do not hold (the
+            worker's ``--lease``), by setting name.
+    """
+    settings = hub.settings
+    lines = [f"broker {redact(settings.broker)}{_file_of(settings.broker)} "
+             f"({_origin(hub, 'broker')})"]
+    if settings.results != settings.broker:
+        results = "none" if settings.results is None else redact(settings.results)
+        lines.append(f"results {results}{_file_of(settings.results)} "
+                     f"({_origin(hub, 'results')})")
+    shown = {"broker", "results", "sources", "limits"}
+    names = [f.name for f in fields(Settings) if f.name not in shown]
+    names += [f"limits.{f.name}" for f in fields(Limits)]
+    for name in names:
+        given = (cli or {}).get(name)
+        if given is not None:
+            lines.append(f"{name} {given} (from the CLI)")
+        elif settings.source(name) != "default":
+            lines.append(f"{name} {_shown(settings, name)} ({_origin(hub, name)})")
+    return lines
+
+
+def _shown(settings: Settings, name: str) -> str:
+    if name == "signing_keys":  # key ids only, never a secret
+        return ", ".join(kid for kid, _ in settings.signing_keys)
+    value = getattr(settings.limits if name.startswith("limits.") else settings,
+                    name.removeprefix("limits."))
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    return str(value)
+
+
+def _origin(hub: Hub, name: str) -> str:
+    source = hub.settings.source(name)
+    if source == "environment":
+        return f"from ${environment_variable(name)}"
+    if source != "default":
+        return f"from {source if source == 'CLI' else 'the code'}"
+    if name == "results":
+        return "default: next to the broker"
+    if name == "broker":
+        if hub.anchor is None:
+            return "default: in the working directory"
+        return f"default: next to {hub.anchor}, the module that made the Hub"
+    return "default"
+
+
+def _file_of(url: str | None) -> str:
+    """`` = /abs/path/hubbub.db`` for an SQLite URL: the file, absolute."""
+    if url is None or not url.startswith("sqlite:"):
+        return ""
+    try:
+        return f" = {Path(sqlite_path(url)).resolve()}"
+    except HubbubError:
+        return ""
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -7,7 +7,7 @@ import logging
 import click
 
 from hubbub._loader import load_hub
-from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers
+from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -19,6 +19,8 @@ from hubbub.worker.pools import (
     pool_class,
     resizable_pools,
 )
+
+log = logging.getLogger("hubbub.worker")
 
 # Read from the pool classes, so that a new pool or a pool that learns to resize needs no
 # edit here.
@@ -81,6 +83,8 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     quiet_drivers(loglevel)
     hub = load_hub(app)
+    for line in settings_lines(hub, {"lease": lease}):
+        log.info("%s", line)
     ctx = click.get_current_context()
     given = {p for p in ("queues", "pool", "concurrency", "autoscale")
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}

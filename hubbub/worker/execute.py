@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import threading
 import time
 import traceback
@@ -38,8 +39,9 @@ from hubbub.context import TaskContext, enter, leave
 from hubbub.errors import ErrorKind, Reject, Retry, SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.job import Failed, Job, Outcome, Rejected, Succeeded, TimedOut
 from hubbub.results.base import ErrorInfo
-from hubbub.task import Task
+from hubbub.task import Task, declared_name
 
+log = logging.getLogger("hubbub.worker")
 
 def context_of(job: Job) -> TaskContext:
     return TaskContext(job.id, job.task, job.retries, job.max_retries, job.queue, job.root_id,
@@ -109,18 +111,47 @@ def exception_text(exc: BaseException) -> str:
 
 
 def failure(task: Task[Any, Any], exc: BaseException, duration: float) -> Outcome:
-    """The outcome for an exception raised by a task (any ``BaseException``)."""
+    """The outcome for an exception raised by a task (any ``BaseException``).
+
+    A ``Retry`` raised from another exception (``raise Retry(...) from exc``, or while
+    handling it) records that exception, so a task that runs out of retries fails with its
+    real error, not ``Retry: reason``. An exception of a class the task declared in
+    ``raises`` is recorded under that class's qualified name (``shop.OrderError``), which
+    ``Result.get()`` matches to raise it as such.
+    """
     if isinstance(exc, Retry):
+        if task.spec.retries == 0:
+            log.warning("task %s raised Retry, but it has retries=0, so it fails now: give "
+                        "it @hub.task(retries=N) to be retried", task.name)
+        cause = _retried_for(exc)
+        if cause is not None:
+            return Failed(_described(task, cause), duration, retry=True, countdown=exc.countdown)
         reason = clean_text(str(exc.reason)) if exc.reason else "retry requested"
         return Failed(ErrorInfo(ErrorKind.RETRY, reason), duration, retry=True,
                       countdown=exc.countdown)
     if isinstance(exc, Reject):
         return Rejected(clean_text(str(exc.reason)), duration)
     retry = isinstance(exc, task.spec.retry_for or (Exception,))
-    error = describe(exc)
+    error = _described(task, exc)
     if not error.message and not isinstance(exc, Exception):  # a bare ``raise KeyboardInterrupt``
         error = ErrorInfo(error.type, f"task raised {error.type}", error.traceback)
     return Failed(error, duration, retry=retry)
+
+
+def _retried_for(exc: Retry) -> BaseException | None:
+    """The exception a ``Retry`` was raised for (its cause, else the one being handled)."""
+    cause = exc.__cause__
+    if cause is None and not exc.__suppress_context__:
+        cause = exc.__context__
+    return None if cause is None or isinstance(cause, Retry | Reject) else cause
+
+
+def _described(task: Task[Any, Any], exc: BaseException) -> ErrorInfo:
+    error = describe(exc)
+    for cls in type(exc).__mro__:
+        if cls in task.spec.raises:  # the most specific declared class
+            return ErrorInfo(clean_text(declared_name(cls)), error.message, error.traceback)
+    return error
 
 
 def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:

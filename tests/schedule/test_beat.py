@@ -98,7 +98,8 @@ def slots(entry: str, *instants: float) -> list[str]:
 
 
 async def test_a_new_entry_starts_at_its_next_slot_and_each_slot_fires_once(scene: Scene) -> None:
-    scene.hub.schedule("job", every=10, args=(1,), kwargs={"k": "v"}, queue="beat", priority=3)
+    scene.hub.schedule("job", remote=True, every=10, args=(1,), kwargs={"k": "v"}, queue="beat",
+                       priority=3)
     beat = scene.beat()
 
     wait = await beat.tick()
@@ -120,8 +121,8 @@ async def test_a_new_entry_starts_at_its_next_slot_and_each_slot_fires_once(scen
 
 
 async def test_interval_and_cron_entries_fire_at_their_own_slots(scene: Scene) -> None:
-    scene.hub.schedule("fast", every=60)
-    scene.hub.schedule("five", cron="*/5 * * * *")
+    scene.hub.schedule("fast", remote=True, every=60)
+    scene.hub.schedule("five", remote=True, cron="*/5 * * * *")
 
     await scene.drive([scene.beat()], T0 + 600)
 
@@ -150,8 +151,8 @@ async def test_a_registered_task_lends_its_options_and_expires_counts_from_the_s
 async def test_an_entry_that_cannot_be_sent_is_logged_and_the_others_still_run(
     scene: Scene, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    scene.hub.schedule("bad", every=10, args=(object(),))
-    scene.hub.schedule("good", every=10)
+    scene.hub.schedule("bad", remote=True, every=10, args=(object(),))
+    scene.hub.schedule("good", remote=True, every=10)
 
     with caplog.at_level(logging.ERROR, logger="hubbub.beat"):
         await scene.drive([scene.beat()], T0 + 20)
@@ -164,7 +165,7 @@ async def test_an_entry_that_cannot_be_sent_is_logged_and_the_others_still_run(
 
 
 async def _outage(scene: Scene, missed: str, hours: float = 1.0) -> Beat:
-    scene.hub.schedule("job", every=60, missed=missed)  # type: ignore[arg-type]
+    scene.hub.schedule("job", remote=True, every=60, missed=missed)  # type: ignore[arg-type]
     first = scene.beat()
     await scene.drive([first], T0 + 60)  # fires T0+55
     scene.clock.advance(hours * 3600)  # no beat runs
@@ -200,7 +201,7 @@ async def test_missed_skip_skips_to_the_next_slot(
 
 
 async def test_slots_late_by_less_than_grace_each_run(scene: Scene) -> None:
-    scene.hub.schedule("job", every=1, missed="skip")
+    scene.hub.schedule("job", remote=True, every=1, missed="skip")
     beat = scene.beat(grace=5)
     await beat.tick()
     scene.clock.advance(4.5)  # the beat was stalled: four slots are late, none missed
@@ -249,7 +250,7 @@ async def test_an_expired_scheduled_task_is_not_run(tmp_path: Path) -> None:
 
 
 async def test_of_two_beats_one_leads_and_each_slot_fires_once(scene: Scene) -> None:
-    scene.hub.schedule("job", every=1)
+    scene.hub.schedule("job", remote=True, every=1)
     a, b = scene.beat(), scene.beat()
 
     await scene.drive([a, b], T0 + 30)
@@ -261,7 +262,7 @@ async def test_of_two_beats_one_leads_and_each_slot_fires_once(scene: Scene) -> 
 async def test_a_dead_leader_is_replaced_within_a_lease_and_no_slot_is_lost_or_doubled(
     scene: Scene,
 ) -> None:
-    scene.hub.schedule("job", every=1)
+    scene.hub.schedule("job", remote=True, every=1)
     a, b = scene.beat(), scene.beat()
     await scene.drive([a, b], T0 + 10.5)
     died_at = scene.clock.time()
@@ -279,7 +280,7 @@ async def test_a_dead_leader_is_replaced_within_a_lease_and_no_slot_is_lost_or_d
 
 
 async def test_a_stopping_leader_hands_over_at_once(scene: Scene) -> None:
-    scene.hub.schedule("job", every=1)
+    scene.hub.schedule("job", remote=True, every=1)
     a, b = scene.beat(), scene.beat()
     await scene.drive([a, b], T0 + 5.5)
 
@@ -293,7 +294,7 @@ async def test_a_stopping_leader_hands_over_at_once(scene: Scene) -> None:
 
 
 async def test_a_leader_that_lost_its_lease_unknowingly_cannot_send(scene: Scene) -> None:
-    scene.hub.schedule("job", every=1)
+    scene.hub.schedule("job", remote=True, every=1)
     a, b = scene.beat(), scene.beat()
     await scene.drive([a], T0 + 3.5)
     store = open_store(scene.hub.settings.results, clock=scene.clock)
@@ -313,7 +314,7 @@ async def test_a_leader_that_lost_its_lease_unknowingly_cannot_send(scene: Scene
 async def test_a_slot_claimed_by_a_leader_that_died_before_sending_is_sent_once(
     scene: Scene, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    scene.hub.schedule("job", every=10)
+    scene.hub.schedule("job", remote=True, every=10)
     store = open_store(scene.hub.settings.results, clock=scene.clock)
     assert await store.acquire("ghost", 10)
     assert await store.claim_slot("job", T0 - 5, "ghost")
@@ -336,7 +337,7 @@ async def test_a_slot_claimed_by_a_leader_that_died_before_sending_is_sent_once(
 async def test_a_failed_publish_is_retried_with_the_same_task_id(
     scene: Scene, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    scene.hub.schedule("job", every=10)
+    scene.hub.schedule("job", remote=True, every=10)
     beat = scene.beat()
     await beat.tick()
     scene.clock.advance(5)
@@ -355,7 +356,7 @@ async def test_a_failed_publish_is_retried_with_the_same_task_id(
 
 
 async def test_run_fires_until_stopped_then_releases_the_lease(scene: Scene) -> None:
-    scene.hub.schedule("job", every=1)
+    scene.hub.schedule("job", remote=True, every=1)
     beat = scene.beat()
     running = asyncio.create_task(beat.run())
 
@@ -395,8 +396,9 @@ def test_a_beat_needs_a_result_store() -> None:
 async def test_an_entry_whose_cron_runs_out_stops_and_the_others_go_on(
     scene: Scene, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    scene.hub.schedule("in-2023", cron="0 0 * * * 0 2023")  # croniter: seconds, then year
-    scene.hub.schedule("daily", every=86400)
+    # croniter: seconds, then year
+    scene.hub.schedule("in-2023", remote=True, cron="0 0 * * * 0 2023")
+    scene.hub.schedule("daily", remote=True, every=86400)
     day = 86400
 
     with caplog.at_level(logging.ERROR, logger="hubbub.beat"):

@@ -197,9 +197,9 @@ def test_cron_without_croniter_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_schedule_by_name_stores_plain_data_on_the_hub(hub: Hub) -> None:
-    entry = hub.schedule("shop.cleanup", cron="*/5 * * * *", tz="Europe/Paris", args=(1,),
-                         kwargs={"deep": True}, missed="skip", queue="low", priority=2,
-                         expires=timedelta(minutes=1))
+    entry = hub.schedule("shop.cleanup", remote=True, cron="*/5 * * * *", tz="Europe/Paris",
+                         args=(1,), kwargs={"deep": True}, missed="skip", queue="low",
+                         priority=2, expires=timedelta(minutes=1))
 
     assert hub.schedules == {"shop.cleanup": entry}
     assert entry.task == "shop.cleanup"
@@ -220,11 +220,11 @@ def test_schedule_takes_a_task_and_a_name_for_a_second_entry(hub: Hub) -> None:
 
 
 def test_the_same_entry_twice_is_harmless_but_a_different_one_is_refused(hub: Hub) -> None:
-    hub.schedule("t", every=10)
-    hub.schedule("t", every=10)
+    hub.schedule("t", remote=True, every=10)
+    hub.schedule("t", remote=True, every=10)
 
     with pytest.raises(ScheduleError, match="'t' already exists; pass name="):
-        hub.schedule("t", every=20)
+        hub.schedule("t", remote=True, every=20)
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -237,7 +237,7 @@ def test_bad_entry_options_are_schedule_errors(
     hub: Hub, options: dict[str, object], message: str,
 ) -> None:
     with pytest.raises(ScheduleError, match=message):
-        hub.schedule("t", every=10, **options)  # type: ignore[arg-type]
+        hub.schedule("t", remote=True, every=10, **options)  # type: ignore[arg-type]
     assert hub.schedules == {}
 
 

@@ -12,7 +12,7 @@ from hubbub.message import DEFAULT_MAX_SIZE
 from hubbub.results import SCHEMES as RESULT_SCHEMES
 from hubbub.settings import DEFAULT_BROKER, Settings, default_results, resolve, seconds
 
-# -- precedence: CLI > environment > code > defaults ------------------------------------------
+# -- precedence: CLI > code > environment > defaults ------------------------------------------
 
 
 def test_defaults_fill_what_nobody_set() -> None:
@@ -28,14 +28,14 @@ def test_code_overrides_the_defaults() -> None:
     assert (settings.broker, settings.lease) == ("memory://code", 5.0)
 
 
-def test_environment_overrides_the_code() -> None:
+def test_the_code_overrides_the_environment_which_fills_the_rest() -> None:
     settings = resolve(
-        {"broker": "memory://code", "default_queue": "code"},
-        environ={"HUBBUB_BROKER": "memory://env"},
+        {"broker": "memory://code", "default_queue": None},
+        environ={"HUBBUB_BROKER": "memory://env", "HUBBUB_DEFAULT_QUEUE": "env"},
     )
 
-    assert settings.broker == "memory://env"
-    assert settings.default_queue == "code"
+    assert settings.broker == "memory://code"
+    assert settings.default_queue == "env"
 
 
 def test_cli_overrides_the_environment_and_the_code() -> None:
@@ -61,7 +61,16 @@ def test_grouped_limits_merge_field_by_field_across_layers() -> None:
         environ={"HUBBUB_MAX_MESSAGE_SIZE": "2000"},
     )
 
-    assert settings.limits == Limits(max_message_size=2000, max_deliveries=9)
+    assert settings.limits == Limits(max_message_size=1000, max_deliveries=9)
+
+
+def test_the_environment_fills_limits_the_code_left_at_their_default() -> None:
+    settings = resolve(
+        {"limits": Limits(max_deliveries=2)},
+        environ={"HUBBUB_MAX_MESSAGE_SIZE": "2000", "HUBBUB_MAX_DELIVERIES": "7"},
+    )
+
+    assert settings.limits == Limits(max_message_size=2000, max_deliveries=2)
 
 
 def test_every_environment_variable_is_read() -> None:
@@ -106,13 +115,15 @@ def test_resolve_reads_os_environ_when_no_environment_is_given(
     assert resolve({}).default_queue == "from-os"
 
 
-def test_hub_takes_its_settings_from_the_environment_over_its_arguments(
+def test_hub_takes_its_arguments_over_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HUBBUB_DEFAULT_QUEUE", "from-env")
+    monkeypatch.setenv("HUBBUB_LEASE", "7")
     hub = Hub("memory://test-unit", default_queue="from-code")
     try:
-        assert hub.settings.default_queue == "from-env"
+        assert hub.settings.default_queue == "from-code"
+        assert hub.settings.lease == 7.0
     finally:
         hub.close()
 
@@ -253,7 +264,8 @@ def test_results_none_from_the_environment_keeps_no_results() -> None:
 
 
 def test_results_follow_a_broker_given_by_the_environment() -> None:
-    settings = resolve({"broker": "sqlite:///code.db"}, environ={"HUBBUB_BROKER": "amqp://mq"})
+    settings = resolve({"broker": None}, environ={"HUBBUB_BROKER": "amqp://mq"},
+                       defaults={"broker": "sqlite:///default.db"})
 
     assert settings.results is None
 
