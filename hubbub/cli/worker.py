@@ -8,6 +8,7 @@ import click
 
 from hubbub._loader import load_hub
 from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
+from hubbub.events import WorkerOnline
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -83,8 +84,16 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     quiet_drivers(loglevel)
     hub = load_hub(app)
-    for line in settings_lines(hub, {"lease": lease}):
-        log.info("%s", line)
+    banner = settings_lines(hub, {"lease": lease})
+
+    def announce(event: object) -> None:
+        # Once connected, beside the "online" line: a broker that cannot be reached gives
+        # one error line, not a banner first.
+        if isinstance(event, WorkerOnline):
+            for line in banner:
+                log.info("%s", line)
+
+    hub.events.subscribe(announce)
     ctx = click.get_current_context()
     given = {p for p in ("queues", "pool", "concurrency", "autoscale")
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}

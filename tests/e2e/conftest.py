@@ -20,7 +20,7 @@ from tests import brokers
 APP = textwrap.dedent('''
     import asyncio, os, time
     from pathlib import Path
-    from hubbub import Hub
+    from hubbub import Hub, Reject
 
     hub = Hub()  # $HUBBUB_BROKER, set by the test
 
@@ -39,6 +39,10 @@ APP = textwrap.dedent('''
     @hub.task
     def boom() -> None:
         raise RuntimeError("kaput")
+
+    @hub.task
+    def refuse() -> None:
+        raise Reject("kaput: not for this worker")
 ''')
 
 

@@ -92,7 +92,7 @@ def test_call_with_wait_prints_the_result_from_a_running_worker(cli: Cli) -> Non
 
 
 def test_status_dead_requeue_and_purge_commands(cli: Cli, app: Hub) -> None:
-    app.tasks["app.boom"].delay()
+    app.tasks["app.refuse"].delay()  # refused: a message that could not run is a dead letter
     worker = cli.start_worker()
     wait_for(lambda: "kaput" in cli.run("dead").stdout, what="dead letter listed")
     worker.send_signal(signal.SIGTERM)
