@@ -16,12 +16,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
-from hubbub.errors import ConfigurationError, ErrorKind, HubbubError, WriteBackFailed
+from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
     WorkerHeartbeat,
@@ -30,7 +30,7 @@ from hubbub.events import (
 )
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
-from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord, State
+from hubbub.results.base import STICKY_STATES, ResultBackend, State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.execute import exception_text
@@ -114,7 +114,6 @@ class WorkerLoop:
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
-        self._background: set[asyncio.Future[bool]] = set()  # pool cancels under way
 
     @property
     def _io(self) -> _Wiring:
@@ -186,7 +185,7 @@ class WorkerLoop:
         helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
                    asyncio.create_task(self._heartbeat_forever())]
         if self._io.results is not None:
-            watcher = Revocations(self._io.results, lambda: list(self._held), self._revoked)
+            watcher = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(watcher.watch_forever()))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
@@ -350,36 +349,6 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
-
-    def _revoked(self, held: Held, record: ResultRecord) -> None:
-        """``held`` was revoked after it was admitted: drop it if it has not started; stop
-        it if it runs and the revoke asked to terminate."""
-        if held not in self._held:
-            return
-        env = held.envelope
-        if held.started_at is None:
-            log.info("task %s[%s] revoked while it waited; skipped", env.task, env.id)
-            self._held.forget(held)
-            if held.runner is not None:
-                held.runner.cancel()
-            self._io.writes.ack([held.delivery])
-        elif (record.error is not None and record.error.type == ErrorKind.TERMINATED
-              and not held.terminating):
-            held.terminating = True
-            log.warning("task %s[%s] revoked with terminate=True; stopping it", env.task, env.id)
-            stop = held.lane.pool.cancel(env.id, "revoked with terminate=True while running")
-            task = asyncio.ensure_future(stop)
-            self._background.add(task)
-            task.add_done_callback(self._stopped(held))
-
-    def _stopped(self, held: Held) -> Callable[[asyncio.Future[bool]], None]:
-        def done(stop: asyncio.Future[bool]) -> None:
-            self._background.discard(stop)
-            if stop.cancelled() or stop.exception() is not None or not stop.result():
-                log.warning("the %s pool could not stop task %s[%s]; it runs to the end",
-                            held.lane.pool.kind, held.envelope.task, held.envelope.id,
-                            exc_info=None if stop.cancelled() else stop.exception())
-        return done
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

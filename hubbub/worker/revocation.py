@@ -1,23 +1,25 @@
-"""``Revocations``: finds out which held deliveries were revoked after they were admitted.
+"""``Revocations``: acts on revokes of deliveries the worker already holds.
 
 Admission reads the result store once per fetched batch; a task can be revoked after that,
-while it waits for a slot. Every ``every`` seconds, while the worker holds anything, one
-batched read of the held ids tells which are REVOKED now, and the worker drops those that
-have not started, and asks the pool to stop running ones revoked with ``terminate=True``.
+while it waits for a slot or while it runs. Every ``every`` seconds, while the worker holds
+anything, one batched read of the held ids tells which are REVOKED now: one that has not
+started is dropped (acked, never run); one that runs and was revoked with
+``terminate=True`` is stopped by its pool (``Pool.cancel``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hubbub._redact import redact
+from hubbub.errors import ErrorKind
 from hubbub.results.base import ResultBackend, ResultRecord, State
 
 if TYPE_CHECKING:
-    from hubbub.worker.held import Held
+    from hubbub.worker.held import Held, HeldSet
+    from hubbub.worker.writes import WriteBuffer
 
 log = logging.getLogger("hubbub.worker")
 
@@ -25,26 +27,27 @@ EVERY = 0.5  # seconds between two looks: how late a revoke may be noticed
 
 
 class Revocations:
-    """Polls the result store for revokes of held deliveries.
+    """Polls the result store for revokes of held deliveries and acts on them.
 
     Args:
         results: the store that keeps revokes.
-        held: the deliveries held now.
-        revoked: called with each held delivery found REVOKED, and its record.
+        held: the deliveries the worker holds.
+        writes: where an unstarted revoked delivery's ack goes.
         every: seconds between two looks.
     """
 
-    def __init__(self, results: ResultBackend, held: Callable[[], list[Held]],
-                 revoked: Callable[[Held, ResultRecord], None], every: float = EVERY) -> None:
+    def __init__(self, results: ResultBackend, held: HeldSet, writes: WriteBuffer,
+                 every: float = EVERY) -> None:
         self.results = results
+        self.held = held
+        self.writes = writes
         self.every = every
-        self._held = held
-        self._revoked = revoked
+        self._stopping: set[asyncio.Future[bool]] = set()  # pool cancels under way
 
     async def watch_forever(self) -> None:
         while True:
             await asyncio.sleep(self.every)
-            held = self._held()
+            held = list(self.held)
             if not held:
                 continue
             try:
@@ -55,4 +58,34 @@ class Revocations:
             for one in held:
                 record = found.get(one.envelope.id)
                 if record is not None and record.state == State.REVOKED:
-                    self._revoked(one, record)
+                    self.revoked(one, record)
+
+    def revoked(self, held: Held, record: ResultRecord) -> None:
+        """``held`` was revoked after it was admitted: drop it if it has not started; stop
+        it if it runs and the revoke asked to terminate."""
+        if held not in self.held:
+            return
+        env = held.envelope
+        if held.started_at is None:
+            log.info("task %s[%s] revoked while it waited; skipped", env.task, env.id)
+            self.held.forget(held)
+            if held.runner is not None:
+                held.runner.cancel()
+            self.writes.ack([held.delivery])
+        elif (record.error is not None and record.error.type == ErrorKind.TERMINATED
+              and not held.terminating):
+            held.terminating = True
+            log.warning("task %s[%s] revoked with terminate=True; stopping it", env.task, env.id)
+            stop = asyncio.ensure_future(
+                held.lane.pool.cancel(env.id, "revoked with terminate=True while running"))
+            self._stopping.add(stop)
+            stop.add_done_callback(lambda done: self._stopped(held, done))
+
+    def _stopped(self, held: Held, stop: asyncio.Future[bool]) -> None:
+        self._stopping.discard(stop)
+        if stop.cancelled():
+            return
+        if stop.exception() is not None or not stop.result():
+            log.warning("the %s pool could not stop task %s[%s]; it runs to the end",
+                        held.lane.pool.kind, held.envelope.task, held.envelope.id,
+                        exc_info=stop.exception())
