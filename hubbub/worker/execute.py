@@ -253,9 +253,9 @@ class Stoppable:
         return Terminated(self.reason, time.monotonic() - self.started)
 
     def _fire(self) -> None:
-        stop = self._stop
+        stop, me = self._stop, object()
         # ``arm`` and ``terminate`` may both get here (from two threads): stop once.
-        if stop is not None and self._fired.setdefault("stop", stop) is stop:
+        if stop is not None and self._fired.setdefault("stop", me) is me:
             stop(self.reason)
 
 
