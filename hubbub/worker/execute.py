@@ -329,9 +329,11 @@ def _raise_in(thread: int, exc_type: type[BaseException] | None) -> None:
 class _InThread:
     """Where a job runs in a thread, so that its time limits and a terminate can reach it.
 
-    Invariant: nothing is raised in the thread once ``finish`` has run (the thread then serves
-    other jobs): ``interrupt`` and ``finish`` hold ``lock``, and ``finish`` takes back an
-    exception that was requested but has not landed.
+    Invariant: an exception is raised in the thread only while the task's own function runs
+    (between ``enter`` and ``leave``), never in hubbub's code around it nor once the thread
+    serves other jobs: ``interrupt``, ``enter``, ``leave`` and ``finish`` hold ``lock``, an
+    interrupt that comes before the task starts waits for it (``pending``), and ``leave`` takes
+    back one that was requested but has not landed.
     """
 
     thread: int | None = None
@@ -339,6 +341,8 @@ class _InThread:
     task: asyncio.Task[Any] | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     interrupted: bool = False
+    pending: type[BaseException] | None = None  # asked for before the task started
+    in_task: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def interrupt(self, exc_type: type[BaseException]) -> None:
@@ -350,13 +354,45 @@ class _InThread:
             if self.loop is not None and self.task is not None:
                 with contextlib.suppress(RuntimeError):  # its loop just closed: it is over
                     self.loop.call_soon_threadsafe(self.task.cancel, exc_type.__name__)
-            elif self.thread is not None:
+            elif self.in_task and self.thread is not None:
                 _raise_in(self.thread, exc_type)
+            else:
+                self.pending = exc_type
+
+    def enter(self) -> None:
+        """The task's function starts now (in its thread).
+
+        Raises:
+            BaseException: the interrupt that came before it started.
+        """
+        with self.lock:
+            if self.pending is not None:
+                raise self.pending("stopped before the task started")
+            self.in_task = True
+
+    def leave(self) -> None:
+        """The task's function has returned or raised."""
+        with self.lock:
+            self.in_task = False
+            if self.interrupted and self.thread is not None:
+                _raise_in(self.thread, None)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None) -> None:
+        """An ``async def`` job's loop runs now: later interrupts cancel its task.
+
+        Raises:
+            asyncio.CancelledError: an interrupt came before its loop started.
+        """
+        with self.lock:
+            if self.pending is not None:
+                raise asyncio.CancelledError(self.pending.__name__)
+            self.loop, self.task = loop, task
 
     def finish(self) -> None:
         """Called by the job's thread when the job is over, before it takes other work."""
         with self.lock:
             self.finished.set()
+            self.in_task = False
             if self.interrupted and self.thread is not None:
                 _raise_in(self.thread, None)
 
@@ -370,8 +406,14 @@ def run_sync(task: Task[Any, Any], job: Job, where: _InThread | None = None) -> 
             value, error = asyncio.run(_on_private_loop(task, job, where))
             if error is not None:
                 return failure(task, error, time.monotonic() - started)
-        else:
+        elif where is None:
             value = task.fn(*job.args, **job.kwargs)
+        else:
+            where.enter()
+            try:
+                value = task.fn(*job.args, **job.kwargs)
+            finally:
+                where.leave()
     except asyncio.CancelledError as exc:
         if where is not None and where.interrupted:  # our time limit cancelled its loop
             limit = SoftTimeLimitExceeded("cancelled at its time limit")
@@ -387,7 +429,7 @@ def run_sync(task: Task[Any, Any], job: Job, where: _InThread | None = None) -> 
 async def _on_private_loop(task: Task[Any, Any], job: Job,
                            where: _InThread | None) -> tuple[Any, BaseException | None]:
     if where is not None:
-        where.loop, where.task = asyncio.get_running_loop(), asyncio.current_task()
+        where.attach(asyncio.get_running_loop(), asyncio.current_task())
     return await _contained(task, job)
 
 

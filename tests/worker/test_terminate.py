@@ -378,3 +378,42 @@ def test_running_finds_every_job_with_an_id_and_forgets_ended_ones() -> None:
 def test_the_cancel_frame_survives_its_trip_over_the_wire() -> None:
     data = encode(Cancel(7, "revoked with terminate=True"))
     assert decode(data[FRAME.size:]) == Cancel(7, "revoked with terminate=True")
+
+
+@pytest.mark.parametrize("pool", IN_PROCESS_POOLS)
+def test_a_terminate_racing_the_end_of_a_job_gives_it_one_outcome_agreeing_with_cancel(
+        hub: Hub, pool: str) -> None:
+    @hub.task(name="brief")
+    def brief(n: int) -> int:
+        total = 0
+        for i in range(n):  # Python instructions, where a terminate can land
+            total += i
+        return total
+
+    @hub.task(name="abrief")
+    async def abrief(n: int) -> int:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return n
+
+    instance = make_pool(pool, 1)
+    runner = Runner()
+
+    async def race(name: str, n: int, job_id: str, delay: int) -> tuple[bool, Outcome]:
+        running = asyncio.ensure_future(instance.run(Job(job_id, name, (n,), {})))
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        stopped = await instance.cancel(job_id, "revoked")
+        return stopped, await running
+
+    try:
+        runner.call(instance.start(hub))
+        for i in range(60):
+            name = "brief" if i % 2 else "abrief"
+            stopped, outcome = runner.call(race(name, 2000, f"job-{i}", i % 6))
+            assert stopped is isinstance(outcome, Terminated), (i, stopped, outcome)
+        after = runner.call(instance.run(Job("after", "brief", (10,), {})))
+        assert after == Succeeded(45, after.duration)
+    finally:
+        runner.call(instance.stop())
+        runner.close()
