@@ -6,7 +6,9 @@ CLI did (``module:attr``), says ``ready``, then serves jobs until ``stop`` or EO
 - ``serial`` (prefork): one job at a time in the main thread. A soft limit is a SIGALRM whose
   handler raises ``SoftTimeLimitExceeded`` inside the task; the hard limit belongs to the
   parent, which kills this process. ``async def`` tasks get a fresh loop per job.
-- ``asyncio`` (hybrid): an ``AsyncPool`` on this process's own loop, with its limits.
+- ``asyncio`` (hybrid): an ``AsyncPool`` on this process's own loop, with its limits;
+  ``Cancel`` terminates a job the way that pool does (cancel the coroutine, raise in the
+  thread).
 - ``gevent``: greenlets; see :mod:`hubbub.worker.pools._gevent_child`.
 
 SIGINT is ignored from the first line of ``BOOT`` on: Ctrl-C in a terminal reaches the whole
@@ -44,6 +46,7 @@ from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
 from hubbub.worker.execute import describe, exception_text, failure, limits, on_loop, run_sync
 from hubbub.worker.pools._wire import (
+    Cancel,
     ChildSpec,
     Done,
     LoadFailed,
@@ -191,15 +194,19 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     running: set[asyncio.Task[None]] = set()
+    jobs: dict[int, Job] = {}  # by the parent's number, for Cancel
 
     async def run(seq: int, job: Job) -> None:
         if job.task not in hub.tasks:
             outcome = unknown_task(hub, job)
         else:
+            jobs[seq] = job
             try:
                 outcome = await pool.run(job)
             except Exception as exc:  # a bug in the pool must not take the others down
                 outcome = Failed(describe(exc), 0.0)
+            finally:
+                del jobs[seq]
         if os.getpid() != me:
             # An async def task forked on this loop and returned in the forked process too:
             # that one is not this child (its socket is closed) and ends here. (One forked
@@ -216,8 +223,13 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
             except (asyncio.IncompleteReadError, ConnectionError):
                 parent_gone = True
                 break
+            if isinstance(frame, Cancel):
+                cancelled = jobs.get(frame.seq)  # None: it has ended, its Done is on its way
+                if cancelled is not None:
+                    await pool.cancel(cancelled.id, frame.reason)
+                continue
             if not isinstance(frame, Run):
-                break  # Stop: after the spec, the parent sends only Run and Stop
+                break  # Stop: after the spec, the parent sends only Run, Cancel and Stop
             runner = asyncio.create_task(run(frame.seq, frame.job))
             running.add(runner)
             runner.add_done_callback(running.discard)

@@ -11,8 +11,11 @@ How a child is started: ``python -c BOOT <fd>`` (``subprocess`` with the socket 
 Invariants:
 
 - a job sent to a child resolves exactly once: with the child's ``done`` reply, or when the
-  child's socket reaches EOF (it died, or was killed at a hard limit), with ``TimedOut`` for
-  the job whose limit killed it and ``Crashed`` (naming the signal or exit code) for the rest;
+  child's socket reaches EOF (it died, or was killed at a hard limit or for a terminate), with
+  ``TimedOut`` for the job whose limit killed it, ``Terminated`` for a job being terminated,
+  and ``Crashed`` (naming the signal or exit code) for the rest;
+- a terminate kills a child with no grace (prefork) at once; otherwise it sends ``Cancel``
+  and kills the child only if the job is still unanswered ``limit_grace`` seconds later;
 - ``on_exit`` is called once, after the process was reaped and its jobs settled;
 - the parent stops listening to a child's socket once the process has been reaped (after
   ``EOF_GRACE``), even when something else still holds the other end (a process the task
@@ -34,8 +37,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hubbub.job import Crashed, Job, Outcome, TimedOut
+from hubbub.job import Crashed, Job, Outcome, Terminated, TimedOut
 from hubbub.worker.pools._wire import (
+    Cancel,
     ChildSpec,
     Done,
     LoadFailed,
@@ -70,6 +74,13 @@ class _Pending:
     started: float
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    terminating: str | None = None  # why it is being terminated (revoked with terminate=True)
+    backstop: asyncio.TimerHandle | None = None  # kills the child if it does not stop in time
+
+    def disarm(self) -> None:
+        for timer in (self.timer, self.backstop):
+            if timer is not None:
+                timer.cancel()
 
 
 def describe_exit(pid: int, code: int | None) -> str:
@@ -92,7 +103,8 @@ class Child:
         spec: what the child imports and how it serves.
         boot: the ``python -c`` program that starts it.
         limit_grace: seconds past a job's hard limit before the child is killed (0: exactly
-            at the limit).
+            at the limit), and seconds a terminated job has to stop before the child is
+            killed (0: the child is killed at once, without a ``Cancel``).
         on_done: called after each ``done`` reply.
         on_exit: called once, after the process was reaped and its jobs settled.
         memory_limit: resident MiB above which a busy child is killed (None: no watch).
@@ -118,7 +130,8 @@ class Child:
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
-        self._culprit: _Pending | None = None
+        self._culprit: _Pending | None = None  # the job whose hard limit killed the child
+        self._terminated: _Pending | None = None  # the job that did not stop when terminated
         self._over_memory: str | None = None  # why the memory watch killed it
         self._stop_sent = False
 
@@ -227,13 +240,44 @@ class Child:
         return pending.future
 
     def _limit_reached(self, pending: _Pending) -> None:
-        if pending.future.done():
-            return
+        if pending.future.done() or pending.terminating is not None:
+            return  # a terminated job has its own kill backstop
         pending.timed_out = True
         if self._culprit is None:
             self._culprit = pending
         log.warning("task %s[%s] ran past its hard time limit of %ss; killing child %d",
                     pending.job.task, pending.job.id, pending.job.timeout, self.pid)
+        self.kill()
+
+    def terminate(self, job_id: str, reason: str) -> list[asyncio.Future[Outcome]]:
+        """Stop every job ``job_id`` this child runs; each ends ``Terminated`` unless it ends
+        first. Without a grace the child is killed at once (prefork: one job per child);
+        otherwise it is asked (``Cancel``) and killed ``limit_grace`` seconds later if the job
+        is still unanswered.
+
+        Returns:
+            The futures of the jobs being stopped (none: it runs no such job).
+        """
+        stopping = [p for p in self.pending.values() if p.job.id == job_id
+                    and not p.future.done() and not p.timed_out and p.terminating is None]
+        loop = asyncio.get_running_loop()
+        for pending in stopping:
+            pending.terminating = reason
+            if self.limit_grace <= 0 or self._writer is None or self._writer.is_closing():
+                self._overdue(pending)
+            else:
+                self._writer.write(encode(Cancel(pending.seq, reason)))
+                pending.backstop = loop.call_later(self.limit_grace, self._overdue, pending)
+        return [p.future for p in stopping]
+
+    def _overdue(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        if self.limit_grace > 0:
+            if self._terminated is None:
+                self._terminated = pending
+            log.warning("task %s[%s] did not stop within %.0fs of its terminate; killing "
+                        "child %d", pending.job.task, pending.job.id, self.limit_grace, self.pid)
         self.kill()
 
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
@@ -292,8 +336,7 @@ class Child:
         self.rss = done.rss
         pending = self.pending.pop(done.seq, None)
         if pending is not None:
-            if pending.timer is not None:
-                pending.timer.cancel()
+            pending.disarm()
             if not pending.future.done():
                 pending.future.set_result(done.outcome)
         self.on_done(self, done.outcome)
@@ -307,16 +350,23 @@ class Child:
         what = describe_exit(self.pid, code)
         hint = " (SIGKILL: killed from outside, e.g. by the out-of-memory killer)" if (
             code == -signal.SIGKILL and self._culprit is None and self._over_memory is None
+            and self._terminated is None
         ) else ""
-        culprit = self._culprit
+        culprit, terminated = self._culprit, self._terminated
         for pending in pendings:
-            if pending.timer is not None:
-                pending.timer.cancel()
+            pending.disarm()
             duration = loop.time() - pending.started
             job = pending.job
             if pending.timed_out:
                 assert job.timeout is not None
                 outcome: Outcome = TimedOut(job.timeout, duration)
+            elif pending.terminating is not None:
+                outcome = Terminated(pending.terminating, duration)
+            elif terminated is not None:
+                outcome = Crashed(f"{what}: killed because task {terminated.job.task}"
+                                  f"[{terminated.job.id}] in the same process was terminated "
+                                  f"and did not stop within {self.limit_grace:g}s while this "
+                                  "one ran", duration)
             elif culprit is not None:
                 outcome = Crashed(f"{what}: killed because task {culprit.job.task}"
                                   f"[{culprit.job.id}] in the same process ran past its hard "

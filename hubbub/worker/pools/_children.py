@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from hubbub.errors import ConfigurationError, ErrorKind
-from hubbub.job import Crashed, Failed, Job, Outcome
+from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.results.base import ErrorInfo
 from hubbub.worker.execute import exception_text
 from hubbub.worker.pools._child_handle import Child, StartFailed
@@ -129,6 +129,21 @@ class Children:
                               + exception_text(exc))
             return Failed(error, 0.0)
         return await future
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """Stop the running job ``job_id`` (see ``Child.terminate``) and wait for its outcome,
+        which comes within about ``limit_grace`` seconds (the kill backstop).
+
+        Returns:
+            True if it ended ``Terminated``; False if it was not running in a child, or
+            ended on its own first.
+        """
+        futures = [f for child in list(self._all) for f in child.terminate(job_id, reason)]
+        if not futures:
+            return False
+        # Shielded: a caller that stops waiting must not cancel the job's own outcome.
+        outcomes = await asyncio.gather(*(asyncio.shield(f) for f in futures))
+        return any(isinstance(outcome, Terminated) for outcome in outcomes)
 
     async def resize(self, processes: int) -> None:
         """Grow to or shrink to ``processes`` serving children (autoscale).
@@ -271,6 +286,12 @@ class ChildPool(Pool):
 
     async def run(self, job: Job) -> Outcome:
         return await self.children.run(job)
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """Stop the job in its child: prefork kills the child (and replaces it); hybrid and
+        gevent ask the child to cancel the job and kill it if the job has not ended
+        ``KILL_GRACE`` seconds later (its other jobs then crash)."""
+        return await self.children.cancel(job_id, reason)
 
     async def stop(self) -> None:
         await self.children.stop()

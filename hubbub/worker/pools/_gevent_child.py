@@ -12,6 +12,10 @@ kills the child shortly after the hard limit.
 ``async def`` tasks each get an event loop in a real OS thread of gevent's thread pool
 (``asyncio.run`` there, with the async pool's limits), because an asyncio loop and the gevent
 hub cannot share one thread; they run concurrently with the greenlets.
+
+``Cancel`` (a terminate) raises ``TerminateRequested`` in a sync task's greenlet at its next
+yield, or cancels an ``async def`` task's coroutine on its loop. One that does not stop (it
+never yields) is stopped by the parent killing the child a second later.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.hub import Hub
 from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
-from hubbub.worker.execute import limits, on_loop, run_sync
+from hubbub.worker.execute import Stoppable, TerminateRequested, limits, on_loop, run_sync
 from hubbub.worker.pools._child import reply, unknown_task
-from hubbub.worker.pools._wire import ChildSpec, Ready, Run, encode, receive
+from hubbub.worker.pools._wire import Cancel, ChildSpec, Ready, Run, encode, receive
 
 ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
 
@@ -51,14 +55,20 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
         with sending:  # one frame at a time on the socket
             sock.sendall(frame)
 
+    running: dict[int, Stoppable] = {}  # by the parent's number, for Cancel
+
     def run(seq: int, job: Job) -> None:
         task = hub.tasks.get(job.task)
-        if task is None:
-            outcome = unknown_task(hub, job)
-        elif task.is_async:
-            outcome = gevent.get_hub().threadpool.apply(_run_async, (task, job))
-        else:
-            outcome = _run_green(task, job)
+        stop = running[seq] = Stoppable(job)
+        try:
+            if task is None:
+                outcome = unknown_task(hub, job)
+            elif task.is_async:
+                outcome = gevent.get_hub().threadpool.apply(_run_async, (task, job, stop))
+            else:
+                outcome = _run_green(task, job, stop)
+        finally:
+            del running[seq]
         if os.getpid() != me:
             # A task forked (gevent copies every greenlet into the new process) and returned
             # there: that process is not this child (its socket is closed) and ends here.
@@ -81,17 +91,37 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             # Nobody can receive outcomes any more; deliveries come back after the lease.
             logging.shutdown()
             os._exit(0)
+        if isinstance(frame, Cancel):
+            cancelled = running.get(frame.seq)  # None: it has ended, its Done is on its way
+            if cancelled is not None:
+                cancelled.terminate(frame.reason)
+            continue
         if not isinstance(frame, Run):
-            break  # Stop: after the spec, the parent sends only Run and Stop
+            break  # Stop: after the spec, the parent sends only Run, Cancel and Stop
         greenlets.spawn(run, frame.seq, frame.job)
     greenlets.join()
 
 
-def _run_async(task: Task[Any, Any], job: Job) -> Outcome:
-    return asyncio.run(on_loop(task, job))
+def _run_async(task: Task[Any, Any], job: Job, stop: Stoppable) -> Outcome:
+    return asyncio.run(on_loop(task, job, stop))
 
 
-def _run_green(task: Task[Any, Any], job: Job) -> Outcome:
+def _throw_in(green: Any, stop: Stoppable) -> Any:
+    """How to stop a job running in greenlet ``green``: raise ``TerminateRequested`` in it
+    from the hub, unless the job has ended by then. The job's greenlet calls ``stop.end()``
+    before its next yield, so the exception can only land inside the task."""
+    def deliver(reason: str) -> None:  # in the hub, on the job's own thread
+        if not stop.over:
+            green.throw(TerminateRequested(reason))
+
+    return lambda reason: gevent.get_hub().loop.run_callback(deliver, reason)
+
+
+def _run_green(task: Task[Any, Any], job: Job, stop: Stoppable) -> Outcome:
+    if stop.terminated:  # terminated before it started
+        stop.end()
+        return stop.outcome()
+    stop.arm(_throw_in(gevent.getcurrent(), stop))
     soft, hard = limits(job)
     timers = []
     if soft is not None:
@@ -107,6 +137,9 @@ def _run_green(task: Task[Any, Any], job: Job) -> Outcome:
     finally:
         for timer in timers:
             timer.close()
+        terminated = stop.end()  # before anything that may yield
+    if terminated:
+        return stop.outcome()
     duration = time.monotonic() - started
     if (hard is not None and duration >= hard and isinstance(outcome, Failed)
             and outcome.error.type == "TaskTimedOut"):

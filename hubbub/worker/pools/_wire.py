@@ -15,6 +15,8 @@ Parent to child::
 
     ChildSpec     ("spec", ...)                 first frame: what to import and how to run
     Run           ("run", seq, job)             run a job; ``seq`` is the parent's number
+    Cancel        ("cancel", seq, reason)       stop job ``seq`` (hybrid, gevent); it is
+                                                answered by its ``Done``
     Stop          ("stop",)                     finish and exit (idle children only)
 
 Child to parent::
@@ -71,6 +73,14 @@ class Run(NamedTuple):
     job: Job
 
 
+class Cancel(NamedTuple):
+    """Parent to child: stop job ``seq`` (revoked with ``terminate=True``), which then ends
+    with a ``Done`` whose outcome is ``Terminated(reason, ...)``, unless it ended first."""
+
+    seq: int
+    reason: str
+
+
 class Stop(NamedTuple):
     """Parent to child: exit once the jobs running now are done."""
 
@@ -96,12 +106,12 @@ class Done(NamedTuple):
     rss: float
 
 
-ToChild = ChildSpec | Run | Stop
+ToChild = ChildSpec | Run | Cancel | Stop
 ToParent = Ready | LoadFailed | Done
 Frame = ToChild | ToParent
 
-_TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Stop: "stop", Ready: "ready",
-                                 LoadFailed: "error", Done: "done"}
+_TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Cancel: "cancel", Stop: "stop",
+                                 Ready: "ready", LoadFailed: "error", Done: "done"}
 _KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
 
 

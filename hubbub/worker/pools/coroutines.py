@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
-from hubbub.worker.execute import JOB_TASK_PREFIX, in_thread, on_loop
+from hubbub.worker.execute import JOB_TASK_PREFIX, Running, in_thread, on_loop
 from hubbub.worker.pools.base import Job, Outcome, Pool
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class AsyncPool(Pool):
         self._hub: Hub | None = None
         self._watchdog: LoopWatchdog | None = None
         self._on_loop: dict[asyncio.Task[Any], Job] = {}  # async jobs by the task awaiting them
+        self._running = Running()
 
     async def start(self, hub: Hub) -> None:
         self._hub = hub
@@ -79,18 +80,25 @@ class AsyncPool(Pool):
         assert self._executor is not None, "pool not started"
         assert self._hub is not None, "pool not started"
         task = self._hub.tasks[job.task]
-        if not task.is_async:
-            return await in_thread(self._executor, task, job)
-        # The job runs in this asyncio task (or, with time limits, in one it awaits): the
-        # watchdog looks it up here to say which job holds the loop.
-        me = asyncio.current_task()
-        if me is not None:
-            self._on_loop[me] = job
-        try:
-            return await on_loop(task, job)
-        finally:
+        with self._running.track(job) as stop:
+            if not task.is_async:
+                return await in_thread(self._executor, task, job, stop)
+            # The job runs in this asyncio task (or, with time limits, in one it awaits): the
+            # watchdog looks it up here to say which job holds the loop.
+            me = asyncio.current_task()
             if me is not None:
-                self._on_loop.pop(me, None)
+                self._on_loop[me] = job
+            try:
+                return await on_loop(task, job, stop)
+            finally:
+                if me is not None:
+                    self._on_loop.pop(me, None)
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """Cancel the job's coroutine, or raise ``TerminateRequested`` in a sync job's thread;
+        it is reported ``Terminated``. A coroutine that catches the cancellation and goes on
+        runs to its end (and is still reported ``Terminated``)."""
+        return self._running.terminate(job_id, reason)
 
     async def stop(self) -> None:
         if self._watchdog is not None:

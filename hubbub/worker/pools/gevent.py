@@ -15,6 +15,9 @@ the gevent hub), with the async pool's time-limit semantics. Time limits of sync
 ``gevent.Timeout``\\ s: they land at the task's next yield; a greenlet that never yields is
 stopped by the parent killing its child shortly after the hard limit, which crashes that
 child's other tasks too (``hard_timeouts_exact`` is False).
+A terminate (``Pool.cancel``) is a ``Cancel`` frame: the child throws ``TerminateRequested``
+into the task's greenlet (or cancels an ``async def`` task's coroutine), with the same kill
+backstop.
 
 Needs the extra: ``pip install hubbub[gevent]``.
 """

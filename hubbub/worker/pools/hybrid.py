@@ -18,6 +18,10 @@ still unanswered ``KILL_GRACE`` seconds past its limit (a task that blocks the c
 or ignores cancellation) does the parent kill that child, and its other jobs crash with a
 reason naming the culprit. That is why ``hard_timeouts_exact`` is False here: use prefork
 when a limit must be exact.
+
+A terminate (``Pool.cancel``) goes the same way: the child is sent ``Cancel`` and stops the
+task as the async pool does (cancel the coroutine, raise in the thread); a task still running
+``KILL_GRACE`` seconds later gets its child killed.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ worker: the parent sees the child's socket close, reports that task as ``Crashed
 signal or exit code, and starts a new child. The hard ``timeout`` is exact: the parent kills
 the child at the limit. ``soft_timeout`` raises ``SoftTimeLimitExceeded`` inside the task
 (a SIGALRM handler in the child's main thread), so the task can clean up.
+A terminate (``Pool.cancel``) kills the child at once, like the hard limit: the task is
+reported ``Terminated`` and a new child starts.
 
 How children start, and why
 ---------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ClassVar
 
-from hubbub.worker.execute import in_thread
+from hubbub.worker.execute import Running, in_thread
 from hubbub.worker.pools.base import Job, Outcome, Pool
 
 if TYPE_CHECKING:
@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 class ThreadPool(Pool):
     """Every task, sync or ``async def`` (on a private loop), runs in a thread of its own pool.
 
-    Time limits are best effort: see :mod:`hubbub.worker.execute`.
+    Time limits and terminating are best effort: ``TerminateRequested`` (or
+    ``TaskTimedOut``) is raised in the task's thread at its next Python instruction and the
+    job is reported at once; a task stuck in a C call keeps its thread until the call returns.
+    See :mod:`hubbub.worker.execute`.
     """
 
     kind: ClassVar[str] = "threads"
@@ -26,6 +29,7 @@ class ThreadPool(Pool):
         super().__init__(concurrency)
         self._executor: ThreadPoolExecutor | None = None
         self._hub: Hub | None = None
+        self._running = Running()
 
     async def start(self, hub: Hub) -> None:
         self._hub = hub
@@ -34,7 +38,12 @@ class ThreadPool(Pool):
     async def run(self, job: Job) -> Outcome:
         assert self._executor is not None, "pool not started"
         assert self._hub is not None, "pool not started"
-        return await in_thread(self._executor, self._hub.tasks[job.task], job)
+        with self._running.track(job) as stop:
+            return await in_thread(self._executor, self._hub.tasks[job.task], job, stop)
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """Raise ``TerminateRequested`` in the job's thread; it is reported ``Terminated``."""
+        return self._running.terminate(job_id, reason)
 
     async def resize(self, concurrency: int) -> None:
         await super().resize(concurrency)
