@@ -112,14 +112,17 @@ class TaskRevoked(TaskError):
 class TaskCrashed(TaskFailed):
     """The process running the task died (segfault, kill, out of memory)."""
 
-    def __init__(self, message: str, traceback: str = "") -> None:
+    def __init__(self, message: str = "the process running the task died",
+                 traceback: str = "") -> None:
         super().__init__(ErrorKind.CRASHED, message, traceback)
 
 
 class TaskTimedOut(TaskFailed, TimeoutError):
     """The task ran past its hard time limit."""
 
-    def __init__(self, message: str, traceback: str = "") -> None:
+    # Raised into a task's thread as a class (no arguments) at its hard limit.
+    def __init__(self, message: str = "ran past its hard time limit",
+                 traceback: str = "") -> None:
         super().__init__(ErrorKind.TIMED_OUT, message, traceback)
 
 
