@@ -91,10 +91,25 @@ class Result(Generic[R]):
         return self.hub.bridge.run(self.hub.read_results([self.id])).get(self.id)
 
     @property
-    def state(self) -> State:
-        """PENDING (also: unknown), STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+    def state(self) -> str:
+        """PENDING (also: unknown), STARTED, RETRY, SUCCESS, FAILURE or REVOKED, or while
+        the task runs, a state it reported with ``update_state`` (e.g. ``"PROGRESS"``).
+
+        A ``State`` member except for a task's own state names (``State`` is a ``str``
+        enum, so ``result.state == "PROGRESS"`` and ``result.state == State.SUCCESS`` both
+        read naturally)."""
         record = self.record()
-        return State.PENDING if record is None else record.state
+        if record is None:
+            return State.PENDING
+        if record.state == State.STARTED and record.status is not None:
+            return record.status
+        return record.state
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """What the running task last said with ``update_state(meta=...)``; None otherwise."""
+        record = self.record()
+        return None if record is None or record.state != State.STARTED else record.meta
 
     @property
     def result(self) -> R | TaskError | None:

@@ -72,7 +72,9 @@ class ResultRecord:
     """One task's state and outcome.
 
     ``value`` is the JSON-compatible return value (SUCCESS). ``error`` says what went wrong
-    (FAILURE, REVOKED, and the last error of RETRY). Times are epoch seconds.
+    (FAILURE, REVOKED, and the last error of RETRY). Times are epoch seconds. While the task
+    runs (STARTED), ``status`` is a state of its own it reported with
+    ``current_task().update_state(...)`` (e.g. ``"PROGRESS"``) and ``meta`` what it said.
     """
 
     id: str
@@ -85,6 +87,8 @@ class ResultRecord:
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    status: str | None = None
+    meta: dict[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -141,6 +145,9 @@ def encode_record(record: ResultRecord) -> bytes:
     """
     fields = _fields(bounded(record))
     fields["value"] = pack(fields["value"])
+    if record.status is not None:  # only while a task reports progress: records stay small
+        fields["status"] = record.status
+        fields["meta"] = pack(record.meta)
     try:
         return json_dumps(fields)
     except (TypeError, ValueError):  # a lone surrogate; else the same error comes again
@@ -170,6 +177,8 @@ def decode_record(data: bytes) -> ResultRecord:
     if tagged(data):  # else the value is plain JSON, used as parsed
         try:
             raw["value"] = unpack(raw["value"])
+            if raw.get("meta") is not None:
+                raw["meta"] = unpack(raw["meta"])
         except Undecodable as exc:
             raise ResultError(f"result of task {raw.get('id')!r} cannot be decoded: {exc}"
                               ) from exc

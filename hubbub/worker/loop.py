@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
+from hubbub.context import ProgressSink, register_sink, unregister_sink
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
@@ -333,6 +335,7 @@ class WorkerLoop:
             self._io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(held.envelope, held.delivery, Job.from_envelope(held.envelope),
                                   self.name)
+            register_sink(held.envelope.id, self._progress_sink(held))
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -340,6 +343,8 @@ class WorkerLoop:
             except Exception as exc:  # a bug in middleware or a pool must not kill the worker
                 log.exception("dispatch of %s[%s] failed", held.envelope.task, held.envelope.id)
                 outcome = Crashed(exception_text(exc), 0.0)
+            finally:
+                unregister_sink(held.envelope.id)
         finally:
             lane.release_slot()
             if self._held.done_alone(held):
@@ -349,6 +354,29 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
+
+    def _progress_sink(self, held: Held) -> ProgressSink:
+        """Where ``update_state`` of ``held`` goes: from any thread to this loop, coalesced
+        (a burst of updates costs one hop, carrying the latest)."""
+        loop = asyncio.get_running_loop()
+        latest: list[tuple[str, dict[str, Any] | None]] = []
+        lock = threading.Lock()
+
+        def take() -> None:
+            with lock:
+                update = latest.pop() if latest else None
+            if update is not None and held in self._held:  # not once the task has ended
+                self._io.outcomes.progress(held, *update)
+
+        def sink(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
+            with lock:
+                first = not latest
+                latest[:] = [(state, meta)]
+            if first:
+                with contextlib.suppress(RuntimeError):  # the worker has stopped meanwhile
+                    loop.call_soon_threadsafe(take)
+
+        return sink
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

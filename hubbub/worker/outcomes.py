@@ -133,21 +133,29 @@ class Outcomes:
         return (self.hub.settings.dead_letter_failures or held.task.spec.ignore_result
                 or self.hub.settings.results is None)
 
+    def progress(self, held: Held, status: str, meta: dict[str, Any] | None) -> None:
+        """The running task reported ``status`` (``update_state``): a STARTED record that
+        says so. Records wait in the write buffer by id, so a burst of updates is written
+        once, as its latest."""
+        self.record(held, State.STARTED, status=status, meta=meta)
+
     def record(self, held: Held, state: State, *, value: Any = None,
-               error: ErrorInfo | None = None) -> None:
-        record = self.make(held, state, value=value, error=error)
+               error: ErrorInfo | None = None, status: str | None = None,
+               meta: dict[str, Any] | None = None) -> None:
+        record = self.make(held, state, value=value, error=error, status=status, meta=meta)
         if record is not None:
             self.writes.record(record)
 
     def make(self, held: Held, state: State, *, value: Any = None,
-             error: ErrorInfo | None = None) -> ResultRecord | None:
+             error: ErrorInfo | None = None, status: str | None = None,
+             meta: dict[str, Any] | None = None) -> ResultRecord | None:
         """The record of ``held`` in ``state``, or None when its task keeps no result."""
         if held.task.spec.ignore_result or self.hub.settings.results is None:
             return None
         env = held.envelope
         return ResultRecord(env.id, state, env.task, value, error, env.retries, self.worker,
                             env.created_at, held.started_at,
-                            time.time() if state in READY_STATES else None)
+                            time.time() if state in READY_STATES else None, status, meta)
 
 
 def short(text: str | None, limit: int = 1000) -> str:

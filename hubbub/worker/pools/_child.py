@@ -39,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 from hubbub._loader import load_hub
+from hubbub.context import set_default_sink
 from hubbub.errors import ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
@@ -50,6 +51,7 @@ from hubbub.worker.pools._wire import (
     ChildSpec,
     Done,
     LoadFailed,
+    Progress,
     Ready,
     Run,
     encode,
@@ -127,6 +129,13 @@ def unknown_task(hub: Hub, job: Job) -> Outcome:
 def _serve_serial(sock: socket.socket, hub: Hub) -> None:
     me = os.getpid()
     sock.sendall(encode(Ready(me)))
+
+    def progress(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
+        # From the task, on this thread, between this child's other sends: never at once.
+        with contextlib.suppress(OSError):
+            sock.sendall(encode(Progress(task_id, state, meta)))
+
+    set_default_sink(progress)
     while True:
         try:
             frame = receive(sock)
@@ -214,6 +223,14 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
             os._exit(0)
         writer.write(reply(seq, outcome))
 
+    loop = asyncio.get_running_loop()
+
+    def progress(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
+        # From a coroutine on this loop or a sync task's thread: written on the loop.
+        with contextlib.suppress(RuntimeError):  # the loop is closing: the task is over
+            loop.call_soon_threadsafe(writer.write, encode(Progress(task_id, state, meta)))
+
+    set_default_sink(progress)
     writer.write(encode(Ready(os.getpid())))
     parent_gone = False
     try:

@@ -37,12 +37,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hubbub.context import report
 from hubbub.job import Crashed, Job, Outcome, Terminated, TimedOut
 from hubbub.worker.pools._wire import (
     Cancel,
     ChildSpec,
     Done,
     LoadFailed,
+    Progress,
     Ready,
     Run,
     Stop,
@@ -286,6 +288,8 @@ class Child:
                 frame = await read_frame(reader)
                 if isinstance(frame, Done):
                     self._done(frame)
+                elif isinstance(frame, Progress):  # to the worker that holds the task
+                    report(frame.task_id, frame.state, frame.meta)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # EOF: the child exited, or was killed
         except Exception:  # a garbled frame: this child cannot be trusted any more

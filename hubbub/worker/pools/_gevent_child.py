@@ -26,20 +26,23 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 # gevent ships no type information; without the extra installed the import is not found.
 import gevent  # type: ignore[import-untyped,import-not-found,unused-ignore]
 import gevent.lock  # type: ignore[import-untyped,import-not-found,unused-ignore]
+import gevent.monkey  # type: ignore[import-untyped,import-not-found,unused-ignore]
 import gevent.pool  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
+from hubbub.context import set_default_sink
 from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.hub import Hub
 from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import Stoppable, TerminateRequested, limits, on_loop, run_sync
 from hubbub.worker.pools._child import reply, unknown_task
-from hubbub.worker.pools._wire import Cancel, ChildSpec, Ready, Run, encode, receive
+from hubbub.worker.pools._wire import Cancel, ChildSpec, Progress, Ready, Run, encode, receive
 
 ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
 
@@ -54,6 +57,20 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     def send(frame: bytes) -> None:
         with sending:  # one frame at a time on the socket
             sock.sendall(frame)
+
+    hub_loop = gevent.get_hub().loop
+    native_ident = gevent.monkey.get_original("_thread", "get_ident")
+    main = native_ident()
+
+    def progress(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
+        frame = encode(Progress(task_id, state, meta))
+        if native_ident() == main:  # a greenlet on the hub's own (patched) thread
+            with contextlib.suppress(OSError):
+                send(frame)
+        else:  # an async def task on a real thread: hand it to the hub
+            hub_loop.run_callback_threadsafe(_send_quietly, send, frame)
+
+    set_default_sink(progress)
 
     running: dict[int, Stoppable] = {}  # by the parent's number, for Cancel
 
@@ -145,3 +162,8 @@ def _run_green(task: Task[Any, Any], job: Job, stop: Stoppable) -> Outcome:
             and outcome.error.type == "TaskTimedOut"):
         return TimedOut(hard, duration)
     return outcome
+
+
+def _send_quietly(send: Callable[[bytes], None], frame: bytes) -> None:
+    with contextlib.suppress(OSError):
+        send(frame)

@@ -39,7 +39,7 @@ import resource
 import socket
 import struct
 import sys
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hubbub.job import Job, Outcome
 
@@ -106,12 +106,22 @@ class Done(NamedTuple):
     rss: float
 
 
+class Progress(NamedTuple):
+    """Child to parent: the running task ``task_id`` reported ``state`` and ``meta``
+    (``current_task().update_state``)."""
+
+    task_id: str
+    state: str
+    meta: dict[str, Any] | None
+
+
 ToChild = ChildSpec | Run | Cancel | Stop
-ToParent = Ready | LoadFailed | Done
+ToParent = Ready | LoadFailed | Done | Progress
 Frame = ToChild | ToParent
 
 _TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Cancel: "cancel", Stop: "stop",
-                                 Ready: "ready", LoadFailed: "error", Done: "done"}
+                                 Ready: "ready", LoadFailed: "error", Done: "done",
+                                 Progress: "progress"}
 _KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
 
 
