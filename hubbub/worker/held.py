@@ -32,6 +32,7 @@ class Held:
     lane: Lane
     started_at: float | None = None
     runner: asyncio.Task[None] | None = None
+    admitted_at: float = 0.0  # monotonic: when admission last read its stored state
     terminating: bool = False  # its pool was asked to stop it (revoked with terminate)
 
 

@@ -53,6 +53,7 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
+RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class WorkerLoop:
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
+        self._revocations: Revocations | None = None  # when results (and revokes) are kept
 
     @property
     def _io(self) -> _Wiring:
@@ -187,8 +189,8 @@ class WorkerLoop:
         helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
                    asyncio.create_task(self._heartbeat_forever())]
         if self._io.results is not None:
-            watcher = Revocations(self._io.results, self._held, self._io.writes)
-            helpers.append(asyncio.create_task(watcher.watch_forever()))
+            self._revocations = Revocations(self._io.results, self._held, self._io.writes)
+            helpers.append(asyncio.create_task(self._revocations.watch_forever()))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
@@ -285,7 +287,7 @@ class WorkerLoop:
             else:
                 accepted.append(Held(delivery, verdict.envelope, verdict.task, lane))
         final = await self._final_states([h.envelope.id for h in accepted])
-        now = time.time()
+        now, looked = time.time(), time.monotonic()
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
@@ -297,6 +299,7 @@ class WorkerLoop:
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
+                held.admitted_at = looked
                 self._held.add(held)
                 held.runner = asyncio.create_task(self._execute(held))
 
@@ -327,6 +330,18 @@ class WorkerLoop:
                 self._held.forget(held)
                 self._io.outcomes.expired(held)
                 return
+            if (self._revocations is not None
+                    and time.monotonic() - held.admitted_at > RECHECK_AFTER):
+                # It waited for a slot: revoked meanwhile, it must not start now.
+                state = await self._revocations.state_now(held.envelope.id)
+                if state is not None and held in self._held:
+                    log.info("task %s[%s] is %s already; skipped", held.envelope.task,
+                             held.envelope.id, state.value)
+                    self._held.forget(held)
+                    self._io.writes.ack([held.delivery])
+                    return
+                if held not in self._held:
+                    return  # given back or dropped while it looked
             attempts = held.delivery.attempts
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
                 await self._held.alone(held, self._give_back)

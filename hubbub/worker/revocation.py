@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hubbub._redact import redact
 from hubbub.errors import ErrorKind
-from hubbub.results.base import ResultBackend, ResultRecord, State
+from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord, State
 
 if TYPE_CHECKING:
     from hubbub.worker.held import Held, HeldSet
@@ -43,6 +43,36 @@ class Revocations:
         self.writes = writes
         self.every = every
         self._stopping: set[asyncio.Future[bool]] = set()  # pool cancels under way
+        self._asked: dict[str, asyncio.Future[State | None]] = {}  # the next batched look
+        self._looking: asyncio.Task[None] | None = None
+
+    async def state_now(self, task_id: str) -> State | None:
+        """The stored state of ``task_id`` right now, if it forbids starting it (REVOKED or
+        SUCCESS); None otherwise, or when the store cannot say.
+
+        Tasks that start at about the same time share one read of the store: a saturated
+        worker pays one round trip per loop turn, not one per task.
+        """
+        future = self._asked.get(task_id)
+        if future is None:
+            future = self._asked[task_id] = asyncio.get_running_loop().create_future()
+        if self._looking is None:
+            self._looking = asyncio.create_task(self._look())
+        return await future
+
+    async def _look(self) -> None:
+        await asyncio.sleep(0)  # let every task starting in this turn ask first
+        asked, self._asked, self._looking = self._asked, {}, None
+        try:
+            found = await self.results.get(list(asked))
+        except Exception as exc:  # the store is down: start them; the watcher looks again
+            log.debug("could not read revocations (%s)", redact(repr(exc)))
+            found = {}
+        for task_id, future in asked.items():
+            record = found.get(task_id)
+            state = record.state if record is not None else None
+            if not future.done():
+                future.set_result(state if state in STICKY_STATES else None)
 
     async def watch_forever(self) -> None:
         while True:
