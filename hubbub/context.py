@@ -10,7 +10,6 @@ socket, where the parent hands it to the same registry.
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,21 +23,21 @@ ProgressSink = Callable[[str, str, "dict[str, Any] | None"], None]
 
 _sinks: dict[str, ProgressSink] = {}  # task id -> the worker that holds it, in this process
 _default_sink: ProgressSink | None = None  # a child process: to its parent
-_lock = threading.Lock()
 _FINAL = {s.value for s in (State.SUCCESS, State.FAILURE, State.REVOKED, State.RETRY,
                             State.PENDING)}
 MAX_STATE_NAME = 64
 
 
 def register_sink(task_id: str, sink: ProgressSink) -> None:
-    """Send ``update_state`` calls of task ``task_id`` to ``sink`` (the worker that runs it)."""
-    with _lock:
-        _sinks[task_id] = sink
+    """Send ``update_state`` calls of task ``task_id`` to ``sink`` (the worker that runs it).
+
+    No lock: a dict's item assignment and ``pop`` are atomic, and this is every task's path.
+    """
+    _sinks[task_id] = sink
 
 
 def unregister_sink(task_id: str) -> None:
-    with _lock:
-        _sinks.pop(task_id, None)
+    _sinks.pop(task_id, None)
 
 
 def set_default_sink(sink: ProgressSink | None) -> None:

@@ -32,10 +32,11 @@ class Job:
     @classmethod
     def from_envelope(cls, env: Envelope) -> Job:
         """The job that runs ``env``: the one place an envelope's fields reach a pool."""
-        return cls(id=env.id, task=env.task, args=env.args, kwargs=env.kwargs, queue=env.queue,
-                   retries=env.retries, max_retries=env.max_retries, timeout=env.timeout,
-                   soft_timeout=env.soft_timeout, root_id=env.root_id,
-                   parent_id=env.parent_id, group_id=env.group_id, headers=env.headers)
+        # By position, in the order of Job's fields (a test pins them to their names): this
+        # runs for every task.
+        return cls(env.id, env.task, env.args, env.kwargs, env.queue, env.retries,
+                   env.max_retries, env.timeout, env.soft_timeout, env.root_id, env.parent_id,
+                   env.group_id, env.headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,8 @@ def decode(
     if isinstance(body.get("v"), bool) or body.get("v") != VERSION:
         raise MessageError(f"unsupported message version {body.get('v')!r} (expected {VERSION})")
     values: dict[str, Any] = {}
+    # A lone surrogate can only come from a \\u escape: plain messages skip the check.
+    escapes = b"\\u" in data
     for name, (types, nullable) in _FIELDS.items():
         if name not in body:
             raise MessageError(f"malformed message: field {name!r} is missing")
@@ -197,7 +199,7 @@ def decode(
         )
         if not ok:
             raise MessageError(f"malformed message: field {name!r} has a wrong type")
-        if isinstance(value, str) and not _utf8(value):
+        if escapes and isinstance(value, str) and not _utf8(value):
             raise MessageError(f"malformed message: field {name!r} is not valid text "
                                "(it holds a lone surrogate)")
         values[name] = value

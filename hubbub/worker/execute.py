@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,6 +242,7 @@ class Stoppable:
         self._winner: dict[str, str] = {}
         self._fired: dict[str, object] = {}
         self._stop: Callable[[str], None] | None = None
+        self._task: asyncio.Task[Any] | None = None  # an on-loop job: cancelled to stop it
 
     @property
     def terminated(self) -> bool:
@@ -252,6 +253,13 @@ class Stoppable:
         """Tell how to stop the job (called with the reason, once, from any thread)."""
         self._stop = stop
         if self.terminated:  # a terminate came while the job was being set up
+            self._fire()
+
+    def arm_task(self, target: asyncio.Task[Any]) -> None:
+        """The job runs in asyncio task ``target``: stop it by cancelling that task (the
+        canceller is built only if a terminate comes: this is every async job's path)."""
+        self._task = target
+        if self.terminated:
             self._fire()
 
     def terminate(self, reason: str) -> bool:
@@ -277,6 +285,8 @@ class Stoppable:
 
     def _fire(self) -> None:
         stop, me = self._stop, object()
+        if stop is None and self._task is not None:
+            stop = _cancel_task(self._task, self)
         # ``arm`` and ``terminate`` may both get here (from two threads): stop once.
         if stop is not None and self._fired.setdefault("stop", me) is me:
             stop(self.reason)
@@ -291,18 +301,22 @@ class Running:
     def __init__(self) -> None:
         self._jobs: dict[str, list[Stoppable]] = {}
 
-    @contextlib.contextmanager
-    def track(self, job: Job) -> Iterator[Stoppable]:
-        """A ``Stoppable`` for ``job`` while the block runs it."""
+    def add(self, job: Job) -> Stoppable:
+        """A ``Stoppable`` for ``job``, which starts now; ``remove`` it when it is over (a
+        pair of calls, not a context manager: this is every job's path)."""
         stop = Stoppable(job)
-        self._jobs.setdefault(job.id, []).append(stop)
-        try:
-            yield stop
-        finally:
-            same = self._jobs[job.id]
-            same.remove(stop)
-            if not same:
-                del self._jobs[job.id]
+        same = self._jobs.get(job.id)
+        if same is None:
+            self._jobs[job.id] = [stop]
+        else:
+            same.append(stop)
+        return stop
+
+    def remove(self, stop: Stoppable) -> None:
+        same = self._jobs[stop.job.id]
+        same.remove(stop)
+        if not same:
+            del self._jobs[stop.job.id]
 
     def terminate(self, job_id: str, reason: str) -> bool:
         """Stop every running job ``job_id``; True if one was running and will be stopped."""
@@ -475,7 +489,7 @@ async def on_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None)
     if soft is None and hard is None:  # the common case: no second task, no timers
         me = asyncio.current_task()
         if stop is not None and me is not None:
-            stop.arm(_cancel_task(me, stop))
+            stop.arm_task(me)
         error: BaseException | None = None
         try:
             value = await task.fn(*job.args, **job.kwargs)
@@ -501,7 +515,7 @@ async def on_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None)
     finally:
         leave(token)
     if stop is not None:
-        stop.arm(_cancel_task(inner, stop))
+        stop.arm_task(inner)
     try:
         outcome = await _limited(task, inner, soft, hard, started)
     finally:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
-from hubbub.context import ProgressSink, register_sink, unregister_sink
+from hubbub.context import register_sink, unregister_sink
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
@@ -118,6 +118,10 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_ids: dict[str, Held] = {}  # running tasks by task id, for progress
+        self._progress: dict[str, tuple[str, dict[str, Any] | None]] = {}  # latest, not taken
+        self._progress_lock = threading.Lock()
 
     @property
     def _io(self) -> _Wiring:
@@ -153,6 +157,7 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
+        self._loop = asyncio.get_running_loop()
         transport = self.hub.open_transport()
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
@@ -345,12 +350,14 @@ class WorkerLoop:
             attempts = held.delivery.attempts
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
                 await self._held.alone(held, self._give_back)
+            io, env = self._io, held.envelope
             held.started_at = time.time()
-            self._io.renewal.started(held.envelope.task)
-            self._io.outcomes.record(held, State.STARTED)
-            ctx = DispatchContext(held.envelope, held.delivery, Job.from_envelope(held.envelope),
-                                  self.name)
-            register_sink(held.envelope.id, self._progress_sink(held))
+            io.renewal.started(env.task)
+            io.outcomes.record(held, State.STARTED)
+            ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
+            task_id = env.id
+            register_sink(task_id, self._on_progress)
+            self._running_ids[task_id] = held
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -359,7 +366,8 @@ class WorkerLoop:
                 log.exception("dispatch of %s[%s] failed", held.envelope.task, held.envelope.id)
                 outcome = Crashed(exception_text(exc), 0.0)
             finally:
-                unregister_sink(held.envelope.id)
+                unregister_sink(task_id)
+                self._running_ids.pop(task_id, None)
         finally:
             lane.release_slot()
             if self._held.done_alone(held):
@@ -370,28 +378,22 @@ class WorkerLoop:
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
 
-    def _progress_sink(self, held: Held) -> ProgressSink:
-        """Where ``update_state`` of ``held`` goes: from any thread to this loop, coalesced
-        (a burst of updates costs one hop, carrying the latest)."""
-        loop = asyncio.get_running_loop()
-        latest: list[tuple[str, dict[str, Any] | None]] = []
-        lock = threading.Lock()
+    def _on_progress(self, task_id: str, state: str, meta: dict[str, Any] | None) -> None:
+        """``update_state`` of a task this worker runs, from any thread: one hop to the loop
+        per burst, carrying the latest update (a tight loop of updates costs little)."""
+        with self._progress_lock:
+            first = task_id not in self._progress
+            self._progress[task_id] = (state, meta)
+        if first and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the worker has stopped meanwhile
+                self._loop.call_soon_threadsafe(self._take_progress, task_id)
 
-        def take() -> None:
-            with lock:
-                update = latest.pop() if latest else None
-            if update is not None and held in self._held:  # not once the task has ended
-                self._io.outcomes.progress(held, *update)
-
-        def sink(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
-            with lock:
-                first = not latest
-                latest[:] = [(state, meta)]
-            if first:
-                with contextlib.suppress(RuntimeError):  # the worker has stopped meanwhile
-                    loop.call_soon_threadsafe(take)
-
-        return sink
+    def _take_progress(self, task_id: str) -> None:
+        with self._progress_lock:
+            update = self._progress.pop(task_id, None)
+        held = self._running_ids.get(task_id)
+        if update is not None and held is not None:  # not once the task has ended
+            self._io.outcomes.progress(held, *update)
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

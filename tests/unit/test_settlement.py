@@ -149,3 +149,16 @@ def test_any_failure_settles_into_a_retry_that_can_be_scheduled_or_a_dead_letter
     else:
         assert verdict.state == State.FAILURE
         assert verdict.reason
+
+
+def test_a_job_made_from_an_envelope_carries_every_field_by_name() -> None:
+    from dataclasses import fields
+
+    from hubbub.job import Job
+
+    env = Envelope("t.work", (1,), {"k": 2}, id="i", queue="q", retries=1, max_retries=2,
+                   timeout=3.0, soft_timeout=2.0, parent_id="p", root_id="r", group_id="g",
+                   headers={"h": 1})
+    job = Job.from_envelope(env)
+    for f in fields(Job):
+        assert getattr(job, f.name) == getattr(env, f.name), f.name

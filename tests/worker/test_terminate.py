@@ -368,10 +368,12 @@ def test_a_terminate_before_the_job_is_armed_stops_it_once_armed() -> None:
 def test_running_finds_every_job_with_an_id_and_forgets_ended_ones() -> None:
     running = Running()
     job = Job("job-1", "t", (), {})
-    with running.track(job) as one, running.track(job) as two:
-        assert running.terminate("job-1", "revoked") is True
-        assert one.terminated
-        assert two.terminated
+    one, two = running.add(job), running.add(job)
+    assert running.terminate("job-1", "revoked") is True
+    assert one.terminated
+    assert two.terminated
+    running.remove(one)
+    running.remove(two)
     assert running.terminate("job-1", "revoked") is False
 
 

@@ -80,7 +80,8 @@ class AsyncPool(Pool):
         assert self._executor is not None, "pool not started"
         assert self._hub is not None, "pool not started"
         task = self._hub.tasks[job.task]
-        with self._running.track(job) as stop:
+        stop = self._running.add(job)
+        try:
             if not task.is_async:
                 return await in_thread(self._executor, task, job, stop)
             # The job runs in this asyncio task (or, with time limits, in one it awaits): the
@@ -93,6 +94,8 @@ class AsyncPool(Pool):
             finally:
                 if me is not None:
                     self._on_loop.pop(me, None)
+        finally:
+            self._running.remove(stop)
 
     async def cancel(self, job_id: str, reason: str) -> bool:
         """Cancel the job's coroutine, or raise ``TerminateRequested`` in a sync job's thread;

@@ -38,8 +38,11 @@ class ThreadPool(Pool):
     async def run(self, job: Job) -> Outcome:
         assert self._executor is not None, "pool not started"
         assert self._hub is not None, "pool not started"
-        with self._running.track(job) as stop:
+        stop = self._running.add(job)
+        try:
             return await in_thread(self._executor, self._hub.tasks[job.task], job, stop)
+        finally:
+            self._running.remove(stop)
 
     async def cancel(self, job_id: str, reason: str) -> bool:
         """Raise ``TerminateRequested`` in the job's thread; it is reported ``Terminated``."""
