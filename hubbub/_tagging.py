@@ -52,12 +52,17 @@ class TypeCodec:
     builtin: bool = False
 
 
-def _text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+def _decoder(kind: type, what: str, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A ``decode`` that refuses anything but a ``kind`` (``what`` names it in the error)."""
     def decode(value: Any) -> Any:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {type(value).__name__}")
-        return parse(value)
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {what}, got {type(value).__name__}")
+        return convert(value)
     return decode
+
+
+def _text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    return _decoder(str, "a string", parse)
 
 
 def _timedelta(value: Any) -> dt.timedelta:
@@ -67,18 +72,11 @@ def _timedelta(value: Any) -> dt.timedelta:
     return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
 
 
-def _b64(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a base64 string, got {type(value).__name__}")
-    return base64.b64decode(value, validate=True)
+_b64 = _decoder(str, "a base64 string", lambda v: base64.b64decode(v, validate=True))
 
 
 def _items(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def decode(value: Any) -> Any:
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        return kind(value)
-    return decode
+    return _decoder(list, "a list", kind)
 
 
 def _escaped_dict(value: Any) -> dict[Any, Any]:

@@ -29,6 +29,7 @@ from pamqp.commands import Basic
 from hubbub._redact import redact
 from hubbub.errors import HubbubError, TransportError, TransportUnavailable
 from hubbub.transports._amqp_topology import browse, ready_counts
+from hubbub.transports._timeouts import bounded
 
 UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
@@ -88,19 +89,13 @@ class Link:
                 f"RabbitMQ at {self.where}: {redact(str(exc)) or type(exc).__name__}"
             ) from exc
 
-    @contextlib.asynccontextmanager
-    async def bounded(self, what: str) -> AsyncIterator[None]:
+    def bounded(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Bound a write that waits for the broker (confirms, a reconnect) by
         ``publish_timeout``: a blocked or silent broker must not hang the caller. What timed
         out may still arrive (a message is confirmed later, or never)."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                yield
-        except TimeoutError as exc:
-            raise TransportUnavailable(
-                f"RabbitMQ at {self.where} did not confirm a {what} within"
-                f" {self.publish_timeout:g}s; is it reachable, and free of memory or disk alarms?"
-            ) from exc
+        return bounded(self.publish_timeout, lambda: (
+            f"RabbitMQ at {self.where} did not confirm a {what} within"
+            f" {self.publish_timeout:g}s; is it reachable, and free of memory or disk alarms?"))
 
     def alive(self) -> bool:
         return not (self.conn is None or self.conn.is_closed

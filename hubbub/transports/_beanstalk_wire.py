@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from hubbub.errors import TransportError, TransportUnavailable
+from hubbub.transports._timeouts import bounded
 
 Reply = tuple[list[str], bytes | None]
 
@@ -176,19 +177,13 @@ class Connections:
         except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             raise TransportUnavailable(f"{self.where}: {exc}") from exc
 
-    @contextlib.asynccontextmanager
-    async def bounded(self) -> AsyncIterator[None]:
+    def bounded(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Bound a publish by ``publish_timeout``: a server that stops answering (stopped,
         swapping, a dead network without a reset) must not hang the caller. What timed out
         may still have been put."""
-        try:
-            async with asyncio.timeout(self._publish_timeout):
-                yield
-        except TimeoutError as exc:
-            raise TransportUnavailable(
-                f"{self.where} did not answer a put within {self._publish_timeout:g}s;"
-                " is it running and reachable?"
-            ) from exc
+        return bounded(self._publish_timeout, lambda: (
+            f"{self.where} did not answer a put within {self._publish_timeout:g}s;"
+            " is it running and reachable?"))
 
     async def close(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
