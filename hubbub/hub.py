@@ -3,41 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
+from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
-from hubbub._suggest import did_you_mean
+from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.errors import ConfigurationError, ErrorKind, ResultError, ScheduleError
+from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
-from hubbub.message import Envelope, encode
-from hubbub.middleware import Middleware, chain_publish
+from hubbub.message import Envelope
+from hubbub.middleware import Middleware
 from hubbub.result import Result
-from hubbub.results import ResultBackend, ResultRecord, State, open_results
-from hubbub.results.base import ErrorInfo
+from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions, module_name, unknown_option
-from hubbub.transports import Outgoing, Transport, open_transport
+from hubbub.task import Task, TaskOptions
+from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Client:
-    """The producer side's connections, living on the bridge loop of one process."""
-
-    def __init__(self, transport: Transport, results: ResultBackend | None) -> None:
-        self.transport = transport
-        self.results = results
-        self.pid = os.getpid()
 
 
 class Hub:
@@ -112,8 +102,9 @@ class Hub:
         self.events = EventBus()
         self.bridge = Bridge()
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
-        self._client: _Client | None = None
-        self._connecting: tuple[int, asyncio.Future[_Client]] | None = None
+        # The producer's connections, on the bridge loop (see client()).
+        self._connector = Connector(self.open_transport, self.open_results,
+                                    self.settings.broker)
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -135,7 +126,7 @@ class Hub:
         soft_timeout: float | None = None, expires: float | None = None,
         ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
         raises: tuple[type[Exception], ...] = (),
-    ) -> _TaskDecorator: ...
+    ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register a function (plain or ``async def``) as a task.
@@ -148,17 +139,7 @@ class Hub:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            name = (options.pop("name", None)
-                    or f"{module_name(func.__module__)}.{func.__qualname__}")
-            known = set(TaskOptions.__dataclass_fields__) - {"name"}
-            for option in sorted(set(options) - known):
-                raise unknown_option(option, known)
-            existing = self.tasks.get(name)
-            if existing is not None and existing.fn is not func:
-                raise ConfigurationError(f"task name {name!r} is already registered")
-            task: Task[Any, Any] = Task(self, func, TaskOptions(name=name, **options))
-            self.tasks[name] = task
-            return task
+            return register_task(self, self.tasks, func, options)
 
         return register if fn is None else register(fn)
 
@@ -203,28 +184,18 @@ class Hub:
             ConfigurationError: ``cron`` without croniter installed.
         """
         if isinstance(task, str) and not remote and task not in self.tasks:
-            raise ScheduleError(
-                f"cannot schedule {task!r}: no task of that name is registered on this hub"
-                f"{self._closest_task(task)}; register it first (or pass the task object), or "
-                "pass remote=True if only workers elsewhere know it")
+            raise unknown_task(self.tasks, task)
         trigger = make_trigger(cron=cron, every=every, tz=tz)
         entry = make_entry(task if isinstance(task, str) else task.name, trigger, name=name,
                            args=tuple(args), kwargs=kwargs, missed=missed, queue=queue,
                            priority=priority, expires=expires)
         return add_entry(self.schedules, entry)
 
-    def _closest_task(self, name: str) -> str:
-        """`` (did you mean 'shop.cleanup'?)`` for a bare or misspelt task name."""
-        short = [t for t in self.tasks if t.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
-        if len(short) == 1:  # "cleanup" for "shop.cleanup": the module was left out
-            return f" (did you mean {short[0]!r}?)"
-        return did_you_mean(name, self.tasks)
-
     def periodic(
         self, *, cron: str | None = None, every: float | timedelta | None = None,
         tz: str | None = None, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
         missed: Literal["once", "skip"] = "once", **options: Any,
-    ) -> _TaskDecorator:
+    ) -> TaskDecorator:
         """Register a function as a task and schedule it: ``@hub.periodic(every=30)``.
 
         Takes the schedule of :meth:`schedule` and the task options of :meth:`task`; the
@@ -244,7 +215,7 @@ class Hub:
             add_entry(self.schedules, entry)
             return task
 
-        return cast("_TaskDecorator", register)
+        return cast("TaskDecorator", register)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -260,7 +231,7 @@ class Hub:
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
-        return Task(self, _remote, spec).apply_async(args, kwargs, **send)
+        return Task(self, remote, spec).apply_async(args, kwargs, **send)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -291,18 +262,9 @@ class Hub:
         if asyncio.get_running_loop() is not self.bridge.loop():
             return await self.bridge.run_async(self.publish_async(envelopes))
         client = await self.client()
-        outgoing: list[Outgoing] = []
-        limit = self.max_message_size(client.transport)
-
-        async def collect(envelope: Envelope) -> None:
-            body = encode(envelope, self.codec, limit, self.signer)
-            outgoing.append(Outgoing(envelope.queue, body, envelope.id, envelope.priority,
-                                     envelope.eta))
-
-        send_one = chain_publish(self.middleware, collect)
-        for envelope in envelopes:
-            await send_one(envelope)
-        await client.transport.publish(outgoing)
+        await client.transport.publish(await encode_all(
+            envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
+            self.signer))
 
     def max_message_size(self, transport: Transport) -> int:
         cap = transport.capabilities.max_message_size
@@ -323,40 +285,9 @@ class Hub:
         url = self.settings.results
         return None if url is None else open_results(url)
 
-    async def client(self) -> _Client:
+    async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""
-        pid = os.getpid()
-        if self._client is not None and self._client.pid == pid:
-            return self._client
-        if self._connecting is None or self._connecting[0] != pid:
-            self._connecting = (pid, asyncio.ensure_future(self._connect()))
-        try:
-            self._client = await asyncio.shield(self._connecting[1])
-        except BaseException:
-            self._connecting = None  # the next call tries again
-            raise
-        return self._client
-
-    async def _connect(self) -> _Client:
-        transport = self.open_transport()
-        await transport.connect()
-        results = self.open_results()
-        if results is not None:
-            try:
-                await results.connect()
-            except BaseException:
-                await transport.close()  # no half-open client: the next call starts over
-                raise
-        return _Client(transport, results)
-
-    async def _results(self) -> ResultBackend:
-        client = await self.client()
-        if client.results is None:
-            raise ResultError(
-                f"this hub keeps no results (broker {redact(self.settings.broker)}); "
-                "pass results='redis://...' or 'sqlite:///results.db' to Hub()"
-            )
-        return client.results
+        return await self._connector.client()
 
     # -- results ---------------------------------------------------------------------------
     #
@@ -382,7 +313,7 @@ class Hub:
             ResultUnavailable: a networked store (Redis) cannot be reached.
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
-        return await (await self._results()).get(ids)
+        return await (await self._connector.results()).get(ids)
 
     async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:
         """Wait until task ``id`` is ready (SUCCESS, FAILURE or REVOKED); on the bridge loop.
@@ -399,7 +330,7 @@ class Hub:
             ResultUnavailable: a networked store (Redis) cannot be reached.
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
-        return await (await self._results()).wait(id, timeout=timeout)
+        return await (await self._connector.results()).wait(id, timeout=timeout)
 
     async def revoke(self, ids: Sequence[str], *, terminate: bool = False) -> list[str]:
         """Revoke tasks, in one call however many; on the bridge loop.
@@ -423,13 +354,8 @@ class Hub:
             ResultUnavailable: a networked store (Redis) cannot be reached.
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
-        backend = await self._results()
-        error = (ErrorInfo(ErrorKind.TERMINATED, "revoked with terminate=True") if terminate
-                 else ErrorInfo(ErrorKind.REVOKED, "revoked"))
-        records = [ResultRecord(i, State.REVOKED, error=error) for i in ids]
-        too_late = {State.SUCCESS, State.FAILURE} | (set() if terminate else {State.STARTED})
-        return await backend.store_unless(records, ttl=self.settings.result_ttl,
-                                          unless=frozenset(too_late))
+        return await revoke(await self._connector.results(), ids, terminate=terminate,
+                            ttl=self.settings.result_ttl)
 
     async def forget_results(self, ids: Sequence[str]) -> None:
         """Delete the stored records of ``ids`` (a missing one is no error); on the bridge loop.
@@ -442,18 +368,13 @@ class Hub:
             ResultUnavailable: a networked store (Redis) cannot be reached.
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
-        await (await self._results()).forget(ids)
+        await (await self._connector.results()).forget(ids)
 
     def close(self) -> None:
         """Close the producer connections and stop the bridge thread."""
-        client, self._client = self._client, None
-        if client is not None and client.pid == os.getpid():
-            async def shut() -> None:
-                await client.transport.close()
-                if client.results is not None:
-                    await client.results.close()
-
-            self.bridge.run(shut())
+        client = self._connector.detach()
+        if client is not None:
+            self.bridge.run(client.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,
@@ -483,14 +404,6 @@ class Hub:
                       encode=encode, decode=decode)
 
 
-class _TaskDecorator(Protocol):
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
-
-
 def _anchor(caller: Mapping[str, Any]) -> Path | None:
     """The file the default SQLite broker sits next to: the module that creates the Hub.
 
@@ -502,7 +415,3 @@ def _anchor(caller: Mapping[str, Any]) -> Path | None:
     if not isinstance(path, str) or module == "hubbub" or module.startswith("hubbub."):
         return None
     return Path(path).resolve()
-
-
-def _remote(*args: Any, **kwargs: Any) -> Any:
-    raise ConfigurationError("this task is only known by name here; it runs on a worker")

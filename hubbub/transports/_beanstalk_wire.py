@@ -3,6 +3,7 @@
 beanstalkd answers the commands of one connection in order, so a batch (``reserve`` x 20,
 ``delete`` x 20) is one write and one round trip: ``Connection.call`` writes every command at
 once and a single reader task pairs each answer with the oldest command still waiting.
+A transport holds its connections by role in ``Connections``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from hubbub.errors import TransportError, TransportUnavailable
+from hubbub.transports._timeouts import bounded
 
 Reply = tuple[list[str], bytes | None]
 
@@ -117,3 +119,73 @@ def expect(reply: Reply, *ok: str) -> list[str]:
             raise TransportUnavailable(f"beanstalkd answered {text}; it is not accepting work")
         raise TransportError(f"beanstalkd answered {text!r}, expected {'/'.join(ok)}")
     return words
+
+
+class Connections:
+    """The connections of one transport, one per role, each opened on first use and again
+    after it was lost; and the translation of their errors at the transport's boundary.
+
+    Args:
+        host, port: the server.
+        connect_timeout: seconds to wait for a connection.
+        publish_timeout: seconds a put may wait for the server's answers.
+    """
+
+    def __init__(self, host: str, port: int, connect_timeout: float,
+                 publish_timeout: float) -> None:
+        self.where = f"beanstalkd at {host}:{port}"
+        self._host, self._port = host, port
+        self._connect_timeout, self._publish_timeout = connect_timeout, publish_timeout
+        self._conns: dict[str, Connection] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    def get(self, role: str) -> Connection | None:
+        """The connection of ``role`` as it is (maybe closed), without opening one."""
+        return self._conns.get(role)
+
+    async def open(self, role: str) -> Connection:
+        """The open connection of ``role``, connecting it first if needed.
+
+        Raises:
+            TransportUnavailable: the server cannot be reached within ``connect_timeout``.
+        """
+        conn = self._conns.get(role)
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._opening.setdefault(role, asyncio.Lock()):
+            conn = self._conns.get(role)
+            if conn is None or conn.closed:
+                if conn is not None:
+                    await conn.close()  # the server went away; drop its socket cleanly
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(self._host, self._port), self._connect_timeout
+                    )
+                except (OSError, TimeoutError) as exc:
+                    raise TransportUnavailable(
+                        f"{self.where} cannot be reached ({exc or 'timed out'});"
+                        " is beanstalkd running?"
+                    ) from exc
+                conn = self._conns[role] = Connection(reader, writer)
+            return conn
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Translate a lost connection into ``TransportUnavailable``."""
+        try:
+            yield
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise TransportUnavailable(f"{self.where}: {exc}") from exc
+
+    def bounded(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Bound a publish by ``publish_timeout``: a server that stops answering (stopped,
+        swapping, a dead network without a reset) must not hang the caller. What timed out
+        may still have been put."""
+        return bounded(self._publish_timeout, lambda: (
+            f"{self.where} did not answer a put within {self._publish_timeout:g}s;"
+            " is it running and reachable?"))
+
+    async def close(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.close()

@@ -8,6 +8,9 @@ fetch blocks on *waiter* in 1 s slices and releases what it gets for *jobs* to t
 fixed at ``put``, so jobs are put with TTR ``ttr`` and touched until their hubbub lease runs
 out. Attempts are ``reserves - releases``. Dead letters are buried jobs plus reason records
 in the tube ``<prefix>$dead``; a requeue puts the job again so its count starts over.
+
+Tube names, job framing and batched puts are in ``_beanstalk_jobs``; the dead letters'
+records, their retention and reading in ``_beanstalk_dead``; this module holds the leases.
 """
 
 from __future__ import annotations
@@ -15,22 +18,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl, urlsplit
 
 from hubbub._suggest import did_you_mean
-from hubbub._text import MAX_REASON, cap, clean_text
+from hubbub._text import clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.errors import ConfigurationError, MessageRejectedByBroker, TransportUnavailable
-from hubbub.transports._beanstalk_wire import Connection, Reply, expect, parse_yaml
+from hubbub.errors import ConfigurationError, MessageRejectedByBroker
+from hubbub.transports._beanstalk_dead import DeadLetters
+from hubbub.transports._beanstalk_jobs import (
+    MAGIC,
+    PRIORITY_BASE,
+    Job,
+    Tubes,
+    delay_seconds,
+    pri,
+    put,
+    unframe,
+)
+from hubbub.transports._beanstalk_wire import Connection, Connections, Reply, expect, parse_yaml
 from hubbub.transports._dead import OPTIONS as DEAD_OPTIONS
 from hubbub.transports._dead import DeadFilter, retention_of
-from hubbub.transports._dead import dropped as log_dropped
-from hubbub.transports._safe import check_queue, due_at
+from hubbub.transports._safe import check_queue
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -44,12 +55,6 @@ from hubbub.transports.base import (
 DEFAULT_PORT = 11300
 # of the URL's query
 OPTIONS = ("prefix", "ttr", "connect_timeout", "publish_timeout", *DEAD_OPTIONS)
-PRIORITY_BASE = 1024  # hubbub priority 0 is beanstalkd's customary default priority
-MAGIC = b"hb1 "  # job body: MAGIC + id + b"\n" + body
-_SAFE = re.compile(r"[A-Za-z0-9_+/;().-]")
-_BATCH = 256  # commands written at once
-_RECORD_TTR = 120
-MAX_DELAY = 2**32 - 1  # beanstalkd reads delays (and TTRs) as 32-bit unsigned seconds
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,44 +62,6 @@ class _Lease:
     conn: Connection
     lease_until: float
     touched_at: float
-
-
-def _unframe(job: bytes, jid: str) -> tuple[str, bytes]:
-    """(message id, body) of a job; a job not put by hubbub, or with an empty id, gets its
-    job id. An id that is not UTF-8 keeps its bytes as ``\\x..`` escapes."""
-    if job.startswith(MAGIC) and b"\n" in job:
-        head, body = job[len(MAGIC):].split(b"\n", 1)
-        return head.decode("utf-8", "backslashreplace") or f"beanstalk-{jid}", body
-    return f"beanstalk-{jid}", job
-
-
-def _record(data: bytes | None) -> dict[str, Any]:
-    """A dead-letter record; ``{}`` (never matched, left alone) when another tool put
-    something else into the tube."""
-    try:
-        record = json.loads(data or b"{}")
-    except ValueError:
-        return {}
-    if not isinstance(record, dict) or not isinstance(record.get("job"), int):
-        return {}
-    record["id"] = str(record.get("id", f"beanstalk-{record['job']}"))
-    record["queue"] = str(record.get("queue", ""))
-    record["reason"] = str(record.get("reason", ""))
-    died = record.get("died_at")
-    record["died_at"] = float(died) if isinstance(died, int | float) else 0.0
-    return record
-
-
-def _seconds(delay: float) -> int:
-    """Whole seconds of delay beanstalkd accepts: NaN and negatives are 0, at most MAX_DELAY."""
-    if math.isnan(delay) or delay <= 0:
-        return 0
-    return min(math.ceil(min(delay, MAX_DELAY)), MAX_DELAY)
-
-
-def _pri(priority: int) -> int:
-    """beanstalkd's priority (lower first) for a hubbub one (0..9, higher first)."""
-    return PRIORITY_BASE - min(max(priority, 0), 9)
 
 
 class BeanstalkTransport(Transport):
@@ -143,9 +110,10 @@ class BeanstalkTransport(Transport):
             raise ConfigurationError(f"unknown beanstalk URL option {key!r}{tip}")
         self.url = self._safe(url)
         self.clock = clock
-        self._where = f"beanstalkd at {self.host}:{self.port}"
-        self._conns: dict[str, Connection] = {}
-        self._opening: dict[str, asyncio.Lock] = {}
+        self._conns = Connections(self.host, self.port, self.connect_timeout,
+                                  self.publish_timeout)
+        self._tubes = Tubes(self.prefix)
+        self._dead = DeadLetters(self._conns, self._tubes, self.retention, clock, self.ttr)
         self._held: dict[int, _Lease] = {}
         self._waiting: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -162,62 +130,17 @@ class BeanstalkTransport(Transport):
         """The server's job-size cap (its ``-z``), framing included; read on connect."""
         return self.capabilities.max_message_size or 65_535
 
-    # -- names ---------------------------------------------------------------------------
-
-    def _tube(self, queue: str) -> str:
-        enc = "".join(c if _SAFE.fullmatch(c) else "".join(f"${b:02X}" for b in c.encode())
-                      for c in queue)
-        tube = f"{self.prefix}.{enc}"
-        if not queue or len(tube) > 200:
-            raise ConfigurationError(
-                f"queue name {queue!r} does not fit a beanstalkd tube (1..200 bytes with prefix)"
-            )
-        return tube
-
-    def _queue(self, tube: str) -> str | None:
-        head = self.prefix + "."
-        if not tube.startswith(head):
-            return None
-        return unquote(re.sub(r"\$([0-9A-F]{2})", r"%\1", tube[len(head):]))
-
     @property
     def _dead_tube(self) -> str:
-        return f"{self.prefix}$dead"
+        """The tube of the dead-letter records (tests read it with another client)."""
+        return self._tubes.dead
 
     # -- connections ---------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        try:
-            yield
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            raise TransportUnavailable(f"{self._where}: {exc}") from exc
-
-    async def _conn(self, role: str) -> Connection:
-        conn = self._conns.get(role)
-        if conn is not None and not conn.closed:
-            return conn
-        async with self._opening.setdefault(role, asyncio.Lock()):
-            conn = self._conns.get(role)
-            if conn is None or conn.closed:
-                if conn is not None:
-                    await conn.close()  # the server went away; drop its socket cleanly
-                try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), self.connect_timeout
-                    )
-                except (OSError, TimeoutError) as exc:
-                    raise TransportUnavailable(
-                        f"{self._where} cannot be reached ({exc or 'timed out'});"
-                        " is beanstalkd running?"
-                    ) from exc
-                conn = self._conns[role] = Connection(reader, writer)
-            return conn
-
     async def connect(self) -> None:
-        with self._guard():
-            put = await self._conn("put")
-            [reply] = await put.call(b"stats\r\n")
+        with self._conns.guard():
+            conn = await self._conns.open("put")
+            [reply] = await conn.call(b"stats\r\n")
             expect(reply, "OK")
             size = int(parse_yaml(reply[1]).get("max-job-size", self.max_job_size))
             self.capabilities = dataclasses.replace(self.capabilities, max_message_size=size)
@@ -230,9 +153,7 @@ class BeanstalkTransport(Transport):
                     await task
         self._keepalive = self._waiting = None
         self._held.clear()
-        conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            await conn.close()
+        await self._conns.close()
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -245,82 +166,39 @@ class BeanstalkTransport(Transport):
         if len(job) > self.max_job_size:
             raise MessageRejectedByBroker(
                 item.id, item.queue,
-                f"{len(job)} bytes with framing; {self._where} takes jobs up to"
+                f"{len(job)} bytes with framing; {self._conns.where} takes jobs up to"
                 f" {self.max_job_size} bytes (its -z option): send large payloads by reference"
             )
         return job
 
-    def _checked(self, item: Outgoing) -> tuple[str, int, float | None, bytes]:
+    def _checked(self, item: Outgoing) -> Job:
         check_queue(item)
         try:
-            tube = self._tube(item.queue)
+            tube = self._tubes.tube(item.queue)
         except ConfigurationError as exc:
             raise MessageRejectedByBroker(item.id, item.queue, str(exc)) from None
         return tube, item.priority, item.eta, self._frame(item)
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        await self._put([self._checked(i) for i in items])  # all checked before any is sent
-
-    async def _put(self, jobs: Sequence[tuple[str, int, float | None, bytes]],
-                   ttr: int | None = None) -> None:
-        now = self.clock.time()
-        with self._guard():
-            async with self._bounded():
-                put = await self._conn("put")
-                for start in range(0, len(jobs), _BATCH):
-                    cmds: list[bytes] = []
-                    puts: list[tuple[str, bytes] | None] = []  # per command: what it puts
-                    for tube, priority, eta, job in jobs[start:start + _BATCH]:
-                        at = due_at(eta, now, MAX_DELAY)  # NaN: now; too far: the maximum
-                        delay = 0 if at is None else _seconds(at - now)
-                        use = put.use(tube)
-                        cmds += use
-                        puts += [None] * len(use) + [(tube, job)]
-                        cmds.append(b"put %d %d %d %d\r\n%s\r\n"
-                                    % (_pri(priority), delay, ttr or self.ttr, len(job), job))
-                    too_big = None
-                    for job_put, reply in zip(puts, await put.call(*cmds), strict=True):
-                        if reply[0][:1] == ["JOB_TOO_BIG"] and job_put is not None:
-                            too_big = too_big or job_put  # the rest of the batch went through
-                        else:
-                            expect(reply, "USING", "INSERTED")
-                    if too_big is not None:
-                        tube, job = too_big
-                        raise MessageRejectedByBroker(
-                            _unframe(job, "?")[0], self._queue(tube) or tube,
-                            f"{self._where} refused {len(job)} bytes as too big (its -z"
-                            " option); the other jobs of the batch were put")
-
-    @contextlib.asynccontextmanager
-    async def _bounded(self) -> AsyncIterator[None]:
-        """Bound a publish by ``publish_timeout``: a server that stops answering (stopped,
-        swapping, a dead network without a reset) must not hang the caller. What timed out
-        may still have been put."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                yield
-        except TimeoutError as exc:
-            raise TransportUnavailable(
-                f"{self._where} did not answer a put within {self.publish_timeout:g}s;"
-                " is it running and reachable?"
-            ) from exc
+        jobs = [self._checked(i) for i in items]  # all checked before any is sent
+        await put(self._conns, self._tubes, jobs, now=self.clock.time(), ttr=self.ttr)
 
     # -- leasing -------------------------------------------------------------------------
 
     async def fetch(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
-        tubes = [self._tube(q) for q in dict.fromkeys(queues)]
+        tubes = [self._tubes.tube(q) for q in dict.fromkeys(queues)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        with self._guard():
+        with self._conns.guard():
             while True:
                 got = await self._reserve(tubes, limit, lease)
                 remaining = deadline - loop.time()
                 if got or remaining <= 0 or not tubes:
                     return got
                 if self._waiting is None or self._waiting.done():
-                    waiter = await self._conn("waiter")
+                    waiter = await self._conns.open("waiter")
                     self._waiting = loop.create_task(self._wait_ready(waiter, tubes))
                 await asyncio.wait({self._waiting}, timeout=remaining)
 
@@ -330,15 +208,15 @@ class BeanstalkTransport(Transport):
             *_, (words, _) = await waiter.call(*waiter.watch(tubes), b"reserve-with-timeout 1\r\n")
             if words[0] == "RESERVED":
                 [(_, stats)] = await waiter.call(b"stats-job %s\r\n" % words[1].encode())
-                pri = parse_yaml(stats).get("pri", str(PRIORITY_BASE))
-                await waiter.call(b"release %s %s 0\r\n" % (words[1].encode(), pri.encode()))
+                level = parse_yaml(stats).get("pri", str(PRIORITY_BASE))
+                await waiter.call(b"release %s %s 0\r\n" % (words[1].encode(), level.encode()))
         except ConnectionError:
             return  # the jobs connection reports an outage on the next reserve
 
     async def _reserve(self, tubes: Sequence[str], limit: int, lease: float) -> list[Delivery]:
         if not tubes or limit <= 0:
             return []
-        jobs = await self._conn("jobs")
+        jobs = await self._conns.open("jobs")
         replies = await jobs.call(*jobs.watch(tubes), *[b"reserve-with-timeout 0\r\n"] * limit)
         reserved = [(w[1], d or b"") for w, d in replies if w[0] == "RESERVED"]
         if not reserved:
@@ -349,10 +227,10 @@ class BeanstalkTransport(Transport):
         for (jid, job), reply in zip(reserved, stats, strict=True):
             expect(reply, "OK")
             info = parse_yaml(reply[1])
-            ident, body = _unframe(job, jid)
+            ident, body = unframe(job, jid)
             attempts = int(info.get("reserves", "1")) - int(info.get("releases", "0"))
             priority = min(max(PRIORITY_BASE - int(info.get("pri", PRIORITY_BASE)), 0), 9)
-            queue = self._queue(info.get("tube", "")) or info.get("tube", "")
+            queue = self._tubes.queue(info.get("tube", "")) or info.get("tube", "")
             out.append(Delivery(queue, body, ident, max(1, attempts), priority,
                                 receipt=(jobs, int(jid)), lease_until=now + lease))
             self._held[int(jid)] = _Lease(jobs, now + lease, now)
@@ -425,7 +303,7 @@ class BeanstalkTransport(Transport):
             self._held.pop(d.receipt[1], None)
         if conn is None or not live:
             return [], []
-        with self._guard():
+        with self._conns.guard():
             return live, await conn.call(*map(command, live))
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -434,10 +312,10 @@ class BeanstalkTransport(Transport):
             expect(reply, "DELETED", "NOT_FOUND")
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
-        seconds = _seconds(delay)
+        seconds = delay_seconds(delay)
         _, replies = await self._on_jobs(
             deliveries,
-            lambda d: b"release %d %d %d\r\n" % (d.receipt[1], _pri(d.priority), seconds),
+            lambda d: b"release %d %d %d\r\n" % (d.receipt[1], pri(d.priority), seconds),
         )
         for reply in replies:
             expect(reply, "RELEASED", "NOT_FOUND")
@@ -445,64 +323,19 @@ class BeanstalkTransport(Transport):
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         live, replies = await self._on_jobs(
             [r.delivery for r in requests],
-            lambda d: b"bury %d %d\r\n" % (d.receipt[1], _pri(d.priority)),
+            lambda d: b"bury %d %d\r\n" % (d.receipt[1], pri(d.priority)),
         )
         now = self.clock.time()
         reasons = {id(r.delivery): r.reason for r in requests}
-        records = []
-        for d, reply in zip(live, replies, strict=True):
-            if expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED":
-                record = {"job": d.receipt[1], "id": d.id, "queue": d.queue,
-                          "priority": d.priority, "reason": cap(reasons[id(d)], MAX_REASON),
-                          "died_at": now}
-                records.append((self._dead_tube, 0, None, json.dumps(record).encode()))
-        await self._put(records, ttr=_RECORD_TTR)
+        buried = [(d, reasons[id(d)]) for d, reply in zip(live, replies, strict=True)
+                  if expect(reply, "BURIED", "NOT_FOUND")[0] == "BURIED"]
+        await self._dead.record(buried, now)
         if live:
-            with self._guard():
-                await self._prune(sorted({d.queue for d in live}), now)
-
-    async def _prune(self, queues: Sequence[str], now: float) -> None:
-        """Keep dead letters within the cap and the retention, cheaply enough for every write.
-
-        The retention first: records are ready jobs of one priority, so ``peek-ready`` gives
-        the oldest; expired or stale ones are deleted with their jobs until a live one is met.
-        Then the cap: ``stats-tube`` counts each queue's buried jobs; the oldest past the cap
-        are deleted (``peek-buried`` gives the oldest). Their records go stale and are dropped
-        when they reach the head of the records tube, or when dead letters are read.
-        """
-        put = await self._conn("put")
-        cutoff, expired = self.retention.cutoff(now), dict[str, int]()
-        for _ in range(_BATCH):  # bounded per write; the next write goes on
-            *_, (found, data) = await put.call(*put.use(self._dead_tube), b"peek-ready\r\n")
-            record = _record(data) if found[0] == "FOUND" else {}
-            if not record:
-                break  # empty, or another tool's job at the head: left alone
-            if record["died_at"] >= cutoff:
-                [(alive, _)] = await put.call(b"peek %d\r\n" % record["job"])
-                if alive[0] == "FOUND":
-                    break  # the oldest record is live: nothing older to drop
-            else:
-                [(done, _)] = await put.call(b"delete %d\r\n" % record["job"])
-                if done[0] == "DELETED":
-                    expired[record["queue"]] = expired.get(record["queue"], 0) + 1
-            await put.call(b"delete %s\r\n" % found[1].encode())
-        for queue, count in sorted(expired.items()):
-            log_dropped(queue, count, f"older than the retention of {self.retention.ttl:g}s")
-        replies = await put.call(*[b"stats-tube %s\r\n" % self._tube(q).encode()
-                                   for q in queues])
-        for queue, (words, data) in zip(queues, replies, strict=True):
-            buried = int(parse_yaml(data).get("current-jobs-buried", 0)) if words[0] == "OK" else 0
-            over = 0
-            for _ in range(buried - self.retention.limit):
-                *_, (found, _) = await put.call(*put.use(self._tube(queue)), b"peek-buried\r\n")
-                if found[0] != "FOUND":
-                    break
-                [(done, _)] = await put.call(b"delete %s\r\n" % found[1].encode())
-                over += done[0] == "DELETED"
-            log_dropped(queue, over, f"over the cap of {self.retention.limit}, oldest first")
+            with self._conns.guard():
+                await self._dead.prune(sorted({d.queue for d in live}), now)
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
-        with self._guard():
+        with self._conns.guard():
             lost = set(await self._touch([d.receipt[1] for d in deliveries]))
         until = self.clock.time() + lease
         for d in deliveries:
@@ -514,30 +347,30 @@ class BeanstalkTransport(Transport):
     # -- inspection ----------------------------------------------------------------------
 
     async def purge(self, queue: str) -> int:
-        tube, count = self._tube(queue), 0
-        with self._guard():
-            put = await self._conn("put")
+        tube, count = self._tubes.tube(queue), 0
+        with self._conns.guard():
+            conn = await self._conns.open("put")
             for peek in (b"peek-ready\r\n", b"peek-delayed\r\n"):
                 while True:
-                    *_, (words, _) = await put.call(*put.use(tube), peek)
+                    *_, (words, _) = await conn.call(*conn.use(tube), peek)
                     if words[0] != "FOUND":
                         break
-                    [(done, _)] = await put.call(b"delete %s\r\n" % words[1].encode())
+                    [(done, _)] = await conn.call(b"delete %s\r\n" % words[1].encode())
                     count += done[0] == "DELETED"
         return count
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        with self._guard():
-            put = await self._conn("put")
+        with self._conns.guard():
+            conn = await self._conns.open("put")
             if queues is None:
-                [(_, data)] = await put.call(b"list-tubes\r\n")
+                [(_, data)] = await conn.call(b"list-tubes\r\n")
                 names = [line[2:] for line in (data or b"").decode().splitlines()
                          if line.startswith("- ")]
-                queues = sorted(q for q in map(self._queue, names) if q is not None)
+                queues = sorted(q for q in map(self._tubes.queue, names) if q is not None)
             if not queues:
                 return []
-            replies = await put.call(*[b"stats-tube %s\r\n" % self._tube(q).encode()
-                                       for q in queues])
+            replies = await conn.call(*[b"stats-tube %s\r\n" % self._tubes.tube(q).encode()
+                                        for q in queues])
         out = []
         for queue, (words, data) in zip(queues, replies, strict=True):
             s = parse_yaml(data) if words[0] == "OK" else {}
@@ -547,95 +380,20 @@ class BeanstalkTransport(Transport):
                                   int(s.get("current-jobs-buried", 0))))
         return out
 
-    async def _records(self) -> tuple[Connection, list[tuple[int, dict[str, Any]]]]:
-        """Reserve every dead-letter record, oldest first; the caller releases them."""
-        admin = await self._conn("admin")
-        out: list[tuple[int, dict[str, Any]]] = []
-        cmds = admin.watch([self._dead_tube])
-        while True:
-            replies = await admin.call(*cmds, *[b"reserve-with-timeout 0\r\n"] * _BATCH)
-            got = [(int(w[1]), _record(d)) for w, d in replies if w[0] == "RESERVED"]
-            out += got
-            cmds = []
-            if len(got) < _BATCH:
-                return admin, out
-
-    async def _dead(self, match: Callable[[dict[str, Any]], bool], limit: int) -> tuple[
-            Connection, list[int], list[tuple[int, dict[str, Any], bytes]]]:
-        """Reserve all records and read the buried jobs of up to ``limit`` matching ones.
-
-        Returns the admin connection, the records to release untouched, and
-        (record id, record, body) for each match. Records whose job is gone are deleted.
-        """
-        admin, records = await self._records()
-        wanted = [(rid, r) for rid, r in records if r and match(r)][:limit]
-        peeks = await admin.call(*[b"peek %d\r\n" % int(r["job"]) for _, r in wanted])
-        found = [(rid, r, _unframe(job or b"", "")[1])
-                 for (rid, r), (words, job) in zip(wanted, peeks, strict=True)
-                 if words[0] == "FOUND"]
-        stale = [rid for (rid, _), (words, _) in zip(wanted, peeks, strict=True)
-                 if words[0] != "FOUND"]  # buried job deleted or kicked by someone else
-        await admin.call(*[b"delete %d\r\n" % rid for rid in stale])
-        taken = {rid for rid, _, _ in found} | set(stale)
-        return admin, [rid for rid, _ in records if rid not in taken], found
-
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        cutoff = self.retention.cutoff(self.clock.time())
-        with self._guard():
-            admin, rest, found = await self._dead(
-                lambda r: (queue is None or r["queue"] == queue) and r["died_at"] >= cutoff,
-                limit)
-            await admin.call(*[b"release %d 0 0\r\n" % rid
-                               for rid in rest + [rid for rid, _, _ in found]])
-        return [DeadLetter(r["id"], r["queue"], body, r["reason"], r["died_at"])
-                for _, r, body in found]
+        return await self._dead.read(queue, limit)
 
     async def requeue_dead(self, ids: Sequence[str] | None = None) -> int:
-        wanted = None if ids is None else set(ids)
-        with self._guard():
-            admin, rest, found = await self._dead(
-                lambda r: wanted is None or r["id"] in wanted, 1 << 62)
-            done = False
-            try:  # put again first: a crash in between duplicates a message, never loses one
-                await self._put([(self._tube(r["queue"]), r.get("priority", 0), None,
-                                  MAGIC + r["id"].encode() + b"\n" + body)
-                                 for _, r, body in found])
-                put = await self._conn("put")
-                await put.call(*[b"delete %d\r\n" % int(r["job"]) for _, r, _ in found])
-                await admin.call(*[b"delete %d\r\n" % rid for rid, _, _ in found])
-                done = True
-            finally:
-                back = rest if done else rest + [rid for rid, _, _ in found]
-                await admin.call(*[b"release %d 0 0\r\n" % rid for rid in back])
-        return len(found)
-
-    async def _remove(self, match: Callable[[dict[str, Any]], bool],
-                      body_matches: Callable[[bytes], bool]) -> int:
-        """Delete the buried jobs and records of the dead letters whose record ``match``es
-        and whose body ``body_matches``; release every other record. Returns how many."""
-        with self._guard():
-            admin, rest, found = await self._dead(match, 1 << 62)
-            doomed = [(rid, r) for rid, r, body in found if body_matches(body)]
-            back = rest + [rid for rid, r, body in found if not body_matches(body)]
-            try:
-                put = await self._conn("put")
-                await put.call(*[b"delete %d\r\n" % int(r["job"]) for _, r in doomed])
-                await admin.call(*[b"delete %d\r\n" % rid for rid, _ in doomed])
-            except BaseException:
-                back += [rid for rid, _ in doomed]
-                raise
-            finally:
-                await admin.call(*[b"release %d 0 0\r\n" % rid for rid in back])
-        return len(doomed)
+        return await self._dead.requeue(ids)
 
     async def delete_dead(self, ids: Sequence[str]) -> int:
         wanted = {clean_text(i) for i in ids}
         if not wanted:
             return 0
-        return await self._remove(lambda r: r["id"] in wanted, lambda _body: True)
+        return await self._dead.remove(lambda r: r["id"] in wanted, lambda _body: True)
 
     async def purge_dead(self, *, older_than: float | None = None, task: str | None = None,
                          queue: str | None = None) -> int:
         match, now = DeadFilter(older_than, task, queue), self.clock.time()
-        return await self._remove(lambda r: match.matches_record(r["queue"], r["died_at"], now),
-                                  match.names_task)
+        return await self._dead.remove(
+            lambda r: match.matches_record(r["queue"], r["died_at"], now), match.names_task)

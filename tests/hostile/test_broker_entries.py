@@ -244,7 +244,8 @@ def test_amqp_delay_units_survive_nan_and_infinity() -> None:
 
 
 def test_beanstalk_delays_fit_in_32_bits() -> None:
-    from hubbub.transports.beanstalk import MAX_DELAY, _seconds
+    from hubbub.transports._beanstalk_jobs import MAX_DELAY
+    from hubbub.transports._beanstalk_jobs import delay_seconds as _seconds
 
     assert _seconds(math.nan) == 0
     assert _seconds(-5.0) == 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hubbub import Hub
+from hubbub import _tagging as tagging_module
 from hubbub import codecs as codecs_module
 from hubbub.codecs import get_codec, json_dumps, json_loads, pack, unregister_type
 from hubbub.errors import ConfigurationError, MessageError, ResultError
@@ -164,7 +165,7 @@ def test_a_plain_payload_is_decoded_without_a_walk(
     codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = encode(Envelope("t", (1, "x", {"a": [1, 2]}), {"k": [None, 2.5]}), get_codec(codec))
-    monkeypatch.setattr(codecs_module, "_unpack", _no_walk)
+    monkeypatch.setattr(tagging_module, "_unpack", _no_walk)
 
     decoded = decode(data, accept=accept_for(codec))
 
@@ -174,7 +175,7 @@ def test_a_plain_payload_is_decoded_without_a_walk(
 
 def test_a_plain_result_is_decoded_without_a_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encode_record(ResultRecord("id", State.SUCCESS, value={"a": [1, "x"]}))
-    monkeypatch.setattr(codecs_module, "_unpack", _no_walk)
+    monkeypatch.setattr(tagging_module, "_unpack", _no_walk)
 
     assert decode_record(data).value == {"a": [1, "x"]}
 

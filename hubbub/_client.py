@@ -1,0 +1,132 @@
+"""The producer side of a ``Hub``: its connections and the encoding of what it publishes.
+
+A producer process holds one ``Client`` (a transport and a result store) on the hub's bridge
+loop, opened on first use by a ``Connector``; a forked child has another process id and opens
+its own. ``revoke`` writes what ``Hub.revoke`` stores. ``encode_all`` runs the publish
+middleware and encodes the envelopes into the batch one ``Transport.publish`` sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+
+from hubbub._redact import redact
+from hubbub.codecs import Codec
+from hubbub.errors import ErrorKind, ResultError
+from hubbub.message import Envelope, encode
+from hubbub.middleware import Middleware, chain_publish
+from hubbub.results import ResultBackend, ResultRecord, State
+from hubbub.results.base import ErrorInfo
+from hubbub.signing import Signer
+from hubbub.transports import Outgoing, Transport
+
+
+class Client:
+    """The producer side's connections, living on the bridge loop of one process."""
+
+    def __init__(self, transport: Transport, results: ResultBackend | None) -> None:
+        self.transport = transport
+        self.results = results
+        self.pid = os.getpid()
+
+    async def close(self) -> None:
+        await self.transport.close()
+        if self.results is not None:
+            await self.results.close()
+
+
+class Connector:
+    """Opens this process's ``Client`` on first use and shares it between callers.
+
+    Args:
+        open_transport: makes a new, unconnected transport.
+        open_results: makes a new, unconnected result store, or None when none is kept.
+        broker: the broker's URL, named (masked) when there is no result store.
+    """
+
+    def __init__(self, open_transport: Callable[[], Transport],
+                 open_results: Callable[[], ResultBackend | None], broker: str) -> None:
+        self._open_transport = open_transport
+        self._open_results = open_results
+        self._broker = broker
+        self._client: Client | None = None
+        self._connecting: tuple[int, asyncio.Future[Client]] | None = None
+
+    async def client(self) -> Client:
+        """This process's client, connected by the first caller; the others wait for it."""
+        pid = os.getpid()
+        if self._client is not None and self._client.pid == pid:
+            return self._client
+        if self._connecting is None or self._connecting[0] != pid:
+            self._connecting = (pid, asyncio.ensure_future(self._connect()))
+        try:
+            self._client = await asyncio.shield(self._connecting[1])
+        except BaseException:
+            self._connecting = None  # the next call tries again
+            raise
+        return self._client
+
+    async def results(self) -> ResultBackend:
+        """This process's result store, connected.
+
+        Raises:
+            ResultError: the hub keeps no results.
+        """
+        client = await self.client()
+        if client.results is None:
+            raise ResultError(
+                f"this hub keeps no results (broker {redact(self._broker)}); "
+                "pass results='redis://...' or 'sqlite:///results.db' to Hub()"
+            )
+        return client.results
+
+    async def _connect(self) -> Client:
+        transport = self._open_transport()
+        await transport.connect()
+        results = self._open_results()
+        if results is not None:
+            try:
+                await results.connect()
+            except BaseException:
+                await transport.close()  # no half-open client: the next call starts over
+                raise
+        return Client(transport, results)
+
+    def detach(self) -> Client | None:
+        """This process's client, forgotten here for the caller to close; None when this
+        process has none (a forked child does not close its parent's connections)."""
+        client, self._client = self._client, None
+        return client if client is not None and client.pid == os.getpid() else None
+
+
+async def encode_all(envelopes: Sequence[Envelope], middleware: Sequence[Middleware],
+                     codec: Codec, limit: int, signer: Signer | None) -> list[Outgoing]:
+    """``envelopes`` through each ``around_publish``, then encoded, in order.
+
+    Raises:
+        MessageError: an envelope cannot be encoded, or is larger than ``limit`` bytes.
+    """
+    outgoing: list[Outgoing] = []
+
+    async def collect(envelope: Envelope) -> None:
+        body = encode(envelope, codec, limit, signer)
+        outgoing.append(Outgoing(envelope.queue, body, envelope.id, envelope.priority,
+                                 envelope.eta))
+
+    send_one = chain_publish(middleware, collect)
+    for envelope in envelopes:
+        await send_one(envelope)
+    return outgoing
+
+
+async def revoke(backend: ResultBackend, ids: Sequence[str], *, terminate: bool,
+                 ttl: float | None) -> list[str]:
+    """Store REVOKED for ``ids`` unless a task finished (or, without ``terminate``, started);
+    the ids it was stored for (see ``Hub.revoke``)."""
+    error = (ErrorInfo(ErrorKind.TERMINATED, "revoked with terminate=True") if terminate
+             else ErrorInfo(ErrorKind.REVOKED, "revoked"))
+    records = [ResultRecord(i, State.REVOKED, error=error) for i in ids]
+    too_late = {State.SUCCESS, State.FAILURE} | (set() if terminate else {State.STARTED})
+    return await backend.store_unless(records, ttl=ttl, unless=frozenset(too_late))
