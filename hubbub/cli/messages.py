@@ -150,7 +150,8 @@ def interactive() -> bool:
               help="Send every dead letter back to its queue (all queues; -q does not "
                    "narrow it).")
 @click.option("--delete", "delete_ids", multiple=True, metavar="ID",
-              help="Delete the dead letter with this id for good (repeatable).")
+              help="Delete the dead letter with this id for good (repeatable); asks first "
+                   "unless --yes.")
 @click.option("--purge", is_flag=True,
               help="Delete every dead letter that matches --older-than, --task and -q "
                    "(all of them when none is given); asks first unless --yes.")
@@ -159,7 +160,7 @@ def interactive() -> bool:
                    "(30s, 15m, 2h, 2d).")
 @click.option("--task", default=None, metavar="NAME",
               help="With --purge: only those whose message names this task (module.name).")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask before --purge.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before --delete or --purge.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="Dead letters to list at most (listing only; requeueing has no limit).")
 @friendly
@@ -181,10 +182,11 @@ def dead(app: str | None, broker: str | None, queue: str | None, requeue_ids: tu
         raise click.UsageError(f"use one of {' and '.join(actions)} at a time")
     if (older_than is not None or task is not None) and not purge:
         raise click.UsageError("--older-than and --task narrow --purge; add --purge")
-    if purge and not yes:
-        what = _purge_description(older_than, task, queue)
+    if (purge or delete_ids) and not yes:
+        what = (_purge_description(older_than, task, queue) if purge
+                else f"{len(delete_ids)} dead letter(s)")
         if not interactive():
-            raise click.ClickException(f"not purging {what} without confirmation: stdin is "
+            raise click.ClickException(f"not deleting {what} without confirmation: stdin is "
                                        "not a terminal; pass --yes")
         click.confirm(f"Delete {what} for good?", abort=True)
     hub = open_hub(app, broker)

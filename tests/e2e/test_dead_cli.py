@@ -67,7 +67,12 @@ def url(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path) -> Iterator[st
 def test_delete_removes_only_the_named_dead_letters(cli: Cli, url: str) -> None:
     seed(url, [("q", "keep-me", envelope("shop.pay")), ("q", "drop-a", envelope("shop.pay")),
                ("q2", "drop-b", b"\xff not a message")])
-    done = cli.run("dead", "--delete", "drop-a", "--delete", "drop-b", "--delete", "nope")
+    refused = cli.run("dead", "--delete", "drop-a")  # no terminal to ask, and no --yes
+    assert refused.returncode == 1
+    assert "without confirmation" in refused.stderr
+    assert "drop-a" in listed(cli)
+    done = cli.run("dead", "--delete", "drop-a", "--delete", "drop-b", "--delete", "nope",
+                   "--yes")
     assert done.returncode == 0, done.stderr
     assert "deleted 2 dead letters" in done.stdout
     shown = listed(cli)
