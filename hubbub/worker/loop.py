@@ -15,14 +15,12 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
-from hubbub.context import register_sink, unregister_sink
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
@@ -32,7 +30,7 @@ from hubbub.events import (
 )
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
-from hubbub.results.base import STICKY_STATES, ResultBackend, State
+from hubbub.results.base import ResultBackend, State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.execute import exception_text
@@ -40,6 +38,7 @@ from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Outcomes
 from hubbub.worker.pools.coroutines import AsyncPool
+from hubbub.worker.progress import Progress
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.revocation import Revocations
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
@@ -65,6 +64,7 @@ class _Wiring:
     writes: WriteBuffer
     outcomes: Outcomes
     renewal: Renewal
+    progress: Progress
 
 
 class WorkerLoop:
@@ -118,10 +118,7 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._running_ids: dict[str, Held] = {}  # running tasks by task id, for progress
-        self._progress: dict[str, tuple[str, dict[str, Any] | None]] = {}  # latest, not taken
-        self._progress_lock = threading.Lock()
+
 
     @property
     def _io(self) -> _Wiring:
@@ -157,7 +154,6 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
-        self._loop = asyncio.get_running_loop()
         transport = self.hub.open_transport()
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
@@ -172,10 +168,11 @@ class WorkerLoop:
                 self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
                                                              _runner(lane.pool))
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
+            outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
             self._wiring = _Wiring(
-                transport, results, writes,
-                Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport)),
-                Renewal(transport, self.lease, self._renewable, self._held.running_tasks))
+                transport, results, writes, outcomes,
+                Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
+                Progress(asyncio.get_running_loop(), outcomes.progress))
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -291,7 +288,8 @@ class WorkerLoop:
                 self._io.outcomes.refused(delivery, verdict)
             else:
                 accepted.append(Held(delivery, verdict.envelope, verdict.task, lane))
-        final = await self._final_states([h.envelope.id for h in accepted])
+        final = (await self._revocations.final_states([h.envelope.id for h in accepted])
+                 if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
         for held in accepted:
             env = held.envelope
@@ -307,19 +305,6 @@ class WorkerLoop:
                 held.admitted_at = looked
                 self._held.add(held)
                 held.runner = asyncio.create_task(self._execute(held))
-
-    async def _final_states(self, ids: list[str]) -> dict[str, State]:
-        """Ids among ``ids`` whose stored state forbids running them: REVOKED or SUCCESS."""
-        results = self._io.results
-        if results is None or not ids:
-            return {}
-        try:
-            found = await results.get(ids)
-        except Exception as exc:  # the store is down, or a bug: running is still right
-            log.warning("could not read revocations (%s); running anyway", redact(repr(exc)))
-            return {}
-        return {i: r.state for i, r in found.items()
-                if r.state in STICKY_STATES}
 
     # -- running -----------------------------------------------------------------------------
 
@@ -355,9 +340,7 @@ class WorkerLoop:
             io.renewal.started(env.task)
             io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
-            task_id = env.id
-            register_sink(task_id, self._on_progress)
-            self._running_ids[task_id] = held
+            io.progress.started(held)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -366,8 +349,7 @@ class WorkerLoop:
                 log.exception("dispatch of %s[%s] failed", held.envelope.task, held.envelope.id)
                 outcome = Crashed(exception_text(exc), 0.0)
             finally:
-                unregister_sink(task_id)
-                self._running_ids.pop(task_id, None)
+                io.progress.ended(held)
         finally:
             lane.release_slot()
             if self._held.done_alone(held):
@@ -377,23 +359,6 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
-
-    def _on_progress(self, task_id: str, state: str, meta: dict[str, Any] | None) -> None:
-        """``update_state`` of a task this worker runs, from any thread: one hop to the loop
-        per burst, carrying the latest update (a tight loop of updates costs little)."""
-        with self._progress_lock:
-            first = task_id not in self._progress
-            self._progress[task_id] = (state, meta)
-        if first and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the worker has stopped meanwhile
-                self._loop.call_soon_threadsafe(self._take_progress, task_id)
-
-    def _take_progress(self, task_id: str) -> None:
-        with self._progress_lock:
-            update = self._progress.pop(task_id, None)
-        held = self._running_ids.get(task_id)
-        if update is not None and held is not None:  # not once the task has ended
-            self._io.outcomes.progress(held, *update)
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

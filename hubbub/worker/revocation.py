@@ -46,6 +46,17 @@ class Revocations:
         self._asked: dict[str, asyncio.Future[State | None]] = {}  # the next batched look
         self._looking: asyncio.Task[None] | None = None
 
+    async def final_states(self, ids: list[str]) -> dict[str, State]:
+        """Ids among ``ids`` whose stored state forbids running them: REVOKED or SUCCESS (a
+        replay, or a redelivery of work whose result was stored). Admission asks once per
+        fetched batch; when the store cannot say, running is still right."""
+        try:
+            found = await self.results.get(ids)
+        except Exception as exc:
+            log.warning("could not read revocations (%s); running anyway", redact(repr(exc)))
+            return {}
+        return {i: r.state for i, r in found.items() if r.state in STICKY_STATES}
+
     async def state_now(self, task_id: str) -> State | None:
         """The stored state of ``task_id`` right now, if it forbids starting it (REVOKED or
         SUCCESS); None otherwise, or when the store cannot say.
