@@ -145,7 +145,7 @@ async def test_a_retry_with_an_infinite_countdown_is_held_in_the_broker(
         hub.close()
 
 
-async def test_a_retry_too_large_to_send_fails_the_task_and_dead_letters_it(
+async def test_a_retry_too_large_to_send_fails_the_task_with_the_reason(
         broker: Broker, tmp_path: Path) -> None:
     limit = 4096
     hub = make_hub(broker, tmp_path, limits=Limits(max_message_size=limit))
@@ -266,5 +266,76 @@ async def test_a_worker_whose_write_back_breaks_stops_at_once_with_an_error(
             await asyncio.wait_for(worker.run(), 30)
         assert result.state != State.SUCCESS  # nothing acked: it runs again after a restart
         assert worker.abandoned == 0
+    finally:
+        hub.close()
+
+
+def _malformed_envelopes(task: str) -> dict[str, bytes]:
+    """Bodies no worker may run, each named by what is wrong with it."""
+    json = get_codec("json")
+
+    def env(**fields: Any) -> bytes:
+        return json.encode(raw_envelope(**{"task": task, **fields}))
+
+    def without(name: str) -> bytes:
+        body = raw_envelope(task=task)
+        del body[name]
+        return json.encode(body)
+
+    return {
+        "not-json": b"\x00\xffnot json at all",
+        "json-list": b"[1, 2, 3]",
+        "json-string": b'"a string"',
+        "empty": b"",
+        "nested-deep": b"[" * 100_000 + b"]" * 100_000,
+        "version-99": env(v=99),
+        "version-bool": env(v=True),
+        "no-id": without("id"),
+        "no-task": without("task"),
+        "no-args": without("args"),
+        "id-number": env(id=7),
+        "task-null": env(task=None),
+        "retries-text": env(retries="3"),
+        "retries-bool": env(retries=True),
+        "retries-negative": env(retries=-1),
+        "priority-float": env(priority=1.5),
+        "headers-list": env(headers=[]),
+        "args-object": env(args={"x": 1}),
+        "kwargs-list": env(kwargs=[1]),
+        "kwargs-int-keys": b'{"v": 1, "task": "%s", "id": "x", "kwargs": {"1": 1}, "args": 5}'
+                           % task.encode(),
+        "empty-id": env(id=""),
+        "empty-queue": env(queue=""),
+        "pickle-content": env(content_type="application/x-python-pickle", payload="gASVAA=="),
+        "bad-payload": env(content_type="application/msgpack", payload="!!not base64!!"),
+        "unknown-task": json.encode(raw_envelope(task="nobody.knows.this")),
+        "wrong-arguments": env(args=[1, 2, 3]),
+        "signed-without-keys": b"hubbub-sig1 k1 abc\n" + env(),
+    }
+
+
+async def test_malformed_envelopes_are_dead_lettered_beside_good_tasks(
+        broker: Broker, tmp_path: Path) -> None:
+    hub = make_hub(broker, tmp_path)
+    ran: Counter[int] = Counter()
+
+    @hub.task
+    def good(i: int) -> int:
+        ran[i] += 1
+        return i
+
+    try:
+        bad = _malformed_envelopes(good.name)
+        goods = [good.delay(i) for i in range(GOOD)]
+        for name, body in bad.items():
+            await publish_raw(hub, body, f"bad-{name}")
+        goods += [good.delay(i) for i in range(GOOD, 2 * GOOD)]
+        await drain_async(hub, pool=make_pool("async", 4), timeout=60)
+        assert ran == dict.fromkeys(range(2 * GOOD), 1)
+        found = await records(hub, [r.id for r in goods])
+        assert all(found[r.id].state == State.SUCCESS for r in goods)
+        reasons = await dead_reasons(hub)
+        assert len(reasons) == len(bad), sorted(set(bad) - {k[4:] for k in reasons})
+        assert all(reason for reason in reasons.values())
     finally:
         hub.close()
