@@ -45,7 +45,8 @@ from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
-from hubbub.worker.execute import describe, exception_text, failure, limits, on_loop, run_sync
+from hubbub.worker.execute import limits, on_loop, run_sync
+from hubbub.worker.outcome_of import describe, exception_text, failure
 from hubbub.worker.pools._wire import (
     Cancel,
     ChildSpec,

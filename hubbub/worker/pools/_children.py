@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from hubbub.errors import ConfigurationError, ErrorKind
 from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.results.base import ErrorInfo
-from hubbub.worker.execute import exception_text
+from hubbub.worker.outcome_of import exception_text
 from hubbub.worker.pools._child_handle import Child, StartFailed
 from hubbub.worker.pools._wire import ChildSpec
 from hubbub.worker.pools.base import Pool

@@ -40,9 +40,10 @@ from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.hub import Hub
 from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
-from hubbub.worker.execute import Stoppable, TerminateRequested, limits, on_loop, run_sync
+from hubbub.worker.execute import limits, on_loop, run_sync
 from hubbub.worker.pools._child import reply, unknown_task
 from hubbub.worker.pools._wire import Cancel, ChildSpec, Progress, Ready, Run, encode, receive
+from hubbub.worker.stopping import Stoppable, TerminateRequested
 
 ASYNC_THREADS = 32  # at most this many async def tasks run at once (one loop thread each)
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
-from hubbub.worker.execute import JOB_TASK_PREFIX, Running, in_thread, on_loop
+from hubbub.worker.execute import JOB_TASK_PREFIX, in_thread, on_loop
 from hubbub.worker.pools.base import Job, Outcome, Pool
+from hubbub.worker.stopping import Running
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub

@@ -5,8 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ClassVar
 
-from hubbub.worker.execute import Running, in_thread
+from hubbub.worker.execute import in_thread
 from hubbub.worker.pools.base import Job, Outcome, Pool
+from hubbub.worker.stopping import Running
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
