@@ -3,15 +3,12 @@ import, the way ``hubbub worker -A`` finds a user's app."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 
-from hubbub._loader import load_hub
+from tests.worker.scratch import scratch_app
 
 SOURCE = textwrap.dedent('''
     import asyncio, ctypes, os, resource, sys, time
@@ -219,21 +216,6 @@ SOURCE = textwrap.dedent('''
 ''')
 
 
-@contextmanager
-def child_app(folder: Path) -> Iterator[ModuleType]:
-    """Write the app into ``folder``, put it on ``sys.path`` and load it as ``-A`` would.
-
-    Yields the module: its ``hub`` (with ``import_path`` set) and its tasks. The module name
-    is unique, so a test never sees another test's app in ``sys.modules``.
-    """
-    name = f"childapp_{uuid.uuid4().hex[:8]}"
-    (folder / f"{name}.py").write_text(SOURCE.format(url=f"sqlite:///{folder / 'hub.db'}"))
-    sys.path.insert(0, str(folder))
-    hub = load_hub(f"{name}:hub")
-    try:
-        yield sys.modules[name]
-    finally:
-        hub.close()
-        sys.modules.pop(name, None)
-        sys.path.remove(str(folder))
-
+def child_app(folder: Path) -> AbstractContextManager[ModuleType]:
+    """Write the app into ``folder``, put it on ``sys.path`` and load it as ``-A`` would."""
+    return scratch_app(folder, SOURCE, "childapp")

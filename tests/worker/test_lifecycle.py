@@ -7,23 +7,15 @@ slot frees, not only when it fetched the batch.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import textwrap
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from hubbub import State, TaskRevoked
-from hubbub._loader import load_hub
-from hubbub.worker.loop import WorkerLoop
-from hubbub.worker.pools import make_pool
+from tests.worker.scratch import running_worker, scratch_app, wait_until
 
 POOLS = ["solo", "threads", "async", "prefork", "hybrid", "gevent"]
 
@@ -46,52 +38,8 @@ SOURCE = textwrap.dedent('''
 ''')
 
 
-@contextmanager
-def lifecycle_app(folder: Path) -> Iterator[ModuleType]:
-    name = f"lifeapp_{uuid.uuid4().hex[:8]}"
-    (folder / f"{name}.py").write_text(SOURCE.format(url=f"sqlite:///{folder / 'hub.db'}"))
-    sys.path.insert(0, str(folder))
-    hub = load_hub(f"{name}:hub")
-    try:
-        yield sys.modules[name]
-    finally:
-        hub.close()
-        sys.modules.pop(name, None)
-        sys.path.remove(str(folder))
-
-
-@contextmanager
-def running_worker(app: ModuleType, pool: str) -> Iterator[WorkerLoop]:
-    """A worker with one slot, run on its own thread until the block ends."""
-    options = {"coroutines": 1} if pool == "hybrid" else {}
-    worker = WorkerLoop(app.hub, pool=make_pool(pool, 1, **options), prefetch=1)
-    loop = asyncio.new_event_loop()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            loop.run_until_complete(worker.run())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        loop.call_soon_threadsafe(worker.stop)
-        thread.join(60)
-        loop.close()
-        assert not thread.is_alive(), "the worker did not stop"
-        assert not failed, failed
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.02)
+def lifecycle_app(folder: Path) -> AbstractContextManager[ModuleType]:
+    return scratch_app(folder, SOURCE, "lifeapp")
 
 
 def held_count(app: ModuleType) -> int:

@@ -7,19 +7,16 @@ them with its result.
 
 from __future__ import annotations
 
-import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from hubbub import HubbubError, State, current_task
-from hubbub._loader import load_hub
-from tests.worker.test_lifecycle import POOLS, running_worker, wait_until
+from tests.worker.scratch import running_worker, scratch_app, wait_until
+from tests.worker.test_lifecycle import POOLS
 
 SOURCE = textwrap.dedent('''
     import asyncio, time
@@ -57,18 +54,8 @@ SOURCE = textwrap.dedent('''
 ''')
 
 
-@contextmanager
-def progress_app(folder: Path) -> Iterator[ModuleType]:
-    name = f"progressapp_{uuid.uuid4().hex[:8]}"
-    (folder / f"{name}.py").write_text(SOURCE.format(url=f"sqlite:///{folder / 'hub.db'}"))
-    sys.path.insert(0, str(folder))
-    hub = load_hub(f"{name}:hub")
-    try:
-        yield sys.modules[name]
-    finally:
-        hub.close()
-        sys.modules.pop(name, None)
-        sys.path.remove(str(folder))
+def progress_app(folder: Path) -> AbstractContextManager[ModuleType]:
+    return scratch_app(folder, SOURCE, "progressapp")
 
 
 @pytest.mark.parametrize("pool", POOLS)
