@@ -5,9 +5,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hubbub import Hub
+from hubbub.results import ResultRecord
 from hubbub.transports import Transport, open_transport
 from tests import brokers
 
@@ -59,3 +62,27 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+# -- a hub on a test's broker, and what it stored (for tests that run workers on every broker)
+
+
+def make_hub(broker: Broker, tmp_path: Path, **options: Any) -> Hub:
+    """A hub on ``broker``, keeping results beside it or, where it keeps none (RabbitMQ,
+    Beanstalkd), in an SQLite file of the test's."""
+    results = broker.results_url or f"sqlite:///{tmp_path / 'results.db'}"
+    return Hub(broker.url, results=results, lease=5, **options)
+
+
+# The hub's connections live on its bridge loop: reach them through it.
+
+async def records(hub: Hub, ids: list[str]) -> dict[str, ResultRecord]:
+    return await hub.bridge.run_async(hub.read_results(ids))
+
+
+async def dead_reasons(hub: Hub) -> dict[str, str]:
+    async def read() -> dict[str, str]:
+        client = await hub.client()
+        return {d.id: d.reason for d in await client.transport.list_dead()}
+
+    return await hub.bridge.run_async(read())

@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from hubbub import Hub, State
+from hubbub import State
 from hubbub.codecs import json_dumps, json_loads, unregister_type
 from hubbub.message import Envelope, encode
-from hubbub.results import ResultRecord
 from hubbub.testing import drain_async
 from hubbub.transports import Outgoing
-from tests.conftest import Broker
+from tests.conftest import Broker, dead_reasons, make_hub, records
 from tests.unit.test_types import SAMPLES, Money, same
 
 SERIALIZERS = {
@@ -25,21 +24,6 @@ SERIALIZERS = {
 }
 
 
-def make_hub(broker: Broker, tmp_path: Path, **options: Any) -> Hub:
-    results = broker.results_url or f"sqlite:///{tmp_path / 'results.db'}"
-    return Hub(broker.url, results=results, lease=5, **options)
-
-
-async def records(hub: Hub, ids: list[str]) -> dict[str, ResultRecord]:
-    return await hub.bridge.run_async(hub.read_results(ids))
-
-
-async def dead_reasons(hub: Hub) -> dict[str, str]:
-    async def read() -> dict[str, str]:
-        client = await hub.client()
-        return {d.id: d.reason for d in await client.transport.list_dead()}
-
-    return await hub.bridge.run_async(read())
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)

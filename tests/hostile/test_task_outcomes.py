@@ -23,28 +23,11 @@ from hubbub.transports import Outgoing
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
 from hubbub.worker.writes import WriteBuffer
-from tests.conftest import Broker, eventually
+from tests.conftest import Broker, dead_reasons, eventually, make_hub, records
 
 GOOD = 5
 
 
-def make_hub(broker: Broker, tmp_path: Path, **options: Any) -> Hub:
-    results = broker.results_url or f"sqlite:///{tmp_path / 'results.db'}"
-    return Hub(broker.url, results=results, lease=5, **options)
-
-
-# The hub's connections live on its bridge loop: reach them through it.
-
-async def records(hub: Hub, ids: list[str]) -> dict[str, Any]:
-    return await hub.bridge.run_async(hub.read_results(ids))
-
-
-async def dead_reasons(hub: Hub) -> dict[str, str]:
-    async def read() -> dict[str, str]:
-        client = await hub.client()
-        return {d.id: d.reason for d in await client.transport.list_dead()}
-
-    return await hub.bridge.run_async(read())
 
 
 async def publish_raw(hub: Hub, body: bytes, id: str, queue: str = "default") -> None:
