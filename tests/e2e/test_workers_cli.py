@@ -1,7 +1,7 @@
-"""``hubbub workers`` and ``hubbub status`` against real worker processes, on SQLite, Redis
-and RabbitMQ (results in SQLite): workers appear with their lanes, one killed with SIGKILL
-drops out within three heartbeats, one stopped with SIGTERM at once. Every worker is one
-this test started; the fixtures kill what is left, even on failure."""
+"""``hubbub workers`` and ``hubbub status`` against real worker processes, on SQLite, Redis,
+RabbitMQ and Beanstalkd (those two with results in SQLite): workers appear with their lanes,
+one killed with SIGKILL drops out within three heartbeats, one stopped with SIGTERM at once.
+Every worker is one this test started; the fixtures kill what is left, even on failure."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def listed(cli: Cli) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("broker_url", ["sqlite", "redis", "amqp"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["sqlite", "redis", "amqp", "beanstalk"], indirect=True)
 def test_workers_are_listed_with_their_lanes_and_drop_out_when_killed_or_stopped(
     cli: Cli, broker_url: str,
 ) -> None:
