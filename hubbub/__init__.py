@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hubbub._version import __version__
 from hubbub.context import TaskContext, current_task
 from hubbub.errors import (
     ConfigurationError,
@@ -31,8 +32,6 @@ from hubbub.results.base import State
 from hubbub.settings import Limits
 from hubbub.task import Task, TaskOptions
 from hubbub.worker import WorkerLoop, run_worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",

@@ -10,6 +10,7 @@ from hubbub.cli.beat import beat, schedule
 from hubbub.cli.demo import demo
 from hubbub.cli.messages import call, dead, purge, status
 from hubbub.cli.worker import worker
+from hubbub.cli.workers import workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +25,5 @@ def main() -> None:
     quiet_drivers()
 
 
-for command in (worker, call, status, purge, dead, demo, beat, schedule):
+for command in (worker, workers, call, status, purge, dead, demo, beat, schedule):
     main.add_command(command)

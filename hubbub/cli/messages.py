@@ -14,6 +14,7 @@ from rich.text import Text
 
 from hubbub._redact import redact
 from hubbub.cli._common import APP_HELP, BROKER_HELP, console, friendly, open_hub, plain, run
+from hubbub.cli.workers import NO_REGISTRY, read_workers, worker_table
 from hubbub.errors import HubbubError, TransportError
 from hubbub.hub import Hub
 from hubbub.transports import DeadLetter, QueueStats, Transport
@@ -71,13 +72,15 @@ def call(task: str, args: str, kwargs_json: str, app: str | None, broker: str | 
 @click.option("--broker", default=None, help=BROKER_HELP)
 @friendly
 def status(app: str | None, broker: str | None) -> None:
-    """Show per-queue counts: ready, delayed, leased (running) and dead.
+    """Show per-queue counts (ready, delayed, leased (running) and dead), then the live
+    workers (as `hubbub workers`).
 
     Reads the broker of --app, or --broker, or $HUBBUB_BROKER; nothing is changed.
     """
     hub = open_hub(app, broker)
     try:
         stats: list[QueueStats] = _on_broker(hub, "status", lambda t: t.stats(None))
+        found = read_workers(hub)
     finally:
         hub.close()
     table = Table(title=plain(f"hubbub — {redact(hub.settings.broker)}"))
@@ -92,6 +95,7 @@ def status(app: str | None, broker: str | None) -> None:
     if not stats:
         table.add_row("(no queues yet)", "", "", "", "")
     console.print(table)
+    console.print(plain(NO_REGISTRY) if found is None else worker_table(found))
 
 
 @click.command()

@@ -65,6 +65,8 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
               help="Seconds a graceful stop waits for running tasks.")
 @click.option("--lease", type=click.FloatRange(min=0.5), default=None,
               help="Seconds a delivery stays leased without renewal (default 30).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between heartbeats; the worker registry entry lives for three.")
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -74,7 +76,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
-           lease: float | None, name: str | None, loglevel: str) -> None:
+           lease: float | None, heartbeat: float, name: str | None, loglevel: str) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
@@ -109,7 +111,8 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         size = bounds[0] if bounds else concurrency
         chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
                        make_pool(pool, size, **options), prefetch, autoscale=bounds)]
-    loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease)
+    loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
+                      heartbeat=heartbeat)
     run_worker(loop, [Beat(hub)] if beat else [])
 
 

@@ -237,3 +237,40 @@ class ResultBackend(abc.ABC):
     @abc.abstractmethod
     async def forget(self, ids: Sequence[str]) -> None:
         """Delete records."""
+
+    # -- the worker registry (hubbub.control.registry reads and writes it) -----------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
+        """Upsert worker ``name``'s entry, live for ``ttl`` seconds unless renewed.
+
+        Args:
+            name: the worker's name.
+            info: a JSON-compatible dict (see :class:`hubbub.control.registry.WorkerInfo`).
+            ttl: seconds the entry stays live without another heartbeat.
+        """
+
+    @abc.abstractmethod
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        """The live worker entries, by name. An entry that is not a JSON object is skipped."""
+
+    @abc.abstractmethod
+    async def forget_worker(self, name: str) -> None:
+        """Delete worker ``name``'s entry (a clean stop)."""
+
+
+def encode_entry(info: dict[str, Any]) -> bytes:
+    """A registry entry's bytes: JSON, with any text no encoding can carry escaped."""
+    try:
+        return json_dumps(info)
+    except (TypeError, ValueError):
+        return json_dumps(_clean(info))
+
+
+def decode_entry(data: bytes | str) -> dict[str, Any] | None:
+    """The entry stored as ``data``, or None when it is not a JSON object (never raises)."""
+    try:
+        raw = json_loads(data.encode() if isinstance(data, str) else data)
+    except (ValueError, UnicodeError):
+        return None
+    return raw if isinstance(raw, dict) else None

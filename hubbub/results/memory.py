@@ -7,15 +7,25 @@ import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.results.base import ResultBackend, ResultRecord, State, bounded, replaces
+from hubbub.results.base import (
+    ResultBackend,
+    ResultRecord,
+    State,
+    bounded,
+    decode_entry,
+    encode_entry,
+    replaces,
+)
 
 
 @dataclass
 class _Store:
     lock: threading.Lock = field(default_factory=threading.Lock)
     records: dict[str, tuple[ResultRecord, float | None]] = field(default_factory=dict)
+    workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
 
 
@@ -95,3 +105,19 @@ class MemoryResults(ResultBackend):
         with self._store.lock:
             for i in ids:
                 self._store.records.pop(i, None)
+
+    async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
+        with self._store.lock:  # stored as JSON, so a reader never shares a mutable dict
+            self._store.workers[name] = (encode_entry(info), self.clock.time() + ttl)
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        now = self.clock.time()
+        with self._store.lock:
+            for name in [n for n, (_, exp) in self._store.workers.items() if exp <= now]:
+                del self._store.workers[name]
+            entries = {n: data for n, (data, _) in self._store.workers.items()}
+        return {n: info for n, data in entries.items() if (info := decode_entry(data)) is not None}
+
+    async def forget_worker(self, name: str) -> None:
+        with self._store.lock:
+            self._store.workers.pop(name, None)

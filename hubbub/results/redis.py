@@ -5,6 +5,11 @@ One hash per task, ``<prefix>:result:<id>`` with fields ``state``, ``record`` (t
 the TTL. A Lua script does the upsert, so a sticky state is never replaced, and publishes
 the state on a channel named like the key when it is ready. ``wait`` listens on that channel
 through one pub/sub connection shared by every waiter of a backend.
+
+The worker registry is one string key per worker, ``<prefix>:worker:<name>`` (its JSON
+entry, with a PEXPIRE of the heartbeat's ttl), and a sorted set ``<prefix>:workers`` of the
+names scored by expiry, so that listing needs no SCAN: a reader drops the names whose score
+passed or whose key Redis has expired.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -32,7 +38,9 @@ from hubbub.results.base import (
     ResultBackend,
     ResultRecord,
     State,
+    decode_entry,
     decode_record,
+    encode_entry,
     encode_record,
     id_bytes,
 )
@@ -325,5 +333,64 @@ class RedisResults(ResultBackend):
         pipe = self._client.pipeline(transaction=False)
         for id_ in ids:
             pipe.unlink(self._key(id_))
+        with self._translate():
+            await pipe.execute()
+
+    def _worker_key(self, name: str) -> bytes:
+        return f"{self.config.prefix}:worker:".encode() + id_bytes(name)
+
+    @property
+    def _index(self) -> bytes:
+        return f"{self.config.prefix}:workers".encode()
+
+    async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
+        """Write worker ``name``'s entry with a PEXPIRE of ``ttl`` and index its name.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        expires_at = self.clock.time() + ttl
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self._worker_key(name), encode_entry(info), px=max(1, math.ceil(ttl * 1000)))
+        pipe.zadd(self._index, {id_bytes(name): expires_at})
+        with self._translate():
+            await pipe.execute()
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        """The live entries; names whose entry expired leave the index here.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        with self._translate():
+            await self._client.zremrangebyscore(self._index, "-inf", self.clock.time())
+            listed: list[Any] = await self._client.zrange(self._index, 0, -1)
+            names = [n if isinstance(n, bytes) else str(n).encode() for n in listed]
+            if not names:
+                return {}
+            keys = [f"{self.config.prefix}:worker:".encode() + n for n in names]
+            entries = await self._client.mget(keys)
+            gone = [n for n, data in zip(names, entries, strict=True) if data is None]
+            if gone:  # expired by Redis before the index noticed (clocks differ)
+                await self._client.zrem(self._index, *gone)
+        found = {}
+        for raw, data in zip(names, entries, strict=True):
+            info = None if data is None else decode_entry(data)
+            if info is not None:
+                found[raw.decode("utf-8", "surrogatepass")] = info
+        return found
+
+    async def forget_worker(self, name: str) -> None:
+        """Delete worker ``name``'s entry and its place in the index.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        pipe.unlink(self._worker_key(name))
+        pipe.zrem(self._index, id_bytes(name))
         with self._translate():
             await pipe.execute()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
@@ -15,7 +16,9 @@ from hubbub.results.base import (
     ResultBackend,
     ResultRecord,
     State,
+    decode_entry,
     decode_record,
+    encode_entry,
     encode_record,
     id_bytes,
     replaces,
@@ -29,6 +32,11 @@ CREATE TABLE IF NOT EXISTS hubbub_results (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS hubbub_results_expiry ON hubbub_results (expires_at);
+CREATE TABLE IF NOT EXISTS hubbub_workers (
+    name       TEXT PRIMARY KEY,
+    info       BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
 _OVER_REVOKED = ",".join(f"'{s.value}'" for s in REPLACE_REVOKED)
@@ -151,3 +159,32 @@ class SQLiteResults(ResultBackend):
                     "DELETE FROM hubbub_results WHERE id = ?", [(_key(i),) for i in ids]
                 )
             )
+
+    async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
+        now = self.clock.time()
+        row = (_key(name), encode_entry(info), now + ttl)
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO hubbub_workers (name, info, expires_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (name) DO UPDATE SET info = excluded.info,"
+                         " expires_at = excluded.expires_at", row)
+            # A few rows at most: the entries of workers that died go with the next beat.
+            conn.execute("DELETE FROM hubbub_workers WHERE expires_at <= ?", (now,))
+
+        await self.db.write(upsert)
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        now = self.clock.time()
+        rows = await self.db.call(lambda c: c.execute(
+            "SELECT name, info FROM hubbub_workers WHERE expires_at > ?", (now,)).fetchall())
+        found = {}
+        for name, data in rows:
+            info = decode_entry(data)
+            if info is not None:
+                key = name.decode("utf-8", "surrogatepass") if isinstance(name, bytes) else name
+                found[str(key)] = info
+        return found
+
+    async def forget_worker(self, name: str) -> None:
+        await self.db.write(lambda c: c.execute("DELETE FROM hubbub_workers WHERE name = ?",
+                                                (_key(name),)))

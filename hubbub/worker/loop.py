@@ -22,17 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
-from hubbub.events import (
-    LaneInfo,
-    WorkerHeartbeat,
-    WorkerOffline,
-    WorkerOnline,
-)
+from hubbub.events import LaneInfo, WorkerOffline, WorkerOnline
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ResultBackend, State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
+from hubbub.worker.announce import Announcer
 from hubbub.worker.execute import exception_text
 from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
@@ -77,7 +73,7 @@ class WorkerLoop:
         prefetch: deliveries held beyond the free slots (default: min(concurrency, 16)).
         grace: seconds a graceful stop waits for running tasks.
         name: this worker's name in logs and events (default host:pid).
-        heartbeat: seconds between heartbeat events.
+        heartbeat: seconds between heartbeats (events and the worker registry entry).
         stop_when_idle: stop once the queues have nothing ready, delayed or leased (tests,
             batch jobs).
         lease: seconds a delivery stays leased without renewal (default: the hub's).
@@ -91,7 +87,7 @@ class WorkerLoop:
     def __init__(
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
-        heartbeat: float = 10.0, stop_when_idle: bool = False, lease: float | None = None,
+        heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
         lanes: Sequence[Lane] | None = None,
     ) -> None:
         if lanes and (queues or pool):
@@ -141,6 +137,11 @@ class WorkerLoop:
     def running(self) -> int:
         return sum(lane.running for lane in self.lanes)
 
+    @property
+    def failed(self) -> int:
+        """Tasks that ended in FAILURE (``processed`` counts them too)."""
+        return 0 if self._wiring is None else self._wiring.outcomes.failed
+
     # -- main ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -188,8 +189,9 @@ class WorkerLoop:
                            f"x{lane.concurrency}" for lane in lanes))
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
+        announcer = Announcer(self, self._io.results)
         helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
-                   asyncio.create_task(self._heartbeat_forever())]
+                   asyncio.create_task(announcer.beat_forever())]
         if self._io.results is not None:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
@@ -203,6 +205,7 @@ class WorkerLoop:
             writes.wake()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(flusher, timeout=30)
+            await announcer.forget()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
 
@@ -373,11 +376,6 @@ class WorkerLoop:
         # Finished work whose ack waits for the flusher (e.g. the result store is down)
         # keeps its lease too, or it would run again elsewhere.
         return self._held.deliveries() + self._io.writes.settling()
-
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            self.hub.events.emit(WorkerHeartbeat(self.name, self.running, self.processed))
 
 
 def _runner(pool: Pool) -> DispatchNext:

@@ -45,6 +45,7 @@ class Outcomes:
         self.worker = worker
         self.writes = writes
         self.max_size = max_size
+        self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
         """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
@@ -121,6 +122,7 @@ class Outcomes:
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
                   short(verdict.reason or verdict.summary))
+        self.failed += 1
         self.record(held, State.FAILURE, error=verdict.error)
         if verdict.dead_reason is not None:
             self.writes.dead_letter(held.delivery, verdict.dead_reason)

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,42 @@ async def test_error_text_is_bounded_and_may_hold_lone_surrogates(results: Resul
     assert len(stored.traceback) <= MAX_TRACEBACK + 40
     assert stored.traceback.startswith("[")
     assert stored.traceback.endswith("last line\\udcff")  # the end of a traceback is kept
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    """Poll the async ``check`` until it is true; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_entry_round_trips_and_is_renewed(results: ResultBackend) -> None:
+    info = {"name": "w1", "lanes": [{"queues": ["a", "b"], "pool": "prefork"}], "pid": 7}
+    await results.heartbeat("w1", info, ttl=60)
+    await results.heartbeat("w2\udcff", {"name": "odd"}, ttl=60)
+    await results.heartbeat("w1", {**info, "pid": 8}, ttl=60)
+    got = await results.workers()
+    assert got["w1"] == {**info, "pid": 8}
+    assert set(got) == {"w1", "w2\udcff"}
+
+
+async def test_a_worker_entry_expires_after_its_ttl_unless_renewed(
+    results: ResultBackend,
+) -> None:
+    await results.heartbeat("gone", {"n": 1}, ttl=0.3)
+    await results.heartbeat("kept", {"n": 2}, ttl=60)
+    assert set(await results.workers()) == {"gone", "kept"}
+
+    async def dropped() -> bool:
+        return set(await results.workers()) == {"kept"}
+
+    await _until(dropped)
+
+
+async def test_a_forgotten_worker_is_gone_at_once(results: ResultBackend) -> None:
+    await results.heartbeat("w", {"n": 1}, ttl=60)
+    await results.forget_worker("w")
+    await results.forget_worker("never-there")
+    assert await results.workers() == {}
