@@ -162,8 +162,8 @@ class WriteBuffer:
         # Each step empties its part of the batch once it went through, so that a retry of a
         # failed batch repeats only what was not yet written.
         if batch.retries:
-            refused = await _one_by_one(self.transport.publish,
-                                        [w.outgoing for w in batch.retries])
+            refused = {id(outgoing): reason for outgoing, reason in await _one_by_one(
+                self.transport.publish, [w.outgoing for w in batch.retries])}
             for write in batch.retries:
                 reason = refused.get(id(write.outgoing))
                 if reason is None:
@@ -185,38 +185,33 @@ class WriteBuffer:
         batch.records = {}
         for what, send, items in (("release", self.transport.release, batch.release),
                                   ("ack", self.transport.ack, batch.ack)):
-            for delivery_id, reason in (await _one_by_one(send, items)).items():
+            for delivery, reason in await _one_by_one(send, items):
                 log.error("%s of message %r failed for good (%s); it comes back after its "
-                          "lease", what, _id_of(items, delivery_id), reason)
+                          "lease", what, delivery.id, reason)
         batch.release, batch.ack = [], []
         if batch.dead:
-            refused = await _one_by_one(self.transport.dead_letter, batch.dead)
-            bare = [DeadLetterRequest(r.delivery, "(the reason could not be stored)")
-                    for r in batch.dead if id(r) in refused]
-            for request_id, reason in (await _one_by_one(self.transport.dead_letter,
-                                                         bare)).items():
+            bare = [DeadLetterRequest(request.delivery, "(the reason could not be stored)")
+                    for request, _ in await _one_by_one(self.transport.dead_letter, batch.dead)]
+            for request, reason in await _one_by_one(self.transport.dead_letter, bare):
                 log.error("message %r cannot be dead-lettered (%s); it comes back after its "
-                          "lease", _id_of(bare, request_id), reason)
+                          "lease", request.delivery.id, reason)
             batch.dead = []
 
     async def _store(self, records: list[ResultRecord]) -> None:
         assert self.results is not None
-        refused = await _one_by_one(self._store_batch, records)
         substitutes = []
-        for record in records:
-            reason = refused.get(id(record))
-            if reason is not None:
-                log.error("result of task %r cannot be stored (%s); storing a FAILURE "
-                          "instead", record.id, reason)
-                error = ErrorInfo(ErrorKind.NOT_STORABLE, cap(
-                    f"its {record.state.value} record cannot be stored: {reason}"))
-                substitutes.append(ResultRecord(
-                    clean_text(record.id), State.FAILURE, clean_text(record.task or "") or None,
-                    None, error, record.retries, record.worker, record.created_at,
-                    record.started_at, time.time()))
-        for record_id, reason in (await _one_by_one(self._store_batch, substitutes)).items():
+        for record, reason in await _one_by_one(self._store_batch, records):
+            log.error("result of task %r cannot be stored (%s); storing a FAILURE "
+                      "instead", record.id, reason)
+            error = ErrorInfo(ErrorKind.NOT_STORABLE, cap(
+                f"its {record.state.value} record cannot be stored: {reason}"))
+            substitutes.append(ResultRecord(
+                clean_text(record.id), State.FAILURE, clean_text(record.task or "") or None,
+                None, error, record.retries, record.worker, record.created_at,
+                record.started_at, time.time()))
+        for record, reason in await _one_by_one(self._store_batch, substitutes):
             log.error("no record can be stored for task %r (%s); it stays without a result",
-                      _id_of(substitutes, record_id), reason)
+                      record.id, reason)
 
     async def _store_batch(self, records: Sequence[ResultRecord]) -> None:
         assert self.results is not None
@@ -224,34 +219,34 @@ class WriteBuffer:
 
 
 async def _one_by_one(write: Callable[[Sequence[T]], Awaitable[Any]],
-                      items: Sequence[T]) -> dict[int, str]:
+                      items: Sequence[T]) -> list[tuple[T, str]]:
     """``write(items)``; if it fails for good, each item alone.
 
     Returns:
-        ``id(item)`` -> reason, for the items that cannot be written, ever.
+        The items that cannot be written, ever, each with the reason.
 
     Raises:
         HubbubError: a failure that may pass (the broker or the store is down): the caller
             keeps the batch and retries it later.
     """
     if not items:
-        return {}
+        return []
     try:
         await write(items)
-        return {}
+        return []
     except Exception as exc:
         if not _permanent(exc):
             raise
         if len(items) == 1:
-            return {id(items[0]): _text(exc)}
-    refused: dict[int, str] = {}
+            return [(items[0], _text(exc))]
+    refused: list[tuple[T, str]] = []
     for item in items:
         try:
             await write([item])
         except Exception as exc:
             if not _permanent(exc):
                 raise
-            refused[id(item)] = _text(exc)
+            refused.append((item, _text(exc)))
     return refused
 
 
@@ -261,14 +256,6 @@ def _permanent(exc: Exception) -> bool:
     the broker or the store is down or busy, which passes."""
     return isinstance(exc, MessageRejectedByBroker | MessageError) or not isinstance(
         exc, HubbubError)
-
-
-def _id_of(items: Sequence[Any], key: int) -> str:
-    for item in items:
-        if id(item) == key:
-            found = getattr(item, "delivery", item)
-            return str(getattr(found, "id", "?"))
-    return "?"
 
 
 def _what(batch: _Batch) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hubbub import Hub, Limits, Retry, State, WriteBackFailed
+from hubbub import Hub, Limits, Retry, State, Task, WriteBackFailed
 from hubbub.codecs import get_codec
 from hubbub.message import Envelope, encode
 from hubbub.testing import drain_async
@@ -47,6 +47,18 @@ def raw_envelope(**fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+def counted_task(hub: Hub) -> tuple[Task[[int], int], Counter[int]]:
+    """A good task that returns its argument, and how often it ran with each."""
+    ran: Counter[int] = Counter()
+
+    @hub.task
+    def good(i: int) -> int:
+        ran[i] += 1
+        return i
+
+    return good, ran
+
+
 def nested(depth: int) -> list[Any]:
     value: list[Any] = []
     for _ in range(depth):
@@ -57,12 +69,7 @@ def nested(depth: int) -> list[Any]:
 async def test_results_and_errors_that_cannot_be_stored_settle_as_failures(
         broker: Broker, tmp_path: Path) -> None:
     hub = make_hub(broker, tmp_path)
-    ran: Counter[int] = Counter()
-
-    @hub.task
-    def good(i: int) -> int:
-        ran[i] += 1
-        return i
+    good, ran = counted_task(hub)
 
     @hub.task
     def surrogate_error() -> None:
@@ -300,12 +307,7 @@ def _malformed_envelopes(task: str) -> dict[str, bytes]:
 async def test_malformed_envelopes_are_dead_lettered_beside_good_tasks(
         broker: Broker, tmp_path: Path) -> None:
     hub = make_hub(broker, tmp_path)
-    ran: Counter[int] = Counter()
-
-    @hub.task
-    def good(i: int) -> int:
-        ran[i] += 1
-        return i
+    good, ran = counted_task(hub)
 
     try:
         bad = _malformed_envelopes(good.name)

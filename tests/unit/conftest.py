@@ -7,6 +7,7 @@ import pytest
 
 from hubbub import Hub
 from hubbub import codecs as codecs_module
+from tests.unit.fakes import FakeResults
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +37,13 @@ def json_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     else:
         monkeypatch.setattr(codecs_module, "_orjson", None)
     return str(request.param)
+
+
+@pytest.fixture
+def client() -> Iterator[FakeResults]:
+    """A results client that is not a Hub, with a bridge of its own."""
+    fake = FakeResults()
+    try:
+        yield fake
+    finally:
+        fake.bridge.stop()

@@ -24,7 +24,7 @@ from hubbub.results import ErrorInfo, ResultRecord
 from hubbub.task import Task, TaskOptions, declared_name
 from hubbub.testing import drain
 from hubbub.worker.execute import failure
-from tests.unit.test_result import FakeResults
+from tests.unit.fakes import FakeResults
 
 
 class OrderError(Exception):
@@ -33,15 +33,6 @@ class OrderError(Exception):
 
 class OutOfStock(OrderError):
     pass
-
-
-@pytest.fixture
-def client() -> Iterator[FakeResults]:
-    fake = FakeResults()
-    try:
-        yield fake
-    finally:
-        fake.bridge.stop()
 
 
 def stored(client: FakeResults, record: ResultRecord, **kwargs: Any) -> Result[Any]:
