@@ -14,6 +14,7 @@ from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.control.plane import MemoryPlane, Plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.message import Envelope
@@ -284,6 +285,19 @@ class Hub:
         """A new, unconnected result backend, or None when results are not kept."""
         url = self.settings.results
         return None if url is None else open_results(url)
+
+    def open_plane(self) -> Plane:
+        """A new, unconnected control plane (events, control commands and replies) over the
+        broker.
+
+        Raises:
+            ConfigurationError: the broker carries no plane yet.
+        """
+        url = self.settings.broker
+        if url.startswith("memory:"):
+            return MemoryPlane(url.split("?", 1)[0])
+        raise ConfigurationError(f"events and remote control are not available on "
+                                 f"{url.split(':', 1)[0]}:// brokers yet")
 
     async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""
