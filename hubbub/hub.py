@@ -17,6 +17,7 @@ from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.control.plane import MemoryPlane, Plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
+from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
 from hubbub.message import Envelope
 from hubbub.middleware import Middleware
 from hubbub.result import Result
@@ -100,6 +101,7 @@ class Hub:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
+        self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
         self.events = EventBus()
         self.bridge = Bridge()
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
@@ -143,6 +145,70 @@ class Hub:
             return register_task(self, self.tasks, func, options)
 
         return register if fn is None else register(fn)
+
+    # -- hooks in the process that runs the task (issue 16) ----------------------------------
+
+    def on_process_start(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` once in every process that runs tasks, before its first task.
+
+        That is each prefork, hybrid or gevent child, and the worker itself for the solo,
+        threads and async pools: the place to open a database pool or a client that must
+        not cross a process boundary. Register it where the app's tasks are (the module
+        ``-A`` names imports it), so that child processes have it too.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def`` (it would never be awaited).
+        """
+        return self.hooks.add("on_process_start", fn)
+
+    def on_process_stop(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` in every process that ran ``on_process_start`` hooks, when it stops
+        serving (gracefully; a killed process runs nothing). Last registered runs first; an
+        error is logged.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("on_process_stop", fn)
+
+    def around_task(self, factory: AroundTask) -> AroundTask:
+        """Enter ``factory(ctx)`` (a context manager) around every task, in the process and
+        thread (or coroutine) that runs it: an app context, a DB session, a span.
+
+        ``ctx`` is the task's ``TaskContext``. The first registered is outermost. An error
+        raised on entering or leaving fails that task, as its own error would.
+
+        Raises:
+            ConfigurationError: ``factory`` is ``async def``.
+        """
+        return self.hooks.add("around_task", factory)
+
+    def before_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` just before every task, inside the ``around_task`` hooks (Celery's
+        ``task_prerun``). An error fails that task.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("before_task", fn)
+
+    def after_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` after every task, whether it succeeded or failed (Celery's
+        ``task_postrun``). An error is logged; the task's outcome stands.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("after_task", fn)
+
+    def on_task_failure(self, fn: TaskFailureCallback) -> TaskFailureCallback:
+        """Call ``fn(ctx, exc)`` when a task raises (not for ``Retry``/``Reject``; Celery's
+        ``task_failure``), once per failed attempt. An error is logged.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("on_task_failure", fn)
 
     # -- periodic tasks ------------------------------------------------------------------
 

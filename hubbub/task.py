@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, Ty
 from hubbub._suggest import did_you_mean
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
+from hubbub.hooks import Hooks
 from hubbub.message import Envelope, new_id
 from hubbub.settings import Settings, seconds
 
@@ -241,6 +242,10 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._signature: inspect.Signature | Literal[False] | None = False  # False: unread
+        # The hub's hooks (one shared object, so hooks registered later apply too); a
+        # Publisher without hooks (a test's fake) gets none.
+        hooks = getattr(hub, "hooks", None)
+        self.hooks: Hooks = hooks if isinstance(hooks, Hooks) else Hooks()
 
     @property
     def name(self) -> str:

@@ -89,6 +89,7 @@ def main() -> None:
                             "%(name)s[%(process)d]: %(message)s")
     try:
         hub = load_hub(spec.import_path)
+        hub.hooks.start_process()  # before Ready: a child without its hooks serves nothing
     except Exception as exc:
         sock.sendall(encode(LoadFailed(exception_text(exc))))
         sock.close()
@@ -104,6 +105,7 @@ def main() -> None:
         else:
             raise ValueError(f"unknown child mode {spec.mode!r}")
     finally:
+        hub.hooks.stop_process()
         hub.close()
         sock.close()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from hubbub.errors import ConfigurationError, ErrorKind
 from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
@@ -114,7 +114,7 @@ class Children:
             if not isinstance(first, StartFailed):
                 raise first
             raise ConfigurationError(f"{self.kind} child process could not load {path}: "
-                                     f"{first}") from None
+                                     f"{first}") from None  # also: an on_process_start hook
         self._active.extend(r for r in results if isinstance(r, Child))
 
     async def run(self, job: Job) -> Outcome:
@@ -271,6 +271,8 @@ class ChildPool(Pool):
     Raises:
         ValueError: no slot at all.
     """
+
+    in_process: ClassVar[bool] = False  # each child runs the process hooks itself
 
     def __init__(self, children: Children) -> None:
         super().__init__(children.processes * children.slots)
