@@ -20,6 +20,7 @@ from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
     from hubbub.result import Result
+    from hubbub.worker.eager import EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -295,6 +296,35 @@ class Task(Generic[P, R]):
         envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
         [result] = self.hub.publish([envelope])
         return result
+
+    def apply(
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+        task_id: str | None = None, headers: Mapping[str, Any] | None = None,
+    ) -> EagerResult[R]:
+        """Run the task here and now, as a worker would, and return its finished result.
+
+        It runs in this process with a real task context (``current_task()`` works) and the
+        hub's task hooks; ``Retry`` and ``retry_for`` retries happen inline, at once (the
+        countdown is not waited for), up to ``retries``. Nothing is sent or stored. For
+        tests, scripts and a debugger.
+
+        Args:
+            args: positional arguments.
+            kwargs: keyword arguments.
+            task_id: the id the task sees (default: a new one).
+            headers: headers the task sees in ``current_task().headers``.
+
+        Returns:
+            An ``EagerResult``: ``get()``, ``state``, ``result``, ``traceback`` answer at once.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+        """
+        # The worker's runner sits above this module (the worker imports tasks): importing
+        # it at the top would be a cycle. apply is the one way down from a Task into it.
+        from hubbub.worker.eager import apply
+
+        return apply(self, args, kwargs, task_id=task_id, headers=headers)
 
     def delay_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[Result[R]]:
         """Send many calls in one broker round trip.
