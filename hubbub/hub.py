@@ -13,6 +13,7 @@ from hubbub._bridge import Bridge
 from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.control.plane import MemoryPlane, Plane
 from hubbub.errors import ConfigurationError
@@ -81,23 +82,12 @@ class Hub:
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
         self.anchor: Path | None = _anchor(sys._getframe(1).f_globals)
-        self.settings: Settings = resolve({
-            "broker": broker, "results": results, "lease": lease, "serializer": serializer,
-            "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
-            "default_queue": default_queue, "limits": limits,
-            "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
-            "dead_letter_failures": dead_letter_failures,
-        }, cli=overrides, defaults={
-            "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
-        self.codec: Codec = get_codec(self.settings.serializer)
-        keys = dict(self.settings.signing_keys)
-        self.signer: Signer | None = Signer(keys) if keys else None
-        for name in self.settings.accept:
-            if get_codec(name).trusted_only and self.signer is None:
-                raise ConfigurationError(
-                    f"serializer {name!r} runs code from the broker when decoding; it is only "
-                    "allowed with signed messages: pass signing_keys={'k1': '<secret>'}"
-                )
+        self._code: dict[str, Any] = _code_settings(
+            broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
+            result_ttl=result_ttl, default_queue=default_queue, limits=limits,
+            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures)
+        self._overrides = overrides
+        self._settle()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
@@ -105,9 +95,53 @@ class Hub:
         self.events = EventBus()
         self.bridge = Bridge()
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+
+    def _settle(self) -> None:
+        """Resolve the settings and what is built from them (``__init__`` and ``configure``)."""
+        settings = resolve(self._code, cli=self._overrides, defaults={
+            "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
+        codec = get_codec(settings.serializer)
+        keys = dict(settings.signing_keys)
+        signer = Signer(keys) if keys else None
+        for name in settings.accept:
+            if get_codec(name).trusted_only and signer is None:
+                raise ConfigurationError(
+                    f"serializer {name!r} runs code from the broker when decoding; it is only "
+                    "allowed with signed messages: pass signing_keys={'k1': '<secret>'}"
+                )
+        self.settings: Settings = settings
+        self.codec: Codec = codec
+        self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
-        self._connector = Connector(self.open_transport, self.open_results,
-                                    self.settings.broker)
+        self._connector = Connector(self.open_transport, self.open_results, settings.broker)
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings given in code, before the hub is used: for an app whose
+        configuration is known only after its tasks are declared (a Flask app factory).
+
+        Takes the keyword arguments of ``Hub(...)`` (``broker``, ``results``, ``lease``,
+        ...); ``None`` leaves a setting as it was. The CLI's options still win, and the
+        environment still fills what no code sets.
+
+        Raises:
+            ConfigurationError: the hub has already connected (sent or read something), or an
+                unknown or invalid setting.
+        """
+        if self._connector.opened:
+            raise ConfigurationError("configure() must come before the hub sends or reads "
+                                     "anything: call it (or init_app) at start-up")
+        unknown = set(settings) - set(self._code)
+        for name in sorted(unknown):
+            raise ConfigurationError(f"unknown setting {name!r}{did_you_mean(name, self._code)}")
+        code = dict(self._code)
+        code.update({k: v for k, v in _code_settings(**settings).items() if v is not None})
+        previous = self._code
+        self._code = code
+        try:
+            self._settle()
+        except BaseException:
+            self._code = previous
+            raise
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -482,6 +516,17 @@ class Hub:
         """
         register_type(cls, name=name or f"{cls.__module__}.{cls.__qualname__}",
                       encode=encode, decode=decode)
+
+
+def _code_settings(**given: Any) -> dict[str, Any]:
+    """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
+    accept, keys = given.get("accept"), given.get("signing_keys")
+    names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
+             "default_queue", "limits", "signing_keys", "dead_letter_failures")
+    code = {name: given.get(name) for name in names}
+    code["accept"] = None if accept is None else frozenset(accept)
+    code["signing_keys"] = None if keys is None else tuple(dict(keys).items())
+    return code
 
 
 def _anchor(caller: Mapping[str, Any]) -> Path | None:
