@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
@@ -95,6 +97,9 @@ class Hub:
         self.events = EventBus()
         self.bridge = Bridge()
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        # Producer connections opened on other event loops by connected() (ASGI apps).
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
 
     def _settle(self) -> None:
         """Resolve the settings and what is built from them (``__init__`` and ``configure``)."""
@@ -359,13 +364,51 @@ class Hub:
                       raises=task.spec.raises if task else ())
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
-        """Encode and publish on the bridge loop (callable from any loop)."""
-        if asyncio.get_running_loop() is not self.bridge.loop():
-            return await self.bridge.run_async(self.publish_async(envelopes))
-        client = await self.client()
+        """Encode and publish from any loop: on this loop's own connections inside
+        ``connected()``, else on the bridge loop."""
+        loop = asyncio.get_running_loop()
+        client = self._loop_clients.get(loop)
+        if client is None:
+            if loop is not self.bridge.loop():
+                return await self.bridge.run_async(self.publish_async(envelopes))
+            client = await self.client()
         await client.transport.publish(await encode_all(
             envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
             self.signer))
+
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` for async code (what ``Task.delay_async`` sends through).
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        await self.publish_async(envelopes)
+        return [self._result_for(e) for e in envelopes]
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Hub]:
+        """Open producer connections on the running event loop for the block.
+
+        Inside it, sends from this loop (``await task.delay_async(...)``,
+        ``hub.send_async``) go to the broker from the loop itself, with no hop to the hub's
+        bridge thread per call. For an ASGI app's lifespan (``hubbub.fastapi.lifespan``);
+        entering it again on the same loop reuses the connections.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        loop = asyncio.get_running_loop()
+        if loop in self._loop_clients:
+            yield self
+            return
+        connector = Connector(self.open_transport, self.open_results, self.settings.broker)
+        self._loop_clients[loop] = await connector.client()
+        try:
+            yield self
+        finally:
+            client = self._loop_clients.pop(loop)
+            await client.close()
 
     def max_message_size(self, transport: Transport) -> int:
         cap = transport.capabilities.max_message_size

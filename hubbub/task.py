@@ -219,6 +219,10 @@ class Publisher(Protocol):
         """Send ``envelopes`` in one batch; one Result per envelope, in order."""
         ...
 
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` from async code (``Task.delay_async``)."""
+        ...
+
 
 class Task(Generic[P, R]):
     """A function registered with a hub. Call it to run it here; ``delay`` to send it.
@@ -267,6 +271,25 @@ class Task(Generic[P, R]):
             TransportUnavailable: the broker cannot be reached.
         """
         return self.apply_async(args, kwargs)
+
+    async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
+        """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
+
+        It never blocks the event loop. Inside ``hub.connected()`` (which the FastAPI
+        lifespan opens) the message goes to the broker from this loop, with no thread hop;
+        elsewhere it is handed to the hub's bridge thread and awaited. Send options come from
+        ``options(...)``: ``await add.options(countdown=5).delay_async(1, 2)``.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+            MessageError: an argument cannot be encoded, or the message is too large.
+            TransportUnavailable: the broker cannot be reached.
+        """
+        self.check_arguments(args, kwargs)
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs,
+                                  self._send)
+        [result] = await self.hub.send_async([envelope])
+        return result
 
     def apply_async(
         self,
