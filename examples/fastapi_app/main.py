@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from tasks import hub, word_stats
 
 from hubbub import Result, State
 from hubbub.fastapi import HubDep, lifespan
-from tasks import hub, word_stats
 
 app = FastAPI(title="word stats", lifespan=lifespan(hub))
 

@@ -88,5 +88,5 @@ async def test_an_app_without_the_lifespan_is_told_how_to_get_one() -> None:
         return str(hub)
 
     async with serving(app) as web:
-        with pytest.raises(ConfigurationError, match="lifespan=hubbub.fastapi.lifespan"):
+        with pytest.raises(ConfigurationError, match=r"lifespan=hubbub\.fastapi\.lifespan"):
             await web.get("/")
