@@ -30,7 +30,9 @@ db: sqlite3.Connection | None = None
 @hub.on_process_start
 def open_stats() -> None:
     global db
-    db = sqlite3.connect(STATS, timeout=30, isolation_level=None)
+    # check_same_thread=False: on the threads and async pools, tasks run in other threads
+    # of this process than the one that ran this hook.
+    db = sqlite3.connect(STATS, timeout=30, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE IF NOT EXISTS runs (task TEXT, id TEXT, pid INTEGER, ms REAL)")
 
