@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -14,6 +15,7 @@ from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.control.client import Control
 from hubbub.control.plane import MemoryPlane, Plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
@@ -298,6 +300,13 @@ class Hub:
             return MemoryPlane(url.split("?", 1)[0])
         raise ConfigurationError(f"events and remote control are not available on "
                                  f"{url.split(':', 1)[0]}:// brokers yet")
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of this hub's workers: ``hub.control.ping()``,
+        ``hub.control.inspect().active()``, ``hub.control.shutdown(destination=["w1"])``
+        (see :class:`~hubbub.control.client.Control`)."""
+        return Control(self)
 
     async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""
