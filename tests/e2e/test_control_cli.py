@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import Cli, open_app, start_online, wait_for
+
 
 @pytest.mark.timeout(90)
 def test_autoscale_bounds_are_in_the_banner_and_every_resize_is_logged(
