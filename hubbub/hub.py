@@ -16,7 +16,8 @@ from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.control.client import Control
-from hubbub.control.plane import MemoryPlane, Plane
+from hubbub.control.plane import Plane
+from hubbub.control.planes import open_plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.message import Envelope
@@ -290,16 +291,14 @@ class Hub:
 
     def open_plane(self) -> Plane:
         """A new, unconnected control plane (events, control commands and replies) over the
-        broker.
+        broker: Redis streams, RabbitMQ fanout exchanges, a table in the SQLite file; on
+        Beanstalkd, the result store (Redis or SQLite).
 
         Raises:
-            ConfigurationError: the broker carries no plane yet.
+            ConfigurationError: the broker carries no plane (Beanstalkd without a Redis or
+                SQLite result store), or its extra is missing.
         """
-        url = self.settings.broker
-        if url.startswith("memory:"):
-            return MemoryPlane(url.split("?", 1)[0])
-        raise ConfigurationError(f"events and remote control are not available on "
-                                 f"{url.split(':', 1)[0]}:// brokers yet")
+        return open_plane(self.settings.broker, self.settings.results)
 
     @functools.cached_property
     def control(self) -> Control:
