@@ -1,12 +1,13 @@
 """Commands and replies on the wire: they round-trip, foreign data never raises, and a worker
-with signing keys refuses (logs once, ignores) unsigned and tampered commands."""
+with signing keys refuses (logs once, ignores) unsigned and tampered commands, on every
+broker."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import uuid
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,9 @@ from hubbub.control.commands import (
     encode_command,
     encode_reply,
 )
-from hubbub.control.plane import MemoryPlane
 from hubbub.control.responder import HANDLERS
 from hubbub.signing import Signer
+from tests.conftest import Broker, make_hub
 from tests.control.fleet import fleet
 from tests.worker.scratch import wait_until
 
@@ -85,10 +86,10 @@ def test_a_tampered_or_unsigned_command_is_refused_by_a_signer() -> None:
 
 
 def test_a_signing_worker_ignores_unsigned_commands_and_logs_once(
-    caplog: pytest.LogCaptureFixture,
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"memory://control-{uuid.uuid4().hex[:10]}"
-    signing, unsigned = Hub(url, signing_keys={"k1": SECRET}), Hub(url)
+    signing = make_hub(broker, tmp_path, signing_keys={"k1": SECRET})
+    unsigned = make_hub(broker, tmp_path)
     try:
         with caplog.at_level(logging.WARNING, logger="hubbub.control"), \
                 fleet(signing, {"w1": [(["default"], "threads", 1)]}) as running:
@@ -97,7 +98,7 @@ def test_a_signing_worker_ignores_unsigned_commands_and_logs_once(
                     unsigned.control.shutdown(destination=["w1"], timeout=0.3)
             # A tampered one: signed, then its destination changed on the way.
             body = encode_command(Command("shutdown", destination=("w0",)), signing.signer)
-            asyncio.run(MemoryPlane(url).publish(CONTROL, [body.replace(b'"w0"', b'"w1"')]))
+            asyncio.run(publish(signing, body.replace(b'"w0"', b'"w1"')))
             wait_until(lambda: "bad signature" in caplog.text, "tampered command refused")
             assert not running.ended("w1")
             assert [r.worker for r in signing.control.ping()] == ["w1"]
@@ -107,6 +108,11 @@ def test_a_signing_worker_ignores_unsigned_commands_and_logs_once(
     finally:
         signing.close()
         unsigned.close()
+
+
+async def publish(hub: Hub, body: bytes) -> None:
+    async with hub.open_plane() as plane:
+        await plane.publish(CONTROL, [body])
 
 
 def test_replies_hold_any_value_as_json() -> None:

@@ -1,4 +1,4 @@
-"""Remote control against real in-process workers (memory://): two workers answer, each
+"""Remote control against real in-process workers, on every broker: two workers answer, each
 about itself; shutdown stops one gracefully while the other serves; pool grow raises the
 running count; a gone worker times out with a clear message; a bad command hurts nobody."""
 
@@ -8,18 +8,22 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from hubbub import Hub
 from hubbub.control.commands import ControlTimeout
+from tests.conftest import Broker, make_hub
 from tests.control.fleet import Gate, fleet
 from tests.worker.scratch import wait_until
 
 
 @pytest.fixture
-def hub() -> Iterator[Hub]:
-    h = Hub(f"memory://control-{uuid.uuid4().hex[:10]}", lease=5)
+def hub(broker: Broker, tmp_path: Path) -> Iterator[Hub]:
+    """A hub on each broker in turn (its own namespace; results in SQLite where the broker
+    keeps none)."""
+    h = make_hub(broker, tmp_path)
     try:
         yield h
     finally:

@@ -6,12 +6,121 @@ delete the test's broker namespace."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hubbub import Hub
+from hubbub._loader import load_hub
 from tests.e2e.conftest import Cli, open_app, start_online, wait_for
+
+BEAT = 0.5  # seconds between the test workers' heartbeats
+
+
+def answers(cli: Cli, *args: str) -> dict[str, dict[str, Any]]:
+    """``hubbub ARGS --json``, by worker name; the command must succeed."""
+    done = cli.run(*args, "--json", "--timeout", "5", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {entry["worker"]: entry for entry in map(json.loads, done.stdout.splitlines())}
+
+
+def started(folder: Path, *markers: str) -> bool:
+    return all((folder / f"{m}.pid").exists() for m in markers)
+
+
+CONTROL_APP = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+    from hubbub import Hub
+
+    hub = Hub()  # $HUBBUB_BROKER, set by the test
+
+    @hub.task
+    def hold(marker: str) -> str:
+        Path(marker + ".pid").write_text(str(os.getpid()))  # tells the test it started
+        release = Path(marker).parent / "release"  # the test creates it to let tasks end
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(marker + ".runs", "a") as f:
+            f.write("done\\n")
+        return "ok"
+
+    @hub.task
+    def add(x: int, y: int) -> int:
+        return x + y
+''')
+
+
+def start(cli: Cli, *args: str) -> subprocess.Popen[str]:
+    """A worker of the control app, once it says it is online."""
+    proc = cli.start_worker_app("ctlapp:hub", "--heartbeat", str(BEAT), *args)
+    index = len(cli.procs) - 1
+    wait_for(lambda: " online: broker " in cli.log(index), what=f"worker {index} online")
+    return proc
+
+
+@pytest.fixture
+def control_app(cli: Cli, tmp_path: Path, broker_url: str) -> Iterator[Hub]:
+    """The control app, loaded here too (to send tasks), on the test's broker."""
+    (tmp_path / "ctlapp.py").write_text(CONTROL_APP)
+    sys.modules.pop("ctlapp", None)
+    hub = load_hub("ctlapp:hub")
+    try:
+        yield hub
+    finally:
+        hub.close()
+        sys.modules.pop("ctlapp", None)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker_url", ["sqlite", "redis", "amqp", "beanstalk"], indirect=True)
+def test_inspect_grow_and_shutdown_steer_real_workers(cli: Cli, control_app: Hub,
+                                                      tmp_path: Path) -> None:
+    first = start(cli, "--pool", "threads", "-c", "1", "-n", "w1")
+    second = start(cli, "--pool", "threads", "-c", "1", "-Q", "other", "-n", "w2")
+    assert set(answers(cli, "control", "ping")) == {"w1", "w2"}
+
+    hold = control_app.tasks["ctlapp.hold"]
+    # w1 has one slot (and a prefetch of one): one task runs, the next waits.
+    results = [hold.delay(str(tmp_path / f"h{i}")) for i in range(3)]
+    wait_for(lambda: started(tmp_path, "h0"), what="first task started")
+    active = answers(cli, "inspect", "active")
+    assert [t["id"] for t in active["w1"]["value"]] == [results[0].id]
+    assert active["w1"]["value"][0]["name"] == "ctlapp.hold"
+    assert active["w2"]["value"] == []
+
+    grown = answers(cli, "control", "pool-grow", "2", "-d", "w1")
+    assert grown["w1"]["value"]["concurrency"] == 3
+    wait_for(lambda: started(tmp_path, "h0", "h1", "h2"), what="three running at once")
+    running = answers(cli, "inspect", "active", "-d", "w1")["w1"]["value"]
+    assert sorted(t["id"] for t in running) == sorted(r.id for r in results)
+
+    stopping = cli.run("control", "shutdown", "-d", "w1", "--timeout", "5", timeout=60)
+    assert stopping.returncode == 0, stopping.stderr
+    wait_for(lambda: "stopping gracefully" in cli.log(0), what="w1 stopping")
+    assert first.poll() is None  # graceful: it waits for its running tasks
+    (tmp_path / "release").touch()
+    assert first.wait(30) == 0
+    assert [r.get(timeout=10) for r in results] == ["ok", "ok", "ok"]
+    assert all((tmp_path / f"h{i}.runs").read_text() == "done\n" for i in range(3))
+
+    add = control_app.tasks["ctlapp.add"]
+    assert add.apply_async((2, 3), queue="other").get(timeout=20) == 5  # w2 serves on
+
+    gone = cli.run("control", "ping", "-d", "w1", "--timeout", "1", timeout=60)
+    assert gone.returncode == 1
+    [line] = gone.stderr.strip().splitlines()
+    assert line.startswith("error: no reply to ping from worker 'w1' within 1s")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
 
 
 @pytest.mark.timeout(90)
