@@ -17,11 +17,13 @@ import logging
 import os
 import reprlib
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
+from hubbub._text import clean_text
 from hubbub._version import __version__
 from hubbub.control.commands import (
     CONTROL,
@@ -50,6 +52,9 @@ HANDLE_WITHIN = 10.0  # seconds a command may take before it is answered with an
 RETRY = (0.5, 10.0)  # backoff (first, most) after the plane failed
 REMEMBERED = 100  # refusal reasons logged once each; past this many, all at debug
 LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_QUEUE = 200  # characters of a queue name add_queue accepts
+# Questions (a dashboard may ask every second) are logged at debug; commands that steer at info.
+QUESTIONS = frozenset({"ping", "active", "reserved", "scheduled", "registered", "stats", "conf"})
 
 _preview = reprlib.Repr()
 _preview.maxstring = _preview.maxother = 60
@@ -161,8 +166,9 @@ class Responder:
         then = None
         if isinstance(value, Handled):
             value, then = value.value, value.then
-        log.info("remote control: %s from %s: %s", command.command, command.sender or "?",
-                 "done" if error is None else f"error: {error}")
+        log.log(logging.DEBUG if command.command in QUESTIONS else logging.INFO,
+                "remote control: %s from %s: %s", command.command, command.sender or "?",
+                "done" if error is None else f"error: {error}")
         reply: Reply[Any] = Reply(self.worker.name, value, error, command.id)
         try:
             await self.plane.publish(REPLIES, [encode_reply(reply, self.worker.hub.signer)])
@@ -357,14 +363,24 @@ async def _autoscale(r: Responder, arguments: dict[str, Any]) -> Any:
 
 
 async def _add_queue(r: Responder, arguments: dict[str, Any]) -> Any:
-    queue = arguments.get("queue")
-    if not isinstance(queue, str) or not queue.strip():
-        raise ValueError("add_queue needs a queue name")
-    if queue.strip() in r.worker.queues:
-        raise ValueError(f"this worker consumes {queue.strip()!r} already")
+    queue = _queue_name(arguments.get("queue"))
+    if queue in r.worker.queues:
+        raise ValueError(f"this worker consumes {queue!r} already")
     lane = r.lane(arguments, "lane")
-    r.worker.add_queue(queue.strip(), lane)
-    return {"queue": queue.strip(), "lane": ",".join(lane.queues)}
+    r.worker.add_queue(queue, lane)
+    return {"queue": queue, "lane": ",".join(lane.queues)}
+
+
+def _queue_name(value: Any) -> str:
+    """A queue name fit for every broker: text, printable, at most ``MAX_QUEUE`` long."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("add_queue needs a queue name")
+    name = value.strip()
+    if (len(name) > MAX_QUEUE or clean_text(name) != name
+            or any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name)):
+        raise ValueError(f"queue name {name[:MAX_QUEUE]!r} is not usable: at most "
+                         f"{MAX_QUEUE} printable characters")
+    return name
 
 
 async def _cancel_queue(r: Responder, arguments: dict[str, Any]) -> Any:

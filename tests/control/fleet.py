@@ -34,9 +34,6 @@ class Fleet:
     def ended(self, name: str) -> bool:
         return name in self.runs and self.runs[name].done()
 
-    def call(self, fn: object) -> None:
-        self.loop.call_soon_threadsafe(fn)  # type: ignore[arg-type]
-
 
 def lanes(spec: Sequence[tuple[Sequence[str], str, int]]) -> list[Lane]:
     """Lanes from ``[(queues, pool kind, concurrency), ...]``, prefetch 0 unless needed."""

@@ -202,7 +202,9 @@ def test_bad_commands_get_error_replies_and_the_worker_keeps_serving(hub: Hub) -
                  ("revoke", {"ids": "x"}, "non-empty list of task ids"),
                  ("loglevel", {"level": "loud"}, "level must be one of"),
                  ("cancel_queue", {"queue": "nope"}, "does not consume 'nope'"),
-                 ("add_queue", {"queue": "b"}, "consumes 'b' already")]
+                 ("add_queue", {"queue": "b"}, "consumes 'b' already"),
+                 ("add_queue", {"queue": "x\x1b[2J"}, "is not usable"),
+                 ("add_queue", {"queue": "q" * 300, "lane": "b"}, "is not usable")]
         for command, arguments, expected in cases:
             [reply] = hub.control.call(command, arguments)
             assert expected in (reply.error or ""), (command, reply)
