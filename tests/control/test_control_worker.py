@@ -14,6 +14,7 @@ import pytest
 
 from hubbub import Hub
 from hubbub.control.commands import ControlTimeout
+from hubbub.errors import TaskRevoked
 from tests.conftest import Broker, make_hub
 from tests.control.fleet import Gate, fleet
 from tests.worker.scratch import wait_until
@@ -260,3 +261,24 @@ def test_revoke_through_a_worker_skips_a_waiting_task(hub: Hub) -> None:
         gate.open()
         assert first.get(timeout=10) == "ran"
         assert gate.entered == 1
+
+
+def test_revoke_with_terminate_through_a_worker_stops_a_running_task(hub: Hub) -> None:
+    gate = Gate()
+
+    @hub.task
+    def spin() -> str:
+        gate.wait(bound=0)  # counts the start
+        while not gate.event.wait(0.01):  # Python steps between waits: a terminate lands
+            pass
+        return "ran to the end"
+
+    with fleet(hub, {"w1": [(["default"], "threads", 1)]}):
+        result = spin.delay()
+        wait_until(lambda: gate.entered == 1, "spin started")
+        [reply] = hub.control.revoke([result.id], terminate=True)
+        assert reply.value == {"revoked": [result.id], "terminate": True}
+        with pytest.raises(TaskRevoked):
+            result.get(timeout=10)
+        wait_until(lambda: hub.control.inspect().active()[0].value == [], "nothing runs")
+        gate.open()
