@@ -148,6 +148,16 @@ class Control:
             arguments: its arguments (JSON values).
             destination: worker names, or None for every worker.
             timeout: seconds to wait for replies (default 1.5).
+
+        Returns:
+            One reply per worker that answered, sorted by worker name.
+
+        Raises:
+            ControlTimeout: an addressed worker did not answer in time, or no worker
+                answered a broadcast.
+            ValueError: ``destination`` is given but names no worker.
+            ConfigurationError: the broker carries no control plane.
+            TransportUnavailable: the broker cannot be reached.
         """
         wait = DEFAULT_TIMEOUT if timeout is None else max(0.0, float(timeout))
         names = None if destination is None else tuple(dict.fromkeys(destination))

@@ -159,16 +159,18 @@ class Responder:
             except TimeoutError:
                 error = f"{command.command} took more than {HANDLE_WITHIN:.0f}s; gave up"
             except (HubbubError, ValueError, TypeError) as exc:
-                error = str(exc)
+                error = redact(str(exc))  # a store's error may name its URL
             except Exception as exc:  # a bug: answer, log, and keep serving
-                log.exception("remote control: %s failed", command.command)
+                log.exception("remote control: %s failed", command.command)  # a known name
                 error = f"{command.command} failed inside the worker: {exc!r}"
         then = None
         if isinstance(value, Handled):
             value, then = value.value, value.then
+        # The name and the sender are anyone's text (without signing): shown as repr, cut.
         log.log(logging.DEBUG if command.command in QUESTIONS else logging.INFO,
-                "remote control: %s from %s: %s", command.command, command.sender or "?",
-                "done" if error is None else f"error: {error}")
+                "remote control: %s from %r: %s",
+                command.command if command.command in HANDLERS else repr(command.command[:60]),
+                command.sender[:100], "done" if error is None else f"error: {error!r}")
         reply: Reply[Any] = Reply(self.worker.name, value, error, command.id)
         try:
             await self.plane.publish(REPLIES, [encode_reply(reply, self.worker.hub.signer)])
