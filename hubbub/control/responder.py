@@ -49,6 +49,7 @@ log = logging.getLogger("hubbub.control")
 
 READ_WAIT = 1.0  # seconds one read of the plane blocks when nothing comes
 HANDLE_WITHIN = 10.0  # seconds a command may take before it is answered with an error
+ANSWER_WITHIN = 1.0  # seconds a resize may take before the answer says it is under way
 RETRY = (0.5, 10.0)  # backoff (first, most) after the plane failed
 REMEMBERED = 100  # refusal reasons logged once each; past this many, all at debug
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -89,6 +90,26 @@ class Responder:
         self.handled = 0  # commands answered (for tests and stats)
         self._subscription: Subscription | None = None
         self._refusals: set[str] = set()
+        self._under_way: set[asyncio.Future[None]] = set()  # resizes answered before done
+
+    async def finish_soon(self, work: Awaitable[None], what: str) -> bool:
+        """Run ``work`` to its end even if this command's answer goes out first: wait up to
+        ``ANSWER_WITHIN`` seconds for it (its errors then are the command's), else let it
+        finish beside the worker (a prefork pool starts its children one by one) and log
+        how it ended. True when it finished in time."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait([task], timeout=ANSWER_WITHIN)
+        if done:
+            task.result()
+            return True
+        self._under_way.add(task)
+        task.add_done_callback(lambda t: self._finished(t, what))
+        return False
+
+    def _finished(self, task: asyncio.Future[None], what: str) -> None:
+        self._under_way.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("remote control: %s failed: %r", what, task.exception())
 
     async def open(self) -> None:
         """Connect and subscribe, so that commands sent from now on are seen.
@@ -338,8 +359,10 @@ async def _resize(r: Responder, arguments: dict[str, Any], sign: int) -> Any:
     if new < 1:
         raise ValueError(f"lane {','.join(lane.queues)} has {old} slots; it cannot shrink by "
                          f"{n} (at least 1 remains)")
-    await lane.resize(new, "remote control")
-    return {"lane": ",".join(lane.queues), "was": old, "concurrency": new}
+    done = await r.finish_soon(lane.resize(new, "remote control"),
+                               f"resizing lane {','.join(lane.queues)} to {new}")
+    return {"lane": ",".join(lane.queues), "was": old, "concurrency": new,
+            **({} if done else {"under_way": True})}
 
 
 async def _grow(r: Responder, arguments: dict[str, Any]) -> Any:
@@ -359,9 +382,11 @@ async def _autoscale(r: Responder, arguments: dict[str, Any]) -> Any:
         raise ValueError(f"the {lane.pool.kind} pool of lane {','.join(lane.queues)} cannot "
                          "resize, so it cannot autoscale (threads or prefork can)")
     was = lane.autoscale
-    await lane.set_autoscale((low, high))
+    done = await r.finish_soon(lane.set_autoscale((low, high)),
+                               f"autoscale {low}..{high} of lane {','.join(lane.queues)}")
     return {"lane": ",".join(lane.queues), "was": None if was is None else list(was),
-            "autoscale": [low, high], "concurrency": lane.pool.concurrency}
+            "autoscale": [low, high], "concurrency": min(high, max(low, lane.pool.concurrency)),
+            **({} if done else {"under_way": True})}
 
 
 async def _add_queue(r: Responder, arguments: dict[str, Any]) -> Any:

@@ -53,6 +53,9 @@ class Lane:
     _waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     _grown_at: float = 0.0
     _quiet_since: float | None = None
+    # Autoscale (on the fetcher) and remote control (on the responder) may resize at once:
+    # one resize at a time, so a pool never sees two (prefork starts children in one).
+    _resizing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if self.prefetch is None:
@@ -135,8 +138,9 @@ class Lane:
             ConfigurationError: the pool is not ``resizable``.
             ValueError: ``concurrency`` below 1.
         """
-        old = self.pool.concurrency
-        await self.pool.resize(concurrency)
+        async with self._resizing:
+            old = self.pool.concurrency
+            await self.pool.resize(concurrency)
         log.info("lane %s: pool %s %d -> %d (%s)", ",".join(self.queues) or "(no queues)",
                  self.pool.kind, old, concurrency, why)
         self._hand_out()  # waiting runners take the new slots at once

@@ -35,13 +35,17 @@ class Fleet:
         return name in self.runs and self.runs[name].done()
 
 
-def lanes(spec: Sequence[tuple[Sequence[str], str, int]]) -> list[Lane]:
-    """Lanes from ``[(queues, pool kind, concurrency), ...]``, prefetch 0 unless needed."""
-    return [Lane(list(queues), make_pool(kind, n)) for queues, kind, n in spec]
+Spec = Sequence[tuple[Sequence[str], str, int] | Lane]
+
+
+def lanes(spec: Spec) -> list[Lane]:
+    """Lanes from ``[(queues, pool kind, concurrency) or a Lane, ...]``."""
+    return [one if isinstance(one, Lane) else Lane(list(one[0]), make_pool(one[1], one[2]))
+            for one in spec]
 
 
 @contextlib.contextmanager
-def fleet(hub: Hub, specs: Mapping[str, Sequence[tuple[Sequence[str], str, int]]],
+def fleet(hub: Hub, specs: Mapping[str, Spec],
           *, heartbeat: float = 0.2, grace: float = 10.0) -> Iterator[Fleet]:
     """Run one worker per name of ``specs`` until the block ends."""
     loop = asyncio.new_event_loop()

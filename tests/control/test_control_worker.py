@@ -4,6 +4,7 @@ running count; a gone worker times out with a clear message; a bad command hurts
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -15,6 +16,8 @@ import pytest
 from hubbub import Hub
 from hubbub.control.commands import ControlTimeout
 from hubbub.errors import TaskRevoked
+from hubbub.worker.lane import Lane
+from hubbub.worker.pools.threads import ThreadPool
 from tests.conftest import Broker, make_hub
 from tests.control.fleet import Gate, fleet
 from tests.worker.scratch import wait_until
@@ -282,3 +285,31 @@ def test_revoke_with_terminate_through_a_worker_stops_a_running_task(hub: Hub) -
             result.get(timeout=10)
         wait_until(lambda: hub.control.inspect().active()[0].value == [], "nothing runs")
         gate.open()
+
+
+class SlowResizePool(ThreadPool):
+    """Threads whose resize takes until the test lets it finish (as prefork's may)."""
+
+    def __init__(self, concurrency: int, gate: Gate) -> None:
+        super().__init__(concurrency)
+        self.gate = gate
+
+    async def resize(self, concurrency: int) -> None:
+        while not self.gate.event.is_set():
+            await asyncio.sleep(0.01)
+        await super().resize(concurrency)
+
+
+def test_a_slow_resize_is_answered_as_under_way_and_finishes_beside_the_worker(
+    hub: Hub,
+) -> None:
+    gate = Gate()
+    lane = Lane(["default"], SlowResizePool(1, gate))
+    with fleet(hub, {"w1": [lane]}):
+        [reply] = hub.control.pool_grow(3, timeout=5)
+        assert reply.value == {"lane": "default", "was": 1, "concurrency": 4,
+                               "under_way": True}
+        assert lane.pool.concurrency == 1
+        assert hub.control.ping()[0].value == "pong"  # the worker answers meanwhile
+        gate.open()
+        wait_until(lambda: lane.pool.concurrency == 4, "resized")
