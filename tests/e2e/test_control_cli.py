@@ -123,6 +123,30 @@ def test_inspect_grow_and_shutdown_steer_real_workers(cli: Cli, control_app: Hub
     assert second.wait(30) == 0
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)
+def test_pool_grow_of_a_prefork_worker_starts_children_that_run_at_once(
+    cli: Cli, control_app: Hub, tmp_path: Path,
+) -> None:
+    worker = start(cli, "--pool", "prefork", "-c", "1", "-n", "pf")
+    hold = control_app.tasks["ctlapp.hold"]
+    results = [hold.delay(str(tmp_path / f"p{i}")) for i in range(3)]
+    wait_for(lambda: started(tmp_path, "p0"), what="first task started")
+    grown = answers(cli, "control", "pool-grow", "2")
+    assert grown["pf"]["value"]["concurrency"] == 3
+    wait_for(lambda: started(tmp_path, "p0", "p1", "p2"), timeout=60,
+             what="three running at once")
+    pids = {(tmp_path / f"p{i}.pid").read_text() for i in range(3)}
+    assert len(pids) == 3  # each in a child of its own
+    stats = answers(cli, "inspect", "stats")["pf"]["value"]
+    assert stats["lanes"][0]["concurrency"] == 3
+    assert stats["running"] == 3
+    (tmp_path / "release").touch()
+    assert [r.get(timeout=30) for r in results] == ["ok", "ok", "ok"]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
 @pytest.mark.timeout(90)
 def test_autoscale_bounds_are_in_the_banner_and_every_resize_is_logged(
     cli: Cli, tmp_path: Path,
