@@ -115,8 +115,8 @@ class Control:
     """Remote control of a hub's workers (``hub.control``).
 
     Every method takes ``destination`` (worker names; default: every worker) and
-    ``timeout`` (seconds to wait for replies, default 1.5) and returns the replies, one per
-    worker that answered, sorted by worker name.
+    ``timeout`` (seconds to wait for replies; default ``timeout``, an attribute set to 1.5)
+    and returns the replies, one per worker that answered, sorted by worker name.
 
     Raises (every method):
         ControlTimeout: an addressed worker did not answer in time (``missing`` names it;
@@ -128,6 +128,7 @@ class Control:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.sender = f"{socket.gethostname()}:{os.getpid()}"
+        self.timeout = DEFAULT_TIMEOUT  # seconds, when a call gives none
 
     # -- the one way commands are sent ------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Control:
             command: one of :data:`~hubbub.control.commands.COMMANDS`.
             arguments: its arguments (JSON values).
             destination: worker names, or None for every worker.
-            timeout: seconds to wait for replies (default 1.5).
+            timeout: seconds to wait for replies (default: ``self.timeout``, 1.5).
 
         Returns:
             One reply per worker that answered, sorted by worker name.
@@ -159,7 +160,7 @@ class Control:
             ConfigurationError: the broker carries no control plane.
             TransportUnavailable: the broker cannot be reached.
         """
-        wait = DEFAULT_TIMEOUT if timeout is None else max(0.0, float(timeout))
+        wait = self.timeout if timeout is None else max(0.0, float(timeout))
         names = None if destination is None else tuple(dict.fromkeys(destination))
         if names is not None and not names:
             raise ValueError("destination names no worker; leave it out to address every one")

@@ -27,7 +27,10 @@ def hub() -> Iterator[Hub]:
 
 
 def hubbub(hub: Hub, *args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--broker", hub.settings.broker],
+    """``hubbub ARGS`` on ``hub``'s broker, waiting up to 10 s for replies unless told (the
+    wait ends as soon as every worker answered)."""
+    wait = [] if "--timeout" in args else ["--timeout", "10"]
+    return CliRunner().invoke(main, [*args, *wait, "--broker", hub.settings.broker],
                               env={"COLUMNS": "200"})
 
 

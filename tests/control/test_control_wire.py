@@ -90,6 +90,7 @@ def test_a_signing_worker_ignores_unsigned_commands_and_logs_once(
 ) -> None:
     signing = make_hub(broker, tmp_path, signing_keys={"k1": SECRET})
     unsigned = make_hub(broker, tmp_path)
+    signing.control.timeout = 10  # the wait ends when every worker answered
     try:
         with caplog.at_level(logging.WARNING, logger="hubbub.control"), \
                 fleet(signing, {"w1": [(["default"], "threads", 1)]}) as running:

@@ -28,6 +28,9 @@ def hub(broker: Broker, tmp_path: Path) -> Iterator[Hub]:
     """A hub on each broker in turn (its own namespace; results in SQLite where the broker
     keeps none)."""
     h = make_hub(broker, tmp_path)
+    # Replies come at once when all is well (the wait ends when every worker answered);
+    # a loaded test machine must not turn a slow answer into a failure.
+    h.control.timeout = 10
     try:
         yield h
     finally:
@@ -91,6 +94,7 @@ def test_reserved_lists_held_tasks_waiting_for_a_slot(hub: Hub) -> None:
 def test_registered_stats_and_conf_describe_the_worker_without_secrets() -> None:
     secret = "s3cret-signing-key-0123456789"
     hub = Hub(f"memory://control-{uuid.uuid4().hex[:10]}", signing_keys={"k1": secret})
+    hub.control.timeout = 10  # see the hub fixture
     try:
         @hub.task
         def add(x: int, y: int) -> int:
