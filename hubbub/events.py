@@ -5,6 +5,7 @@ A failing subscriber is logged and ignored; it never breaks the worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -79,9 +80,57 @@ class WorkerOffline:
     processed: int
 
 
+# -- the rest of a task's life (issue 14: events on the wire) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSent:
+    """A producer published a task (emitted only by a hub made with ``events=True``).
+
+    ``sender`` is ``host:pid`` of the producer; ``eta`` the epoch second it is due, if delayed.
+    """
+
+    id: str
+    task: str
+    queue: str
+    sender: str
+    eta: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReceived:
+    """A worker took a delivery of the task and will run it when a slot is free."""
+
+    id: str
+    task: str
+    queue: str
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted:
+    """A worker started running the task (``attempt`` counts deliveries, from 1)."""
+
+    id: str
+    task: str
+    queue: str
+    worker: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRevoked:
+    """The task will not run (on): revoked, expired, or terminated while it ran."""
+
+    id: str
+    task: str
+    worker: str
+    reason: str
+
+
 Event: TypeAlias = (
     TaskSucceeded | TaskAttemptFailed | TaskDeadLettered | WorkerOnline | WorkerHeartbeat
-    | WorkerOffline
+    | WorkerOffline | TaskSent | TaskReceived | TaskStarted | TaskRevoked
 )
 Subscriber: TypeAlias = Callable[[Event], object]
 
@@ -96,6 +145,17 @@ class EventBus:
         """Add a subscriber; usable as a decorator. Returns it unchanged."""
         self._subscribers.append(subscriber)
         return subscriber
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribed: events that cost something to build are only built
+        then (a worker nobody watches pays nothing for them)."""
+        return bool(self._subscribers)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove a subscriber added before (a missing one is no error)."""
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(subscriber)
 
     def emit(self, event: Event) -> None:
         for subscriber in self._subscribers:

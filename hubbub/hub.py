@@ -16,6 +16,7 @@ from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
+from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.message import Envelope
@@ -54,6 +55,10 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
+        events: publish events on the control plane (``hubbub events`` shows them): a
+            ``task-sent`` for every task this hub sends, and every worker event from
+            workers of this hub (``hubbub worker --events`` turns it on for one worker).
+            Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -77,6 +82,7 @@ class Hub:
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
+        events: bool | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
@@ -86,7 +92,7 @@ class Hub:
             "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
             "default_queue": default_queue, "limits": limits,
             "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
-            "dead_letter_failures": dead_letter_failures,
+            "dead_letter_failures": dead_letter_failures, "events": events,
         }, cli=overrides, defaults={
             "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
         self.codec: Codec = get_codec(self.settings.serializer)
@@ -107,6 +113,8 @@ class Hub:
         # The producer's connections, on the bridge loop (see client()).
         self._connector = Connector(self.open_transport, self.open_results,
                                     self.settings.broker)
+        # task-sent events, with events on (on the bridge loop, like the connections)
+        self._sent = SentEvents(self.events, self.open_plane) if self.settings.events else None
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -267,6 +275,8 @@ class Hub:
         await client.transport.publish(await encode_all(
             envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
             self.signer))
+        if self._sent is not None:
+            await self._sent.sent(envelopes)
 
     def max_message_size(self, transport: Transport) -> int:
         cap = transport.capabilities.max_message_size
@@ -388,6 +398,8 @@ class Hub:
         client = self._connector.detach()
         if client is not None:
             self.bridge.run(client.close())
+        if self._sent is not None and self._sent.opened:
+            self.bridge.run(self._sent.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,

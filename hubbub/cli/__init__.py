@@ -8,6 +8,7 @@ from hubbub import __version__
 from hubbub.cli._common import quiet_drivers
 from hubbub.cli.beat import beat, schedule
 from hubbub.cli.demo import demo
+from hubbub.cli.events import events
 from hubbub.cli.messages import call, dead, purge, status
 from hubbub.cli.worker import worker
 from hubbub.cli.workers import workers
@@ -27,3 +28,4 @@ def main() -> None:
 
 for command in (worker, workers, call, status, purge, dead, demo, beat, schedule):
     main.add_command(command)
+main.add_command(events)

@@ -68,6 +68,10 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between heartbeats; the worker registry entry lives for three.")
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
+@click.option("--events", is_flag=True, default=False,
+              help="Publish every task and worker event on the broker's events channel "
+                   "(`hubbub events` and `hubbub top` show them; default: the app's events "
+                   "setting, $HUBBUB_EVENTS, off).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
@@ -76,7 +80,8 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
-           lease: float | None, heartbeat: float, name: str | None, loglevel: str) -> None:
+           lease: float | None, heartbeat: float, name: str | None, loglevel: str,
+           events: bool) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
@@ -86,7 +91,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     quiet_drivers(loglevel)
     hub = load_hub(app)
-    banner = settings_lines(hub, {"lease": lease})
+    banner = settings_lines(hub, {"lease": lease, "events": True if events else None})
 
     def announce(event: object) -> None:
         # Once connected, beside the "online" line: a broker that cannot be reached gives
@@ -112,7 +117,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
                        make_pool(pool, size, **options), prefetch, autoscale=bounds)]
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
-                      heartbeat=heartbeat)
+                      heartbeat=heartbeat, events=True if events else None)
     run_worker(loop, [Beat(hub)] if beat else [])
 
 

@@ -21,8 +21,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
+from hubbub.control.planes import open_plane
+from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
-from hubbub.events import LaneInfo, WorkerOffline, WorkerOnline
+from hubbub.events import (
+    LaneInfo,
+    TaskReceived,
+    TaskRevoked,
+    TaskStarted,
+    WorkerOffline,
+    WorkerOnline,
+)
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ResultBackend, State
@@ -79,6 +88,8 @@ class WorkerLoop:
         lease: seconds a delivery stays leased without renewal (default: the hub's).
         lanes: several (queues, pool) pairs served by this one worker, instead of
             ``queues``/``pool``/``prefetch``.
+        events: publish every event on the plane's ``events`` channel (``hubbub events``
+            shows them); default: the hub's ``events`` setting (off).
 
     Raises:
         ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
@@ -88,7 +99,7 @@ class WorkerLoop:
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
-        lanes: Sequence[Lane] | None = None,
+        lanes: Sequence[Lane] | None = None, events: bool | None = None,
     ) -> None:
         if lanes and (queues or pool):
             raise ConfigurationError("give lanes, or queues and a pool, not both")
@@ -114,6 +125,7 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
+        self.events = hub.settings.events if events is None else events
 
 
     @property
@@ -182,6 +194,7 @@ class WorkerLoop:
     async def _serve(self, transport: Transport, writes: WriteBuffer) -> None:
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
+        publisher = self._start_publisher()
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
@@ -208,6 +221,18 @@ class WorkerLoop:
             await announcer.forget()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
+            if publisher is not None:
+                await publisher.close()
+
+    def _start_publisher(self) -> EventPublisher | None:
+        """With events on, the publisher of this worker's events (started)."""
+        if not self.events:
+            return None
+        settings = self.hub.settings
+        publisher = EventPublisher(self.hub.events, open_plane(
+            settings.broker, settings.results, maxlen=PLANE_KEEPS))
+        publisher.start()
+        return publisher
 
     def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
         if flusher.cancelled() or flusher.exception() is None:
@@ -294,14 +319,19 @@ class WorkerLoop:
         final = (await self._revocations.final_states([h.envelope.id for h in accepted])
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
+        bus = self.hub.events
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
+            if bus.listening:
+                bus.emit(TaskReceived(env.id, env.task, held.delivery.queue, self.name))
             if state is not None:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self._io.writes.ack([held.delivery])
+                if state == State.REVOKED:
+                    bus.emit(TaskRevoked(env.id, env.task, self.name, "revoked"))
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
@@ -332,6 +362,9 @@ class WorkerLoop:
                              held.envelope.id, state.value)
                     self._held.forget(held)
                     self._io.writes.ack([held.delivery])
+                    if state == State.REVOKED:
+                        self.hub.events.emit(TaskRevoked(held.envelope.id, held.envelope.task,
+                                                         self.name, "revoked"))
                     return
                 if held not in self._held:
                     return  # given back or dropped while it looked
@@ -344,6 +377,9 @@ class WorkerLoop:
             io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
+            if self.hub.events.listening:
+                self.hub.events.emit(TaskStarted(env.id, env.task, held.delivery.queue,
+                                                 self.name, attempts))
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:

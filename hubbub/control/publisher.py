@@ -1,0 +1,124 @@
+"""``EventPublisher``: a worker's events onto the plane's ``events`` channel, in batches.
+
+Capturing an event is a ``deque.append`` on the worker's loop (bounded: a full buffer drops
+the oldest and counts it); encoding and the plane write happen on a background task, one
+write every ``every`` seconds or ``batch`` events, whichever comes first. Nothing here
+waits for the plane on the way of a task: an outage is logged once, what was buffered
+meanwhile is dropped and counted, and publishing resumes when the plane is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+from hubbub._redact import redact
+from hubbub.control.plane import Plane
+from hubbub.control.wire import encode_batch
+from hubbub.events import Event, EventBus
+
+__all__ = ["CHANNEL", "EventPublisher"]
+
+log = logging.getLogger("hubbub.events")
+
+CHANNEL = "events"
+EVERY = 0.2  # seconds between plane writes
+BATCH = 500  # events per plane message (and a write as soon as this many wait)
+CAPACITY = 20_000  # events buffered at most; past it, the oldest are dropped
+PLANE_KEEPS = 1_000  # messages (batches) the events channel keeps for lagging readers
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between tries while the plane is down
+CLOSE_WITHIN = 2.0  # seconds a stopping worker waits to publish what is left
+
+
+class EventPublisher:
+    """Publishes what ``bus`` emits on ``plane`` until closed.
+
+    Args:
+        bus: the hub's event bus (subscribed by :meth:`start`, left by :meth:`close`).
+        plane: an unconnected plane, owned from now on (connected and closed here).
+        every: seconds between writes.
+        batch: events per message; a full batch is written without waiting for ``every``.
+        capacity: events buffered at most.
+    """
+
+    def __init__(self, bus: EventBus, plane: Plane, *, every: float = EVERY,
+                 batch: int = BATCH, capacity: int = CAPACITY) -> None:
+        self.bus = bus
+        self.plane = plane
+        self.every = every
+        self.batch = batch
+        self.buffer: deque[tuple[float, Event]] = deque(maxlen=capacity)
+        self.dropped = 0  # events lost: the buffer was full, or the plane was down
+        self.published = 0
+        self._full = asyncio.Event()
+        self._connected = False
+        self._failing = False
+        self._retry_at = 0.0  # monotonic time of the next try while failing
+        self._pause = RETRY_FIRST
+        self._task: asyncio.Task[None] | None = None
+
+    def capture(self, event: Event) -> None:
+        """The bus subscriber: buffer ``event`` with the time it happened."""
+        buffer = self.buffer
+        if len(buffer) == buffer.maxlen:
+            self.dropped += 1
+        buffer.append((time.time(), event))
+        if len(buffer) >= self.batch:
+            self._full.set()
+
+    def start(self) -> None:
+        """Subscribe to the bus and start publishing (on the running loop)."""
+        self.bus.subscribe(self.capture)
+        self._task = asyncio.create_task(self._publish_forever())
+
+    async def _publish_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.every)
+            self._full.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered now, in batches; on a failure, drop it and say so once."""
+        if self._failing and time.monotonic() < self._retry_at:
+            self.dropped += len(self.buffer)  # the plane is down: try again later
+            self.buffer.clear()
+            return
+        while self.buffer:
+            taken = [self.buffer.popleft()
+                     for _ in range(min(self.batch, len(self.buffer)))]
+            try:
+                if not self._connected:
+                    await self.plane.connect()
+                    self._connected = True
+                await self.plane.publish(CHANNEL, [encode_batch(taken)])
+            except Exception as exc:  # an outage (or a bug): the worker must not notice
+                self.dropped += len(taken) + len(self.buffer)
+                self.buffer.clear()
+                self._retry_at = time.monotonic() + self._pause
+                self._pause = min(self._pause * 2, RETRY_MAX)
+                if not self._failing:
+                    self._failing = True
+                    log.warning("events cannot be published (%s); dropping them until the "
+                                "plane is back", redact(str(exc)) or type(exc).__name__)
+                return
+            self.published += len(taken)
+            if self._failing:
+                self._failing, self._pause = False, RETRY_FIRST
+                log.warning("events are published again (%d dropped so far)", self.dropped)
+
+    async def close(self) -> None:
+        """Stop capturing, publish what is left (bounded), close the plane."""
+        self.bus.unsubscribe(self.capture)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), CLOSE_WITHIN)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.plane.close(), CLOSE_WITHIN)
