@@ -139,11 +139,13 @@ class EventBus:
     """Subscribers called synchronously, in order, for every event emitted."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        # A tuple, replaced on (un)subscribe: a subscriber may leave while an event is
+        # being delivered without the others missing it.
+        self._subscribers: tuple[Subscriber, ...] = ()
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         """Add a subscriber; usable as a decorator. Returns it unchanged."""
-        self._subscribers.append(subscriber)
+        self._subscribers = (*self._subscribers, subscriber)
         return subscriber
 
     @property
@@ -154,8 +156,10 @@ class EventBus:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove a subscriber added before (a missing one is no error)."""
+        subscribers = list(self._subscribers)
         with contextlib.suppress(ValueError):
-            self._subscribers.remove(subscriber)
+            subscribers.remove(subscriber)
+        self._subscribers = tuple(subscribers)
 
     def emit(self, event: Event) -> None:
         for subscriber in self._subscribers:

@@ -99,6 +99,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         if isinstance(event, WorkerOnline):
             for line in banner:
                 log.info("%s", line)
+            hub.events.unsubscribe(announce)  # a worker nobody listens to builds no events
 
     hub.events.subscribe(announce)
     ctx = click.get_current_context()

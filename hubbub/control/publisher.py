@@ -12,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 
 from hubbub._redact import redact
 from hubbub.control.plane import Plane
 from hubbub.control.wire import encode_batch
-from hubbub.events import Event, EventBus
+from hubbub.events import Event, EventBus, TaskSent
 
 __all__ = ["CHANNEL", "EventPublisher"]
 
 log = logging.getLogger("hubbub.events")
+_now = time.time
 
 CHANNEL = "events"
 EVERY = 0.2  # seconds between plane writes
-BATCH = 500  # events per plane message (and a write as soon as this many wait)
+BATCH = 1000  # events per plane message (and a write as soon as this many wait)
 CAPACITY = 20_000  # events buffered at most; past it, the oldest are dropped
 PLANE_KEEPS = 1_000  # messages (batches) the events channel keeps for lagging readers
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between tries while the plane is down
@@ -49,7 +51,7 @@ class EventPublisher:
         self.bus = bus
         self.plane = plane
         self.every = every
-        self.batch = batch
+        self.batch = min(batch, capacity)
         self.buffer: deque[tuple[float, Event]] = deque(maxlen=capacity)
         self.dropped = 0  # events lost: the buffer was full, or the plane was down
         self.published = 0
@@ -59,18 +61,30 @@ class EventPublisher:
         self._retry_at = 0.0  # monotonic time of the next try while failing
         self._pause = RETRY_FIRST
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.get_ident()
 
     def capture(self, event: Event) -> None:
-        """The bus subscriber: buffer ``event`` with the time it happened."""
+        """The bus subscriber: buffer ``event`` with the time it happened.
+
+        Called for every event of the worker, on its loop: a type check, one length check
+        and an append. (``task-sent`` goes out with the send itself, see ``SentEvents``.)
+        """
+        if type(event) is TaskSent:
+            return
         buffer = self.buffer
-        if len(buffer) == buffer.maxlen:
-            self.dropped += 1
-        buffer.append((time.time(), event))
-        if len(buffer) >= self.batch:
-            self._full.set()
+        if len(buffer) >= self.batch:  # rare: a batch is waiting, or the buffer is full
+            if len(buffer) == buffer.maxlen:
+                self.dropped += 1
+            if threading.get_ident() == self._thread:
+                self._full.set()
+            elif self._loop is not None:  # an event emitted on another thread
+                self._loop.call_soon_threadsafe(self._full.set)
+        buffer.append((_now(), event))
 
     def start(self) -> None:
         """Subscribe to the bus and start publishing (on the running loop)."""
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         self.bus.subscribe(self.capture)
         self._task = asyncio.create_task(self._publish_forever())
 

@@ -1,7 +1,10 @@
 """Events on the wire: every :mod:`hubbub.events` event as a flat JSON object.
 
 One plane message on the ``events`` channel carries a batch:
-``{"v": 1, "events": [{...}, ...]}``. Each event has a ``type`` (``task-succeeded``), a
+``{"v": 1, "events": [{...}, ...]}``. The three events every task makes (received, started,
+succeeded) travel as arrays, ``[type, timestamp, *fields]`` in a fixed order (see
+``_ARRAY_FIELDS``), to keep a busy worker's cost down; :func:`decode_batch` gives every
+event in the object form. Each event has a ``type`` (``task-succeeded``), a
 ``timestamp`` (epoch seconds when it happened) and the fields that apply to it: ``worker``,
 ``id``, ``task``, ``queue``, ``state``, ``runtime``, ``error``, ``will_retry``,
 ``attempt``, ``eta``, ``sender``, ``reason``, ``running``, ``processed``, ``queues``,
@@ -17,8 +20,9 @@ type is left out.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from hubbub.codecs import json_dumps, json_loads
@@ -106,9 +110,40 @@ def to_wire(event: Event, timestamp: float) -> dict[str, Any]:
     raise TypeError(f"not a hubbub event: {type(event).__name__}")  # pragma: no cover
 
 
+# The events of every task (received, started, succeeded) travel as arrays, the others as
+# objects: [type, timestamp, *fields] with the fields of the type in this order. Built
+# with one attrgetter call each, and about a third of the bytes.
+_COMPACT: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
+    TaskReceived: ("task-received", attrgetter("id", "task", "queue", "worker")),
+    TaskStarted: ("task-started", attrgetter("id", "task", "queue", "worker", "attempt")),
+    TaskSucceeded: ("task-succeeded", attrgetter("id", "task", "worker", "duration")),
+}
+_ARRAY_FIELDS: dict[str, tuple[str, ...]] = {
+    "task-received": ("id", "task", "queue", "worker"),
+    "task-started": ("id", "task", "queue", "worker", "attempt"),
+    "task-succeeded": ("id", "task", "worker", "runtime"),
+}
+
+
 def encode_batch(events: Iterable[tuple[float, Event]]) -> bytes:
     """One plane message holding ``(timestamp, event)`` pairs, in order."""
-    return json_dumps({"v": VERSION, "events": [to_wire(e, ts) for ts, e in events]})
+    out: list[Any] = []
+    for ts, event in events:
+        compact = _COMPACT.get(type(event))
+        out.append(to_wire(event, ts) if compact is None
+                   else (compact[0], ts, *compact[1](event)))
+    return json_dumps({"v": VERSION, "events": out})
+
+
+def _expand(raw: object) -> object:
+    """The object form of an event sent as an array; anything else as it is."""
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
+        return raw
+    names = _ARRAY_FIELDS.get(raw[0])
+    if names is None or len(raw) != len(names) + 2:
+        return None
+    return {"type": raw[0], "timestamp": raw[1], "state": TYPES[raw[0]],
+            **dict(zip(names, raw[2:], strict=True))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,4 +207,4 @@ def decode_batch(body: bytes) -> list[WireEvent]:
         return []
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         return []
-    return [e for raw in data["events"] if (e := WireEvent.from_wire(raw)) is not None]
+    return [e for raw in data["events"] if (e := WireEvent.from_wire(_expand(raw))) is not None]

@@ -320,10 +320,11 @@ class WorkerLoop:
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
         bus = self.hub.events
+        listening = bus.listening
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
-            if bus.listening:
+            if listening:
                 bus.emit(TaskReceived(env.id, env.task, held.delivery.queue, self.name))
             if state is not None:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,

@@ -62,6 +62,8 @@ def test_every_event_type_has_a_wire_form_that_decodes_back() -> None:
 @pytest.mark.parametrize("body", [
     b"", b"not json", b"[]", b"null", b'{"events": 3}', b'{"v": 1}', b"\xff\xfe",
     b"[" * 100_000, json.dumps({"events": [1, "x", None, {"no": "type"}]}).encode(),
+    json.dumps({"events": [["task-started", 1.0], ["nope", 1, 2], [1, 2], [],
+                           ["task-succeeded", "x", "i", "t", "w", 0.1, "extra"]]}).encode(),
 ])
 def test_foreign_bodies_give_no_events_and_never_raise(body: bytes) -> None:
     assert decode_batch(body) == []
