@@ -10,6 +10,7 @@ from hubbub.cli.beat import beat, schedule
 from hubbub.cli.demo import demo
 from hubbub.cli.events import events
 from hubbub.cli.messages import call, dead, purge, status
+from hubbub.cli.top import top
 from hubbub.cli.worker import worker
 from hubbub.cli.workers import workers
 
@@ -29,3 +30,4 @@ def main() -> None:
 for command in (worker, workers, call, status, purge, dead, demo, beat, schedule):
     main.add_command(command)
 main.add_command(events)
+main.add_command(top)

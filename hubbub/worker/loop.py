@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hubbub._redact import redact
 from hubbub.control.planes import open_plane
 from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
+from hubbub.control.registry import RunningTask
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
@@ -148,6 +149,14 @@ class WorkerLoop:
     @property
     def running(self) -> int:
         return sum(lane.running for lane in self.lanes)
+
+    def running_now(self, limit: int) -> list[RunningTask]:
+        """Up to ``limit`` of the tasks running now, longest-running first (the registry
+        entry lists them for ``hubbub top``)."""
+        started = [h for h in self._held if h.started_at is not None]
+        started.sort(key=lambda h: h.started_at or 0.0)
+        return [RunningTask(h.envelope.id, h.envelope.task, h.started_at or 0.0)
+                for h in started[:limit]]
 
     @property
     def failed(self) -> int:
