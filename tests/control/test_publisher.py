@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,6 +16,7 @@ from hubbub.control.publisher import EventPublisher
 from hubbub.control.wire import WireEvent, decode_batch
 from hubbub.errors import TransportUnavailable
 from hubbub.events import EventBus, TaskSucceeded
+from hubbub.transports.base import Outgoing
 from hubbub.worker.pools import make_pool
 from tests.conftest import eventually
 
@@ -124,6 +126,14 @@ def test_a_worker_with_events_publishes_every_kind_of_task_event() -> None:
         sub = await hub.open_plane().subscribe("events")
         add.delay_many([(i, i) for i in range(20)])
         boom.delay()
+        gone = add.apply_async((0, 0), expires=datetime.now(UTC) - timedelta(seconds=1))
+        expired.append(gone.id)
+
+        async def garbage() -> None:
+            client = await hub.client()
+            await client.transport.publish([Outgoing("default", b"not an envelope", "junk")])
+
+        await hub.bridge.run_async(garbage())
         worker = WorkerLoop(hub, pool=make_pool("threads", 2), events=True,
                             stop_when_idle=True, name="w-events")
         await asyncio.wait_for(worker.run(), 30)
@@ -132,15 +142,22 @@ def test_a_worker_with_events_publishes_every_kind_of_task_event() -> None:
             got.extend(decode_batch(body))
         return got
 
+    expired: list[str] = []
     try:
         got = asyncio.run(main())
     finally:
         hub.close()
     kinds = [e.type for e in got]
+    [revoked] = [e for e in got if e.type == "task-revoked"]
+    assert revoked.id == expired[0]
+    assert "expired" in revoked.data["reason"]
+    [dead] = [e for e in got if e.type == "task-dead-lettered"]
+    assert dead.queue == "default"
     assert kinds[0] == "worker-online"
     assert kinds[-1] == "worker-offline"
     assert kinds.count("task-succeeded") == 20
-    assert kinds.count("task-received") == kinds.count("task-started") == 22  # boom twice
+    assert kinds.count("task-started") == 22  # boom twice
+    assert kinds.count("task-received") == 23  # and the expired one
     assert kinds.count("task-retried") == 1
     assert kinds.count("task-failed") == 1
     assert {e.worker for e in got} == {"w-events"}

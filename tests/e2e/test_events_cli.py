@@ -42,10 +42,12 @@ class Tail:
 
 
 @pytest.fixture
-def plane_cleanup(broker_url: str) -> Iterator[str]:
+def plane_cleanup(cli: Cli, broker_url: str) -> Iterator[str]:
+    """Deletes the plane's RabbitMQ exchanges after the test's processes are gone."""
     try:
         yield broker_url
     finally:
+        cli.stop_all()  # first: a live worker would declare them again
         if broker_url.startswith("amqp"):
             asyncio.run(delete_plane_exchanges(broker_url))
 
