@@ -10,7 +10,8 @@ on, off, ...) so that other work on the machine disturbs both alike. With events
 task makes three events (received, started, succeeded) that the worker publishes on the
 plane in batches; ``--reader`` also runs a subscriber that reads them all, in another
 process. Results are off (``--results`` keeps them). Prints the median rate of each side and
-the ratio on/off. Not a test: nothing here asserts timings.
+the ratio on/off, and the median CPU time the process spent per 1,000 tasks (less disturbed
+by other work on a busy machine than the rate). Not a test: nothing here asserts timings.
 
 Redis gets a key prefix per measurement, deleted afterwards; nothing is flushed. RabbitMQ
 and Beanstalkd get a prefix per measurement too (Beanstalkd keeps its events in an SQLite
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import subprocess
@@ -91,8 +93,10 @@ class Site:
                         client.unlink(*keys[start : start + 500])
 
 
-def drain(site: Site, n: int, events: bool, reader: bool, keep_results: bool) -> float:
-    """Tasks a second one in-process worker drains, with events on or off."""
+def drain(site: Site, n: int, events: bool, reader: bool,
+          keep_results: bool) -> tuple[float, float]:
+    """Tasks a second one in-process worker drains, with events on or off, and the CPU
+    milliseconds this process spent per 1,000 of them (all its threads)."""
     url, results = site.urls()
     hub = Hub(url, results=results if results else (None if keep_results else "none"))
 
@@ -110,9 +114,9 @@ def drain(site: Site, n: int, events: bool, reader: bool, keep_results: bool) ->
         watcher.stdout.readline()  # subscribed
     try:
         worker = WorkerLoop(hub, stop_when_idle=True, events=events)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         asyncio.run(worker.run())
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert worker.processed == n, f"drained {worker.processed} of {n}"
     finally:
         if watcher is not None:
@@ -120,7 +124,7 @@ def drain(site: Site, n: int, events: bool, reader: bool, keep_results: bool) ->
             watcher.wait(10)
         hub.close()
         site.done(url)
-    return n / elapsed
+    return n / elapsed, cpu * 1000 / (n / 1000)
 
 
 def main() -> None:
@@ -132,21 +136,27 @@ def main() -> None:
                         help="Also read the events channel from another process.")
     parser.add_argument("--results", action="store_true", help="Keep results (default off).")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # a drain's info lines would bury the table
     folder = Path(tempfile.mkdtemp(prefix="hubbub-bench-events-"))
     table = Table(title=f"no-op drain of {args.tasks:,} tasks, one in-process worker "
                         f"(async pool), median of {args.runs}")
-    for column in ("broker", "events off /s", "events on /s", "on / off"):
+    for column in ("broker", "events off /s", "events on /s", "on / off",
+                   "CPU ms/1k off", "CPU ms/1k on", "CPU on / off"):
         table.add_column(column, justify="left" if column == "broker" else "right")
     load = os.getloadavg()
     for broker in args.brokers.split(","):
         site = Site(broker.strip(), folder)
-        on: list[float] = []
-        off: list[float] = []
+        on: list[tuple[float, float]] = []
+        off: list[tuple[float, float]] = []
         for _ in range(args.runs):  # in turns: a disturbance hits both sides alike
             on.append(drain(site, args.tasks, True, args.reader, args.results))
             off.append(drain(site, args.tasks, False, args.reader, args.results))
-        m_on, m_off = statistics.median(on), statistics.median(off)
-        table.add_row(site.broker, f"{m_off:,.0f}", f"{m_on:,.0f}", f"{m_on / m_off:.2f}")
+        m_on, m_off = (statistics.median(r for r, _ in on),
+                       statistics.median(r for r, _ in off))
+        c_on, c_off = (statistics.median(c for _, c in on),
+                       statistics.median(c for _, c in off))
+        table.add_row(site.broker, f"{m_off:,.0f}", f"{m_on:,.0f}", f"{m_on / m_off:.2f}",
+                      f"{c_off:,.0f}", f"{c_on:,.0f}", f"{c_on / c_off:.2f}")
     console.print(table)
     console.print(f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
                   f"end; {os.cpu_count()} CPUs; reader {'on' if args.reader else 'off'}, "

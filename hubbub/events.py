@@ -154,6 +154,13 @@ class EventBus:
         then (a worker nobody watches pays nothing for them)."""
         return bool(self._subscribers)
 
+    def listening_besides(self, subscriber: Subscriber | None) -> bool:
+        """Whether anyone but ``subscriber`` subscribed (the worker's event publisher
+        records the per-task steps itself, without building events for them)."""
+        subscribers = self._subscribers
+        return len(subscribers) > 1 or (len(subscribers) == 1
+                                        and subscribers[0] != subscriber)
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove a subscriber added before (a missing one is no error)."""
         subscribers = list(self._subscribers)

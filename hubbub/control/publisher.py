@@ -18,8 +18,8 @@ from collections import deque
 
 from hubbub._redact import redact
 from hubbub.control.plane import Plane
-from hubbub.control.wire import encode_batch
-from hubbub.events import Event, EventBus, TaskSent
+from hubbub.control.wire import Row, encode_batch
+from hubbub.events import Event, EventBus, TaskReceived, TaskSent, TaskStarted
 
 __all__ = ["CHANNEL", "EventPublisher"]
 
@@ -33,6 +33,9 @@ CAPACITY = 20_000  # events buffered at most; past it, the oldest are dropped
 PLANE_KEEPS = 1_000  # messages (batches) the events channel keeps for lagging readers
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between tries while the plane is down
 CLOSE_WITHIN = 2.0  # seconds a stopping worker waits to publish what is left
+# Events the publisher does not take from the bus: task-sent is published by the producer
+# (``SentEvents``); received and started come from the worker loop as rows (``record``).
+_RECORDED_ELSEWHERE: frozenset[type] = frozenset({TaskSent, TaskReceived, TaskStarted})
 
 
 class EventPublisher:
@@ -52,7 +55,7 @@ class EventPublisher:
         self.plane = plane
         self.every = every
         self.batch = min(batch, capacity)
-        self.buffer: deque[tuple[float, Event]] = deque(maxlen=capacity)
+        self.buffer: deque[tuple[float, Event] | Row] = deque(maxlen=capacity)
         self.dropped = 0  # events lost: the buffer was full, or the plane was down
         self.published = 0
         self._full = asyncio.Event()
@@ -68,19 +71,32 @@ class EventPublisher:
         """The bus subscriber: buffer ``event`` with the time it happened.
 
         Called for every event of the worker, on its loop: a type check, one length check
-        and an append. (``task-sent`` goes out with the send itself, see ``SentEvents``.)
+        and an append. ``task-sent`` goes out with the send itself (``SentEvents``), and the
+        worker loop hands received and started over as rows (:meth:`record`).
         """
-        if type(event) is TaskSent:
+        if type(event) in _RECORDED_ELSEWHERE:
             return
         buffer = self.buffer
         if len(buffer) >= self.batch:  # rare: a batch is waiting, or the buffer is full
-            if len(buffer) == buffer.maxlen:
-                self.dropped += 1
-            if threading.get_ident() == self._thread:
-                self._full.set()
-            elif self._loop is not None:  # an event emitted on another thread
-                self._loop.call_soon_threadsafe(self._full.set)
+            self._batch_waits()
         buffer.append((_now(), event))
+
+    def record(self, row: Row) -> None:
+        """Buffer an event given in its array form (``wire.received_row``...): the worker
+        loop's per-task steps, which cost no event object this way."""
+        buffer = self.buffer
+        if len(buffer) >= self.batch:  # rare: a batch is waiting, or the buffer is full
+            self._batch_waits()
+        buffer.append(row)
+
+    def _batch_waits(self) -> None:
+        """Count the event the full buffer is about to drop, and wake the writer."""
+        if len(self.buffer) == self.buffer.maxlen:
+            self.dropped += 1
+        if threading.get_ident() == self._thread:
+            self._full.set()
+        elif self._loop is not None:  # an event emitted on another thread
+            self._loop.call_soon_threadsafe(self._full.set)
 
     def start(self) -> None:
         """Subscribe to the bus and start publishing (on the running loop)."""

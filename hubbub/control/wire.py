@@ -40,7 +40,8 @@ from hubbub.events import (
     WorkerOnline,
 )
 
-__all__ = ["TYPES", "VERSION", "WireEvent", "decode_batch", "encode_batch", "to_wire"]
+__all__ = ["TYPES", "VERSION", "Row", "WireEvent", "decode_batch", "encode_batch",
+           "received_row", "started_row", "to_wire"]
 
 VERSION = 1
 MAX_TEXT = 2000  # characters of an error or reason carried on the wire
@@ -125,10 +126,28 @@ _ARRAY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def encode_batch(events: Iterable[tuple[float, Event]]) -> bytes:
-    """One plane message holding ``(timestamp, event)`` pairs, in order."""
+Row = tuple[Any, ...]  # an event in its array form: (type, timestamp, *fields)
+
+
+def received_row(timestamp: float, id: str, task: str, queue: str, worker: str) -> Row:
+    """``task-received`` in its array form, built without an event object (hot path)."""
+    return ("task-received", timestamp, id, task, queue, worker)
+
+
+def started_row(timestamp: float, id: str, task: str, queue: str, worker: str,
+                attempt: int) -> Row:
+    """``task-started`` in its array form, built without an event object (hot path)."""
+    return ("task-started", timestamp, id, task, queue, worker, attempt)
+
+
+def encode_batch(events: Iterable[tuple[float, Event] | Row]) -> bytes:
+    """One plane message holding ``(timestamp, event)`` pairs and rows, in order."""
     out: list[Any] = []
-    for ts, event in events:
+    for item in events:
+        if type(item[0]) is str:  # a row already
+            out.append(item)
+            continue
+        ts, event = item
         compact = _COMPACT.get(type(event))
         out.append(to_wire(event, ts) if compact is None
                    else (compact[0], ts, *compact[1](event)))

@@ -24,6 +24,7 @@ from hubbub._redact import redact
 from hubbub.control.planes import open_plane
 from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
 from hubbub.control.registry import RunningTask
+from hubbub.control.wire import received_row, started_row
 from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
@@ -127,6 +128,7 @@ class WorkerLoop:
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
         self.events = hub.settings.events if events is None else events
+        self._publisher: EventPublisher | None = None  # with events on, while running
 
 
     @property
@@ -203,7 +205,7 @@ class WorkerLoop:
     async def _serve(self, transport: Transport, writes: WriteBuffer) -> None:
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
-        publisher = self._start_publisher()
+        publisher = self._publisher = self._start_publisher()
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
@@ -231,6 +233,7 @@ class WorkerLoop:
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
             if publisher is not None:
+                self._publisher = None
                 await publisher.close()
 
     def _start_publisher(self) -> EventPublisher | None:
@@ -328,11 +331,14 @@ class WorkerLoop:
         final = (await self._revocations.final_states([h.envelope.id for h in accepted])
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
-        bus = self.hub.events
-        listening = bus.listening
+        bus, publisher = self.hub.events, self._publisher
+        listening = bus.listening_besides(None if publisher is None else publisher.capture)
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
+            if publisher is not None:  # as a row: no event object on the way of every task
+                publisher.record(received_row(now, env.id, env.task, held.delivery.queue,
+                                              self.name))
             if listening:
                 bus.emit(TaskReceived(env.id, env.task, held.delivery.queue, self.name))
             if state is not None:
@@ -387,9 +393,7 @@ class WorkerLoop:
             io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
-            if self.hub.events.listening:
-                self.hub.events.emit(TaskStarted(env.id, env.task, held.delivery.queue,
-                                                 self.name, attempts))
+            self._started(held, attempts)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -408,6 +412,16 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
+
+    def _started(self, held: Held, attempt: int) -> None:
+        """The task-started event, for the publisher (a row) and the bus (if anyone else
+        listens); nothing at all when nobody does."""
+        env, bus, publisher = held.envelope, self.hub.events, self._publisher
+        if publisher is not None:
+            publisher.record(started_row(held.started_at or 0.0, env.id, env.task,
+                                         held.delivery.queue, self.name, attempt))
+        if bus.listening_besides(None if publisher is None else publisher.capture):
+            bus.emit(TaskStarted(env.id, env.task, held.delivery.queue, self.name, attempt))
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

@@ -122,6 +122,9 @@ def test_a_worker_with_events_publishes_every_kind_of_task_event() -> None:
     def boom() -> None:
         raise RuntimeError("kaput")
 
+    seen: list[str] = []  # an in-process subscriber gets the same events as objects
+    hub.events.subscribe(lambda event: seen.append(type(event).__name__))
+
     async def main() -> list[WireEvent]:
         sub = await hub.open_plane().subscribe("events")
         add.delay_many([(i, i) for i in range(20)])
@@ -158,6 +161,7 @@ def test_a_worker_with_events_publishes_every_kind_of_task_event() -> None:
     assert kinds.count("task-succeeded") == 20
     assert kinds.count("task-started") == 22  # boom twice
     assert kinds.count("task-received") == 23  # and the expired one
+    assert (seen.count("TaskStarted"), seen.count("TaskReceived")) == (22, 23)
     assert kinds.count("task-retried") == 1
     assert kinds.count("task-failed") == 1
     assert {e.worker for e in got} == {"w-events"}
