@@ -30,7 +30,7 @@ CHANNEL = "events"
 EVERY = 0.2  # seconds between plane writes
 BATCH = 1000  # events per plane message (and a write as soon as this many wait)
 CAPACITY = 20_000  # events buffered at most; past it, the oldest are dropped
-PLANE_KEEPS = 1_000  # messages (batches) the events channel keeps for lagging readers
+PLANE_KEEPS = 200  # messages (batches of up to BATCH) the events channel keeps
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between tries while the plane is down
 CLOSE_WITHIN = 2.0  # seconds a stopping worker waits to publish what is left
 # Events the publisher does not take from the bus: task-sent is published by the producer

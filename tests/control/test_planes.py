@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -62,7 +63,7 @@ async def test_every_subscriber_sees_every_message_in_order_from_subscribe_on(
     await publisher.publish("events", [b"before"])
     first, second = await reader.subscribe("events"), await publisher.subscribe("events")
     other = await reader.subscribe("control")
-    sent = [f"m{i}".encode() for i in range(50)]
+    sent = [f"m{i}".encode() for i in range(49)] + [os.urandom(64 * 1024)]  # and a large one
     await publisher.publish("events", sent[:20])
     await publisher.publish("events", sent[20:])
     assert await read_until(first, 50) == sent
