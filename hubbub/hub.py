@@ -21,6 +21,7 @@ from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.control.client import Control
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
+from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
@@ -60,6 +61,10 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
+        events: publish events on the control plane (``hubbub events`` shows them): a
+            ``task-sent`` for every task this hub sends, and every worker event from
+            workers of this hub (``hubbub worker --events`` turns it on for one worker).
+            Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -83,6 +88,7 @@ class Hub:
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
+        events: bool | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
@@ -90,14 +96,15 @@ class Hub:
         self._code: dict[str, Any] = _code_settings(
             broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
             result_ttl=result_ttl, default_queue=default_queue, limits=limits,
-            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures)
+            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures,
+            events=events)
         self._overrides = overrides
+        self.events = EventBus()
         self._settle()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
         self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
-        self.events = EventBus()
         self.bridge = Bridge()
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
         # Producer connections opened on other event loops by connected() (ASGI apps).
@@ -122,6 +129,8 @@ class Hub:
         self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
         self._connector = Connector(self.open_transport, self.open_results, settings.broker)
+        # task-sent events, with events on (on the bridge loop, like the connections)
+        self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
 
     def configure(self, **settings: Any) -> None:
         """Change settings given in code, before the hub is used: for an app whose
@@ -378,6 +387,8 @@ class Hub:
         await client.transport.publish(await encode_all(
             envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
             self.signer))
+        if self._sent is not None:
+            await self._sent.sent(envelopes)
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).
@@ -540,6 +551,8 @@ class Hub:
         client = self._connector.detach()
         if client is not None:
             self.bridge.run(client.close())
+        if self._sent is not None and self._sent.opened:
+            self.bridge.run(self._sent.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,
@@ -573,7 +586,7 @@ def _code_settings(**given: Any) -> dict[str, Any]:
     """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
     accept, keys = given.get("accept"), given.get("signing_keys")
     names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
-             "default_queue", "limits", "signing_keys", "dead_letter_failures")
+             "default_queue", "limits", "signing_keys", "dead_letter_failures", "events")
     code = {name: given.get(name) for name in names}
     code["accept"] = None if accept is None else frozenset(accept)
     code["signing_keys"] = None if keys is None else tuple(dict(keys).items())

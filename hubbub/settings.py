@@ -104,6 +104,8 @@ class Settings:
     # result only, unless this asks for both (a task that keeps no result is dead-lettered
     # either way, or nothing would keep its failure).
     dead_letter_failures: bool = False
+    # Publish events on the plane: task-sent from producers, every event from workers.
+    events: bool = False
     # setting (field name, or limits.x) -> where it came from, for those not defaulted
     sources: tuple[tuple[str, Source], ...] = field(default=(), repr=False, compare=False)
 
@@ -144,6 +146,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_MAX_DEAD_LETTERS": ("limits.max_dead_letters", int),
     "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
     "HUBBUB_DEAD_LETTER_FAILURES": ("dead_letter_failures", lambda v: _flag(v)),
+    "HUBBUB_EVENTS": ("events", lambda v: _flag(v)),
 }
 
 

@@ -70,6 +70,10 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between heartbeats; the worker registry entry lives for three.")
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
+@click.option("--events", is_flag=True, default=False,
+              help="Publish every task and worker event on the broker's events channel "
+                   "(`hubbub events` and `hubbub top` show them; default: the app's events "
+                   "setting, $HUBBUB_EVENTS, off).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
@@ -88,7 +92,8 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
            lease: float | None, heartbeat: float, name: str | None, loglevel: str,
-           log_format: str, logfile: str | None, pidfile: str | None) -> None:
+           log_format: str, logfile: str | None, pidfile: str | None,
+           events: bool) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
@@ -101,7 +106,8 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         held.acquire()
     try:
         _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
-               max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name)
+               max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name,
+               events)
     finally:
         if held is not None:
             held.release()
@@ -111,9 +117,9 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            beat: bool, pool: str, concurrency: int | None, coroutines: int | None,
            max_tasks_per_child: int | None, max_memory_per_child: float | None,
            prefetch: int | None, grace: float, lease: float | None, heartbeat: float,
-           name: str | None) -> None:
+           name: str | None, events: bool) -> None:
     hub = load_hub(app)
-    banner = settings_lines(hub, {"lease": lease})
+    banner = settings_lines(hub, {"lease": lease, "events": True if events else None})
 
     def announce(event: object) -> None:
         # Once connected, beside the "online" line: a broker that cannot be reached gives
@@ -121,6 +127,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         if isinstance(event, WorkerOnline):
             for line in banner:
                 log.info("%s", line)
+            hub.events.unsubscribe(announce)  # a worker nobody listens to builds no events
 
     hub.events.subscribe(announce)
     ctx = click.get_current_context()
@@ -142,7 +149,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
                   f"{lane.pool.kind} slots (grows while work waits, shrinks when idle)"
                   for lane in chosen if lane.autoscale is not None)
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
-                      heartbeat=heartbeat)
+                      heartbeat=heartbeat, events=True if events else None)
     run_worker(loop, [Beat(hub)] if beat else [])
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
-from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskSucceeded
+from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
 from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
@@ -68,6 +68,8 @@ class Outcomes:
         self.record(held, State.REVOKED,
                     error=ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)"))
         self.writes.ack([held.delivery])
+        self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
+                                         f"expired before it ran ({at} UTC)"))
 
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
@@ -91,6 +93,8 @@ class Outcomes:
                         short(verdict.summary))
             self.record(held, State.REVOKED, error=verdict.error)
             self.writes.ack([held.delivery])
+            self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
+                                             short(verdict.summary)))
             return
         if verdict.state == State.SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
