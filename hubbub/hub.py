@@ -203,8 +203,9 @@ class Hub:
         return self.hooks.add("on_process_stop", fn)
 
     def around_task(self, factory: AroundTask) -> AroundTask:
-        """Enter ``factory(ctx)``, a context manager, around every task, in the thread or
-        coroutine that runs it (first registered outermost); an error fails that task."""
+        """Enter ``factory(ctx)``, a context manager (or, for ``async def`` tasks, an async
+        one), around every task, in the thread or coroutine that runs it (first registered
+        outermost); an error fails that task."""
         return self.hooks.add("around_task", factory)
 
     def before_task(self, fn: TaskCallback) -> TaskCallback:

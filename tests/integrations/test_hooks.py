@@ -195,3 +195,45 @@ def test_async_hooks_are_refused_at_registration(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="takes a plain function, not async def"):
         hub.on_process_start(open_pool)
     hub.close()
+
+
+ASYNC_HOOK = '''
+import asyncio, contextlib, contextvars
+from hubbub import Hub
+
+hub = Hub("{url}", lease=5)
+SESSION = contextvars.ContextVar("session", default=None)
+CLOSED = []
+
+@hub.around_task
+@contextlib.asynccontextmanager
+async def session(ctx):
+    await asyncio.sleep(0)            # an async DB session would await its connection here
+    token = SESSION.set(f"session-for-{{ctx.id}}")
+    try:
+        yield
+    finally:
+        SESSION.reset(token)
+
+@hub.task
+async def uses_session():
+    await asyncio.sleep(0)
+    return SESSION.get()
+
+@hub.task
+def sync_task():
+    return "never"
+'''
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_an_async_around_task_hook_wraps_async_tasks_on_every_pool(tmp_path: Path,
+                                                                   pool: str) -> None:
+    with scratch_app(tmp_path, ASYNC_HOOK, prefix="asynchook") as app, \
+            running_worker(app, pool):
+        result = app.uses_session.delay()
+        assert result.get(timeout=30) == f"session-for-{result.id}"
+        plain = app.sync_task.delay()
+        with pytest.raises(TaskFailed, match="returned an async context manager, which only "
+                                             "async def tasks can enter"):
+            plain.get(timeout=30)
