@@ -40,7 +40,7 @@ from typing import Any
 
 from hubbub._loader import load_hub
 from hubbub.context import set_default_sink
-from hubbub.errors import ErrorKind, SoftTimeLimitExceeded
+from hubbub.errors import ConfigurationError, ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.logs import configure
@@ -91,7 +91,9 @@ def main() -> None:
         hub = load_hub(spec.import_path)
         hub.hooks.start_process()  # before Ready: a child without its hooks serves nothing
     except Exception as exc:
-        sock.sendall(encode(LoadFailed(exception_text(exc))))
+        # A failing hook's ConfigurationError already names the hook and its error.
+        text = str(exc) if isinstance(exc, ConfigurationError) else exception_text(exc)
+        sock.sendall(encode(LoadFailed(text)))
         sock.close()
         return
     try:
