@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hubbub import Hub, get_task_logger
-from hubbub.cli._pidfile import Pidfile
+from hubbub.cli._process import Pidfile
 from hubbub.errors import ConfigurationError
 from hubbub.logs import JsonFormatter, TaskFilter
 from tests.integrations.procs import hubbub, imported, process, stop, wait_until
@@ -165,3 +165,33 @@ def test_text_lines_name_the_task_they_were_logged_in(tmp_path: Path) -> None:
     assert re.search(rf"WARNING app\.plain\[\d+\] {re.escape(label)}: plainly hey$", text, re.M)
     # and the worker's own line about the task:
     assert f"hubbub.worker {label}: task {label} succeeded" in text
+
+
+BEAT_APP = '''
+from hubbub import Hub
+
+hub = Hub("sqlite:///{db}")
+
+@hub.periodic(every=0.5)
+def tick():
+    return "tick"
+'''
+
+
+def test_beat_takes_the_same_service_options(tmp_path: Path) -> None:
+    (tmp_path / "beatapp.py").write_text(BEAT_APP.format(db=tmp_path / "broker.db"))
+    logfile, pidfile = tmp_path / "beat.log", tmp_path / "beat.pid"
+    args = hubbub("beat", "-A", "beatapp:hub", "--log-format", "json", "--logfile",
+                  str(logfile), "--pidfile", str(pidfile))
+    with process(args, tmp_path, tmp_path / "out.txt") as proc:
+        wait_until(pidfile.exists, "pidfile written", proc=proc, log=tmp_path / "out.txt")
+        assert int(pidfile.read_text()) == proc.pid
+
+        def announced() -> bool:
+            return logfile.exists() and "beat for beatapp:hub" in logfile.read_text()
+
+        wait_until(announced, "the beat logs as JSON", proc=proc, log=tmp_path / "out.txt")
+        assert stop(proc) == 0
+    assert not pidfile.exists()
+    lines = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert any(line["logger"] == "hubbub.beat" for line in lines)
