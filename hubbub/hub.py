@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.control.client import Control
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.errors import ConfigurationError
@@ -412,6 +414,13 @@ class Hub:
                 SQLite result store), or its extra is missing.
         """
         return open_plane(self.settings.broker, self.settings.results)
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of this hub's workers: ``hub.control.ping()``,
+        ``hub.control.inspect().active()``, ``hub.control.shutdown(destination=["w1"])``
+        (see :class:`~hubbub.control.client.Control`)."""
+        return Control(self)
 
     async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""

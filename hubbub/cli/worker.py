@@ -121,6 +121,9 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         size = bounds[0] if bounds else concurrency
         chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
                        make_pool(pool, size, **options), prefetch, autoscale=bounds)]
+    banner.extend(f"autoscale {','.join(lane.queues)}: {lane.autoscale[0]}..{lane.autoscale[1]} "
+                  f"{lane.pool.kind} slots (grows while work waits, shrinks when idle)"
+                  for lane in chosen if lane.autoscale is not None)
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat)
     run_worker(loop, [Beat(hub)] if beat else [])
