@@ -197,68 +197,40 @@ class Hub:
 
         return register if fn is None else register(fn)
 
-    # -- hooks in the process that runs the task (issue 16) ----------------------------------
+    # -- hooks in the process that runs the task (issue 16; semantics in hubbub/hooks.py) --
 
     def on_process_start(self, fn: ProcessHook) -> ProcessHook:
-        """Run ``fn()`` once in every process that runs tasks, before its first task.
-
-        That is each prefork, hybrid or gevent child, and the worker itself for the solo,
-        threads and async pools: the place to open a database pool or a client that must
-        not cross a process boundary. Register it where the app's tasks are (the module
-        ``-A`` names imports it), so that child processes have it too.
+        """Run ``fn()`` once in every process that runs tasks (each prefork, hybrid or gevent
+        child; the worker itself for solo, threads, async), before its first task. If it
+        raises, the worker does not start.
 
         Raises:
-            ConfigurationError: ``fn`` is ``async def`` (it would never be awaited).
+            ConfigurationError: ``fn`` is ``async def`` (so are the other hook decorators).
         """
         return self.hooks.add("on_process_start", fn)
 
     def on_process_stop(self, fn: ProcessHook) -> ProcessHook:
-        """Run ``fn()`` in every process that ran ``on_process_start`` hooks, when it stops
-        serving (gracefully; a killed process runs nothing). Last registered runs first; an
-        error is logged.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Run ``fn()`` when such a process stops serving (last registered first)."""
         return self.hooks.add("on_process_stop", fn)
 
     def around_task(self, factory: AroundTask) -> AroundTask:
-        """Enter ``factory(ctx)`` (a context manager) around every task, in the process and
-        thread (or coroutine) that runs it: an app context, a DB session, a span.
-
-        ``ctx`` is the task's ``TaskContext``. The first registered is outermost. An error
-        raised on entering or leaving fails that task, as its own error would.
-
-        Raises:
-            ConfigurationError: ``factory`` is ``async def``.
-        """
+        """Enter ``factory(ctx)``, a context manager (or, for ``async def`` tasks, an async
+        one), around every task, in the thread or coroutine that runs it (first registered
+        outermost); an error fails that task."""
         return self.hooks.add("around_task", factory)
 
     def before_task(self, fn: TaskCallback) -> TaskCallback:
-        """Call ``fn(ctx)`` just before every task, inside the ``around_task`` hooks (Celery's
-        ``task_prerun``). An error fails that task.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx)`` just before every task (Celery's ``task_prerun``); an error
+        fails that task."""
         return self.hooks.add("before_task", fn)
 
     def after_task(self, fn: TaskCallback) -> TaskCallback:
-        """Call ``fn(ctx)`` after every task, whether it succeeded or failed (Celery's
-        ``task_postrun``). An error is logged; the task's outcome stands.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx)`` after every task, success or failure (``task_postrun``)."""
         return self.hooks.add("after_task", fn)
 
     def on_task_failure(self, fn: TaskFailureCallback) -> TaskFailureCallback:
-        """Call ``fn(ctx, exc)`` when a task raises (not for ``Retry``/``Reject``; Celery's
-        ``task_failure``), once per failed attempt. An error is logged.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx, exc)`` when a task raises, but not ``Retry``/``Reject``
+        (``task_failure``)."""
         return self.hooks.add("on_task_failure", fn)
 
     # -- periodic tasks ------------------------------------------------------------------

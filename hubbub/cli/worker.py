@@ -7,10 +7,9 @@ import logging
 import click
 
 from hubbub._loader import load_hub
-from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
-from hubbub.cli._pidfile import Pidfile
+from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, settings_lines
+from hubbub.cli._process import as_service, service_options
 from hubbub.events import WorkerOnline
-from hubbub.logs import FORMATS, configure
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -77,15 +76,7 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
-@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="Log lines as text, or as JSON objects (one per line) with task_id and "
-                   "task_name for records logged inside a task.")
-@click.option("--logfile", default=None, metavar="PATH",
-              help="Append logs (the child processes' too) to this file instead of stderr; "
-                   "reopened when logrotate moves it.")
-@click.option("--pidfile", default=None, metavar="PATH",
-              help="Write the worker's process id here; refuse to start while a live process "
-                   "holds it; removed on exit.")
+@service_options
 @friendly
 def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None,
@@ -99,18 +90,10 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
     --grace seconds); a second one releases running work and exits.
     """
-    configure(loglevel, log_format, logfile)
-    quiet_drivers(loglevel)
-    held = Pidfile(pidfile) if pidfile else None
-    if held is not None:
-        held.acquire()
-    try:
+    with as_service(loglevel, log_format, logfile, pidfile):
         _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
                max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name,
                events)
-    finally:
-        if held is not None:
-            held.release()
 
 
 def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
