@@ -135,6 +135,7 @@ class WorkerLoop:
 
     @property
     def running(self) -> int:
+        """Tasks running now, over every lane."""
         return sum(lane.running for lane in self.lanes)
 
     @property
