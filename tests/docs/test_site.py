@@ -125,3 +125,27 @@ def test_configuration_page_names_every_setting_and_variable() -> None:
         assert row is not None, f"no row for {name}"
         variable = environment_variable(name)
         assert variable is None or f"`{variable}`" in row, (name, row)
+
+
+def test_coming_from_celery_snippets_run(tmp_path: Path) -> None:
+    """The page's Python blocks, joined in order, run (on the memory broker instead of the
+    Redis its app names), and a task it declares runs on a worker."""
+    page = (ROOT / "docs" / "coming-from-celery.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", page, re.S | re.M)
+    assert len(blocks) >= 3
+    code = "\n".join(blocks)
+    assert 'Hub("redis://localhost:6379/0")' in code
+    code = code.replace('Hub("redis://localhost:6379/0")', 'Hub("memory://")')
+    code += (
+        "\nfrom hubbub.events import TaskAttemptFailed\n"
+        "from hubbub.testing import drain\n"
+        "sent = sync_stock.delay('A-1')\n"
+        "drain(hub)\n"
+        "assert sent.get(timeout=10) is None\n"
+        "alert(TaskAttemptFailed('id1', 'shop.x', 0.1, 'w', 'boom', False))\n")
+    (tmp_path / "shop.py").write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "shop.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "shop.x id1 failed for good: boom" in done.stdout
