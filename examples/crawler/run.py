@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-QUEUE_CHECK_EVERY = 0.5  # seconds between queue counts (a count scans the SQLite table)
+POLL_EVERY = 0.2  # seconds between asking the server how many pages it served
+QUEUE_CHECK_EVERY = 2.0  # seconds between queue counts (a count scans the SQLite table)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def wait_until_done(worker: subprocess.Popen[bytes], port: int, run: str, queue:
             raise RuntimeError(f"the {run} worker exited with status {worker.returncode}")
         if now > deadline:
             raise TimeoutError(f"the {run} crawl did not finish in time")
-        time.sleep(0.05)
+        time.sleep(POLL_EVERY)
 
 
 def stop(worker: subprocess.Popen[bytes], grace: float = 30.0) -> None:

@@ -4,9 +4,10 @@
 
 ``GET /<run>/<n>`` answers a small HTML page and counts one hit for page ``n`` of run
 ``<run>`` (any word: the crawler uses one per pool). ``GET /_stats/<run>?n=N`` answers, as
-JSON, how many pages of that run were served, how many of ``0..N-1`` were never fetched or
-fetched more than once (with a few examples of each), and the first and last hit's time on
-this process's monotonic clock, so the crawl's rate is measured where the pages are served.
+JSON, how many pages of that run were served and the first and last hit's time on this
+process's monotonic clock; with ``n=N``, also how many of ``0..N-1`` were never fetched or
+fetched more than once (with a few examples of each). So the crawl's rate is measured
+where the pages are served.
 
 It is a plain asyncio server with keep-alive rather than a framework, so that the server is
 not what limits the crawl on a small machine. It listens on 127.0.0.1 only.
@@ -35,21 +36,29 @@ class Run:
     first: float | None = None
     last: float | None = None
 
+    served: int = 0
+
     def hit(self, page: int) -> None:
         now = time.monotonic()
         if self.first is None:
             self.first = now
         self.last = now
         self.hits[page] += 1
+        self.served += 1
 
     def stats(self, n: int) -> dict[str, object]:
-        missing = [i for i in range(n) if self.hits[i] == 0] if n else []
-        twice = sorted(i for i, count in self.hits.items() if count > 1)
-        outside = sorted(i for i in self.hits if not 0 <= i < n) if n else []
-        return {"served": sum(self.hits.values()), "distinct": len(self.hits),
-                "missing": len(missing), "missing_examples": missing[:10],
-                "duplicated": len(twice), "duplicated_examples": twice[:10],
-                "outside": len(outside), "first": self.first, "last": self.last}
+        """Pages served; with ``n``, also which of ``0..n-1`` were missed or served twice
+        (that walks every page: the crawler asks once, at the end)."""
+        found: dict[str, object] = {"served": self.served, "first": self.first,
+                                    "last": self.last}
+        if n:
+            missing = [i for i in range(n) if self.hits.get(i, 0) == 0]
+            twice = sorted(i for i, count in self.hits.items() if count > 1)
+            outside = sorted(i for i in self.hits if not 0 <= i < n)
+            found.update(distinct=len(self.hits), missing=len(missing),
+                         missing_examples=missing[:10], duplicated=len(twice),
+                         duplicated_examples=twice[:10], outside=len(outside))
+        return found
 
 
 RUNS: dict[str, Run] = {}
