@@ -17,6 +17,8 @@ log = logging.getLogger("hubbub.events")
 
 @dataclass(frozen=True, slots=True)
 class TaskSucceeded:
+    """A task ran and succeeded in ``duration`` seconds on ``worker``."""
+
     id: str
     task: str
     duration: float
@@ -41,6 +43,9 @@ class TaskAttemptFailed:
 
 @dataclass(frozen=True, slots=True)
 class TaskDeadLettered:
+    """A message went to the dead letters of ``queue`` for ``reason`` (``id`` is None when
+    the body could not be read)."""
+
     id: str | None
     queue: str
     reason: str
@@ -69,6 +74,8 @@ class WorkerOnline:
 
 @dataclass(frozen=True, slots=True)
 class WorkerHeartbeat:
+    """A worker is alive: ``running`` tasks now, ``processed`` since it started."""
+
     worker: str
     running: int
     processed: int
@@ -76,6 +83,8 @@ class WorkerHeartbeat:
 
 @dataclass(frozen=True, slots=True)
 class WorkerOffline:
+    """A worker stopped after ``processed`` tasks."""
+
     worker: str
     processed: int
 
@@ -169,6 +178,7 @@ class EventBus:
         self._subscribers = tuple(subscribers)
 
     def emit(self, event: Event) -> None:
+        """Call every subscriber with ``event``; one that raises is logged and skipped."""
         for subscriber in self._subscribers:
             try:
                 subscriber(event)

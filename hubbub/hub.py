@@ -397,6 +397,8 @@ class Hub:
             await client.close()
 
     def max_message_size(self, transport: Transport) -> int:
+        """Bytes a message may have on ``transport``: ``limits.max_message_size``, lowered to
+        the broker's own cap where it has one."""
         cap = transport.capabilities.max_message_size
         limit = self.settings.limits.max_message_size
         return limit if cap is None else min(limit, cap)

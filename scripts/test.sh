@@ -32,7 +32,14 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server
 fi
 
 # Style and types first (STYLE.md's tooling), so that pytest's summary is the last word.
-python3 -m ruff check hubbub tests bench
+python3 -m ruff check hubbub tests bench examples
 python3 -m mypy --strict hubbub
+
+# The documentation site: a broken link, a missing page or an API docstring that is missing
+# or malformed fails here (mkdocs.yml, scripts/mkdocs_hooks.py). Built into a scratch folder.
+# No --quiet: it hides the warnings that --strict counts, and the build would pass anyway.
+site="$(mktemp -d)"
+trap 'rm -rf "$site"' EXIT
+NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --site-dir "$site"
 
 python3 -m pytest "$@"

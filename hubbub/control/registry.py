@@ -40,6 +40,8 @@ class LaneEntry:
     autoscale: tuple[int, int] | None = None  # (min, max)
 
     def to_json(self) -> dict[str, Any]:
+        """The lane as stored in the registry entry (``queues``, ``pool``, ``concurrency``,
+        ``autoscale``)."""
         return {"queues": list(self.queues), "pool": self.pool,
                 "concurrency": self.concurrency,
                 "autoscale": None if self.autoscale is None else list(self.autoscale)}

@@ -95,6 +95,7 @@ class Lane:
             raise
 
     def release_slot(self) -> None:
+        """Give back a slot taken with ``acquire()``; the longest waiter gets it."""
         self.running -= 1
         self._hand_out()
 

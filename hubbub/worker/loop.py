@@ -153,6 +153,7 @@ class WorkerLoop:
 
     @property
     def running(self) -> int:
+        """Tasks running now, over every lane."""
         return sum(lane.running for lane in self.lanes)
 
     def running_now(self, limit: int) -> list[RunningTask]:
