@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
@@ -14,6 +16,8 @@ from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
+from hubbub.compat.celery.producer import CeleryProducer, broker_url
 from hubbub.control.plane import MemoryPlane, Plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
@@ -24,7 +28,7 @@ from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
 from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
@@ -106,6 +110,7 @@ class Hub:
         # The producer's connections, on the bridge loop (see client()).
         self._connector = Connector(self.open_transport, self.open_results,
                                     self.settings.broker)
+        self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -222,17 +227,43 @@ class Hub:
 
     def send_task(
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-        **send: Any,
+        *, protocol: Literal["hubbub", "celery"] = "hubbub", **send: Any,
     ) -> Result[Any]:
         """Send a task by name, without importing its code.
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
         The arguments are not checked here (the worker does), whether the name is known or not.
+
+        With ``protocol="celery"`` the task goes to a Celery worker instead: a Celery protocol
+        v2 message on Celery's broker (the ``celery_broker`` setting, else this hub's broker
+        when it is Redis or RabbitMQ), on Celery's queue ``queue`` (default ``"celery"``).
+        Celery keeps its result, so the returned handle keeps none: read it with Celery's
+        ``AsyncResult(result.id)``.
+
+        Raises:
+            ConfigurationError: bad options, or no Redis or RabbitMQ broker for Celery.
+            MessageError: an argument cannot be encoded.
+            TransportUnavailable: the broker cannot be reached.
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
+        if protocol == "celery":  # -- Celery bridge (issue 17)
+            envelope = build_envelope(replace(spec, queue=None), CELERY_QUEUE, tuple(args),
+                                      kwargs or {}, SendOptions(**send))
+            self.bridge.run(self._celery_send(envelope))
+            return Result(self, envelope.id, name, ignored=True)
+        if protocol != "hubbub":
+            raise ConfigurationError(f"protocol must be 'hubbub' or 'celery', not {protocol!r}")
         return Task(self, remote, spec).apply_async(args, kwargs, **send)
+
+    async def _celery_send(self, envelope: Envelope) -> None:
+        # One producer per process, on the bridge loop (a forked child opens its own).
+        producer = self._celery_producers.get(os.getpid())
+        if producer is None:
+            producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
+            self._celery_producers = {os.getpid(): producer}
+        await producer.send(envelope)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -389,6 +420,9 @@ class Hub:
         client = self._connector.detach()
         if client is not None:
             self.bridge.run(client.close())
+        celery = self._celery_producers.pop(os.getpid(), None)
+        if celery is not None:
+            self.bridge.run(celery.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,

@@ -8,6 +8,7 @@ import click
 
 from hubbub._loader import load_hub
 from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
+from hubbub.compat.celery.bridge import celery_lane
 from hubbub.events import WorkerOnline
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
@@ -67,6 +68,18 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
               help="Seconds a delivery stays leased without renewal (default 30).")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between heartbeats; the worker registry entry lives for three.")
+@click.option("--celery-queue", "celery_queues", multiple=True, metavar="QUEUES[=POOL[:N]]",
+              help="Also run Celery's queues (the migration bridge, docs/celery.md): Celery "
+                   "protocol v2 JSON messages from Celery's broker, on the worker's pool or "
+                   "one of their own (repeat for several lanes).")
+@click.option("--celery-broker", default=None, metavar="URL",
+              help="Celery's broker for --celery-queue (default: $HUBBUB_CELERY_BROKER, else "
+                   "the hub's broker if it is Redis or RabbitMQ).")
+@click.option("--celery-results", default=None, metavar="URL",
+              help="Celery's Redis result backend: bridged tasks' results are also written "
+                   "there for AsyncResult(id).get() (default: $HUBBUB_CELERY_RESULTS).")
+@click.option("--celery-result-expires", type=click.FloatRange(min=1), default=86400.0,
+              show_default=True, help="Seconds Celery's results are kept (result_expires).")
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -76,7 +89,9 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
-           lease: float | None, heartbeat: float, name: str | None, loglevel: str) -> None:
+           lease: float | None, heartbeat: float, celery_queues: tuple[str, ...],
+           celery_broker: str | None, celery_results: str | None,
+           celery_result_expires: float, name: str | None, loglevel: str) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
@@ -111,6 +126,12 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         size = bounds[0] if bounds else concurrency
         chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
                        make_pool(pool, size, **options), prefetch, autoscale=bounds)]
+    # -- Celery bridge (issue 17)
+    chosen += [celery_lane(hub, spec, broker=celery_broker, results=celery_results,
+                           result_expires=celery_result_expires, pool=pool,
+                           concurrency=concurrency, prefetch=prefetch, **options)
+               for spec in celery_queues]
+    # -- end Celery bridge
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat)
     run_worker(loop, [Beat(hub)] if beat else [])

@@ -1,0 +1,133 @@
+"""The bridge on Redis: Celery producers, hubbub workers, Celery callers reading results."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import redis
+
+from tests.compat.conftest import REDIS, Names, bridge_worker, celery_app, require_server
+from tests.worker.scratch import wait_until
+
+
+@pytest.fixture(autouse=True)
+def _server() -> None:
+    require_server("redis")
+
+
+def _dead(queue: str) -> list[dict[str, object]]:
+    client = redis.Redis.from_url(REDIS)
+    try:
+        return [json.loads(x) for x in client.lrange(f"hubbub-celery:{{{queue}}}:dead", 0, -1)]
+    finally:
+        client.close()
+
+
+def test_celery_send_task_runs_on_the_bridge_and_celery_reads_the_result(
+        app: ModuleType, names: Names) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.add", (2, 3))
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, REDIS):
+            assert sent.get(timeout=10) == 5
+        assert sent.status == "SUCCESS"
+
+
+def test_a_task_failing_for_good_is_a_failure_celery_raises(
+        app: ModuleType, names: Names) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.fail")
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, REDIS), pytest.raises(ValueError, match="no stock"):
+            sent.get(timeout=10)
+
+
+def test_countdown_is_held_in_redis_until_due(app: ModuleType, names: Names) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.add", (1, 1), countdown=2)
+        names.ids.append(sent.id)
+        began = time.time()
+        with bridge_worker(app, names.queue, REDIS):
+            assert sent.get(timeout=10) == 2
+        assert time.time() - began >= 1.9
+
+
+def test_an_expired_celery_message_does_not_run(app: ModuleType, names: Names,
+                                                tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    with closing(redis.Redis.from_url(REDIS)) as client, \
+            celery_app(REDIS, names.queue) as celery:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        stale = celery.send_task("shop.slow_add", (1, 1, str(marker)), expires=past)
+        fresh = celery.send_task("shop.add", (2, 2))
+        names.ids += [stale.id, fresh.id]
+        with bridge_worker(app, names.queue, REDIS):
+            assert fresh.get(timeout=10) == 4
+            wait_until(lambda: client.llen(names.queue) == 0
+                       and client.zcard(f"hubbub-celery:{{{names.queue}}}:leased") == 0,
+                       "both messages acked")
+        assert not marker.exists()
+
+
+def test_pickle_is_refused_with_the_reason_and_never_unpickled(
+        app: ModuleType, names: Names) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        celery.conf.update(task_serializer="pickle", accept_content=["json", "pickle"])
+        sent = celery.send_task("shop.add", (2, 3), serializer="pickle")
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, REDIS):
+            wait_until(lambda: len(_dead(names.queue)) == 1, "the pickled message dead-lettered")
+            [dead] = _dead(names.queue)
+            assert dead["id"] == sent.id
+            assert "pickle" in str(dead["reason"])
+            assert "never unpickles" in str(dead["reason"])
+            with pytest.raises(Exception, match="pickle"):
+                sent.get(timeout=10)  # the Celery caller learns why, instead of waiting
+
+
+def test_a_celery_chain_is_dead_lettered_saying_the_bridge_has_no_canvas(
+        app: ModuleType, names: Names) -> None:
+    from celery import chain
+
+    with celery_app(REDIS, names.queue) as celery:
+        first = celery.signature("shop.add", (1, 2))
+        second = celery.signature("shop.add", (10,))
+        result = chain(first, second).apply_async()
+        names.ids += [result.id, result.parent.id]
+        with bridge_worker(app, names.queue, REDIS):
+            wait_until(lambda: len(_dead(names.queue)) == 1, "the chain dead-lettered")
+            [dead] = _dead(names.queue)
+            assert dead["task"] == "shop.add"
+            assert dead["id"] == result.parent.id
+            assert "canvas (chain)" in str(dead["reason"])
+            assert "does not support" in str(dead["reason"])
+
+
+def test_a_retry_goes_back_to_celerys_queue_and_runs_again(app: ModuleType, names: Names,
+                                                           tmp_path: Path) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.fail")  # retries=1: two runs, then FAILURE
+        names.ids.append(sent.id)
+        seen: list[str] = []
+        client = redis.Redis.from_url(REDIS)
+        pubsub = client.pubsub()
+        pubsub.subscribe(f"celery-task-meta-{sent.id}")
+        try:
+            with bridge_worker(app, names.queue, REDIS):
+                with pytest.raises(ValueError, match="no stock"):
+                    sent.get(timeout=15)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and "FAILURE" not in seen:
+                    message = pubsub.get_message(timeout=0.2)
+                    if message and message["type"] == "message":
+                        seen.append(json.loads(message["data"])["status"])
+        finally:
+            pubsub.close()
+            client.close()
+        assert seen == ["RETRY", "FAILURE"]
