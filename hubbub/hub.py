@@ -57,6 +57,10 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
+        celery_broker: Celery's broker, for ``send_task(..., protocol="celery")`` and the
+            worker's ``--celery-queue`` (default: this broker when it is Redis or RabbitMQ).
+        celery_results: Celery's Redis result backend, where the bridge also writes the
+            results of the Celery tasks it runs (docs/celery.md).
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -80,6 +84,8 @@ class Hub:
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
+        celery_broker: str | None = None,
+        celery_results: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
@@ -90,6 +96,7 @@ class Hub:
             "default_queue": default_queue, "limits": limits,
             "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
             "dead_letter_failures": dead_letter_failures,
+            "celery_broker": celery_broker, "celery_results": celery_results,
         }, cli=overrides, defaults={
             "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
         self.codec: Codec = get_codec(self.settings.serializer)
