@@ -139,7 +139,8 @@ def app(tmp_path: Path) -> Iterator[ModuleType]:
 
 
 @contextlib.contextmanager
-def bridge_worker(module: ModuleType, queue: str, broker: str) -> Iterator[Any]:
+def bridge_worker(module: ModuleType, queue: str, broker: str, lease: float = 5
+                  ) -> Iterator[Any]:
     """An in-process worker running Celery's ``queue`` (threads), results for Celery in
     Redis db 0; stopped when the block ends, even on failure."""
     from hubbub.compat.celery.bridge import celery_lane
@@ -151,7 +152,7 @@ def bridge_worker(module: ModuleType, queue: str, broker: str) -> Iterator[Any]:
     lanes = [Lane([hub.settings.default_queue], make_pool("threads", 1)),
              celery_lane(hub, queue, broker=broker, results=REDIS, pool="threads",
                          concurrency=2)]
-    worker = WorkerLoop(hub, lanes=lanes, lease=5, heartbeat=0.5)
+    worker = WorkerLoop(hub, lanes=lanes, lease=lease, heartbeat=0.5)
     loop = asyncio.new_event_loop()
     failed: list[BaseException] = []
 

@@ -131,3 +131,29 @@ def test_a_retry_goes_back_to_celerys_queue_and_runs_again(app: ModuleType, name
             pubsub.close()
             client.close()
         assert seen == ["RETRY", "FAILURE"]
+
+
+def test_a_task_longer_than_its_lease_runs_once(app: ModuleType, names: Names, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLOW_ADD_SECONDS", "3")
+    marker = tmp_path / "starts"
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.slow_add", (2, 3, str(marker)))
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, REDIS, lease=1):  # renewed every 1/3 s
+            assert sent.get(timeout=15) == 5
+        assert len(marker.read_text().split()) == 1
+
+
+def test_the_bridge_refuses_to_start_for_a_hub_that_requires_signing() -> None:
+    from hubbub import Hub
+    from hubbub.compat.celery.bridge import celery_lane
+    from hubbub.errors import ConfigurationError
+
+    hub = Hub("memory://", signing_keys={"k1": "s3cret-s3cret-s3cret-0"})
+    try:
+        with pytest.raises(ConfigurationError, match="unsigned Celery messages") as caught:
+            celery_lane(hub, "celery", broker=REDIS)
+        assert "s3cret" not in str(caught.value)  # the key is never shown
+    finally:
+        hub.close()

@@ -2,8 +2,10 @@
 
 A message is taken with ``basic.get`` and acked only once its result is written (or it was
 dead-lettered or handed back), so a bridge worker that dies leaves it unacked and RabbitMQ
-gives it to the next consumer, marked redelivered. The lease is the connection's: renewing
-costs nothing, and a lost connection loses every lease at once (``extend`` says so). A
+gives it to the next consumer, marked redelivered; the bridge then counts that delivery in
+an ``x-hubbub-attempts`` header of a copy (which Celery ignores), so poison is capped. The
+lease is the connection's: renewing costs nothing, and a lost connection loses every lease at
+once (``extend`` says so). A
 message with a future eta waits in a delay queue (see ``_amqp``); a dead letter is copied,
 with its reason in the ``x-hubbub-reason`` header, to ``<queue>.hubbub.dead`` before the
 original is acked.
@@ -22,6 +24,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from hubbub._redact import redact
 from hubbub._text import cap
 from hubbub.errors import MessageError
+from hubbub.transports._safe import count_of
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, QueueStats
 
 from . import _amqp
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from .results import CeleryResultWriter
 
 POLL = (0.02, 0.25)  # seconds between two empty basic.gets: first, longest
+ATTEMPTS = "x-hubbub-attempts"
 
 
 class AmqpCelerySource(CelerySource):
@@ -120,6 +124,14 @@ class AmqpCelerySource(CelerySource):
 
     async def _take(self, queue: str, m: AbstractIncomingMessage,
                     lease: float) -> Delivery | None:
+        assert self._channel is not None
+        # Deliveries counted so far, in a header of the bridge's own (Celery ignores it): a
+        # message whose holder died comes back redelivered, and is counted durably by
+        # publishing it again with the count before it runs (the cap on poison).
+        seen = count_of((m.headers or {}).get(ATTEMPTS, 0), 0)
+        if m.redelivered:
+            await self._again(queue, m, seen + 1)
+            return None
         try:
             message: Any = read_amqp(m.body, m.headers, m.content_type, m.content_encoding,
                                      {"correlation_id": m.correlation_id,
@@ -129,14 +141,20 @@ class AmqpCelerySource(CelerySource):
         now = time.time()
         eta = None if isinstance(message, CeleryRefused) else due_at(message)
         if eta is not None and eta > now + 0.01:
-            assert self._channel is not None
             await _amqp.send_later(self._channel, queue, _amqp.copy_of(m), eta - now)
             await m.ack()
             return None
         ident = message.id if not isinstance(message, CeleryRefused) else message.task_id
-        return Delivery(queue, m.body, ident or f"celery-amqp-{m.delivery_tag}",
-                        2 if m.redelivered else 1, min(max(m.priority or 0, 0), 9),
+        return Delivery(queue, m.body, ident or f"celery-amqp-{m.delivery_tag}", seen + 1,
+                        min(max(m.priority or 0, 0), 9),
                         receipt=Receipt(self, (self._gen, m), message), lease_until=now + lease)
+
+    async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int) -> None:
+        """Put a copy of ``m`` at the end of ``queue`` with ``attempts`` counted, then ack."""
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            _amqp.copy_of(m, {ATTEMPTS: attempts}), routing_key=queue)
+        await m.ack()
 
     # -- settling ---------------------------------------------------------------------------
 
@@ -154,10 +172,11 @@ class AmqpCelerySource(CelerySource):
                 if m is None:
                     continue
                 if delay > 0 and self._channel is not None:
-                    await _amqp.send_later(self._channel, d.queue, _amqp.copy_of(m), delay)
+                    await _amqp.send_later(self._channel, d.queue,
+                                           _amqp.copy_of(m, {ATTEMPTS: d.attempts - 1}), delay)
                     await m.ack()
-                else:
-                    await m.nack(requeue=True)
+                else:  # not nack: a redelivered flag would count it as an attempt
+                    await self._again(d.queue, m, d.attempts - 1)
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         until, lost = time.time() + lease, []
