@@ -157,3 +157,15 @@ def test_the_bridge_refuses_to_start_for_a_hub_that_requires_signing() -> None:
         assert "s3cret" not in str(caught.value)  # the key is never shown
     finally:
         hub.close()
+
+
+def test_a_celery_group_runs_and_its_group_result_collects(app: ModuleType,
+                                                           names: Names) -> None:
+    from celery import group
+
+    with celery_app(REDIS, names.queue) as celery:
+        result = group(celery.signature("shop.add", (1, 2)),
+                       celery.signature("shop.add", (3, 4))).apply_async()
+        names.ids += [r.id for r in result.results]
+        with bridge_worker(app, names.queue, REDIS):
+            assert result.get(timeout=10) == [3, 7]
