@@ -163,3 +163,13 @@ def test_recognise_names_a_celery_message_from_amqp_headers_or_a_redis_body() ->
     assert recognise(payload, None) == ("shop.add", task_id)
     assert recognise(b"[[2, 3], {}, {}]", {"task": "shop.add", "id": "x"}) == ("shop.add", "x")
     assert recognise(b'{"v": 1, "task": "a"}', None) is None
+
+
+def test_a_message_over_the_size_limit_is_refused_before_it_is_read() -> None:
+    payload = _celery_payload(args=("x" * 5000,))
+    with pytest.raises(CeleryRefused, match="over the limit of 1000"):
+        read_redis(payload, max_size=1000)
+    with pytest.raises(CeleryRefused, match="over the limit") as caught:
+        read_amqp(b"[" * 5000, {"task": "shop.add", "id": "i1"}, "application/json", "utf-8",
+                  {}, max_size=1000)
+    assert (caught.value.task, caught.value.task_id) == ("shop.add", "i1")

@@ -52,6 +52,7 @@ class CelerySource(Source):
         self.hub = hub
         self.queues = queues
         self.results = results
+        self.max_size = hub.settings.limits.max_message_size
 
     def owns(self, delivery: Delivery) -> bool:
         receipt = delivery.receipt

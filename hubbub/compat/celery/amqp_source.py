@@ -135,7 +135,8 @@ class AmqpCelerySource(CelerySource):
         try:
             message: Any = read_amqp(m.body, m.headers, m.content_type, m.content_encoding,
                                      {"correlation_id": m.correlation_id,
-                                      "reply_to": m.reply_to, "priority": m.priority})
+                                      "reply_to": m.reply_to, "priority": m.priority},
+                                     self.max_size)
         except CeleryRefused as exc:
             message = exc
         now = time.time()

@@ -80,12 +80,21 @@ def _identity(headers: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return _text(headers.get("task")), _text(headers.get("id"))
 
 
-def read_redis(payload: bytes) -> CeleryMessage:
+def _too_large(size: int, max_size: int | None, task: str | None = None,
+               task_id: str | None = None) -> None:
+    if max_size is not None and size > max_size:
+        raise CeleryRefused(f"Celery message is {size} bytes, over the limit of {max_size} "
+                            "(limits.max_message_size)", task, task_id)
+
+
+def read_redis(payload: bytes, max_size: int | None = None) -> CeleryMessage:
     """A message as kombu's Redis transport stores it (one JSON object per list item).
 
     Raises:
-        CeleryRefused: not a readable Celery v2 JSON message; the reason says why.
+        CeleryRefused: not a readable Celery v2 JSON message, or larger than ``max_size``
+            bytes; the reason says why.
     """
+    _too_large(len(payload), max_size)  # before parsing: nothing of it is read
     try:
         outer = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -113,12 +122,15 @@ def read_redis(payload: bytes) -> CeleryMessage:
 
 
 def read_amqp(body: bytes, headers: Mapping[str, Any] | None, content_type: str | None,
-              content_encoding: str | None, properties: Mapping[str, Any]) -> CeleryMessage:
+              content_encoding: str | None, properties: Mapping[str, Any],
+              max_size: int | None = None) -> CeleryMessage:
     """A message as it arrives from RabbitMQ: the body, the AMQP headers and properties.
 
     Raises:
-        CeleryRefused: not a readable Celery v2 JSON message; the reason says why.
+        CeleryRefused: not a readable Celery v2 JSON message, or a body larger than
+            ``max_size`` bytes; the reason says why.
     """
+    _too_large(len(body), max_size, *_identity(headers or {}))
     return _read(body, content_type, content_encoding, dict(headers or {}), dict(properties))
 
 

@@ -233,7 +233,7 @@ class RedisCelerySource(CelerySource):
         for i in range(0, len(flat), 3):
             tag, payload, attempts = flat[i].decode(), bytes(flat[i + 1]), int(flat[i + 2])
             try:
-                message: Any = read_redis(payload)
+                message: Any = read_redis(payload, self.max_size)
             except CeleryRefused as exc:
                 message = exc
             eta = None if isinstance(message, CeleryRefused) else due_at(message)
