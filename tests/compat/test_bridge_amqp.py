@@ -55,8 +55,7 @@ def test_countdown_on_rabbitmq_waits_in_a_delay_queue(app: ModuleType, names: Na
         assert time.time() - began >= 1.9
 
 
-def test_a_chain_on_rabbitmq_is_dead_lettered_with_the_reason(app: ModuleType,
-                                                              names: Names) -> None:
+def test_a_chain_on_rabbitmq_runs_step_after_step(app: ModuleType, names: Names) -> None:
     from celery import chain
 
     with celery_app(AMQP, names.queue) as celery:
@@ -64,7 +63,17 @@ def test_a_chain_on_rabbitmq_is_dead_lettered_with_the_reason(app: ModuleType,
                        celery.signature("shop.add", (10,))).apply_async()
         names.ids += [result.id, result.parent.id]
         with bridge_worker(app, names.queue, AMQP):
-            wait_until(lambda: len(_dead(names.queue)) == 1, "the chain dead-lettered")
+            assert result.get(timeout=15) == 13
+
+
+def test_a_chord_on_rabbitmq_is_dead_lettered_with_the_reason(app: ModuleType,
+                                                              names: Names) -> None:
+    with celery_app(AMQP, names.queue) as celery:
+        sent = celery.signature("shop.add", (1, 2)).apply_async(
+            link_error=celery.signature("shop.add", (10,)))
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, AMQP):
+            wait_until(lambda: len(_dead(names.queue)) == 1, "the message dead-lettered")
         [(headers, _)] = _dead(names.queue)
-        assert headers["id"] == result.parent.id
-        assert "canvas (chain)" in str(headers["x-hubbub-reason"])
+        assert headers["id"] == sent.id
+        assert "canvas (errbacks)" in str(headers["x-hubbub-reason"])

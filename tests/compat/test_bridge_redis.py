@@ -91,22 +91,38 @@ def test_pickle_is_refused_with_the_reason_and_never_unpickled(
                 sent.get(timeout=10)  # the Celery caller learns why, instead of waiting
 
 
-def test_a_celery_chain_is_dead_lettered_saying_the_bridge_has_no_canvas(
-        app: ModuleType, names: Names) -> None:
+def test_a_celery_chain_runs_step_after_step_on_the_bridge(app: ModuleType,
+                                                           names: Names) -> None:
     from celery import chain
 
     with celery_app(REDIS, names.queue) as celery:
-        first = celery.signature("shop.add", (1, 2))
-        second = celery.signature("shop.add", (10,))
-        result = chain(first, second).apply_async()
-        names.ids += [result.id, result.parent.id]
+        result = chain(celery.signature("shop.add", (1, 2)),
+                       celery.signature("shop.add", (10,)),
+                       celery.signature("shop.add", (100, 1), immutable=True)).apply_async()
+        names.ids += [result.id, result.parent.id, result.parent.parent.id]
         with bridge_worker(app, names.queue, REDIS):
-            wait_until(lambda: len(_dead(names.queue)) == 1, "the chain dead-lettered")
+            assert result.get(timeout=15) == 101
+            assert result.parent.get(timeout=5) == 13  # add(3, 10): the result went first
+            assert result.parent.parent.get(timeout=5) == 3
+            meta = celery.backend.get_task_meta(result.parent.id)
+            assert meta["parent_id"] == result.parent.parent.id
+
+
+def test_callbacks_are_dead_lettered_saying_the_bridge_does_not_run_that_canvas(
+        app: ModuleType, names: Names) -> None:
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.signature("shop.add", (1, 2)).apply_async(
+            link=celery.signature("shop.add", (10,)))
+        names.ids.append(sent.id)
+        with bridge_worker(app, names.queue, REDIS):
+            wait_until(lambda: len(_dead(names.queue)) == 1, "the message dead-lettered")
             [dead] = _dead(names.queue)
             assert dead["task"] == "shop.add"
-            assert dead["id"] == result.parent.id
-            assert "canvas (chain)" in str(dead["reason"])
+            assert dead["id"] == sent.id
+            assert "canvas (callbacks)" in str(dead["reason"])
             assert "does not support" in str(dead["reason"])
+            with pytest.raises(Exception, match="canvas"):
+                sent.get(timeout=10)
 
 
 def test_a_retry_goes_back_to_celerys_queue_and_runs_again(app: ModuleType, names: Names,

@@ -108,14 +108,39 @@ def test_protocol_1_is_refused_with_the_setting_that_fixes_it() -> None:
                   "utf-8", {})
 
 
-def test_a_chain_is_refused_saying_the_bridge_has_no_canvas() -> None:
+def test_a_plain_chain_rides_along_and_its_next_step_gets_the_result() -> None:
     from celery import Celery
 
+    from hubbub.compat.celery.canvas import CHAIN, next_step
+
     app = Celery("unit", set_as_current=False)
-    nxt = app.signature("shop.add", (10,))
-    message = read_redis(_celery_payload(chain=[dict(nxt)]))
+    last = app.signature("shop.mul", (10,), task_id="t3")
+    middle = app.signature("shop.add", (5,), immutable=True, task_id="t2", queue="other")
+    message = read_redis(_celery_payload(chain=[dict(last), dict(middle)]))
     assert canvas_of(message) == "chain"
-    with pytest.raises(CeleryRefused, match=r"canvas \(chain\).*does not support"):
+    env = to_envelope(message, "celery")
+    step = next_step(env, 3)
+    assert step is not None
+    assert (step.task, step.args, step.id, step.queue) == ("shop.add", (5,), "t2", "other")
+    assert (step.parent_id, step.root_id) == (env.id, env.id)
+    final = next_step(step, 8)
+    assert final is not None
+    assert (final.task, final.args, final.id, final.queue) == ("shop.mul", (8, 10), "t3",
+                                                               "other")
+    assert CHAIN not in final.headers
+    assert next_step(final, 80) is None
+    # The rest of the chain survives a trip through Celery's format (a retry).
+    again = to_envelope(read_redis(redis_payload(build(step), "other")), "other")
+    assert again.headers[CHAIN] == step.headers[CHAIN]
+
+
+def test_a_chain_holding_a_group_is_refused_saying_the_bridge_has_no_such_canvas() -> None:
+    from celery import Celery, group
+
+    app = Celery("unit", set_as_current=False)
+    inner = group(app.signature("shop.add", (1,)), app.signature("shop.add", (2,)))
+    message = read_redis(_celery_payload(chain=[dict(inner)]))
+    with pytest.raises(CeleryRefused, match=r"canvas \(a chain with .*does not support"):
         to_envelope(message, "celery")
 
 

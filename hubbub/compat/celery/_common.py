@@ -3,6 +3,7 @@ turning a hubbub retry back into a Celery message, and dead-letter records."""
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import time
@@ -53,6 +54,16 @@ class CelerySource(Source):
         self.queues = queues
         self.results = results
         self.max_size = hub.settings.limits.max_message_size
+
+    @abc.abstractmethod
+    async def send(self, env: Envelope) -> None:
+        """Send ``env`` as a Celery message on Celery's queue ``env.queue`` (the next step
+        of a chain), confirmed by the broker.
+
+        Raises:
+            MessageError: an argument cannot be sent as JSON.
+            TransportUnavailable: the broker cannot be reached.
+        """
 
     def owns(self, delivery: Delivery) -> bool:
         receipt = delivery.receipt

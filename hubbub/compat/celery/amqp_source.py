@@ -29,10 +29,11 @@ from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, QueueS
 
 from . import _amqp
 from ._common import CelerySource, Receipt
-from .protocol import CeleryRefused, due_at, read_amqp
+from .protocol import CeleryRefused, build, due_at, read_amqp
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
+    from hubbub.message import Envelope
 
     from .results import CeleryResultWriter
 
@@ -217,6 +218,15 @@ class AmqpCelerySource(CelerySource):
                     await _amqp.send_later(channel, item.queue, message, item.eta - now)
                 else:
                     await channel.default_exchange.publish(message, routing_key=item.queue)
+
+    async def send(self, env: Envelope) -> None:
+        message = _amqp.message_of(build(env))
+        with _amqp.guard(self.url):
+            channel = await self._open()
+            assert self._connection is not None
+            if env.queue not in self.queues:
+                await _amqp.ensure_queue(self._connection, channel, env.queue)
+            await channel.default_exchange.publish(message, routing_key=env.queue)
 
     async def stats(self, queues: Sequence[str]) -> list[QueueStats]:
         out = []

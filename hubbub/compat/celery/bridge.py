@@ -16,6 +16,7 @@ from hubbub.middleware import Middleware
 from hubbub.worker.lane import Lane, parse_lane
 from hubbub.worker.pools import make_pool
 
+from .canvas import CeleryChainMiddleware
 from .producer import broker_url
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def celery_lane(hub: Hub, spec: str, *, broker: str | None = None, results: str 
         results_module = _load("results", "redis")
         writer = results_module.CeleryResultWriter(target, expires=result_expires)
         middleware.append(results_module.CeleryResultsMiddleware(hub, writer))
-    lane.source = open_source(hub, url, tuple(lane.queues), writer)
-    lane.middleware = middleware
+    lane.source = source = open_source(hub, url, tuple(lane.queues), writer)
+    # Outermost first: the next step of a chain is sent after the step's Celery result is
+    # written, both before the step is acked.
+    lane.middleware = [CeleryChainMiddleware(source), *middleware]
     return lane

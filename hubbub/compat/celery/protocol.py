@@ -28,6 +28,8 @@ from typing import Any
 from hubbub.errors import MessageError
 from hubbub.message import Envelope
 
+from .canvas import CHAIN, plain_chain
+
 JSON_TYPE = "application/json"
 # kombu's Redis transport: priority p goes to the list "<queue>\x06\x16<step>" (0 is the
 # queue itself and is served first).
@@ -248,17 +250,23 @@ def canvas_of(msg: CeleryMessage) -> str | None:
 
 def to_envelope(msg: CeleryMessage, queue: str, *, max_retries: int = 0,
                 timeout: float | None = None, soft_timeout: float | None = None) -> Envelope:
-    """The hubbub envelope that runs ``msg`` from ``queue``.
+    """The hubbub envelope that runs ``msg`` from ``queue``; the rest of a plain chain
+    rides in its ``celery_chain`` header (``canvas.py``).
 
     ``max_retries`` and the time limits are the hubbub task's own (Celery keeps them in the
     task, not the message); Celery's ``timelimit`` header wins over the limits.
 
     Raises:
-        CeleryRefused: a canvas (chain, callbacks, errbacks, chord) the bridge cannot run, a
-            bad eta/expires header or a bad retries count.
+        CeleryRefused: a canvas the bridge cannot run (callbacks, errbacks, chord, a chain
+            with any of them inside), a bad eta/expires header or a bad retries count.
     """
     who = msg.named()
     canvas = canvas_of(msg)
+    chain = plain_chain(msg.embed.get("chain")) if canvas == "chain" else None
+    if chain is not None:
+        canvas = None  # a plain chain runs (canvas.py)
+    elif canvas == "chain":
+        canvas = "a chain with callbacks, chords or groups in it"
     if canvas is not None:
         raise CeleryRefused(f"{who} carries a Celery canvas ({canvas}), which the hubbub bridge "
                             "does not support: run it on a Celery worker, or rewrite the "
@@ -278,7 +286,7 @@ def to_envelope(msg: CeleryMessage, queue: str, *, max_retries: int = 0,
         parent_id=_text(msg.headers.get("parent_id")),
         root_id=_text(msg.headers.get("root_id")) or msg.id,
         group_id=_text(msg.headers.get("group")),
-        headers={"protocol": "celery"})
+        headers={"protocol": "celery", **({CHAIN: chain} if chain else {})})
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -326,8 +334,8 @@ def build(env: Envelope, *, origin: str = "hubbub") -> Built:
     """
     try:
         body = json.dumps([list(env.args), env.kwargs,
-                           {"callbacks": None, "errbacks": None, "chain": None,
-                            "chord": None}],
+                           {"callbacks": None, "errbacks": None,
+                            "chain": env.headers.get(CHAIN) or None, "chord": None}],
                           default=kombu_default, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise MessageError(f"arguments of Celery task {env.task!r} cannot be sent as "

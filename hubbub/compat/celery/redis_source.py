@@ -30,6 +30,7 @@ from ._common import CelerySource, Receipt
 from .protocol import (
     PRIORITY_STEPS,
     CeleryRefused,
+    build,
     due_at,
     priority_key,
     read_redis,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from hubbub.hub import Hub
+    from hubbub.message import Envelope
 
     from .results import CeleryResultWriter
 
@@ -312,6 +314,11 @@ class RedisCelerySource(CelerySource):
                     else:
                         pipe.lpush(keys.lists[0], payload)
                 await pipe.execute()
+
+    async def send(self, env: Envelope) -> None:
+        payload = redis_payload(build(env), env.queue)
+        with translate(self.url):
+            await self.client.lpush(priority_key(env.queue, 0), payload)
 
     async def stats(self, queues: Sequence[str]) -> list[QueueStats]:
         out = []
