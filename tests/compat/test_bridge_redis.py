@@ -185,3 +185,18 @@ def test_a_celery_group_runs_and_its_group_result_collects(app: ModuleType,
         names.ids += [r.id for r in result.results]
         with bridge_worker(app, names.queue, REDIS):
             assert result.get(timeout=10) == [3, 7]
+
+
+def test_ignore_result_writes_no_celery_result(app: ModuleType, names: Names, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLOW_ADD_SECONDS", "0")
+    marker = tmp_path / "starts"
+    leased = f"hubbub-celery:{{{names.queue}}}:leased"
+    with closing(redis.Redis.from_url(REDIS)) as client, \
+            celery_app(REDIS, names.queue) as celery:
+        quiet = celery.send_task("shop.slow_add", (1, 1, str(marker)), ignore_result=True)
+        names.ids.append(quiet.id)
+        with bridge_worker(app, names.queue, REDIS):
+            wait_until(lambda: marker.exists() and client.llen(names.queue) == 0
+                       and client.zcard(leased) == 0, "the task ran and was acked")
+        assert client.exists(f"celery-task-meta-{quiet.id}") == 0

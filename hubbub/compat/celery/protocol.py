@@ -30,6 +30,8 @@ from hubbub.message import Envelope
 
 from .canvas import CHAIN, plain_chain
 
+IGNORE_RESULT = "celery_ignore_result"  # the sender asked Celery to keep no result
+
 JSON_TYPE = "application/json"
 # kombu's Redis transport: priority p goes to the list "<queue>\x06\x16<step>" (0 is the
 # queue itself and is served first).
@@ -286,7 +288,8 @@ def to_envelope(msg: CeleryMessage, queue: str, *, max_retries: int = 0,
         parent_id=_text(msg.headers.get("parent_id")),
         root_id=_text(msg.headers.get("root_id")) or msg.id,
         group_id=_text(msg.headers.get("group")),
-        headers={"protocol": "celery", **({CHAIN: chain} if chain else {})})
+        headers={"protocol": "celery", **({CHAIN: chain} if chain else {}),
+                 **({IGNORE_RESULT: True} if msg.headers.get("ignore_result") is True else {})})
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -346,7 +349,8 @@ def build(env: Envelope, *, origin: str = "hubbub") -> Built:
         "group_index": None, "retries": env.retries,
         "timelimit": [env.timeout, env.soft_timeout], "root_id": env.root_id or env.id,
         "parent_id": env.parent_id, "argsrepr": _short(env.args),
-        "kwargsrepr": _short(env.kwargs), "origin": origin, "ignore_result": False,
+        "kwargsrepr": _short(env.kwargs), "origin": origin,
+        "ignore_result": bool(env.headers.get(IGNORE_RESULT)),
         "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
     }
     properties: dict[str, Any] = {"correlation_id": env.id, "reply_to": "",

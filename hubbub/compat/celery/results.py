@@ -26,7 +26,7 @@ from hubbub.middleware import DispatchContext, DispatchNext, Middleware
 from hubbub.results.base import ErrorInfo, State
 from hubbub.worker.settlement import settle
 
-from .protocol import kombu_default
+from .protocol import IGNORE_RESULT, kombu_default
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -154,7 +154,7 @@ class CeleryResultsMiddleware(Middleware):
         outcome = await call_next(ctx)
         env = ctx.envelope
         task = self.hub.tasks.get(env.task)
-        if task is None:
+        if task is None or env.headers.get(IGNORE_RESULT):  # Celery's ignore_result=True
             return outcome
         verdict = settle(env, task.spec, outcome, time.time(), queue=ctx.delivery.queue)
         if verdict.state is State.SUCCESS:
