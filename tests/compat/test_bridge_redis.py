@@ -72,6 +72,10 @@ def test_an_expired_celery_message_does_not_run(app: ModuleType, names: Names,
             wait_until(lambda: client.llen(names.queue) == 0
                        and client.zcard(f"hubbub-celery:{{{names.queue}}}:leased") == 0,
                        "both messages acked")
+            from celery.exceptions import TaskRevokedError
+
+            with pytest.raises(TaskRevokedError):  # as a Celery worker reports it
+                stale.get(timeout=10)
         assert not marker.exists()
 
 

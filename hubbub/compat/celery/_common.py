@@ -14,11 +14,18 @@ from typing import TYPE_CHECKING, Any
 from hubbub._text import cap
 from hubbub.errors import ErrorKind
 from hubbub.message import Envelope, decode
-from hubbub.results.base import ErrorInfo
+from hubbub.results.base import ErrorInfo, State
 from hubbub.worker.admission import Refused
 from hubbub.worker.sources import Source
 
-from .protocol import Built, CeleryMessage, CeleryRefused, build, to_envelope
+from .protocol import (
+    Built,
+    CeleryMessage,
+    CeleryRefused,
+    build,
+    expires_at,
+    to_envelope,
+)
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
@@ -37,6 +44,7 @@ class Receipt:
     source: CelerySource
     handle: Any
     message: CeleryMessage | CeleryRefused
+    ran: bool = False  # dispatched to a pool (set by the results middleware)
 
 
 class CelerySource(Source):
@@ -101,6 +109,28 @@ class CelerySource(Source):
             "id": request.delivery.id, "task": task, "queue": request.delivery.queue,
             "reason": cap(request.reason), "died_at": time.time(), "payload": payload,
         }).encode()
+
+    async def tell_expired(self, deliveries: Sequence[Delivery]) -> None:
+        """Before an ack: write REVOKED for Celery callers of each task that never ran
+        because its ``expires`` had passed (as a Celery worker does). A task that ran keeps
+        the state it ended in."""
+        if self.results is None:
+            return
+        now = time.time()
+        for d in deliveries:
+            receipt = d.receipt
+            found = receipt.message
+            if receipt.ran or not isinstance(found, CeleryMessage):
+                continue
+            expires = expires_at(found)
+            if expires is not None and expires <= now:
+                try:
+                    # Celery's own exception for it, which Celery callers catch.
+                    await self.results.write(found.id, State.REVOKED, {
+                        "exc_type": "TaskRevokedError", "exc_message": ["expired"],
+                        "exc_module": "celery.exceptions"})
+                except Exception as exc:  # the ack goes ahead: the task is not run anyway
+                    log.error("could not write Celery's REVOKED for %s: %s", found.id, exc)
 
     async def tell_celery(self, requests: Sequence[DeadLetterRequest]) -> None:
         """Write a FAILURE that Celery callers can read for each dead-lettered task."""

@@ -161,6 +161,7 @@ class AmqpCelerySource(CelerySource):
     # -- settling ---------------------------------------------------------------------------
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.tell_expired(deliveries)
         with _amqp.guard(self.url):
             for d in deliveries:
                 m = self._live(d)

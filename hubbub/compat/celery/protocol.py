@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import math
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 
 from hubbub.errors import MessageError
 from hubbub.message import Envelope
+from hubbub.results.base import ErrorInfo
 
 from .canvas import CHAIN, plain_chain
 
@@ -234,6 +236,14 @@ def due_at(msg: CeleryMessage) -> float | None:
         return None
 
 
+def expires_at(msg: CeleryMessage) -> float | None:
+    """When ``msg`` expires, in epoch seconds; None for never or unreadable."""
+    try:
+        return _instant(msg.headers.get("expires"), "expires", msg.named(), msg)
+    except CeleryRefused:
+        return None
+
+
 def _limit(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
             and value > 0:
@@ -380,6 +390,16 @@ def priority_key(queue: str, priority: int) -> str:
     """The Redis list kombu keeps ``queue``'s messages of ``priority`` in."""
     step = max((s for s in PRIORITY_STEPS if s <= max(priority, 0)), default=0)
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def failure_result(error: ErrorInfo) -> dict[str, Any]:
+    """Celery's form of an exception: builtins keep their class, others their name."""
+    module, _, name = error.type.rpartition(".")
+    if not module:
+        found = getattr(builtins, name, None)
+        builtin = isinstance(found, type) and issubclass(found, BaseException)
+        module = "builtins" if builtin else ""
+    return {"exc_type": name, "exc_message": [error.message], "exc_module": module or None}
 
 
 # -- recognising ------------------------------------------------------------------------------

@@ -260,6 +260,7 @@ class RedisCelerySource(CelerySource):
         return tags
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.tell_expired(deliveries)
         for queue, tags in self._by_queue(deliveries).items():
             keys = self._keys[queue]
             await self._run("ack", [keys.leased, keys.payloads, keys.attempts], tags)

@@ -13,7 +13,6 @@ every task a bridge lane runs, before hubbub acks it (hubbub's own result is wri
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import time
@@ -26,7 +25,8 @@ from hubbub.middleware import DispatchContext, DispatchNext, Middleware
 from hubbub.results.base import ErrorInfo, State
 from hubbub.worker.settlement import settle
 
-from .protocol import IGNORE_RESULT, kombu_default
+from ._common import Receipt
+from .protocol import IGNORE_RESULT, failure_result, kombu_default
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -38,16 +38,6 @@ log = logging.getLogger("hubbub.celery")
 
 DEFAULT_EXPIRES = 86400.0  # Celery's result_expires default: one day (as bridge.DEFAULT_EXPIRES)
 KEY_PREFIX = "celery-task-meta-"
-
-
-def failure_result(error: ErrorInfo) -> dict[str, Any]:
-    """Celery's form of an exception: builtins keep their class, others their name."""
-    module, _, name = error.type.rpartition(".")
-    if not module:
-        found = getattr(builtins, name, None)
-        builtin = isinstance(found, type) and issubclass(found, BaseException)
-        module = "builtins" if builtin else ""
-    return {"exc_type": name, "exc_message": [error.message], "exc_module": module or None}
 
 
 def meta(task_id: str, status: State, result: Any = None, traceback: str | None = None,
@@ -151,6 +141,9 @@ class CeleryResultsMiddleware(Middleware):
         self.writer = writer
 
     async def around_dispatch(self, ctx: DispatchContext, call_next: DispatchNext) -> Outcome:
+        receipt = ctx.delivery.receipt
+        if isinstance(receipt, Receipt):  # it ran (so it is not reported as expired)
+            receipt.ran = True
         outcome = await call_next(ctx)
         env = ctx.envelope
         task = self.hub.tasks.get(env.task)
