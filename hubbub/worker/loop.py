@@ -165,6 +165,11 @@ class WorkerLoop:
         # -- end Celery bridge
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
+            if any(lane.pool.in_process for lane in self.lanes):
+                # Tasks run in this process: its on_process_start hooks run first (a failing
+                # one stops the worker before it takes anything), the stop hooks last.
+                self.hub.hooks.start_process()
+                stack.callback(self.hub.hooks.stop_process)
             await transport.connect()
             stack.push_async_callback(transport.close)
             if results is not None:
