@@ -155,13 +155,13 @@ def test_a_retry_goes_back_to_celerys_queue_and_runs_again(app: ModuleType, name
 
 def test_a_task_longer_than_its_lease_runs_once(app: ModuleType, names: Names, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLOW_ADD_SECONDS", "3")
+    monkeypatch.setenv("SLOW_ADD_SECONDS", "5")
     marker = tmp_path / "starts"
     with celery_app(REDIS, names.queue) as celery:
         sent = celery.send_task("shop.slow_add", (2, 3, str(marker)))
         names.ids.append(sent.id)
-        with bridge_worker(app, names.queue, REDIS, lease=1):  # renewed every 1/3 s
-            assert sent.get(timeout=15) == 5
+        with bridge_worker(app, names.queue, REDIS, lease=2):  # renewed every 2/3 s
+            assert sent.get(timeout=20) == 5
         assert len(marker.read_text().split()) == 1
 
 
