@@ -49,6 +49,12 @@ APP = textwrap.dedent('''
         time.sleep(float(os.environ.get("SLOW_ADD_SECONDS", "3")))
         return x + y
 
+    @hub.task(name="shop.die")
+    def die(marker: str) -> None:
+        with open(marker, "a") as f:
+            f.write("died\\n")
+        os._exit(1)  # takes the worker with it (threads pool)
+
     @hub.task(name="shop.fail", retries=1, retry_backoff=0.1, retry_jitter=False)
     def fail() -> None:
         raise ValueError("no stock")

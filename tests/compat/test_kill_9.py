@@ -3,6 +3,7 @@ where the bridge keeps the lease, and RabbitMQ, where the connection does)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,3 +61,32 @@ def test_kill_9_of_the_bridge_mid_task_runs_the_celery_message_again(
             wait_until(lambda: client.zcard(leased) == 0, "the lease settled")  # (0 on amqp)
         finally:
             stop(second)
+
+
+def test_a_celery_message_that_kills_every_bridge_is_dead_lettered_as_poison(
+        app: ModuleType, names: Names, tmp_path: Path) -> None:
+    require_server("redis")
+    marker = tmp_path / "deaths"
+    dead_key = f"hubbub-celery:{{{names.queue}}}:dead"
+    with celery_app(REDIS, names.queue) as celery, \
+            closing(redis.Redis.from_url(REDIS)) as client:
+        sent = celery.send_task("shop.die", (str(marker),))
+        names.ids.append(sent.id)
+        for round_ in range(3):  # max_deliveries=2: two deaths, then the third refuses it
+            proc = start(["-m", "hubbub", "worker", "-A", f"{app.__name__}:hub", "--pool",
+                          "threads", "-c", "1", "--lease", "1", "--celery-queue", names.queue,
+                          "--celery-broker", REDIS, "--celery-results", REDIS],
+                         tmp_path, tmp_path / f"w{round_}.log", HUBBUB_MAX_DELIVERIES="2")
+            try:
+                if round_ < 2:
+                    wait_until(lambda p=proc: p.poll() is not None,
+                               "the task killed the worker", timeout=30)
+                else:
+                    wait_until(lambda: client.llen(dead_key) == 1, "dead-lettered as poison",
+                               timeout=30)
+            finally:
+                stop(proc)
+        assert _starts(marker) == ["died", "died"]
+        [record] = client.lrange(dead_key, 0, -1)
+        assert "poison" in json.loads(record)["reason"]
+        assert json.loads(record)["id"] == sent.id
