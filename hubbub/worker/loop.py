@@ -199,6 +199,9 @@ class WorkerLoop:
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
                  "; ".join(f"queues {','.join(lane.queues)} on pool {lane.pool} "
                            f"x{lane.concurrency}" for lane in lanes))
+        for lane in self.lanes:  # -- Celery bridge (issue 17): say where those queues are
+            if lane.source is not None:
+                log.info("queues %s are read from %r", ",".join(lane.queues), lane.source)
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
         announcer = Announcer(self, self._io.results)

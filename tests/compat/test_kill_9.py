@@ -90,3 +90,18 @@ def test_a_celery_message_that_kills_every_bridge_is_dead_lettered_as_poison(
         [record] = client.lrange(dead_key, 0, -1)
         assert "poison" in json.loads(record)["reason"]
         assert json.loads(record)["id"] == sent.id
+
+
+def test_the_bridge_runs_celery_tasks_in_prefork_children(app: ModuleType, names: Names,
+                                                          tmp_path: Path) -> None:
+    require_server("redis")
+    with celery_app(REDIS, names.queue) as celery:
+        sent = celery.send_task("shop.add", (20, 22))
+        names.ids.append(sent.id)
+        proc = start(["-m", "hubbub", "worker", "-A", f"{app.__name__}:hub", "--pool",
+                      "prefork", "-c", "1", "--celery-queue", names.queue, "--celery-broker",
+                      REDIS, "--celery-results", REDIS], tmp_path, tmp_path / "prefork.log")
+        try:
+            assert sent.get(timeout=30) == 42, (tmp_path / "prefork.log").read_text()
+        finally:
+            stop(proc)
