@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,3 +205,24 @@ def test_ignore_result_writes_no_celery_result(app: ModuleType, names: Names, tm
             wait_until(lambda: marker.exists() and client.llen(names.queue) == 0
                        and client.zcard(leased) == 0, "the task ran and was acked")
         assert client.exists(f"celery-task-meta-{quiet.id}") == 0
+
+
+async def test_a_late_revoked_does_not_hide_a_finished_result() -> None:
+    from hubbub.compat.celery.results import CeleryResultWriter
+    from hubbub.results.base import State
+
+    task_id = f"hbc-late-{uuid.uuid4().hex}"
+    writer = CeleryResultWriter(REDIS)
+    await writer.connect()
+    try:
+        await writer.write(task_id, State.SUCCESS, 5)
+        await writer.write(task_id, State.REVOKED, None, keep_done=True)
+        client = writer._client
+        assert client is not None
+        assert json.loads(await client.get(f"celery-task-meta-{task_id}"))["status"] == "SUCCESS"
+        await writer.write(task_id, State.REVOKED, None)  # without keep_done it replaces
+        assert json.loads(await client.get(f"celery-task-meta-{task_id}"))["status"] == "REVOKED"
+    finally:
+        if writer._client is not None:
+            await writer._client.delete(f"celery-task-meta-{task_id}")
+        await writer.close()

@@ -128,7 +128,7 @@ class CelerySource(Source):
                     # Celery's own exception for it, which Celery callers catch.
                     await self.results.write(found.id, State.REVOKED, {
                         "exc_type": "TaskRevokedError", "exc_message": ["expired"],
-                        "exc_module": "celery.exceptions"})
+                        "exc_module": "celery.exceptions"}, keep_done=True)
                 except Exception as exc:  # the ack goes ahead: the task is not run anyway
                     log.error("could not write Celery's REVOKED for %s: %s", found.id, exc)
 

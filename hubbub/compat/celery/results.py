@@ -94,10 +94,12 @@ class CeleryResultWriter:
 
     async def write(self, task_id: str, status: State, result: Any = None,
                     traceback: str | None = None, *, group_id: str | None = None,
-                    parent_id: str | None = None) -> None:
+                    parent_id: str | None = None, keep_done: bool = False) -> None:
         """Store one state and publish it to waiting ``AsyncResult.get()`` callers.
 
-        A result JSON cannot hold is stored as a FAILURE saying so.
+        A result JSON cannot hold is stored as a FAILURE saying so. With ``keep_done``, a
+        SUCCESS or FAILURE already stored is left as it is (a late REVOKED must not hide
+        the result of a run that finished).
 
         Raises:
             ResultUnavailable: the backend cannot be reached.
@@ -115,6 +117,8 @@ class CeleryResultWriter:
                                    group_id=group_id, parent_id=parent_id))
         key = KEY_PREFIX + task_id
         with translate(self.url, ResultUnavailable, ResultError):
+            if keep_done and _done(await self._client.get(key)):
+                return
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(key, data, ex=max(1, int(self.expires)))
                 pipe.publish(key, data)
@@ -126,6 +130,17 @@ class CeleryResultWriter:
             await self.write(task_id, State.FAILURE, failure_result(error), error.traceback)
         except Exception as exc:
             log.error("could not write Celery's FAILURE for %s: %s", task_id, exc)
+
+
+def _done(stored: bytes | str | None) -> bool:
+    """True when a stored Celery state is SUCCESS or FAILURE."""
+    if stored is None:
+        return False
+    try:
+        status = json.loads(stored).get("status")
+    except (ValueError, AttributeError):
+        return False
+    return status in (State.SUCCESS.value, State.FAILURE.value)
 
 
 class CeleryResultsMiddleware(Middleware):
