@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
@@ -18,6 +20,8 @@ from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
+from hubbub.compat.celery.producer import CeleryProducer, broker_url
 from hubbub.control.client import Control
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
@@ -32,7 +36,7 @@ from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
 from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
@@ -65,6 +69,10 @@ class Hub:
             ``task-sent`` for every task this hub sends, and every worker event from
             workers of this hub (``hubbub worker --events`` turns it on for one worker).
             Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
+        celery_broker: Celery's broker, for ``send_task(..., protocol="celery")`` and the
+            worker's ``--celery-queue`` (default: this broker when it is Redis or RabbitMQ).
+        celery_results: Celery's Redis result backend, where the bridge also writes the
+            results of the Celery tasks it runs (docs/celery.md).
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -89,6 +97,8 @@ class Hub:
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
         events: bool | None = None,
+        celery_broker: str | None = None,
+        celery_results: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
@@ -97,7 +107,7 @@ class Hub:
             broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
             result_ttl=result_ttl, default_queue=default_queue, limits=limits,
             signing_keys=signing_keys, dead_letter_failures=dead_letter_failures,
-            events=events)
+            events=events, celery_broker=celery_broker, celery_results=celery_results)
         self._overrides = overrides
         self.events = EventBus()
         self._settle()
@@ -106,6 +116,7 @@ class Hub:
         self.middleware: list[Middleware] = list(middleware)
         self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
         self.bridge = Bridge()
+        self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
         # Producer connections opened on other event loops by connected() (ASGI apps).
         self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
@@ -311,17 +322,43 @@ class Hub:
 
     def send_task(
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-        **send: Any,
+        *, protocol: Literal["hubbub", "celery"] = "hubbub", **send: Any,
     ) -> Result[Any]:
         """Send a task by name, without importing its code.
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
         The arguments are not checked here (the worker does), whether the name is known or not.
+
+        With ``protocol="celery"`` the task goes to a Celery worker instead: a Celery protocol
+        v2 message on Celery's broker (the ``celery_broker`` setting, else this hub's broker
+        when it is Redis or RabbitMQ), on Celery's queue ``queue`` (default ``"celery"``).
+        Celery keeps its result, so the returned handle keeps none: read it with Celery's
+        ``AsyncResult(result.id)``.
+
+        Raises:
+            ConfigurationError: bad options, or no Redis or RabbitMQ broker for Celery.
+            MessageError: an argument cannot be encoded.
+            TransportUnavailable: the broker cannot be reached.
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
+        if protocol == "celery":  # -- Celery bridge (issue 17)
+            envelope = build_envelope(replace(spec, queue=None), CELERY_QUEUE, tuple(args),
+                                      kwargs or {}, SendOptions(**send))
+            self.bridge.run(self._celery_send(envelope))
+            return Result(self, envelope.id, name, ignored=True)
+        if protocol != "hubbub":
+            raise ConfigurationError(f"protocol must be 'hubbub' or 'celery', not {protocol!r}")
         return Task(self, remote, spec).apply_async(args, kwargs, **send)
+
+    async def _celery_send(self, envelope: Envelope) -> None:
+        # One producer per process, on the bridge loop (a forked child opens its own).
+        producer = self._celery_producers.get(os.getpid())
+        if producer is None:
+            producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
+            self._celery_producers = {os.getpid(): producer}
+        await producer.send(envelope)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -527,6 +564,9 @@ class Hub:
             self.bridge.run(client.close())
         if self._sent is not None and self._sent.opened:
             self.bridge.run(self._sent.close())
+        celery = self._celery_producers.pop(os.getpid(), None)
+        if celery is not None:
+            self.bridge.run(celery.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,
@@ -560,7 +600,8 @@ def _code_settings(**given: Any) -> dict[str, Any]:
     """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
     accept, keys = given.get("accept"), given.get("signing_keys")
     names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
-             "default_queue", "limits", "signing_keys", "dead_letter_failures", "events")
+             "default_queue", "limits", "signing_keys", "dead_letter_failures", "events",
+             "celery_broker", "celery_results")
     code = {name: given.get(name) for name in names}
     code["accept"] = None if accept is None else frozenset(accept)
     code["signing_keys"] = None if keys is None else tuple(dict(keys).items())

@@ -50,6 +50,7 @@ from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.progress import Progress
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.revocation import Revocations
+from hubbub.worker.sources import Routed
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
@@ -250,7 +251,13 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
-        transport = self.hub.open_transport()
+        transport: Transport = self.hub.open_transport()
+        # -- Celery bridge (issue 17): lanes with a source of their own (Celery's queues)
+        # reach it through the one Transport the write buffer and the renewer use.
+        sources = [lane.source for lane in self.lanes if lane.source is not None]
+        if sources:
+            transport = Routed(transport, sources)
+        # -- end Celery bridge
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
             if any(lane.pool.in_process for lane in self.lanes):
@@ -266,8 +273,8 @@ class WorkerLoop:
             for lane in self.lanes:
                 await lane.pool.start(self.hub)
                 stack.push_async_callback(lane.pool.stop)
-                self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
-                                                             _runner(lane.pool))
+                self._dispatchers[id(lane)] = chain_dispatch(
+                    [*self.hub.middleware, *lane.middleware], _runner(lane.pool))
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
             outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
             self._wiring = _Wiring(
@@ -289,6 +296,9 @@ class WorkerLoop:
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
                  "; ".join(f"queues {','.join(lane.queues)} on pool {lane.pool} "
                            f"x{lane.concurrency}" for lane in lanes))
+        for lane in self.lanes:  # -- Celery bridge (issue 17): say where those queues are
+            if lane.source is not None:
+                log.info("queues %s are read from %r", ",".join(lane.queues), lane.source)
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
         announcer = Announcer(self, self._io.results)
@@ -404,7 +414,7 @@ class WorkerLoop:
     async def _admit(self, deliveries: list[Delivery], lane: Lane) -> None:
         accepted: list[Held] = []
         for delivery in deliveries:
-            verdict = self._admission.check(delivery)
+            verdict = self._admission.check(delivery, lane.source)
             if isinstance(verdict, Refused):
                 self._io.outcomes.refused(delivery, verdict)
             else:
