@@ -30,6 +30,7 @@ from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.announce import Announcer
 from hubbub.worker.execute import exception_text
+from hubbub.worker.gates import Gates, check_store
 from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Outcomes
@@ -114,6 +115,7 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
+        self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
 
     @property
@@ -155,6 +157,7 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
+        check_store(self.hub)  # -- limits --
         transport = self.hub.open_transport()
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
@@ -174,6 +177,12 @@ class WorkerLoop:
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
+            # -- limits --
+            self._gates = None if results is None else Gates(
+                results, transport, writes, self._held, outcomes, self.lease)
+            if self._gates is not None:
+                outcomes.settled = self._gates.settled
+                self._wiring.renewal.also.append(self._gates.renew)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -195,6 +204,8 @@ class WorkerLoop:
         if self._io.results is not None:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
+        if self._gates is not None:  # -- limits --
+            helpers.append(asyncio.create_task(self._gates.watch_rates_forever()))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
@@ -302,6 +313,8 @@ class WorkerLoop:
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self._io.writes.ack([held.delivery])
+                if self._gates is not None:  # -- limits --
+                    self._gates.settled(env)
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
@@ -313,6 +326,10 @@ class WorkerLoop:
 
     async def _execute(self, held: Held) -> None:
         lane = held.lane
+        # -- limits: fleet-wide rate and concurrency, passed before a pool slot is taken --
+        gates = self._gates
+        if gates is not None and gates.applies(held) and not await gates.admit(held):
+            return  # given back to the broker until its limit lets it start
         await lane.acquire()
         try:
             if self._stopping.is_set():
@@ -332,6 +349,8 @@ class WorkerLoop:
                              held.envelope.id, state.value)
                     self._held.forget(held)
                     self._io.writes.ack([held.delivery])
+                    if gates is not None:  # -- limits --
+                        gates.settled(held.envelope)
                     return
                 if held not in self._held:
                     return  # given back or dropped while it looked
