@@ -45,9 +45,11 @@ class MemoryLimits(LimitStore):
                 if held is not None and held[0] == owner:
                     del self.state.unique[key]
 
-    async def reserve(self, key: str, *, interval: float, horizon: float) -> Reservation:
+    async def reserve(self, key: str, *, interval: float, horizon: float,
+                      lead: float = 0.0) -> Reservation:
         with self.state.lock:
-            answer, tat = reserve(self.state.tats.get(key), self.clock.time(), interval, horizon)
+            answer, tat = reserve(self.state.tats.get(key), self.clock.time(), interval, horizon,
+                                  lead)
             if tat is not None:
                 self.state.tats[key] = tat
             return answer

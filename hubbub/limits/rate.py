@@ -61,16 +61,19 @@ class Reservation(NamedTuple):
     """What a limit store answered a worker asking to start a rate-limited task.
 
     Attributes:
-        granted: a start was reserved for it: run it after ``wait`` seconds.
-        wait: with ``granted``, seconds until the reserved start; without, seconds until
-            a start could be reserved (give the message back for that long).
+        granted: a start was reserved for it: run it at ``at``.
+        at: with ``granted``, the reserved start; without, when a start could be reserved
+            (give the message back until then). Epoch seconds on the store's clock: a worker
+            waits for the instant rather than for a duration, so a slow answer does not
+            shift its start (with Redis, workers' clocks should agree with Redis's, as NTP
+            keeps them).
     """
 
     granted: bool
-    wait: float
+    at: float
 
 
-def reserve(tat: float | None, now: float, interval: float, horizon: float
+def reserve(tat: float | None, now: float, interval: float, horizon: float, lead: float = 0.0
             ) -> tuple[Reservation, float | None]:
     """The rule itself, for the stores that run it in Python (memory, SQLite); Redis runs
     the same steps in Lua.
@@ -81,11 +84,13 @@ def reserve(tat: float | None, now: float, interval: float, horizon: float
         now: the store's clock.
         interval: seconds between two starts.
         horizon: the furthest ahead a start is reserved.
+        lead: the soonest a start is reserved: time for the answer to reach the worker,
+            so that the start is on time rather than late (and bunched with the next).
 
     Returns:
         The answer, and the new ``tat`` to store (None: unchanged).
     """
-    start = now if tat is None else max(tat, now)
+    start = now + lead if tat is None else max(tat, now + lead)
     if start - now > horizon:
-        return Reservation(False, start - now - horizon), None
-    return Reservation(True, start - now), start + interval
+        return Reservation(False, start - horizon), None
+    return Reservation(True, start), start + interval

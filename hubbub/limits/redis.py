@@ -33,19 +33,20 @@ _UNCLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS: the rate key. ARGV: interval s, horizon s. The rule of hubbub.limits.rate.reserve.
+# KEYS: the rate key. ARGV: interval s, horizon s, lead s. The rule of
+# hubbub.limits.rate.reserve.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, horizon, lead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '')
-local start = now
-if tat and tat > now then start = tat end
-if start - now > horizon then return {0, tostring(start - now - horizon)} end
+local start = now + lead
+if tat and tat > start then start = tat end
+if start - now > horizon then return {0, string.format('%.6f', start - horizon)} end
 local nxt = start + interval
 redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX',
            math.ceil((nxt - now) * 1000) + 1000)
-return {1, tostring(start - now)}
+return {1, string.format('%.6f', start)}
 """
 # KEYS: the slots. ARGV: holder, limit, ttl ms.
 _ACQUIRE = _NOW_MS + """
@@ -112,11 +113,12 @@ class RedisLimits(LimitStore):
         await self._pipelined(_UNCLAIM, [(self._key("unique", key), [owner])
                                          for key, owner in keys])
 
-    async def reserve(self, key: str, *, interval: float, horizon: float) -> Reservation:
+    async def reserve(self, key: str, *, interval: float, horizon: float,
+                      lead: float = 0.0) -> Reservation:
         with self._io() as client:
-            granted, wait = await self._script(client, _RESERVE)(
-                keys=[self._key("rate", key)], args=[repr(interval), repr(horizon)])
-        return Reservation(bool(int(granted)), max(0.0, float(wait)))
+            granted, at = await self._script(client, _RESERVE)(
+                keys=[self._key("rate", key)], args=[repr(interval), repr(horizon), repr(lead)])
+        return Reservation(bool(int(granted)), float(at))
 
     @property
     def _rates_key(self) -> str:

@@ -64,11 +64,12 @@ class SQLiteLimits(LimitStore):
             await self.db.write(lambda c: c.executemany(
                 "DELETE FROM hubbub_unique WHERE key = ? AND owner = ?", list(keys)))
 
-    async def reserve(self, key: str, *, interval: float, horizon: float) -> Reservation:
+    async def reserve(self, key: str, *, interval: float, horizon: float,
+                      lead: float = 0.0) -> Reservation:
         def take(conn: sqlite3.Connection) -> Reservation:
             row = conn.execute("SELECT tat FROM hubbub_rates WHERE key = ?", (key,)).fetchone()
             answer, tat = reserve(None if row is None else float(row[0]), self.clock.time(),
-                                  interval, horizon)
+                                  interval, horizon, lead)
             if tat is not None:
                 conn.execute("INSERT INTO hubbub_rates (key, tat) VALUES (?, ?)"
                              " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat", (key, tat))

@@ -37,9 +37,11 @@ class LimitStore(abc.ABC):
     # -- rate limits --
 
     @abc.abstractmethod
-    async def reserve(self, key: str, *, interval: float, horizon: float) -> Reservation:
-        """Reserve the next start of ``key``'s rate (one every ``interval`` seconds) if it is
-        within ``horizon`` seconds (see :func:`hubbub.limits.rate.reserve`)."""
+    async def reserve(self, key: str, *, interval: float, horizon: float,
+                      lead: float = 0.0) -> Reservation:
+        """Reserve the next start of ``key``'s rate (one every ``interval`` seconds, none
+        sooner than ``lead`` seconds from now) if it is within ``horizon`` seconds (see
+        :func:`hubbub.limits.rate.reserve`)."""
 
     @abc.abstractmethod
     async def set_rate(self, task: str, rate: str | None) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
@@ -35,7 +36,7 @@ from hubbub.worker.execute import exception_text
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.message import Envelope
-    from hubbub.results.base import ResultBackend
+    from hubbub.results.base import ResultBackend, State
     from hubbub.transports.base import Transport
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.outcomes import Outcomes
@@ -47,6 +48,12 @@ HORIZON = 0.5  # seconds: the furthest a rate-limited start is reserved and wait
 BUSY_DELAY = (0.1, 0.5)  # seconds (uniform) a task over its concurrency limit is put back for
 STORE_DOWN_DELAY = 1.0  # seconds a gated task is put back for when the store cannot answer
 REFRESH_RATES = 2.0  # seconds between reads of the rates set at runtime
+# Seconds before a reserved start when the gate looks for a revoke (the worker's look at
+# start, done early so that its round trip does not delay the start).
+PRECHECK = 0.05
+# Seconds ahead the soonest start is reserved: time for the store's answer and that look, so
+# that a start after a quiet spell is on time instead of late and bunched with the next.
+LEAD = 0.1
 
 
 def check_store(hub: Hub) -> None:
@@ -91,6 +98,8 @@ class Gates:
         self.overrides: dict[str, Rate] = {}  # rates set at runtime, by task name
         self._slots: dict[int, Slot] = {}  # id(held) -> the concurrency slot it holds
         self._background: set[asyncio.Task[None]] = set()
+        # The worker's look for a revoke just before a start (Revocations.state_now).
+        self.recheck: Callable[[str], Awaitable[State | None]] | None = None
 
     # -- before a task starts ------------------------------------------------------------
 
@@ -138,13 +147,13 @@ class Gates:
             rate = self.rate_of(held)
             if rate is not None:
                 answer = await self.store.reserve(env.task, interval=rate.interval,
-                                                  horizon=HORIZON)
+                                                  horizon=HORIZON, lead=LEAD)
+                wait = answer.at - time.time()
                 if not answer.granted:
                     self._let_slot_go(held)
-                    await self.give_back(held, answer.wait + random.uniform(0, HORIZON / 2))
+                    await self.give_back(held, max(0.0, wait) + random.uniform(0, HORIZON / 2))
                     return False
-                if answer.wait > 0:
-                    await asyncio.sleep(answer.wait)
+                return await self._start_at(held, answer.at)
         except HubbubError as exc:
             log.warning("limits of task %s[%s] cannot be checked (%s); put back for %.0fs",
                         env.task, env.id, redact(str(exc)), STORE_DOWN_DELAY)
@@ -152,6 +161,23 @@ class Gates:
             await self.give_back(held, STORE_DOWN_DELAY)
             return False
         return True
+
+    async def _start_at(self, held: Held, at: float) -> bool:
+        """Wait for the reserved start ``at`` (an instant: a slow answer from the store must
+        not shift it), looking for a revoke shortly before it."""
+        env = held.envelope
+        if self.recheck is not None:
+            await asyncio.sleep(max(0.0, at - PRECHECK - time.time()))
+            state = await self.recheck(env.id)
+            if state is not None and held in self.held:
+                log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
+                self.held.forget(held)
+                self.writes.ack([held.delivery])
+                self.settled(env)
+                return False
+        await asyncio.sleep(max(0.0, at - time.time()))
+        held.admitted_at = time.monotonic()  # looked just now: the worker need not again
+        return held in self.held
 
     async def give_back(self, held: Held, delay: float) -> None:
         """Return ``held``'s delivery to the broker, visible again after ``delay`` seconds

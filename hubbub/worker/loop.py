@@ -205,6 +205,8 @@ class WorkerLoop:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
         if self._gates is not None:  # -- limits --
+            if self._revocations is not None:
+                self._gates.recheck = self._revocations.state_now
             helpers.append(asyncio.create_task(self._gates.watch_rates_forever()))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))

@@ -30,10 +30,10 @@ def test_a_rate_that_is_not_a_string_is_refused() -> None:
 
 def test_the_first_start_is_now_and_each_next_one_interval_later() -> None:
     answer, tat = reserve(None, now=100.0, interval=0.1, horizon=0.5)
-    assert (answer.granted, answer.wait, tat) == (True, 0.0, pytest.approx(100.1))
+    assert (answer.granted, answer.at, tat) == (True, 100.0, pytest.approx(100.1))
     answer, tat2 = reserve(tat, now=100.0, interval=0.1, horizon=0.5)
     assert answer.granted
-    assert answer.wait == pytest.approx(0.1)
+    assert answer.at == pytest.approx(100.1)
     assert tat2 == pytest.approx(100.2)
 
 
@@ -41,7 +41,7 @@ def test_a_start_beyond_the_horizon_is_not_reserved_and_says_when_one_could_be()
     answer, tat = reserve(101.0, now=100.0, interval=0.1, horizon=0.5)
     assert not answer.granted
     assert tat is None
-    assert answer.wait == pytest.approx(0.5)  # at 100.5 the start at 101.0 is within reach
+    assert answer.at == pytest.approx(100.5)  # then the start at 101.0 is within reach
 
 
 def test_time_that_passed_unused_is_not_saved_up_for_a_burst() -> None:
@@ -55,9 +55,17 @@ def test_starts_reserved_back_to_back_never_put_more_than_n_in_one_period() -> N
     while len(starts) < 300:  # callers arriving every 3 ms, each reserving when it may
         answer, new = reserve(tat, now, rate.interval, 0.5)
         if answer.granted:
-            starts.append(now + answer.wait)
+            starts.append(answer.at)
             tat = new
         now += 0.003
     # (less a nanosecond: the starts are sums of floats)
     assert max(sum(1 for s in starts if t <= s < t + 1.0 - 1e-9) for t in starts) == 50
     assert starts[-1] - starts[0] == pytest.approx(299 * 0.02)
+
+
+def test_no_start_is_reserved_sooner_than_the_lead() -> None:
+    answer, tat = reserve(None, now=100.0, interval=0.1, horizon=0.5, lead=0.2)
+    assert answer.at == pytest.approx(100.2)
+    assert tat == pytest.approx(100.3)
+    answer, _ = reserve(100.25, now=100.0, interval=0.1, horizon=0.5, lead=0.2)
+    assert answer.at == pytest.approx(100.25)
