@@ -1,0 +1,154 @@
+"""The gate inside one worker (on SQLite, in this process): what waits, what is given back,
+and what a limit never does (hold a pool slot, count as an attempt, touch unlimited tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hubbub import Hub, Limits, State
+from hubbub.errors import ConfigurationError
+from hubbub.testing import drain
+from hubbub.worker.loop import WorkerLoop
+from hubbub.worker.pools import make_pool
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    h = Hub(f"sqlite:///{tmp_path / 'hub.db'}", lease=5, limits=Limits(max_deliveries=2))
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def dead_letters(hub: Hub) -> list[object]:
+    async def read() -> list[object]:
+        client = await hub.client()
+        return list(await client.transport.list_dead())
+
+    return hub.bridge.run(read())
+
+
+def test_a_one_slot_worker_runs_other_work_while_rate_limited_tasks_wait(hub: Hub) -> None:
+    order: list[str] = []
+
+    @hub.task(rate_limit="1/s")
+    def paced(name: str) -> None:
+        order.append(name)
+
+    @hub.task
+    def other(name: str) -> None:
+        order.append(name)
+
+    paced.delay_many([(f"p{i}",) for i in range(3)])
+    other.delay("o")
+    loop_worker = WorkerLoop(hub, pool=make_pool("solo", 1), stop_when_idle=True, grace=30)
+    asyncio.run(asyncio.wait_for(loop_worker.run(), 60))
+    # Two of the paced tasks wait a second or two for their starts; meanwhile the only slot
+    # served "o" (the order among the paced ones is the broker's).
+    assert sorted(order) == ["o", "p0", "p1", "p2"]
+    assert order.index("o") < sorted(order.index(p) for p in ("p0", "p1", "p2"))[1]
+
+
+def test_being_put_back_is_neither_an_attempt_nor_a_retry(hub: Hub) -> None:
+    @hub.task(concurrency=1)
+    def one_at_a_time(i: int) -> int:
+        time.sleep(0.1)
+        return i
+
+    results = one_at_a_time.delay_many([(i,) for i in range(6)])
+    drain(hub, pool=make_pool("threads", 6), timeout=60)
+    # With max_deliveries=2, two put-backs counted as deliveries would dead-letter a task.
+    assert [r.get(timeout=5) for r in results] == list(range(6))
+    records = hub.bridge.run(hub.read_results([r.id for r in results]))
+    assert {rec.retries for rec in records.values()} == {0}
+    assert dead_letters(hub) == []
+
+
+def test_a_rate_set_at_runtime_limits_a_task_without_one_and_can_be_lifted(hub: Hub) -> None:
+    starts: list[float] = []
+
+    @hub.task
+    def free(i: int) -> None:
+        starts.append(time.monotonic())
+
+    hub.bridge.run(hub.set_rate_limit(free.name, "5/s"))
+    free.delay_many([(i,) for i in range(6)])
+    drain(hub, pool=make_pool("threads", 6), timeout=60)
+    assert max(starts) - min(starts) >= 5 * 0.2 - 0.05  # five intervals of 0.2 s
+
+    hub.bridge.run(hub.set_rate_limit(free.name, None))
+    starts.clear()
+
+    @hub.task(rate_limit="1/h")
+    def slow(i: int) -> int:
+        return i
+
+    hub.bridge.run(hub.set_rate_limit(slow.name, "1000/s"))  # overrides the option
+    results = slow.delay_many([(i,) for i in range(5)])
+    free.delay_many([(i,) for i in range(3)])
+    drain(hub, pool=make_pool("threads", 6), timeout=60)  # 1/h would take four hours
+    assert [r.get(timeout=5) for r in results] == list(range(5))
+    assert len(starts) == 3
+
+
+def test_a_worker_refuses_limited_tasks_without_a_result_store(tmp_path: Path) -> None:
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}", results="none")
+    try:
+        @hub.task(concurrency=2)
+        def limited() -> None: ...
+
+        with pytest.raises(ConfigurationError, match="has concurrency, which is kept in the "
+                                                     "result store"):
+            drain(hub, timeout=10)
+    finally:
+        hub.close()
+
+
+def test_a_concurrency_key_that_cannot_be_derived_dead_letters_the_task(hub: Hub) -> None:
+    def broken_key(customer: str) -> str:
+        raise KeyError(customer)
+
+    ran = threading.Event()
+
+    @hub.task(concurrency=1, concurrency_key=broken_key)
+    def per_customer(customer: str) -> None:
+        ran.set()
+
+    result = per_customer.delay("acme")
+    drain(hub, timeout=30)
+    assert not ran.is_set()
+    assert result.state == State.FAILURE
+    [dead] = dead_letters(hub)
+    assert "concurrency_key cannot be derived" in dead.reason  # type: ignore[attr-defined]
+
+
+def test_limits_work_on_the_memory_broker_and_store() -> None:
+    hub = Hub("memory://limits-worker-test")
+    try:
+        running: list[int] = []
+        peak: list[int] = [0]
+        lock = threading.Lock()
+
+        @hub.task(concurrency=2, rate_limit="100/s")
+        def limited(i: int) -> int:
+            with lock:
+                running.append(i)
+                peak[0] = max(peak[0], len(running))
+            time.sleep(0.05)
+            with lock:
+                running.remove(i)
+            return i
+
+        results = limited.delay_many([(i,) for i in range(8)])
+        drain(hub, pool=make_pool("threads", 8), timeout=60)
+        assert [r.get(timeout=5) for r in results] == list(range(8))
+        assert peak[0] == 2
+    finally:
+        hub.close()
