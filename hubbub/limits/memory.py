@@ -29,14 +29,16 @@ class MemoryLimits(LimitStore):
         self.state = state
         self.clock = clock
 
-    async def claim_unique(self, key: str, owner: str, *, ttl: float) -> str:
+    async def claim_uniques(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
         now = self.clock.time()
+        holders = []
         with self.state.lock:
-            held = self.state.unique.get(key)
-            if held is not None and held[1] > now:
-                return held[0]
-            self.state.unique[key] = (owner, now + ttl)
-            return owner
+            for key, owner, ttl in claims:
+                held = self.state.unique.get(key)
+                if held is None or held[1] <= now:
+                    held = self.state.unique[key] = (owner, now + ttl)
+                holders.append(held[0])
+        return holders
 
     async def release_unique(self, keys: Sequence[tuple[str, str]]) -> None:
         with self.state.lock:

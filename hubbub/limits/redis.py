@@ -101,11 +101,10 @@ class RedisLimits(LimitStore):
             script = self._scripts[source] = client.register_script(source)
         return script
 
-    async def claim_unique(self, key: str, owner: str, *, ttl: float) -> str:
-        with self._io() as client:
-            held = await self._script(client, _CLAIM)(keys=[self._key("unique", key)],
-                                                     args=[owner, _ms(ttl)])
-        return held.decode() if isinstance(held, bytes) else str(held)
+    async def claim_uniques(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
+        holders = await self._pipelined(_CLAIM, [(self._key("unique", key), [owner, _ms(ttl)])
+                                                 for key, owner, ttl in claims])
+        return [_text(held) for held in holders]
 
     async def release_unique(self, keys: Sequence[tuple[str, str]]) -> None:
         if not keys:
@@ -155,10 +154,11 @@ class RedisLimits(LimitStore):
                 pipe.zrem(self._key("slots", key), holder)
             await pipe.execute()
 
-    async def _pipelined(self, source: str, calls: list[tuple[bytes, list[Any]]]) -> None:
-        """Run ``source`` once per (key, args) in one round trip."""
+    async def _pipelined(self, source: str, calls: list[tuple[bytes, list[Any]]]
+                         ) -> list[Any]:
+        """Run ``source`` once per (key, args), in order, in one round trip; the replies."""
         if not calls:
-            return
+            return []
         with self._io() as client:
             script = self._script(client, source)
             for attempt in (1, 2):
@@ -166,12 +166,12 @@ class RedisLimits(LimitStore):
                 for key, args in calls:
                     pipe.evalsha(script.sha, 1, key, *args)
                 try:
-                    await pipe.execute()
-                    return
+                    return list(await pipe.execute())
                 except NoScriptError:  # Redis restarted and forgot it
                     if attempt == 2:
                         raise
                     await client.script_load(source)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def _text(value: Any) -> str:

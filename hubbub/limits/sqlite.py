@@ -43,19 +43,20 @@ class SQLiteLimits(LimitStore):
         self.db = db
         self.clock = clock
 
-    async def claim_unique(self, key: str, owner: str, *, ttl: float) -> str:
+    async def claim_uniques(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
         now = self.clock.time()
 
-        def claim(conn: sqlite3.Connection) -> str:
-            row = conn.execute("SELECT owner FROM hubbub_unique WHERE key = ? AND expires_at > ?",
-                               (key, now)).fetchone()
-            if row is not None:
-                return str(row[0])
+        def claim(conn: sqlite3.Connection) -> list[str]:
             conn.execute("DELETE FROM hubbub_unique WHERE expires_at <= ?", (now,))  # indexed
-            conn.execute("INSERT INTO hubbub_unique (key, owner, expires_at) VALUES (?, ?, ?)"
-                         " ON CONFLICT (key) DO UPDATE SET owner = excluded.owner,"
-                         " expires_at = excluded.expires_at", (key, owner, now + ttl))
-            return owner
+            holders = []
+            for key, owner, ttl in claims:
+                row = conn.execute("SELECT owner FROM hubbub_unique WHERE key = ?",
+                                   (key,)).fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO hubbub_unique (key, owner, expires_at)"
+                                 " VALUES (?, ?, ?)", (key, owner, now + ttl))
+                holders.append(owner if row is None else str(row[0]))
+            return holders
 
         return await self.db.write(claim)
 

@@ -22,13 +22,20 @@ class LimitStore(abc.ABC):
     # -- unique jobs --
 
     @abc.abstractmethod
-    async def claim_unique(self, key: str, owner: str, *, ttl: float) -> str:
-        """Claim ``key`` for task ``owner`` for ``ttl`` seconds, unless a live claim exists.
+    async def claim_uniques(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
+        """For each (key, owner, ttl), in order and in one round trip: claim ``key`` for
+        task ``owner`` for ``ttl`` seconds, unless a live claim exists (an earlier one of the
+        same batch included).
 
         Returns:
-            The task id that holds the key now: ``owner`` if it was claimed, else the
-            holder's.
+            For each claim, the task id that holds its key after it: ``owner`` if it was
+            claimed, else the holder's.
         """
+
+    async def claim_unique(self, key: str, owner: str, *, ttl: float) -> str:
+        """One claim of :meth:`claim_uniques`; the key's holder after it."""
+        [holder] = await self.claim_uniques([(key, owner, ttl)])
+        return holder
 
     @abc.abstractmethod
     async def release_unique(self, keys: Sequence[tuple[str, str]]) -> None:

@@ -75,21 +75,16 @@ async def claim(results: ResultBackend | None, envelopes: Sequence[Envelope], br
         raise ConfigurationError(
             f"unique jobs keep their keys in the result store, and this hub keeps none; pass "
             f"results='redis://...' or 'sqlite:///results.db' to Hub() ({redact(broker)})")
-    store = results.limits()
+    holders = await results.limits().claim_uniques([
+        (e.headers[UNIQUE_HEADER], e.id,
+         float(e.headers.get(UNIQUE_FOR_HEADER) or DEFAULT_UNIQUE_FOR)) for e in marked])
     owners: dict[str, str] = {}
     claimed: list[tuple[str, str]] = []
-    try:
-        for envelope in marked:
-            key = envelope.headers[UNIQUE_HEADER]
-            ttl = float(envelope.headers.get(UNIQUE_FOR_HEADER) or DEFAULT_UNIQUE_FOR)
-            owner = await store.claim_unique(key, envelope.id, ttl=ttl)
-            if owner == envelope.id:
-                claimed.append((key, envelope.id))
-            else:
-                owners[envelope.id] = owner
-    except BaseException:
-        await store.release_unique(claimed)
-        raise
+    for envelope, holder in zip(marked, holders, strict=True):
+        if holder == envelope.id:
+            claimed.append((envelope.headers[UNIQUE_HEADER], envelope.id))
+        else:
+            owners[envelope.id] = holder
     return [e for e in envelopes if e.id not in owners], owners, claimed
 
 

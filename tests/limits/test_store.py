@@ -69,6 +69,14 @@ async def test_a_unique_key_frees_itself_after_its_ttl(store: LimitStore) -> Non
     await eventually(freed, timeout=5)
 
 
+async def test_claims_in_one_batch_are_made_in_order(store: LimitStore) -> None:
+    await store.claim_unique("held", "old", ttl=60)
+    holders = await store.claim_uniques([("a", "1", 60), ("b", "2", 60), ("a", "3", 60),
+                                         ("held", "4", 60)])
+    assert holders == ["1", "2", "1", "old"]
+    assert await store.claim_uniques([]) == []
+
+
 async def test_concurrent_claims_of_one_key_have_one_winner(backend: ResultBackend) -> None:
     stores = [backend.limits() for _ in range(20)]
     owners = await asyncio.gather(*(s.claim_unique("race", f"id{i}", ttl=60)
