@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.message import Envelope
     from hubbub.results.base import ResultBackend, State
-    from hubbub.transports.base import Transport
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.outcomes import Outcomes
     from hubbub.worker.writes import WriteBuffer
@@ -80,17 +79,15 @@ class Gates:
 
     Args:
         results: the result store (the limits live there).
-        transport: where a delivery is given back.
-        writes: gives a delivery back later when the broker cannot take it now.
+        writes: gives a delivery back to the broker, with a delay.
         held: the worker's held deliveries (a given-back one leaves it).
         outcomes: dead-letters a task whose limit key cannot be derived.
         lease: seconds a concurrency slot lasts without renewal (the delivery lease).
     """
 
-    def __init__(self, results: ResultBackend, transport: Transport, writes: WriteBuffer,
-                 held: HeldSet, outcomes: Outcomes, lease: float) -> None:
+    def __init__(self, results: ResultBackend, writes: WriteBuffer, held: HeldSet,
+                 outcomes: Outcomes, lease: float) -> None:
         self.store: LimitStore = results.limits()
-        self.transport = transport
         self.writes = writes
         self.outcomes = outcomes
         self.held = held
@@ -181,16 +178,12 @@ class Gates:
 
     async def give_back(self, held: Held, delay: float) -> None:
         """Return ``held``'s delivery to the broker, visible again after ``delay`` seconds
-        (not an attempt); the worker no longer holds it."""
+        (a release: not an attempt); the worker no longer holds it. The flusher writes it
+        with the other releases, so the broker sees one writer."""
         if held not in self.held:
             return  # given back already (a stop)
         self.held.forget(held)
-        try:
-            await self.transport.release([held.delivery], delay=delay)
-        except HubbubError as exc:
-            log.warning("could not put message %s back (%s); releasing it later",
-                        held.delivery.id, redact(str(exc)))
-            self.writes.release([held.delivery])
+        self.writes.release_until(held.delivery, time.time() + delay)
 
     def _hold_until_done(self, held: Held, slot: Slot) -> None:
         """Keep ``slot`` for ``held`` until the task running ``held`` ends, however it ends."""

@@ -179,7 +179,7 @@ class WorkerLoop:
                 Progress(asyncio.get_running_loop(), outcomes.progress))
             # -- limits --
             self._gates = None if results is None else Gates(
-                results, transport, writes, self._held, outcomes, self.lease)
+                results, writes, self._held, outcomes, self.lease)
             if self._gates is not None:
                 outcomes.settled = self._gates.settled
                 self._wiring.renewal.also.append(self._gates.renew)

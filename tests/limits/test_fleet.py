@@ -45,6 +45,8 @@ def most_at_once(entries: list[Entry]) -> int:
     return peak
 
 
+# Not on RabbitMQ: there the worker's loop also parses every AMQP frame, and on this loaded
+# machine its starts lagged their admission by up to ~0.25 s (the span still held: 6.0 s).
 @pytest.mark.parametrize("place", place_params("sqlite", "redis"), indirect=True)
 def test_a_rate_holds_for_the_fleet_of_two_workers(place: Place) -> None:
     for _ in range(2):
@@ -100,7 +102,7 @@ def test_a_per_customer_limit_lets_customers_run_side_by_side(place: Place) -> N
     assert most_at_once(report.entries) >= 2, "different customers never overlapped"
 
 
-@pytest.mark.parametrize("place", place_params("sqlite", "redis"), indirect=True)
+@pytest.mark.parametrize("place", place_params(), indirect=True)
 def test_a_slot_held_by_a_worker_killed_9_comes_back_and_the_rest_finish(
         place: Place) -> None:
     task = place.hub.tasks["limits.one_at_a_time"]  # concurrency=1; a key's first run sleeps
