@@ -228,6 +228,23 @@ class Gates:
         if slots:
             await self.store.renew_slots(slots, ttl=self.lease)
 
+    async def set_rate(self, task: str, rate: str | None) -> None:
+        """Set ``task``'s rate for the fleet (None: back to its option), in the store for
+        every worker, and here at once.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate.
+            ResultError: the store failed (ResultUnavailable: it cannot be reached).
+        """
+        parsed = None if rate is None else parse_rate(rate)
+        await self.store.set_rate(task, None if parsed is None else parsed.text)
+        overrides = dict(self.overrides)
+        if parsed is None:
+            overrides.pop(task, None)
+        else:
+            overrides[task] = parsed
+        self.overrides = overrides
+
     async def watch_rates_forever(self) -> None:
         """Read the rates set at runtime every :data:`REFRESH_RATES` seconds."""
         while True:

@@ -135,6 +135,20 @@ class WorkerLoop:
         self._stopping.set()
         self._aborting.set()
 
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """Change ``task``'s rate limit for the whole fleet (the ``rate-limit`` control
+        command): kept in the result store, in force here at once and on other workers within
+        two seconds. None goes back to the task's own ``rate_limit``. See docs/limits.md.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate, or this worker keeps no results.
+            ResultError: the store failed (ResultUnavailable: it cannot be reached).
+        """
+        if self._gates is None:  # -- limits --
+            raise ConfigurationError("rate limits are kept in the result store, and this "
+                                     "worker is not running with one")
+        await self._gates.set_rate(task, rate)
+
     @property
     def running(self) -> int:
         return sum(lane.running for lane in self.lanes)

@@ -152,3 +152,45 @@ def test_limits_work_on_the_memory_broker_and_store() -> None:
         assert peak[0] == 2
     finally:
         hub.close()
+
+
+def test_a_running_worker_changes_a_rate_for_itself_at_once(hub: Hub) -> None:
+    starts: list[float] = []
+
+    @hub.task(rate_limit="1/h")
+    def slow(i: int) -> None:
+        starts.append(time.monotonic())
+
+    loop_worker = WorkerLoop(hub, pool=make_pool("threads", 4), grace=30)
+
+    async def run() -> None:
+        serving = asyncio.create_task(loop_worker.run())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:  # until the worker is wired to its store
+            try:
+                await loop_worker.set_rate_limit(slow.name, "20/s")
+                break
+            except ConfigurationError:
+                assert loop.time() < deadline, "the worker never came up"
+                await asyncio.sleep(0.01)
+        with pytest.raises(ConfigurationError, match="not a rate"):
+            await loop_worker.set_rate_limit(slow.name, "lots")
+        await asyncio.to_thread(slow.delay_many, [(i,) for i in range(5)])
+        while len(starts) < 5:  # at 1/h, the second would start in an hour
+            assert loop.time() < deadline, f"only {len(starts)} started"
+            await asyncio.sleep(0.02)
+        loop_worker.stop()
+        await asyncio.wait_for(serving, 30)
+
+    asyncio.run(run())
+    assert len(starts) == 5
+    assert max(starts) - min(starts) >= 4 * 0.05 - 0.01  # 20/s: four intervals of 50 ms
+    stored = hub.bridge.run(_rates(hub))
+    assert stored == {slow.name: "20/s"}
+
+
+async def _rates(hub: Hub) -> dict[str, str]:
+    client = await hub.client()
+    assert client.results is not None
+    return await client.results.limits().rates()
