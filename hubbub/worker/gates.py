@@ -246,7 +246,9 @@ class Gates:
         self.overrides = overrides
 
     async def watch_rates_forever(self) -> None:
-        """Read the rates set at runtime every :data:`REFRESH_RATES` seconds."""
+        """Read the rates set at runtime every :data:`REFRESH_RATES` seconds (an outage of
+        the store is logged once, and its end)."""
+        failing = False
         while True:
             try:
                 found = await self.store.rates()
@@ -257,9 +259,14 @@ class Gates:
                     except ConfigurationError:
                         log.warning("rate %r set for task %s is not a rate; ignored", text, task)
                 self.overrides = overrides
+                if failing:
+                    log.info("the rate limits set at runtime can be read again")
+                failing = False
             except HubbubError as exc:
-                log.warning("could not read the rate limits set at runtime (%s)",
-                            redact(str(exc)))
+                if not failing:
+                    log.warning("could not read the rate limits set at runtime (%s); the "
+                                "last ones read stay in force", redact(str(exc)))
+                failing = True
             await asyncio.sleep(REFRESH_RATES)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
