@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +17,14 @@ from hubbub._bridge import Bridge
 from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.control.plane import MemoryPlane, Plane
+from hubbub.control.client import Control
+from hubbub.control.plane import Plane
+from hubbub.control.planes import open_plane
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
+from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
 from hubbub.limits import KeyFrom, parse_rate
 from hubbub.limits.unique import claim, unclaim
 from hubbub.message import Envelope
@@ -83,32 +90,69 @@ class Hub:
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
         self.anchor: Path | None = _anchor(sys._getframe(1).f_globals)
-        self.settings: Settings = resolve({
-            "broker": broker, "results": results, "lease": lease, "serializer": serializer,
-            "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
-            "default_queue": default_queue, "limits": limits,
-            "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
-            "dead_letter_failures": dead_letter_failures,
-        }, cli=overrides, defaults={
+        self._code: dict[str, Any] = _code_settings(
+            broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
+            result_ttl=result_ttl, default_queue=default_queue, limits=limits,
+            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures)
+        self._overrides = overrides
+        self._settle()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
+        self.middleware: list[Middleware] = list(middleware)
+        self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
+        self.events = EventBus()
+        self.bridge = Bridge()
+        self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        # Producer connections opened on other event loops by connected() (ASGI apps).
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
+
+    def _settle(self) -> None:
+        """Resolve the settings and what is built from them (``__init__`` and ``configure``)."""
+        settings = resolve(self._code, cli=self._overrides, defaults={
             "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
-        self.codec: Codec = get_codec(self.settings.serializer)
-        keys = dict(self.settings.signing_keys)
-        self.signer: Signer | None = Signer(keys) if keys else None
-        for name in self.settings.accept:
-            if get_codec(name).trusted_only and self.signer is None:
+        codec = get_codec(settings.serializer)
+        keys = dict(settings.signing_keys)
+        signer = Signer(keys) if keys else None
+        for name in settings.accept:
+            if get_codec(name).trusted_only and signer is None:
                 raise ConfigurationError(
                     f"serializer {name!r} runs code from the broker when decoding; it is only "
                     "allowed with signed messages: pass signing_keys={'k1': '<secret>'}"
                 )
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
-        self.middleware: list[Middleware] = list(middleware)
-        self.events = EventBus()
-        self.bridge = Bridge()
-        self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        self.settings: Settings = settings
+        self.codec: Codec = codec
+        self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
-        self._connector = Connector(self.open_transport, self.open_results,
-                                    self.settings.broker)
+        self._connector = Connector(self.open_transport, self.open_results, settings.broker)
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings given in code, before the hub is used: for an app whose
+        configuration is known only after its tasks are declared (a Flask app factory).
+
+        Takes the keyword arguments of ``Hub(...)`` (``broker``, ``results``, ``lease``,
+        ...); ``None`` leaves a setting as it was. The CLI's options still win, and the
+        environment still fills what no code sets.
+
+        Raises:
+            ConfigurationError: the hub has already connected (sent or read something), or an
+                unknown or invalid setting.
+        """
+        if self._connector.opened:
+            raise ConfigurationError("configure() must come before the hub sends or reads "
+                                     "anything: call it (or init_app) at start-up")
+        unknown = set(settings) - set(self._code)
+        for name in sorted(unknown):
+            raise ConfigurationError(f"unknown setting {name!r}{did_you_mean(name, self._code)}")
+        code = dict(self._code)
+        code.update({k: v for k, v in _code_settings(**settings).items() if v is not None})
+        previous = self._code
+        self._code = code
+        try:
+            self._settle()
+        except BaseException:
+            self._code = previous
+            raise
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -149,6 +193,70 @@ class Hub:
             return register_task(self, self.tasks, func, options)
 
         return register if fn is None else register(fn)
+
+    # -- hooks in the process that runs the task (issue 16) ----------------------------------
+
+    def on_process_start(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` once in every process that runs tasks, before its first task.
+
+        That is each prefork, hybrid or gevent child, and the worker itself for the solo,
+        threads and async pools: the place to open a database pool or a client that must
+        not cross a process boundary. Register it where the app's tasks are (the module
+        ``-A`` names imports it), so that child processes have it too.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def`` (it would never be awaited).
+        """
+        return self.hooks.add("on_process_start", fn)
+
+    def on_process_stop(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` in every process that ran ``on_process_start`` hooks, when it stops
+        serving (gracefully; a killed process runs nothing). Last registered runs first; an
+        error is logged.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("on_process_stop", fn)
+
+    def around_task(self, factory: AroundTask) -> AroundTask:
+        """Enter ``factory(ctx)`` (a context manager) around every task, in the process and
+        thread (or coroutine) that runs it: an app context, a DB session, a span.
+
+        ``ctx`` is the task's ``TaskContext``. The first registered is outermost. An error
+        raised on entering or leaving fails that task, as its own error would.
+
+        Raises:
+            ConfigurationError: ``factory`` is ``async def``.
+        """
+        return self.hooks.add("around_task", factory)
+
+    def before_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` just before every task, inside the ``around_task`` hooks (Celery's
+        ``task_prerun``). An error fails that task.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("before_task", fn)
+
+    def after_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` after every task, whether it succeeded or failed (Celery's
+        ``task_postrun``). An error is logged; the task's outcome stands.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("after_task", fn)
+
+    def on_task_failure(self, fn: TaskFailureCallback) -> TaskFailureCallback:
+        """Call ``fn(ctx, exc)`` when a task raises (not for ``Retry``/``Reject``; Celery's
+        ``task_failure``), once per failed attempt. An error is logged.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def``.
+        """
+        return self.hooks.add("on_task_failure", fn)
 
     # -- periodic tasks ------------------------------------------------------------------
 
@@ -266,15 +374,19 @@ class Hub:
                       raises=task.spec.raises if task else ())
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
-        """Encode and publish on the bridge loop (callable from any loop).
+        """Encode and publish from any loop: on this loop's own connections inside
+        ``connected()``, else on the bridge loop.
 
         Returns:
             The unique envelopes that were not sent because another live job holds their
             key: envelope id -> that job's id (see docs/limits.md).
         """
-        if asyncio.get_running_loop() is not self.bridge.loop():
-            return await self.bridge.run_async(self.publish_async(envelopes))
-        client = await self.client()
+        loop = asyncio.get_running_loop()
+        client = self._loop_clients.get(loop)
+        if client is None:
+            if loop is not self.bridge.loop():
+                return await self.bridge.run_async(self.publish_async(envelopes))
+            client = await self.client()
         # -- limits: unique jobs claim their keys first --
         envelopes, owners, claimed = await claim(client.results, envelopes,
                                                  self.settings.broker)
@@ -288,6 +400,41 @@ class Hub:
             await unclaim(client.results, claimed)
             raise
         return owners
+
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` for async code (what ``Task.delay_async`` sends through).
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        owners = await self.publish_async(envelopes)  # -- limits: a duplicate's is the owner's
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Hub]:
+        """Open producer connections on the running event loop for the block.
+
+        Inside it, sends from this loop (``await task.delay_async(...)``,
+        ``hub.send_async``) go to the broker from the loop itself, with no hop to the hub's
+        bridge thread per call. For an ASGI app's lifespan (``hubbub.fastapi.lifespan``);
+        entering it again on the same loop reuses the connections.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        loop = asyncio.get_running_loop()
+        if loop in self._loop_clients:
+            yield self
+            return
+        connector = Connector(self.open_transport, self.open_results, self.settings.broker)
+        self._loop_clients[loop] = await connector.client()
+        try:
+            yield self
+        finally:
+            client = self._loop_clients.pop(loop)
+            await client.close()
 
     def max_message_size(self, transport: Transport) -> int:
         cap = transport.capabilities.max_message_size
@@ -310,16 +457,21 @@ class Hub:
 
     def open_plane(self) -> Plane:
         """A new, unconnected control plane (events, control commands and replies) over the
-        broker.
+        broker: Redis streams, RabbitMQ fanout exchanges, a table in the SQLite file; on
+        Beanstalkd, the result store (Redis or SQLite).
 
         Raises:
-            ConfigurationError: the broker carries no plane yet.
+            ConfigurationError: the broker carries no plane (Beanstalkd without a Redis or
+                SQLite result store), or its extra is missing.
         """
-        url = self.settings.broker
-        if url.startswith("memory:"):
-            return MemoryPlane(url.split("?", 1)[0])
-        raise ConfigurationError(f"events and remote control are not available on "
-                                 f"{url.split(':', 1)[0]}:// brokers yet")
+        return open_plane(self.settings.broker, self.settings.results)
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of this hub's workers: ``hub.control.ping()``,
+        ``hub.control.inspect().active()``, ``hub.control.shutdown(destination=["w1"])``
+        (see :class:`~hubbub.control.client.Control`)."""
+        return Control(self)
 
     async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""
@@ -459,6 +611,17 @@ class Hub:
         """
         register_type(cls, name=name or f"{cls.__module__}.{cls.__qualname__}",
                       encode=encode, decode=decode)
+
+
+def _code_settings(**given: Any) -> dict[str, Any]:
+    """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
+    accept, keys = given.get("accept"), given.get("signing_keys")
+    names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
+             "default_queue", "limits", "signing_keys", "dead_letter_failures")
+    code = {name: given.get(name) for name in names}
+    code["accept"] = None if accept is None else frozenset(accept)
+    code["signing_keys"] = None if keys is None else tuple(dict(keys).items())
+    return code
 
 
 def _anchor(caller: Mapping[str, Any]) -> Path | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, Ty
 from hubbub._suggest import did_you_mean
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
+from hubbub.hooks import Hooks
 from hubbub.limits.keys import KeyFrom
 from hubbub.limits.options import check_limit_options
 from hubbub.limits.unique import with_unique
@@ -22,6 +23,7 @@ from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
     from hubbub.result import Result
+    from hubbub.worker.eager import EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -239,6 +241,10 @@ class Publisher(Protocol):
         """Send ``envelopes`` in one batch; one Result per envelope, in order."""
         ...
 
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` from async code (``Task.delay_async``)."""
+        ...
+
 
 class Task(Generic[P, R]):
     """A function registered with a hub. Call it to run it here; ``delay`` to send it.
@@ -263,6 +269,10 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._signature: inspect.Signature | Literal[False] | None = False  # False: unread
+        # The hub's hooks (one shared object, so hooks registered later apply too); a
+        # Publisher without hooks (a test's fake) gets none.
+        hooks = getattr(hub, "hooks", None)
+        self.hooks: Hooks = hooks if isinstance(hooks, Hooks) else Hooks()
 
     @property
     def name(self) -> str:
@@ -283,6 +293,28 @@ class Task(Generic[P, R]):
             TransportUnavailable: the broker cannot be reached.
         """
         return self.apply_async(args, kwargs)
+
+    async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
+        """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
+
+        It never blocks the event loop. Inside ``hub.connected()`` (which the FastAPI
+        lifespan opens) the message goes to the broker from this loop, with no thread hop;
+        elsewhere it is handed to the hub's bridge thread and awaited. Send options come from
+        ``options(...)``: ``await add.options(countdown=5).delay_async(1, 2)``.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+            MessageError: an argument cannot be encoded, or the message is too large.
+            TransportUnavailable: the broker cannot be reached.
+        """
+        self.check_arguments(args, kwargs)
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs,
+                                  self._send)
+        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
+                               task_ttl=self.spec.unique_for, key=None,
+                               ttl=None)  # -- limits --
+        [result] = await self.hub.send_async([envelope])
+        return result
 
     def apply_async(
         self,
@@ -323,6 +355,35 @@ class Task(Generic[P, R]):
                                ttl=unique_for)  # -- limits --
         [result] = self.hub.publish([envelope])
         return result
+
+    def apply(
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+        task_id: str | None = None, headers: Mapping[str, Any] | None = None,
+    ) -> EagerResult[R]:
+        """Run the task here and now, as a worker would, and return its finished result.
+
+        It runs in this process with a real task context (``current_task()`` works) and the
+        hub's task hooks; ``Retry`` and ``retry_for`` retries happen inline, at once (the
+        countdown is not waited for), up to ``retries``. Nothing is sent or stored. For
+        tests, scripts and a debugger.
+
+        Args:
+            args: positional arguments.
+            kwargs: keyword arguments.
+            task_id: the id the task sees (default: a new one).
+            headers: headers the task sees in ``current_task().headers``.
+
+        Returns:
+            An ``EagerResult``: ``get()``, ``state``, ``result``, ``traceback`` answer at once.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+        """
+        # The worker's runner sits above this module (the worker imports tasks): importing
+        # it at the top would be a cycle. apply is the one way down from a Task into it.
+        from hubbub.worker.eager import apply
+
+        return apply(self, args, kwargs, task_id=task_id, headers=headers)
 
     def delay_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[Result[R]]:
         """Send many calls in one broker round trip.

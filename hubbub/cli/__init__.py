@@ -7,6 +7,7 @@ import click
 from hubbub import __version__
 from hubbub.cli._common import quiet_drivers
 from hubbub.cli.beat import beat, schedule
+from hubbub.cli.control import control, inspect
 from hubbub.cli.demo import demo
 from hubbub.cli.messages import call, dead, purge, status
 from hubbub.cli.worker import worker
@@ -27,3 +28,5 @@ def main() -> None:
 
 for command in (worker, workers, call, status, purge, dead, demo, beat, schedule):
     main.add_command(command)
+main.add_command(inspect)  # remote control (hubbub.cli.control)
+main.add_command(control)

@@ -8,7 +8,9 @@ import click
 
 from hubbub._loader import load_hub
 from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
+from hubbub.cli._pidfile import Pidfile
 from hubbub.events import WorkerOnline
+from hubbub.logs import FORMATS, configure
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -71,20 +73,45 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
+@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Log lines as text, or as JSON objects (one per line) with task_id and "
+                   "task_name for records logged inside a task.")
+@click.option("--logfile", default=None, metavar="PATH",
+              help="Append logs (the child processes' too) to this file instead of stderr; "
+                   "reopened when logrotate moves it.")
+@click.option("--pidfile", default=None, metavar="PATH",
+              help="Write the worker's process id here; refuse to start while a live process "
+                   "holds it; removed on exit.")
 @friendly
 def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
-           lease: float | None, heartbeat: float, name: str | None, loglevel: str) -> None:
+           lease: float | None, heartbeat: float, name: str | None, loglevel: str,
+           log_format: str, logfile: str | None, pidfile: str | None) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
     --grace seconds); a second one releases running work and exits.
     """
-    logging.basicConfig(level=loglevel.upper(),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure(loglevel, log_format, logfile)
     quiet_drivers(loglevel)
+    held = Pidfile(pidfile) if pidfile else None
+    if held is not None:
+        held.acquire()
+    try:
+        _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
+               max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
+           beat: bool, pool: str, concurrency: int | None, coroutines: int | None,
+           max_tasks_per_child: int | None, max_memory_per_child: float | None,
+           prefetch: int | None, grace: float, lease: float | None, heartbeat: float,
+           name: str | None) -> None:
     hub = load_hub(app)
     banner = settings_lines(hub, {"lease": lease})
 
@@ -111,6 +138,9 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         size = bounds[0] if bounds else concurrency
         chosen = [Lane(queues.split(",") if queues else [hub.settings.default_queue],
                        make_pool(pool, size, **options), prefetch, autoscale=bounds)]
+    banner.extend(f"autoscale {','.join(lane.queues)}: {lane.autoscale[0]}..{lane.autoscale[1]} "
+                  f"{lane.pool.kind} slots (grows while work waits, shrinks when idle)"
+                  for lane in chosen if lane.autoscale is not None)
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat)
     run_worker(loop, [Beat(hub)] if beat else [])

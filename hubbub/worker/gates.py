@@ -49,10 +49,10 @@ STORE_DOWN_DELAY = 1.0  # seconds a gated task is put back for when the store ca
 REFRESH_RATES = 2.0  # seconds between reads of the rates set at runtime
 # Seconds before a reserved start when the gate looks for a revoke (the worker's look at
 # start, done early so that its round trip does not delay the start).
-PRECHECK = 0.05
+PRECHECK = 0.1
 # Seconds ahead the soonest start is reserved: time for the store's answer and that look, so
 # that a start after a quiet spell is on time instead of late and bunched with the next.
-LEAD = 0.1
+LEAD = 0.15
 
 
 def check_store(hub: Hub) -> None:

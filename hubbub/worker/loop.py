@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub._client import revoke as store_revoke
 from hubbub._redact import redact
-from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
+from hubbub.control.responder import Responder
+from hubbub.errors import ConfigurationError, HubbubError, ResultError, WriteBackFailed
 from hubbub.events import LaneInfo, WorkerOffline, WorkerOnline
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
@@ -50,6 +52,7 @@ log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
+CONTROL_OPEN_WITHIN = 5.0  # seconds the start waits for the control plane's subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,74 @@ class WorkerLoop:
         """Tasks that ended in FAILURE (``processed`` counts them too)."""
         return 0 if self._wiring is None else self._wiring.outcomes.failed
 
+    # -- remote control (hubbub.control.responder) ------------------------------------------
+
+    def holding(self) -> list[Held]:
+        """The deliveries held now: running (``started_at`` set) or waiting for a slot."""
+        return list(self._held)
+
+    async def revoke(self, ids: Sequence[str], *, terminate: bool) -> list[str]:
+        """Revoke ``ids`` as ``Hub.revoke`` does, through this worker's result store; every
+        worker (this one too) acts on it within ``revocation.EVERY`` seconds.
+
+        Raises:
+            ResultError: the hub keeps no results (revokes live there), or the store failed.
+        """
+        results = self._io.results
+        if results is None:
+            raise ResultError("revoke needs a result store (revokes live there); this "
+                              "worker's hub keeps no results")
+        return await store_revoke(results, ids, terminate=terminate,
+                                  ttl=self.hub.settings.result_ttl)
+
+    def add_queue(self, queue: str, lane: Lane) -> None:
+        """Start consuming ``queue`` on ``lane``.
+
+        Raises:
+            ValueError: this worker consumes ``queue`` already.
+        """
+        if queue in self.queues:
+            raise ValueError(f"this worker consumes {queue!r} already")
+        lane.queues = [*lane.queues, queue]  # a new list: a fetch under way keeps its own
+        self.queues = [q for one in self.lanes for q in one.queues]
+        log.info("now consuming queue %s (lane %s)", queue, ",".join(lane.queues))
+        lane.room.set()
+
+    def cancel_queue(self, queue: str) -> None:
+        """Stop consuming ``queue``; what is held from it runs to the end.
+
+        Raises:
+            ValueError: this worker does not consume ``queue``.
+        """
+        for lane in self.lanes:
+            if queue in lane.queues:
+                lane.queues = [q for q in lane.queues if q != queue]
+                self.queues = [q for one in self.lanes for q in one.queues]
+                log.info("no longer consuming queue %s", queue)
+                return
+        raise ValueError(f"this worker does not consume {queue!r}; it consumes "
+                         f"{', '.join(self.queues) or 'nothing'}")
+
+    def _responder(self) -> Responder | None:
+        try:
+            plane = self.hub.open_plane()
+        except ConfigurationError as exc:
+            log.info("remote control is off: %s", exc)
+            return None
+        return Responder(self, plane)
+
+    async def _open_control(self) -> asyncio.Task[None] | None:
+        responder = self._responder()
+        if responder is None:
+            return None
+        try:
+            # Before "online": a command sent once the worker says it is up is seen.
+            await asyncio.wait_for(responder.open(), CONTROL_OPEN_WITHIN)
+        except Exception as exc:  # serve_forever tries again; the worker serves meanwhile
+            log.warning("remote control: the control plane cannot be reached yet (%s)",
+                        redact(str(exc)))
+        return asyncio.create_task(responder.serve_forever())
+
     # -- main ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -175,6 +246,11 @@ class WorkerLoop:
         transport = self.hub.open_transport()
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
+            if any(lane.pool.in_process for lane in self.lanes):
+                # Tasks run in this process: its on_process_start hooks run first (a failing
+                # one stops the worker before it takes anything), the stop hooks last.
+                self.hub.hooks.start_process()
+                stack.callback(self.hub.hooks.stop_process)
             await transport.connect()
             stack.push_async_callback(transport.close)
             if results is not None:
@@ -203,6 +279,7 @@ class WorkerLoop:
                                   f"({self._failure!r})") from self._failure
 
     async def _serve(self, transport: Transport, writes: WriteBuffer) -> None:
+        control = await self._open_control()
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
@@ -228,6 +305,9 @@ class WorkerLoop:
         finally:
             for helper in helpers:
                 helper.cancel()
+            if control is not None:
+                control.cancel()
+                await asyncio.wait([control], timeout=CONTROL_OPEN_WITHIN)  # closes the plane
             writes.closing = True
             writes.wake()
             with contextlib.suppress(Exception, asyncio.CancelledError):

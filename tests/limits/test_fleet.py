@@ -18,14 +18,15 @@ from tests.limits.conftest import Place, place_params
 
 N = 300
 RATE = 50  # limitapp's rate_limit="50/s"
-# Seconds a task's own start time may lag its admission by more than another's. Measured on
-# the 2-core machine these tests run on (load average ~9, shared by several test runs): the
-# worker's loop wakes for a reserved start 7 ms late at the median and up to ~90 ms late,
-# and the thread pool adds up to ~50 ms more. Starts admitted 20 ms apart can then land
-# side by side, so a window of one second may show a few more starts than the gate admitted
-# in it; a window shorter by JITTER cannot. The admission itself is exact: see test_rate.py
-# and test_store.py.
-JITTER = 0.2
+# Seconds a task's own start time may lag its admission by the gate. Measured on the 2-core
+# machine these tests run on, shared by several test runs (load average 9 to 12): the
+# worker's loop wakes for a reserved start 7 ms late at the median and up to ~0.1 s late,
+# and the pool's hand-over to a thread adds up to ~0.05 s (more while the load is high).
+# Starts admitted 20 ms apart can then land side by side: a window of one second may show
+# up to JITTER / interval more starts than the gate admitted in it, and a window shorter by
+# JITTER no more than it admitted. The admission itself is exact: see test_rate.py and
+# test_store.py, which check it without that lag.
+JITTER = 0.25
 
 
 def most_in_window(starts: list[float], width: float) -> int:
@@ -66,7 +67,8 @@ def test_a_rate_holds_for_the_fleet_of_two_workers(place: Place) -> None:
     # 299 intervals of 20 ms: 5.98 s. The bound is 6 s +- 10%.
     assert 5.4 <= span <= 6.6, f"300 tasks at 50/s took {span:.2f}s"
     assert most_in_window(starts, 1.0 - JITTER) <= RATE
-    assert most_in_window(starts, 1.0) <= RATE * 1.1 + 1  # lag, as above; 100 if per worker
+    # 100 with a limit per worker; 100 in the first second with a bucket that bursts.
+    assert most_in_window(starts, 1.0) <= RATE + JITTER * RATE
 
 
 @pytest.mark.parametrize("place", place_params(), indirect=True)

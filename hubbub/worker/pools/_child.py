@@ -43,6 +43,7 @@ from hubbub.context import set_default_sink
 from hubbub.errors import ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
+from hubbub.logs import configure
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_loop, run_sync
@@ -85,10 +86,10 @@ def main() -> None:
         raise ValueError(f"a child's first frame must be its ChildSpec, got {spec!r:.100}")
     sys.path[:] = list(spec.sys_path)
     if spec.log_level is not None:
-        logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)-7s "
-                            "%(name)s[%(process)d]: %(message)s")
+        configure(spec.log_level, spec.log_format, spec.log_file, child=True)
     try:
         hub = load_hub(spec.import_path)
+        hub.hooks.start_process()  # before Ready: a child without its hooks serves nothing
     except Exception as exc:
         sock.sendall(encode(LoadFailed(exception_text(exc))))
         sock.close()
@@ -104,6 +105,7 @@ def main() -> None:
         else:
             raise ValueError(f"unknown child mode {spec.mode!r}")
     finally:
+        hub.hooks.stop_process()
         hub.close()
         sock.close()
 

@@ -56,6 +56,8 @@ class ChildSpec(NamedTuple):
         sys_path: the parent's ``sys.path``, so the child finds the same modules.
         log_level: the parent's root log level, or None when it configured no logging.
         block_warning: seconds a task may block a child's event loop before a warning.
+        log_format: "text" or "json", as the worker logs (``hubbub.logs``).
+        log_file: the file the worker logs to, or None for stderr.
     """
 
     import_path: str
@@ -64,6 +66,8 @@ class ChildSpec(NamedTuple):
     sys_path: tuple[str, ...]
     log_level: int | None = None
     block_warning: float | None = None
+    log_format: str = "text"
+    log_file: str | None = None
 
 
 class Run(NamedTuple):
