@@ -194,3 +194,21 @@ async def _rates(hub: Hub) -> dict[str, str]:
     client = await hub.client()
     assert client.results is not None
     return await client.results.limits().rates()
+
+
+def test_unique_jobs_hold_on_the_async_send_path_too(hub: Hub) -> None:
+    @hub.task(unique=("order_id",))
+    def charge(order_id: int) -> int:
+        return order_id
+
+    async def send() -> list[str]:
+        ids = [(await charge.delay_async(1)).id, (await charge.delay_async(1)).id]
+        async with hub.connected():  # this loop's own connections, no bridge hop
+            ids.append((await charge.delay_async(1)).id)
+            ids.append((await charge.delay_async(2)).id)
+        return ids
+
+    first, again, inside, other = asyncio.run(send())
+    assert first == again == inside
+    assert other != first
+    drain(hub, timeout=30)
