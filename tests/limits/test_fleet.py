@@ -136,3 +136,22 @@ def test_a_slot_held_by_a_worker_killed_9_comes_back_and_the_rest_finish(
     recovery = report.recovery
     assert recovery is not None
     assert recovery < 30, f"the slot came back only after {recovery:.1f}s"
+
+
+@pytest.mark.parametrize("place", place_params("sqlite", "redis"), indirect=True)
+def test_a_slot_is_renewed_while_its_task_runs_past_the_lease(place: Place) -> None:
+    task = place.hub.tasks["limits.one_at_a_time"]  # concurrency=1
+    for _ in range(2):
+        place.start_worker("--pool", "threads", "-c", "2", lease=1.0)
+    task.delay("long", 4.0)  # four leases long
+    place.ledger.submitted(["long"])
+    wait_until(lambda: place.ledger.count("start", "long") == 1, 30, "the long task started")
+    keys = [f"k{i}" for i in range(3)]
+    task.delay_many([(k, 0.0) for k in keys])
+    place.ledger.submitted(keys)
+    wait_until(lambda: place.ledger.count("done") >= len(keys) + 1, 60, "every task done")
+    place.finish()
+
+    report = place.ledger.check()
+    assert report.runs["long"] == 1
+    assert most_at_once(report.entries) == 1, "a task took the slot of one still running"
