@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from hubbub.results.base import ResultBackend, State
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.outcomes import Outcomes
+    from hubbub.worker.renewal import Renewal
+    from hubbub.worker.revocation import Revocations
     from hubbub.worker.writes import WriteBuffer
 
 log = logging.getLogger("hubbub.worker")
@@ -97,6 +99,37 @@ class Gates:
         self._background: set[asyncio.Task[None]] = set()
         # The worker's look for a revoke just before a start (Revocations.state_now).
         self.recheck: Callable[[str], Awaitable[State | None]] | None = None
+
+    @classmethod
+    def wire(cls, results: ResultBackend | None, writes: WriteBuffer, held: HeldSet,
+             outcomes: Outcomes, renewal: Renewal, lease: float) -> Gates | None:
+        """The gates of a worker with a result store (None without one), told of every
+        settled job by ``outcomes`` and renewing their slots with ``renewal``."""
+        if results is None:
+            return None
+        gates = cls(results, writes, held, outcomes, lease)
+        outcomes.settled = gates.settled
+        renewal.also.append(gates.renew)
+        return gates
+
+    @staticmethod
+    def of(gates: Gates | None) -> Gates:
+        """``gates``, which a worker has only while it runs with a result store.
+
+        Raises:
+            ConfigurationError: it has none.
+        """
+        if gates is None:
+            raise ConfigurationError("rate limits are kept in the result store, and this "
+                                     "worker is not running with one")
+        return gates
+
+    async def serve(self, revocations: Revocations | None) -> None:
+        """What runs beside the worker: the look for revokes before a reserved start (with
+        ``revocations``), and the reading of runtime rates."""
+        if revocations is not None:
+            self.recheck = revocations.state_now
+        await self.watch_rates_forever()
 
     # -- before a task starts ------------------------------------------------------------
 
@@ -229,8 +262,9 @@ class Gates:
             await self.store.renew_slots(slots, ttl=self.lease)
 
     async def set_rate(self, task: str, rate: str | None) -> None:
-        """Set ``task``'s rate for the fleet (None: back to its option), in the store for
-        every worker, and here at once.
+        """Set ``task``'s rate for the fleet (None: back to its option): kept in the
+        store, in force here at once and on the other workers within
+        :data:`REFRESH_RATES` seconds. See docs/limits.md.
 
         Raises:
             ConfigurationError: ``rate`` is not a rate.

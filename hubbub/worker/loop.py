@@ -139,18 +139,13 @@ class WorkerLoop:
         self._aborting.set()
 
     async def set_rate_limit(self, task: str, rate: str | None) -> None:
-        """Change ``task``'s rate limit for the whole fleet (the ``rate-limit`` control
-        command): kept in the result store, in force here at once and on other workers within
-        two seconds. None goes back to the task's own ``rate_limit``. See docs/limits.md.
+        """The ``rate-limit`` control command: see :meth:`Gates.set_rate`.
 
         Raises:
-            ConfigurationError: ``rate`` is not a rate, or this worker keeps no results.
+            ConfigurationError: ``rate`` is not a rate, or the worker runs without a store.
             ResultError: the store failed (ResultUnavailable: it cannot be reached).
         """
-        if self._gates is None:  # -- limits --
-            raise ConfigurationError("rate limits are kept in the result store, and this "
-                                     "worker is not running with one")
-        await self._gates.set_rate(task, rate)
+        await Gates.of(self._gates).set_rate(task, rate)  # -- limits --
 
     @property
     def running(self) -> int:
@@ -267,12 +262,8 @@ class WorkerLoop:
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
-            # -- limits --
-            self._gates = None if results is None else Gates(
-                results, writes, self._held, outcomes, self.lease)
-            if self._gates is not None:
-                outcomes.settled = self._gates.settled
-                self._wiring.renewal.also.append(self._gates.renew)
+            self._gates = Gates.wire(results, writes, self._held, outcomes,  # -- limits --
+                                     self._wiring.renewal, self.lease)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -296,9 +287,7 @@ class WorkerLoop:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
         if self._gates is not None:  # -- limits --
-            if self._revocations is not None:
-                self._gates.recheck = self._revocations.state_now
-            helpers.append(asyncio.create_task(self._gates.watch_rates_forever()))
+            helpers.append(asyncio.create_task(self._gates.serve(self._revocations)))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
