@@ -14,8 +14,10 @@ import pytest
 from hubbub import Hub, Limits, State
 from hubbub.errors import ConfigurationError
 from hubbub.testing import drain
+from hubbub.transports import Outgoing, open_transport
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
+from hubbub.worker.writes import WriteBuffer
 
 
 @pytest.fixture
@@ -212,3 +214,28 @@ def test_unique_jobs_hold_on_the_async_send_path_too(hub: Hub) -> None:
     assert first == again == inside
     assert other != first
     drain(hub, timeout=30)
+
+
+async def test_a_delivery_given_back_by_a_gate_returns_when_due_and_not_as_an_attempt(
+        ) -> None:
+    transport = open_transport("memory://limits-release-until")
+    await transport.connect()
+    try:
+        await transport.publish([Outgoing("q", b"body", "m1")])
+        [first] = await transport.fetch(["q"], limit=1, lease=30, wait=0)
+        writes = WriteBuffer(transport, None, None)
+        flusher = asyncio.create_task(writes.flush_forever())
+        writes.release_until(first, time.time() + 0.3)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        again = []
+        while not again:
+            again = await transport.fetch(["q"], limit=1, lease=30, wait=0.05)
+            assert loop.time() - asked < 10, "never came back"
+        assert loop.time() - asked >= 0.25  # not before its time (to the tenth)
+        assert again[0].attempts == first.attempts  # a release is not an attempt
+        writes.closing = True
+        writes.wake()
+        await asyncio.wait_for(flusher, 10)
+    finally:
+        await transport.close()
