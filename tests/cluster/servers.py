@@ -154,8 +154,9 @@ class RedisCluster:
         return len(masters) == 3 and all(
             int(info(p).get("connected_slaves", "0")) >= 1 for p in masters)
 
-    def master_of(self, key: str) -> int:
-        """The port of the master serving ``key``'s slot (asked of a live node)."""
+    def master_of(self, key: str) -> int | None:
+        """The port of the master serving ``key``'s slot (asked of a live node); None while
+        no master does (during a failover)."""
         live = next(s.port for s in self.servers if s.alive())
         slot = int(cli(live, "CLUSTER", "KEYSLOT", key).strip())
         for line in cli(live, "CLUSTER", "NODES").splitlines():
@@ -166,7 +167,7 @@ class RedisCluster:
                 lo, _, hi = span.partition("-")
                 if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
                     return int(parts[1].split("@")[0].rsplit(":", 1)[1])
-        raise ServerError(f"no master serves slot {slot}")
+        return None
 
     def replica_of(self, master: int) -> int:
         for s in self.servers:
@@ -255,6 +256,10 @@ class RedisSentinel:
         if int(info(master).get("connected_slaves", "0")) < 1:
             return False
         return all("sentinels=3" in cli(p, "INFO", "sentinel") for p in self.sentinel_ports)
+
+    def master_of(self, key: str) -> int | None:
+        """The master's port (one master serves every key)."""
+        return self.master()
 
     def replica_of(self, master: int) -> int:
         return next(p for p in self.data_ports if p != master)
