@@ -40,7 +40,9 @@ MAX_PRIORITY = 9
 H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
 H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
 MAX_TTL_MS = 2**32 - 1
-OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout")
+OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout", "queue_type",
+           "delivery_limit")
+QUEUE_TYPES = ("classic", "quorum")
 _NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
@@ -84,6 +86,28 @@ def legacy_dead_name(prefix: str, queue: str) -> str:
     """Where hubbub up to 0.2 kept ``queue``'s dead letters, with no retention or cap; read
     with the new queue, and emptied into it when the queue is next declared."""
     return f"{prefix}:dead.{queue}"
+
+
+def quorum(queue_type: str) -> dict[str, Any]:
+    """The argument that makes a queue a quorum queue (replicated by Raft over the cluster's
+    nodes), or none for a classic one."""
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def main_arguments(queue_type: str, delivery_limit: int | None) -> dict[str, Any]:
+    """The arguments of a queue's main AMQP queue.
+
+    Classic: ``x-max-priority``. Quorum (RabbitMQ 3.x has no priorities on them): the type,
+    and ``x-delivery-limit`` when set: the broker dead-letters a message handed out more
+    often than that, whatever the consumers do (hubbub's ``max_deliveries`` usually acts
+    first; this is the backstop that needs no consumer at all).
+    """
+    if queue_type != "quorum":
+        return {"x-max-priority": MAX_PRIORITY}
+    args: dict[str, Any] = quorum(queue_type)
+    if delivery_limit is not None:
+        args["x-delivery-limit"] = delivery_limit
+    return args
 
 
 def dead_arguments(ttl: float, limit: int) -> dict[str, Any]:

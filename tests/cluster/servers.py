@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,8 +317,18 @@ def redis_sentinel() -> RedisSentinel:
     return topology
 
 
+_stoppers: list[Callable[[], None]] = []
+
+
+def on_stop(stop: Callable[[], None]) -> None:
+    """Have ``stop_all`` call ``stop`` too (another kind of server started this session)."""
+    _stoppers.append(stop)
+
+
 def stop_all() -> None:
     """Stop every topology this session started, and remove their folders."""
+    while _stoppers:
+        _stoppers.pop()()
     while _running:
         _, topology = _running.popitem()
         topology.stop()
