@@ -39,7 +39,12 @@ from hubbub._redis_cluster import (
     wait_for_replicas,
 )
 from hubbub._suggest import did_you_mean
-from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
+from hubbub.errors import (
+    ConfigurationError,
+    HubbubError,
+    TransportError,
+    TransportUnavailable,
+)
 
 _SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname")
@@ -235,6 +240,8 @@ def translate(
     """
     try:
         yield
+    except HubbubError:  # already ours (a WAIT that fell short): not wrapped again
+        raise
     except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
         _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
     except (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,

@@ -153,7 +153,7 @@ class RedisCluster:
             return False
         masters = [p for p in live if info(p).get("role") == "master"]
         return len(masters) == 3 and all(
-            int(info(p).get("connected_slaves", "0")) >= 1 for p in masters)
+            "state=online" in info(p).get("slave0", "") for p in masters)
 
     def master_of(self, key: str) -> int | None:
         """The port of the master serving ``key``'s slot (asked of a live node); None while
@@ -199,6 +199,7 @@ class RedisSentinel:
     folder: Path
     base: int = SENTINEL_PORT
     servers: list[Server] = field(default_factory=list)
+    replica_upstream: int | None = None  # the replica replicates through this port (a proxy)
     SERVICE = "hbmaster"
 
     @property
@@ -221,7 +222,8 @@ class RedisSentinel:
         if shutil.which("redis-server") is None:
             raise ServerError("redis-server is not installed")
         master, replica = self.data_ports
-        for port, extra in ((master, []), (replica, ["--replicaof", HOST, str(master)])):
+        upstream = str(self.replica_upstream or master)
+        for port, extra in ((master, []), (replica, ["--replicaof", HOST, upstream])):
             s = Server(port, _redis_args(port, *extra), self.folder / str(port))
             self.servers.append(s)
             s.start()
@@ -254,7 +256,7 @@ class RedisSentinel:
         master = self.master()
         if not self.server(master).alive() or info(master).get("role") != "master":
             return False
-        if int(info(master).get("connected_slaves", "0")) < 1:
+        if "state=online" not in info(master).get("slave0", ""):
             return False
         return all("sentinels=3" in cli(p, "INFO", "sentinel") for p in self.sentinel_ports)
 
