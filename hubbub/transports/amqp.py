@@ -34,6 +34,7 @@ from hubbub.transports._amqp_topology import (
     H_DIED,
     H_ETA,
     H_REASON,
+    H_RETURNS,
     MAX_PRIORITY,
     QUEUE_TYPES,
     build_message,
@@ -256,8 +257,12 @@ class AMQPTransport(Transport):
             # Headers another tool wrote may be anything: unreadable means "not counted"
             # (or counted once, if redelivered) and "no delay", never an exception.
             seen = count_of(headers.get(H_ATTEMPTS, 0), int(bool(m.redelivered)))
+            if self.quorum:  # the broker counts returns durably (Raft): no copy needed
+                seen = count_of(headers.get(H_ATTEMPTS, 0), 0) + count_of(
+                    headers.get(H_RETURNS, 0), int(bool(m.redelivered)))
             eta = seconds(headers.get(H_ETA)) if H_ETA in headers else None
-            if m.redelivered:  # its last holder died: count that delivery durably, look again
+            if m.redelivered and not self.quorum:  # its last holder died: count that
+                # delivery durably (a copy with the count raised), then look again
                 await self._again(queue, m, seen + 1, None)
             elif eta is not None and eta > now + 0.01:  # early (clock skew, very long delay)
                 await self._again(queue, m, seen, eta)

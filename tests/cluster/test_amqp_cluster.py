@@ -25,6 +25,7 @@ from tests import brokers
 from tests.brokers import amqp_cluster
 from tests.cluster import rabbit, servers
 from tests.cluster.rabbit import RabbitCluster
+from tests.conftest import eventually
 from tests.faults import faultapp
 from tests.faults.conftest import REPO, FaultReport, Site
 from tests.faults.ledger import Ledger, Report, wait_until
@@ -83,6 +84,40 @@ async def test_quorum_queues_carry_messages_and_refuse_priorities_with_the_fix(
     finally:
         for t in (producer, consumer):
             await t.close()
+        await amqp_cluster.cleanup(url)
+
+
+@pytest.mark.slow
+async def test_the_broker_counts_attempts_and_dead_letters_past_the_delivery_limit(
+    cluster: RabbitCluster,
+) -> None:
+    prefix = "dl" + uuid.uuid4().hex[:8]
+    url = cluster.url(prefix, queue_type="quorum", delivery_limit="2")
+    producer = open_transport(url)
+    seen: list[int] = []
+    try:
+        await producer.connect()
+        await producer.publish([Outgoing("q", b"poison", "poison")])
+        for _ in range(3):  # a consumer that dies holding it (its connection closes)
+            consumer = open_transport(url)
+            await consumer.connect()
+            try:
+                [d] = await consumer.fetch(["q"], limit=1, lease=30, wait=10)
+                seen.append(d.attempts)
+            finally:
+                await consumer.close()
+
+        async def dead() -> bool:
+            return [d.id for d in await producer.list_dead("q")] == ["poison"]
+
+        await eventually(dead, timeout=15)
+        assert seen == [1, 2, 3]  # counted by the broker, no copy republished
+        [letter] = await producer.list_dead("q")
+        assert "delivery_limit" in letter.reason
+        [s] = await producer.stats(["q"])
+        assert s.ready == 0
+    finally:
+        await producer.close()
         await amqp_cluster.cleanup(url)
 
 
