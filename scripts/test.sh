@@ -37,5 +37,5 @@ python3 -m pytest "$@"
 # them out of the quick run above; the whole test command runs them here.
 if [ "$#" -eq 0 ]; then
     python3 -m pytest -m slow tests/cluster tests/conformance \
-        -k "redis_cluster or redis_sentinel or amqp_cluster"
+        -k "cluster or sentinel"
 fi
