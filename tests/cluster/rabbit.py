@@ -167,6 +167,9 @@ def rabbit_cluster() -> RabbitCluster:
             cluster.stop()
             _failed.append(f"rabbitmq cluster could not start: {exc}")
             raise ServerError(_failed[0]) from exc
+        except BaseException:  # a test timeout or ^C mid-start: leave no node behind
+            cluster.stop()
+            raise
         _running.append(cluster)
         servers.on_stop(stop)
     return _running[0]

@@ -26,7 +26,7 @@ from pathlib import Path
 CLUSTER_PORT = int(os.environ.get("HUBBUB_TEST_REDIS_CLUSTER_PORT", "17000"))
 SENTINEL_PORT = int(os.environ.get("HUBBUB_TEST_REDIS_SENTINEL_PORT", "17010"))
 HOST = "127.0.0.1"
-STARTUP = 60.0  # seconds a whole topology may take to come up
+STARTUP = 120.0  # seconds a whole topology may take to come up (on a loaded machine)
 
 
 class ServerError(RuntimeError):
@@ -301,6 +301,9 @@ def _ensure(name: str, make: type[RedisCluster] | type[RedisSentinel]
             topology.stop()
             _failed[name] = f"{name} could not start: {exc}"
             raise ServerError(_failed[name]) from exc
+        except BaseException:  # a test timeout or ^C mid-start: leave no server behind
+            topology.stop()
+            raise
         _running[name] = topology
     return _running[name]
 

@@ -30,7 +30,7 @@ from tests.faults import faultapp
 from tests.faults.conftest import REPO, FaultReport, Site
 from tests.faults.ledger import Ledger, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 LEASE = 2.0  # seconds: a lease the dead master took with it comes back soon
 WINDOW = 1.0  # seconds before the kill in which an unreplicated publish may be lost

@@ -25,7 +25,7 @@ from tests.faults.conftest import REPO, FaultReport, Site
 from tests.faults.ledger import Ledger, wait_until
 from tests.faults.proxy import Proxy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
