@@ -96,7 +96,7 @@ class Server:
                 self.proc.wait(10)
 
 
-def _redis_args(port: int, *extra: str) -> list[str]:
+def redis_args(port: int, *extra: str) -> list[str]:
     return ["redis-server", "--bind", HOST, "--port", str(port), "--save", "",
             "--appendonly", "no", "--maxmemory", "64mb", "--daemonize", "no",
             "--protected-mode", "no", *extra]
@@ -126,7 +126,7 @@ class RedisCluster:
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             raise ServerError("redis-server and redis-cli are not installed")
         for port in self.ports:
-            s = Server(port, _redis_args(
+            s = Server(port, redis_args(
                 port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 # Quick failover: a master is failed after 1s; any replica may take over.
                 "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
@@ -199,7 +199,6 @@ class RedisSentinel:
     folder: Path
     base: int = SENTINEL_PORT
     servers: list[Server] = field(default_factory=list)
-    replica_upstream: int | None = None  # the replica replicates through this port (a proxy)
     SERVICE = "hbmaster"
 
     @property
@@ -222,9 +221,8 @@ class RedisSentinel:
         if shutil.which("redis-server") is None:
             raise ServerError("redis-server is not installed")
         master, replica = self.data_ports
-        upstream = str(self.replica_upstream or master)
-        for port, extra in ((master, []), (replica, ["--replicaof", HOST, upstream])):
-            s = Server(port, _redis_args(port, *extra), self.folder / str(port))
+        for port, extra in ((master, []), (replica, ["--replicaof", HOST, str(master)])):
+            s = Server(port, redis_args(port, *extra), self.folder / str(port))
             self.servers.append(s)
             s.start()
         wait(lambda: info(replica).get("master_link_status") == "up", 15, "replica in sync")
