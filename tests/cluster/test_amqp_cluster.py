@@ -81,7 +81,9 @@ async def test_quorum_queues_carry_messages_and_refuse_priorities_with_the_fix(
             batch = await consumer.fetch(["q"], limit=8, lease=30, wait=1)
             await consumer.ack(batch)
             got += [d.id for d in batch]
-        assert got == [f"id{i}" for i in range(20)]  # FIFO, each once, none of "urgent"
+        # Each once, none of "urgent". Not strictly FIFO: prefetched messages a consumer
+        # gives back (between fetches) are republished at the tail (docs/scaling.md).
+        assert sorted(got) == sorted(f"id{i}" for i in range(20))
         types = _queue_types(cluster, prefix)
         assert types[f"{prefix}.q"] == "quorum"
         assert types[f"{prefix}:dead2.q"] == "quorum"
