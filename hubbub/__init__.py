@@ -26,6 +26,7 @@ from hubbub.errors import (
     WriteBackFailed,
 )
 from hubbub.hub import Hub
+from hubbub.logs import TaskFilter, get_task_logger
 from hubbub.middleware import DispatchContext, Middleware
 from hubbub.result import Result
 from hubbub.results.base import State
@@ -56,6 +57,7 @@ __all__ = [
     "TaskCrashed",
     "TaskError",
     "TaskFailed",
+    "TaskFilter",
     "TaskOptions",
     "TaskRevoked",
     "TaskTimedOut",
@@ -65,5 +67,6 @@ __all__ = [
     "WriteBackFailed",
     "__version__",
     "current_task",
+    "get_task_logger",
     "run_worker",
 ]

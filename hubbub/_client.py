@@ -54,6 +54,13 @@ class Connector:
         self._client: Client | None = None
         self._connecting: tuple[int, asyncio.Future[Client]] | None = None
 
+    @property
+    def opened(self) -> bool:
+        """Whether this process has opened (or is opening) its client."""
+        pid = os.getpid()
+        return ((self._client is not None and self._client.pid == pid)
+                or (self._connecting is not None and self._connecting[0] == pid))
+
     async def client(self) -> Client:
         """This process's client, connected by the first caller; the others wait for it."""
         pid = os.getpid()

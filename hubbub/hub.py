@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
@@ -13,10 +18,19 @@ from hubbub._bridge import Bridge
 from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
+from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.control.plane import MemoryPlane, Plane
+from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
+from hubbub.compat.celery.producer import CeleryProducer, broker_url
+from hubbub.control.client import Control
+from hubbub.control.plane import Plane
+from hubbub.control.planes import open_plane
+from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
+from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
+from hubbub.limits import KeyFrom, parse_rate
+from hubbub.limits.unique import claim, unclaim
 from hubbub.message import Envelope
 from hubbub.middleware import Middleware
 from hubbub.result import Result
@@ -24,7 +38,7 @@ from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
 from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
@@ -53,6 +67,14 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
+        events: publish events on the control plane (``hubbub events`` shows them): a
+            ``task-sent`` for every task this hub sends, and every worker event from
+            workers of this hub (``hubbub worker --events`` turns it on for one worker).
+            Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
+        celery_broker: Celery's broker, for ``send_task(..., protocol="celery")`` and the
+            worker's ``--celery-queue`` (default: this broker when it is Redis or RabbitMQ).
+        celery_results: Celery's Redis result backend, where the bridge also writes the
+            results of the Celery tasks it runs (docs/celery.md).
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -76,36 +98,80 @@ class Hub:
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
+        events: bool | None = None,
+        celery_broker: str | None = None,
+        celery_results: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
         self.anchor: Path | None = _anchor(sys._getframe(1).f_globals)
-        self.settings: Settings = resolve({
-            "broker": broker, "results": results, "lease": lease, "serializer": serializer,
-            "accept": None if accept is None else frozenset(accept), "result_ttl": result_ttl,
-            "default_queue": default_queue, "limits": limits,
-            "signing_keys": None if signing_keys is None else tuple(signing_keys.items()),
-            "dead_letter_failures": dead_letter_failures,
-        }, cli=overrides, defaults={
+        self._code: dict[str, Any] = _code_settings(
+            broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
+            result_ttl=result_ttl, default_queue=default_queue, limits=limits,
+            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures,
+            events=events, celery_broker=celery_broker, celery_results=celery_results)
+        self._overrides = overrides
+        self.events = EventBus()
+        self._settle()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
+        self.middleware: list[Middleware] = list(middleware)
+        self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
+        self.bridge = Bridge()
+        self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
+        self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        # Producer connections opened on other event loops by connected() (ASGI apps).
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
+
+    def _settle(self) -> None:
+        """Resolve the settings and what is built from them (``__init__`` and ``configure``)."""
+        settings = resolve(self._code, cli=self._overrides, defaults={
             "broker": sqlite_url(self.anchor.parent if self.anchor else Path.cwd())})
-        self.codec: Codec = get_codec(self.settings.serializer)
-        keys = dict(self.settings.signing_keys)
-        self.signer: Signer | None = Signer(keys) if keys else None
-        for name in self.settings.accept:
-            if get_codec(name).trusted_only and self.signer is None:
+        codec = get_codec(settings.serializer)
+        keys = dict(settings.signing_keys)
+        signer = Signer(keys) if keys else None
+        for name in settings.accept:
+            if get_codec(name).trusted_only and signer is None:
                 raise ConfigurationError(
                     f"serializer {name!r} runs code from the broker when decoding; it is only "
                     "allowed with signed messages: pass signing_keys={'k1': '<secret>'}"
                 )
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
-        self.middleware: list[Middleware] = list(middleware)
-        self.events = EventBus()
-        self.bridge = Bridge()
-        self.import_path: str | None = None  # "module:attr" when loaded by the CLI
+        self.settings: Settings = settings
+        self.codec: Codec = codec
+        self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
-        self._connector = Connector(self.open_transport, self.open_results,
-                                    self.settings.broker)
+        self._connector = Connector(self.open_transport, self.open_results, settings.broker)
+        # task-sent events, with events on (on the bridge loop, like the connections)
+        self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings given in code, before the hub is used: for an app whose
+        configuration is known only after its tasks are declared (a Flask app factory).
+
+        Takes the keyword arguments of ``Hub(...)`` (``broker``, ``results``, ``lease``,
+        ...); ``None`` leaves a setting as it was. The CLI's options still win, and the
+        environment still fills what no code sets.
+
+        Raises:
+            ConfigurationError: the hub has already connected (sent or read something), or an
+                unknown or invalid setting.
+        """
+        if self._connector.opened:
+            raise ConfigurationError("configure() must come before the hub sends or reads "
+                                     "anything: call it (or init_app) at start-up")
+        unknown = set(settings) - set(self._code)
+        for name in sorted(unknown):
+            raise ConfigurationError(f"unknown setting {name!r}{did_you_mean(name, self._code)}")
+        code = dict(self._code)
+        code.update({k: v for k, v in _code_settings(**settings).items() if v is not None})
+        previous = self._code
+        self._code = code
+        try:
+            self._settle()
+        except BaseException:
+            self._code = previous
+            raise
 
     def __repr__(self) -> str:
         return f"<Hub broker={redact(self.settings.broker)}>"
@@ -127,6 +193,9 @@ class Hub:
         soft_timeout: float | None = None, expires: float | None = None,
         ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
         raises: tuple[type[Exception], ...] = (),
+        unique: KeyFrom | None = None, unique_for: float | None = None,
+        rate_limit: str | None = None, concurrency: int | None = None,
+        concurrency_key: KeyFrom | None = None,
     ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -143,6 +212,42 @@ class Hub:
             return register_task(self, self.tasks, func, options)
 
         return register if fn is None else register(fn)
+
+    # -- hooks in the process that runs the task (issue 16; semantics in hubbub/hooks.py) --
+
+    def on_process_start(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` once in every process that runs tasks (each prefork, hybrid or gevent
+        child; the worker itself for solo, threads, async), before its first task. If it
+        raises, the worker does not start.
+
+        Raises:
+            ConfigurationError: ``fn`` is ``async def`` (so are the other hook decorators).
+        """
+        return self.hooks.add("on_process_start", fn)
+
+    def on_process_stop(self, fn: ProcessHook) -> ProcessHook:
+        """Run ``fn()`` when such a process stops serving (last registered first)."""
+        return self.hooks.add("on_process_stop", fn)
+
+    def around_task(self, factory: AroundTask) -> AroundTask:
+        """Enter ``factory(ctx)``, a context manager (or, for ``async def`` tasks, an async
+        one), around every task, in the thread or coroutine that runs it (first registered
+        outermost); an error fails that task."""
+        return self.hooks.add("around_task", factory)
+
+    def before_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` just before every task (Celery's ``task_prerun``); an error
+        fails that task."""
+        return self.hooks.add("before_task", fn)
+
+    def after_task(self, fn: TaskCallback) -> TaskCallback:
+        """Call ``fn(ctx)`` after every task, success or failure (``task_postrun``)."""
+        return self.hooks.add("after_task", fn)
+
+    def on_task_failure(self, fn: TaskFailureCallback) -> TaskFailureCallback:
+        """Call ``fn(ctx, exc)`` when a task raises, but not ``Retry``/``Reject``
+        (``task_failure``)."""
+        return self.hooks.add("on_task_failure", fn)
 
     # -- periodic tasks ------------------------------------------------------------------
 
@@ -222,17 +327,43 @@ class Hub:
 
     def send_task(
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-        **send: Any,
+        *, protocol: Literal["hubbub", "celery"] = "hubbub", **send: Any,
     ) -> Result[Any]:
         """Send a task by name, without importing its code.
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
         The arguments are not checked here (the worker does), whether the name is known or not.
+
+        With ``protocol="celery"`` the task goes to a Celery worker instead: a Celery protocol
+        v2 message on Celery's broker (the ``celery_broker`` setting, else this hub's broker
+        when it is Redis or RabbitMQ), on Celery's queue ``queue`` (default ``"celery"``).
+        Celery keeps its result, so the returned handle keeps none: read it with Celery's
+        ``AsyncResult(result.id)``.
+
+        Raises:
+            ConfigurationError: bad options, or no Redis or RabbitMQ broker for Celery.
+            MessageError: an argument cannot be encoded.
+            TransportUnavailable: the broker cannot be reached.
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
+        if protocol == "celery":  # -- Celery bridge (issue 17)
+            envelope = build_envelope(replace(spec, queue=None), CELERY_QUEUE, tuple(args),
+                                      kwargs or {}, SendOptions(**send))
+            self.bridge.run(self._celery_send(envelope))
+            return Result(self, envelope.id, name, ignored=True)
+        if protocol != "hubbub":
+            raise ConfigurationError(f"protocol must be 'hubbub' or 'celery', not {protocol!r}")
         return Task(self, remote, spec).apply_async(args, kwargs, **send)
+
+    async def _celery_send(self, envelope: Envelope) -> None:
+        # One producer per process, on the bridge loop (a forked child opens its own).
+        producer = self._celery_producers.get(os.getpid())
+        if producer is None:
+            producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
+            self._celery_producers = {os.getpid(): producer}
+        await producer.send(envelope)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -249,8 +380,9 @@ class Hub:
             MessageError: an envelope cannot be encoded, or is larger than the limit.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        self.bridge.run(self.publish_async(envelopes))
-        return [self._result_for(e) for e in envelopes]
+        owners = self.bridge.run(self.publish_async(envelopes))
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
 
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
@@ -258,14 +390,70 @@ class Hub:
         return Result(self, envelope.id, envelope.task, ignored=ignored,
                       raises=task.spec.raises if task else ())
 
-    async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
-        """Encode and publish on the bridge loop (callable from any loop)."""
-        if asyncio.get_running_loop() is not self.bridge.loop():
-            return await self.bridge.run_async(self.publish_async(envelopes))
-        client = await self.client()
-        await client.transport.publish(await encode_all(
-            envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
-            self.signer))
+    async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
+        """Encode and publish from any loop: on this loop's own connections inside
+        ``connected()``, else on the bridge loop.
+
+        Returns:
+            The unique envelopes that were not sent because another live job holds their
+            key: envelope id -> that job's id (see docs/limits.md).
+        """
+        loop = asyncio.get_running_loop()
+        client = self._loop_clients.get(loop)
+        if client is None:
+            if loop is not self.bridge.loop():
+                return await self.bridge.run_async(self.publish_async(envelopes))
+            client = await self.client()
+        # -- limits: unique jobs claim their keys first --
+        envelopes, owners, claimed = await claim(client.results, envelopes,
+                                                 self.settings.broker)
+        try:
+            if not envelopes:
+                return owners  # every one a duplicate of a live job
+            await client.transport.publish(await encode_all(
+                envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
+                self.signer))
+        except BaseException:
+            await unclaim(client.results, claimed)
+            raise
+        if self._sent is not None:
+            await self._sent.sent(envelopes)
+        return owners
+
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` for async code (what ``Task.delay_async`` sends through).
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        owners = await self.publish_async(envelopes)  # -- limits: a duplicate's is the owner's
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Hub]:
+        """Open producer connections on the running event loop for the block.
+
+        Inside it, sends from this loop (``await task.delay_async(...)``,
+        ``hub.send_async``) go to the broker from the loop itself, with no hop to the hub's
+        bridge thread per call. For an ASGI app's lifespan (``hubbub.fastapi.lifespan``);
+        entering it again on the same loop reuses the connections.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        loop = asyncio.get_running_loop()
+        if loop in self._loop_clients:
+            yield self
+            return
+        connector = Connector(self.open_transport, self.open_results, self.settings.broker)
+        self._loop_clients[loop] = await connector.client()
+        try:
+            yield self
+        finally:
+            client = self._loop_clients.pop(loop)
+            await client.close()
 
     def max_message_size(self, transport: Transport) -> int:
         """Bytes a message may have on ``transport``: ``limits.max_message_size``, lowered to
@@ -290,16 +478,21 @@ class Hub:
 
     def open_plane(self) -> Plane:
         """A new, unconnected control plane (events, control commands and replies) over the
-        broker.
+        broker: Redis streams, RabbitMQ fanout exchanges, a table in the SQLite file; on
+        Beanstalkd, the result store (Redis or SQLite).
 
         Raises:
-            ConfigurationError: the broker carries no plane yet.
+            ConfigurationError: the broker carries no plane (Beanstalkd without a Redis or
+                SQLite result store), or its extra is missing.
         """
-        url = self.settings.broker
-        if url.startswith("memory:"):
-            return MemoryPlane(url.split("?", 1)[0])
-        raise ConfigurationError(f"events and remote control are not available on "
-                                 f"{url.split(':', 1)[0]}:// brokers yet")
+        return open_plane(self.settings.broker, self.settings.results)
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of this hub's workers: ``hub.control.ping()``,
+        ``hub.control.inspect().active()``, ``hub.control.shutdown(destination=["w1"])``
+        (see :class:`~hubbub.control.client.Control`)."""
+        return Control(self)
 
     async def client(self) -> Client:
         """This process's producer connections (on the bridge loop), opened on first use."""
@@ -386,11 +579,37 @@ class Hub:
         """
         await (await self._connector.results()).forget(ids)
 
+    # -- limits ------------------------------------------------------------------------------
+
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """Change ``task``'s rate limit for the whole fleet, now; on the bridge loop.
+
+        Kept in the result store, where every worker reads it (within about two seconds);
+        it wins over the task's ``rate_limit`` option, and also limits a task that has none.
+
+        Args:
+            task: the task's name.
+            rate: ``"100/m"`` (also ``/s``, ``/h``); None goes back to the task's option.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate.
+            ResultError: this hub keeps no results (limits live there), or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+        """
+        if rate is not None:
+            rate = parse_rate(rate).text
+        await (await self._connector.results()).limits().set_rate(task, rate)
+
     def close(self) -> None:
         """Close the producer connections and stop the bridge thread."""
         client = self._connector.detach()
         if client is not None:
             self.bridge.run(client.close())
+        if self._sent is not None and self._sent.opened:
+            self.bridge.run(self._sent.close())
+        celery = self._celery_producers.pop(os.getpid(), None)
+        if celery is not None:
+            self.bridge.run(celery.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,
@@ -418,6 +637,18 @@ class Hub:
         """
         register_type(cls, name=name or f"{cls.__module__}.{cls.__qualname__}",
                       encode=encode, decode=decode)
+
+
+def _code_settings(**given: Any) -> dict[str, Any]:
+    """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
+    accept, keys = given.get("accept"), given.get("signing_keys")
+    names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
+             "default_queue", "limits", "signing_keys", "dead_letter_failures", "events",
+             "celery_broker", "celery_results")
+    code = {name: given.get(name) for name in names}
+    code["accept"] = None if accept is None else frozenset(accept)
+    code["signing_keys"] = None if keys is None else tuple(dict(keys).items())
+    return code
 
 
 def _anchor(caller: Mapping[str, Any]) -> Path | None:

@@ -277,6 +277,21 @@ class SQLiteTransport(Transport):
             ).rowcount
         )
 
+    async def make_due(self) -> int:
+        """Make every delayed (not leased) message due now; how many were delayed.
+
+        A testing aid (``hubbub.testing``'s ``fast_forward``): an ETA or a retry's countdown
+        is then not waited for in real time.
+        """
+        now = self.clock.time()
+        return await self.db.write(
+            lambda c: c.execute(
+                f"UPDATE hubbub_messages SET visible_at = ? WHERE token IS NULL"  # noqa: S608
+                f" AND visible_at > ? AND {_NUMERIC}",
+                (now, now),
+            ).rowcount
+        )
+
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         now = self.clock.time()
 

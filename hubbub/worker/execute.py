@@ -40,7 +40,7 @@ import time
 from concurrent.futures import Executor
 from typing import Any
 
-from hubbub.context import TaskContext, enter, leave
+from hubbub.context import TaskContext, enter, leave, maybe_current_task
 from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.job import Job, Outcome, TimedOut
 from hubbub.task import Task
@@ -95,6 +95,22 @@ def job_label(job: Job) -> str:
     return f"{job.task}[{job.id}]"
 
 
+def _call(task: Task[Any, Any], job: Job, ctx: TaskContext) -> Any:
+    """Call a sync task's function, inside the hub's task hooks when it has any."""
+    if not task.hooks:
+        return task.fn(*job.args, **job.kwargs)
+    return task.hooks.call(ctx, task.fn, job.args, job.kwargs)
+
+
+async def _await(task: Task[Any, Any], job: Job) -> Any:
+    """Await an ``async def`` task's coroutine, inside the hub's task hooks when it has any
+    (entered in the asyncio task that runs the job, whose context holds the TaskContext)."""
+    if not task.hooks:
+        return await task.fn(*job.args, **job.kwargs)
+    ctx = maybe_current_task() or context_of(job)
+    return await task.hooks.call_async(ctx, task.fn, job.args, job.kwargs)
+
+
 def _ours() -> bool:
     """Whether the running asyncio task has been asked to cancel (by a limit or a stop)."""
     me = asyncio.current_task()
@@ -105,7 +121,7 @@ async def _contained(task: Task[Any, Any], job: Job) -> tuple[Any, BaseException
     """``(value, None)`` or ``(None, what the task raised)``: nothing but our own cancellation
     leaves this coroutine, so no ``KeyboardInterrupt``/``SystemExit`` reaches a loop."""
     try:
-        return await task.fn(*job.args, **job.kwargs), None
+        return await _await(task, job), None
     except asyncio.CancelledError as exc:
         if _ours():
             raise
@@ -116,7 +132,8 @@ async def _contained(task: Task[Any, Any], job: Job) -> tuple[Any, BaseException
 
 def run_sync(task: Task[Any, Any], job: Job, where: InThread | None = None) -> Outcome:
     """Run a job to completion in the calling thread (``async def`` gets its own loop)."""
-    token = enter(context_of(job))
+    ctx = context_of(job)
+    token = enter(ctx)
     started = time.monotonic()
     try:
         if task.is_async:
@@ -124,11 +141,11 @@ def run_sync(task: Task[Any, Any], job: Job, where: InThread | None = None) -> O
             if error is not None:
                 return failure(task, error, time.monotonic() - started)
         elif where is None:
-            value = task.fn(*job.args, **job.kwargs)
+            value = _call(task, job, ctx)
         else:
             where.enter()
             try:
-                value = task.fn(*job.args, **job.kwargs)
+                value = _call(task, job, ctx)
             finally:
                 where.leave()
     except asyncio.CancelledError as exc:
@@ -172,7 +189,7 @@ async def on_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None)
             stop.arm_task(me)
         error: BaseException | None = None
         try:
-            value = await task.fn(*job.args, **job.kwargs)
+            value = await _await(task, job)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit...: a failure
             error = exc
         finally:

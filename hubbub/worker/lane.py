@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubbub.errors import ConfigurationError
 from hubbub.worker.pools import accepts, cannot_autoscale, make_pool
 from hubbub.worker.pools.base import Pool
+
+log = logging.getLogger("hubbub.worker")
+if TYPE_CHECKING:
+    from hubbub.middleware import Middleware
+    from hubbub.worker.sources import Source
 
 GROW_EVERY = 1.0  # seconds between two autoscale steps up
 SHRINK_AFTER = 5.0  # seconds a lane must be under half busy before it shrinks a step
@@ -33,6 +39,9 @@ class Lane:
         autoscale: (min, max) concurrency; the lane grows while its queues have waiting work
             and every slot is busy, and shrinks while it is less than half busy. Only for a
             pool that is ``resizable``.
+        source: where its queues are, when not on the hub's broker (the Celery bridge's
+            ``hubbub.compat.celery``); its deliveries are read and settled by it.
+        middleware: dispatch middleware for this lane only, inside the hub's.
 
     Raises:
         ConfigurationError: autoscale bounds out of order, or autoscale of a pool that
@@ -43,6 +52,11 @@ class Lane:
     pool: Pool
     prefetch: int | None = None
     autoscale: tuple[int, int] | None = None
+    # -- Celery bridge (issue 17): a lane may consume another system's queues through its
+    # own source, with dispatch middleware of its own (e.g. writing Celery's results).
+    source: Source | None = None
+    middleware: list[Middleware] = field(default_factory=list)
+    # -- end Celery bridge
     held: int = 0
     running: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,6 +64,9 @@ class Lane:
     _waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     _grown_at: float = 0.0
     _quiet_since: float | None = None
+    # Autoscale (on the fetcher) and remote control (on the responder) may resize at once:
+    # one resize at a time, so a pool never sees two (prefork starts children in one).
+    _resizing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if self.prefetch is None:
@@ -65,6 +82,8 @@ class Lane:
     def budget(self) -> int:
         """How many more deliveries this lane may fetch now (0: wait for room)."""
         assert self.prefetch is not None
+        if not self.queues:
+            return 0  # every queue was cancelled (remote control): wait for one to be added
         room = self.pool.concurrency + self.prefetch - self.held
         if self.running >= self.pool.concurrency and room <= self.prefetch // 2:
             return 0  # every slot is busy: keep the prefetch small rather than trickle in
@@ -109,18 +128,54 @@ class Lane:
         if self.running >= size and waiting > 0 and size < high:
             if now - self._grown_at >= GROW_EVERY:
                 self._grown_at = now
-                await self.pool.resize(min(high, size + max(1, waiting)))
-                self._hand_out()
-                self.room.set()
+                await self.resize(min(high, size + max(1, waiting)),
+                                  f"autoscale: {waiting} waiting, every slot busy")
             self._quiet_since = None
         elif self.running < size / 2 and size > low:
             if self._quiet_since is None:
                 self._quiet_since = now
             elif now - self._quiet_since >= SHRINK_AFTER:
                 self._quiet_since = now
-                await self.pool.resize(size - 1)
+                await self.resize(size - 1, f"autoscale: {self.running} of {size} busy for "
+                                            f"{SHRINK_AFTER:.0f}s")
         else:
             self._quiet_since = None
+
+    # -- steering (autoscale and remote control) -------------------------------------------
+
+    async def resize(self, concurrency: int, why: str) -> None:
+        """Resize the pool to ``concurrency`` slots now, and log it in one line with ``why``.
+
+        Raises:
+            ConfigurationError: the pool is not ``resizable``.
+            ValueError: ``concurrency`` below 1.
+        """
+        async with self._resizing:
+            old = self.pool.concurrency
+            await self.pool.resize(concurrency)
+        log.info("lane %s: pool %s %d -> %d (%s)", ",".join(self.queues) or "(no queues)",
+                 self.pool.kind, old, concurrency, why)
+        self._hand_out()  # waiting runners take the new slots at once
+        self.room.set()
+
+    async def set_autoscale(self, bounds: tuple[int, int]) -> None:
+        """Autoscale between ``bounds`` (min, max) from now on, resizing into them at once.
+
+        Raises:
+            ConfigurationError: bounds out of order, or a pool that cannot resize.
+        """
+        low, high = bounds
+        if not 1 <= low <= high:
+            raise ConfigurationError(f"autoscale needs 1 <= min <= max, got {low},{high}")
+        if not self.pool.resizable:
+            raise ConfigurationError(cannot_autoscale(self.pool.kind))
+        was, self.autoscale = self.autoscale, (low, high)
+        log.info("lane %s: autoscale %s -> %d..%d", ",".join(self.queues),
+                 "off" if was is None else f"{was[0]}..{was[1]}", low, high)
+        size = self.pool.concurrency
+        if not low <= size <= high:
+            await self.resize(min(high, max(low, size)), "new autoscale bounds")
+        self.room.set()  # a fetcher waiting without autoscale would sleep long
 
 
 def parse_lane(spec: str, **options: Any) -> Lane:

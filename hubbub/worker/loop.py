@@ -20,9 +20,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub._client import revoke as store_revoke
 from hubbub._redact import redact
-from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
-from hubbub.events import LaneInfo, WorkerOffline, WorkerOnline
+from hubbub.control.planes import open_plane
+from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
+from hubbub.control.registry import RunningTask
+from hubbub.control.responder import Responder
+from hubbub.control.wire import received_row, started_row
+from hubbub.errors import ConfigurationError, HubbubError, ResultError, WriteBackFailed
+from hubbub.events import (
+    LaneInfo,
+    TaskReceived,
+    TaskRevoked,
+    TaskStarted,
+    WorkerOffline,
+    WorkerOnline,
+)
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ResultBackend, State
@@ -30,6 +43,7 @@ from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.announce import Announcer
 from hubbub.worker.execute import exception_text
+from hubbub.worker.gates import Gates, check_store
 from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Outcomes
@@ -37,6 +51,7 @@ from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.progress import Progress
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.revocation import Revocations
+from hubbub.worker.sources import Routed
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
@@ -49,6 +64,7 @@ log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
+CONTROL_OPEN_WITHIN = 5.0  # seconds the start waits for the control plane's subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +95,8 @@ class WorkerLoop:
         lease: seconds a delivery stays leased without renewal (default: the hub's).
         lanes: several (queues, pool) pairs served by this one worker, instead of
             ``queues``/``pool``/``prefetch``.
+        events: publish every event on the plane's ``events`` channel (``hubbub events``
+            shows them); default: the hub's ``events`` setting (off).
 
     Raises:
         ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
@@ -88,7 +106,7 @@ class WorkerLoop:
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
-        lanes: Sequence[Lane] | None = None,
+        lanes: Sequence[Lane] | None = None, events: bool | None = None,
     ) -> None:
         if lanes and (queues or pool):
             raise ConfigurationError("give lanes, or queues and a pool, not both")
@@ -114,6 +132,9 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
+        self.events = hub.settings.events if events is None else events
+        self._publisher: EventPublisher | None = None  # with events on, while running
+        self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
 
     @property
@@ -133,15 +154,100 @@ class WorkerLoop:
         self._stopping.set()
         self._aborting.set()
 
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """The ``rate-limit`` control command: see :meth:`Gates.set_rate`.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate, or the worker runs without a store.
+            ResultError: the store failed (ResultUnavailable: it cannot be reached).
+        """
+        await Gates.of(self._gates).set_rate(task, rate)  # -- limits --
+
     @property
     def running(self) -> int:
         """Tasks running now, over every lane."""
         return sum(lane.running for lane in self.lanes)
 
+    def running_now(self, limit: int) -> list[RunningTask]:
+        """Up to ``limit`` of the tasks running now, longest-running first (the registry
+        entry lists them for ``hubbub top``)."""
+        started = [h for h in self._held if h.started_at is not None]
+        started.sort(key=lambda h: h.started_at or 0.0)
+        return [RunningTask(h.envelope.id, h.envelope.task, h.started_at or 0.0)
+                for h in started[:limit]]
+
     @property
     def failed(self) -> int:
         """Tasks that ended in FAILURE (``processed`` counts them too)."""
         return 0 if self._wiring is None else self._wiring.outcomes.failed
+
+    # -- remote control (hubbub.control.responder) ------------------------------------------
+
+    def holding(self) -> list[Held]:
+        """The deliveries held now: running (``started_at`` set) or waiting for a slot."""
+        return list(self._held)
+
+    async def revoke(self, ids: Sequence[str], *, terminate: bool) -> list[str]:
+        """Revoke ``ids`` as ``Hub.revoke`` does, through this worker's result store; every
+        worker (this one too) acts on it within ``revocation.EVERY`` seconds.
+
+        Raises:
+            ResultError: the hub keeps no results (revokes live there), or the store failed.
+        """
+        results = self._io.results
+        if results is None:
+            raise ResultError("revoke needs a result store (revokes live there); this "
+                              "worker's hub keeps no results")
+        return await store_revoke(results, ids, terminate=terminate,
+                                  ttl=self.hub.settings.result_ttl)
+
+    def add_queue(self, queue: str, lane: Lane) -> None:
+        """Start consuming ``queue`` on ``lane``.
+
+        Raises:
+            ValueError: this worker consumes ``queue`` already.
+        """
+        if queue in self.queues:
+            raise ValueError(f"this worker consumes {queue!r} already")
+        lane.queues = [*lane.queues, queue]  # a new list: a fetch under way keeps its own
+        self.queues = [q for one in self.lanes for q in one.queues]
+        log.info("now consuming queue %s (lane %s)", queue, ",".join(lane.queues))
+        lane.room.set()
+
+    def cancel_queue(self, queue: str) -> None:
+        """Stop consuming ``queue``; what is held from it runs to the end.
+
+        Raises:
+            ValueError: this worker does not consume ``queue``.
+        """
+        for lane in self.lanes:
+            if queue in lane.queues:
+                lane.queues = [q for q in lane.queues if q != queue]
+                self.queues = [q for one in self.lanes for q in one.queues]
+                log.info("no longer consuming queue %s", queue)
+                return
+        raise ValueError(f"this worker does not consume {queue!r}; it consumes "
+                         f"{', '.join(self.queues) or 'nothing'}")
+
+    def _responder(self) -> Responder | None:
+        try:
+            plane = self.hub.open_plane()
+        except ConfigurationError as exc:
+            log.info("remote control is off: %s", exc)
+            return None
+        return Responder(self, plane)
+
+    async def _open_control(self) -> asyncio.Task[None] | None:
+        responder = self._responder()
+        if responder is None:
+            return None
+        try:
+            # Before "online": a command sent once the worker says it is up is seen.
+            await asyncio.wait_for(responder.open(), CONTROL_OPEN_WITHIN)
+        except Exception as exc:  # serve_forever tries again; the worker serves meanwhile
+            log.warning("remote control: the control plane cannot be reached yet (%s)",
+                        redact(str(exc)))
+        return asyncio.create_task(responder.serve_forever())
 
     # -- main ------------------------------------------------------------------------------
 
@@ -156,9 +262,21 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
-        transport = self.hub.open_transport()
+        check_store(self.hub)  # -- limits --
+        transport: Transport = self.hub.open_transport()
+        # -- Celery bridge (issue 17): lanes with a source of their own (Celery's queues)
+        # reach it through the one Transport the write buffer and the renewer use.
+        sources = [lane.source for lane in self.lanes if lane.source is not None]
+        if sources:
+            transport = Routed(transport, sources)
+        # -- end Celery bridge
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
+            if any(lane.pool.in_process for lane in self.lanes):
+                # Tasks run in this process: its on_process_start hooks run first (a failing
+                # one stops the worker before it takes anything), the stop hooks last.
+                self.hub.hooks.start_process()
+                stack.callback(self.hub.hooks.stop_process)
             await transport.connect()
             stack.push_async_callback(transport.close)
             if results is not None:
@@ -167,27 +285,34 @@ class WorkerLoop:
             for lane in self.lanes:
                 await lane.pool.start(self.hub)
                 stack.push_async_callback(lane.pool.stop)
-                self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
-                                                             _runner(lane.pool))
+                self._dispatchers[id(lane)] = chain_dispatch(
+                    [*self.hub.middleware, *lane.middleware], _runner(lane.pool))
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
             outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
             self._wiring = _Wiring(
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
+            self._gates = Gates.wire(results, writes, self._held, outcomes,  # -- limits --
+                                     self._wiring.renewal, self.lease)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
                                   f"({self._failure!r})") from self._failure
 
     async def _serve(self, transport: Transport, writes: WriteBuffer) -> None:
+        control = await self._open_control()
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
+        publisher = self._publisher = self._start_publisher()
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
                  "; ".join(f"queues {','.join(lane.queues)} on pool {lane.pool} "
                            f"x{lane.concurrency}" for lane in lanes))
+        for lane in self.lanes:  # -- Celery bridge (issue 17): say where those queues are
+            if lane.source is not None:
+                log.info("queues %s are read from %r", ",".join(lane.queues), lane.source)
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
         announcer = Announcer(self, self._io.results)
@@ -196,12 +321,17 @@ class WorkerLoop:
         if self._io.results is not None:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
+        if self._gates is not None:  # -- limits --
+            helpers.append(asyncio.create_task(self._gates.serve(self._revocations)))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
         finally:
             for helper in helpers:
                 helper.cancel()
+            if control is not None:
+                control.cancel()
+                await asyncio.wait([control], timeout=CONTROL_OPEN_WITHIN)  # closes the plane
             writes.closing = True
             writes.wake()
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -209,6 +339,19 @@ class WorkerLoop:
             await announcer.forget()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
+            if publisher is not None:
+                self._publisher = None
+                await publisher.close()
+
+    def _start_publisher(self) -> EventPublisher | None:
+        """With events on, the publisher of this worker's events (started)."""
+        if not self.events:
+            return None
+        settings = self.hub.settings
+        publisher = EventPublisher(self.hub.events, open_plane(
+            settings.broker, settings.results, maxlen=PLANE_KEEPS))
+        publisher.start()
+        return publisher
 
     def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
         if flusher.cancelled() or flusher.exception() is None:
@@ -287,7 +430,7 @@ class WorkerLoop:
     async def _admit(self, deliveries: list[Delivery], lane: Lane) -> None:
         accepted: list[Held] = []
         for delivery in deliveries:
-            verdict = self._admission.check(delivery)
+            verdict = self._admission.check(delivery, lane.source)
             if isinstance(verdict, Refused):
                 self._io.outcomes.refused(delivery, verdict)
             else:
@@ -295,14 +438,25 @@ class WorkerLoop:
         final = (await self._revocations.final_states([h.envelope.id for h in accepted])
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
+        bus, publisher = self.hub.events, self._publisher
+        listening = bus.listening_besides(None if publisher is None else publisher.capture)
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
+            if publisher is not None:  # as a row: no event object on the way of every task
+                publisher.record(received_row(now, env.id, env.task, held.delivery.queue,
+                                              self.name))
+            if listening:
+                bus.emit(TaskReceived(env.id, env.task, held.delivery.queue, self.name))
             if state is not None:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self._io.writes.ack([held.delivery])
+                if state == State.REVOKED:
+                    bus.emit(TaskRevoked(env.id, env.task, self.name, "revoked"))
+                if self._gates is not None:  # -- limits --
+                    self._gates.settled(env)
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
@@ -314,6 +468,10 @@ class WorkerLoop:
 
     async def _execute(self, held: Held) -> None:
         lane = held.lane
+        # -- limits: fleet-wide rate and concurrency, passed before a pool slot is taken --
+        gates = self._gates
+        if gates is not None and gates.applies(held) and not await gates.admit(held):
+            return  # given back to the broker until its limit lets it start
         await lane.acquire()
         try:
             if self._stopping.is_set():
@@ -333,6 +491,11 @@ class WorkerLoop:
                              held.envelope.id, state.value)
                     self._held.forget(held)
                     self._io.writes.ack([held.delivery])
+                    if state == State.REVOKED:
+                        self.hub.events.emit(TaskRevoked(held.envelope.id, held.envelope.task,
+                                                         self.name, "revoked"))
+                    if gates is not None:  # -- limits --
+                        gates.settled(held.envelope)
                     return
                 if held not in self._held:
                     return  # given back or dropped while it looked
@@ -345,6 +508,7 @@ class WorkerLoop:
             io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
+            self._started(held, attempts)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -363,6 +527,16 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
+
+    def _started(self, held: Held, attempt: int) -> None:
+        """The task-started event, for the publisher (a row) and the bus (if anyone else
+        listens); nothing at all when nobody does."""
+        env, bus, publisher = held.envelope, self.hub.events, self._publisher
+        if publisher is not None:
+            publisher.record(started_row(held.started_at or 0.0, env.id, env.task,
+                                         held.delivery.queue, self.name, attempt))
+        if bus.listening_besides(None if publisher is None else publisher.capture):
+            bus.emit(TaskStarted(env.id, env.task, held.delivery.queue, self.name, attempt))
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

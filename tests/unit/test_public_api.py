@@ -33,6 +33,7 @@ PUBLIC = [
     "TaskCrashed",
     "TaskError",
     "TaskFailed",
+    "TaskFilter",
     "TaskOptions",
     "TaskRevoked",
     "TaskTimedOut",
@@ -42,6 +43,7 @@ PUBLIC = [
     "WriteBackFailed",
     "__version__",
     "current_task",
+    "get_task_logger",
     "run_worker",
 ]
 
@@ -119,7 +121,8 @@ def test_the_package_ships_its_type_marker() -> None:
 
 # The module each extra's distribution is imported as.
 EXTRA_MODULES = {"orjson": "orjson", "msgpack": "msgpack", "redis": "redis",
-                 "aio-pika": "aio_pika", "croniter": "croniter", "gevent": "gevent"}
+                 "aio-pika": "aio_pika", "croniter": "croniter", "gevent": "gevent",
+                 "flask": "flask", "fastapi": "fastapi"}
 
 
 def _extras() -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from hubbub import Hub, TaskFailed
+from hubbub import Hub, TaskCrashed, TaskFailed
 from hubbub.errors import ConfigurationError
 from hubbub.job import Crashed, Job, Succeeded
 from hubbub.testing import drain
@@ -80,8 +80,15 @@ def test_a_child_over_max_memory_is_replaced_after_its_task(app: ModuleType) -> 
     grown = app.grow.delay(120)
     after = app.pid.delay()
     drain(app.hub, pool=PreforkPool(1, max_memory_per_child=100), timeout=30)
-    assert before.get(timeout=5) == grown.get(timeout=5)  # a fresh child is under 100 MiB
-    assert after.get(timeout=5) != grown.get(timeout=5)
+    # The parent also reads a busy child's memory: on a loaded machine it may catch the
+    # child while the task is still filling its 120 MiB and kill it then. Either way the
+    # child that grew runs nothing more.
+    grew = grown.get(timeout=5, propagate=False)
+    if isinstance(grew, TaskCrashed):
+        assert "max-memory-per-child" in str(grew)
+    else:
+        assert before.get(timeout=5) == grew  # a fresh child is under 100 MiB
+    assert after.get(timeout=5) != before.get(timeout=5)
 
 
 async def test_children_ignore_sigint_so_ctrl_c_reaches_only_the_worker(

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from hubbub.errors import ConfigurationError, ErrorKind
 from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
+from hubbub.logs import current_setup
 from hubbub.results.base import ErrorInfo
 from hubbub.worker.outcome_of import exception_text
 from hubbub.worker.pools._child_handle import Child, StartFailed
@@ -88,8 +89,15 @@ class Children:
         """Process ids of the children serving now."""
         return [child.pid for child in self._active]
 
-    async def start(self, import_path: str | None) -> None:
+    async def start(self, import_path: str | None,
+                    urls: tuple[str, str | None] | None = None) -> None:
         """Start every child and wait until all have loaded the app.
+
+        Args:
+            import_path: the app, unless the pool was given one.
+            urls: the worker's broker and result store; a child whose app module configures
+                others (a test re-pointed the hub) uses these, so that what its tasks send
+                goes where this worker consumes.
 
         Raises:
             ConfigurationError: no import path, or a child could not load the app.
@@ -100,9 +108,13 @@ class Children:
                 f"the {self.kind} pool starts child processes that import the app: run the "
                 "worker with -A module:attr, or pass import_path='module:attr' to the pool")
         root = logging.getLogger()
+        setup = current_setup()  # the worker's --log-format and --logfile, for its children
         self._spec = ChildSpec(path, self.mode, self.slots, tuple(sys.path),
                                root.getEffectiveLevel() if root.handlers else None,
-                               self.block_warning)
+                               self.block_warning, setup.format if setup else "text",
+                               setup.file if setup else None,
+                               urls[0] if urls else None,
+                               (urls[1] or "none") if urls else None)
         self._wake = asyncio.Event()
         self._stopping = False
         results = await asyncio.gather(*(self._start_child() for _ in range(self.processes)),
@@ -114,7 +126,7 @@ class Children:
             if not isinstance(first, StartFailed):
                 raise first
             raise ConfigurationError(f"{self.kind} child process could not load {path}: "
-                                     f"{first}") from None
+                                     f"{first}") from None  # also: an on_process_start hook
         self._active.extend(r for r in results if isinstance(r, Child))
 
     async def run(self, job: Job) -> Outcome:
@@ -272,6 +284,8 @@ class ChildPool(Pool):
         ValueError: no slot at all.
     """
 
+    in_process: ClassVar[bool] = False  # each child runs the process hooks itself
+
     def __init__(self, children: Children) -> None:
         super().__init__(children.processes * children.slots)
         self.children = children
@@ -282,7 +296,8 @@ class ChildPool(Pool):
         Raises:
             ConfigurationError: no import path is known, or a child could not import the app.
         """
-        await self.children.start(hub.import_path)
+        await self.children.start(hub.import_path,
+                                  (hub.settings.broker, hub.settings.results))
 
     async def run(self, job: Job) -> Outcome:
         return await self.children.run(job)

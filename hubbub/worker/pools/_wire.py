@@ -56,6 +56,10 @@ class ChildSpec(NamedTuple):
         sys_path: the parent's ``sys.path``, so the child finds the same modules.
         log_level: the parent's root log level, or None when it configured no logging.
         block_warning: seconds a task may block a child's event loop before a warning.
+        log_format: "text" or "json", as the worker logs (``hubbub.logs``).
+        log_file: the file the worker logs to, or None for stderr.
+        broker: the worker's broker URL (None: as the app module configures it).
+        results: the worker's result store URL, "none" for none (None: as the app says).
     """
 
     import_path: str
@@ -64,6 +68,10 @@ class ChildSpec(NamedTuple):
     sys_path: tuple[str, ...]
     log_level: int | None = None
     block_warning: float | None = None
+    log_format: str = "text"
+    log_file: str | None = None
+    broker: str | None = None
+    results: str | None = None
 
 
 class Run(NamedTuple):

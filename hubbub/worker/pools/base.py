@@ -26,12 +26,15 @@ class Pool(abc.ABC):
         resizable: whether ``resize`` works, so that the pool can autoscale.
         concurrency: how many jobs may run at the same time.
         hard_timeouts_exact: whether ``timeout`` is enforced by killing (process pools).
+        in_process: whether tasks run in the worker's own process (the worker then runs the
+            hub's ``on_process_start``/``on_process_stop`` hooks; child processes run their own).
     """
 
     kind: ClassVar[str]
     summary: ClassVar[str]
     resizable: ClassVar[bool] = False
     hard_timeouts_exact: ClassVar[bool] = False
+    in_process: ClassVar[bool] = True
 
     def __init__(self, concurrency: int) -> None:
         if concurrency < 1:

@@ -1,0 +1,142 @@
+"""The plane in SQLite: one table, ``hubbub_plane``, in the broker's (or result store's) file.
+
+Publishing inserts a batch in one short write transaction and trims the channel to its
+newest ``maxlen`` rows in the same transaction; a message over 1 KiB (a busy worker's event
+batch) is stored compressed with zlib (``zipped = 1``). A subscription remembers the newest id when
+it opened and polls for higher ids of its channel (an index seek) every ``POLL`` seconds,
+only while a read waits: a plane nobody reads costs nothing but the publishers' inserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import zlib
+from collections.abc import Sequence
+
+from hubbub._sqlite import SQLiteFile
+from hubbub.control.plane import MAXLEN, Plane, Subscription
+from hubbub.transports._dead import retention_of
+
+__all__ = ["POLL", "SQLitePlane"]
+
+POLL = 0.05  # seconds between looks of a waiting reader
+ZIP_OVER = 1024  # bytes past which a message is stored compressed
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hubbub_plane (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    body    BLOB NOT NULL,
+    time    REAL NOT NULL,
+    zipped  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS hubbub_plane_channel ON hubbub_plane (channel, id);
+"""
+
+
+class SQLitePlane(Plane):
+    """Channels as rows of one table, rotated to ``maxlen`` rows per channel.
+
+    Args:
+        url: a ``sqlite:///`` URL, as the broker or result store takes it.
+        maxlen: rows a channel keeps.
+
+    Raises:
+        ConfigurationError: the URL names no file.
+    """
+
+    def __init__(self, url: str, maxlen: int = MAXLEN) -> None:
+        super().__init__(maxlen)
+        url, _ = retention_of(url, None, None)  # the broker's dead-letter options: not ours
+        self.db = SQLiteFile(url, SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLitePlane({self.db.path!r})"
+
+    async def connect(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def publish(self, channel: str, messages: Sequence[bytes]) -> None:
+        if not messages:
+            return
+        now = time.time()
+        keep = self.maxlen
+
+        def insert(conn: sqlite3.Connection) -> None:
+            # Compressed here, on the database thread (zlib lets go of the GIL): a busy
+            # worker's event batches shrink about sevenfold, and so does what they cost the
+            # file it shares with the broker.
+            rows = [(channel, zlib.compress(m, 1), now, 1) if len(m) > ZIP_OVER
+                    else (channel, bytes(m), now, 0) for m in messages]
+            conn.executemany("INSERT INTO hubbub_plane (channel, body, time, zipped)"
+                             " VALUES (?, ?, ?, ?)", rows)
+            # The id of the newest row past the bound, if any: it and older ones go.
+            cut = conn.execute(
+                "SELECT id FROM hubbub_plane WHERE channel = ? ORDER BY id DESC"
+                " LIMIT 1 OFFSET ?", (channel, keep)).fetchone()
+            if cut is not None:
+                conn.execute("DELETE FROM hubbub_plane WHERE channel = ? AND id <= ?",
+                             (channel, cut[0]))
+
+        await self.db.write(insert)
+
+    async def subscribe(self, channel: str) -> Subscription:
+        def newest(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT MAX(id) FROM hubbub_plane WHERE channel = ?",
+                               (channel,)).fetchone()
+            return int(row[0] or 0)
+
+        # An id is never reused (AUTOINCREMENT), so "above the newest" is "from now on".
+        return _SQLiteSubscription(self, channel, await self.db.call(newest))
+
+
+def _body(body: object, zipped: object) -> bytes | None:
+    """A row's message; None for one that is not (another tool wrote it, or it is broken).
+    A body written as text is still a message."""
+    if isinstance(body, str):
+        body = body.encode()
+    if not isinstance(body, bytes):
+        return None
+    if zipped != 1:
+        return body
+    try:
+        return zlib.decompress(body)
+    except zlib.error:
+        return None
+
+
+class _SQLiteSubscription(Subscription):
+    def __init__(self, plane: SQLitePlane, channel: str, last: int) -> None:
+        self._plane = plane
+        self._channel = channel
+        self._last = last
+        self._closed = False
+
+    def _newer(self, conn: sqlite3.Connection) -> list[tuple[int, bytes | None]]:
+        rows = conn.execute(
+            "SELECT id, body, zipped FROM hubbub_plane WHERE channel = ? AND id > ?"
+            " ORDER BY id", (self._channel, self._last)).fetchall()
+        return [(row_id, _body(body, zipped)) for row_id, body, zipped in rows]
+
+    async def read(self, wait: float) -> list[bytes]:
+        if self._closed:
+            raise RuntimeError("read from a closed subscription")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(wait, 0.0)
+        while True:
+            rows = await self._plane.db.call(self._newer)
+            if rows:
+                self._last = rows[-1][0]
+                return [body for _, body in rows if body is not None]
+            left = deadline - loop.time()
+            if left <= 0:
+                return []
+            await asyncio.sleep(min(POLL, left))
+
+    async def close(self) -> None:
+        self._closed = True
