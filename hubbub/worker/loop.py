@@ -55,6 +55,7 @@ from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
+    from hubbub.metrics import WorkerMetrics
     from hubbub.worker.pools.base import Pool
 
 __all__ = ["WorkerLoop"]
@@ -96,6 +97,7 @@ class WorkerLoop:
             ``queues``/``pool``/``prefetch``.
         events: publish every event on the plane's ``events`` channel (``hubbub events``
             shows them); default: the hub's ``events`` setting (off).
+        metrics: serve Prometheus metrics while running (``hubbub.metrics.WorkerMetrics``).
 
     Raises:
         ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
@@ -106,6 +108,7 @@ class WorkerLoop:
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
         lanes: Sequence[Lane] | None = None, events: bool | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if lanes and (queues or pool):
             raise ConfigurationError("give lanes, or queues and a pool, not both")
@@ -133,6 +136,7 @@ class WorkerLoop:
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
         self.events = hub.settings.events if events is None else events
         self._publisher: EventPublisher | None = None  # with events on, while running
+        self.metrics = metrics  # -- metrics (issue 15): None costs nothing per task
 
 
     @property
@@ -281,6 +285,9 @@ class WorkerLoop:
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
+            if self.metrics is not None:  # -- metrics (issue 15): served while connected
+                self.metrics.start(self)
+                stack.callback(self.metrics.stop)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -485,6 +492,8 @@ class WorkerLoop:
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
             self._started(held, attempts)
+            if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
+                self.metrics.started(held)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
