@@ -137,6 +137,10 @@ class WorkerMetrics:
         self.dead_letters = prom.Counter("hubbub_dead_letters", "Messages dead-lettered by this "
                                          "worker.", ["queue"], registry=reg)
         self._depths = _Depths(depth_every)
+        self._series: dict[str, _TaskSeries] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            TaskSucceeded: self._succeeded, TaskAttemptFailed: self._failed,
+            TaskRevoked: self._revoked, TaskDeadLettered: self._dead}
         self._worker: WorkerLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
@@ -174,25 +178,41 @@ class WorkerMetrics:
     def started(self, held: Held) -> None:
         """A task starts now: its wait since it was sent (the loop calls this per task)."""
         env = held.envelope
-        self.wait.labels(env.task).observe(max(0.0, (held.started_at or time.time())
-                                               - env.created_at))
+        self._of(env.task).wait.observe(max(0.0, (held.started_at or time.time())
+                                            - env.created_at))
 
     def observe(self, event: Event) -> None:
         """Count one of the worker's events (an ``EventBus`` subscriber)."""
-        if isinstance(event, TaskSucceeded):
-            self.tasks.labels(event.task, "SUCCESS").inc()
-            self.runtime.labels(event.task).observe(event.duration)
-        elif isinstance(event, TaskAttemptFailed):
-            self.runtime.labels(event.task).observe(event.duration)
-            if event.will_retry:
-                self.retries.labels(event.task).inc()
-                self.tasks.labels(event.task, "RETRY").inc()
-            else:
-                self.tasks.labels(event.task, "FAILURE").inc()
-        elif isinstance(event, TaskRevoked):
-            self.tasks.labels(event.task, "REVOKED").inc()
-        elif isinstance(event, TaskDeadLettered):
-            self.dead_letters.labels(event.queue).inc()
+        # By type, not an isinstance chain: this runs for every event of every task.
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _of(self, task: str) -> _TaskSeries:
+        series = self._series.get(task)
+        if series is None:
+            series = self._series[task] = _TaskSeries(self, task)
+        return series
+
+    def _succeeded(self, event: Any) -> None:
+        series = self._of(event.task)
+        series.success.inc()
+        series.runtime.observe(event.duration)
+
+    def _failed(self, event: Any) -> None:
+        series = self._of(event.task)
+        series.runtime.observe(event.duration)
+        if event.will_retry:
+            series.retries.inc()
+            series.retry.inc()
+        else:
+            series.failure.inc()
+
+    def _revoked(self, event: Any) -> None:
+        self.tasks.labels(event.task, "REVOKED").inc()
+
+    def _dead(self, event: Any) -> None:
+        self.dead_letters.labels(event.queue).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
@@ -211,6 +231,20 @@ class WorkerMetrics:
         except Exception as exc:  # the broker is away, or the worker stops: the rest serves
             log.debug("queue stats for metrics failed: %r", exc)
             return self._depths.keep(self._depths.last)
+
+
+class _TaskSeries:
+    """One task's labelled series, looked up once (``labels()`` costs a lock and a hash)."""
+
+    __slots__ = ("failure", "retries", "retry", "runtime", "success", "wait")
+
+    def __init__(self, metrics: WorkerMetrics, task: str) -> None:
+        self.success = metrics.tasks.labels(task, "SUCCESS")
+        self.failure = metrics.tasks.labels(task, "FAILURE")
+        self.retry = metrics.tasks.labels(task, "RETRY")
+        self.retries = metrics.retries.labels(task)
+        self.runtime = metrics.runtime.labels(task)
+        self.wait = metrics.wait.labels(task)
 
 
 class _Collector:
