@@ -143,18 +143,21 @@ class WorkerMetrics:
             TaskRevoked: self._revoked, TaskDeadLettered: self._dead}
         self._worker: WorkerLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: Transport | None = None
         self._server: Any = None
         reg.register(_Collector(self))
 
     # -- the worker's side -------------------------------------------------------------------
 
-    def start(self, worker: WorkerLoop) -> None:
-        """Count ``worker``'s outcomes and serve them (called by ``WorkerLoop.run`` on its loop).
+    def start(self, worker: WorkerLoop, transport: Transport) -> None:
+        """Count ``worker``'s outcomes and serve them (called by ``WorkerLoop.run`` on its
+        loop, once connected; ``transport`` is where queue depths are read).
 
         Raises:
             ConfigurationError: the port cannot be listened on.
         """
         self._worker, self._loop = worker, asyncio.get_running_loop()
+        self._transport = transport
         worker.hub.events.subscribe(self.observe)
         try:
             self._server, _ = self._prom.start_http_server(self.port, self.bind, self.registry)
@@ -221,11 +224,10 @@ class WorkerMetrics:
     # -- read when scraped (on the HTTP server's thread) ---------------------------------------
 
     def _queue_stats(self) -> list[QueueStats]:
-        worker, loop = self._worker, self._loop
-        if worker is None or loop is None or self._depths.fresh():
+        worker, loop, transport = self._worker, self._loop, self._transport
+        if worker is None or loop is None or transport is None or self._depths.fresh():
             return self._depths.last
         try:
-            transport = worker._io.transport
             future = asyncio.run_coroutine_threadsafe(transport.stats(worker.queues), loop)
             return self._depths.keep(future.result(timeout=STATS_WITHIN))
         except Exception as exc:  # the broker is away, or the worker stops: the rest serves

@@ -67,17 +67,17 @@ class SendTracing:
     """The send spans of one hub (``hub.tracing`` once :func:`instrument` ran).
 
     Args:
-        tracer_provider: where spans go (default: the global one, looked up per span, so an
-            app may configure it after instrumenting).
+        tracer_provider: where spans go (default: the global one; an app may set it after
+            instrumenting, since OpenTelemetry's proxy tracer follows the global provider).
     """
 
     def __init__(self, tracer_provider: Any = None) -> None:
         self.trace, self.propagate = _otel()
-        self.provider = tracer_provider
+        self._tracer = self.trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
 
     def tracer(self) -> Any:
         """The tracer spans are made with."""
-        return self.trace.get_tracer(SCOPE, tracer_provider=self.provider)
+        return self._tracer
 
     @contextlib.contextmanager
     def sending(self, envelopes: Sequence[Envelope]) -> Iterator[list[Envelope]]:

@@ -286,7 +286,7 @@ class WorkerLoop:
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
             if self.metrics is not None:  # -- metrics (issue 15): served while connected
-                self.metrics.start(self)
+                self.metrics.start(self, transport)
                 stack.callback(self.metrics.stop)
             await self._serve(transport, writes)
         if self._failure is not None:
