@@ -19,7 +19,6 @@ Two sources:
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -54,12 +53,13 @@ def prometheus() -> Any:
     Raises:
         ConfigurationError: the ``metrics`` extra is not installed.
     """
-    try:
-        importlib.import_module("prometheus_client.core")  # also makes it an attribute
-        return importlib.import_module("prometheus_client")
+    try:  # here, not at the top: hubbub imports and runs without the extra
+        import prometheus_client
+        import prometheus_client.core  # also makes it an attribute of the package
     except ImportError:
         raise ConfigurationError("metrics need an extra: pip install hubbub[metrics] "
                                  "(prometheus-client)") from None
+    return prometheus_client
 
 
 def _depth_families(prom: Any, stats: Sequence[QueueStats]) -> Iterator[Any]:

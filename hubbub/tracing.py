@@ -25,7 +25,6 @@ tracer provider it configured (or the one given).
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -48,12 +47,12 @@ def _otel() -> tuple[Any, Any]:
     Raises:
         ConfigurationError: the ``otel`` extra is not installed.
     """
-    try:
-        return (importlib.import_module("opentelemetry.trace"),
-                importlib.import_module("opentelemetry.propagate"))
+    try:  # here, not at the top: hubbub imports and runs without the extra
+        from opentelemetry import propagate, trace
     except ImportError:
         raise ConfigurationError("tracing needs an extra: pip install hubbub[otel] "
                                  "(opentelemetry-api)") from None
+    return trace, propagate
 
 
 def _attributes(operation: str, task: str, task_id: str, queue: str,
