@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import hubbub
 from hubbub import Hub
 from tests.e2e.conftest import Cli, open_app, wait_for
 
@@ -176,7 +177,8 @@ def test_hubbub_imports_and_runs_without_either_extra(tmp_path: Path) -> None:
         except hubbub.ConfigurationError as exc:
             print(exc)
     ''')
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{blocked}:{Path.cwd()}"}
+    source_root = Path(hubbub.__file__).parent.parent  # this checkout of hubbub
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{blocked}:{source_root}"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
