@@ -100,7 +100,7 @@ def runs_of(found: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
             and s["attributes"]["hubbub.task.id"] == task_id]
 
 
-@pytest.mark.parametrize("pool", ["prefork", "hybrid", "async"])
+@pytest.mark.parametrize("pool", ["prefork", "hybrid", "gevent", "async"])
 def test_the_run_span_is_the_send_spans_child_and_the_tasks_own_span_is_its_child(
         app: ModuleType, tmp_path: Path, pool: str) -> None:
     work = app.async_work if pool != "prefork" else app.work
