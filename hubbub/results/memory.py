@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.limits.memory import MemoryLimits, MemoryLimitState
 from hubbub.results.base import (
     ResultBackend,
     ResultRecord,
@@ -27,6 +28,7 @@ class _Store:
     records: dict[str, tuple[ResultRecord, float | None]] = field(default_factory=dict)
     workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
+    limits: MemoryLimitState = field(default_factory=MemoryLimitState)  # -- limits --
 
 
 _STORES: dict[str, _Store] = {}
@@ -121,3 +123,8 @@ class MemoryResults(ResultBackend):
     async def forget_worker(self, name: str) -> None:
         with self._store.lock:
             self._store.workers.pop(name, None)
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> MemoryLimits:
+        return MemoryLimits(self._store.limits, self.clock)

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ResultError, ResultUnavailable
+from hubbub.limits.redis import RedisLimits
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
@@ -188,6 +189,7 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
+        self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
         return f"RedisResults({self.url!r})"
@@ -257,18 +259,26 @@ class RedisResults(ResultBackend):
                  "1" if r.state in READY_STATES else "0") for r in records]
         with self._translate():
             for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for key, state, data, ready in rows:
-                    pipe.evalsha(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now),
-                                 ready, *keep)
+                calls = [(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now), ready,
+                          *keep) for key, state, data, ready in rows]
                 try:
-                    written = await pipe.execute()
+                    written = await self._evalsha_all(calls)
                     return [r.id for r, done in zip(records, written, strict=True) if done]
                 except NoScriptError:  # Redis restarted and forgot the script
                     if attempt == 2:
                         raise
                     self._sha = await self._client.script_load(_STORE)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _evalsha_all(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run EVALSHA ``calls`` in one pipeline; on a cluster, which refuses scripts in a
+        pipeline, as concurrent calls (each on its key's master)."""
+        if self.config.mode == "cluster":
+            return list(await asyncio.gather(*(self._client.evalsha(*c) for c in calls)))
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(*call)
+        return list(await pipe.execute())
 
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         """The live records among ``ids``.
@@ -332,16 +342,22 @@ class RedisResults(ResultBackend):
             return
         pipe = self._client.pipeline(transaction=False)
         for id_ in ids:
-            pipe.unlink(self._key(id_))
+            pipe.execute_command("UNLINK", self._key(id_))  # one key: any topology
         with self._translate():
             await pipe.execute()
 
+    @property
+    def _registry(self) -> str:
+        # The registry's keys change together (one MULTI): on a cluster they share a slot.
+        prefix = self.config.prefix
+        return f"{{{prefix}}}" if self.config.mode == "cluster" else prefix
+
     def _worker_key(self, name: str) -> bytes:
-        return f"{self.config.prefix}:worker:".encode() + id_bytes(name)
+        return f"{self._registry}:worker:".encode() + id_bytes(name)
 
     @property
     def _index(self) -> bytes:
-        return f"{self.config.prefix}:workers".encode()
+        return f"{self._registry}:workers".encode()
 
     async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
         """Write worker ``name``'s entry with a PEXPIRE of ``ttl`` and index its name.
@@ -370,7 +386,7 @@ class RedisResults(ResultBackend):
             names = [n if isinstance(n, bytes) else str(n).encode() for n in listed]
             if not names:
                 return {}
-            keys = [f"{self.config.prefix}:worker:".encode() + n for n in names]
+            keys = [self._worker_key(n.decode("utf-8", "surrogatepass")) for n in names]
             entries = await self._client.mget(keys)
             gone = [n for n, data in zip(names, entries, strict=True) if data is None]
             if gone:  # expired by Redis before the index noticed (clocks differ)
@@ -390,7 +406,14 @@ class RedisResults(ResultBackend):
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         pipe = self._client.pipeline(transaction=True)
-        pipe.unlink(self._worker_key(name))
+        pipe.execute_command("UNLINK", self._worker_key(name))
         pipe.zrem(self._index, id_bytes(name))
         with self._translate():
             await pipe.execute()
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> RedisLimits:
+        if self._limits is None:
+            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate)
+        return self._limits

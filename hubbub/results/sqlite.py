@@ -10,6 +10,8 @@ from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.limits.sqlite import SCHEMA as LIMITS_SCHEMA
+from hubbub.limits.sqlite import SQLiteLimits
 from hubbub.results.base import (
     REPLACE_REVOKED,
     STICKY_STATES,
@@ -38,6 +40,7 @@ CREATE TABLE IF NOT EXISTS hubbub_workers (
     expires_at REAL NOT NULL
 );
 """
+SCHEMA += LIMITS_SCHEMA  # -- limits: their tables live in the same file --
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
 _OVER_REVOKED = ",".join(f"'{s.value}'" for s in REPLACE_REVOKED)
 _UPSERT = (
@@ -188,3 +191,8 @@ class SQLiteResults(ResultBackend):
     async def forget_worker(self, name: str) -> None:
         await self.db.write(lambda c: c.execute("DELETE FROM hubbub_workers WHERE name = ?",
                                                 (_key(name),)))
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> SQLiteLimits:
+        return SQLiteLimits(self.db, self.clock)

@@ -134,6 +134,15 @@ def celery_app(broker: str, queue: str) -> Iterator[Any]:
             # new connection that nothing closes (a ResourceWarning in a later test).
             consumer._pubsub = None
         backend.client.connection_pool.disconnect()
+        # Celery's close() only drops its broker pool, which is kombu's, shared per URL in
+        # the process: close its idle connections (kombu reopens one lazily if it is handed
+        # out again), or their sockets are collected with a ResourceWarning in a later test.
+        if app._pool is not None:
+            from kombu import Connection
+
+            for held in list(app._pool._resource.queue):  # also lazy placeholders
+                if isinstance(held, Connection):
+                    held.close()
         app.close()
 
 
