@@ -39,6 +39,7 @@ from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_t
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
 from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
+from hubbub.tracing import SendTracing
 from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
@@ -117,6 +118,8 @@ class Hub:
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
         self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
+        # -- tracing (issue 15): send spans, once hubbub.tracing.instrument(hub) ran
+        self.tracing: SendTracing | None = None
         self.bridge = Bridge()
         self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
@@ -380,7 +383,11 @@ class Hub:
             MessageError: an envelope cannot be encoded, or is larger than the limit.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        owners = self.bridge.run(self.publish_async(envelopes))
+        if self.tracing is not None:  # -- tracing (issue 15): in the caller's thread
+            with self.tracing.sending(envelopes) as traced:
+                owners = self.bridge.run(self.publish_async(traced))
+        else:
+            owners = self.bridge.run(self.publish_async(envelopes))
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
 
@@ -427,7 +434,11 @@ class Hub:
             MessageError: an envelope cannot be encoded, or is larger than the limit.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        owners = await self.publish_async(envelopes)  # -- limits: a duplicate's is the owner's
+        if self.tracing is not None:  # -- tracing (issue 15): in the caller's task
+            with self.tracing.sending(envelopes) as traced:
+                owners = await self.publish_async(traced)
+        else:  # -- limits: a duplicate's is the owner's
+            owners = await self.publish_async(envelopes)
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
 

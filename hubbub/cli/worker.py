@@ -12,6 +12,7 @@ from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, settings_lines
 from hubbub.cli._process import as_service, service_options
 from hubbub.compat.celery.bridge import celery_lane
 from hubbub.events import WorkerOnline
+from hubbub.metrics import WorkerMetrics
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -87,6 +88,13 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
               help="Publish every task and worker event on the broker's events channel "
                    "(`hubbub events` and `hubbub top` show them; default: the app's events "
                    "setting, $HUBBUB_EVENTS, off).")
+# -- metrics (issue 15)
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              metavar="PORT", help="Serve Prometheus metrics at http://BIND:PORT/metrics "
+              "(needs hubbub[metrics]; default: off).")
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address the metrics server listens on.")
+# -- end metrics
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
@@ -100,24 +108,27 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
            celery_broker: str | None, celery_results: str | None,
            celery_result_expires: float, name: str | None, loglevel: str,
            log_format: str, logfile: str | None, pidfile: str | None,
-           events: bool) -> None:
+           events: bool, metrics_port: int | None, metrics_bind: str) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
     --grace seconds); a second one releases running work and exits.
     """
+    # Before anything starts: without the extra, one error line names it.
+    metrics = None if metrics_port is None else WorkerMetrics(metrics_port, metrics_bind)
     with as_service(loglevel, log_format, logfile, pidfile):
         _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
                max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name,
                events, celery=_Bridge(celery_queues, celery_broker, celery_results,
-                                      celery_result_expires))
+                                      celery_result_expires), metrics=metrics)
 
 
 def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None, coroutines: int | None,
            max_tasks_per_child: int | None, max_memory_per_child: float | None,
            prefetch: int | None, grace: float, lease: float | None, heartbeat: float,
-           name: str | None, events: bool, *, celery: _Bridge) -> None:
+           name: str | None, events: bool, *, celery: _Bridge,
+           metrics: WorkerMetrics | None = None) -> None:
     hub = load_hub(app)
     banner = settings_lines(hub, {"lease": lease, "events": True if events else None})
 
@@ -155,7 +166,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
                for spec in celery.queues]
     # -- end Celery bridge
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
-                      heartbeat=heartbeat, events=True if events else None)
+                      heartbeat=heartbeat, events=True if events else None, metrics=metrics)
     run_worker(loop, [Beat(hub)] if beat else [])
 
 

@@ -56,6 +56,7 @@ from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
+    from hubbub.metrics import WorkerMetrics
     from hubbub.worker.pools.base import Pool
 
 __all__ = ["WorkerLoop"]
@@ -97,6 +98,7 @@ class WorkerLoop:
             ``queues``/``pool``/``prefetch``.
         events: publish every event on the plane's ``events`` channel (``hubbub events``
             shows them); default: the hub's ``events`` setting (off).
+        metrics: serve Prometheus metrics while running (``hubbub.metrics.WorkerMetrics``).
 
     Raises:
         ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
@@ -107,6 +109,7 @@ class WorkerLoop:
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
         lanes: Sequence[Lane] | None = None, events: bool | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if lanes and (queues or pool):
             raise ConfigurationError("give lanes, or queues and a pool, not both")
@@ -134,6 +137,7 @@ class WorkerLoop:
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
         self.events = hub.settings.events if events is None else events
         self._publisher: EventPublisher | None = None  # with events on, while running
+        self.metrics = metrics  # -- metrics (issue 15): None costs nothing per task
         self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
 
@@ -295,6 +299,9 @@ class WorkerLoop:
                 Progress(asyncio.get_running_loop(), outcomes.progress))
             self._gates = Gates.wire(results, writes, self._held, outcomes,  # -- limits --
                                      self._wiring.renewal, self.lease)
+            if self.metrics is not None:  # -- metrics (issue 15): served while connected
+                self.metrics.start(self, transport)
+                stack.callback(self.metrics.stop)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -509,6 +516,8 @@ class WorkerLoop:
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
             self._started(held, attempts)
+            if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
+                self.metrics.started(held)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:

@@ -122,7 +122,8 @@ def test_the_package_ships_its_type_marker() -> None:
 # The module each extra's distribution is imported as.
 EXTRA_MODULES = {"orjson": "orjson", "msgpack": "msgpack", "redis": "redis",
                  "aio-pika": "aio_pika", "croniter": "croniter", "gevent": "gevent",
-                 "flask": "flask", "fastapi": "fastapi"}
+                 "flask": "flask", "fastapi": "fastapi",
+                 "prometheus-client": "prometheus_client", "opentelemetry-api": "opentelemetry"}
 
 
 def _extras() -> dict[str, list[str]]:
