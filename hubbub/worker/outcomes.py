@@ -136,6 +136,10 @@ class Outcomes:
         self.record(held, State.FAILURE, error=verdict.error)
         if verdict.dead_reason is not None:
             self.writes.dead_letter(held.delivery, verdict.dead_reason)
+            # Reject(), or failures dead-lettered on request: a dead letter like any other
+            # (events, metrics), beside the failed attempt above.
+            self.hub.events.emit(TaskDeadLettered(env.id, held.delivery.queue,
+                                                  verdict.dead_reason, self.worker))
         else:
             self.writes.ack([held.delivery])
 

@@ -88,7 +88,7 @@ def test_a_scrape_after_a_known_workload_counts_every_outcome(
     done = [tasks["app.add"].delay(i, 1) for i in range(10)]
     failed = [tasks["app.boom"].delay() for _ in range(2)]
     retried = tasks["app.flaky"].delay(str(tmp_path / "flaky.marker"))
-    tasks["app.refuse"].delay()  # Reject: a FAILURE, dead-lettered by the write-back
+    tasks["app.refuse"].delay()  # Reject: a FAILURE, and a dead letter
     app.send_task("app.unknown")  # refused at admission: a dead letter
     worker = cli.start_worker("--pool", "prefork", "-c", "2", "--metrics-port", "0")
     url = metrics_url(cli)
@@ -112,7 +112,7 @@ def test_a_scrape_after_a_known_workload_counts_every_outcome(
         key("hubbub_task_runtime_seconds_count", task="app.flaky"): 2.0,
         key("hubbub_task_wait_seconds_count", task="app.add"): 10.0,
         key("hubbub_task_wait_seconds_count", task="app.flaky"): 2.0,
-        key("hubbub_dead_letters_total", queue="default"): 1.0,
+        key("hubbub_dead_letters_total", queue="default"): 2.0,  # the unknown task, Reject
         key("hubbub_pool_slots", lane="default", pool="prefork"): 2.0,
     }
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
