@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hubbub._version import __version__
+from hubbub.canvas import GroupResult, Signature, chain, chord, group
 from hubbub.context import TaskContext, current_task
 from hubbub.errors import (
     ConfigurationError,
@@ -36,6 +37,7 @@ from hubbub.worker import WorkerLoop, run_worker
 __all__ = [
     "ConfigurationError",
     "DispatchContext",
+    "GroupResult",
     "Hub",
     "HubbubError",
     "Limits",
@@ -49,6 +51,7 @@ __all__ = [
     "ResultUnavailable",
     "Retry",
     "ScheduleError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -64,6 +67,9 @@ __all__ = [
     "WorkerLoop",
     "WriteBackFailed",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
+    "group",
     "run_worker",
 ]

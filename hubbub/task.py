@@ -18,6 +18,7 @@ from hubbub.message import Envelope, new_id
 from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
+    from hubbub.canvas.signature import Group, Signature
     from hubbub.result import Result
 
 P = ParamSpec("P")
@@ -217,6 +218,18 @@ class Publisher(Protocol):
         """Send ``envelopes`` in one batch; one Result per envelope, in order."""
         ...
 
+    # -- canvas
+    def signature(self, task: str, args: Iterable[Any] = (),
+                  kwargs: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None, *, immutable: bool = False,
+                  known: Task[Any, R] | None = None) -> Signature[Any]:
+        """A signature of task ``task`` (``Task.s`` and friends are built on it)."""
+        ...
+
+    def group(self, members: Iterable[Signature[Any]]) -> Group:
+        """A group of ``members`` (``Task.chunks`` is built on it)."""
+        ...
+
 
 class Task(Generic[P, R]):
     """A function registered with a hub. Call it to run it here; ``delay`` to send it.
@@ -307,6 +320,80 @@ class Task(Generic[P, R]):
             envelopes.append(build_envelope(self.spec, self.hub.settings.default_queue, args,
                                             kwargs, self._send))
         return self.hub.publish(envelopes)
+
+    # -- canvas --------------------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this call, for chains, groups, chords and callbacks.
+
+        In a chain (or as a callback) the parent's value is put before ``args``, so they may
+        be partial here; they are checked against the function when the canvas is sent.
+        Options set by ``options(...)`` (queue, priority, countdown, expires) come along.
+        """
+        return self.hub.signature(self.name, args, kwargs, self._sig_options(), known=self)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: it ignores a parent's value, so its arguments are
+        complete and checked here, like ``delay``'s.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+        """
+        self.check_arguments(args, kwargs)
+        return self.hub.signature(self.name, args, kwargs, self._sig_options(),
+                                  immutable=True, known=self)
+
+    def map(self, items: Iterable[Any]) -> Signature[list[R]]:
+        """One message that calls the task once per item, in one worker; its value is the
+        list of values. Sync tasks only.
+
+        Raises:
+            TypeError: an item is not a valid single argument, or the task is async.
+        """
+        return self.starmap((item,) for item in items)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Signature[list[R]]:
+        """As :meth:`map`, each item being an argument tuple: ``add.starmap([(1, 2)])``.
+
+        Raises:
+            TypeError: an item does not fit the function, or the task is async.
+        """
+        from_self = self._calls(items)
+        return self.hub.signature("hubbub.starmap", (self.name, from_self),
+                                  options=self._sig_options())
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group:
+        """A group of :meth:`starmap` messages of ``n`` calls each: many small calls spread
+        over workers at a fraction of the messages.
+
+        Raises:
+            TypeError: an item does not fit the function, or the task is async.
+            ConfigurationError: ``n`` is not a positive integer.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigurationError(f"chunks takes a chunk size n >= 1, not {n!r}")
+        calls = self._calls(items)
+        sigs = [self.hub.signature("hubbub.starmap", (self.name, calls[i:i + n]),
+                                   options=self._sig_options()) for i in range(0, len(calls), n)]
+        return self.hub.group(sigs)
+
+    def _calls(self, items: Iterable[Iterable[Any]]) -> list[list[Any]]:
+        if self.is_async:
+            raise TypeError(f"task {self.name!r} is async; map/starmap/chunks take sync "
+                            "tasks: use group(task.s(x) for x in items) instead")
+        calls = []
+        for item in items:
+            call = tuple(item)
+            self.check_arguments(call, {})
+            calls.append(list(call))
+        return calls
+
+    def _sig_options(self) -> dict[str, Any]:
+        send = self._send
+        return {name: value for name, value in (
+            ("queue", send.queue), ("priority", send.priority), ("countdown", send.countdown),
+            ("expires", send.expires if not isinstance(send.expires, datetime) else None),
+        ) if value is not None}
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Check a call against the function's signature, as calling it here would.

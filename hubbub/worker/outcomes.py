@@ -18,12 +18,14 @@ from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
 from hubbub.worker.execute import exception_text
+from hubbub.worker.followups import FollowUps
 from hubbub.worker.settlement import Verdict, settle, unretryable
 from hubbub.worker.writes import RetryWrite, WriteBuffer
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.job import Outcome
+    from hubbub.message import Envelope
     from hubbub.worker.admission import Refused
     from hubbub.worker.held import Held
 
@@ -46,6 +48,7 @@ class Outcomes:
         self.writes = writes
         self.max_size = max_size
         self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
+        self.followups = FollowUps(hub, max_size)  # -- canvas
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
         """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
@@ -90,10 +93,15 @@ class Outcomes:
             log.warning("task %s[%s] terminated after %.3fs: %s", env.task, env.id, duration,
                         short(verdict.summary))
             self.record(held, State.REVOKED, error=verdict.error)
+            self._follow_failure(env, verdict.summary)
             self.writes.ack([held.delivery])
             return
         if verdict.state == State.SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
+            if env.canvas:  # -- canvas: the next steps go out before this record and ack
+                follow = self.followups.succeeded(env, verdict.value)
+                if follow is not None:
+                    self.writes.follow_up(follow)
             self.record(held, State.SUCCESS, value=verdict.value)
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
@@ -124,10 +132,22 @@ class Outcomes:
                   short(verdict.reason or verdict.summary))
         self.failed += 1
         self.record(held, State.FAILURE, error=verdict.error)
+        self._follow_failure(env, verdict.summary)
         if verdict.dead_reason is not None:
             self.writes.dead_letter(held.delivery, verdict.dead_reason)
         else:
             self.writes.ack([held.delivery])
+
+    def _follow_failure(self, env: Envelope, summary: str) -> None:
+        """-- canvas: error callbacks, and FAILURE records of the steps that never run."""
+        if not env.canvas:
+            return
+        follow, records = self.followups.failed(env, summary)
+        if self.hub.settings.results is not None:
+            for record in records:
+                self.writes.record(record)
+        if follow is not None:
+            self.writes.follow_up(follow)
 
     def _dead_failures(self, held: Held) -> bool:
         """Whether a failure of ``held`` goes to dead letters too: when asked, or when its

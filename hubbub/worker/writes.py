@@ -23,6 +23,7 @@ from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedB
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
 from hubbub.worker.execute import clean_text, exception_text
+from hubbub.worker.followups import FollowUp, write_followups
 
 log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
@@ -52,9 +53,11 @@ class _Batch:
     ack: list[Delivery] = field(default_factory=list)
     dead: list[DeadLetterRequest] = field(default_factory=list)
     release: list[Delivery] = field(default_factory=list)
+    followups: list[FollowUp] = field(default_factory=list)  # -- canvas: written first
 
     def __bool__(self) -> bool:
-        return bool(self.retries or self.records or self.ack or self.dead or self.release)
+        return bool(self.retries or self.records or self.ack or self.dead or self.release
+                    or self.followups)
 
     def absorb(self, newer: _Batch) -> _Batch:
         """This failed batch with ``newer`` writes after it (newer records win)."""
@@ -63,6 +66,7 @@ class _Batch:
         newer.ack = self.ack + newer.ack
         newer.dead = self.dead + newer.dead
         newer.release = self.release + newer.release
+        newer.followups = self.followups + newer.followups
         return newer
 
     def settling(self) -> list[Delivery]:
@@ -115,6 +119,11 @@ class WriteBuffer:
     def wake(self) -> None:
         self._wanted.set()
 
+    def follow_up(self, item: FollowUp) -> None:
+        """-- canvas: publish what follows a finished task before its record and ack."""
+        self._pending.followups.append(item)
+        self._wanted.set()
+
     def unsettled(self) -> int:
         """Finished deliveries not yet acked: the worker fetches less while this is high."""
         return sum(len(b.settling()) for b in (self._pending, self._flushing) if b is not None)
@@ -161,6 +170,11 @@ class WriteBuffer:
     async def _flush(self, batch: _Batch) -> None:
         # Each step empties its part of the batch once it went through, so that a retry of a
         # failed batch repeats only what was not yet written.
+        if batch.followups:  # -- canvas: next steps, callbacks, chord joins; before acks
+            for unsent in await write_followups(batch.followups, self.transport,
+                                                self.results, self.result_ttl):
+                batch.records.setdefault(unsent.id, unsent)
+            batch.followups = []
         if batch.retries:
             refused = {id(outgoing): reason for outgoing, reason in await _one_by_one(
                 self.transport.publish, [w.outgoing for w in batch.retries])}

@@ -13,6 +13,7 @@ import hubbub
 PUBLIC = [
     "ConfigurationError",
     "DispatchContext",
+    "GroupResult",
     "Hub",
     "HubbubError",
     "Limits",
@@ -26,6 +27,7 @@ PUBLIC = [
     "ResultUnavailable",
     "Retry",
     "ScheduleError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -41,7 +43,10 @@ PUBLIC = [
     "WorkerLoop",
     "WriteBackFailed",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
+    "group",
     "run_worker",
 ]
 
