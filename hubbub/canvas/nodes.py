@@ -60,44 +60,54 @@ def followups_of(node: Node) -> dict[str, Any] | None:
 
 def tail(node: Node) -> Node | None:
     """The task node whose value is ``node``'s value, or None when that is a group's list."""
-    while True:
-        kind = node["k"]
+    current: Any = node
+    while isinstance(current, dict):  # safe on steps checked only in outline
+        kind = current.get("k")
         if kind == "task":
-            if not node.get("next"):
-                return node
-            node = node["next"][-1]
+            steps = current.get("next")
+            if not steps or not isinstance(steps, list):
+                return current
+            current = steps[-1]
         elif kind == "chord":
-            node = node["body"]
+            current = current.get("body")
         else:
             return None
+    return None
 
 
 def task_ids(nodes: list[Node]) -> Iterator[str]:
     """Every task id in ``nodes`` that would run after them (``next``, ``link``, members,
     chord bodies), but not their error callbacks (those run instead)."""
-    stack = list(nodes)
+    stack: list[Any] = list(nodes)
     seen: set[int] = set()
-    while stack:
+    while stack:  # steps after the next one are checked only in outline: take nothing on trust
         node = stack.pop()
-        if id(node) in seen:
+        if not isinstance(node, dict) or id(node) in seen:
             continue
         seen.add(id(node))
-        kind = node["k"]
-        if kind == "task":
+        kind = node.get("k")
+        if kind == "task" and isinstance(node.get("id"), str):
             yield node["id"]
-            stack.extend(node.get("next") or ())
-            stack.extend(node.get("link") or ())
-            member = node.get("chord")
-            if member is not None:
-                stack.append(member["body"])
-        elif kind == "group":
-            stack.extend(node["members"])
-        else:
-            stack.extend(node["header"])
-            stack.append(node["body"])
+        for name in ("next", "link", "members", "header"):
+            if isinstance(node.get(name), list):
+                stack.extend(node[name])
+        member = node.get("chord")
+        stack.append(member.get("body") if isinstance(member, dict) else None)
+        stack.append(node.get("body"))
 
 
 # -- validation -------------------------------------------------------------------------------
+
+
+def checked_member(member: object) -> dict[str, Any] | None:
+    """``member`` if it is a well-formed chord entry, else None (it came from a step checked
+    only in outline)."""
+    try:
+        _check_member(member, "chord", 1)
+    except CanvasError:
+        return None
+    assert isinstance(member, dict)
+    return member
 
 
 def check_followups(raw: object) -> None:
@@ -111,10 +121,24 @@ def check_followups(raw: object) -> None:
     unknown = set(raw) - {"next", "link", "err", "chord"}
     if unknown:
         raise CanvasError(f"canvas: unknown field {sorted(unknown)[0]!r}")
-    for name in ("next", "link", "err"):
+    steps = raw.get("next", [])
+    if not isinstance(steps, list):
+        raise CanvasError("canvas.next: not a list")
+    # The next step is checked through; the ones after it only in outline: each is checked
+    # through by the worker that admits the step before it, so a long chain costs each hop
+    # what its own step holds, not the whole rest again.
+    for i, step in enumerate(steps):
+        (_check if i == 0 else _outline)(step, f"canvas.next[{i}]", 1)
+    for name in ("link", "err"):
         _check_list(raw.get(name, []), f"canvas.{name}", 1)
     if raw.get("chord") is not None:
         _check_member(raw["chord"], "canvas.chord", 1)
+
+
+def _outline(node: object, where: str, depth: int) -> None:
+    if not isinstance(node, dict) or node.get("k") not in ("task", "group", "chord"):
+        raise CanvasError(f"{where}: not a task, group or chord")
+    _text(node, "id", where)
 
 
 def _check_list(value: object, where: str, depth: int) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._text import cap
-from hubbub.canvas.nodes import UPSTREAM_FAILED, Node, tail, task_ids
+from hubbub.canvas.nodes import UPSTREAM_FAILED, Node, checked_member, tail, task_ids
 from hubbub.canvas.send import Launch, Launcher, next_step
 from hubbub.errors import (
     HubbubError,
@@ -114,7 +114,7 @@ class FollowUps:
         member = canvas.get("chord")
         if member is None and steps:  # a header member's chain stops here: its chord fails
             end = tail(steps[-1])
-            member = None if end is None else end.get("chord")
+            member = None if end is None else checked_member(end.get("chord"))
         never: list[Node] = steps + list(canvas.get("link") or ())
         if member is not None:
             never.append(member["body"])
