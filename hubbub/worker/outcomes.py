@@ -70,7 +70,12 @@ class Outcomes:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(env.expires))
         self.record(held, State.REVOKED,
                     error=ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)"))
+        self._follow_failure(env, f"{ErrorKind.REVOKED}: expired before it ran ({at} UTC)")
         self.writes.ack([held.delivery])
+
+    def revoked_step(self, env: Envelope) -> None:
+        """-- canvas: a revoked task of a workflow was skipped: what follows it never runs."""
+        self._follow_failure(env, f"{ErrorKind.REVOKED}: revoked before it ran")
 
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""

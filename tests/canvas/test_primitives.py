@@ -138,3 +138,17 @@ def test_map_starmap_and_chunks_run_many_calls_per_message(app: App) -> None:
     assert mapped.get(timeout=10) == [3, 3]
     assert starred.get(timeout=10) == [3, 7]
     assert chunks.get(timeout=10) == [[0, 2, 4], [6, 8, 10], [12]]
+
+
+def test_a_revoked_step_stops_the_chain_and_says_so(app: App) -> None:
+    result = (app.add.s(1, 1) | app.add.s(2) | app.add.s(3)).delay()
+    middle = result.parent
+    assert middle is not None
+    assert middle.revoke()
+    drain(app.hub)
+    assert middle.state == State.REVOKED
+    with pytest.raises(TaskFailed) as caught:
+        result.get(timeout=10)
+    assert caught.value.type == UPSTREAM_FAILED
+    assert "revoked before it ran" in caught.value.message
+    assert app.ledger.ran("add") == [(1, 1)]
