@@ -67,7 +67,7 @@ def main() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "celery_canvas", "worker", *pool,
          "--loglevel", "error", "--without-mingle", "--without-gossip"],
-        cwd=here, env={**os.environ, "PYTHONPATH": here},
+        cwd=here, env={**os.environ, "PYTHONPATH": here}, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -77,22 +77,22 @@ def main() -> None:
         noop.delay(0).get(timeout=30)  # warm: connections open on both sides
         out = {}
         started = time.perf_counter()
-        group(noop.s(i) for i in range(n_group)).apply_async().get(timeout=600)
+        group(noop.s(i) for i in range(n_group)).apply_async().get(timeout=300)
         out["group"] = time.perf_counter() - started
         started = time.perf_counter()
-        assert chord((noop.s(i) for i in range(n_chord)), total.s())().get(timeout=600) == n_chord
+        assert chord((noop.s(i) for i in range(n_chord)), total.s())().get(timeout=300) == n_chord
         out["chord"] = time.perf_counter() - started
         started = time.perf_counter()
         last = chain(noop.s(0), *(inc.s() for _ in range(n_chain - 1))).apply_async()
-        assert last.get(timeout=600) == n_chain - 1
+        assert last.get(timeout=300) == n_chain - 1
         out["chain"] = time.perf_counter() - started
         print(json.dumps(out))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(60)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its pool, started by us
             proc.wait(10)
         cleanup(client)
 
