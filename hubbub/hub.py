@@ -391,10 +391,19 @@ class Hub:
 
     # -- canvas ----------------------------------------------------------------------------
 
+    @overload
+    def signature(self, task: str, args: Iterable[Any] = (),
+                  kwargs: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None, *, immutable: bool = False,
+                  known: Task[Any, R] | None = None) -> Signature[R]: ...
+
+    @overload
+    def signature(self, task: Mapping[str, Any]) -> Canvas[Any]: ...
+
     def signature(self, task: str | Mapping[str, Any], args: Iterable[Any] = (),
                   kwargs: Mapping[str, Any] | None = None,
                   options: Mapping[str, Any] | None = None, *, immutable: bool = False,
-                  known: Task[Any, R] | None = None) -> Signature[Any]:
+                  known: Task[Any, R] | None = None) -> Canvas[Any]:
         """A signature of a task by name (``hub.signature("shop.charge", args=[42])``), or
         a canvas from its plain data (``hub.signature(sig.to_dict())``).
 
@@ -412,10 +421,7 @@ class Hub:
             ConfigurationError: an unknown option, or data that is not a canvas.
         """
         if isinstance(task, Mapping):
-            element = from_dict(self, task)
-            if not isinstance(element, Signature):
-                return cast("Signature[Any]", element)
-            return element
+            return from_dict(self, task)
         return Signature(self, task, args, kwargs, options, immutable=immutable, known=known)
 
     def group(self, members: Iterable[Canvas[Any]]) -> Group:

@@ -98,7 +98,9 @@ class GroupResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         records: dict[str, ResultRecord] = {}
         waiting = [r.id for r in self.results]
-        while waiting:  # read all in one round trip; wait only on the first unfinished
+        # Read all in one round trip, then wait on the last unfinished member (members
+        # finish roughly in order, so one wait usually covers the rest) and read again.
+        while waiting:
             found = self.app.bridge.run(self.app.read_results(waiting))
             records.update((i, rec) for i, rec in found.items() if rec.ready)
             waiting = [i for i in waiting if i not in records]
@@ -108,9 +110,9 @@ class GroupResult:
             if left is not None and left <= 0:
                 raise ResultTimeout(f"group {self.id} was not done within {timeout}s "
                                     f"({len(records)} of {len(self.results)} finished)")
-            record = self.app.bridge.run(self.app.wait_result(waiting[0], left))
+            record = self.app.bridge.run(self.app.wait_result(waiting[-1], left))
             if record is not None:
-                records[waiting[0]] = record
+                records[waiting[-1]] = record
         # Result turns each record into its value or error, as Result.get would.
         return [r._unwrap(records[r.id], timeout, propagate) for r in self.results]
 

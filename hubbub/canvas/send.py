@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hubbub.canvas.freeze import freeze, needs_store
 from hubbub.canvas.group_result import GroupResult
-from hubbub.canvas.nodes import Node, followups_of, tail
+from hubbub.canvas.nodes import Node, followups_of, join_rest, rest_nodes, split_rest, tail
+from hubbub.codecs import json_dumps
 from hubbub.errors import ConfigurationError
 from hubbub.message import Envelope
 from hubbub.result import Result, ResultsClient
@@ -115,19 +116,34 @@ class Launcher:
         return dataclasses.replace(envelope, **changes)
 
 
-def next_step(steps: list[Node]) -> Node:
-    """The first of a chain's remaining ``steps``, carrying the others at its tail."""
-    return steps[0] if len(steps) == 1 else _with_rest(steps[0], steps[1:])
+def continuation(steps: list[Node], then: str | None) -> Node | None:
+    """The next step of a chain, carrying the steps after it (``then``) at its tail; None
+    when the chain ends here.
+
+    Raises:
+        CanvasError: the next step, taken from ``then``, is malformed.
+    """
+    if steps:
+        first, rest = steps[0], join_rest(steps[1:], then)
+    elif then:
+        first, rest = split_rest(then)
+    else:
+        return None
+    return first if rest is None else _with_rest(first, rest)
 
 
-def _with_rest(first: Node, rest: list[Node]) -> Node:
-    """A copy of ``first`` with ``rest`` put after its last task (along copied paths)."""
+def _with_rest(first: Node, rest: str) -> Node:
+    """A copy of ``first`` with the steps in ``rest`` after its last task (along copied
+    paths)."""
     copy = dict(first)
     if copy["k"] == "task":
-        if copy["next"]:
+        if copy.get("then"):
+            copy["then"] = json_dumps([*rest_nodes(copy["then"], packed=True),
+                                       *rest_nodes(rest, packed=True)]).decode()
+        elif copy["next"]:
             copy["next"] = [*copy["next"][:-1], _with_rest(copy["next"][-1], rest)]
         else:
-            copy["next"] = list(rest)
+            copy["then"] = rest
         return copy
     if copy["k"] == "chord":
         body = copy["body"] = _with_rest(copy["body"], rest)

@@ -21,8 +21,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub._text import cap
-from hubbub.canvas.nodes import UPSTREAM_FAILED, Node, checked_member, tail, task_ids
-from hubbub.canvas.send import Launch, Launcher, next_step
+from hubbub.canvas.nodes import (
+    UPSTREAM_FAILED,
+    Node,
+    checked_member,
+    rest_nodes,
+    tail,
+    task_ids,
+)
+from hubbub.canvas.send import Launch, Launcher, continuation
 from hubbub.errors import (
     HubbubError,
     MessageError,
@@ -88,10 +95,9 @@ class FollowUps:
             return None
         plan = Launch()
         root = env.root_id or env.id
-        steps = canvas.get("next") or []
-        if steps:
-            self.launcher.launch(next_step(steps), value, parent_id=env.id, root_id=root,
-                                 into=plan)
+        step = continuation(canvas.get("next") or [], canvas.get("then"))
+        if step is not None:
+            self.launcher.launch(step, value, parent_id=env.id, root_id=root, into=plan)
         for link in canvas.get("link") or ():
             self.launcher.launch(link, value, parent_id=env.id, root_id=root, into=plan)
         member = canvas.get("chord")
@@ -110,7 +116,7 @@ class FollowUps:
         for errback in canvas.get("err") or ():
             self.launcher.launch(errback, env.id, parent_id=env.id,
                                  root_id=env.root_id or env.id, into=plan)
-        steps: list[Node] = canvas.get("next") or []
+        steps: list[Node] = [*(canvas.get("next") or []), *rest_nodes(canvas.get("then"))]
         member = canvas.get("chord")
         if member is None and steps:  # a header member's chain stops here: its chord fails
             end = tail(steps[-1])
@@ -247,7 +253,8 @@ def _unsent(envelope: Envelope, reason: str) -> list[ResultRecord]:
     records = [ResultRecord(envelope.id, State.FAILURE, envelope.task, error=error,
                             finished_at=now)]
     canvas = envelope.canvas or {}
-    never = list(canvas.get("next") or []) + list(canvas.get("link") or [])
+    never = [*(canvas.get("next") or []), *rest_nodes(canvas.get("then")),
+             *(canvas.get("link") or [])]
     records.extend(ResultRecord(i, State.FAILURE, error=error, finished_at=now)
                    for i in dict.fromkeys(task_ids(never)))
     return records

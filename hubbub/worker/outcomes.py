@@ -104,9 +104,7 @@ class Outcomes:
         if verdict.state == State.SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
             if env.canvas:  # -- canvas: the next steps go out before this record and ack
-                follow = self.followups.succeeded(env, verdict.value)
-                if follow is not None:
-                    self.writes.follow_up(follow)
+                self._follow_success(env, verdict.value)
             self.record(held, State.SUCCESS, value=verdict.value)
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
@@ -143,11 +141,26 @@ class Outcomes:
         else:
             self.writes.ack([held.delivery])
 
+    def _follow_success(self, env: Envelope, value: Any) -> None:
+        """-- canvas: the next steps, callbacks and chord join of a task that succeeded."""
+        try:
+            follow = self.followups.succeeded(env, value)
+        except Exception as exc:  # a step the sender built wrong: say so where it stops
+            log.exception("the follow-ups of %s[%s] cannot be built", env.task, env.id)
+            self._follow_failure(env, f"its follow-ups cannot be built: {exception_text(exc)}")
+            return
+        if follow is not None:
+            self.writes.follow_up(follow)
+
     def _follow_failure(self, env: Envelope, summary: str) -> None:
         """-- canvas: error callbacks, and FAILURE records of the steps that never run."""
         if not env.canvas:
             return
-        follow, records = self.followups.failed(env, summary)
+        try:
+            follow, records = self.followups.failed(env, summary)
+        except Exception:  # never let a workflow's shape stop the worker
+            log.exception("the error callbacks of %s[%s] cannot be built", env.task, env.id)
+            return
         if self.hub.settings.results is not None:
             for record in records:
                 self.writes.record(record)

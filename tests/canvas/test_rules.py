@@ -70,6 +70,8 @@ def test_bad_options_and_shapes_say_the_fix(app: App) -> None:
     ({"next": [{"k": "task"}]}, "canvas.next[0].task"),
     ({"link": [{"k": "loop"}]}, "unknown kind 'loop'"),
     ({"chord": {"id": "c", "i": 3, "n": 2, "body": {}}}, "0 <= i < n"),
+    ({"link": [{"k": "task", "task": "t", "id": "i", "args": [], "kwargs": {},
+                "opts": {"priority": 42}, "im": False}]}, "opts.priority: out of range"),
 ])
 def test_malformed_followups_are_named(canvas: dict[str, object], where: str) -> None:
     with pytest.raises(CanvasError, match=where.replace("[", r"\[").replace("]", r"\]")):
