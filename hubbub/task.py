@@ -18,7 +18,7 @@ from hubbub.message import Envelope, new_id
 from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
-    from hubbub.canvas.signature import Group, Signature
+    from hubbub.canvas.signature import Canvas, Group, Signature
     from hubbub.result import Result
 
 P = ParamSpec("P")
@@ -287,14 +287,24 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        link: Canvas[Any] | Iterable[Canvas[Any]] | None = None,
+        link_error: Canvas[Any] | Iterable[Canvas[Any]] | None = None,
     ) -> Result[R]:
         """Send the task with per-call options (they override ``options(...)`` and defaults).
 
+        ``link`` callbacks (signatures, chains, groups, chords) run with the task's value when
+        it succeeds, ``link_error`` ones with its id when it fails for good (see
+        docs/workflows.md).
+
         Raises:
-            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9.
+            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9,
+                headers together with callbacks.
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
+        if link is not None or link_error is not None:  # -- canvas: sent as a signature
+            return self._linked(tuple(args), dict(kwargs or {}), link, link_error, SendOptions(
+                countdown, eta, expires, priority, queue, task_id, headers))
         send = _merge(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
                                               headers))
         args = tuple(args)
@@ -376,6 +386,29 @@ class Task(Generic[P, R]):
         sigs = [self.hub.signature("hubbub.starmap", (self.name, calls[i:i + n]),
                                    options=self._sig_options()) for i in range(0, len(calls), n)]
         return self.hub.group(sigs)
+
+    def _linked(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                link: Canvas[Any] | Iterable[Canvas[Any]] | None,
+                link_error: Canvas[Any] | Iterable[Canvas[Any]] | None,
+                call: SendOptions) -> Result[R]:
+        send = _merge(self._send, call)
+        if send.headers:
+            raise ConfigurationError("headers cannot be sent with link/link_error callbacks; "
+                                     "pass what the callback needs as arguments")
+        if send.countdown is not None and send.eta is not None:
+            raise ConfigurationError("give countdown or eta, not both")
+        now = time.time()
+        countdown = (max(0.0, utc_instant(send.eta, "eta") - now) if send.eta is not None
+                     else send.countdown)
+        expires = (max(0.0, utc_instant(send.expires, "expires") - now)
+                   if isinstance(send.expires, datetime) else send.expires)
+        self.check_arguments(args, kwargs)
+        options = {"countdown": countdown, "expires": expires, "priority": send.priority,
+                   "queue": send.queue, "task_id": send.task_id}
+        sig = self.hub.signature(self.name, args, kwargs,
+                                 {k: v for k, v in options.items() if v is not None},
+                                 known=self)
+        return sig.apply_async(link=link, link_error=link_error)
 
     def _calls(self, items: Iterable[Iterable[Any]]) -> list[list[Any]]:
         if self.is_async:

@@ -152,3 +152,14 @@ def test_a_revoked_step_stops_the_chain_and_says_so(app: App) -> None:
     assert caught.value.type == UPSTREAM_FAILED
     assert "revoked before it ran" in caught.value.message
     assert app.ledger.ran("add") == [(1, 1)]
+
+
+def test_task_apply_async_takes_callbacks_and_send_options(app: App) -> None:
+    ok = app.add.apply_async((2, 3), link=app.echo.s("after"), queue="default", priority=3)
+    bad = app.boom.apply_async((7,), link=app.echo.s("never"), link_error=app.errback.s())
+    drain(app.hub)
+    assert ok.get(timeout=10) == 5
+    with pytest.raises(ValueError, match="boom on 7"):
+        bad.get(timeout=10)
+    assert app.ledger.ran("echo") == [(5, "after")]
+    assert app.ledger.ran("errback") == [(bad.id,)]
