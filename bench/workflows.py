@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -118,11 +119,15 @@ def run_celery(redis_url: str, sizes: tuple[int, int, int]) -> dict[str, float] 
         [str(PEERS_PYTHON), str(HERE / "peers" / "celery_canvas.py"), *map(str, sizes)],
         env={**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": prefix},
         capture_output=True, text=True, timeout=1800, check=False)
-    if done.returncode != 0:
-        console.print(f"[red]celery run failed[/red]: {done.stderr[-2000:]}")
-        return None
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    result: dict[str, float] = {}
+    for line in done.stdout.splitlines():  # one line per measurement; null: timed out
+        if line.startswith("{"):
+            for name, value in json.loads(line).items():
+                if name in ("group", "chord", "chain"):
+                    result[name] = math.inf if value is None else value
+    if done.returncode != 0 or len(result) < 3:
+        console.print(f"[red]celery run incomplete[/red]: {done.stderr[-1500:]}")
+    return result or None
 
 
 def main() -> None:
@@ -152,9 +157,10 @@ def main() -> None:
             if result is not None:
                 runs[name].append(result)
                 console.print(f"run {i + 1} {name}: " + ", ".join(
-                    f"{k} {v:.3f}s" for k, v in result.items()))
+                    f"{k} {v:.3f}s" for k, v in result.items()), soft_wrap=True)
     load.append(os.getloadavg()[0])
-    medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    medians = {name: {k: statistics.median(r.get(k, math.inf) for r in rs)
+                      for k in ("group", "chord", "chain")}
                for name, rs in runs.items() if rs}
     celery = medians.get("celery prefork -c 2")
     table = Table(title=f"workflows on Redis: group {args.group:,}, chord {args.chord:,}, "
@@ -162,11 +168,18 @@ def main() -> None:
     for column in ("system", "group s", "chord s", "chain s", "chain ms/hop",
                    "group vs celery", "chord vs celery", "chain vs celery"):
         table.add_column(column, justify="left" if column == "system" else "right")
+    def ratio(theirs: float, ours: float) -> str:
+        if math.isinf(theirs):
+            return "celery timed out"
+        return f"{theirs / ours:.1f}x"
+
+    def secs(value: float) -> str:
+        return "timed out" if math.isinf(value) else f"{value:.2f}"
+
     for name, m in medians.items():
-        ratios = [f"{celery[k] / m[k]:.1f}x" if celery else "-" for k in
-                  ("group", "chord", "chain")]
-        table.add_row(name, f"{m['group']:.2f}", f"{m['chord']:.2f}", f"{m['chain']:.2f}",
-                      f"{m['chain'] / args.chain * 1000:.2f}", *ratios)
+        ratios = [ratio(celery[k], m[k]) if celery else "-" for k in ("group", "chord", "chain")]
+        table.add_row(name, secs(m["group"]), secs(m["chord"]), secs(m["chain"]),
+                      secs(m["chain"] / args.chain * 1000), *ratios)
     console.print(table)
     if celery is None:
         console.print("Celery rows left out: run bench/setup_peers.sh first")
