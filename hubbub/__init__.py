@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hubbub._version import __version__
+from hubbub.canvas import GroupResult, Signature, chain, chord, group
 from hubbub.context import TaskContext, current_task
 from hubbub.errors import (
     ConfigurationError,
@@ -37,6 +38,7 @@ from hubbub.worker import WorkerLoop, run_worker
 __all__ = [
     "ConfigurationError",
     "DispatchContext",
+    "GroupResult",
     "Hub",
     "HubbubError",
     "Limits",
@@ -50,6 +52,7 @@ __all__ = [
     "ResultUnavailable",
     "Retry",
     "ScheduleError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -66,7 +69,10 @@ __all__ = [
     "WorkerLoop",
     "WriteBackFailed",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
     "get_task_logger",
+    "group",
     "run_worker",
 ]

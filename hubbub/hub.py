@@ -19,6 +19,9 @@ from hubbub._client import Client, Connector, encode_all, revoke
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
+from hubbub.canvas.builtins import add_builtins
+from hubbub.canvas.send import send
+from hubbub.canvas.signature import Canvas, Group, Signature, from_dict
 from hubbub.codecs import Codec, get_codec, register_type
 from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
 from hubbub.compat.celery.producer import CeleryProducer, broker_url
@@ -212,7 +215,9 @@ class Hub:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            return register_task(self, self.tasks, func, options)
+            task = register_task(self, self.tasks, func, options)
+            add_builtins(self, self.tasks)  # -- canvas: hubbub.starmap (task.map, chunks)
+            return task
 
         return register if fn is None else register(fn)
 
@@ -610,6 +615,70 @@ class Hub:
         if rate is not None:
             rate = parse_rate(rate).text
         await (await self._connector.results()).limits().set_rate(task, rate)
+
+    # -- canvas ----------------------------------------------------------------------------
+
+    @overload
+    def signature(self, task: str, args: Iterable[Any] = (),
+                  kwargs: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None, *, immutable: bool = False,
+                  known: Task[Any, R] | None = None) -> Signature[R]: ...
+
+    @overload
+    def signature(self, task: Mapping[str, Any]) -> Canvas[Any]: ...
+
+    def signature(self, task: str | Mapping[str, Any], args: Iterable[Any] = (),
+                  kwargs: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None, *, immutable: bool = False,
+                  known: Task[Any, R] | None = None) -> Canvas[Any]:
+        """A signature of a task by name (``hub.signature("shop.charge", args=[42])``), or
+        a canvas from its plain data (``hub.signature(sig.to_dict())``).
+
+        Args:
+            task: the task's name (it may be registered only on the workers), or a dict
+                made by ``to_dict()`` of any canvas element.
+            args: positional arguments.
+            kwargs: keyword arguments.
+            options: send options: ``queue``, ``priority``, ``countdown``, ``expires``,
+                ``task_id``.
+            immutable: ignore a parent's value (as ``task.si``).
+            known: the Task, when the caller has it (its arguments are checked at send).
+
+        Raises:
+            ConfigurationError: an unknown option, or data that is not a canvas.
+        """
+        if isinstance(task, Mapping):
+            return from_dict(self, task)
+        return Signature(self, task, args, kwargs, options, immutable=immutable, known=known)
+
+    def group(self, members: Iterable[Canvas[Any]]) -> Group:
+        """A group of canvas elements sent through this hub (as ``hubbub.group``)."""
+        return Group(self, members)
+
+    def send_canvas(self, element: Canvas[Any]) -> Any:
+        """Freeze and send a canvas element (what ``sig.delay()`` calls); see
+        :func:`hubbub.canvas.send.send` for what it raises."""
+        return send(self, element)
+
+    async def save_groups(self, groups: Sequence[tuple[str, list[str]]]) -> None:
+        """Keep each group's member ids in the result store; on the bridge loop.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store cannot be reached.
+        """
+        store = await self._connector.results()
+        for group, ids in groups:
+            await store.save_group(group, ids, ttl=self.settings.result_ttl)
+
+    async def read_group(self, id: str) -> list[str] | None:
+        """The member ids saved for group ``id``; on the bridge loop.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store cannot be reached.
+        """
+        return await (await self._connector.results()).read_group(id)
 
     def close(self) -> None:
         """Close the producer connections and stop the bridge thread."""

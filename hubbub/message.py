@@ -68,6 +68,8 @@ class Envelope:
     headers: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     content_type: str = JSON_TYPE
+    # -- canvas: what follows this task (hubbub.canvas.nodes), checked by the worker
+    canvas: dict[str, Any] | None = None
 
     def next_attempt(self, eta: float) -> Envelope:
         """The envelope for the next retry, due at ``eta``."""
@@ -129,6 +131,8 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
         else:
             packed = codec.encode([list(envelope.args), envelope.kwargs])
             body["payload"] = base64.b64encode(packed).decode()
+        if envelope.canvas is not None:  # -- canvas: inline JSON on every codec
+            body["canvas"] = pack(envelope.canvas)
         data = json_dumps(body)
     except NonFinite as exc:
         raise MessageError(f"arguments of task {envelope.task!r} hold NaN or an infinity, "
@@ -214,7 +218,24 @@ def decode(
     except Undecodable as exc:  # before the generic handlers: say which task, and why
         raise MessageError(f"arguments of task {values['task']!r} cannot be decoded: "
                            f"{exc}") from exc
-    return Envelope(args=tuple(args), kwargs=kwargs, **values)
+    return Envelope(args=tuple(args), kwargs=kwargs, canvas=_canvas(data, body), **values)
+
+
+def _canvas(data: bytes, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The envelope's ``canvas`` field, unpacked; its contents are checked by the worker
+    (``hubbub.canvas.nodes.check_followups``)."""
+    canvas = body.get("canvas")
+    if canvas is None:
+        return None
+    if not isinstance(canvas, dict):
+        raise MessageError("malformed message: field 'canvas' must be an object")
+    if tagged(data):
+        try:
+            canvas = unpack(canvas)
+        except Undecodable as exc:
+            raise MessageError(f"malformed message: field 'canvas' cannot be decoded: {exc}"
+                               ) from exc
+    return canvas if isinstance(canvas, dict) else None
 
 
 def _arguments(data: bytes, body: dict[str, Any], content_type: str,

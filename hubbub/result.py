@@ -22,6 +22,7 @@ from hubbub.task import declared_name
 
 if TYPE_CHECKING:
     from hubbub._bridge import Bridge
+    from hubbub.canvas.group_result import GroupResult
 
 R = TypeVar("R")
 
@@ -65,9 +66,10 @@ class Result(Generic[R]):
 
     Attributes:
         id: the task id.
+        parent: the Result (or GroupResult) before this one in a chain; None otherwise.
     """
 
-    __slots__ = ("hub", "id", "ignored", "raises", "task")
+    __slots__ = ("hub", "id", "ignored", "parent", "raises", "task")
 
     def __init__(self, hub: ResultsClient, id: str, task: str | None = None,
                  *, ignored: bool = False, raises: tuple[type[Exception], ...] = ()) -> None:
@@ -76,6 +78,8 @@ class Result(Generic[R]):
         self.task = task
         self.ignored = ignored
         self.raises = raises
+        # -- canvas: the Result (or GroupResult) before this one in a chain, if any
+        self.parent: Result[Any] | GroupResult | None = None
 
     def __repr__(self) -> str:
         return f"<Result {self.task or ''}[{self.id}]>"

@@ -22,6 +22,7 @@ from hubbub.message import Envelope, new_id
 from hubbub.settings import Settings, seconds
 
 if TYPE_CHECKING:
+    from hubbub.canvas.signature import Canvas, Group, Signature
     from hubbub.result import Result
     from hubbub.worker.eager import EagerResult
 
@@ -243,6 +244,16 @@ class Publisher(Protocol):
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` from async code (``Task.delay_async``)."""
+    # -- canvas
+    def signature(self, task: str, args: Iterable[Any] = (),
+                  kwargs: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None, *, immutable: bool = False,
+                  known: Task[Any, R] | None = None) -> Signature[Any]:
+        """A signature of task ``task`` (``Task.s`` and friends are built on it)."""
+        ...
+
+    def group(self, members: Iterable[Signature[Any]]) -> Group:
+        """A group of ``members`` (``Task.chunks`` is built on it)."""
         ...
 
 
@@ -331,6 +342,8 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None = None,
         unique_key: str | None = None,
         unique_for: float | timedelta | None = None,
+        link: Canvas[Any] | Iterable[Canvas[Any]] | None = None,
+        link_error: Canvas[Any] | Iterable[Canvas[Any]] | None = None,
     ) -> Result[R]:
         """Send the task with per-call options (they override ``options(...)`` and defaults).
 
@@ -339,12 +352,22 @@ class Task(Generic[P, R]):
         kept until the job finishes, or ``unique_for`` seconds at most (default: the task's,
         else one hour). See docs/limits.md.
 
+        ``link`` callbacks (signatures, chains, groups, chords) run with the task's value when
+        it succeeds, ``link_error`` ones with its id when it fails for good (see
+        docs/workflows.md).
+
         Raises:
-            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9;
-                a unique job on a hub that keeps no results.
+            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9,
+                headers together with callbacks; a unique job on a hub that keeps no results.
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
+        if link is not None or link_error is not None:  # -- canvas: sent as a signature
+            if unique_key is not None or self.spec.unique is not None:
+                raise ConfigurationError(f"{self.name}: a unique job cannot take link or "
+                                         "link_error callbacks; chain it instead")
+            return self._linked(tuple(args), dict(kwargs or {}), link, link_error, SendOptions(
+                countdown, eta, expires, priority, queue, task_id, headers))
         send = _merge(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
                                               headers))
         args = tuple(args)
@@ -405,6 +428,103 @@ class Task(Generic[P, R]):
                                          key_from=self.spec.unique,
                                          task_ttl=self.spec.unique_for, key=None, ttl=None))
         return self.hub.publish(envelopes)
+
+    # -- canvas --------------------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this call, for chains, groups, chords and callbacks.
+
+        In a chain (or as a callback) the parent's value is put before ``args``, so they may
+        be partial here; they are checked against the function when the canvas is sent.
+        Options set by ``options(...)`` (queue, priority, countdown, expires) come along.
+        """
+        return self.hub.signature(self.name, args, kwargs, self._sig_options(), known=self)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: it ignores a parent's value, so its arguments are
+        complete and checked here, like ``delay``'s.
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+        """
+        self.check_arguments(args, kwargs)
+        return self.hub.signature(self.name, args, kwargs, self._sig_options(),
+                                  immutable=True, known=self)
+
+    def map(self, items: Iterable[Any]) -> Signature[list[R]]:
+        """One message that calls the task once per item, in one worker; its value is the
+        list of values. Sync tasks only.
+
+        Raises:
+            TypeError: an item is not a valid single argument, or the task is async.
+        """
+        return self.starmap((item,) for item in items)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Signature[list[R]]:
+        """As :meth:`map`, each item being an argument tuple: ``add.starmap([(1, 2)])``.
+
+        Raises:
+            TypeError: an item does not fit the function, or the task is async.
+        """
+        from_self = self._calls(items)
+        return self.hub.signature("hubbub.starmap", (self.name, from_self),
+                                  options=self._sig_options())
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group:
+        """A group of :meth:`starmap` messages of ``n`` calls each: many small calls spread
+        over workers at a fraction of the messages.
+
+        Raises:
+            TypeError: an item does not fit the function, or the task is async.
+            ConfigurationError: ``n`` is not a positive integer.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigurationError(f"chunks takes a chunk size n >= 1, not {n!r}")
+        calls = self._calls(items)
+        sigs = [self.hub.signature("hubbub.starmap", (self.name, calls[i:i + n]),
+                                   options=self._sig_options()) for i in range(0, len(calls), n)]
+        return self.hub.group(sigs)
+
+    def _linked(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                link: Canvas[Any] | Iterable[Canvas[Any]] | None,
+                link_error: Canvas[Any] | Iterable[Canvas[Any]] | None,
+                call: SendOptions) -> Result[R]:
+        send = _merge(self._send, call)
+        if send.headers:
+            raise ConfigurationError("headers cannot be sent with link/link_error callbacks; "
+                                     "pass what the callback needs as arguments")
+        if send.countdown is not None and send.eta is not None:
+            raise ConfigurationError("give countdown or eta, not both")
+        now = time.time()
+        countdown = (max(0.0, utc_instant(send.eta, "eta") - now) if send.eta is not None
+                     else send.countdown)
+        expires = (max(0.0, utc_instant(send.expires, "expires") - now)
+                   if isinstance(send.expires, datetime) else send.expires)
+        self.check_arguments(args, kwargs)
+        options = {"countdown": countdown, "expires": expires, "priority": send.priority,
+                   "queue": send.queue, "task_id": send.task_id}
+        sig = self.hub.signature(self.name, args, kwargs,
+                                 {k: v for k, v in options.items() if v is not None},
+                                 known=self)
+        return sig.apply_async(link=link, link_error=link_error)
+
+    def _calls(self, items: Iterable[Iterable[Any]]) -> list[list[Any]]:
+        if self.is_async:
+            raise TypeError(f"task {self.name!r} is async; map/starmap/chunks take sync "
+                            "tasks: use group(task.s(x) for x in items) instead")
+        calls = []
+        for item in items:
+            call = tuple(item)
+            self.check_arguments(call, {})
+            calls.append(list(call))
+        return calls
+
+    def _sig_options(self) -> dict[str, Any]:
+        send = self._send
+        return {name: value for name, value in (
+            ("queue", send.queue), ("priority", send.priority), ("countdown", send.countdown),
+            ("expires", send.expires if not isinstance(send.expires, datetime) else None),
+        ) if value is not None}
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Check a call against the function's signature, as calling it here would.

@@ -266,6 +266,88 @@ class ResultBackend(abc.ABC):
         """The unique keys, rate reservations and concurrency slots kept in this store, on
         its own connection (usable once ``connect()`` was called)."""
 
+    # -- canvas: chord joins and group membership (hubbub.canvas) ----------------------------
+
+    @abc.abstractmethod
+    async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
+                         ) -> list[ChordJoin]:
+        """Count each finished header task of a chord, atomically, by distinct id.
+
+        A member's first value is kept; a member that finished twice (it ran again after a
+        crash) is counted once. Each chord's state lives ``ttl`` seconds (None: forever).
+
+        Returns:
+            For each member, in order: the chord's count of distinct members after the add,
+            whether this call added it, and whether the body was marked sent.
+        """
+
+    @abc.abstractmethod
+    async def chord_values(self, chord: str) -> list[Any]:
+        """The values the chord's members joined with, in header order (by index)."""
+
+    @abc.abstractmethod
+    async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
+        """Set ``flag`` (``"fired"``: the body was sent; ``"failed"``: a member failed) on
+        the chord, atomically.
+
+        Returns:
+            True when this call set it (it was not set before).
+        """
+
+    @abc.abstractmethod
+    async def save_group(self, group: str, ids: Sequence[str], *, ttl: float | None) -> None:
+        """Keep the ids of a group's members (for ``GroupResult.restore``)."""
+
+    @abc.abstractmethod
+    async def read_group(self, group: str) -> list[str] | None:
+        """The ids saved for ``group``, in order; None when there are none (or expired)."""
+
+
+# -- canvas -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChordMember:
+    """A header task of chord ``chord`` that finished with ``value``, at ``index``."""
+
+    chord: str
+    member: str
+    index: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChordJoin:
+    """What one join found: the count of distinct finished members after it, whether it
+    added its member, and whether the body had been marked sent."""
+
+    count: int
+    added: bool
+    fired: bool
+
+
+def encode_value(index: int, value: Any) -> bytes:
+    """A chord member's stored ``[index, value]`` (JSON, tagged as results are)."""
+    return json_dumps([index, pack(value)])
+
+
+def decode_values(stored: Sequence[bytes | str]) -> list[Any]:
+    """The values of stored members (:func:`encode_value`), ordered by index.
+
+    Raises:
+        ResultError: a value holds a type tag this process has not registered.
+    """
+    pairs = []
+    for data in stored:
+        raw = data.encode() if isinstance(data, str) else data
+        index, value = json_loads(raw)
+        pairs.append((index, value))
+    pairs.sort(key=lambda pair: pair[0])
+    try:
+        return [unpack(value) for _, value in pairs]
+    except Undecodable as exc:
+        raise ResultError(f"a chord member's value cannot be decoded: {exc}") from exc
+
 
 def encode_entry(info: dict[str, Any]) -> bytes:
     """A registry entry's bytes: JSON, with any text no encoding can carry escaped."""

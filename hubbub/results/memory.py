@@ -12,12 +12,16 @@ from typing import Any
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.limits.memory import MemoryLimits, MemoryLimitState
 from hubbub.results.base import (
+    ChordJoin,
+    ChordMember,
     ResultBackend,
     ResultRecord,
     State,
     bounded,
     decode_entry,
+    decode_values,
     encode_entry,
+    encode_value,
     replaces,
 )
 
@@ -29,6 +33,10 @@ class _Store:
     workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
     limits: MemoryLimitState = field(default_factory=MemoryLimitState)  # -- limits --
+    # -- canvas: chord id -> (member id -> stored value), flags, group members
+    chords: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    flags: set[tuple[str, str]] = field(default_factory=set)
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 _STORES: dict[str, _Store] = {}
@@ -128,3 +136,39 @@ class MemoryResults(ResultBackend):
 
     def limits(self) -> MemoryLimits:
         return MemoryLimits(self._store.limits, self.clock)
+
+    # -- canvas (kept for the life of the process: the memory store is for tests) ---------
+
+    async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
+                         ) -> list[ChordJoin]:
+        joins = []
+        with self._store.lock:
+            for m in members:
+                values = self._store.chords.setdefault(m.chord, {})
+                added = m.member not in values
+                if added:
+                    values[m.member] = encode_value(m.index, m.value)
+                joins.append(ChordJoin(len(values), added,
+                                       (m.chord, "fired") in self._store.flags))
+        return joins
+
+    async def chord_values(self, chord: str) -> list[Any]:
+        with self._store.lock:
+            stored = list(self._store.chords.get(chord, {}).values())
+        return decode_values(stored)
+
+    async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
+        with self._store.lock:
+            if (chord, flag) in self._store.flags:
+                return False
+            self._store.flags.add((chord, flag))
+            return True
+
+    async def save_group(self, group: str, ids: Sequence[str], *, ttl: float | None) -> None:
+        with self._store.lock:
+            self._store.groups[group] = list(ids)
+
+    async def read_group(self, group: str) -> list[str] | None:
+        with self._store.lock:
+            ids = self._store.groups.get(group)
+        return None if ids is None else list(ids)

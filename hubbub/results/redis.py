@@ -30,19 +30,24 @@ from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.limits.redis import RedisLimits
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
     STICKY_STATES,
+    ChordJoin,
+    ChordMember,
     ResultBackend,
     ResultRecord,
     State,
     decode_entry,
     decode_record,
+    decode_values,
     encode_entry,
     encode_record,
+    encode_value,
     id_bytes,
 )
 
@@ -68,6 +73,17 @@ return 1
 """.replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES))
             ).replace("OVER_REVOKED", " or ".join(f"ARGV[1] == '{s.value}'"
                                                   for s in sorted(REPLACE_REVOKED)))
+
+
+# -- canvas: KEYS: the chord's members hash, its flags hash. ARGV: member id, stored value,
+# ttl ms ('' never). The first value of a member is kept; the count is of distinct members.
+_JOIN = """
+local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+local count = redis.call('HLEN', KEYS[1])
+local fired = redis.call('HEXISTS', KEYS[2], 'fired')
+if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {added, count, fired}
+"""
 
 
 class _Listener:
@@ -417,3 +433,98 @@ class RedisResults(ResultBackend):
         if self._limits is None:
             self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate)
         return self._limits
+
+    # -- canvas: a chord is a hash of member id -> value (HSETNX, HLEN in one script) and a
+    # hash of flags, under one hash tag; a group's member ids are one JSON string --------------
+
+    def _chord_keys(self, chord: str) -> tuple[bytes, bytes]:
+        tag = b"{" + id_bytes(chord) + b"}"
+        prefix = self.config.prefix.encode()
+        return prefix + b":chord:" + tag, prefix + b":chordflags:" + tag
+
+    @staticmethod
+    def _ttl_ms(ttl: float | None) -> str:
+        return "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
+
+    async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
+                         ) -> list[ChordJoin]:
+        """Join each member with one Lua call, pipelined.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if not members:
+            return []
+        ttl_ms = self._ttl_ms(ttl)
+        sha = hashlib.sha1(_JOIN.encode(), usedforsecurity=False).hexdigest()
+        with self._translate():
+            for attempt in (1, 2):
+                pipe = self._client.pipeline(transaction=False)
+                for m in members:
+                    pipe.evalsha(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
+                                 encode_value(m.index, m.value), ttl_ms)
+                try:
+                    replies = await pipe.execute()
+                    return [ChordJoin(int(count), bool(added), bool(fired))
+                            for added, count, fired in replies]
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self._client.script_load(_JOIN)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def chord_values(self, chord: str) -> list[Any]:
+        """The members' values in header order.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or a value cannot be decoded.
+        """
+        with self._translate():
+            stored = await self._client.hvals(self._chord_keys(chord)[0])
+        return decode_values(stored)
+
+    async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
+        """HSETNX of ``flag``, with the flags' expiry.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise.
+        """
+        key = self._chord_keys(chord)[1]
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hsetnx(key, flag, "1")
+        if ttl is not None:
+            pipe.pexpire(key, max(1, math.ceil(ttl * 1000)))
+        with self._translate():
+            replies = await pipe.execute()
+        return bool(replies[0])
+
+    def _group_key(self, group: str) -> bytes:
+        return f"{self.config.prefix}:group:".encode() + id_bytes(group)
+
+    async def save_group(self, group: str, ids: Sequence[str], *, ttl: float | None) -> None:
+        """SET of the members' ids as JSON, with ``ttl``.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise.
+        """
+        px = None if ttl is None else max(1, math.ceil(ttl * 1000))
+        with self._translate():
+            await self._client.set(self._group_key(group), json_dumps(list(ids)), px=px)
+
+    async def read_group(self, group: str) -> list[str] | None:
+        """The saved ids, or None.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise.
+        """
+        with self._translate():
+            data = await self._client.get(self._group_key(group))
+        if data is None:
+            return None
+        ids = json_loads(data if isinstance(data, bytes) else str(data).encode())
+        return [str(i) for i in ids] if isinstance(ids, list) else None

@@ -10,18 +10,23 @@ from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.codecs import json_dumps, json_loads
 from hubbub.limits.sqlite import SCHEMA as LIMITS_SCHEMA
 from hubbub.limits.sqlite import SQLiteLimits
 from hubbub.results.base import (
     REPLACE_REVOKED,
     STICKY_STATES,
+    ChordJoin,
+    ChordMember,
     ResultBackend,
     ResultRecord,
     State,
     decode_entry,
     decode_record,
+    decode_values,
     encode_entry,
     encode_record,
+    encode_value,
     id_bytes,
     replaces,
 )
@@ -38,6 +43,24 @@ CREATE TABLE IF NOT EXISTS hubbub_workers (
     name       TEXT PRIMARY KEY,
     info       BLOB NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hubbub_chord_members (
+    chord      TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (chord, member)
+);
+CREATE TABLE IF NOT EXISTS hubbub_chord_flags (
+    chord      TEXT NOT NULL,
+    flag       TEXT NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (chord, flag)
+);
+CREATE TABLE IF NOT EXISTS hubbub_groups (
+    id         TEXT PRIMARY KEY,
+    members    BLOB NOT NULL,
+    expires_at REAL
 );
 """
 SCHEMA += LIMITS_SCHEMA  # -- limits: their tables live in the same file --
@@ -196,3 +219,77 @@ class SQLiteResults(ResultBackend):
 
     def limits(self) -> SQLiteLimits:
         return SQLiteLimits(self.db, self.clock)
+
+    # -- canvas: a chord's members are rows unique by (chord, member), counted in the same
+    # write transaction that inserts them, so two workers never see the same count --------
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self.clock.time() + ttl
+
+    async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
+                         ) -> list[ChordJoin]:
+        now, expires = self.clock.time(), self._expiry(ttl)
+
+        def join(conn: sqlite3.Connection) -> list[ChordJoin]:
+            joins = []
+            counts: dict[str | bytes, int] = {}  # counted once per chord and batch
+            for m in members:
+                chord = _key(m.chord)
+                conn.execute("DELETE FROM hubbub_chord_members WHERE chord = ? AND member = ?"
+                             " AND expires_at <= ?", (chord, _key(m.member), now))
+                added = conn.execute(
+                    "INSERT INTO hubbub_chord_members (chord, member, value, expires_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (chord, member) DO NOTHING",
+                    (chord, _key(m.member), encode_value(m.index, m.value), expires),
+                ).rowcount == 1
+                if chord in counts:
+                    counts[chord] += added
+                else:
+                    [counts[chord]] = conn.execute(
+                        "SELECT count(*) FROM hubbub_chord_members WHERE chord = ?"
+                        " AND (expires_at IS NULL OR expires_at > ?)", (chord, now)).fetchone()
+                fired = conn.execute(
+                    "SELECT 1 FROM hubbub_chord_flags WHERE chord = ? AND flag = 'fired'"
+                    " AND (expires_at IS NULL OR expires_at > ?)", (chord, now)
+                ).fetchone() is not None
+                joins.append(ChordJoin(int(counts[chord]), added, fired))
+            return joins
+
+        return await self.db.write(join)
+
+    async def chord_values(self, chord: str) -> list[Any]:
+        now = self.clock.time()
+        rows = await self.db.call(lambda c: c.execute(
+            "SELECT value FROM hubbub_chord_members WHERE chord = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)", (_key(chord), now)).fetchall())
+        return decode_values([row[0] for row in rows])
+
+    async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
+        now, expires = self.clock.time(), self._expiry(ttl)
+
+        def mark(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM hubbub_chord_flags WHERE chord = ? AND flag = ?"
+                         " AND expires_at <= ?", (_key(chord), flag, now))
+            return conn.execute(
+                "INSERT INTO hubbub_chord_flags (chord, flag, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (chord, flag) DO NOTHING", (_key(chord), flag, expires)
+            ).rowcount == 1
+
+        return await self.db.write(mark)
+
+    async def save_group(self, group: str, ids: Sequence[str], *, ttl: float | None) -> None:
+        row = (_key(group), json_dumps(list(ids)), self._expiry(ttl))
+        await self.db.write(lambda c: c.execute(
+            "INSERT INTO hubbub_groups (id, members, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET members = excluded.members,"
+            " expires_at = excluded.expires_at", row))
+
+    async def read_group(self, group: str) -> list[str] | None:
+        now = self.clock.time()
+        row = await self.db.call(lambda c: c.execute(
+            "SELECT members FROM hubbub_groups WHERE id = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)", (_key(group), now)).fetchone())
+        if row is None:
+            return None
+        ids = json_loads(row[0])
+        return [str(i) for i in ids] if isinstance(ids, list) else None

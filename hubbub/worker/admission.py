@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub.canvas.nodes import CanvasError, check_followups
 from hubbub.compat.celery.protocol import recognise
 from hubbub.errors import MessageError
 from hubbub.message import Envelope, decode, peek_id
@@ -97,6 +98,11 @@ class Admission:
         if delivery.attempts > limits.max_deliveries:
             return Refused(f"delivered {delivery.attempts} times without finishing; its worker "
                            "died each time (poison message)", envelope.id, envelope.task)
+        if envelope.canvas is not None:  # -- canvas: what follows must be followable
+            try:
+                check_followups(envelope.canvas)
+            except CanvasError as exc:
+                return Refused(f"malformed canvas: {exc}", envelope.id, envelope.task)
         problem = self._bad_arguments(task, envelope)
         if problem:
             return Refused(f"bad arguments for task {envelope.task!r}: {problem}", envelope.id,

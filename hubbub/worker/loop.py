@@ -459,6 +459,8 @@ class WorkerLoop:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
+                if state == State.REVOKED and env.canvas:  # -- canvas: the rest never runs
+                    self._io.outcomes.revoked_step(env)
                 self._io.writes.ack([held.delivery])
                 if state == State.REVOKED:
                     bus.emit(TaskRevoked(env.id, env.task, self.name, "revoked"))

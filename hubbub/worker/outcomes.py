@@ -20,6 +20,7 @@ from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
 from hubbub.worker.execute import exception_text
+from hubbub.worker.followups import FollowUps
 from hubbub.worker.settlement import Verdict, settle, unretryable
 from hubbub.worker.writes import RetryWrite, WriteBuffer
 
@@ -51,6 +52,7 @@ class Outcomes:
         self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
         # -- limits: told when a job reaches a final state (gives its unique key back) --
         self.settled: Callable[[Envelope], None] | None = None
+        self.followups = FollowUps(hub, max_size)  # -- canvas
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
         """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
@@ -72,9 +74,14 @@ class Outcomes:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(env.expires))
         self.record(held, State.REVOKED,
                     error=ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)"))
+        self._follow_failure(env, f"{ErrorKind.REVOKED}: expired before it ran ({at} UTC)")
         self.writes.ack([held.delivery])
         self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
                                          f"expired before it ran ({at} UTC)"))
+
+    def revoked_step(self, env: Envelope) -> None:
+        """-- canvas: a revoked task of a workflow was skipped: what follows it never runs."""
+        self._follow_failure(env, f"{ErrorKind.REVOKED}: revoked before it ran")
 
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
@@ -97,6 +104,7 @@ class Outcomes:
             log.warning("task %s[%s] terminated after %.3fs: %s", env.task, env.id, duration,
                         short(verdict.summary), extra=task_fields(env.id, env.task))
             self.record(held, State.REVOKED, error=verdict.error)
+            self._follow_failure(env, verdict.summary)
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
                                              short(verdict.summary)))
@@ -104,6 +112,8 @@ class Outcomes:
         if verdict.state == State.SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
                      extra=task_fields(env.id, env.task))
+            if env.canvas:  # -- canvas: the next steps go out before this record and ack
+                self._follow_success(env, verdict.value)
             self.record(held, State.SUCCESS, value=verdict.value)
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
@@ -134,6 +144,7 @@ class Outcomes:
                   short(verdict.reason or verdict.summary), extra=task_fields(env.id, env.task))
         self.failed += 1
         self.record(held, State.FAILURE, error=verdict.error)
+        self._follow_failure(env, verdict.summary)
         if verdict.dead_reason is not None:
             self.writes.dead_letter(held.delivery, verdict.dead_reason)
             # Reject(), or failures dead-lettered on request: a dead letter like any other
@@ -142,6 +153,32 @@ class Outcomes:
                                                   verdict.dead_reason, self.worker))
         else:
             self.writes.ack([held.delivery])
+
+    def _follow_success(self, env: Envelope, value: Any) -> None:
+        """-- canvas: the next steps, callbacks and chord join of a task that succeeded."""
+        try:
+            follow = self.followups.succeeded(env, value)
+        except Exception as exc:  # a step the sender built wrong: say so where it stops
+            log.exception("the follow-ups of %s[%s] cannot be built", env.task, env.id)
+            self._follow_failure(env, f"its follow-ups cannot be built: {exception_text(exc)}")
+            return
+        if follow is not None:
+            self.writes.follow_up(follow)
+
+    def _follow_failure(self, env: Envelope, summary: str) -> None:
+        """-- canvas: error callbacks, and FAILURE records of the steps that never run."""
+        if not env.canvas:
+            return
+        try:
+            follow, records = self.followups.failed(env, summary)
+        except Exception:  # never let a workflow's shape stop the worker
+            log.exception("the error callbacks of %s[%s] cannot be built", env.task, env.id)
+            return
+        if self.hub.settings.results is not None:
+            for record in records:
+                self.writes.record(record)
+        if follow is not None:
+            self.writes.follow_up(follow)
 
     def _dead_failures(self, held: Held) -> bool:
         """Whether a failure of ``held`` goes to dead letters too: when asked, or when its

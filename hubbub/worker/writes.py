@@ -24,6 +24,7 @@ from hubbub.errors import ErrorKind, HubbubError, MessageError, MessageRejectedB
 from hubbub.results.base import ErrorInfo, ResultBackend, ResultRecord, State
 from hubbub.transports.base import DeadLetterRequest, Delivery, Outgoing, Transport
 from hubbub.worker.execute import clean_text, exception_text
+from hubbub.worker.followups import FollowUp, write_followups
 
 log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
@@ -55,10 +56,11 @@ class _Batch:
     release: list[Delivery] = field(default_factory=list)
     # -- limits: deliveries given back until an instant (epoch seconds), not attempts --
     later: list[tuple[Delivery, float]] = field(default_factory=list)
+    followups: list[FollowUp] = field(default_factory=list)  # -- canvas: written first
 
     def __bool__(self) -> bool:
         return bool(self.retries or self.records or self.ack or self.dead or self.release
-                    or self.later)
+                    or self.later or self.followups)
 
     def absorb(self, newer: _Batch) -> _Batch:
         """This failed batch with ``newer`` writes after it (newer records win)."""
@@ -68,6 +70,7 @@ class _Batch:
         newer.dead = self.dead + newer.dead
         newer.release = self.release + newer.release
         newer.later = self.later + newer.later  # -- limits --
+        newer.followups = self.followups + newer.followups
         return newer
 
     def settling(self) -> list[Delivery]:
@@ -125,6 +128,10 @@ class WriteBuffer:
         """Give ``delivery`` back unrun, visible again at ``at`` (epoch seconds); a limit
         made it wait (hubbub.worker.gates). Written with the releases."""
         self._pending.later.append((delivery, at))
+
+    def follow_up(self, item: FollowUp) -> None:
+        """-- canvas: publish what follows a finished task before its record and ack."""
+        self._pending.followups.append(item)
         self._wanted.set()
 
     def unsettled(self) -> int:
@@ -173,6 +180,11 @@ class WriteBuffer:
     async def _flush(self, batch: _Batch) -> None:
         # Each step empties its part of the batch once it went through, so that a retry of a
         # failed batch repeats only what was not yet written.
+        if batch.followups:  # -- canvas: next steps, callbacks, chord joins; before acks
+            for unsent in await write_followups(batch.followups, self.transport,
+                                                self.results, self.result_ttl):
+                batch.records.setdefault(unsent.id, unsent)
+            batch.followups = []
         if batch.retries:
             refused = {id(outgoing): reason for outgoing, reason in await _one_by_one(
                 self.transport.publish, [w.outgoing for w in batch.retries])}

@@ -13,6 +13,7 @@ import hubbub
 PUBLIC = [
     "ConfigurationError",
     "DispatchContext",
+    "GroupResult",
     "Hub",
     "HubbubError",
     "Limits",
@@ -26,6 +27,7 @@ PUBLIC = [
     "ResultUnavailable",
     "Retry",
     "ScheduleError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -42,8 +44,11 @@ PUBLIC = [
     "WorkerLoop",
     "WriteBackFailed",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
     "get_task_logger",
+    "group",
     "run_worker",
 ]
 

@@ -1,0 +1,191 @@
+"""Workflows: a group, a chord and a chain, hubbub's canvas against Celery's on one Redis.
+
+    python bench/workflows.py                        # 10,000 / 10,000 / 1,000, 3 runs
+    python bench/workflows.py --group 2000 --chord 2000 --chain 200 --runs 1
+
+Each run starts a worker process on a fresh key prefix (hubbub: ``--pool async -c 100``
+and ``--pool prefork -c 2``; Celery: ``--pool prefork -c 2``, its usual setup, with its
+Redis result backend), waits until it serves, then times from the send to the moment the
+caller has read the results: every member's for the group, the body's for the chord, the last
+step's for the chain (reported per hop). Worker start-up is not timed. Figures are medians
+of --runs runs, taken in turns so other load on the machine disturbs both alike. Celery comes
+from bench/.venv-peers (bench/setup_peers.sh); without it its rows are left out and said so.
+Not a test: nothing here asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hubbub import Hub, chain, chord, group
+from hubbub._loader import load_hub
+
+HERE = Path(__file__).resolve().parent
+PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
+APP = textwrap.dedent("""
+    from hubbub import Hub
+    hub = Hub()   # $HUBBUB_BROKER, results in the same Redis
+
+    @hub.task(name="noop")
+    def noop(x: int) -> int:
+        return x
+
+    @hub.task(name="total")
+    def total(values: list[int]) -> int:
+        return len(values)
+
+    @hub.task(name="inc")
+    def inc(x: int) -> int:
+        return x + 1
+""")
+console = Console()
+
+
+def delete_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    with redis.Redis.from_url(redis_url) as client:
+        for pattern in (f"{escaped}:*", f"{{{escaped}:*"):
+            keys = list(client.scan_iter(match=pattern, count=500))
+            for start in range(0, len(keys), 500):
+                client.unlink(*keys[start : start + 500])
+
+
+def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int]
+               ) -> dict[str, float]:
+    prefix = f"hubbub-wf-{uuid.uuid4().hex[:10]}"
+    url = f"{redis_url}?prefix={prefix}"
+    os.environ["HUBBUB_BROKER"] = url
+    os.environ.pop("HUBBUB_RESULTS", None)
+    sys.modules.pop("wfapp", None)
+    hub: Hub = load_hub("wfapp:hub")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    log = folder / f"{prefix}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hubbub", "worker", "-A", "wfapp:hub",
+                                 *pool, "-l", "info"], env=env, cwd=folder, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while " online: broker " not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        noop, total, inc = (hub.tasks[n] for n in ("noop", "total", "inc"))
+        noop.delay(0).get(timeout=30)  # warm: connections open on both sides
+        n_group, n_chord, n_chain = sizes
+        out = {}
+        started = time.perf_counter()
+        group(noop.s(i) for i in range(n_group)).delay().get(timeout=600)
+        out["group"] = time.perf_counter() - started
+        started = time.perf_counter()
+        body = chord([noop.s(i) for i in range(n_chord)], total.s()).delay()
+        assert body.get(timeout=600) == n_chord
+        out["chord"] = time.perf_counter() - started
+        started = time.perf_counter()
+        last = chain(noop.s(0), *(inc.s() for _ in range(n_chain - 1))).delay()
+        assert last.get(timeout=600) == n_chain - 1
+        out["chain"] = time.perf_counter() - started
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        hub.close()
+        delete_prefix(redis_url, prefix)
+
+
+def run_celery(redis_url: str, sizes: tuple[int, int, int]) -> dict[str, float] | None:
+    if not PEERS_PYTHON.exists():
+        return None
+    prefix = f"celery-wf-{uuid.uuid4().hex[:10]}:"
+    done = subprocess.run(
+        [str(PEERS_PYTHON), str(HERE / "peers" / "celery_canvas.py"), *map(str, sizes)],
+        env={**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": prefix},
+        capture_output=True, text=True, timeout=1800, check=False)
+    result: dict[str, float] = {}
+    for line in done.stdout.splitlines():  # one line per measurement; null: timed out
+        if line.startswith("{"):
+            for name, value in json.loads(line).items():
+                if name in ("group", "chord", "chain"):
+                    result[name] = math.inf if value is None else value
+    if done.returncode != 0 or len(result) < 3:
+        console.print(f"[red]celery run incomplete[/red]: {done.stderr[-1500:]}")
+    return result or None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--group", type=int, default=10_000)
+    parser.add_argument("--chord", type=int, default=10_000)
+    parser.add_argument("--chain", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    sizes = (args.group, args.chord, args.chain)
+    folder = Path(tempfile.mkdtemp(prefix="hubbub-wf-"))
+    (folder / "wfapp.py").write_text(APP)
+    sys.path.insert(0, str(folder))
+    systems: dict[str, Any] = {
+        "hubbub async -c 100": lambda: run_hubbub(folder, args.redis_url,
+                                                  ["--pool", "async", "-c", "100"], sizes),
+        "hubbub prefork -c 2": lambda: run_hubbub(folder, args.redis_url,
+                                                  ["--pool", "prefork", "-c", "2"], sizes),
+        "celery prefork -c 2": lambda: run_celery(args.redis_url, sizes),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
+    load = [os.getloadavg()[0]]
+    for i in range(args.runs):
+        for name, measure in systems.items():  # in turns
+            result = measure()
+            if result is not None:
+                runs[name].append(result)
+                console.print(f"run {i + 1} {name}: " + ", ".join(
+                    f"{k} {v:.3f}s" for k, v in result.items()), soft_wrap=True)
+    load.append(os.getloadavg()[0])
+    medians = {name: {k: statistics.median(r.get(k, math.inf) for r in rs)
+                      for k in ("group", "chord", "chain")}
+               for name, rs in runs.items() if rs}
+    celery = medians.get("celery prefork -c 2")
+    table = Table(title=f"workflows on Redis: group {args.group:,}, chord {args.chord:,}, "
+                        f"chain {args.chain:,} (median of {args.runs})")
+    for column in ("system", "group s", "chord s", "chain s", "chain ms/hop",
+                   "group vs celery", "chord vs celery", "chain vs celery"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    def ratio(theirs: float, ours: float) -> str:
+        if math.isinf(theirs):
+            return "celery timed out"
+        return f"{theirs / ours:.1f}x"
+
+    def secs(value: float) -> str:
+        return "timed out" if math.isinf(value) else f"{value:.2f}"
+
+    for name, m in medians.items():
+        ratios = [ratio(celery[k], m[k]) if celery else "-" for k in ("group", "chord", "chain")]
+        table.add_row(name, secs(m["group"]), secs(m["chord"]), secs(m["chain"]),
+                      secs(m["chain"] / args.chain * 1000), *ratios)
+    console.print(table)
+    if celery is None:
+        console.print("Celery rows left out: run bench/setup_peers.sh first")
+    console.print(f"load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}; "
+                  f"{os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
