@@ -30,11 +30,14 @@ from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
     STICKY_STATES,
+    HistoryQuery,
+    HistoryRow,
     ResultBackend,
     ResultRecord,
     State,
@@ -47,6 +50,9 @@ from hubbub.results.base import (
 
 log = logging.getLogger(__name__)
 
+_SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
+_SCAN = 500  # history rows read per step of a search that filters beyond its index
+_SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 
 # KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
@@ -188,6 +194,7 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
+        self._swept_at = 0.0
 
     def __repr__(self) -> str:
         return f"RedisResults({self.url!r})"
@@ -263,7 +270,9 @@ class RedisResults(ResultBackend):
                                  ready, *keep)
                 try:
                     written = await pipe.execute()
-                    return [r.id for r, done in zip(records, written, strict=True) if done]
+                    stored = [r for r, done in zip(records, written, strict=True) if done]
+                    await self._write_history(stored, now)
+                    return [r.id for r in stored]
                 except NoScriptError:  # Redis restarted and forgot the script
                     if attempt == 2:
                         raise
@@ -394,3 +403,118 @@ class RedisResults(ResultBackend):
         pipe.zrem(self._index, id_bytes(name))
         with self._translate():
             await pipe.execute()
+
+    # -- history --------------------------------------------------------------------------
+    # A hash <prefix>:history:rows (id -> JSON row) and sorted sets scored by the time of
+    # each row's last change: <prefix>:history:all, and one per task name, state and worker,
+    # named in the set <prefix>:history:indexes so that a prune reaches them all.
+
+    def _hkey(self, *parts: str) -> bytes:
+        return ":".join((self.config.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
+
+    async def _write_history(self, records: Sequence[ResultRecord], now: float) -> None:
+        if self.history_ttl is None or not records:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        indexes = set()
+        for record in records:
+            row = HistoryRow.of(record, now)
+            member = id_bytes(row.id)
+            pipe.hset(self._hkey("rows"), member, json_dumps(row.to_json()))
+            pipe.zadd(self._hkey("all"), {member: now})
+            for state in State:
+                if state != row.state:
+                    pipe.zrem(self._hkey("state", state.value), member)
+            for index in (("state", row.state.value), ("task", row.task),
+                          ("worker", row.worker)):
+                if index[1] is not None:
+                    key = self._hkey(index[0], index[1])
+                    pipe.zadd(key, {member: now})
+                    indexes.add(key)
+        pipe.sadd(self._hkey("indexes"), *indexes)
+        if now - self._swept_at > _SWEEP_EVERY:
+            self._swept_at = now
+            self._queue_prune(pipe, now - self.history_ttl)
+        await pipe.execute()
+
+    def _queue_prune(self, pipe: Any, before: float) -> None:
+        # The rows go by the "all" index; every other index drops the same scores.
+        pipe.eval(_PRUNE, 3, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
+                  repr(before))
+
+    async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
+        """The rows matching ``query``, newest first: read from the narrowest index.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        since = query.since
+        if self.history_ttl is not None:
+            floor = self.clock.time() - self.history_ttl
+            since = floor if since is None else max(since, floor)
+        low = "-inf" if since is None else repr(since)
+        high = "+inf" if query.until is None else f"({query.until!r}"
+        with self._translate():
+            if query.id is not None:
+                data = await self._client.hget(self._hkey("rows"), id_bytes(query.id))
+                rows = [] if data is None else [_row(data)]
+                query = dataclasses.replace(query, since=since)
+                return [r for r in rows if query.matches(r)][: query.limit]
+            if query.worker is not None:
+                index = self._hkey("worker", query.worker)
+            elif query.task is not None:
+                index = self._hkey("task", query.task)
+            elif query.state is not None:
+                index = self._hkey("state", query.state.value)
+            else:
+                index = self._hkey("all")
+            found: list[HistoryRow] = []
+            offset = 0
+            while len(found) < query.limit and offset < _SCAN_MAX:
+                step = query.limit if index == self._hkey("all") else _SCAN
+                members: list[Any] = list(await self._client.zrevrangebyscore(
+                    index, high, low, start=offset, num=step))
+                if not members:
+                    break
+                offset += len(members)
+                datas = await self._client.hmget(self._hkey("rows"), members)
+                for data in datas:
+                    if data is not None:
+                        row = _row(data)
+                        if query.matches(row):
+                            found.append(row)
+                if len(members) < step:
+                    break
+        return found[: query.limit]
+
+    async def prune_history(self, before: float) -> None:
+        """Delete the rows last changed before ``before``, from the rows and every index.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        self._queue_prune(pipe, before)
+        with self._translate():
+            await pipe.execute()
+
+
+def _row(data: bytes | str) -> HistoryRow:
+    return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
+
+
+# KEYS: the "all" index, the rows hash, the set of index names. ARGV: the cut-off time.
+_PRUNE = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
+for i = 1, #old, 500 do
+  redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 499, #old)))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, index in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[1])
+  if redis.call('EXISTS', index) == 0 then redis.call('SREM', KEYS[3], index) end
+end
+return #old
+"""
