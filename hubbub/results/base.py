@@ -130,12 +130,14 @@ class HistoryRow:
 
     @classmethod
     def of(cls, record: ResultRecord, now: float) -> HistoryRow:
-        """The history row of ``record``, changed at ``now``."""
-        return cls(record.id, record.task, record.state, record.worker, record.retries,
+        """The history row of ``record``, changed at ``now`` (its names made storable)."""
+        task = None if record.task is None else clean_text(record.task)
+        worker = None if record.worker is None else clean_text(record.worker)
+        return cls(record.id, task, record.state, worker, record.retries,
                    record.created_at, record.started_at, record.finished_at, now)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "task": self.task, "state": self.state.value,
+        return {"id": clean_text(self.id), "task": self.task, "state": self.state.value,
                 "worker": self.worker, "retries": self.retries, "created_at": self.created_at,
                 "started_at": self.started_at, "finished_at": self.finished_at,
                 "updated_at": self.updated_at}

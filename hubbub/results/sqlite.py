@@ -229,9 +229,10 @@ class SQLiteResults(ResultBackend):
                        now: float) -> None:
         if self.history_ttl is None or not records:
             return
+        rows = [HistoryRow.of(r, now) for r in records]
         conn.executemany(_HISTORY_UPSERT, [
             (_key(r.id), r.task, r.state.value, r.worker, r.retries, r.created_at,
-             r.started_at, r.finished_at, now) for r in records])
+             r.started_at, r.finished_at, now) for r in rows])
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:
         if self.history_ttl is not None:
