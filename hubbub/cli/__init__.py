@@ -8,6 +8,7 @@ from hubbub import __version__
 from hubbub.cli._common import quiet_drivers
 from hubbub.cli.beat import beat, schedule
 from hubbub.cli.control import control, inspect
+from hubbub.cli.dashboard import dashboard
 from hubbub.cli.demo import demo
 from hubbub.cli.messages import call, dead, purge, status
 from hubbub.cli.worker import worker
@@ -30,3 +31,4 @@ for command in (worker, workers, call, status, purge, dead, demo, beat, schedule
     main.add_command(command)
 main.add_command(inspect)  # remote control (hubbub.cli.control)
 main.add_command(control)
+main.add_command(dashboard)  # the web dashboard (hubbub.cli.dashboard)

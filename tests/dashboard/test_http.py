@@ -1,0 +1,102 @@
+"""Every page and action of the dashboard over HTTP (Starlette's TestClient), on every
+broker: what the pages show comes from a real worker that ran real tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hubbub import Hub
+from hubbub.testing import BackgroundWorker
+from tests.conftest import Broker, make_hub
+from tests.dashboard.conftest import add_tasks, csrf_of
+from tests.worker.scratch import wait_until
+
+
+def _post(client: Any, url: str, page: str, **fields: Any) -> Any:
+    html = client.get(page).text
+    return client.post(url, data={"csrf": csrf_of(html), "back": page, **fields})
+
+
+async def test_every_page_shows_what_a_worker_did_and_actions_work(
+        broker: Broker, tmp_path: Path, client_for: Any) -> None:
+    hub = make_hub(broker, tmp_path)
+    add_tasks(hub)
+    try:
+        client = client_for(hub)
+        ok = hub.send_task("dash.add", [2, 3])
+        bad = hub.send_task("dash.boom", ["hunter2"])
+        with BackgroundWorker(hub) as worker:
+            assert ok.get(timeout=30) == 5
+            wait_until(lambda: bad.state == "FAILURE", "the failing task failed")
+            wait_until(lambda: "w" in client.get("/workers").text
+                       and worker is not None and "No live worker" not in
+                       client.get("/workers").text, "the worker shows")
+            workers = client.get("/workers").text
+            assert "shut down" in workers and "grow" in workers
+
+        overview = client.get("/")
+        assert overview.status_code == 200
+        assert "Throughput" in overview.text and "<svg" in overview.text
+
+        tasks = client.get("/tasks", params={"task": "dash.add"}).text
+        assert ok.id in tasks and bad.id not in tasks
+        failed = client.get("/tasks", params={"state": "FAILURE"}).text
+        assert bad.id in failed and ok.id not in failed
+        assert "is not one of" in client.get("/tasks", params={"state": "NOPE"}).text
+
+        detail = client.get(f"/tasks/{ok.id}").text
+        assert "SUCCESS" in detail and "<code>5</code>" in detail
+        failure = client.get(f"/tasks/{bad.id}").text
+        assert "ValueError" in failure and "hunter2" not in failure and "***" in failure
+
+        assert client.get("/queues").status_code == 200
+        assert client.get("/dead").status_code == 200
+        assert client.get("/schedules").status_code == 200
+        assert broker.url.split("://")[0] in client.get("/").text
+
+        # revoke a task that has not run: the store keeps REVOKED, and the page says so
+        pending = hub.send_task("dash.add", [1, 1])
+        answer = _post(client, f"/tasks/{pending.id}/revoke", f"/tasks/{pending.id}")
+        assert answer.status_code == 303 and "revoked" in answer.headers["location"]
+        assert "REVOKED" in client.get(f"/tasks/{pending.id}").text
+        assert pending.state == "REVOKED"
+
+        # purge asks for the queue's name first
+        hub.send_task("dash.add", [1, 2])
+        assert "default" in client.get("/queues").text
+        refused = _post(client, "/queues/purge", "/queues", queue="default", confirm="")
+        assert "not+purged" in refused.headers["location"]
+        purged = _post(client, "/queues/purge", "/queues", queue="default", confirm="default")
+        assert "purged+2" in purged.headers["location"]  # the revoked one and this one
+    finally:
+        hub.close()
+
+
+async def test_dead_letters_are_listed_requeued_and_deleted(
+        broker: Broker, tmp_path: Path, client_for: Any) -> None:
+    hub = make_hub(broker, tmp_path)
+    add_tasks(hub)
+    try:
+        client = client_for(hub)
+        first = hub.send_task("dash.unknown", [1], kwargs={"api_token": "s3cret"})
+        second = hub.send_task("dash.unknown", [2])
+        with BackgroundWorker(hub):
+            wait_until(lambda: client.get("/dead").text.count('type="checkbox"') == 2,
+                       "both unknown tasks are dead letters")
+        page = client.get("/dead").text
+        assert first.id in page and "dash.unknown" in page and "s3cret" not in page
+        requeued = _post(client, "/dead/requeue", "/dead", ids=[first.id])
+        assert "requeued+1" in requeued.headers["location"]
+        deleted = _post(client, "/dead/delete", "/dead", ids=[second.id])
+        assert "deleted+1" in deleted.headers["location"]
+        page = client.get("/dead").text
+        assert second.id not in page and first.id not in page  # the first is queued again
+        assert any(s.ready == 1 for s in hub.bridge.run(_stats(hub)))
+    finally:
+        hub.close()
+
+
+async def _stats(hub: Hub) -> Any:
+    async with hub.open_transport() as transport:
+        return await transport.stats()
