@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from hubbub import Hub  # noqa: E402
-from hubbub.dashboard import DashboardConfig, create_app  # noqa: E402
+from hubbub import Hub
+from hubbub.dashboard import DashboardConfig, create_app
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+CSRF = re.compile(r'name="csrf(?:-token)?" (?:value|content)="([^"]+)"')
 
 
 def csrf_of(html: str) -> str:
