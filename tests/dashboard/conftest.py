@@ -4,7 +4,10 @@ dashboard app over it."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from starlette.testclient import TestClient
 
 from hubbub import Hub
 from hubbub.dashboard import DashboardConfig, create_app
+from tests.worker.scratch import wait_until
 
 CSRF = re.compile(r'name="csrf(?:-token)?" (?:value|content)="([^"]+)"')
 
@@ -62,3 +66,27 @@ def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
         yield hub
     finally:
         hub.close()
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port for the block; yields its URL.
+    The server stops (and its thread ends) even when the block fails."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn started", 30)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"

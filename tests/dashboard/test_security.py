@@ -167,3 +167,15 @@ def test_security_headers_are_set(sqlite_hub: Hub, client_for: Any) -> None:
     headers = client_for(sqlite_hub).get("/").headers
     assert headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+def test_a_hub_started_beside_the_dashboard_credentials_accepts_them(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HUBBUB_DASHBOARD_TOKEN", TOKEN)
+    monkeypatch.setenv("HUBBUB_DASHBOARD_SECRET", "s")
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        assert TOKEN not in repr(hub.settings)
+    finally:
+        hub.close()
+    assert DashboardConfig.from_environment(bind="0.0.0.0:5555").token == TOKEN
