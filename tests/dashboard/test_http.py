@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from hubbub import Hub
 from hubbub.testing import BackgroundWorker
@@ -111,3 +112,42 @@ async def test_dead_letters_are_listed_requeued_and_deleted(
 async def _stats(hub: Hub) -> Any:
     async with hub.open_transport() as transport:
         return await transport.stats()
+
+
+def test_worker_actions_reach_a_live_worker(sqlite_hub: Hub, client_for: Any) -> None:
+    client = client_for(sqlite_hub)
+    with BackgroundWorker(sqlite_hub):
+        wait_until(lambda: "No live worker" not in client.get("/workers").text,
+                   "the worker is listed")
+        name = next(iter(sqlite_hub.bridge.run(_workers(sqlite_hub))))
+        grown = _post(client, "/workers/control", "/workers", worker=name,
+                      command="pool_grow", n="2")
+        assert f"pool_grow — {name}: ok" in _note(grown)
+        assert '"concurrency":' in _note(grown)
+        added = _post(client, "/workers/control", "/workers", worker=name,
+                      command="add_queue", queue="extra")
+        assert f"add_queue — {name}: ok" in _note(added)
+        wait_until(lambda: "extra" in client.get("/workers").text, "the new queue shows")
+        bad = _post(client, "/workers/control", "/workers", worker=name,
+                    command="pool_grow", n="-1")
+        assert "n must be a whole number" in _note(bad)
+        unknown = _post(client, "/workers/control", "/workers", worker=name,
+                        command="exec", n="1")
+        assert "unknown worker action 'exec'" in _note(unknown)
+        gone = _post(client, "/workers/control", "/workers", worker="nobody",
+                     command="shutdown")
+        assert "no reply to shutdown from worker 'nobody'" in _note(gone)
+
+
+def _note(response: Any) -> str:
+    return parse_qs(urlsplit(response.headers["location"]).query)["note"][0]
+
+
+async def _workers(hub: Hub) -> dict[str, Any]:
+    results = hub.open_results()
+    assert results is not None
+    await results.connect()
+    try:
+        return await results.workers()
+    finally:
+        await results.close()
