@@ -35,6 +35,7 @@ __all__ = ["PREVIEW", "Overview", "Source", "masked"]
 PREVIEW = 400  # characters of a body, argument or value shown on a page
 WINDOW = 3600.0  # seconds the overview's charts cover
 BUCKET = 60.0  # seconds per point of a chart
+OVERVIEW_ROWS = 5000  # newest history rows the overview's charts and percentiles are drawn from
 CONTROL_WAIT = 2.0  # seconds an action or a worker listing waits for workers' replies
 
 
@@ -62,7 +63,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 @dataclass(frozen=True)
 class Overview:
-    """The overview's figures: per-minute points over the last hour, and latencies."""
+    """The overview's figures: per-minute points over the last hour, and latencies, from
+    the newest :data:`OVERVIEW_ROWS` tasks (``sampled`` when the hour held more)."""
 
     finished: list[int]
     failed: list[int]
@@ -72,7 +74,7 @@ class Overview:
     wait_p95: float | None
     queues: list[QueueStats]
     workers: list[WorkerInfo]
-    total: int
+    sampled: bool
 
 
 @dataclass
@@ -163,7 +165,7 @@ class Source:
     async def overview(self) -> Overview:
         now = time.time()
         rows = await self._results.search_history(HistoryQuery(since=now - WINDOW,
-                                                                limit=50_000))
+                                                                limit=OVERVIEW_ROWS))
         points = int(WINDOW // BUCKET)
         finished, failed = [0] * points, [0] * points
         runtimes, waits = [], []
@@ -181,7 +183,7 @@ class Source:
         queues, workers = await asyncio.gather(self.queues(), self.workers())
         return Overview(finished, failed, percentile(runtimes, 0.5),
                         percentile(runtimes, 0.95), percentile(waits, 0.5),
-                        percentile(waits, 0.95), queues, workers, len(rows))
+                        percentile(waits, 0.95), queues, workers, len(rows) >= OVERVIEW_ROWS)
 
     async def schedules(self) -> tuple[dict[str, SlotState], Lease | None, str]:
         """The last slot of each entry, the leading beat, and a note when unreadable."""

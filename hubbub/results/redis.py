@@ -51,7 +51,6 @@ from hubbub.results.base import (
 log = logging.getLogger(__name__)
 
 _SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
-_SCAN = 500  # history rows read per step of a search that filters beyond its index
 _SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 
@@ -461,20 +460,23 @@ class RedisResults(ResultBackend):
                 rows = [] if data is None else [_row(data)]
                 query = dataclasses.replace(query, since=since)
                 return [r for r in rows if query.matches(r)][: query.limit]
-            if query.worker is not None:
-                index = self._hkey("worker", query.worker)
-            elif query.task is not None:
-                index = self._hkey("task", query.task)
-            elif query.state is not None:
-                index = self._hkey("state", query.state.value)
-            else:
-                index = self._hkey("all")
+            indexes = [self._hkey(kind, value) for kind, value in (
+                ("worker", query.worker), ("task", query.task),
+                ("state", None if query.state is None else query.state.value))
+                if value is not None] or [self._hkey("all")]
+            if len(indexes) > 1:  # several filters: Redis intersects their indexes
+                members = await self._intersect(indexes, since, query.until, query.limit)
+                datas = await self._client.hmget(self._hkey("rows"), members) if members else []
+                return [row for data in datas if data is not None
+                        and query.matches(row := _row(data))][: query.limit]
             found: list[HistoryRow] = []
             offset = 0
+            # One index holds only matching rows: read no more than asked for (the loop
+            # goes on only for rows pruned or changed since the index was read).
+            step = query.limit
             while len(found) < query.limit and offset < _SCAN_MAX:
-                step = query.limit if index == self._hkey("all") else _SCAN
-                members: list[Any] = list(await self._client.zrevrangebyscore(
-                    index, high, low, start=offset, num=step))
+                members = list(await self._client.zrevrangebyscore(
+                    indexes[0], high, low, start=offset, num=step))
                 if not members:
                     break
                 offset += len(members)
@@ -487,6 +489,16 @@ class RedisResults(ResultBackend):
                 if len(members) < step:
                     break
         return found[: query.limit]
+
+    async def _intersect(self, indexes: list[bytes], since: float | None,
+                         until: float | None, limit: int) -> list[Any]:
+        """The newest ``limit`` members in every one of ``indexes``, within the times."""
+        pairs: list[Any] = list(await self._client.zinter(indexes, aggregate="MAX",
+                                                          withscores=True))
+        kept = [(score, member) for member, score in pairs
+                if (since is None or score >= since) and (until is None or score < until)]
+        kept.sort(reverse=True)
+        return [member for _, member in kept[:limit]]
 
     async def prune_history(self, before: float) -> None:
         """Delete the rows last changed before ``before``, from the rows and every index.
