@@ -412,25 +412,17 @@ class RedisResults(ResultBackend):
         return ":".join((self.config.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
 
     async def _write_history(self, records: Sequence[ResultRecord], now: float) -> None:
+        # One script call for the batch: a worker pays one command, not ten per record.
         if self.history_ttl is None or not records:
             return
-        pipe = self._client.pipeline(transaction=False)
-        indexes = set()
+        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now)]
         for record in records:
             row = HistoryRow.of(record, now)
-            member = id_bytes(row.id)
-            pipe.hset(self._hkey("rows"), member, json_dumps(row.to_json()))
-            pipe.zadd(self._hkey("all"), {member: now})
-            for state in State:
-                if state != row.state:
-                    pipe.zrem(self._hkey("state", state.value), member)
-            for index in (("state", row.state.value), ("task", row.task),
-                          ("worker", row.worker)):
-                if index[1] is not None:
-                    key = self._hkey(index[0], index[1])
-                    pipe.zadd(key, {member: now})
-                    indexes.add(key)
-        pipe.sadd(self._hkey("indexes"), *indexes)
+            argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
+                     row.task or "", row.worker or ""]
+        pipe = self._client.pipeline(transaction=False)
+        pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
+                  self._hkey("states"), *argv)
         if now - self._swept_at > _SWEEP_EVERY:
             self._swept_at = now
             self._queue_prune(pipe, now - self.history_ttl)
@@ -438,8 +430,8 @@ class RedisResults(ResultBackend):
 
     def _queue_prune(self, pipe: Any, before: float) -> None:
         # The rows go by the "all" index; every other index drops the same scores.
-        pipe.eval(_PRUNE, 3, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
-                  repr(before))
+        pipe.eval(_PRUNE, 4, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
+                  self._hkey("states"), repr(before))
 
     async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
         """The rows matching ``query``, newest first: read from the narrowest index.
@@ -517,11 +509,37 @@ def _row(data: bytes | str) -> HistoryRow:
     return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
 
 
-# KEYS: the "all" index, the rows hash, the set of index names. ARGV: the cut-off time.
+# KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
+# state (so that a change leaves only its old state's index). ARGV: the index key prefix,
+# now, then per record: member (id), row JSON, state, task ('' none), worker ('' none).
+_HISTORY = """
+local seen = {}
+for i = 3, #ARGV, 5 do
+  local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  redis.call('HSET', KEYS[1], member, ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], ARGV[2], member)
+  local old = redis.call('HGET', KEYS[4], member)
+  if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
+  redis.call('HSET', KEYS[4], member, state)
+  local keys = {ARGV[1] .. 'state:' .. state}
+  if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
+  if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
+  for _, key in ipairs(keys) do
+    redis.call('ZADD', key, ARGV[2], member)
+    if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
+  end
+end
+return 1
+"""
+
+
+# KEYS: the "all" index, the rows hash, the set of index names, the states hash.
+# ARGV: the cut-off time.
 _PRUNE = """
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
 for i = 1, #old, 500 do
   redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 499, #old)))
+  redis.call('HDEL', KEYS[4], unpack(old, i, math.min(i + 499, #old)))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 for _, index in ipairs(redis.call('SMEMBERS', KEYS[3])) do
