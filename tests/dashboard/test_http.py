@@ -151,3 +151,32 @@ async def _workers(hub: Hub) -> dict[str, Any]:
         return await results.workers()
     finally:
         await results.close()
+
+
+def test_terminate_and_retry_from_the_task_page(sqlite_hub: Hub, client_for: Any) -> None:
+    client = client_for(sqlite_hub)
+    waiting = sqlite_hub.send_task("dash.add", [1, 1])
+    stopped = _post(client, f"/tasks/{waiting.id}/terminate", f"/tasks/{waiting.id}")
+    assert _note(stopped) == f"task {waiting.id} terminated"
+    assert waiting.state == "REVOKED"
+
+    nothing = _post(client, f"/tasks/{waiting.id}/retry", f"/tasks/{waiting.id}")
+    assert "cannot be retried here" in _note(nothing)
+    lost = sqlite_hub.send_task("dash.nowhere", [])
+    with BackgroundWorker(sqlite_hub):
+        wait_until(lambda: lost.id in client.get("/dead").text, "the unknown task died")
+    again = _post(client, f"/tasks/{lost.id}/retry", f"/tasks/{lost.id}")
+    assert _note(again) == f"task {lost.id} requeued from the dead letters"
+    assert lost.id not in client.get("/dead").text
+
+
+def test_bad_form_bodies_are_refused_in_one_line(sqlite_hub: Hub, client_for: Any) -> None:
+    client = client_for(sqlite_hub)
+    client.get("/")
+    as_json = client.post("/queues/purge", json={"csrf": "x"})
+    assert as_json.status_code == 400
+    huge = client.post("/queues/purge", data={"csrf": "x" * 70_000})
+    assert huge.status_code == 400
+    assert huge.text == "a form is at most 64 KiB, url-encoded"
+    since = client.get("/tasks", params={"since": "yesterday"}).text
+    assert "since &#39;yesterday&#39; is not a time" in since

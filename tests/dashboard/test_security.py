@@ -32,6 +32,8 @@ def test_without_credentials_only_loopback_binds_are_allowed() -> None:
         DashboardConfig.from_environment({"HUBBUB_DASHBOARD_USER": "ann"}, bind="0.0.0.0:1")
     with pytest.raises(ConfigurationError, match="not host:port"):
         DashboardConfig.from_environment({}, bind="localhost")
+    with pytest.raises(ConfigurationError, match="--retention must be more than 0"):
+        DashboardConfig.from_environment({}, retention=0)
     assert TOKEN not in repr(exposed)
 
 
