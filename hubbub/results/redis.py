@@ -30,8 +30,8 @@ from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
-from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
+from hubbub.results._redis_history import RedisHistory
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
@@ -50,8 +50,6 @@ from hubbub.results.base import (
 
 log = logging.getLogger(__name__)
 
-_SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
-_SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 
 # KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
@@ -193,7 +191,7 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
-        self._swept_at = 0.0
+        self._history = RedisHistory(self.config.prefix)
 
     def __repr__(self) -> str:
         return f"RedisResults({self.url!r})"
@@ -404,147 +402,29 @@ class RedisResults(ResultBackend):
             await pipe.execute()
 
     # -- history --------------------------------------------------------------------------
-    # A hash <prefix>:history:rows (id -> JSON row) and sorted sets scored by the time of
-    # each row's last change: <prefix>:history:all, and one per task name, state and worker,
-    # named in the set <prefix>:history:indexes so that a prune reaches them all.
-
-    def _hkey(self, *parts: str) -> bytes:
-        return ":".join((self.config.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
+    # Kept in hubbub.results._redis_history (the keys and scripts are described there).
 
     async def _write_history(self, records: Sequence[ResultRecord], now: float) -> None:
-        # One script call for the batch: a worker pays one command, not ten per record.
-        if self.history_ttl is None or not records:
-            return
-        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now)]
-        for record in records:
-            row = HistoryRow.of(record, now)
-            argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
-                     row.task or "", row.worker or ""]
-        pipe = self._client.pipeline(transaction=False)
-        pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
-                  self._hkey("states"), *argv)
-        if now - self._swept_at > _SWEEP_EVERY:
-            self._swept_at = now
-            self._queue_prune(pipe, now - self.history_ttl)
-        await pipe.execute()
-
-    def _queue_prune(self, pipe: Any, before: float) -> None:
-        # The rows go by the "all" index; every other index drops the same scores.
-        pipe.eval(_PRUNE, 4, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
-                  self._hkey("states"), repr(before))
+        if self.history_ttl is not None:
+            await self._history.write(self._client, records, now, self.history_ttl)
 
     async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
-        """The rows matching ``query``, newest first: read from the narrowest index.
+        """The rows matching ``query``, newest first.
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        since = query.since
-        if self.history_ttl is not None:
-            floor = self.clock.time() - self.history_ttl
-            since = floor if since is None else max(since, floor)
-        low = "-inf" if since is None else repr(since)
-        high = "+inf" if query.until is None else f"({query.until!r}"
+        floor = None if self.history_ttl is None else self.clock.time() - self.history_ttl
         with self._translate():
-            if query.id is not None:
-                data = await self._client.hget(self._hkey("rows"), id_bytes(query.id))
-                rows = [] if data is None else [_row(data)]
-                query = dataclasses.replace(query, since=since)
-                return [r for r in rows if query.matches(r)][: query.limit]
-            indexes = [self._hkey(kind, value) for kind, value in (
-                ("worker", query.worker), ("task", query.task),
-                ("state", None if query.state is None else query.state.value))
-                if value is not None] or [self._hkey("all")]
-            if len(indexes) > 1:  # several filters: Redis intersects their indexes
-                members = await self._intersect(indexes, since, query.until, query.limit)
-                datas = await self._client.hmget(self._hkey("rows"), members) if members else []
-                return [row for data in datas if data is not None
-                        and query.matches(row := _row(data))][: query.limit]
-            found: list[HistoryRow] = []
-            offset = 0
-            # One index holds only matching rows: read no more than asked for (the loop
-            # goes on only for rows pruned or changed since the index was read).
-            step = query.limit
-            while len(found) < query.limit and offset < _SCAN_MAX:
-                members = list(await self._client.zrevrangebyscore(
-                    indexes[0], high, low, start=offset, num=step))
-                if not members:
-                    break
-                offset += len(members)
-                datas = await self._client.hmget(self._hkey("rows"), members)
-                for data in datas:
-                    if data is not None:
-                        row = _row(data)
-                        if query.matches(row):
-                            found.append(row)
-                if len(members) < step:
-                    break
-        return found[: query.limit]
-
-    async def _intersect(self, indexes: list[bytes], since: float | None,
-                         until: float | None, limit: int) -> list[Any]:
-        """The newest ``limit`` members in every one of ``indexes``, within the times."""
-        pairs: list[Any] = list(await self._client.zinter(indexes, aggregate="MAX",
-                                                          withscores=True))
-        kept = [(score, member) for member, score in pairs
-                if (since is None or score >= since) and (until is None or score < until)]
-        kept.sort(reverse=True)
-        return [member for _, member in kept[:limit]]
+            return await self._history.search(self._client, query, floor)
 
     async def prune_history(self, before: float) -> None:
-        """Delete the rows last changed before ``before``, from the rows and every index.
+        """Delete the rows last changed before ``before``.
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        pipe = self._client.pipeline(transaction=False)
-        self._queue_prune(pipe, before)
         with self._translate():
-            await pipe.execute()
-
-
-def _row(data: bytes | str) -> HistoryRow:
-    return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
-
-
-# KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
-# state (so that a change leaves only its old state's index). ARGV: the index key prefix,
-# now, then per record: member (id), row JSON, state, task ('' none), worker ('' none).
-_HISTORY = """
-local seen = {}
-for i = 3, #ARGV, 5 do
-  local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  redis.call('HSET', KEYS[1], member, ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], ARGV[2], member)
-  local old = redis.call('HGET', KEYS[4], member)
-  if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
-  redis.call('HSET', KEYS[4], member, state)
-  local keys = {ARGV[1] .. 'state:' .. state}
-  if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
-  if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
-  for _, key in ipairs(keys) do
-    redis.call('ZADD', key, ARGV[2], member)
-    if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
-  end
-end
-return 1
-"""
-
-
-# KEYS: the "all" index, the rows hash, the set of index names, the states hash.
-# ARGV: the cut-off time.
-_PRUNE = """
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
-for i = 1, #old, 500 do
-  redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 499, #old)))
-  redis.call('HDEL', KEYS[4], unpack(old, i, math.min(i + 499, #old)))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-for _, index in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[1])
-  if redis.call('EXISTS', index) == 0 then redis.call('SREM', KEYS[3], index) end
-end
-return #old
-"""
+            await self._history.prune(self._client, before)
