@@ -82,21 +82,23 @@ async def bench_store(url: str, n: int, runs: int) -> list[tuple[str, float, flo
         await store.close()
 
 
-async def write_cost(url: str, n: int) -> tuple[float, float]:
-    """Records stored per second with history rows off, then on (fresh ids each time)."""
-    rates = []
-    for history in (False, True):
+async def write_cost(urls: list[str], n: int) -> tuple[float, float]:
+    """Median records stored per second with history rows off and on, in turns (off, on,
+    off, on, ...; one fresh store URL per run), so that a change of load hits both."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for i, url in enumerate(urls):
+        history = i % 2 == 1
         store = open_results(url)
         if not history:
             store.history_ttl = None
         await store.connect()
         try:
             started = time.perf_counter()
-            await seed(store, n, random.Random(11))
-            rates.append(n / (time.perf_counter() - started))
+            await seed(store, n, random.Random(i))
+            rates[history].append(n / (time.perf_counter() - started))
         finally:
             await store.close()
-    return rates[0], rates[1]
+    return statistics.median(rates[False]), statistics.median(rates[True])
 
 
 def main() -> None:
@@ -106,6 +108,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--cost-tasks", type=int, default=10_000,
+                        help="records per run of the write-cost comparison")
+    parser.add_argument("--turns", type=int, default=3,
+                        help="runs with history rows off and on each, taken in turns")
+    parser.add_argument("--no-search", action="store_true",
+                        help="only the write-cost comparison")
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as folder:
@@ -114,20 +122,22 @@ def main() -> None:
             url = {"sqlite": f"sqlite:///{Path(folder) / 'results.db'}",
                    "redis": f"{args.redis}?prefix={prefix}",
                    "memory": f"memory://{prefix}"}[kind]
-            console.print(f"[bold]{kind}[/bold]: {args.tasks:,} tasks, {args.runs} runs each")
-            try:
-                rows = asyncio.run(bench_store(url, args.tasks, args.runs))
-            finally:
-                if kind == "redis":
-                    delete_prefix(args.redis, prefix)
-            table = Table(title=f"task search on {kind}, {args.tasks:,} tasks")
-            for column in ("search", "median ms", "slowest ms", "rows"):
-                table.add_column(column, justify="left" if column == "search" else "right")
-            for name, median, worst, found in rows:
-                table.add_row(name, f"{median:.1f}", f"{worst:.1f}", str(found))
-            console.print(table)
-            off, on = asyncio.run(write_cost(url.replace("results.db", "cost.db"),
-                                             min(args.tasks, 20_000)))
+            if not args.no_search:
+                console.print(f"[bold]{kind}[/bold]: {args.tasks:,} tasks, {args.runs} runs")
+                try:
+                    rows = asyncio.run(bench_store(url, args.tasks, args.runs))
+                finally:
+                    if kind == "redis":
+                        delete_prefix(args.redis, prefix)
+                table = Table(title=f"task search on {kind}, {args.tasks:,} tasks")
+                for column in ("search", "median ms", "slowest ms", "rows"):
+                    table.add_column(column, justify="left" if column == "search" else "right")
+                for name, median, worst, found in rows:
+                    table.add_row(name, f"{median:.1f}", f"{worst:.1f}", str(found))
+                console.print(table)
+            turns = [url.replace("results.db", f"cost{i}.db") if kind == "sqlite" else url
+                     for i in range(2 * args.turns)]
+            off, on = asyncio.run(write_cost(turns, args.cost_tasks))
             if kind == "redis":
                 delete_prefix(args.redis, prefix)
             console.print(f"  store() in batches of {BATCH}: {off:,.0f} records/s without "
