@@ -96,6 +96,7 @@ class Source:
             await self.results.connect()
 
     async def close(self) -> None:
+        """Close what :meth:`open` opened."""
         for conn in (self.transport, self.results):
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -118,6 +119,7 @@ class Source:
     # -- reading ---------------------------------------------------------------------------
 
     async def workers(self) -> list[WorkerInfo]:
+        """The live workers of the registry (none without a result store)."""
         if self.results is None:
             return []
         return await Registry(self.results).workers()
@@ -137,6 +139,7 @@ class Source:
         return out
 
     async def queues(self) -> list[QueueStats]:
+        """Every queue's counts, by name; each reading also feeds :meth:`rate`."""
         stats = await self._transport.stats()
         self.depth_log.append((time.time(), {s.queue: s.ready for s in stats}))
         return sorted(stats, key=lambda s: s.queue)
@@ -152,17 +155,21 @@ class Source:
 
     async def dead_letters(self, queue: str | None = None, limit: int = 200
                            ) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, of ``queue`` or of every queue."""
         return await self._transport.list_dead(queue or None, limit=limit)
 
     async def search(self, query: HistoryQuery) -> list[HistoryRow]:
+        """The task history rows matching ``query``, newest first."""
         return await self._results.search_history(query)
 
     async def task(self, id: str) -> tuple[ResultRecord | None, HistoryRow | None]:
+        """Task ``id``'s result record (while kept) and history row (while retained)."""
         record = (await self._results.get([id])).get(id)
         rows = await self._results.search_history(HistoryQuery(id=id, limit=1))
         return record, rows[0] if rows else None
 
     async def overview(self) -> Overview:
+        """The overview's figures for the last hour."""
         now = time.time()
         rows = await self._results.search_history(HistoryQuery(since=now - WINDOW,
                                                                 limit=OVERVIEW_ROWS))
@@ -209,6 +216,8 @@ class Source:
     # -- acting ----------------------------------------------------------------------------
 
     async def revoke(self, id: str, *, terminate: bool) -> str:
+        """Revoke task ``id`` in the store (with ``terminate``, also stop it where it runs);
+        a one-line account."""
         stored = await revoke(self._results, [id], terminate=terminate,
                               ttl=self.hub.settings.result_ttl)
         if terminate:  # the store stops it from starting; the workers stop a running one
@@ -227,12 +236,15 @@ class Source:
                 "letter holds one; send the task again)")
 
     async def purge(self, queue: str) -> str:
+        """Delete ``queue``'s ready messages; a one-line account."""
         return f"purged {await self._transport.purge(queue)} message(s) from {queue}"
 
     async def requeue(self, ids: Sequence[str]) -> str:
+        """Put the dead letters ``ids`` back on their queues; a one-line account."""
         return f"requeued {await self._transport.requeue_dead(list(ids))} dead letter(s)"
 
     async def delete_dead(self, ids: Sequence[str]) -> str:
+        """Delete the dead letters ``ids``; a one-line account."""
         return f"deleted {await self._transport.delete_dead(list(ids))} dead letter(s)"
 
     async def control(self, worker: str, command: str, arguments: dict[str, Any]) -> str:
