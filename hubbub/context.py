@@ -74,6 +74,7 @@ class TaskContext:
 
     @property
     def is_last_attempt(self) -> bool:
+        """True when no retry is left after this attempt."""
         return self.retries >= self.max_retries
 
     def update_state(self, state: str = "PROGRESS", meta: Mapping[str, Any] | None = None

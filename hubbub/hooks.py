@@ -16,8 +16,10 @@ What each may do:
   fails with the hook's error). ``on_process_stop`` hooks run in reverse order when the
   process stops serving (not when it is killed); one that raises is logged.
 - ``around_task`` factories get the task's ``TaskContext`` and return a context manager
-  entered around the task (first registered outermost); ``before_task`` callbacks run inside
-  them, just before the task. One that raises fails that task with its error (retried as the
+  entered around the task (first registered outermost); for an ``async def`` task it may be
+  an async context manager (``@contextlib.asynccontextmanager``: an async DB session), entered
+  with ``async with`` on the task's loop. ``before_task`` callbacks run inside them, just
+  before the task. One that raises fails that task with its error (retried as the
   task's own error would be), never the worker.
 - ``after_task`` callbacks run after every task (success or failure); ``on_task_failure``
   callbacks get the exception of a task that raised (not for ``Retry`` or ``Reject``, which
@@ -30,7 +32,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeAlias, TypeVar
 
 from hubbub.context import TaskContext
@@ -41,7 +43,8 @@ __all__ = ["AroundTask", "Hooks", "ProcessHook", "TaskCallback", "TaskFailureCal
 log = logging.getLogger("hubbub.hooks")
 
 ProcessHook: TypeAlias = Callable[[], object]
-AroundTask: TypeAlias = Callable[[TaskContext], AbstractContextManager[Any]]
+AroundTask: TypeAlias = Callable[
+    [TaskContext], AbstractContextManager[Any] | AbstractAsyncContextManager[Any]]
 TaskCallback: TypeAlias = Callable[[TaskContext], object]
 TaskFailureCallback: TypeAlias = Callable[[TaskContext, BaseException], object]
 
@@ -142,8 +145,16 @@ class Hooks:
 
     async def call_async(self, ctx: TaskContext, fn: Callable[..., Awaitable[Any]],
                          args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        """``await fn(*args, **kwargs)`` (an ``async def`` task) inside every hook."""
-        with self._entered(ctx):
+        """``await fn(*args, **kwargs)`` (an ``async def`` task) inside every hook; an
+        ``around_task`` hook may return an async context manager here."""
+        async with contextlib.AsyncExitStack() as stack:
+            for factory in self.around:
+                manager = factory(ctx)
+                if isinstance(manager, AbstractAsyncContextManager):
+                    await stack.enter_async_context(manager)
+                else:
+                    stack.enter_context(_checked(factory, manager, ctx))
+            self._begin(stack, ctx)
             try:
                 return await fn(*args, **kwargs)
             except BaseException as exc:
@@ -154,17 +165,16 @@ class Hooks:
     def _entered(self, ctx: TaskContext) -> Any:
         with contextlib.ExitStack() as stack:
             for factory in self.around:
-                manager = factory(ctx)
-                if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
-                    raise TypeError(
-                        f"around_task hook {hook_name(factory)} returned "
-                        f"{type(manager).__name__}, not a context manager: decorate it with "
-                        "@contextlib.contextmanager")
-                stack.enter_context(manager)
+                stack.enter_context(_checked(factory, factory(ctx), ctx))
             stack.callback(self._after, ctx)  # inside the managers: they are still entered
             for callback in self.before:
                 callback(ctx)
             yield
+
+    def _begin(self, stack: contextlib.AsyncExitStack, ctx: TaskContext) -> None:
+        stack.callback(self._after, ctx)  # inside the managers: they are still entered
+        for callback in self.before:
+            callback(ctx)
 
     def _after(self, ctx: TaskContext) -> None:
         for callback in self.after:
@@ -183,3 +193,16 @@ class Hooks:
             except Exception:
                 log.exception("on_task_failure hook %s failed for %s[%s]",
                               hook_name(callback), ctx.task, ctx.id)
+
+
+def _checked(factory: AroundTask, manager: object, ctx: TaskContext) -> Any:
+    """``manager`` if it is a (sync) context manager, else a TypeError that says what to do."""
+    if hasattr(manager, "__enter__") and hasattr(manager, "__exit__"):
+        return manager
+    if hasattr(manager, "__aenter__"):
+        raise TypeError(
+            f"around_task hook {hook_name(factory)} returned an async context manager, which "
+            f"only async def tasks can enter, and {ctx.task} is a plain def task: return a "
+            "sync context manager for it (ctx.task names the task)")
+    raise TypeError(f"around_task hook {hook_name(factory)} returned {type(manager).__name__}, "
+                    "not a context manager: decorate it with @contextlib.contextmanager")

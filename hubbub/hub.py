@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
@@ -18,9 +20,12 @@ from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
 from hubbub.codecs import Codec, get_codec, register_type
+from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
+from hubbub.compat.celery.producer import CeleryProducer, broker_url
 from hubbub.control.client import Control
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
+from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
@@ -31,7 +36,7 @@ from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
-from hubbub.task import Task, TaskOptions
+from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
 from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
@@ -60,6 +65,14 @@ class Hub:
             with keys refuses unsigned or tampered messages. Required for pickle.
         dead_letter_failures: also dead-letter a task that ran and failed for good (by
             default it is a FAILURE result only; dead letters hold what could not run).
+        events: publish events on the control plane (``hubbub events`` shows them): a
+            ``task-sent`` for every task this hub sends, and every worker event from
+            workers of this hub (``hubbub worker --events`` turns it on for one worker).
+            Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
+        celery_broker: Celery's broker, for ``send_task(..., protocol="celery")`` and the
+            worker's ``--celery-queue`` (default: this broker when it is Redis or RabbitMQ).
+        celery_results: Celery's Redis result backend, where the bridge also writes the
+            results of the Celery tasks it runs (docs/celery.md).
         overrides: settings that win over everything else (the CLI passes its options here).
 
     Arguments given here win over the ``HUBBUB_*`` environment variables, which fill what the
@@ -83,6 +96,9 @@ class Hub:
         middleware: Sequence[Middleware] = (),
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
+        events: bool | None = None,
+        celery_broker: str | None = None,
+        celery_results: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         # The module file the default SQLite broker sits next to; None: the working directory.
@@ -90,15 +106,17 @@ class Hub:
         self._code: dict[str, Any] = _code_settings(
             broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
             result_ttl=result_ttl, default_queue=default_queue, limits=limits,
-            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures)
+            signing_keys=signing_keys, dead_letter_failures=dead_letter_failures,
+            events=events, celery_broker=celery_broker, celery_results=celery_results)
         self._overrides = overrides
+        self.events = EventBus()
         self._settle()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, ScheduleEntry] = {}  # periodic tasks, by entry name
         self.middleware: list[Middleware] = list(middleware)
         self.hooks = Hooks()  # run in the process that runs the task (hubbub/hooks.py)
-        self.events = EventBus()
         self.bridge = Bridge()
+        self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
         # Producer connections opened on other event loops by connected() (ASGI apps).
         self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
@@ -122,6 +140,8 @@ class Hub:
         self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
         self._connector = Connector(self.open_transport, self.open_results, settings.broker)
+        # task-sent events, with events on (on the bridge loop, like the connections)
+        self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
 
     def configure(self, **settings: Any) -> None:
         """Change settings given in code, before the hub is used: for an app whose
@@ -188,68 +208,40 @@ class Hub:
 
         return register if fn is None else register(fn)
 
-    # -- hooks in the process that runs the task (issue 16) ----------------------------------
+    # -- hooks in the process that runs the task (issue 16; semantics in hubbub/hooks.py) --
 
     def on_process_start(self, fn: ProcessHook) -> ProcessHook:
-        """Run ``fn()`` once in every process that runs tasks, before its first task.
-
-        That is each prefork, hybrid or gevent child, and the worker itself for the solo,
-        threads and async pools: the place to open a database pool or a client that must
-        not cross a process boundary. Register it where the app's tasks are (the module
-        ``-A`` names imports it), so that child processes have it too.
+        """Run ``fn()`` once in every process that runs tasks (each prefork, hybrid or gevent
+        child; the worker itself for solo, threads, async), before its first task. If it
+        raises, the worker does not start.
 
         Raises:
-            ConfigurationError: ``fn`` is ``async def`` (it would never be awaited).
+            ConfigurationError: ``fn`` is ``async def`` (so are the other hook decorators).
         """
         return self.hooks.add("on_process_start", fn)
 
     def on_process_stop(self, fn: ProcessHook) -> ProcessHook:
-        """Run ``fn()`` in every process that ran ``on_process_start`` hooks, when it stops
-        serving (gracefully; a killed process runs nothing). Last registered runs first; an
-        error is logged.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Run ``fn()`` when such a process stops serving (last registered first)."""
         return self.hooks.add("on_process_stop", fn)
 
     def around_task(self, factory: AroundTask) -> AroundTask:
-        """Enter ``factory(ctx)`` (a context manager) around every task, in the process and
-        thread (or coroutine) that runs it: an app context, a DB session, a span.
-
-        ``ctx`` is the task's ``TaskContext``. The first registered is outermost. An error
-        raised on entering or leaving fails that task, as its own error would.
-
-        Raises:
-            ConfigurationError: ``factory`` is ``async def``.
-        """
+        """Enter ``factory(ctx)``, a context manager (or, for ``async def`` tasks, an async
+        one), around every task, in the thread or coroutine that runs it (first registered
+        outermost); an error fails that task."""
         return self.hooks.add("around_task", factory)
 
     def before_task(self, fn: TaskCallback) -> TaskCallback:
-        """Call ``fn(ctx)`` just before every task, inside the ``around_task`` hooks (Celery's
-        ``task_prerun``). An error fails that task.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx)`` just before every task (Celery's ``task_prerun``); an error
+        fails that task."""
         return self.hooks.add("before_task", fn)
 
     def after_task(self, fn: TaskCallback) -> TaskCallback:
-        """Call ``fn(ctx)`` after every task, whether it succeeded or failed (Celery's
-        ``task_postrun``). An error is logged; the task's outcome stands.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx)`` after every task, success or failure (``task_postrun``)."""
         return self.hooks.add("after_task", fn)
 
     def on_task_failure(self, fn: TaskFailureCallback) -> TaskFailureCallback:
-        """Call ``fn(ctx, exc)`` when a task raises (not for ``Retry``/``Reject``; Celery's
-        ``task_failure``), once per failed attempt. An error is logged.
-
-        Raises:
-            ConfigurationError: ``fn`` is ``async def``.
-        """
+        """Call ``fn(ctx, exc)`` when a task raises, but not ``Retry``/``Reject``
+        (``task_failure``)."""
         return self.hooks.add("on_task_failure", fn)
 
     # -- periodic tasks ------------------------------------------------------------------
@@ -330,17 +322,43 @@ class Hub:
 
     def send_task(
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-        **send: Any,
+        *, protocol: Literal["hubbub", "celery"] = "hubbub", **send: Any,
     ) -> Result[Any]:
         """Send a task by name, without importing its code.
 
         Takes the same keyword options as ``Task.apply_async``. A task registered here
         lends its defaults (queue, retries, ...); an unknown name uses the hub's defaults.
         The arguments are not checked here (the worker does), whether the name is known or not.
+
+        With ``protocol="celery"`` the task goes to a Celery worker instead: a Celery protocol
+        v2 message on Celery's broker (the ``celery_broker`` setting, else this hub's broker
+        when it is Redis or RabbitMQ), on Celery's queue ``queue`` (default ``"celery"``).
+        Celery keeps its result, so the returned handle keeps none: read it with Celery's
+        ``AsyncResult(result.id)``.
+
+        Raises:
+            ConfigurationError: bad options, or no Redis or RabbitMQ broker for Celery.
+            MessageError: an argument cannot be encoded.
+            TransportUnavailable: the broker cannot be reached.
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
+        if protocol == "celery":  # -- Celery bridge (issue 17)
+            envelope = build_envelope(replace(spec, queue=None), CELERY_QUEUE, tuple(args),
+                                      kwargs or {}, SendOptions(**send))
+            self.bridge.run(self._celery_send(envelope))
+            return Result(self, envelope.id, name, ignored=True)
+        if protocol != "hubbub":
+            raise ConfigurationError(f"protocol must be 'hubbub' or 'celery', not {protocol!r}")
         return Task(self, remote, spec).apply_async(args, kwargs, **send)
+
+    async def _celery_send(self, envelope: Envelope) -> None:
+        # One producer per process, on the bridge loop (a forked child opens its own).
+        producer = self._celery_producers.get(os.getpid())
+        if producer is None:
+            producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
+            self._celery_producers = {os.getpid(): producer}
+        await producer.send(envelope)
 
     def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """Encode and publish envelopes in one batch, from sync code.
@@ -378,6 +396,8 @@ class Hub:
         await client.transport.publish(await encode_all(
             envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
             self.signer))
+        if self._sent is not None:
+            await self._sent.sent(envelopes)
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).
@@ -414,6 +434,8 @@ class Hub:
             await client.close()
 
     def max_message_size(self, transport: Transport) -> int:
+        """Bytes a message may have on ``transport``: ``limits.max_message_size``, lowered to
+        the broker's own cap where it has one."""
         cap = transport.capabilities.max_message_size
         limit = self.settings.limits.max_message_size
         return limit if cap is None else min(limit, cap)
@@ -540,6 +562,11 @@ class Hub:
         client = self._connector.detach()
         if client is not None:
             self.bridge.run(client.close())
+        if self._sent is not None and self._sent.opened:
+            self.bridge.run(self._sent.close())
+        celery = self._celery_producers.pop(os.getpid(), None)
+        if celery is not None:
+            self.bridge.run(celery.close())
         self.bridge.stop()
 
     def register_type(self, cls: type[R], *, name: str | None = None,
@@ -573,7 +600,8 @@ def _code_settings(**given: Any) -> dict[str, Any]:
     """The settings ``Hub(...)`` takes, as ``resolve`` reads them (``None``: not given)."""
     accept, keys = given.get("accept"), given.get("signing_keys")
     names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
-             "default_queue", "limits", "signing_keys", "dead_letter_failures")
+             "default_queue", "limits", "signing_keys", "dead_letter_failures", "events",
+             "celery_broker", "celery_results")
     code = {name: given.get(name) for name in names}
     code["accept"] = None if accept is None else frozenset(accept)
     code["signing_keys"] = None if keys is None else tuple(dict(keys).items())

@@ -25,7 +25,7 @@ from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
 
 __all__ = ["FORMATS", "JsonFormatter", "LogSetup", "TaskFilter", "configure", "current_setup",
-           "get_task_logger"]
+           "get_task_logger", "task_fields"]
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(task_label)s: %(message)s"
@@ -44,14 +44,21 @@ class TaskFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ctx = maybe_current_task()
-        if ctx is None:
-            record.task_id = record.task_name = None
-            record.task_label = ""
-        else:
-            record.task_id, record.task_name = ctx.id, ctx.task
-            record.task_label = f" {ctx.task}[{ctx.id}]"
+        if getattr(record, "task_id", None) is None:  # else: given by extra=task_fields(...)
+            ctx = maybe_current_task()
+            record.task_id = None if ctx is None else ctx.id
+            record.task_name = None if ctx is None else ctx.task
+        elif not hasattr(record, "task_name"):
+            record.task_name = None
+        task_id, task_name = getattr(record, "task_id", None), getattr(record, "task_name", None)
+        record.task_label = f" {task_name}[{task_id}]" if task_id is not None else ""
         return True
+
+
+def task_fields(task_id: str, task_name: str) -> dict[str, str]:
+    """``extra=`` for a log line about a task written outside it (the worker's "task ...
+    succeeded" lines), so that it carries the same fields as the task's own lines."""
+    return {"task_id": task_id, "task_name": task_name}
 
 
 _FILTER = TaskFilter()

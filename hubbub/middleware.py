@@ -29,9 +29,13 @@ class Middleware:
     """Override either hook; the defaults pass through."""
 
     async def around_publish(self, envelope: Envelope, call_next: PublishNext) -> None:
+        """Runs in the producer around sending one envelope, before it is encoded: call
+        ``await call_next(envelope)`` to send it (a changed copy may be passed on)."""
         await call_next(envelope)
 
     async def around_dispatch(self, ctx: DispatchContext, call_next: DispatchNext) -> Outcome:
+        """Runs on the worker's event loop around handing one task to the pool: return
+        ``await call_next(ctx)``, the task's outcome (or an outcome of your own)."""
         return await call_next(ctx)
 
 

@@ -135,9 +135,11 @@ class Result(Generic[R]):
         return self.state in READY_STATES
 
     def successful(self) -> bool:
+        """True once the task succeeded."""
         return self.state == State.SUCCESS
 
     def failed(self) -> bool:
+        """True once the task failed for good (FAILURE; a revoke is not a failure)."""
         return self.state == State.FAILURE
 
     @overload
@@ -185,8 +187,7 @@ class Result(Generic[R]):
                    propagate: bool = True) -> R | TaskError:
         """``get`` for async code: awaits without blocking the caller's event loop.
 
-        Raises:
-            The same as ``get``.
+        Takes the same arguments and raises the same exceptions as :meth:`get`.
         """
         record = await self.hub.bridge.run_async(self._wait(timeout))
         return self._unwrap(record, timeout, propagate)

@@ -104,6 +104,13 @@ class Settings:
     # result only, unless this asks for both (a task that keeps no result is dead-lettered
     # either way, or nothing would keep its failure).
     dead_letter_failures: bool = False
+    # Publish events on the plane: task-sent from producers, every event from workers.
+    events: bool = False
+    # The Celery bridge (docs/celery.md): Celery's broker, for --celery-queue and
+    # send_task(protocol="celery") (default: the hub's broker when it is Redis or RabbitMQ),
+    # and Celery's Redis result backend, where bridged tasks' results are also written.
+    celery_broker: str | None = None
+    celery_results: str | None = None
     # setting (field name, or limits.x) -> where it came from, for those not defaulted
     sources: tuple[tuple[str, Source], ...] = field(default=(), repr=False, compare=False)
 
@@ -125,7 +132,7 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
 
-_URL_FIELDS = frozenset({"broker", "results"})
+_URL_FIELDS = frozenset({"broker", "results", "celery_broker", "celery_results"})
 
 
 _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -144,6 +151,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_MAX_DEAD_LETTERS": ("limits.max_dead_letters", int),
     "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
     "HUBBUB_DEAD_LETTER_FAILURES": ("dead_letter_failures", lambda v: _flag(v)),
+    "HUBBUB_EVENTS": ("events", lambda v: _flag(v)),
+    "HUBBUB_CELERY_BROKER": ("celery_broker", str),
+    "HUBBUB_CELERY_RESULTS": ("celery_results", str),
 }
 
 

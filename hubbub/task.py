@@ -254,6 +254,7 @@ class Task(Generic[P, R]):
 
     @property
     def name(self) -> str:
+        """The name workers know the task by (``module.function`` unless given)."""
         return self.spec.name
 
     def __repr__(self) -> str:

@@ -16,6 +16,12 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/11300) 2>/dev/null; then
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/11300) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# tmux gives the test of `hubbub top` a real terminal (tests/e2e/test_top.py).
+if ! command -v tmux >/dev/null 2>&1; then
+    (apt-get install -y -qq tmux >/dev/null 2>&1 \
+        || (apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null))
+fi
+
 # The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then
     (apt-get install -y -qq chromium >/dev/null 2>&1 \
@@ -32,7 +38,14 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server
 fi
 
 # Style and types first (STYLE.md's tooling), so that pytest's summary is the last word.
-python3 -m ruff check hubbub tests bench
+python3 -m ruff check hubbub tests bench examples
 python3 -m mypy --strict hubbub
+
+# The documentation site: a broken link, a missing page or an API docstring that is missing
+# or malformed fails here (mkdocs.yml, scripts/mkdocs_hooks.py). Built into a scratch folder.
+# No --quiet: it hides the warnings that --strict counts, and the build would pass anyway.
+site="$(mktemp -d)"
+trap 'rm -rf "$site"' EXIT
+NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --site-dir "$site"
 
 python3 -m pytest "$@"

@@ -10,7 +10,9 @@ from hubbub.cli.beat import beat, schedule
 from hubbub.cli.control import control, inspect
 from hubbub.cli.dashboard import dashboard
 from hubbub.cli.demo import demo
+from hubbub.cli.events import events
 from hubbub.cli.messages import call, dead, purge, status
+from hubbub.cli.top import top
 from hubbub.cli.worker import worker
 from hubbub.cli.workers import workers
 
@@ -31,4 +33,6 @@ for command in (worker, workers, call, status, purge, dead, demo, beat, schedule
     main.add_command(command)
 main.add_command(inspect)  # remote control (hubbub.cli.control)
 main.add_command(control)
+main.add_command(events)
+main.add_command(top)
 main.add_command(dashboard)  # the web dashboard (hubbub.cli.dashboard)

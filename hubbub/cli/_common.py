@@ -126,6 +126,8 @@ def settings_lines(hub: Hub, cli: Mapping[str, object] | None = None) -> list[st
 def _shown(settings: Settings, name: str) -> str:
     if name == "signing_keys":  # key ids only, never a secret
         return ", ".join(kid for kid, _ in settings.signing_keys)
+    if name in ("celery_broker", "celery_results"):  # URLs: passwords masked
+        return redact(str(getattr(settings, name)))
     value = getattr(settings.limits if name.startswith("limits.") else settings,
                     name.removeprefix("limits."))
     if isinstance(value, frozenset):

@@ -21,9 +21,9 @@ from hubbub.cli._common import (
     errors,
     friendly,
     plain,
-    quiet_drivers,
     run,
 )
+from hubbub.cli._process import as_service, service_options
 from hubbub.errors import ConfigurationError
 from hubbub.schedule.beat import Beat
 from hubbub.schedule.entries import Cron, ScheduleEntry
@@ -43,26 +43,26 @@ log = logging.getLogger("hubbub.beat")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
+@service_options
 @friendly
-def beat(app: str, lease: float, grace: float | None, loglevel: str) -> None:
+def beat(app: str, lease: float, grace: float | None, loglevel: str, log_format: str,
+         logfile: str | None, pidfile: str | None) -> None:
     """Run the scheduler: send the app's periodic tasks on time until SIGTERM/SIGINT.
 
     Run as many beats as you like, on any hosts: one leads through a lease in the result
     store, the others stand by and take over when it stops or dies. No slot is sent twice.
     """
-    logging.basicConfig(level=loglevel.upper(),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    quiet_drivers(loglevel)
-    hub = load_hub(app)
-    try:
-        scheduler = Beat(hub, lease=lease, grace=grace)
-        if not hub.schedules:
-            log.warning("%s has no schedule entries; add some with hub.schedule(...) or "
-                        "@hub.periodic(...)", app)
-        log.info("beat for %s, state in %s", app, redact(hub.settings.results or ""))
-        asyncio.run(_run_until_signal(scheduler))
-    finally:
-        hub.close()
+    with as_service(loglevel, log_format, logfile, pidfile):
+        hub = load_hub(app)
+        try:
+            scheduler = Beat(hub, lease=lease, grace=grace)
+            if not hub.schedules:
+                log.warning("%s has no schedule entries; add some with hub.schedule(...) or "
+                            "@hub.periodic(...)", app)
+            log.info("beat for %s, state in %s", app, redact(hub.settings.results or ""))
+            asyncio.run(_run_until_signal(scheduler))
+        finally:
+            hub.close()
 
 
 async def _run_until_signal(scheduler: Beat) -> None:

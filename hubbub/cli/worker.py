@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import click
 
 from hubbub._loader import load_hub
-from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, quiet_drivers, settings_lines
-from hubbub.cli._pidfile import Pidfile
+from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, settings_lines
+from hubbub.cli._process import as_service, service_options
+from hubbub.compat.celery.bridge import celery_lane
 from hubbub.events import WorkerOnline
-from hubbub.logs import FORMATS, configure
 from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
@@ -69,51 +70,56 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
               help="Seconds a delivery stays leased without renewal (default 30).")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between heartbeats; the worker registry entry lives for three.")
+@click.option("--celery-queue", "celery_queues", multiple=True, metavar="QUEUES[=POOL[:N]]",
+              help="Also run Celery's queues (the migration bridge, docs/celery.md): Celery "
+                   "protocol v2 JSON messages from Celery's broker, on the worker's pool or "
+                   "one of their own (repeat for several lanes).")
+@click.option("--celery-broker", default=None, metavar="URL",
+              help="Celery's broker for --celery-queue (default: $HUBBUB_CELERY_BROKER, else "
+                   "the hub's broker if it is Redis or RabbitMQ).")
+@click.option("--celery-results", default=None, metavar="URL",
+              help="Celery's Redis result backend: bridged tasks' results are also written "
+                   "there for AsyncResult(id).get() (default: $HUBBUB_CELERY_RESULTS).")
+@click.option("--celery-result-expires", type=click.FloatRange(min=1), default=86400.0,
+              show_default=True, help="Seconds Celery's results are kept (result_expires).")
 @click.option("-n", "--name", default=None, help="Worker name in logs (default host:pid).")
+@click.option("--events", is_flag=True, default=False,
+              help="Publish every task and worker event on the broker's events channel "
+                   "(`hubbub events` and `hubbub top` show them; default: the app's events "
+                   "setting, $HUBBUB_EVENTS, off).")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help=LOGLEVEL_HELP)
-@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="Log lines as text, or as JSON objects (one per line) with task_id and "
-                   "task_name for records logged inside a task.")
-@click.option("--logfile", default=None, metavar="PATH",
-              help="Append logs (the child processes' too) to this file instead of stderr; "
-                   "reopened when logrotate moves it.")
-@click.option("--pidfile", default=None, metavar="PATH",
-              help="Write the worker's process id here; refuse to start while a live process "
-                   "holds it; removed on exit.")
+@service_options
 @friendly
 def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None,
            coroutines: int | None, max_tasks_per_child: int | None,
            max_memory_per_child: float | None, prefetch: int | None, grace: float,
-           lease: float | None, heartbeat: float, name: str | None, loglevel: str,
-           log_format: str, logfile: str | None, pidfile: str | None) -> None:
+           lease: float | None, heartbeat: float, celery_queues: tuple[str, ...],
+           celery_broker: str | None, celery_results: str | None,
+           celery_result_expires: float, name: str | None, loglevel: str,
+           log_format: str, logfile: str | None, pidfile: str | None,
+           events: bool) -> None:
     """Run a worker: consume queues and run their tasks until SIGTERM/SIGINT.
 
     The first signal stops gracefully (unstarted work is released at once; running tasks get
     --grace seconds); a second one releases running work and exits.
     """
-    configure(loglevel, log_format, logfile)
-    quiet_drivers(loglevel)
-    held = Pidfile(pidfile) if pidfile else None
-    if held is not None:
-        held.acquire()
-    try:
+    with as_service(loglevel, log_format, logfile, pidfile):
         _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
-               max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name)
-    finally:
-        if held is not None:
-            held.release()
+               max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name,
+               events, celery=_Bridge(celery_queues, celery_broker, celery_results,
+                                      celery_result_expires))
 
 
 def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str | None,
            beat: bool, pool: str, concurrency: int | None, coroutines: int | None,
            max_tasks_per_child: int | None, max_memory_per_child: float | None,
            prefetch: int | None, grace: float, lease: float | None, heartbeat: float,
-           name: str | None) -> None:
+           name: str | None, events: bool, *, celery: _Bridge) -> None:
     hub = load_hub(app)
-    banner = settings_lines(hub, {"lease": lease})
+    banner = settings_lines(hub, {"lease": lease, "events": True if events else None})
 
     def announce(event: object) -> None:
         # Once connected, beside the "online" line: a broker that cannot be reached gives
@@ -121,6 +127,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
         if isinstance(event, WorkerOnline):
             for line in banner:
                 log.info("%s", line)
+            hub.events.unsubscribe(announce)  # a worker nobody listens to builds no events
 
     hub.events.subscribe(announce)
     ctx = click.get_current_context()
@@ -141,9 +148,25 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     banner.extend(f"autoscale {','.join(lane.queues)}: {lane.autoscale[0]}..{lane.autoscale[1]} "
                   f"{lane.pool.kind} slots (grows while work waits, shrinks when idle)"
                   for lane in chosen if lane.autoscale is not None)
+    # -- Celery bridge (issue 17)
+    chosen += [celery_lane(hub, spec, broker=celery.broker, results=celery.results,
+                           result_expires=celery.result_expires, pool=pool,
+                           concurrency=concurrency, prefetch=prefetch, **options)
+               for spec in celery.queues]
+    # -- end Celery bridge
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
-                      heartbeat=heartbeat)
+                      heartbeat=heartbeat, events=True if events else None)
     run_worker(loop, [Beat(hub)] if beat else [])
+
+
+@dataclass(frozen=True)
+class _Bridge:
+    """The Celery bridge's options (--celery-*)."""
+
+    queues: tuple[str, ...]
+    broker: str | None
+    results: str | None
+    result_expires: float
 
 
 def _autoscale(spec: str | None, pool: str) -> tuple[int, int] | None:

@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 from hubbub._version import __version__
 from hubbub.results.base import ResultBackend
 
-__all__ = ["BEATS_TO_LIVE", "LaneEntry", "Registry", "WorkerInfo", "load_average", "rss_mib"]
+__all__ = ["BEATS_TO_LIVE", "LaneEntry", "Registry", "RunningTask", "WorkerInfo", "load_average",
+           "rss_mib"]
 
 BEATS_TO_LIVE = 3  # an entry outlives this many missed heartbeats, no more
+MAX_TASKS = 20  # running tasks an entry lists (it counts them all in ``running``)
 _MIB = 1024 * 1024
 
 N = TypeVar("N", int, float)
@@ -38,6 +40,8 @@ class LaneEntry:
     autoscale: tuple[int, int] | None = None  # (min, max)
 
     def to_json(self) -> dict[str, Any]:
+        """The lane as stored in the registry entry (``queues``, ``pool``, ``concurrency``,
+        ``autoscale``)."""
         return {"queues": list(self.queues), "pool": self.pool,
                 "concurrency": self.concurrency,
                 "autoscale": None if self.autoscale is None else list(self.autoscale)}
@@ -73,14 +77,17 @@ class WorkerInfo:
     rss_mib: float | None = None
     load: tuple[float, float, float] | None = None
     damaged: bool = field(default=False, compare=False)
+    # What runs now, at most MAX_TASKS of it, longest-running first (``hubbub top``).
+    tasks: tuple[RunningTask, ...] = ()
 
     @classmethod
     def here(cls, name: str, lanes: Sequence[LaneEntry], *, started_at: float,
-             processed: int, failed: int, running: int) -> WorkerInfo:
+             processed: int, failed: int, running: int,
+             tasks: Sequence[RunningTask] = ()) -> WorkerInfo:
         """The entry of a worker in this process, measured now."""
         return cls(name, socket.gethostname(), os.getpid(), __version__, tuple(lanes),
                    started_at, time.time(), processed, failed, running, rss_mib(),
-                   load_average())
+                   load_average(), tasks=tuple(tasks[:MAX_TASKS]))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-compatible dict (``damaged`` is not stored: it is how a reader saw it)."""
@@ -88,7 +95,8 @@ class WorkerInfo:
                 "version": self.version, "lanes": [lane.to_json() for lane in self.lanes],
                 "started_at": self.started_at, "heartbeat_at": self.heartbeat_at,
                 "processed": self.processed, "failed": self.failed, "running": self.running,
-                "rss_mib": self.rss_mib, "load": None if self.load is None else list(self.load)}
+                "rss_mib": self.rss_mib, "load": None if self.load is None else list(self.load),
+                "tasks": [task.to_json() for task in self.tasks]}
 
     @classmethod
     def from_json(cls, name: str, data: Any) -> WorkerInfo:
@@ -102,11 +110,24 @@ class WorkerInfo:
             data, dict))
         lanes = tuple(lane for raw in reader.list("lanes") if (lane := reader.lane(raw)))
         load = reader.load()
+        tasks = reader.tasks()
         return cls(name, reader.text("host"), reader.number("pid", int),
                    reader.text("version"), lanes, reader.number("started_at", float),
                    reader.number("heartbeat_at", float), reader.number("processed", int),
                    reader.number("failed", int), reader.number("running", int),
-                   reader.optional_float("rss_mib"), load, reader.damaged)
+                   reader.optional_float("rss_mib"), load, reader.damaged, tasks)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A task a worker runs now: its id, name, and when it started (epoch seconds)."""
+
+    id: str
+    task: str
+    started_at: float
+
+    def to_json(self) -> list[Any]:
+        return [self.id, self.task, self.started_at]
 
 
 class _Reader:
@@ -166,6 +187,24 @@ class _Reader:
                           autoscale)
         self.damaged = self.damaged or inner.damaged
         return entry
+
+    def tasks(self) -> tuple[RunningTask, ...]:
+        """The running tasks; missing (a worker before 0.3 writes none) is no damage."""
+        value = self.data.get("tasks")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.damaged = True
+            return ()
+        out = []
+        for raw in value[:MAX_TASKS]:
+            if (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str)
+                    and isinstance(raw[1], str) and isinstance(raw[2], int | float)
+                    and not isinstance(raw[2], bool)):
+                out.append(RunningTask(raw[0], raw[1], float(raw[2])))
+            else:
+                self.damaged = True
+        return tuple(out)
 
     def load(self) -> tuple[float, float, float] | None:
         value = self.data.get("load")

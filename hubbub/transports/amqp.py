@@ -242,7 +242,8 @@ class AMQPTransport(Transport):
                 self._held[m.delivery_tag or 0] = queue
                 out.append(Delivery(queue, m.body, m.message_id or f"amqp-{m.delivery_tag}",
                                     seen + 1, min(max(m.priority or 0, 0), MAX_PRIORITY),
-                                    receipt=(self._link.gen, m), lease_until=now + lease))
+                                    receipt=(self._link.gen, m), lease_until=now + lease,
+                                    headers=headers))
         return out
 
     async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int,

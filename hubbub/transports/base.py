@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -70,6 +70,8 @@ class Delivery:
         priority: as published.
         receipt: transport-private handle (row id, stream entry id, delivery tag, job id).
         lease_until: epoch seconds when the lease runs out, as last set by fetch/extend.
+        headers: the broker's own message headers, where it has them (AMQP), unread and
+            untrusted: they let the worker name another system's message it cannot run.
     """
 
     queue: str
@@ -79,6 +81,7 @@ class Delivery:
     priority: int = 0
     receipt: Any = None
     lease_until: float = 0.0
+    headers: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

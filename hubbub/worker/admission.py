@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub.compat.celery.protocol import recognise
 from hubbub.errors import MessageError
 from hubbub.message import Envelope, decode, peek_id
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.task import Task
     from hubbub.transports.base import Delivery
+    from hubbub.worker.sources import Source
 
 log = logging.getLogger("hubbub.worker")
 
@@ -51,10 +53,16 @@ class Admission:
         self.hub = hub
         self._signatures: dict[str, inspect.Signature | None] = {}
 
-    def check(self, delivery: Delivery) -> Admitted | Refused:
-        """Admit ``delivery`` or say why not. Never raises."""
+    def check(self, delivery: Delivery, source: Source | None = None) -> Admitted | Refused:
+        """Admit ``delivery`` or say why not. Never raises.
+
+        Args:
+            delivery: what a fetch handed out.
+            source: the lane's own source (the Celery bridge), which reads its deliveries;
+                None for the hub's broker, whose bodies are hubbub envelopes.
+        """
         try:
-            return self._check(delivery)
+            return self._check(delivery, source)
         except Exception as exc:  # a body no rule foresaw (e.g. nested too deep to parse)
             log.exception("admission of message %r failed", delivery.id)
             try:
@@ -63,16 +71,25 @@ class Admission:
                 text = type(exc).__name__
             return Refused(f"message cannot be admitted ({text[:500]})")
 
-    def _check(self, delivery: Delivery) -> Admitted | Refused:
+    def _check(self, delivery: Delivery, source: Source | None) -> Admitted | Refused:
         settings = self.hub.settings
         limits = settings.limits
         signer = self.hub.signer
-        try:
-            envelope = decode(delivery.body, settings.accept, limits.max_message_size, signer)
-        except MessageError as exc:
-            # Without signing, the id in a malformed body is the best guess of whose task
-            # this was. With signing, nothing in a refused body is trusted.
-            return Refused(str(exc), None if signer is not None else peek_id(delivery.body))
+        if source is not None:  # Celery bridge (issue 17): the source reads its own format
+            read = source.read(delivery)
+            if isinstance(read, Refused):
+                return read
+            envelope = read
+        else:
+            try:
+                envelope = decode(delivery.body, settings.accept, limits.max_message_size,
+                                  signer)
+            except MessageError as exc:
+                # Without signing, the id in a malformed body is the best guess of whose
+                # task this was. With signing, nothing in a refused body is trusted.
+                trusted = signer is None
+                return (_foreign(delivery, trusted)
+                        or Refused(str(exc), peek_id(delivery.body) if trusted else None))
         task = self.hub.tasks.get(envelope.task)
         if task is None:
             return Refused(f"unknown task {envelope.task!r}: not registered on this worker "
@@ -100,3 +117,18 @@ class Admission:
         except TypeError as exc:
             return str(exc)
         return None
+
+
+# -- Celery bridge (issue 17) ------------------------------------------------------------------
+
+
+def _foreign(delivery: Delivery, trusted: bool) -> Refused | None:
+    """A Celery message on a hubbub queue, refused with a reason naming its task and id."""
+    found = recognise(delivery.body, delivery.headers)
+    if found is None:
+        return None
+    task, task_id = found
+    return Refused(f"a Celery message (task {task!r}, id {task_id}) reached hubbub queue "
+                   f"{delivery.queue!r}, and the Celery bridge is off for it: consume Celery's "
+                   "queue with `hubbub worker --celery-queue NAME`, or send the task with "
+                   "hubbub", task_id if trusted else None, task)

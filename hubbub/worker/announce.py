@@ -14,7 +14,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from hubbub.control.registry import BEATS_TO_LIVE, LaneEntry, Registry, WorkerInfo
+from hubbub.control.registry import (
+    BEATS_TO_LIVE,
+    MAX_TASKS,
+    LaneEntry,
+    Registry,
+    WorkerInfo,
+)
 from hubbub.events import WorkerHeartbeat
 from hubbub.results.base import ResultBackend
 
@@ -46,7 +52,8 @@ class Announcer:
         lanes = [LaneEntry(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency,
                            lane.autoscale) for lane in w.lanes]
         return WorkerInfo.here(w.name, lanes, started_at=self.started_at,
-                               processed=w.processed, failed=w.failed, running=w.running)
+                               processed=w.processed, failed=w.failed, running=w.running,
+                               tasks=w.running_now(MAX_TASKS))
 
     async def beat_forever(self) -> None:
         """Write the entry now, then emit a heartbeat and write again every beat."""

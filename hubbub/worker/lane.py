@@ -13,13 +13,16 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubbub.errors import ConfigurationError
 from hubbub.worker.pools import accepts, cannot_autoscale, make_pool
 from hubbub.worker.pools.base import Pool
 
 log = logging.getLogger("hubbub.worker")
+if TYPE_CHECKING:
+    from hubbub.middleware import Middleware
+    from hubbub.worker.sources import Source
 
 GROW_EVERY = 1.0  # seconds between two autoscale steps up
 SHRINK_AFTER = 5.0  # seconds a lane must be under half busy before it shrinks a step
@@ -36,6 +39,9 @@ class Lane:
         autoscale: (min, max) concurrency; the lane grows while its queues have waiting work
             and every slot is busy, and shrinks while it is less than half busy. Only for a
             pool that is ``resizable``.
+        source: where its queues are, when not on the hub's broker (the Celery bridge's
+            ``hubbub.compat.celery``); its deliveries are read and settled by it.
+        middleware: dispatch middleware for this lane only, inside the hub's.
 
     Raises:
         ConfigurationError: autoscale bounds out of order, or autoscale of a pool that
@@ -46,6 +52,11 @@ class Lane:
     pool: Pool
     prefetch: int | None = None
     autoscale: tuple[int, int] | None = None
+    # -- Celery bridge (issue 17): a lane may consume another system's queues through its
+    # own source, with dispatch middleware of its own (e.g. writing Celery's results).
+    source: Source | None = None
+    middleware: list[Middleware] = field(default_factory=list)
+    # -- end Celery bridge
     held: int = 0
     running: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
@@ -95,6 +106,7 @@ class Lane:
             raise
 
     def release_slot(self) -> None:
+        """Give back a slot taken with ``acquire()``; the longest waiter gets it."""
         self.running -= 1
         self._hand_out()
 

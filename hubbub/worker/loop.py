@@ -22,9 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub._client import revoke as store_revoke
 from hubbub._redact import redact
+from hubbub.control.planes import open_plane
+from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
+from hubbub.control.registry import RunningTask
 from hubbub.control.responder import Responder
+from hubbub.control.wire import received_row, started_row
 from hubbub.errors import ConfigurationError, HubbubError, ResultError, WriteBackFailed
-from hubbub.events import LaneInfo, WorkerOffline, WorkerOnline
+from hubbub.events import (
+    LaneInfo,
+    TaskReceived,
+    TaskRevoked,
+    TaskStarted,
+    WorkerOffline,
+    WorkerOnline,
+)
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
 from hubbub.results.base import ResultBackend, State
@@ -39,6 +50,7 @@ from hubbub.worker.pools.coroutines import AsyncPool
 from hubbub.worker.progress import Progress
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.revocation import Revocations
+from hubbub.worker.sources import Routed
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
@@ -82,6 +94,8 @@ class WorkerLoop:
         lease: seconds a delivery stays leased without renewal (default: the hub's).
         lanes: several (queues, pool) pairs served by this one worker, instead of
             ``queues``/``pool``/``prefetch``.
+        events: publish every event on the plane's ``events`` channel (``hubbub events``
+            shows them); default: the hub's ``events`` setting (off).
 
     Raises:
         ConfigurationError: lanes given together with queues or pool, or a queue in two lanes.
@@ -91,7 +105,7 @@ class WorkerLoop:
         self, hub: Hub, *, queues: Sequence[str] | None = None, pool: Pool | None = None,
         prefetch: int | None = None, grace: float = 30.0, name: str | None = None,
         heartbeat: float = 2.0, stop_when_idle: bool = False, lease: float | None = None,
-        lanes: Sequence[Lane] | None = None,
+        lanes: Sequence[Lane] | None = None, events: bool | None = None,
     ) -> None:
         if lanes and (queues or pool):
             raise ConfigurationError("give lanes, or queues and a pool, not both")
@@ -117,6 +131,8 @@ class WorkerLoop:
         self._aborting = asyncio.Event()
         self._wiring: _Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
+        self.events = hub.settings.events if events is None else events
+        self._publisher: EventPublisher | None = None  # with events on, while running
 
 
     @property
@@ -138,7 +154,16 @@ class WorkerLoop:
 
     @property
     def running(self) -> int:
+        """Tasks running now, over every lane."""
         return sum(lane.running for lane in self.lanes)
+
+    def running_now(self, limit: int) -> list[RunningTask]:
+        """Up to ``limit`` of the tasks running now, longest-running first (the registry
+        entry lists them for ``hubbub top``)."""
+        started = [h for h in self._held if h.started_at is not None]
+        started.sort(key=lambda h: h.started_at or 0.0)
+        return [RunningTask(h.envelope.id, h.envelope.task, h.started_at or 0.0)
+                for h in started[:limit]]
 
     @property
     def failed(self) -> int:
@@ -226,7 +251,13 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
-        transport = self.hub.open_transport()
+        transport: Transport = self.hub.open_transport()
+        # -- Celery bridge (issue 17): lanes with a source of their own (Celery's queues)
+        # reach it through the one Transport the write buffer and the renewer use.
+        sources = [lane.source for lane in self.lanes if lane.source is not None]
+        if sources:
+            transport = Routed(transport, sources)
+        # -- end Celery bridge
         results = self.hub.open_results()
         async with contextlib.AsyncExitStack() as stack:
             if any(lane.pool.in_process for lane in self.lanes):
@@ -242,8 +273,8 @@ class WorkerLoop:
             for lane in self.lanes:
                 await lane.pool.start(self.hub)
                 stack.push_async_callback(lane.pool.stop)
-                self._dispatchers[id(lane)] = chain_dispatch(self.hub.middleware,
-                                                             _runner(lane.pool))
+                self._dispatchers[id(lane)] = chain_dispatch(
+                    [*self.hub.middleware, *lane.middleware], _runner(lane.pool))
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
             outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
             self._wiring = _Wiring(
@@ -259,11 +290,15 @@ class WorkerLoop:
         control = await self._open_control()
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
+        publisher = self._publisher = self._start_publisher()
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
                  "; ".join(f"queues {','.join(lane.queues)} on pool {lane.pool} "
                            f"x{lane.concurrency}" for lane in lanes))
+        for lane in self.lanes:  # -- Celery bridge (issue 17): say where those queues are
+            if lane.source is not None:
+                log.info("queues %s are read from %r", ",".join(lane.queues), lane.source)
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
         announcer = Announcer(self, self._io.results)
@@ -288,6 +323,19 @@ class WorkerLoop:
             await announcer.forget()
             self.hub.events.emit(WorkerOffline(self.name, self.processed))
             log.info("worker %s offline after %d tasks", self.name, self.processed)
+            if publisher is not None:
+                self._publisher = None
+                await publisher.close()
+
+    def _start_publisher(self) -> EventPublisher | None:
+        """With events on, the publisher of this worker's events (started)."""
+        if not self.events:
+            return None
+        settings = self.hub.settings
+        publisher = EventPublisher(self.hub.events, open_plane(
+            settings.broker, settings.results, maxlen=PLANE_KEEPS))
+        publisher.start()
+        return publisher
 
     def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
         if flusher.cancelled() or flusher.exception() is None:
@@ -366,7 +414,7 @@ class WorkerLoop:
     async def _admit(self, deliveries: list[Delivery], lane: Lane) -> None:
         accepted: list[Held] = []
         for delivery in deliveries:
-            verdict = self._admission.check(delivery)
+            verdict = self._admission.check(delivery, lane.source)
             if isinstance(verdict, Refused):
                 self._io.outcomes.refused(delivery, verdict)
             else:
@@ -374,14 +422,23 @@ class WorkerLoop:
         final = (await self._revocations.final_states([h.envelope.id for h in accepted])
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
+        bus, publisher = self.hub.events, self._publisher
+        listening = bus.listening_besides(None if publisher is None else publisher.capture)
         for held in accepted:
             env = held.envelope
             state = final.get(env.id)
+            if publisher is not None:  # as a row: no event object on the way of every task
+                publisher.record(received_row(now, env.id, env.task, held.delivery.queue,
+                                              self.name))
+            if listening:
+                bus.emit(TaskReceived(env.id, env.task, held.delivery.queue, self.name))
             if state is not None:
                 # Revoked, or it already succeeded: a redelivery after its result was stored,
                 # or a replayed message. Either way it must not run (again).
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self._io.writes.ack([held.delivery])
+                if state == State.REVOKED:
+                    bus.emit(TaskRevoked(env.id, env.task, self.name, "revoked"))
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
@@ -412,6 +469,9 @@ class WorkerLoop:
                              held.envelope.id, state.value)
                     self._held.forget(held)
                     self._io.writes.ack([held.delivery])
+                    if state == State.REVOKED:
+                        self.hub.events.emit(TaskRevoked(held.envelope.id, held.envelope.task,
+                                                         self.name, "revoked"))
                     return
                 if held not in self._held:
                     return  # given back or dropped while it looked
@@ -424,6 +484,7 @@ class WorkerLoop:
             io.outcomes.record(held, State.STARTED)
             ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
             io.progress.started(held)
+            self._started(held, attempts)
             try:
                 outcome = await self._dispatchers[id(lane)](ctx)
             except asyncio.CancelledError:
@@ -442,6 +503,16 @@ class WorkerLoop:
             self._held.forget(held)
             self.processed += 1
             self._io.outcomes.finished(held, outcome)
+
+    def _started(self, held: Held, attempt: int) -> None:
+        """The task-started event, for the publisher (a row) and the bus (if anyone else
+        listens); nothing at all when nobody does."""
+        env, bus, publisher = held.envelope, self.hub.events, self._publisher
+        if publisher is not None:
+            publisher.record(started_row(held.started_at or 0.0, env.id, env.task,
+                                         held.delivery.queue, self.name, attempt))
+        if bus.listening_besides(None if publisher is None else publisher.capture):
+            bus.emit(TaskStarted(env.id, env.task, held.delivery.queue, self.name, attempt))
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
         # At once, not by the flusher later: the task that runs next may kill the worker.

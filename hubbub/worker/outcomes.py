@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
-from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskSucceeded
+from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
+from hubbub.logs import task_fields
 from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
@@ -68,6 +69,8 @@ class Outcomes:
         self.record(held, State.REVOKED,
                     error=ErrorInfo(ErrorKind.REVOKED, f"expired before it ran ({at} UTC)"))
         self.writes.ack([held.delivery])
+        self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
+                                         f"expired before it ran ({at} UTC)"))
 
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
@@ -88,12 +91,15 @@ class Outcomes:
         env = held.envelope
         if verdict.state == State.REVOKED:
             log.warning("task %s[%s] terminated after %.3fs: %s", env.task, env.id, duration,
-                        short(verdict.summary))
+                        short(verdict.summary), extra=task_fields(env.id, env.task))
             self.record(held, State.REVOKED, error=verdict.error)
             self.writes.ack([held.delivery])
+            self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
+                                             short(verdict.summary)))
             return
         if verdict.state == State.SUCCESS:
-            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration)
+            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
+                     extra=task_fields(env.id, env.task))
             self.record(held, State.SUCCESS, value=verdict.value)
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
@@ -110,7 +116,7 @@ class Outcomes:
         if verdict.retry is not None:
             log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,
                         env.id, duration, short(verdict.summary), env.retries + 1,
-                        env.max_retries, verdict.countdown)
+                        env.max_retries, verdict.countdown, extra=task_fields(env.id, env.task))
             self.record(held, State.RETRY, error=verdict.error)
             outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority,
                                 verdict.retry.eta)
@@ -121,7 +127,7 @@ class Outcomes:
                 dead_letter=self._dead_failures(held)))
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
-                  short(verdict.reason or verdict.summary))
+                  short(verdict.reason or verdict.summary), extra=task_fields(env.id, env.task))
         self.failed += 1
         self.record(held, State.FAILURE, error=verdict.error)
         if verdict.dead_reason is not None:

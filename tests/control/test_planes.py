@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from hubbub import Hub
-from hubbub.control.plane import CHANNELS, Plane
+from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.errors import ConfigurationError, TransportUnavailable
 from tests.brokers import free_port
 from tests.conftest import Broker
+from tests.control.amqp_cleanup import delete_plane_exchanges
 
 OpenPlane = Callable[..., Plane]
-
-
-async def _delete_amqp_exchanges(url: str) -> None:
-    """The plane's exchanges are not in the broker's directory: the test removes them."""
-    import aio_pika
-
-    from hubbub.transports._amqp_topology import parse_urls
-
-    prefix = parse_qs(urlsplit(url).query)["prefix"][0]
-    [first, *_], _ = parse_urls(url)
-    async with await aio_pika.connect(first) as conn:
-        channel = await conn.channel()
-        for name in CHANNELS:
-            await channel.exchange_delete(f"{prefix}:plane:{name}")
 
 
 @pytest.fixture
@@ -57,7 +44,7 @@ async def planes(broker: Broker, tmp_path: Path) -> AsyncIterator[OpenPlane]:
             with contextlib.suppress(Exception):
                 await plane.close()
         if broker.name == "amqp":
-            await _delete_amqp_exchanges(broker.url)
+            await delete_plane_exchanges(broker.url)
 
 
 async def read_until(sub: object, count: int, timeout: float = 10.0) -> list[bytes]:
@@ -76,7 +63,7 @@ async def test_every_subscriber_sees_every_message_in_order_from_subscribe_on(
     await publisher.publish("events", [b"before"])
     first, second = await reader.subscribe("events"), await publisher.subscribe("events")
     other = await reader.subscribe("control")
-    sent = [f"m{i}".encode() for i in range(50)]
+    sent = [f"m{i}".encode() for i in range(49)] + [os.urandom(64 * 1024)]  # and a large one
     await publisher.publish("events", sent[:20])
     await publisher.publish("events", sent[20:])
     assert await read_until(first, 50) == sent

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -195,3 +197,60 @@ def test_async_hooks_are_refused_at_registration(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="takes a plain function, not async def"):
         hub.on_process_start(open_pool)
     hub.close()
+
+
+ASYNC_HOOK = '''
+import asyncio, contextlib, contextvars
+from hubbub import Hub
+
+hub = Hub("{url}", lease=5)
+SESSION = contextvars.ContextVar("session", default=None)
+CLOSED = []
+
+@hub.around_task
+@contextlib.asynccontextmanager
+async def session(ctx):
+    await asyncio.sleep(0)            # an async DB session would await its connection here
+    token = SESSION.set(f"session-for-{{ctx.id}}")
+    try:
+        yield
+    finally:
+        SESSION.reset(token)
+
+@hub.task
+async def uses_session():
+    await asyncio.sleep(0)
+    return SESSION.get()
+
+@hub.task
+def sync_task():
+    return "never"
+'''
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_an_async_around_task_hook_wraps_async_tasks_on_every_pool(tmp_path: Path,
+                                                                   pool: str) -> None:
+    with scratch_app(tmp_path, ASYNC_HOOK, prefix="asynchook") as app, \
+            running_worker(app, pool):
+        result = app.uses_session.delay()
+        assert result.get(timeout=30) == f"session-for-{result.id}"
+        plain = app.sync_task.delay()
+        with pytest.raises(TaskFailed, match="returned an async context manager, which only "
+                                             "async def tasks can enter"):
+            plain.get(timeout=30)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_the_worker_command_exits_with_one_line_naming_the_failing_hook(tmp_path: Path,
+                                                                       pool: str) -> None:
+    (tmp_path / "brokenapp.py").write_text(BROKEN_START.format(url=f"sqlite:///{tmp_path}/b.db"))
+    run = subprocess.run([sys.executable, "-m", "hubbub", "worker", "-A", "brokenapp:hub",
+                          "--pool", pool, "-c", "1"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert line.endswith("on_process_start hook brokenapp.connect_database failed: "
+                         "ConnectionRefusedError: database at 127.0.0.1:1 refused; this "
+                         "process runs no task without it")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hubbub import Hub, get_task_logger
-from hubbub.cli._pidfile import Pidfile
+from hubbub.cli._process import Pidfile
 from hubbub.errors import ConfigurationError
 from hubbub.logs import JsonFormatter, TaskFilter
 from tests.integrations.procs import hubbub, imported, process, stop, wait_until
@@ -99,6 +100,10 @@ def test_worker_writes_json_lines_with_task_fields_to_its_logfile(tmp_path: Path
     # A plain logger's records get the fields too: the filter sits on the worker's handler.
     assert {line["task_id"] for line in plain} == {r.id for r in sent[:3]}
     assert any("online" in line["message"] for line in lines)  # the worker's own lines too
+    # The worker's lines about a task carry its fields too (written outside the task).
+    settled = {line["task_id"] for line in lines
+               if line["logger"] == "hubbub.worker" and "succeeded" in line["message"]}
+    assert settled == {r.id for r in sent}
     pids = {line["process"] for line in by_task.values()}
     assert (pids == {proc.pid}) == (pool in ("solo", "threads", "async"))
 
@@ -142,3 +147,51 @@ def test_a_bad_log_format_or_logfile_is_one_clear_line(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "error: cannot open log file" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_text_lines_name_the_task_they_were_logged_in(tmp_path: Path) -> None:
+    (tmp_path / "logapp.py").write_text(APP.format(db=tmp_path / "broker.db"))
+    logfile = tmp_path / "worker.log"
+    args = hubbub("worker", "-A", "logapp:hub", "--pool", "prefork", "-c", "1",
+                  "--logfile", str(logfile))
+    with process(args, tmp_path, tmp_path / "out.txt") as proc:
+        with imported(tmp_path, "logapp") as logapp:
+            result = logapp.shout.delay("hey")
+            assert result.get(timeout=30) == "HEY"
+        assert stop(proc) == 0
+    text = logfile.read_text()
+    label = f"{result.task}[{result.id}]"
+    # In the prefork child (which names its pid), a plain logger's line inside the task:
+    assert re.search(rf"WARNING app\.plain\[\d+\] {re.escape(label)}: plainly hey$", text, re.M)
+    # and the worker's own line about the task:
+    assert f"hubbub.worker {label}: task {label} succeeded" in text
+
+
+BEAT_APP = '''
+from hubbub import Hub
+
+hub = Hub("sqlite:///{db}")
+
+@hub.periodic(every=0.5)
+def tick():
+    return "tick"
+'''
+
+
+def test_beat_takes_the_same_service_options(tmp_path: Path) -> None:
+    (tmp_path / "beatapp.py").write_text(BEAT_APP.format(db=tmp_path / "broker.db"))
+    logfile, pidfile = tmp_path / "beat.log", tmp_path / "beat.pid"
+    args = hubbub("beat", "-A", "beatapp:hub", "--log-format", "json", "--logfile",
+                  str(logfile), "--pidfile", str(pidfile))
+    with process(args, tmp_path, tmp_path / "out.txt") as proc:
+        wait_until(pidfile.exists, "pidfile written", proc=proc, log=tmp_path / "out.txt")
+        assert int(pidfile.read_text()) == proc.pid
+
+        def announced() -> bool:
+            return logfile.exists() and "beat for beatapp:hub" in logfile.read_text()
+
+        wait_until(announced, "the beat logs as JSON", proc=proc, log=tmp_path / "out.txt")
+        assert stop(proc) == 0
+    assert not pidfile.exists()
+    lines = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert any(line["logger"] == "hubbub.beat" for line in lines)

@@ -20,6 +20,11 @@ hub = Hub(lease=5)   # the fixtures point it at a temporary SQLite file per test
 def add(x, y):
     return x + y
 
+@hub.task
+def add_later(x):
+    """Sends another task from wherever it runs (a prefork child, in one test)."""
+    return add.apply_async((x, 1), countdown=3600).id
+
 @hub.task(retries=3, retry_backoff=3600, retry_jitter=False)
 def flaky(counter):
     path = Path(counter)
@@ -67,6 +72,12 @@ import shop_tasks
 
 def test_a_task_runs_in_a_prefork_child(hubbub_worker):
     assert shop_tasks.add.delay(20, 22).get(timeout=30) == 42
+
+def test_what_a_child_sends_reaches_the_tests_broker(hubbub_worker, hubbub_hub):
+    sent_id = shop_tasks.add_later.delay(41).get(timeout=30)
+    hubbub_worker.drain(timeout=30)
+    from hubbub import Result
+    assert Result(hubbub_hub, sent_id).get(timeout=5) == 42
 '''
 
 FRESH_TESTS = '''
@@ -110,7 +121,8 @@ def test_the_worker_fixture_takes_a_process_pool(tmp_path: Path, pool: str) -> N
         hubbub_pool = {pool}
     """)
     run = run_pytest(folder)
-    assert "1 passed" in run.stdout, run.stdout + run.stderr
+    assert "2 passed" in run.stdout, run.stdout + run.stderr
+    assert not (folder / "hubbub.db").exists()  # the app's own broker file was never used
 
 
 def test_without_an_app_the_fixtures_give_a_fresh_hub(tmp_path: Path) -> None:

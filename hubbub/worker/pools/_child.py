@@ -40,7 +40,7 @@ from typing import Any
 
 from hubbub._loader import load_hub
 from hubbub.context import set_default_sink
-from hubbub.errors import ErrorKind, SoftTimeLimitExceeded
+from hubbub.errors import ConfigurationError, ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
 from hubbub.job import Crashed, Failed, Job, Outcome
 from hubbub.logs import configure
@@ -89,9 +89,12 @@ def main() -> None:
         configure(spec.log_level, spec.log_format, spec.log_file, child=True)
     try:
         hub = load_hub(spec.import_path)
+        follow_worker(hub, spec)
         hub.hooks.start_process()  # before Ready: a child without its hooks serves nothing
     except Exception as exc:
-        sock.sendall(encode(LoadFailed(exception_text(exc))))
+        # A failing hook's ConfigurationError already names the hook and its error.
+        text = str(exc) if isinstance(exc, ConfigurationError) else exception_text(exc)
+        sock.sendall(encode(LoadFailed(text)))
         sock.close()
         return
     try:
@@ -108,6 +111,17 @@ def main() -> None:
         hub.hooks.stop_process()
         hub.close()
         sock.close()
+
+
+def follow_worker(hub: Hub, spec: ChildSpec) -> None:
+    """Point the child's hub at the worker's broker and result store when the app module
+    configured others (a test fixture re-pointed the worker's hub): what a task sends from
+    here must reach the queues this worker serves."""
+    results = None if spec.results == "none" else spec.results
+    if spec.broker is None or (spec.broker, results) == (hub.settings.broker,
+                                                         hub.settings.results):
+        return
+    hub.configure(broker=spec.broker, results=spec.results)
 
 
 def reply(seq: int, outcome: Outcome) -> bytes:

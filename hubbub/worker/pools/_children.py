@@ -89,8 +89,15 @@ class Children:
         """Process ids of the children serving now."""
         return [child.pid for child in self._active]
 
-    async def start(self, import_path: str | None) -> None:
+    async def start(self, import_path: str | None,
+                    urls: tuple[str, str | None] | None = None) -> None:
         """Start every child and wait until all have loaded the app.
+
+        Args:
+            import_path: the app, unless the pool was given one.
+            urls: the worker's broker and result store; a child whose app module configures
+                others (a test re-pointed the hub) uses these, so that what its tasks send
+                goes where this worker consumes.
 
         Raises:
             ConfigurationError: no import path, or a child could not load the app.
@@ -105,7 +112,9 @@ class Children:
         self._spec = ChildSpec(path, self.mode, self.slots, tuple(sys.path),
                                root.getEffectiveLevel() if root.handlers else None,
                                self.block_warning, setup.format if setup else "text",
-                               setup.file if setup else None)
+                               setup.file if setup else None,
+                               urls[0] if urls else None,
+                               (urls[1] or "none") if urls else None)
         self._wake = asyncio.Event()
         self._stopping = False
         results = await asyncio.gather(*(self._start_child() for _ in range(self.processes)),
@@ -287,7 +296,8 @@ class ChildPool(Pool):
         Raises:
             ConfigurationError: no import path is known, or a child could not import the app.
         """
-        await self.children.start(hub.import_path)
+        await self.children.start(hub.import_path,
+                                  (hub.settings.broker, hub.settings.results))
 
     async def run(self, job: Job) -> Outcome:
         return await self.children.run(job)

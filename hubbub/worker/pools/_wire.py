@@ -58,6 +58,8 @@ class ChildSpec(NamedTuple):
         block_warning: seconds a task may block a child's event loop before a warning.
         log_format: "text" or "json", as the worker logs (``hubbub.logs``).
         log_file: the file the worker logs to, or None for stderr.
+        broker: the worker's broker URL (None: as the app module configures it).
+        results: the worker's result store URL, "none" for none (None: as the app says).
     """
 
     import_path: str
@@ -68,6 +70,8 @@ class ChildSpec(NamedTuple):
     block_warning: float | None = None
     log_format: str = "text"
     log_file: str | None = None
+    broker: str | None = None
+    results: str | None = None
 
 
 class Run(NamedTuple):

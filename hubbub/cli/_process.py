@@ -1,12 +1,61 @@
-"""``--pidfile``: one worker per file, refused while another live process holds it."""
+"""What a long-running command (``hubbub worker``, ``hubbub beat``) shares for running as a
+service: ``--log-format``, ``--logfile`` and ``--pidfile`` (one process per file, refused
+while another live process holds it)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import click
+
+from hubbub.cli._common import quiet_drivers
 from hubbub.errors import ConfigurationError
+from hubbub.logs import FORMATS, configure
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def service_options(fn: F) -> F:
+    """The ``--log-format``, ``--logfile`` and ``--pidfile`` options of a command."""
+    for option in reversed((
+        click.option("--log-format", type=click.Choice(FORMATS), default="text",
+                     show_default=True,
+                     help="Log lines as text, or as JSON objects (one per line) with task_id "
+                          "and task_name for records logged inside a task."),
+        click.option("--logfile", default=None, metavar="PATH",
+                     help="Append logs (child processes' too) to this file instead of "
+                          "stderr; reopened when logrotate moves it."),
+        click.option("--pidfile", default=None, metavar="PATH",
+                     help="Write the process id here; refuse to start while a live process "
+                          "holds it; removed on exit."),
+    )):
+        fn = option(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def as_service(loglevel: str, log_format: str, logfile: str | None,
+               pidfile: str | None) -> Iterator[None]:
+    """Configure logging and hold the pidfile for the block.
+
+    Raises:
+        ConfigurationError: a log file or pidfile that cannot be written, or a pidfile held
+            by a live process.
+    """
+    configure(loglevel, log_format, logfile)
+    quiet_drivers(loglevel)
+    held = Pidfile(pidfile) if pidfile else None
+    if held is not None:
+        held.acquire()
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.release()
 
 
 class Pidfile:
