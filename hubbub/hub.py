@@ -29,6 +29,8 @@ from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
+from hubbub.limits import KeyFrom, parse_rate
+from hubbub.limits.unique import claim, unclaim
 from hubbub.message import Envelope
 from hubbub.middleware import Middleware
 from hubbub.result import Result
@@ -191,6 +193,9 @@ class Hub:
         soft_timeout: float | None = None, expires: float | None = None,
         ignore_result: bool = False, on_crash: Literal["fail", "retry"] = "fail",
         raises: tuple[type[Exception], ...] = (),
+        unique: KeyFrom | None = None, unique_for: float | None = None,
+        rate_limit: str | None = None, concurrency: int | None = None,
+        concurrency_key: KeyFrom | None = None,
     ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -375,8 +380,9 @@ class Hub:
             MessageError: an envelope cannot be encoded, or is larger than the limit.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        self.bridge.run(self.publish_async(envelopes))
-        return [self._result_for(e) for e in envelopes]
+        owners = self.bridge.run(self.publish_async(envelopes))
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
 
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
@@ -384,20 +390,35 @@ class Hub:
         return Result(self, envelope.id, envelope.task, ignored=ignored,
                       raises=task.spec.raises if task else ())
 
-    async def publish_async(self, envelopes: Sequence[Envelope]) -> None:
+    async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """Encode and publish from any loop: on this loop's own connections inside
-        ``connected()``, else on the bridge loop."""
+        ``connected()``, else on the bridge loop.
+
+        Returns:
+            The unique envelopes that were not sent because another live job holds their
+            key: envelope id -> that job's id (see docs/limits.md).
+        """
         loop = asyncio.get_running_loop()
         client = self._loop_clients.get(loop)
         if client is None:
             if loop is not self.bridge.loop():
                 return await self.bridge.run_async(self.publish_async(envelopes))
             client = await self.client()
-        await client.transport.publish(await encode_all(
-            envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
-            self.signer))
+        # -- limits: unique jobs claim their keys first --
+        envelopes, owners, claimed = await claim(client.results, envelopes,
+                                                 self.settings.broker)
+        try:
+            if not envelopes:
+                return owners  # every one a duplicate of a live job
+            await client.transport.publish(await encode_all(
+                envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
+                self.signer))
+        except BaseException:
+            await unclaim(client.results, claimed)
+            raise
         if self._sent is not None:
             await self._sent.sent(envelopes)
+        return owners
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).
@@ -406,8 +427,9 @@ class Hub:
             MessageError: an envelope cannot be encoded, or is larger than the limit.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        await self.publish_async(envelopes)
-        return [self._result_for(e) for e in envelopes]
+        owners = await self.publish_async(envelopes)  # -- limits: a duplicate's is the owner's
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
 
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[Hub]:
@@ -556,6 +578,27 @@ class Hub:
             TransportUnavailable: the broker cannot be reached (the first call connects both).
         """
         await (await self._connector.results()).forget(ids)
+
+    # -- limits ------------------------------------------------------------------------------
+
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """Change ``task``'s rate limit for the whole fleet, now; on the bridge loop.
+
+        Kept in the result store, where every worker reads it (within about two seconds);
+        it wins over the task's ``rate_limit`` option, and also limits a task that has none.
+
+        Args:
+            task: the task's name.
+            rate: ``"100/m"`` (also ``/s``, ``/h``); None goes back to the task's option.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate.
+            ResultError: this hub keeps no results (limits live there), or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+        """
+        if rate is not None:
+            rate = parse_rate(rate).text
+        await (await self._connector.results()).limits().set_rate(task, rate)
 
     def close(self) -> None:
         """Close the producer connections and stop the bridge thread."""

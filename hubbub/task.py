@@ -15,6 +15,9 @@ from hubbub._suggest import did_you_mean
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
 from hubbub.hooks import Hooks
+from hubbub.limits.keys import KeyFrom
+from hubbub.limits.options import check_limit_options
+from hubbub.limits.unique import with_unique
 from hubbub.message import Envelope, new_id
 from hubbub.settings import Settings, seconds
 
@@ -48,6 +51,16 @@ class TaskOptions:
         raises: the app's exception classes the task may raise that callers want to catch:
             ``Result.get()`` then raises a ``TaskFailed`` that is also an instance of the one
             raised (builtin exceptions such as ValueError need no declaring).
+        unique: makes a job unique by a key derived from its arguments: parameter names
+            (``unique=("order_id",)``) or a function of the task's arguments returning a str.
+            While a job with that key is queued or running, sending another returns its
+            Result. Needs a result store. See docs/limits.md.
+        unique_for: seconds a unique key is kept at most (default one hour).
+        rate_limit: ``"100/m"`` (also ``/s``, ``/h``): starts allowed across the whole fleet,
+            spread evenly; a task over it waits without a pool slot.
+        concurrency: at most this many running at once across the whole fleet.
+        concurrency_key: makes ``concurrency`` per key, derived from the arguments like
+            ``unique`` (e.g. per customer).
     """
 
     name: str
@@ -64,6 +77,12 @@ class TaskOptions:
     ignore_result: bool = False
     on_crash: Literal["fail", "retry"] = "fail"
     raises: tuple[type[Exception], ...] = ()
+    # -- limits (hubbub.limits) --
+    unique: KeyFrom | None = None
+    unique_for: float | None = None
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    concurrency_key: KeyFrom | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 9:
@@ -88,6 +107,11 @@ class TaskOptions:
                 raise ConfigurationError(f"raises takes Exception subclasses, e.g. "
                                          f"raises=(OrderError,), not {cls!r}")
         object.__setattr__(self, "raises", tuple(raises))
+        # -- limits --
+        for name, value in check_limit_options(
+                unique=self.unique, unique_for=self.unique_for, rate_limit=self.rate_limit,
+                concurrency=self.concurrency, concurrency_key=self.concurrency_key).items():
+            object.__setattr__(self, name, value)
 
 
 # Celery's task options, and what to write instead: a team moving over gets the answer, not
@@ -101,8 +125,6 @@ CELERY_OPTIONS = {
     "soft_time_limit": "hubbub calls it soft_timeout (seconds)",
     "acks_late": "it is always on in hubbub: a message is acked only after its task finished",
     "track_started": "it is always on in hubbub: a task is recorded STARTED when it starts",
-    "rate_limit": "hubbub has no per-task rate limit; limit concurrency with a queue on its "
-                  "own lane instead (hubbub worker --queue NAME=POOL:N)",
     "default_retry_delay": "hubbub calls it retry_backoff (seconds, doubled each retry)",
     "serializer": "the serializer is a Hub setting: Hub(serializer=...)",
 }
@@ -289,6 +311,9 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs,
                                   self._send)
+        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
+                               task_ttl=self.spec.unique_for, key=None,
+                               ttl=None)  # -- limits --
         [result] = await self.hub.send_async([envelope])
         return result
 
@@ -304,11 +329,19 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
+        unique_for: float | timedelta | None = None,
     ) -> Result[R]:
         """Send the task with per-call options (they override ``options(...)`` and defaults).
 
+        With ``unique_key`` (or the task option ``unique``), while a job with that key is
+        queued or running, nothing is sent and the Result of that job is returned; the key is
+        kept until the job finishes, or ``unique_for`` seconds at most (default: the task's,
+        else one hour). See docs/limits.md.
+
         Raises:
-            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9.
+            ConfigurationError: countdown with eta, a naive datetime, a priority out of 0..9;
+                a unique job on a hub that keeps no results.
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
@@ -318,6 +351,9 @@ class Task(Generic[P, R]):
         kwargs = kwargs or {}
         self.check_arguments(args, kwargs)
         envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
+        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
+                               task_ttl=self.spec.unique_for, key=unique_key,
+                               ttl=unique_for)  # -- limits --
         [result] = self.hub.publish([envelope])
         return result
 
@@ -363,8 +399,11 @@ class Task(Generic[P, R]):
         for call in calls:
             args, kwargs = ((), call) if isinstance(call, Mapping) else (tuple(call), {})
             self.check_arguments(args, kwargs)
-            envelopes.append(build_envelope(self.spec, self.hub.settings.default_queue, args,
-                                            kwargs, self._send))
+            envelope = build_envelope(self.spec, self.hub.settings.default_queue, args,
+                                      kwargs, self._send)
+            envelopes.append(with_unique(envelope, self.fn, args, kwargs,  # -- limits --
+                                         key_from=self.spec.unique,
+                                         task_ttl=self.spec.unique_for, key=None, ttl=None))
         return self.hub.publish(envelopes)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:

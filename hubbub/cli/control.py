@@ -342,4 +342,26 @@ def _loglevel(level: str, **options: Any) -> None:
     send(options, "loglevel", {"level": level.lower()}, _answers("log level"))
 
 
+@control.command("rate-limit")
+@click.option("-A", "--app", default=None, help=APP_HELP)
+@click.option("--broker", default=None, help=BROKER_HELP)
+@click.argument("task")
+@click.argument("rate")
+@friendly
+def _rate_limit(task: str, rate: str, app: str | None, broker: str | None) -> None:
+    """Set TASK's rate limit for the whole fleet: RATE is N/s, N/m or N/h, or "none" to go
+    back to the task's own rate_limit option.
+
+    The limit is kept in the result store, not sent to workers: every worker (those that
+    start later too) applies it within about two seconds.
+    """
+    hub = open_hub(app, broker)
+    try:
+        hub.control.rate_limit(task, None if rate.lower() == "none" else rate)
+    finally:
+        hub.close()
+    shown = "its own rate_limit option" if rate.lower() == "none" else rate
+    click.echo(f"{task}: rate limit {shown} for the whole fleet (workers apply it within ~2 s)")
+
+
 __all__ = ["control", "inspect", "send"]

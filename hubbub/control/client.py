@@ -293,6 +293,20 @@ class Control:
         return _typed(self.call("loglevel", {"level": level}, destination=destination,
                                 timeout=timeout), _mapping)
 
+    def rate_limit(self, task: str, rate: str | None) -> None:
+        """Change ``task``'s rate limit for the whole fleet (``"100/m"``; None: back to the
+        task's own ``rate_limit``).
+
+        Unlike the commands above it goes to no worker: the limit is kept in the result
+        store, where every worker reads it within about two seconds, so it holds for workers
+        that start later too (:meth:`Hub.set_rate_limit`).
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate.
+            ResultError: the hub keeps no results, or the store failed.
+        """
+        self.hub.bridge.run(self.hub.set_rate_limit(task, rate))
+
     def _lane_call(self, command: str, arguments: dict[str, Any], queue: str | None,
                    destination: Sequence[str] | None,
                    timeout: float | None) -> list[Reply[dict[str, Any]]]:

@@ -22,6 +22,7 @@ from typing import Any
 from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.codecs import Undecodable, json_dumps, json_loads, pack, tagged, unpack
 from hubbub.errors import ResultError
+from hubbub.limits.store import LimitStore
 
 MAX_ERROR_MESSAGE = MAX_REASON  # characters of an ErrorInfo message a store keeps
 MAX_TRACEBACK = 16_384  # characters of a traceback a store keeps (its end: the raise)
@@ -335,6 +336,13 @@ class ResultBackend(abc.ABC):
     @abc.abstractmethod
     async def forget_worker(self, name: str) -> None:
         """Delete worker ``name``'s entry (a clean stop)."""
+
+    # -- limits (hubbub.limits: unique jobs, rate and concurrency limits) -------------------
+
+    @abc.abstractmethod
+    def limits(self) -> LimitStore:
+        """The unique keys, rate reservations and concurrency slots kept in this store, on
+        its own connection (usable once ``connect()`` was called)."""
 
 
     # -- history --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.limits.memory import MemoryLimits, MemoryLimitState
 from hubbub.results.base import (
     HistoryQuery,
     HistoryRow,
@@ -30,6 +31,7 @@ class _Store:
     workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
     history: dict[str, HistoryRow] = field(default_factory=dict)  # insertion: oldest change first
+    limits: MemoryLimitState = field(default_factory=MemoryLimitState)  # -- limits --
 
 
 _STORES: dict[str, _Store] = {}
@@ -148,3 +150,8 @@ class MemoryResults(ResultBackend):
         with self._store.lock:
             for id_ in [i for i, r in self._store.history.items() if r.updated_at < before]:
                 del self._store.history[id_]
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> MemoryLimits:
+        return MemoryLimits(self._store.limits, self.clock)

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from hubbub._redis import RedisURL, translate
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import ResultError, ResultUnavailable
+from hubbub.limits.redis import RedisLimits
 from hubbub.results._redis_history import RedisHistory
 from hubbub.results.base import (
     READY_STATES,
@@ -192,6 +193,7 @@ class RedisResults(ResultBackend):
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
         self._history = RedisHistory(self.config.prefix)
+        self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
         return f"RedisResults({self.url!r})"
@@ -428,3 +430,10 @@ class RedisResults(ResultBackend):
         """
         with self._translate():
             await self._history.prune(self._client, before)
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> RedisLimits:
+        if self._limits is None:
+            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate)
+        return self._limits

@@ -10,6 +10,8 @@ from typing import Any
 
 from hubbub._sqlite import SQLiteFile
 from hubbub.clock import SYSTEM_CLOCK, Clock
+from hubbub.limits.sqlite import SCHEMA as LIMITS_SCHEMA
+from hubbub.limits.sqlite import SQLiteLimits
 from hubbub.results.base import (
     REPLACE_REVOKED,
     STICKY_STATES,
@@ -56,6 +58,7 @@ CREATE INDEX IF NOT EXISTS hubbub_history_task ON hubbub_history (task, updated_
 CREATE INDEX IF NOT EXISTS hubbub_history_state ON hubbub_history (state, updated_at);
 CREATE INDEX IF NOT EXISTS hubbub_history_worker ON hubbub_history (worker, updated_at);
 """
+SCHEMA += LIMITS_SCHEMA  # -- limits: their tables live in the same file --
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
 _OVER_REVOKED = ",".join(f"'{s.value}'" for s in REPLACE_REVOKED)
 _UPSERT = (
@@ -269,3 +272,8 @@ class SQLiteResults(ResultBackend):
     async def prune_history(self, before: float) -> None:
         await self.db.write(lambda c: c.execute(
             "DELETE FROM hubbub_history WHERE updated_at < ?", (before,)))
+
+    # -- limits (hubbub.limits) -------------------------------------------------------------
+
+    def limits(self) -> SQLiteLimits:
+        return SQLiteLimits(self.db, self.clock)

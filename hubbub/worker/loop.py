@@ -43,6 +43,7 @@ from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.announce import Announcer
 from hubbub.worker.execute import exception_text
+from hubbub.worker.gates import Gates, check_store
 from hubbub.worker.held import Held, HeldSet
 from hubbub.worker.lane import Lane
 from hubbub.worker.outcomes import Outcomes
@@ -133,6 +134,7 @@ class WorkerLoop:
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
         self.events = hub.settings.events if events is None else events
         self._publisher: EventPublisher | None = None  # with events on, while running
+        self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
 
     @property
@@ -151,6 +153,15 @@ class WorkerLoop:
         """Second stop: release running work too and exit without waiting for it."""
         self._stopping.set()
         self._aborting.set()
+
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """The ``rate-limit`` control command: see :meth:`Gates.set_rate`.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate, or the worker runs without a store.
+            ResultError: the store failed (ResultUnavailable: it cannot be reached).
+        """
+        await Gates.of(self._gates).set_rate(task, rate)  # -- limits --
 
     @property
     def running(self) -> int:
@@ -251,6 +262,7 @@ class WorkerLoop:
         """
         self._stopping, self._aborting = asyncio.Event(), asyncio.Event()
         self._failure = None
+        check_store(self.hub)  # -- limits --
         transport: Transport = self.hub.open_transport()
         # -- Celery bridge (issue 17): lanes with a source of their own (Celery's queues)
         # reach it through the one Transport the write buffer and the renewer use.
@@ -281,6 +293,8 @@ class WorkerLoop:
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
+            self._gates = Gates.wire(results, writes, self._held, outcomes,  # -- limits --
+                                     self._wiring.renewal, self.lease)
             await self._serve(transport, writes)
         if self._failure is not None:
             raise WriteBackFailed(f"the worker stopped: writing results and acks broke "
@@ -307,6 +321,8 @@ class WorkerLoop:
         if self._io.results is not None:
             self._revocations = Revocations(self._io.results, self._held, self._io.writes)
             helpers.append(asyncio.create_task(self._revocations.watch_forever()))
+        if self._gates is not None:  # -- limits --
+            helpers.append(asyncio.create_task(self._gates.serve(self._revocations)))
         try:
             await asyncio.gather(*(self._fetch_forever(transport, lane) for lane in self.lanes))
             await self._wind_down()
@@ -439,6 +455,8 @@ class WorkerLoop:
                 self._io.writes.ack([held.delivery])
                 if state == State.REVOKED:
                     bus.emit(TaskRevoked(env.id, env.task, self.name, "revoked"))
+                if self._gates is not None:  # -- limits --
+                    self._gates.settled(env)
             elif env.expires is not None and env.expires <= now:
                 self._io.outcomes.expired(held)
             else:
@@ -450,6 +468,10 @@ class WorkerLoop:
 
     async def _execute(self, held: Held) -> None:
         lane = held.lane
+        # -- limits: fleet-wide rate and concurrency, passed before a pool slot is taken --
+        gates = self._gates
+        if gates is not None and gates.applies(held) and not await gates.admit(held):
+            return  # given back to the broker until its limit lets it start
         await lane.acquire()
         try:
             if self._stopping.is_set():
@@ -472,6 +494,8 @@ class WorkerLoop:
                     if state == State.REVOKED:
                         self.hub.events.emit(TaskRevoked(held.envelope.id, held.envelope.task,
                                                          self.name, "revoked"))
+                    if gates is not None:  # -- limits --
+                        gates.settled(held.envelope)
                     return
                 if held not in self._held:
                     return  # given back or dropped while it looked

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hubbub.codecs import BY_CONTENT_TYPE
@@ -25,6 +26,7 @@ from hubbub.worker.writes import RetryWrite, WriteBuffer
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.job import Outcome
+    from hubbub.message import Envelope
     from hubbub.worker.admission import Refused
     from hubbub.worker.held import Held
 
@@ -47,6 +49,8 @@ class Outcomes:
         self.writes = writes
         self.max_size = max_size
         self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
+        # -- limits: told when a job reaches a final state (gives its unique key back) --
+        self.settled: Callable[[Envelope], None] | None = None
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
         """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
@@ -150,6 +154,8 @@ class Outcomes:
     def record(self, held: Held, state: State, *, value: Any = None,
                error: ErrorInfo | None = None, status: str | None = None,
                meta: dict[str, Any] | None = None) -> None:
+        if state in READY_STATES and self.settled is not None:  # -- limits --
+            self.settled(held.envelope)
         record = self.make(held, state, value=value, error=error, status=status, meta=meta)
         if record is not None:
             self.writes.record(record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from hubbub._redact import redact
 from hubbub.transports.base import Delivery, Transport
@@ -35,6 +35,8 @@ class Renewal:
         self._held = held
         self._running = running
         self._started_lately: set[str] = set()  # task names started since the last tick
+        # -- limits: more to renew at each tick (the concurrency slots of running tasks) --
+        self.also: list[Callable[[], Awaitable[None]]] = []
 
     def started(self, task: str) -> None:
         """Note that ``task`` started: if the loop blocks soon after, it is a suspect."""
@@ -54,6 +56,12 @@ class Renewal:
                           "and held tasks may run twice. Running: %s. Move blocking code into "
                           "sync tasks (they run in threads) or raise --lease.", late, self.lease,
                           ", ".join(suspects) or "-")
+            for renew in self.also:  # -- limits --
+                try:
+                    await renew()
+                except Exception as exc:
+                    log.warning("renewal of limit slots failed (%s); will try again",
+                                redact(repr(exc)))
             held = self._held()
             if not held:
                 continue

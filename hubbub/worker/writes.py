@@ -11,6 +11,7 @@ one bad item never blocks everyone else's acks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,9 +53,12 @@ class _Batch:
     ack: list[Delivery] = field(default_factory=list)
     dead: list[DeadLetterRequest] = field(default_factory=list)
     release: list[Delivery] = field(default_factory=list)
+    # -- limits: deliveries given back until an instant (epoch seconds), not attempts --
+    later: list[tuple[Delivery, float]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.retries or self.records or self.ack or self.dead or self.release)
+        return bool(self.retries or self.records or self.ack or self.dead or self.release
+                    or self.later)
 
     def absorb(self, newer: _Batch) -> _Batch:
         """This failed batch with ``newer`` writes after it (newer records win)."""
@@ -63,6 +67,7 @@ class _Batch:
         newer.ack = self.ack + newer.ack
         newer.dead = self.dead + newer.dead
         newer.release = self.release + newer.release
+        newer.later = self.later + newer.later  # -- limits --
         return newer
 
     def settling(self) -> list[Delivery]:
@@ -113,6 +118,13 @@ class WriteBuffer:
         self._wanted.set()
 
     def wake(self) -> None:
+        self._wanted.set()
+
+    # -- limits --
+    def release_until(self, delivery: Delivery, at: float) -> None:
+        """Give ``delivery`` back unrun, visible again at ``at`` (epoch seconds); a limit
+        made it wait (hubbub.worker.gates). Written with the releases."""
+        self._pending.later.append((delivery, at))
         self._wanted.set()
 
     def unsettled(self) -> int:
@@ -189,6 +201,17 @@ class WriteBuffer:
                 log.error("%s of message %r failed for good (%s); it comes back after its "
                           "lease", what, delivery.id, reason)
         batch.release, batch.ack = [], []
+        if batch.later:  # -- limits: one release per delay, to a tenth of a second --
+            now, by_delay = time.time(), dict[float, list[Delivery]]()
+            for delivery, at in batch.later:
+                by_delay.setdefault(round(max(0.0, at - now), 1), []).append(delivery)
+            for delay, deliveries in sorted(by_delay.items()):
+                release = functools.partial(self.transport.release, delay=delay)
+                for delivery, reason in await _one_by_one(release, deliveries):
+                    log.error("release of message %r failed for good (%s); it comes back "
+                              "after its lease", delivery.id, reason)
+                done = {id(d) for d in deliveries}
+                batch.later = [(d, at) for d, at in batch.later if id(d) not in done]
         if batch.dead:
             bare = [DeadLetterRequest(request.delivery, "(the reason could not be stored)")
                     for request, _ in await _one_by_one(self.transport.dead_letter, batch.dead)]

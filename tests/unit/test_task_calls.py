@@ -121,7 +121,6 @@ def test_the_signature_is_read_once_per_function(
     ("soft_time_limit", "hubbub calls it soft_timeout"),
     ("acks_late", "always on"),
     ("track_started", "always on"),
-    ("rate_limit", "no per-task rate limit"),
 ])
 def test_celery_option_names_get_what_hubbub_calls_them(hub: Hub, option: str,
                                                         hint: str) -> None:
