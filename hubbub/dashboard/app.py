@@ -43,6 +43,7 @@ __all__ = ["create_app"]
 
 HERE = Path(__file__).parent
 LIVE_EVERY = 1.0  # seconds between looks for changes on the live stream
+MIN_GAP = 0.5  # seconds at least between two looks (a busy fleet's events come in floods)
 PRUNE_EVERY = 3600.0  # seconds between prunes of history older than the retention
 OPEN = ("/static/", "/login")
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -153,23 +154,29 @@ def create_app(hub: Hub, config: DashboardConfig) -> Starlette:
 
     async def live(request: Request) -> Response:
         async def stream() -> AsyncIterator[bytes]:
+            # A change is seen at once through the events workers publish (hubbub worker
+            # --events), else within a second through the digest; at most two a second.
             last: Any = None
             quiet = 0.0
+            events = 0  # events that came since the last look
             yield b"retry: 2000\n\n"
-            while not await request.is_disconnected():
-                try:
-                    now = await source.digest()
-                except HubbubError:
-                    now = last  # the broker is away: say nothing until it is back
-                if last is not None and now != last:
-                    yield b"event: changed\ndata: {}\n\n"
-                    quiet = 0.0
-                elif quiet >= 15.0:
-                    yield b": still here\n\n"
-                    quiet = 0.0
-                last = now
-                await asyncio.sleep(LIVE_EVERY)
-                quiet += LIVE_EVERY
+            async with source.events() as wait:
+                while not await request.is_disconnected():
+                    started = time.monotonic()
+                    try:
+                        now = await source.digest()
+                    except HubbubError:
+                        now = last  # the broker is away: say nothing until it is back
+                    if last is not None and (now != last or events):
+                        yield b"event: changed\ndata: {}\n\n"
+                        quiet = 0.0
+                    elif quiet >= 15.0:
+                        yield b": still here\n\n"
+                        quiet = 0.0
+                    last = now
+                    events = await wait(LIVE_EVERY)
+                    await asyncio.sleep(max(0.0, MIN_GAP - (time.monotonic() - started)))
+                    quiet += time.monotonic() - started
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from hubbub.codecs import json_dumps
 from hubbub.control.client import TaskSummary
 from hubbub.control.commands import ControlTimeout, Reply
 from hubbub.control.registry import Registry, WorkerInfo
+from hubbub.control.wire import decode_batch
 from hubbub.errors import HubbubError
 from hubbub.hub import Hub
 from hubbub.results import ResultBackend, ResultRecord, State
@@ -31,6 +33,8 @@ from hubbub.transports import DeadLetter, QueueStats, Transport
 from hubbub.transports._dead import task_of
 
 __all__ = ["PREVIEW", "Overview", "Source", "masked"]
+
+log = logging.getLogger("hubbub.dashboard")
 
 PREVIEW = 400  # characters of a body, argument or value shown on a page
 WINDOW = 3600.0  # seconds the overview's charts cover
@@ -203,6 +207,38 @@ class Source:
             return await store.last_slots(), await store.leader(), ""
         finally:
             await store.close()
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[Callable[[float], Awaitable[int]]]:
+        """A waiter on the plane's ``events`` channel (when workers publish events):
+        ``await wait(seconds)`` returns how many events came, at once when some do, else
+        0 after ``seconds``. Where the broker carries no plane, it only waits."""
+        plane = None
+        subscription = None
+        try:
+            plane = self.hub.open_plane()
+            await plane.connect()
+            subscription = await plane.subscribe("events")
+        except HubbubError as exc:
+            log.debug("live updates without events: %s", redact(str(exc)))
+
+        async def wait(seconds: float) -> int:
+            if subscription is None:
+                await asyncio.sleep(seconds)
+                return 0
+            try:
+                return sum(len(decode_batch(body)) for body in await subscription.read(seconds))
+            except HubbubError:
+                await asyncio.sleep(seconds)  # the broker is away: look again later
+                return 0
+
+        try:
+            yield wait
+        finally:
+            for closing in (subscription, plane):
+                if closing is not None:
+                    with contextlib.suppress(Exception):
+                        await closing.close()
 
     async def digest(self) -> tuple[Any, ...]:
         """A value that changes when anything a page shows changed (for live updates)."""
