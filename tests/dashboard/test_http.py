@@ -179,3 +179,13 @@ def test_bad_form_bodies_are_refused_in_one_line(sqlite_hub: Hub, client_for: An
     assert huge.text == "a form is at most 64 KiB, url-encoded"
     since = client.get("/tasks", params={"since": "yesterday"}).text
     assert "since &#39;yesterday&#39; is not a time" in since
+
+
+def test_the_task_search_bounds_by_time(sqlite_hub: Hub, client_for: Any) -> None:
+    client = client_for(sqlite_hub)
+    with BackgroundWorker(sqlite_hub):
+        done = sqlite_hub.send_task("dash.add", [1, 2])
+        assert done.get(timeout=30) == 3
+    assert done.id in client.get("/tasks", params={"since": "2000-01-01T00:00"}).text
+    assert done.id not in client.get("/tasks", params={"until": "2000-01-01T00:00"}).text
+    assert done.id not in client.get("/tasks", params={"since": "4000000000"}).text
