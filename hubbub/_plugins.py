@@ -43,7 +43,8 @@ def check_url(url: str, kind: str) -> SplitResult:
     for part in _NEXT_URL.split(url.strip()):
         try:
             parts = urlsplit(part)
-            port = parts.port
+            # A list of hosts (redis+cluster://a:1,b:2) is read, and checked, by its driver.
+            port = None if "," in parts.netloc else parts.port
         except ValueError as exc:
             raise ConfigurationError(
                 f"malformed {kind} URL {redact(part)!r}: {_why(exc)}"

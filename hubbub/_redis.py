@@ -1,7 +1,8 @@
 """What the Redis broker, result store and schedule store share: the URL and its client,
 and the translation of driver errors into hubbub's.
 
-``RedisURL.parse`` reads ``redis://`` and ``rediss://`` URLs; ``RedisURL.client`` builds a
+``RedisURL.parse`` reads ``redis://`` and ``rediss://`` URLs, and ``redis+cluster://`` and
+``redis+sentinel://`` ones (:mod:`hubbub._redis_cluster`); ``RedisURL.client`` builds a
 pooled asyncio client from one; ``translate`` turns redis-py's exceptions into the caller's
 "unavailable" and "failed" errors with the password scrubbed from the message.
 """
@@ -17,18 +18,42 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubbub._redact import redact
+from hubbub._redis_cluster import (
+    Address,
+    cluster_client,
+    parse_nodes,
+    sentinel_client,
+    wait_for_replicas,
+)
 from hubbub._suggest import did_you_mean
-from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
+from hubbub.errors import (
+    ConfigurationError,
+    HubbubError,
+    TransportError,
+    TransportUnavailable,
+)
 
 _SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname")
 _OPTIONS = ("prefix", "db", "socket_timeout", "socket_connect_timeout", "max_connections",
-            *_SSL_OPTIONS)
+            "wait_replicas", "wait_timeout", *_SSL_OPTIONS)
+# scheme -> (mode, TLS)
+_SCHEMES = {"redis": ("single", False), "rediss": ("single", True),
+            "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
+            "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +66,13 @@ class RedisURL:
         prefix: first part of every key name (default ``hubbub``).
         tls: True for ``rediss://``.
         options: keyword arguments for ``redis.asyncio.Redis`` (timeouts, TLS files).
+        mode: ``single``, ``cluster`` (``redis+cluster://``) or ``sentinel``
+            (``redis+sentinel://``).
+        nodes: every address of the URL: cluster nodes to start from, or the sentinels.
+        service: the master's name the sentinels know (sentinel mode only).
+        wait_replicas: replicas that must have a publish or an ack before it returns
+            (``?wait_replicas=N``; 0 keeps Redis's asynchronous replication).
+        wait_timeout: seconds to wait for them (``?wait_timeout=``, default 2).
     """
 
     host: str
@@ -52,6 +84,11 @@ class RedisURL:
     password: str | None = field(default=None, repr=False)
     options: dict[str, Any] = field(default_factory=dict)
     redacted: str = ""
+    mode: str = "single"
+    nodes: tuple[Address, ...] = ()
+    service: str | None = None
+    wait_replicas: int = 0
+    wait_timeout: float = 2.0
 
     @classmethod
     def parse(cls, url: str) -> RedisURL:
@@ -67,12 +104,33 @@ class RedisURL:
         # and no secret-looking query value (?password=... is not an option here, so it is
         # exactly what an unknown-option error would otherwise print).
         shown = redact(f"{scheme}://{'***@' if at else ''}{address}")
-        if scheme not in ("redis", "rediss"):
+        if scheme not in _SCHEMES:
             raise ConfigurationError(f"not a redis URL: {shown}")
+        mode, tls = _SCHEMES[scheme]
         if any(c in userinfo for c in "/?#"):
             raise ConfigurationError(f"malformed redis URL {shown}: percent-encode '/', '?', "
                                      "'#' and '@' in the user name and password")
-        parts = urlsplit(url)
+        # urlsplit cannot read a list of hosts: give it the first, keep the whole list.
+        cut = min((i for i in (address.find("/"), address.find("?")) if i >= 0),
+                  default=len(address))
+        hosts, rest = address[:cut], address[cut:]
+        nodes = parse_nodes(hosts, 26379 if mode == "sentinel" else 6379, shown)
+        if mode == "single" and len(nodes) > 1:
+            raise ConfigurationError(f"one address only in {shown}: for several, use "
+                                     "redis+cluster:// or redis+sentinel://")
+        first = nodes[0][0] if ":" not in nodes[0][0] else f"[{nodes[0][0]}]"
+        path, qmark, query_text = rest.partition("?")
+        service = None
+        if mode == "sentinel":
+            service, _, db_text = path.strip("/").partition("/")
+            if not service:
+                raise ConfigurationError(f"no master name in {shown}: write "
+                                         "redis+sentinel://host:port[,host:port]/<master name>")
+            path = "/" + db_text
+        tail = path + qmark + query_text
+        userpart = f"{userinfo}@" if at else ""
+        parts = urlsplit(f"{'rediss' if tls else 'redis'}://{userpart}{first}:{nodes[0][1]}"
+                         f"{tail}")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         for key in query:
             if key not in _OPTIONS:
@@ -87,9 +145,16 @@ class RedisURL:
                     options[key] = float(query.pop(key))
             if "max_connections" in query:
                 options["max_connections"] = int(query.pop("max_connections"))
+            wait_replicas = int(query.pop("wait_replicas", "") or 0)
+            wait_timeout = float(query.pop("wait_timeout", "") or 2.0)
         except ValueError as exc:
             raise ConfigurationError(f"bad number in redis URL {shown}: {exc}") from None
-        tls = parts.scheme == "rediss"
+        if wait_replicas < 0 or wait_timeout <= 0:
+            raise ConfigurationError(f"wait_replicas must be 0 or more and wait_timeout more "
+                                     f"than 0 in {shown}")
+        if mode == "cluster" and db:
+            raise ConfigurationError(f"a redis cluster has only db 0: remove /{db} from "
+                                     f"{shown} (use ?prefix= to keep apps apart)")
         for key in _SSL_OPTIONS:
             if key not in query:
                 continue
@@ -111,11 +176,16 @@ class RedisURL:
             host=parts.hostname or "localhost", port=port, db=db, prefix=prefix, tls=tls,
             username=username, password=password, options=options,
             redacted=f"{scheme}://{login + '@' if at else ''}{address}",
+            mode=mode, nodes=nodes, service=service, wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        if self.mode == "single":
+            return f"{self.host}:{self.port}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        return f"{self.mode} {hosts}" + (f"/{self.service}" if self.service else "")
 
     def __str__(self) -> str:
         return self.redacted
@@ -124,14 +194,34 @@ class RedisURL:
         """A pooled asyncio client whose connections call themselves ``name`` (CLIENT SETNAME).
 
         Reconnects quickly once or twice; longer outages surface as errors, and the worker
-        loop retries with backoff.
+        loop retries with backoff. A cluster or sentinel URL gets redis-py's cluster client
+        or a client of the sentinels' current master.
         """
+        if self.mode == "cluster":
+            return cluster_client(self.nodes, name=name, username=self.username,
+                                  password=self.password, tls=self.tls, options=self.options)
+        if self.mode == "sentinel":
+            assert self.service is not None  # parse() refuses a sentinel URL without one
+            return sentinel_client(self.nodes, self.service, name=name, db=self.db,
+                                   username=self.username, password=self.password,
+                                   tls=self.tls, options=self.options)
         return aioredis.Redis(
             host=self.host, port=self.port, db=self.db, username=self.username,
             password=self.password, ssl=self.tls, client_name=name,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
             **self.options,
         )
+
+    async def replicated(self, client: aioredis.Redis, marker: str) -> None:
+        """With ``?wait_replicas=N``: return once N replicas have every write finished so
+        far in ``marker``'s slot; a no-op without it.
+
+        Raises:
+            TransportUnavailable: fewer replicas acknowledged within ``wait_timeout``.
+        """
+        if self.wait_replicas:
+            await wait_for_replicas(client, marker, self.wait_replicas, self.wait_timeout,
+                                    self.where)
 
 
 @contextlib.contextmanager
@@ -150,9 +240,14 @@ def translate(
     """
     try:
         yield
+    except HubbubError:  # already ours (a WAIT that fell short): not wrapped again
+        raise
     except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
         _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,
+            ReadOnlyError, AskError, RedisClusterException) as exc:
+        # A cluster or sentinel failover in progress shows as CLUSTERDOWN, TRYAGAIN, a
+        # MOVED the client could not follow yet, or a write to a master turned replica.
         verb = "timed out" if isinstance(exc, TimeoutError | RedisTimeoutError) else "refused"
         _raise(url, unavailable, f"redis at {url.where} {verb}: {exc}", exc)
     except RedisError as exc:

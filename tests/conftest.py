@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from hubbub import Hub
 from hubbub.results import ResultRecord
 from hubbub.transports import Transport, open_transport
 from tests import brokers
+from tests.cluster import servers as cluster_servers
 
 
 @dataclass
@@ -33,7 +34,17 @@ class Broker:
 
 
 def _broker_params() -> list[object]:
-    return [pytest.param(name, id=name) for name in brokers.NAMES if brokers.available(name)]
+    return [brokers.param(name) for name in brokers.NAMES if brokers.available(name)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_cluster_servers() -> Iterator[None]:
+    """Stop the clustered servers a broker module started during the session (none are
+    started unless a test asks for such a broker)."""
+    try:
+        yield
+    finally:
+        cluster_servers.stop_all()
 
 
 @pytest.fixture(params=_broker_params())

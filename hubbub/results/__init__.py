@@ -27,6 +27,10 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("hubbub.results.sqlite", "SQLiteResults", None),
     "redis": ("hubbub.results.redis", "RedisResults", "redis"),
     "rediss": ("hubbub.results.redis", "RedisResults", "redis"),
+    "redis+cluster": ("hubbub.results.redis", "RedisResults", "redis"),
+    "rediss+cluster": ("hubbub.results.redis", "RedisResults", "redis"),
+    "redis+sentinel": ("hubbub.results.redis", "RedisResults", "redis"),
+    "rediss+sentinel": ("hubbub.results.redis", "RedisResults", "redis"),
 }
 
 

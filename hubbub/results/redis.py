@@ -193,6 +193,10 @@ class RedisResults(ResultBackend):
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
         self._history = RedisHistory(self.config.prefix)
+        if self.config.mode == "cluster":
+            # The history scripts build their index keys (undeclared, across slots): no
+            # history on a cluster yet, rather than result writes that fail.
+            self.history_ttl = None
         self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
@@ -263,12 +267,10 @@ class RedisResults(ResultBackend):
                  "1" if r.state in READY_STATES else "0") for r in records]
         with self._translate():
             for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for key, state, data, ready in rows:
-                    pipe.evalsha(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now),
-                                 ready, *keep)
+                calls = [(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now), ready,
+                          *keep) for key, state, data, ready in rows]
                 try:
-                    written = await pipe.execute()
+                    written = await self._evalsha_all(calls)
                     stored = [r for r, done in zip(records, written, strict=True) if done]
                     await self._write_history(stored, now)
                     return [r.id for r in stored]
@@ -277,6 +279,16 @@ class RedisResults(ResultBackend):
                         raise
                     self._sha = await self._client.script_load(_STORE)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _evalsha_all(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run EVALSHA ``calls`` in one pipeline; on a cluster, which refuses scripts in a
+        pipeline, as concurrent calls (each on its key's master)."""
+        if self.config.mode == "cluster":
+            return list(await asyncio.gather(*(self._client.evalsha(*c) for c in calls)))
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(*call)
+        return list(await pipe.execute())
 
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         """The live records among ``ids``.
@@ -340,16 +352,22 @@ class RedisResults(ResultBackend):
             return
         pipe = self._client.pipeline(transaction=False)
         for id_ in ids:
-            pipe.unlink(self._key(id_))
+            pipe.execute_command("UNLINK", self._key(id_))  # one key: any topology
         with self._translate():
             await pipe.execute()
 
+    @property
+    def _registry(self) -> str:
+        # The registry's keys change together (one MULTI): on a cluster they share a slot.
+        prefix = self.config.prefix
+        return f"{{{prefix}}}" if self.config.mode == "cluster" else prefix
+
     def _worker_key(self, name: str) -> bytes:
-        return f"{self.config.prefix}:worker:".encode() + id_bytes(name)
+        return f"{self._registry}:worker:".encode() + id_bytes(name)
 
     @property
     def _index(self) -> bytes:
-        return f"{self.config.prefix}:workers".encode()
+        return f"{self._registry}:workers".encode()
 
     async def heartbeat(self, name: str, info: dict[str, Any], *, ttl: float) -> None:
         """Write worker ``name``'s entry with a PEXPIRE of ``ttl`` and index its name.
@@ -378,7 +396,7 @@ class RedisResults(ResultBackend):
             names = [n if isinstance(n, bytes) else str(n).encode() for n in listed]
             if not names:
                 return {}
-            keys = [f"{self.config.prefix}:worker:".encode() + n for n in names]
+            keys = [self._worker_key(n.decode("utf-8", "surrogatepass")) for n in names]
             entries = await self._client.mget(keys)
             gone = [n for n, data in zip(names, entries, strict=True) if data is None]
             if gone:  # expired by Redis before the index noticed (clocks differ)
@@ -398,7 +416,7 @@ class RedisResults(ResultBackend):
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
         pipe = self._client.pipeline(transaction=True)
-        pipe.unlink(self._worker_key(name))
+        pipe.execute_command("UNLINK", self._worker_key(name))
         pipe.zrem(self._index, id_bytes(name))
         with self._translate():
             await pipe.execute()
@@ -417,6 +435,8 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
+        if self.config.mode == "cluster":
+            return []  # no history kept on a cluster yet (see __init__)
         floor = None if self.history_ttl is None else self.clock.time() - self.history_ttl
         with self._translate():
             return await self._history.search(self._client, query, floor)
@@ -428,6 +448,8 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
+        if self.config.mode == "cluster":
+            return
         with self._translate():
             await self._history.prune(self._client, before)
 

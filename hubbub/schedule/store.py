@@ -30,6 +30,10 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("hubbub.schedule.stores.sqlite", "SQLiteScheduleStore", None),
     "redis": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
     "rediss": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
+    "redis+cluster": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
+    "rediss+cluster": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
+    "redis+sentinel": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
+    "rediss+sentinel": ("hubbub.schedule.stores.redis", "RedisScheduleStore", "redis"),
 }
 
 

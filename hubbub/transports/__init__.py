@@ -34,6 +34,10 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("hubbub.transports.sqlite", "SQLiteTransport", None),
     "redis": ("hubbub.transports.redis", "RedisTransport", "redis"),
     "rediss": ("hubbub.transports.redis", "RedisTransport", "redis"),
+    "redis+cluster": ("hubbub.transports.redis", "RedisTransport", "redis"),
+    "rediss+cluster": ("hubbub.transports.redis", "RedisTransport", "redis"),
+    "redis+sentinel": ("hubbub.transports.redis", "RedisTransport", "redis"),
+    "rediss+sentinel": ("hubbub.transports.redis", "RedisTransport", "redis"),
     "amqp": ("hubbub.transports.amqp", "AMQPTransport", "amqp"),
     "amqps": ("hubbub.transports.amqp", "AMQPTransport", "amqp"),
     # None: the transport speaks beanstalkd's protocol itself. The empty hubbub[beanstalk]

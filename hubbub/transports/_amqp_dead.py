@@ -25,6 +25,7 @@ from hubbub.transports._amqp_topology import (
     dead_letter_of,
     dead_name,
     legacy_dead_name,
+    quorum,
     ready_counts,
     seconds,
 )
@@ -49,8 +50,9 @@ class DeadQueues:
         clock: the source of wall time.
     """
 
-    def __init__(self, link: Link, prefix: str, retention: Retention, clock: Clock) -> None:
-        self._link, self._prefix = link, prefix
+    def __init__(self, link: Link, prefix: str, retention: Retention, clock: Clock, *,
+                 queue_type: str = "classic") -> None:
+        self._link, self._prefix, self._type = link, prefix, queue_type
         self._retention, self._clock = retention, clock
         self._warned: set[str] = set()  # dead-letter queues found with other arguments
 
@@ -73,8 +75,8 @@ class DeadQueues:
         name = self.name(queue)
         channel = await conn.channel(publisher_confirms=False)
         try:
-            await channel.declare_queue(name, durable=True, arguments=dead_arguments(
-                self._retention.ttl, self._retention.limit))
+            await channel.declare_queue(name, durable=True, arguments={**dead_arguments(
+                self._retention.ttl, self._retention.limit), **quorum(self._type)})
         except ChannelPreconditionFailed:
             if name not in self._warned:
                 self._warned.add(name)

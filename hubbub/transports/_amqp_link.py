@@ -57,8 +57,11 @@ class Link:
     """
 
     def __init__(self, urls: Sequence[str], *, connect_timeout: float, publish_timeout: float,
-                 on_connect: Callable[[], None], on_channel: Callable[[], None]) -> None:
+                 on_connect: Callable[[], None], on_channel: Callable[[], None],
+                 global_qos: bool = True) -> None:
         self.urls = list(urls)
+        # Quorum queues refuse a channel-wide prefetch: theirs is per consumer (per queue).
+        self.global_qos = global_qos
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
         self._on_connect, self._on_channel = on_connect, on_channel
@@ -69,6 +72,7 @@ class Link:
         self._next = 0  # the URL to try first
         self.where = redact(self.urls[0])
         self._lock = asyncio.Lock()
+        self._broken = False  # the broker nacked: reconnect before the next write
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -82,7 +86,17 @@ class Link:
                 f"RabbitMQ at {self.where} refused a declaration ({redact(str(exc))}); a queue"
                 " with other arguments exists: delete it or use another prefix"
             ) from exc
-        except (DeliveryError, ChannelNotFoundEntity) as exc:
+        except DeliveryError as exc:
+            if not isinstance(exc.frame, Basic.Nack):
+                raise TransportError(f"RabbitMQ at {self.where}: {redact(str(exc))}") from exc
+            # A nack is the broker failing inside (a quorum queue that lost its leader while
+            # this channel was sending to it, and keeps nacking on it): open a new connection
+            # (the next URL) for the retry.
+            self._broken = True
+            raise TransportUnavailable(
+                f"RabbitMQ at {self.where} refused (nack) a message; retrying on a new "
+                "connection") from exc
+        except ChannelNotFoundEntity as exc:
             raise TransportError(f"RabbitMQ at {self.where}: {redact(str(exc))}") from exc
         except UNAVAILABLE as exc:
             raise TransportUnavailable(
@@ -98,7 +112,7 @@ class Link:
             f" {self.publish_timeout:g}s; is it reachable, and free of memory or disk alarms?"))
 
     def alive(self) -> bool:
-        return not (self.conn is None or self.conn.is_closed
+        return not (self._broken or self.conn is None or self.conn.is_closed
                     or self.pub is None or self.pub.is_closed)
 
     def consuming(self) -> bool:
@@ -115,7 +129,8 @@ class Link:
                 if not self.consuming():
                     self.gen += 1  # deliveries of the old channel are back in their queues
                     self.sub = await self.conn.channel(publisher_confirms=False)
-                    await self.sub.set_qos(prefetch_count=1, global_=True)  # before consuming
+                    await self.sub.set_qos(prefetch_count=1,  # before consuming
+                                           global_=self.global_qos)
                     self._on_channel()
         assert self.conn is not None
         assert self.pub is not None
@@ -151,6 +166,7 @@ class Link:
     async def drop(self) -> None:
         """Close the connection (and with it both channels), if open."""
         conn, self.conn, self.pub, self.sub = self.conn, None, None, None
+        self._broken = False
         if conn is not None and not conn.is_closed:
             with contextlib.suppress(*UNAVAILABLE):
                 await conn.close()

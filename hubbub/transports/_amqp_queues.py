@@ -15,13 +15,14 @@ from hubbub.clock import Clock
 from hubbub.transports._amqp_dead import DeadQueues
 from hubbub.transports._amqp_link import Link, confirm
 from hubbub.transports._amqp_topology import (
-    MAX_PRIORITY,
     declare_cascade,
     declare_levels,
     delay_route,
     delay_units,
     directory_name,
+    main_arguments,
     main_name,
+    quorum,
 )
 from hubbub.transports._safe import due_at
 
@@ -39,8 +40,10 @@ class Queues:
         clock: the source of wall time for ETAs.
     """
 
-    def __init__(self, link: Link, dead: DeadQueues, prefix: str, clock: Clock) -> None:
+    def __init__(self, link: Link, dead: DeadQueues, prefix: str, clock: Clock, *,
+                 queue_type: str = "classic", delivery_limit: int | None = None) -> None:
         self._link, self._dead, self._prefix, self._clock = link, dead, prefix, clock
+        self._type, self._args = queue_type, main_arguments(queue_type, delivery_limit)
         self._declared: set[str] = set()
         self._delays: set[str] = set()
         self._levels = False
@@ -60,12 +63,17 @@ class Queues:
             if self._known is None:
                 self._known = set(await self._directory())
             if queue not in self._known:  # record it first: cleanup must find all it creates
-                directory = await pub.declare_queue(directory_name(self._prefix), durable=True)
+                directory = await pub.declare_queue(directory_name(self._prefix), durable=True,
+                                                    arguments=quorum(self._type))
                 entry = aio_pika.Message(queue.encode(), delivery_mode=DeliveryMode.PERSISTENT)
                 confirm(await pub.default_exchange.publish(entry, directory.name))
                 self._known.add(queue)
-            await pub.declare_queue(name, durable=True,
-                                    arguments={"x-max-priority": MAX_PRIORITY})
+            if self._type == "quorum":  # a broker-side poison cap dead-letters into ours
+                args = {**self._args, "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self._dead.name(queue)}
+            else:
+                args = self._args
+            await pub.declare_queue(name, durable=True, arguments=args)
             conn, _, _ = await self._link.ensure()
             await self._dead.declare(conn, queue)
             self._declared.add(queue)

@@ -12,6 +12,7 @@ when its bit is 1 and on to the exchange below when it is 0.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -39,8 +40,11 @@ UNIT = 0.1
 MAX_PRIORITY = 9
 H_ATTEMPTS, H_QUEUE, H_ETA = "hubbub-attempts", "hubbub-queue", "hubbub-eta"
 H_TARGET, H_REASON, H_DIED = "hubbub-target", "hubbub-reason", "hubbub-died-at"
+H_RETURNS = "x-delivery-count"  # a quorum queue's count of returns, kept by the broker
 MAX_TTL_MS = 2**32 - 1
-OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout")
+OPTIONS = ("prefix", "connect_timeout", "consumer_timeout", "publish_timeout", "queue_type",
+           "delivery_limit")
+QUEUE_TYPES = ("classic", "quorum")
 _NAME = re.compile(r"[A-Za-z0-9_.:@#,/+-]{1,150}")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
@@ -84,6 +88,30 @@ def legacy_dead_name(prefix: str, queue: str) -> str:
     """Where hubbub up to 0.2 kept ``queue``'s dead letters, with no retention or cap; read
     with the new queue, and emptied into it when the queue is next declared."""
     return f"{prefix}:dead.{queue}"
+
+
+def quorum(queue_type: str) -> dict[str, Any]:
+    """The argument that makes a queue a quorum queue (replicated by Raft over the cluster's
+    nodes), or none for a classic one."""
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def main_arguments(queue_type: str, delivery_limit: int | None) -> dict[str, Any]:
+    """The arguments of a queue's main AMQP queue.
+
+    Classic: ``x-max-priority``. Quorum (RabbitMQ 3.x has no priorities on them): the type,
+    and ``x-delivery-limit`` when set: the broker dead-letters a message returned more often
+    than that (its ``x-delivery-count``, which is also hubbub's count of attempts there),
+    whatever the consumers do, at least once (``x-dead-letter-strategy``, which needs
+    ``x-overflow: reject-publish``).
+    """
+    if queue_type != "quorum":
+        return {"x-max-priority": MAX_PRIORITY}
+    args: dict[str, Any] = quorum(queue_type)
+    if delivery_limit is not None:
+        args.update({"x-delivery-limit": delivery_limit, "x-overflow": "reject-publish",
+                     "x-dead-letter-strategy": "at-least-once"})
+    return args
 
 
 def dead_arguments(ttl: float, limit: int) -> dict[str, Any]:
@@ -162,10 +190,20 @@ def build_message(queue: str, body: bytes, ident: str | None, priority: int, att
 
 
 def dead_letter_of(queue: str, m: AbstractIncomingMessage) -> DeadLetter:
-    """The dead letter a message of ``<prefix>:dead.<queue>`` records."""
+    """The dead letter a message of ``<prefix>:dead.<queue>`` records.
+
+    One the broker dead-lettered itself (a quorum queue's ``x-delivery-limit``) has no
+    hubbub headers: its reason and time come from RabbitMQ's ``x-death``.
+    """
     headers = m.headers or {}
-    return DeadLetter(text_of(m.message_id), queue, m.body, text_of(headers.get(H_REASON)),
-                      seconds(headers.get(H_DIED)) or 0.0)
+    reason, died = text_of(headers.get(H_REASON)), seconds(headers.get(H_DIED))
+    deaths = headers.get("x-death")
+    if died is None and isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        death = deaths[0]
+        at = death.get("time")
+        died = at.timestamp() if isinstance(at, datetime.datetime) else seconds(at)
+        reason = reason or f"RabbitMQ dead-lettered it: {text_of(death.get('reason'))}"
+    return DeadLetter(text_of(m.message_id), queue, m.body, reason, died or 0.0)
 
 
 def seconds(raw: object) -> float | None:

@@ -309,6 +309,12 @@ class QueueKeys(NamedTuple):
                    f"{tag}:held", f"{tag}:delayed", f"{tag}:delayed:bodies", f"{tag}:wake",
                    f"{tag}:dead")
 
+    @property
+    def sync(self) -> str:
+        """A counter in the queue's slot that only ``?wait_replicas`` writes (then WAITs on);
+        no script reads it."""
+        return self.dead.removesuffix(":dead") + ":sync"
+
     def lua(self) -> list[str]:
         """The 16 keys in the order of the table above, as a script's ``keys=``."""
         return [*self.ready, self.leases, self.held, self.delayed, self.delayed_bodies,

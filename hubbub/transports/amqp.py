@@ -34,7 +34,9 @@ from hubbub.transports._amqp_topology import (
     H_DIED,
     H_ETA,
     H_REASON,
+    H_RETURNS,
     MAX_PRIORITY,
+    QUEUE_TYPES,
     build_message,
     check_prefix,
     dead_letter_of,
@@ -68,7 +70,11 @@ class AMQPTransport(Transport):
             every queue and exchange; default ``hubbub``), ``connect_timeout`` (seconds to
             keep trying the URLs; default 10), ``publish_timeout`` (seconds a publish,
             release or dead letter may take, reconnecting and confirms included; default
-            30), ``consumer_timeout`` (seconds; see docs/amqp.md). Other query options go
+            30), ``consumer_timeout`` (seconds; see docs/amqp.md), ``queue_type``
+            (``classic``, the default, or ``quorum``: replicated over a cluster's nodes, no
+            priorities on RabbitMQ 3.x; see docs/scaling.md), ``delivery_limit`` (quorum
+            only: the broker dead-letters a message handed out more often). Other query
+            options go
             to the driver (e.g. ``heartbeat``). ``dead_ttl`` and ``dead_max`` override the
             keywords below.
         clock: the source of wall time for ETAs.
@@ -94,18 +100,30 @@ class AMQPTransport(Transport):
         try:
             self.connect_timeout = float(options.get("connect_timeout", "10"))
             self.publish_timeout = float(options.get("publish_timeout", "30"))
+            limit = options.get("delivery_limit")
+            delivery_limit = None if limit is None else int(limit)
             timeout = options.get("consumer_timeout")
             self._consumer_args: dict[str, Any] | None = (
                 None if timeout is None else {"x-consumer-timeout": round(float(timeout) * 1000)}
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad option in AMQP URL {self.url!r}: {exc}") from exc
+        self.queue_type = options.get("queue_type", "classic")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(f"queue_type must be classic or quorum, not "
+                                     f"{self.queue_type!r}, in {self.url!r}")
+        if delivery_limit is not None and (self.queue_type != "quorum" or delivery_limit < 1):
+            raise ConfigurationError(f"delivery_limit needs queue_type=quorum and a number of 1"
+                                     f" or more, in {self.url!r}")
+        self.quorum = self.queue_type == "quorum"
         self.clock = clock
         self._link = Link(urls, connect_timeout=self.connect_timeout,
                           publish_timeout=self.publish_timeout, on_connect=self._queues_forget,
-                          on_channel=self._forget_channel)
-        self._dead = DeadQueues(self._link, self.prefix, self.retention, clock)
-        self._queues = Queues(self._link, self._dead, self.prefix, clock)
+                          on_channel=self._forget_channel, global_qos=not self.quorum)
+        self._dead = DeadQueues(self._link, self.prefix, self.retention, clock,
+                                queue_type=self.queue_type)
+        self._queues = Queues(self._link, self._dead, self.prefix, clock,
+                              queue_type=self.queue_type, delivery_limit=delivery_limit)
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
         self._buffer: list[tuple[str, AbstractIncomingMessage]] = []  # arrived, not handed out
         self._held: dict[int, str] = {}  # delivery tag -> queue, handed out and not settled
@@ -153,6 +171,11 @@ class AMQPTransport(Transport):
     async def publish(self, items: Sequence[Outgoing]) -> None:
         for i in items:  # before anything is sent: the worker drops the one and retries
             check_queue(i)
+            if self.quorum and i.priority > 0:
+                raise ConfigurationError(
+                    f"task {i.id} has priority {i.priority}, but queue {i.queue!r} is a quorum "
+                    "queue and RabbitMQ 3.x quorum queues have no priorities: send it with "
+                    "priority 0, or put it on a broker URL with queue_type=classic")
             try:
                 main_name(self.prefix, i.queue)
             except ConfigurationError as exc:
@@ -192,7 +215,8 @@ class AMQPTransport(Transport):
         count = max(1, min(count, 65_535))
         sub = self._link.sub
         if count != self._prefetch and sub is not None and not sub.is_closed:
-            await sub.set_qos(prefetch_count=count, global_=True)
+            # Per consumer (quorum), the count holds for the consumers subscribed after it.
+            await sub.set_qos(prefetch_count=count, global_=self._link.global_qos)
             self._prefetch = count
 
     async def fetch(
@@ -233,8 +257,12 @@ class AMQPTransport(Transport):
             # Headers another tool wrote may be anything: unreadable means "not counted"
             # (or counted once, if redelivered) and "no delay", never an exception.
             seen = count_of(headers.get(H_ATTEMPTS, 0), int(bool(m.redelivered)))
+            if self.quorum:  # the broker counts returns durably (Raft): no copy needed
+                seen = count_of(headers.get(H_ATTEMPTS, 0), 0) + count_of(
+                    headers.get(H_RETURNS, 0), int(bool(m.redelivered)))
             eta = seconds(headers.get(H_ETA)) if H_ETA in headers else None
-            if m.redelivered:  # its last holder died: count that delivery durably, look again
+            if m.redelivered and not self.quorum:  # its last holder died: count that
+                # delivery durably (a copy with the count raised), then look again
                 await self._again(queue, m, seen + 1, None)
             elif eta is not None and eta > now + 0.01:  # early (clock skew, very long delay)
                 await self._again(queue, m, seen, eta)

@@ -1,4 +1,6 @@
-"""Redis broker: ``redis://[:password@]host:port/db?prefix=hubbub`` (``rediss://`` for TLS).
+"""Redis broker: ``redis://[:password@]host:port/db?prefix=hubbub`` (``rediss://`` for TLS),
+``redis+cluster://host:port,...`` for a Redis Cluster, ``redis+sentinel://host:port,.../name``
+for a master the sentinels watch (docs/scaling.md).
 
 One stream per queue and priority level, each with one consumer group; every transport
 instance is a consumer of its own. The layout and the lease model are in ``docs/redis.md``.
@@ -148,6 +150,11 @@ class RedisTransport(Transport):
     async def _publish(self, queue: str, flat: list[Any]) -> None:
         for chunk in _chunks(flat, 4 * _CHUNK):  # one after another: FIFO across chunks
             await self._run("publish", queue, chunk)
+        await self._replicated(queue)
+
+    async def _replicated(self, queue: str) -> None:
+        """With ``?wait_replicas=N``, return once N replicas have the queue's writes."""
+        await self.config.replicated(self._client, QueueKeys.of(self.config.prefix, queue).sync)
 
     async def fetch(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
@@ -168,16 +175,38 @@ class RedisTransport(Transport):
                     remaining = min(remaining, max(0.01, due - self.clock.time()))
                 if self._max_block is not None:
                     remaining = min(remaining, self._max_block)
-                await self._client.xread(cursors, count=1, block=max(1, int(remaining * 1000)))
+                await self._block(cursors, max(1, int(remaining * 1000)))
+
+    async def _block(self, cursors: list[dict[KeyT, StreamIdT]], ms: int) -> None:
+        """XREAD BLOCK until one of the queues' streams gets an entry (or ``ms`` pass).
+
+        One XREAD covers every queue on one server. A cluster refuses keys of several slots
+        in one command: there each queue blocks on its own and the first to wake wins.
+        """
+        if self.config.mode != "cluster" or len(cursors) == 1:
+            merged = {k: v for c in cursors for k, v in c.items()}
+            await self._client.xread(merged, count=1, block=ms)
+            return
+        reads = [asyncio.ensure_future(self._client.xread(c, count=1, block=ms))
+                 for c in cursors]
+        try:
+            done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+            for read in done:
+                read.result()  # raise its error, if any
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
 
     async def _claim(
         self, names: list[str], limit: int, lease: float
-    ) -> tuple[list[Delivery], dict[KeyT, StreamIdT], float | None]:
-        """One pass over the queues. Cursors and the next due time matter only if empty."""
+    ) -> tuple[list[Delivery], list[dict[KeyT, StreamIdT]], float | None]:
+        """One pass over the queues. Cursors (per queue) and the next due time matter only
+        if nothing was claimed."""
         now = self.clock.time()
         until = now + lease
         got: list[Delivery] = []
-        cursors: dict[KeyT, StreamIdT] = {}
+        cursors: list[dict[KeyT, StreamIdT]] = []
         due: float | None = None
         for queue in names:
             reply = await self._run("claim", queue, [self.consumer, repr(now), repr(until),
@@ -194,8 +223,8 @@ class RedisTransport(Transport):
             if len(reply) > 1:
                 keys = QueueKeys.of(self.config.prefix, queue)
                 # the claim script's cursors: each ready stream by priority, then wake
-                cursors.update(zip([*keys.ready, keys.wake],
-                                   (c.decode() for c in reply[1]), strict=True))
+                cursors.append(dict(zip([*keys.ready, keys.wake],
+                                        (c.decode() for c in reply[1]), strict=True)))
                 for score in reply[2]:
                     if score:
                         due = float(score) if due is None else min(due, float(score))
@@ -226,6 +255,10 @@ class RedisTransport(Transport):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self._each_queue("ack", deliveries, [], _receipt)
+        if self.config.wait_replicas:
+            with translate(self.config):
+                await asyncio.gather(*(self._replicated(q)
+                                       for q in {d.queue for d in deliveries}))
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         at = repr(self.clock.time() + delay) if delay > 0 else ""

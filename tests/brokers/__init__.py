@@ -8,6 +8,11 @@ Every module defines:
     def results_url(tmp_path: Path, run_id: str) -> str | None
     async def cleanup(url: str) -> None         # remove everything the namespace created
 
+and may define:
+
+    def start() -> None     # start its servers once per session (tests/cluster/servers.py)
+    SLOW: bool              # True: its params are marked slow (scripts/test.sh runs them)
+
 A server that cannot be reached skips the test locally and fails it under CI=true.
 """
 
@@ -18,7 +23,7 @@ import os
 import socket
 from types import ModuleType
 
-NAMES = ["memory", "sqlite", "redis", "amqp", "beanstalk"]
+NAMES = ["memory", "sqlite", "redis", "amqp", "beanstalk", "redis_cluster", "redis_sentinel"]
 
 
 def load(name: str) -> ModuleType:
@@ -33,6 +38,15 @@ def available(name: str) -> ModuleType | None:
         if exc.name == f"tests.brokers.{name}":
             return None
         raise
+
+
+def param(name: str) -> object:
+    """A pytest param for broker ``name``, marked slow if its module says so."""
+    import pytest
+
+    module = available(name)
+    slow = module is not None and getattr(module, "SLOW", False)
+    return pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -54,6 +68,14 @@ def require(module: ModuleType) -> None:
     """Skip (locally) or fail (CI=true) when the broker's server is not reachable."""
     import pytest
 
+    start = getattr(module, "start", None)
+    if start is not None:
+        try:
+            start()
+        except Exception as exc:  # the servers' own error says why; fail or skip with it
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{exc} (CI=true: a transport suite must not skip)")
+            pytest.skip(str(exc))
     address = module.server()
     if address is None or reachable(*address):
         return

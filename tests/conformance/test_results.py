@@ -19,7 +19,7 @@ def _keeps_results(name: str) -> bool:
     return module is not None and module.results_url(Path("/nonexistent"), "probe") is not None
 
 
-@pytest.fixture(params=[pytest.param(n, id=n) for n in brokers.NAMES if _keeps_results(n)])
+@pytest.fixture(params=[brokers.param(n) for n in brokers.NAMES if _keeps_results(n)])
 async def results(request: pytest.FixtureRequest, tmp_path: Path
                   ) -> AsyncIterator[ResultBackend]:
     """A result backend on each broker that keeps results (RabbitMQ and Beanstalkd do not)."""

@@ -46,5 +46,6 @@ def test_a_bad_rate_is_one_line_and_exit_1(tmp_path: Path) -> None:
                                      "--broker", url])
     assert done.exit_code == 1
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("error:") and "fast" in line
+    assert line.startswith("error:")
+    assert "fast" in line
     assert rates(url) == {}
