@@ -157,6 +157,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+# -- dashboard --: the dashboard's credentials, read by hubbub.dashboard.config (never hub
+# settings, and never shown): a hub started beside them must not call them unknown.
+DASHBOARD_VARIABLES = frozenset({"HUBBUB_DASHBOARD_TOKEN", "HUBBUB_DASHBOARD_USER",
+                                 "HUBBUB_DASHBOARD_PASSWORD", "HUBBUB_DASHBOARD_SECRET"})
+
+
 def _flag(value: str) -> bool:
     """``1/true/yes/on`` or ``0/false/no/off``, any case."""
     word = value.strip().lower()
@@ -181,7 +187,7 @@ def _key_pairs(value: str) -> tuple[tuple[str, str], ...]:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith("HUBBUB_"):
+        if not key.startswith("HUBBUB_") or key in DASHBOARD_VARIABLES:
             continue
         if key not in _PARSERS:
             tip = did_you_mean(key, _PARSERS) or f"; known: {', '.join(_PARSERS)}"

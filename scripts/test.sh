@@ -22,6 +22,12 @@ if ! command -v tmux >/dev/null 2>&1; then
         || (apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null))
 fi
 
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+    (apt-get install -y -qq chromium >/dev/null 2>&1 \
+        || (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null))
+fi
+
 # Redis and RabbitMQ run on these machines; start them if they stopped.
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

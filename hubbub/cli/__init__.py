@@ -8,6 +8,7 @@ from hubbub import __version__
 from hubbub.cli._common import quiet_drivers
 from hubbub.cli.beat import beat, schedule
 from hubbub.cli.control import control, inspect
+from hubbub.cli.dashboard import dashboard
 from hubbub.cli.demo import demo
 from hubbub.cli.events import events
 from hubbub.cli.messages import call, dead, purge, status
@@ -34,3 +35,4 @@ main.add_command(inspect)  # remote control (hubbub.cli.control)
 main.add_command(control)
 main.add_command(events)
 main.add_command(top)
+main.add_command(dashboard)  # the web dashboard (hubbub.cli.dashboard)

@@ -96,6 +96,84 @@ class ResultRecord:
         return self.state in READY_STATES
 
 
+# -- history --
+HISTORY_TTL = 7 * 86400.0  # seconds a history row is kept after its last change
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """What the task history keeps of one task: its latest state and times (epoch seconds),
+    never its arguments or value (those stay in the result record, with its shorter TTL)."""
+
+    id: str
+    task: str | None
+    state: State
+    worker: str | None = None
+    retries: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds the last run took, once finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def wait(self) -> float | None:
+        """Seconds between the task's creation and its start."""
+        if self.created_at is None or self.started_at is None:
+            return None
+        return max(0.0, self.started_at - self.created_at)
+
+    @classmethod
+    def of(cls, record: ResultRecord, now: float) -> HistoryRow:
+        """The history row of ``record``, changed at ``now`` (its names made storable)."""
+        task = None if record.task is None else clean_text(record.task)
+        worker = None if record.worker is None else clean_text(record.worker)
+        return cls(record.id, task, record.state, worker, record.retries,
+                   record.created_at, record.started_at, record.finished_at, now)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": clean_text(self.id), "task": self.task, "state": self.state.value,
+                "worker": self.worker, "retries": self.retries, "created_at": self.created_at,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "updated_at": self.updated_at}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> HistoryRow:
+        return cls(raw["id"], raw.get("task"), State(raw["state"]), raw.get("worker"),
+                   int(raw.get("retries") or 0), raw.get("created_at"),
+                   raw.get("started_at"), raw.get("finished_at"),
+                   float(raw.get("updated_at") or 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A task search: every given field must match (``since``/``until`` bound the time of
+    the row's last change, epoch seconds); ``limit`` rows at most, newest first."""
+
+    id: str | None = None
+    task: str | None = None
+    state: State | None = None
+    worker: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+
+    def matches(self, row: HistoryRow) -> bool:
+        """Whether ``row`` passes every filter of this query."""
+        return ((self.id is None or row.id == self.id)
+                and (self.task is None or row.task == self.task)
+                and (self.state is None or row.state == self.state)
+                and (self.worker is None or row.worker == self.worker)
+                and (self.since is None or row.updated_at >= self.since)
+                and (self.until is None or row.updated_at < self.until))
+
+
 def id_bytes(id: str) -> bytes:
     """The bytes of a task id for a key: UTF-8, lone surrogates kept ("surrogatepass"), so
     that every str id has its own key and an ordinary id the key it always had."""
@@ -301,6 +379,25 @@ class ResultBackend(abc.ABC):
     @abc.abstractmethod
     async def read_group(self, group: str) -> list[str] | None:
         """The ids saved for ``group``, in order; None when there are none (or expired)."""
+
+    # -- history --------------------------------------------------------------------------
+    # A compact, searchable row per task, written with its record (same transaction in
+    # SQLite, the next round trip in Redis) and kept ``history_ttl`` seconds from its last
+    # change, longer than results, so that the dashboard can show what ran last week.
+
+    history_ttl: float | None = HISTORY_TTL  # None: write no history rows
+
+    @abc.abstractmethod
+    async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
+        """The history rows matching ``query``, most recently changed first.
+
+        Raises:
+            ResultUnavailable: the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def prune_history(self, before: float) -> None:
+        """Delete the history rows last changed before ``before`` (epoch seconds)."""
 
 
 # -- canvas -----------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from hubbub.limits.memory import MemoryLimits, MemoryLimitState
 from hubbub.results.base import (
     ChordJoin,
     ChordMember,
+    HistoryQuery,
+    HistoryRow,
     ResultBackend,
     ResultRecord,
     State,
@@ -32,6 +34,7 @@ class _Store:
     records: dict[str, tuple[ResultRecord, float | None]] = field(default_factory=dict)
     workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
+    history: dict[str, HistoryRow] = field(default_factory=dict)  # insertion: oldest change first
     limits: MemoryLimitState = field(default_factory=MemoryLimitState)  # -- limits --
     # -- canvas: chord id -> (member id -> stored value), flags, group members
     chords: dict[str, dict[str, bytes]] = field(default_factory=dict)
@@ -62,7 +65,8 @@ class MemoryResults(ResultBackend):
 
     async def store_unless(self, records: Sequence[ResultRecord], *, ttl: float | None,
                            unless: frozenset[State]) -> list[str]:
-        expires = None if ttl is None else self.clock.time() + ttl
+        now = self.clock.time()
+        expires = None if ttl is None else now + ttl
         stored = []
         with self._store.lock:
             for record in records:
@@ -71,6 +75,9 @@ class MemoryResults(ResultBackend):
                                    and replaces(record.state, old.state)):
                     self._store.records[record.id] = (bounded(record), expires)
                     stored.append(record.id)
+                    if self.history_ttl is not None:
+                        self._store.history.pop(record.id, None)  # to the end: newest
+                        self._store.history[record.id] = HistoryRow.of(record, now)
             waiters = list(self._store.waiters)
         for loop, event in waiters:
             if not loop.is_closed():
@@ -131,6 +138,26 @@ class MemoryResults(ResultBackend):
     async def forget_worker(self, name: str) -> None:
         with self._store.lock:
             self._store.workers.pop(name, None)
+
+    # -- history --------------------------------------------------------------------------
+
+    async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
+        if self.history_ttl is not None:
+            await self.prune_history(self.clock.time() - self.history_ttl)
+        with self._store.lock:
+            rows = list(self._store.history.values())
+        found = []
+        for row in reversed(rows):
+            if query.matches(row):
+                found.append(row)
+                if len(found) >= query.limit:
+                    break
+        return found
+
+    async def prune_history(self, before: float) -> None:
+        with self._store.lock:
+            for id_ in [i for i, r in self._store.history.items() if r.updated_at < before]:
+                del self._store.history[id_]
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

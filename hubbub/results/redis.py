@@ -33,12 +33,15 @@ from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.limits.redis import RedisLimits
+from hubbub.results._redis_history import RedisHistory
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
     STICKY_STATES,
     ChordJoin,
     ChordMember,
+    HistoryQuery,
+    HistoryRow,
     ResultBackend,
     ResultRecord,
     State,
@@ -205,6 +208,11 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
+        self._history = RedisHistory(self.config.prefix)
+        if self.config.mode == "cluster":
+            # The history scripts build their index keys (undeclared, across slots): no
+            # history on a cluster yet, rather than result writes that fail.
+            self.history_ttl = None
         self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
@@ -279,7 +287,9 @@ class RedisResults(ResultBackend):
                           *keep) for key, state, data, ready in rows]
                 try:
                     written = await self._evalsha_all(calls)
-                    return [r.id for r, done in zip(records, written, strict=True) if done]
+                    stored = [r for r, done in zip(records, written, strict=True) if done]
+                    await self._write_history(stored, now)
+                    return [r.id for r in stored]
                 except NoScriptError:  # Redis restarted and forgot the script
                     if attempt == 2:
                         raise
@@ -426,6 +436,38 @@ class RedisResults(ResultBackend):
         pipe.zrem(self._index, id_bytes(name))
         with self._translate():
             await pipe.execute()
+
+    # -- history --------------------------------------------------------------------------
+    # Kept in hubbub.results._redis_history (the keys and scripts are described there).
+
+    async def _write_history(self, records: Sequence[ResultRecord], now: float) -> None:
+        if self.history_ttl is not None:
+            await self._history.write(self._client, records, now, self.history_ttl)
+
+    async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
+        """The rows matching ``query``, newest first.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.config.mode == "cluster":
+            return []  # no history kept on a cluster yet (see __init__)
+        floor = None if self.history_ttl is None else self.clock.time() - self.history_ttl
+        with self._translate():
+            return await self._history.search(self._client, query, floor)
+
+    async def prune_history(self, before: float) -> None:
+        """Delete the rows last changed before ``before``.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.config.mode == "cluster":
+            return
+        with self._translate():
+            await self._history.prune(self._client, before)
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from hubbub.results.base import (
     STICKY_STATES,
     ChordJoin,
     ChordMember,
+    HistoryQuery,
+    HistoryRow,
     ResultBackend,
     ResultRecord,
     State,
@@ -62,6 +64,22 @@ CREATE TABLE IF NOT EXISTS hubbub_groups (
     members    BLOB NOT NULL,
     expires_at REAL
 );
+-- history: one compact row per task, searchable by each filter the dashboard offers
+CREATE TABLE IF NOT EXISTS hubbub_history (
+    id          TEXT PRIMARY KEY,
+    task        TEXT,
+    state       TEXT NOT NULL,
+    worker      TEXT,
+    retries     INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL,
+    started_at  REAL,
+    finished_at REAL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hubbub_history_updated ON hubbub_history (updated_at);
+CREATE INDEX IF NOT EXISTS hubbub_history_task ON hubbub_history (task, updated_at);
+CREATE INDEX IF NOT EXISTS hubbub_history_state ON hubbub_history (state, updated_at);
+CREATE INDEX IF NOT EXISTS hubbub_history_worker ON hubbub_history (worker, updated_at);
 """
 SCHEMA += LIMITS_SCHEMA  # -- limits: their tables live in the same file --
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
@@ -71,6 +89,19 @@ _UPSERT = (
     " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
     " record = excluded.record, expires_at = excluded.expires_at"
 )
+# -- history --: the same store rule as the results table (a late STARTED never hides SUCCESS)
+_HISTORY_UPSERT = (  # noqa: S608 (fixed state names, no input)
+    "INSERT INTO hubbub_history (id, task, state, worker, retries, created_at, started_at,"
+    " finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,"
+    " worker = excluded.worker, retries = excluded.retries,"
+    " created_at = COALESCE(excluded.created_at, hubbub_history.created_at),"
+    " started_at = COALESCE(excluded.started_at, hubbub_history.started_at),"
+    " finished_at = excluded.finished_at, updated_at = excluded.updated_at"
+) + (f" WHERE hubbub_history.state NOT IN ({_STICKY})"
+     f" OR (hubbub_history.state = 'REVOKED' AND excluded.state IN ({_OVER_REVOKED}))")
+_HISTORY_COLUMNS = ("id, task, state, worker, retries, created_at, started_at, finished_at,"
+                    " updated_at")
 _SWEEP_EVERY = 60.0  # seconds between deletions of expired rows
 
 
@@ -115,8 +146,10 @@ class SQLiteResults(ResultBackend):
                 " OR hubbub_results.expires_at <= ?",
                 [(*row, now) for row in rows],
             )
+            self._write_history(conn, records, now)
             if sweep:
                 conn.execute("DELETE FROM hubbub_results WHERE expires_at <= ?", (now,))
+                self._prune(conn, now)
 
         await self.db.write(upsert)
 
@@ -136,6 +169,7 @@ class SQLiteResults(ResultBackend):
                     continue
                 conn.execute(_UPSERT, (key, record.state.value, encode_record(record), expires))
                 stored.append(record.id)
+            self._write_history(conn, [r for r in records if r.id in set(stored)], now)
             return stored
 
         return await self.db.write(upsert)
@@ -214,6 +248,53 @@ class SQLiteResults(ResultBackend):
     async def forget_worker(self, name: str) -> None:
         await self.db.write(lambda c: c.execute("DELETE FROM hubbub_workers WHERE name = ?",
                                                 (_key(name),)))
+
+    # -- history --------------------------------------------------------------------------
+
+    def _write_history(self, conn: sqlite3.Connection, records: Sequence[ResultRecord],
+                       now: float) -> None:
+        if self.history_ttl is None or not records:
+            return
+        rows = [HistoryRow.of(r, now) for r in records]
+        conn.executemany(_HISTORY_UPSERT, [
+            (_key(r.id), r.task, r.state.value, r.worker, r.retries, r.created_at,
+             r.started_at, r.finished_at, now) for r in rows])
+
+    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
+        if self.history_ttl is not None:
+            conn.execute("DELETE FROM hubbub_history WHERE updated_at < ?",
+                         (now - self.history_ttl,))
+
+    async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("id", query.id), ("task", query.task), ("worker", query.worker),
+                              ("state", None if query.state is None else query.state.value)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(_key(value) if column == "id" else value)
+        if self.history_ttl is not None:  # rows a sweep has not reached yet stay hidden
+            since = self.clock.time() - self.history_ttl
+            query = dataclasses.replace(query, since=max(since, query.since or since))
+        if query.since is not None:
+            where.append("updated_at >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("updated_at < ?")
+            params.append(query.until)
+        sql = (f"SELECT {_HISTORY_COLUMNS} FROM hubbub_history"  # noqa: S608 (fixed names)
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY updated_at DESC LIMIT ?")
+        params.append(max(0, query.limit))
+        rows = await self.db.call(lambda c: c.execute(sql, params).fetchall())
+        return [HistoryRow(
+            id_.decode("utf-8", "surrogatepass") if isinstance(id_, bytes) else id_,
+            task, State(state), worker, retries, created, started, finished, updated)
+            for id_, task, state, worker, retries, created, started, finished, updated in rows]
+
+    async def prune_history(self, before: float) -> None:
+        await self.db.write(lambda c: c.execute(
+            "DELETE FROM hubbub_history WHERE updated_at < ?", (before,)))
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

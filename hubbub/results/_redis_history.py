@@ -1,0 +1,158 @@
+"""The task history in Redis (``RedisResults``' ``# -- history --`` part, kept apart).
+
+A hash ``<prefix>:history:rows`` (id -> JSON row), a hash ``<prefix>:history:states``
+(id -> state), and sorted sets scored by the time of each row's last change:
+``<prefix>:history:all`` and one per task name, state and worker, named in the set
+``<prefix>:history:indexes`` so that a prune reaches them all. The scripts touch keys they
+build from the prefix: fine on one Redis, not on Redis Cluster (say so where it matters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from hubbub.codecs import json_dumps, json_loads
+from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, id_bytes
+
+_SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
+_SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
+
+
+class RedisHistory:
+    """Writes, searches and prunes the history rows of one ``RedisResults``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._swept_at = 0.0
+
+    def _hkey(self, *parts: str) -> bytes:
+        return ":".join((self.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
+
+    async def write(self, client: aioredis.Redis, records: Sequence[ResultRecord], now: float,
+                    ttl: float) -> None:
+        """Write the rows of ``records`` (one script call for the batch: a worker pays one
+        command, not ten per record); prune rows older than ``ttl`` once a minute."""
+        if not records:
+            return
+        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now)]
+        for record in records:
+            row = HistoryRow.of(record, now)
+            argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
+                     row.task or "", row.worker or ""]
+        pipe = client.pipeline(transaction=False)
+        pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
+                  self._hkey("states"), *argv)
+        if now - self._swept_at > _SWEEP_EVERY:
+            self._swept_at = now
+            self._queue_prune(pipe, now - ttl)
+        await pipe.execute()
+
+    def _queue_prune(self, pipe: Any, before: float) -> None:
+        # The rows go by the "all" index; every other index drops the same scores.
+        pipe.eval(_PRUNE, 4, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
+                  self._hkey("states"), repr(before))
+
+    async def prune(self, client: aioredis.Redis, before: float) -> None:
+        """Delete the rows last changed before ``before``, from the rows and every index."""
+        pipe = client.pipeline(transaction=False)
+        self._queue_prune(pipe, before)
+        await pipe.execute()
+
+    async def search(self, client: aioredis.Redis, query: HistoryQuery,
+                     floor: float | None) -> list[HistoryRow]:
+        """The rows matching ``query`` changed since ``floor``, newest first: read from the
+        narrowest index, or from Redis' intersection of several."""
+        since = query.since
+        if floor is not None:
+            since = floor if since is None else max(since, floor)
+        query = dataclasses.replace(query, since=since)
+        if query.id is not None:
+            data = await client.hget(self._hkey("rows"), id_bytes(query.id))
+            rows = [] if data is None else [_row(data)]
+            return [r for r in rows if query.matches(r)][: query.limit]
+        indexes = [self._hkey(kind, value) for kind, value in (
+            ("worker", query.worker), ("task", query.task),
+            ("state", None if query.state is None else query.state.value))
+            if value is not None] or [self._hkey("all")]
+        if len(indexes) > 1:
+            members = await self._intersect(client, indexes, since, query.until, query.limit)
+            datas = await client.hmget(self._hkey("rows"), members) if members else []
+            return [row for data in datas if data is not None
+                    and query.matches(row := _row(data))][: query.limit]
+        low = "-inf" if since is None else repr(since)
+        high = "+inf" if query.until is None else f"({query.until!r}"
+        found: list[HistoryRow] = []
+        offset = 0
+        # One index holds only matching rows: read no more than asked for (the loop goes on
+        # only for rows pruned or changed since the index was read).
+        step = query.limit
+        while len(found) < query.limit and offset < _SCAN_MAX:
+            members = list(await client.zrevrangebyscore(indexes[0], high, low, start=offset,
+                                                         num=step))
+            if not members:
+                break
+            offset += len(members)
+            for data in await client.hmget(self._hkey("rows"), members):
+                if data is not None and query.matches(row := _row(data)):
+                    found.append(row)
+            if len(members) < step:
+                break
+        return found[: query.limit]
+
+    async def _intersect(self, client: aioredis.Redis, indexes: list[bytes],
+                         since: float | None, until: float | None, limit: int) -> list[Any]:
+        """The newest ``limit`` members in every one of ``indexes``, within the times."""
+        pairs: list[Any] = list(await client.zinter(indexes, aggregate="MAX", withscores=True))
+        kept = [(score, member) for member, score in pairs
+                if (since is None or score >= since) and (until is None or score < until)]
+        kept.sort(reverse=True)
+        return [member for _, member in kept[:limit]]
+
+
+def _row(data: bytes | str) -> HistoryRow:
+    return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
+
+
+# KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
+# state (so that a change leaves only its old state's index). ARGV: the index key prefix,
+# now, then per record: member (id), row JSON, state, task ('' none), worker ('' none).
+_HISTORY = """
+local seen = {}
+for i = 3, #ARGV, 5 do
+  local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  redis.call('HSET', KEYS[1], member, ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], ARGV[2], member)
+  local old = redis.call('HGET', KEYS[4], member)
+  if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
+  redis.call('HSET', KEYS[4], member, state)
+  local keys = {ARGV[1] .. 'state:' .. state}
+  if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
+  if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
+  for _, key in ipairs(keys) do
+    redis.call('ZADD', key, ARGV[2], member)
+    if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
+  end
+end
+return 1
+"""
+
+
+# KEYS: the "all" index, the rows hash, the set of index names, the states hash.
+# ARGV: the cut-off time.
+_PRUNE = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
+for i = 1, #old, 500 do
+  redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 499, #old)))
+  redis.call('HDEL', KEYS[4], unpack(old, i, math.min(i + 499, #old)))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, index in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[1])
+  if redis.call('EXISTS', index) == 0 then redis.call('SREM', KEYS[3], index) end
+end
+return #old
+"""

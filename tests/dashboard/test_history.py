@@ -1,0 +1,87 @@
+"""The task history every result store keeps for the dashboard: written with the records,
+searchable by each filter, bound by the store rule and by retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hubbub.results import ResultRecord, State, open_results
+from hubbub.results.base import HistoryQuery
+from tests.conftest import Broker, eventually
+
+
+def _url(broker: Broker, tmp_path: Path) -> str:
+    return broker.results_url or f"sqlite:///{tmp_path / 'results.db'}"
+
+
+async def test_history_rows_follow_records_and_answer_each_filter(broker: Broker,
+                                                                   tmp_path: Path) -> None:
+    store = open_results(_url(broker, tmp_path))
+    await store.connect()
+    try:
+        if store.history_ttl is None:  # a store that keeps none (Redis Cluster, for now)
+            await store.store([ResultRecord("a1", State.SUCCESS, task="add")], ttl=60)
+            assert "a1" in await store.get(["a1"])  # results are written all the same
+            assert await store.search_history(HistoryQuery()) == []
+            return
+        await store.store([ResultRecord("a1", State.STARTED, task="add", worker="w1",
+                                        created_at=100.0, started_at=101.0)], ttl=60)
+        await store.store([ResultRecord("a1", State.SUCCESS, task="add", worker="w1",
+                                        value=3, created_at=100.0, started_at=101.0,
+                                        finished_at=103.5),
+                           ResultRecord("b2", State.FAILURE, task="mul", worker="w2"),
+                           ResultRecord("c3", State.STARTED, task="add", worker="w2")],
+                          ttl=60)
+        # SUCCESS is sticky: a late STARTED changes neither the record nor its history row
+        await store.store([ResultRecord("a1", State.STARTED, task="add", worker="w9")], ttl=60)
+
+        rows = await store.search_history(HistoryQuery())
+        assert {r.id for r in rows} == {"a1", "b2", "c3"}
+        (a1,) = await store.search_history(HistoryQuery(id="a1"))
+        assert (a1.state, a1.worker, a1.runtime, a1.wait) == (State.SUCCESS, "w1", 2.5, 1.0)
+        assert {r.id for r in await store.search_history(HistoryQuery(task="add"))} == {
+            "a1", "c3"}
+        assert [r.id for r in await store.search_history(
+            HistoryQuery(state=State.FAILURE))] == ["b2"]
+        assert [r.id for r in await store.search_history(
+            HistoryQuery(task="add", worker="w2"))] == ["c3"]
+        assert await store.search_history(HistoryQuery(state=State.STARTED, task="mul")) == []
+        assert len(await store.search_history(HistoryQuery(limit=2))) == 2
+        assert await store.search_history(HistoryQuery(id="nope")) == []
+    finally:
+        await store.close()
+
+
+async def test_history_outlives_the_results_and_prune_drops_old_rows(broker: Broker,
+                                                                     tmp_path: Path) -> None:
+    store = open_results(_url(broker, tmp_path))
+    await store.connect()
+    try:
+        if store.history_ttl is None:  # a store that keeps none: nothing to prune
+            await store.prune_history(1e12)
+            return
+        await store.store([ResultRecord("old", State.SUCCESS, task="t")], ttl=0.001)
+        await store.store([ResultRecord("new", State.SUCCESS, task="t")], ttl=60)
+
+        async def expired() -> bool:
+            return "old" not in await store.get(["old"])
+
+        await eventually(expired)  # the result expired ...
+        rows = await store.search_history(HistoryQuery(task="t"))
+        assert {r.id for r in rows} == {"old", "new"}  # ... its history row stays
+        newest = max(r.updated_at for r in rows)
+        await store.prune_history(newest)
+        assert [r.id for r in await store.search_history(HistoryQuery(task="t"))] == ["new"]
+    finally:
+        await store.close()
+
+
+async def test_history_can_be_turned_off(tmp_path: Path) -> None:
+    store = open_results(f"sqlite:///{tmp_path / 'r.db'}")
+    store.history_ttl = None
+    await store.connect()
+    try:
+        await store.store([ResultRecord("x", State.SUCCESS, task="t")], ttl=60)
+        assert await store.search_history(HistoryQuery()) == []
+    finally:
+        await store.close()
