@@ -40,11 +40,17 @@ class Refused:
     ``task_id`` is the id to record a FAILURE for, or None when there is no id to trust: the
     body is unreadable, or it failed signature verification (an unverified body must not be
     able to fail somebody else's task).
+
+    ``envelope`` is the decoded (and verified) envelope when there is one whose canvas, if
+    any, passed :func:`~hubbub.canvas.nodes.check_followups`: the rest of its workflow fails
+    with it. None when the body could not be decoded or its canvas is malformed (nothing in
+    it can be followed).
     """
 
     reason: str
     task_id: str | None = None
     task: str | None = None
+    envelope: Envelope | None = None
 
 
 class Admission:
@@ -91,22 +97,23 @@ class Admission:
                 trusted = signer is None
                 return (_foreign(delivery, trusted)
                         or Refused(str(exc), peek_id(delivery.body) if trusted else None))
-        task = self.hub.tasks.get(envelope.task)
-        if task is None:
-            return Refused(f"unknown task {envelope.task!r}: not registered on this worker "
-                           "(is its module imported by the -A app?)", envelope.id, envelope.task)
-        if delivery.attempts > limits.max_deliveries:
-            return Refused(f"delivered {delivery.attempts} times without finishing; its worker "
-                           "died each time (poison message)", envelope.id, envelope.task)
         if envelope.canvas is not None:  # -- canvas: what follows must be followable
+            # Checked first: every later refusal carries the envelope, and the worker then
+            # follows its canvas to fail the rest of the workflow.
             try:
                 check_followups(envelope.canvas)
             except CanvasError as exc:
                 return Refused(f"malformed canvas: {exc}", envelope.id, envelope.task)
+        task = self.hub.tasks.get(envelope.task)
+        if task is None:
+            return _refuse(f"unknown task {envelope.task!r}: not registered on this worker "
+                           "(is its module imported by the -A app?)", envelope)
+        if delivery.attempts > limits.max_deliveries:
+            return _refuse(f"delivered {delivery.attempts} times without finishing; its worker "
+                           "died each time (poison message)", envelope)
         problem = self._bad_arguments(task, envelope)
         if problem:
-            return Refused(f"bad arguments for task {envelope.task!r}: {problem}", envelope.id,
-                           envelope.task)
+            return _refuse(f"bad arguments for task {envelope.task!r}: {problem}", envelope)
         return Admitted(envelope, task)
 
     def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
@@ -123,6 +130,11 @@ class Admission:
         except TypeError as exc:
             return str(exc)
         return None
+
+
+def _refuse(reason: str, envelope: Envelope) -> Refused:
+    """Refuse a decoded envelope whose canvas (if any) passed the check."""
+    return Refused(reason, envelope.id, envelope.task, envelope)
 
 
 # -- Celery bridge (issue 17) ------------------------------------------------------------------

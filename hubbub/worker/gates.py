@@ -166,7 +166,7 @@ class Gates:
                         self.held.forget(held)
                         self.outcomes.refused(held.delivery, Refused(
                             f"its concurrency_key cannot be derived: {exception_text(exc)}",
-                            env.id, env.task))
+                            env.id, env.task, env))
                         return False
                 self._hold_until_done(held, (key, env.id))
                 if not await self.store.acquire_slot(key, env.id, limit=spec.concurrency,

@@ -55,9 +55,18 @@ class Outcomes:
         self.followups = FollowUps(hub, max_size)  # -- canvas
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
-        """Dead-letter what admission refused; record a FAILURE for an id it trusts."""
+        """Dead-letter what admission refused; record a FAILURE for an id it trusts.
+
+        -- canvas: a refused step of a workflow has failed for good. When its envelope was
+        decoded, what follows it fails as after any failure (records of the steps that never
+        run, error callbacks, its chord); the write buffer publishes those before it writes
+        the dead letter.
+        """
         log.error("dead-lettered message %r from queue %s: %s", refused.task_id or delivery.id,
                   delivery.queue, short(refused.reason))
+        if refused.envelope is not None:
+            self._follow_failure(refused.envelope,
+                                 f"{ErrorKind.MESSAGE}: dead-lettered: {refused.reason}")
         self.writes.dead_letter(delivery, refused.reason)
         if refused.task_id is not None and self.hub.settings.results is not None:
             self.writes.record(ResultRecord(

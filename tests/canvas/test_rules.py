@@ -99,3 +99,19 @@ def test_a_message_with_a_malformed_canvas_is_dead_lettered_with_the_reason(app:
     assert app.ledger.calls == []
     reasons = app.hub.bridge.run(dead_reasons(app.hub))
     assert any("malformed canvas" in r and "unknown kind 'x'" in r for r in reasons.values())
+
+
+def test_an_unknown_task_with_a_malformed_canvas_is_refused_for_the_canvas(app: App) -> None:
+    # The canvas is checked first: a refusal that carries its envelope has its canvas
+    # followed (to fail the rest of the workflow), so a malformed one must never get there.
+    envelope = Envelope("canvas.missing", (), id="bad-both", canvas={"link": [{"k": "x"}]})
+    body = encode(envelope, get_codec("json"))
+
+    async def send() -> None:
+        client = await app.hub.client()
+        await client.transport.publish([Outgoing("default", body, envelope.id)])
+
+    app.hub.bridge.run(send())
+    drain(app.hub)
+    reasons = app.hub.bridge.run(dead_reasons(app.hub))
+    assert any("malformed canvas" in r and "unknown kind 'x'" in r for r in reasons.values())
