@@ -13,6 +13,7 @@ loop, so it sees the worker between two steps of its own and needs no locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import reprlib
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from hubbub.worker.loop import WorkerLoop
 
 __all__ = ["Responder", "task_summary"]
+
+CLOSE_WITHIN = 3.0  # seconds closing the subscription, then the plane, may take at a stop
 
 log = logging.getLogger("hubbub.control")
 
@@ -143,8 +146,12 @@ class Responder:
                 for data in messages:
                     await self.handle(data)
         finally:
-            await self._drop_subscription()
-            await self.plane.close()
+            # Bounded: the worker waits for this task when it stops, and a plane that does
+            # not answer must not hold the stop (nor leave this coroutine unfinished).
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self._drop_subscription(), CLOSE_WITHIN)
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self.plane.close(), CLOSE_WITHIN)
 
     async def _drop_subscription(self) -> None:
         sub, self._subscription = self._subscription, None

@@ -338,7 +338,8 @@ class WorkerLoop:
                 helper.cancel()
             if control is not None:
                 control.cancel()
-                await asyncio.wait([control], timeout=CONTROL_OPEN_WITHIN)  # closes the plane
+                # It closes the plane, within bounds of its own (hubbub.control.responder).
+                await asyncio.wait([control], timeout=3 * CONTROL_OPEN_WITHIN)
             writes.closing = True
             writes.wake()
             with contextlib.suppress(Exception, asyncio.CancelledError):
