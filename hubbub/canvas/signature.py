@@ -182,6 +182,7 @@ class Signature(Canvas[R]):
         return result
 
     def to_dict(self) -> dict[str, Any]:
+        """This signature as plain data: task, args, kwargs, options, immutable, callbacks."""
         return _callback_dicts(self, {"task": self.task, "args": list(self.args),
                                       "kwargs": dict(self.kwargs),
                                       "options": dict(self.options),
@@ -257,6 +258,7 @@ class Chain(Canvas[R]):
         return result
 
     def to_dict(self) -> dict[str, Any]:
+        """This chain as plain data: its steps' data in order, and its callbacks."""
         return _callback_dicts(self, {"chain": [s.to_dict() for s in self.steps]})
 
 
@@ -300,6 +302,7 @@ class Group(Canvas[list[Any]]):
         return result
 
     def to_dict(self) -> dict[str, Any]:
+        """This group as plain data: its members' data, and its callbacks."""
         return _callback_dicts(self, {"group": [m.to_dict() for m in self.members]})
 
 
@@ -344,6 +347,7 @@ class Chord(Canvas[R]):
         return result
 
     def to_dict(self) -> dict[str, Any]:
+        """This chord as plain data: its header members' data, its body's, its callbacks."""
         return _callback_dicts(self, {"chord": [m.to_dict() for m in self.header.members],
                                       "body": self.body.to_dict()})
 

@@ -108,6 +108,7 @@ class Reply(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """True when the command worked on this worker (``error`` is None)."""
         return self.error is None
 
 

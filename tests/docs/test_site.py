@@ -23,7 +23,10 @@ PAGES = [
     "operations.html", "redis.html", "amqp.html", "beanstalk.html",
     "api/index.html", "api/hub.html", "api/task.html", "api/result.html", "api/errors.html",
     "api/events.html", "api/middleware.html", "api/codecs.html", "api/schedule.html",
-    "api/control.html", "api/worker.html",
+    "api/control.html", "api/worker.html", "api/canvas.html", "api/limits.html",
+    "api/hooks.html", "api/metrics.html", "api/integrations.html", "api/testing.html",
+    "workflows.html", "limits.html", "dashboard.html", "metrics.html", "celery.html",
+    "flask.html", "testing.html", "deployment.html", "scaling.html",
 ]
 # What each API page must document (an anchor mkdocstrings writes for the object).
 API_OBJECTS = {
@@ -35,8 +38,18 @@ API_OBJECTS = {
     "api/middleware.html": ["hubbub.Middleware", "hubbub.DispatchContext"],
     "api/codecs.html": ["hubbub.codecs.register_type"],
     "api/schedule.html": ["hubbub.schedule.ScheduleEntry", "hubbub.schedule.beat.Beat"],
-    "api/control.html": ["hubbub.control.Registry", "hubbub.control.WorkerInfo"],
-    "api/worker.html": ["hubbub.WorkerLoop", "hubbub.testing.drain"],
+    "api/control.html": ["hubbub.control.Registry", "hubbub.control.WorkerInfo",
+                         "hubbub.control.Control", "hubbub.control.Reply"],
+    "api/worker.html": ["hubbub.WorkerLoop"],
+    "api/canvas.html": ["hubbub.Signature", "hubbub.chain", "hubbub.group", "hubbub.chord",
+                        "hubbub.GroupResult"],
+    "api/limits.html": ["hubbub.limits.Rate", "hubbub.limits.LimitStore"],
+    "api/hooks.html": ["hubbub.hooks.Hooks"],
+    "api/metrics.html": ["hubbub.metrics.WorkerMetrics", "hubbub.metrics.FleetMetrics",
+                         "hubbub.tracing.instrument"],
+    "api/integrations.html": ["hubbub.integrations.flask.Hubbub",
+                              "hubbub.integrations.fastapi.lifespan"],
+    "api/testing.html": ["hubbub.testing.drain", "hubbub.testing.BackgroundWorker"],
 }
 EXTERNAL_ASSET = re.compile(r"<(?:script|link|img)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
 

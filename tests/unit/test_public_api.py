@@ -128,7 +128,8 @@ def test_the_package_ships_its_type_marker() -> None:
 EXTRA_MODULES = {"orjson": "orjson", "msgpack": "msgpack", "redis": "redis",
                  "aio-pika": "aio_pika", "croniter": "croniter", "gevent": "gevent",
                  "flask": "flask", "fastapi": "fastapi",
-                 "prometheus-client": "prometheus_client", "opentelemetry-api": "opentelemetry"}
+                 "prometheus-client": "prometheus_client", "opentelemetry-api": "opentelemetry",
+                 "starlette": "starlette", "uvicorn": "uvicorn", "jinja2": "jinja2"}
 
 
 def _extras() -> dict[str, list[str]]:
