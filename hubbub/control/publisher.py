@@ -1,8 +1,10 @@
 """``EventPublisher``: a worker's events onto the plane's ``events`` channel, in batches.
 
 Capturing an event is a ``deque.append`` on the worker's loop (bounded: a full buffer drops
-the oldest and counts it); encoding and the plane write happen on a background task, one
-write every ``every`` seconds or ``batch`` events, whichever comes first. Nothing here
+the oldest and counts it); encoding and the plane write happen on a background task: one
+write every ``every`` seconds carrying everything buffered, as messages of ``batch`` events,
+and sooner only when the buffer is half full. A busy worker thus pays one plane round trip
+(one transaction on SQLite) per ``every``, not one per ``batch`` events. Nothing here
 waits for the plane on the way of a task: an outage is logged once, what was buffered
 meanwhile is dropped and counted, and publishing resumes when the plane is back.
 """
@@ -28,8 +30,9 @@ _now = time.time
 
 CHANNEL = "events"
 EVERY = 0.2  # seconds between plane writes
-BATCH = 1000  # events per plane message (and a write as soon as this many wait)
-CAPACITY = 20_000  # events buffered at most; past it, the oldest are dropped
+BATCH = 1000  # events per plane message
+CAPACITY = 20_000  # events buffered at most (a write as soon as half wait); past it, the
+# oldest are dropped
 PLANE_KEEPS = 200  # messages (batches of up to BATCH) the events channel keeps
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between tries while the plane is down
 CLOSE_WITHIN = 2.0  # seconds a stopping worker waits to publish what is left
@@ -44,8 +47,8 @@ class EventPublisher:
     Args:
         bus: the hub's event bus (subscribed by :meth:`start`, left by :meth:`close`).
         plane: an unconnected plane, owned from now on (connected and closed here).
-        every: seconds between writes.
-        batch: events per message; a full batch is written without waiting for ``every``.
+        every: seconds between writes (sooner when half of ``capacity`` waits).
+        batch: events per message (a write carries as many messages as are buffered).
         capacity: events buffered at most.
     """
 
@@ -55,6 +58,7 @@ class EventPublisher:
         self.plane = plane
         self.every = every
         self.batch = min(batch, capacity)
+        self.soon = max(1, capacity // 2)  # buffered events that wake the writer early
         self.buffer: deque[tuple[float, Event] | Row] = deque(maxlen=capacity)
         self.dropped = 0  # events lost: the buffer was full, or the plane was down
         self.published = 0
@@ -77,20 +81,20 @@ class EventPublisher:
         if type(event) in _RECORDED_ELSEWHERE:
             return
         buffer = self.buffer
-        if len(buffer) >= self.batch:  # rare: a batch is waiting, or the buffer is full
-            self._batch_waits()
+        if len(buffer) >= self.soon:  # rare: the buffer is half full, or full
+            self._half_full()
         buffer.append((_now(), event))
 
     def record(self, row: Row) -> None:
         """Buffer an event given in its array form (``wire.received_row``...): the worker
         loop's per-task steps, which cost no event object this way."""
         buffer = self.buffer
-        if len(buffer) >= self.batch:  # rare: a batch is waiting, or the buffer is full
-            self._batch_waits()
+        if len(buffer) >= self.soon:  # rare: the buffer is half full, or full
+            self._half_full()
         buffer.append(row)
 
-    def _batch_waits(self) -> None:
-        """Count the event the full buffer is about to drop, and wake the writer."""
+    def _half_full(self) -> None:
+        """Count the event a full buffer is about to drop, and wake the writer."""
         if len(self.buffer) == self.buffer.maxlen:
             self.dropped += 1
         if threading.get_ident() == self._thread:
@@ -112,19 +116,23 @@ class EventPublisher:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write everything buffered now, in batches; on a failure, drop it and say so once."""
+        """Write everything buffered now, as messages of ``batch`` events in one plane
+        write; on a failure, drop it and say so once."""
         if self._failing and time.monotonic() < self._retry_at:
             self.dropped += len(self.buffer)  # the plane is down: try again later
             self.buffer.clear()
             return
-        while self.buffer:
-            taken = [self.buffer.popleft()
-                     for _ in range(min(self.batch, len(self.buffer)))]
+        if self.buffer:
+            # One write: what the loop appends while it waits goes with the next one.
+            taken = list(self.buffer)
+            self.buffer.clear()
             try:
                 if not self._connected:
                     await self.plane.connect()
                     self._connected = True
-                await self.plane.publish(CHANNEL, [encode_batch(taken)])
+                await self.plane.publish(CHANNEL, [
+                    encode_batch(taken[start:start + self.batch])
+                    for start in range(0, len(taken), self.batch)])
             except Exception as exc:  # an outage (or a bug): the worker must not notice
                 self.dropped += len(taken) + len(self.buffer)
                 self.buffer.clear()

@@ -67,6 +67,34 @@ async def test_events_are_published_in_batches_in_order() -> None:
     assert not bus.listening  # closed: the bus is left
 
 
+async def test_a_busy_worker_writes_once_per_interval_with_every_batch_in_that_write(
+) -> None:
+    name = uuid.uuid4().hex
+    bus, plane = EventBus(), SwitchedPlane(name)
+    sub = await MemoryPlane(name).subscribe("events")
+    publisher = EventPublisher(bus, plane, every=0.3, batch=100, capacity=10_000)
+    publisher.start()
+    for i in range(2500):  # far more than a batch, less than half the buffer
+        bus.emit(succeeded(i))
+    got = await read_events(sub, 2500)
+    assert [e.id for e in got] == [f"id{i}" for i in range(2500)]
+    assert plane.writes == 1  # one round trip for 25 messages, not 25
+    await publisher.close()
+
+
+async def test_a_half_full_buffer_is_written_without_waiting_for_the_interval() -> None:
+    name = uuid.uuid4().hex
+    bus, plane = EventBus(), SwitchedPlane(name)
+    sub = await MemoryPlane(name).subscribe("events")
+    publisher = EventPublisher(bus, plane, every=60, batch=100, capacity=1000)
+    publisher.start()
+    for i in range(501):
+        bus.emit(succeeded(i))
+    got = await read_events(sub, 500, timeout=5)
+    assert [e.id for e in got][:500] == [f"id{i}" for i in range(500)]
+    await publisher.close()
+
+
 async def test_a_full_buffer_drops_the_oldest_and_counts_them() -> None:
     name = uuid.uuid4().hex
     bus = EventBus()

@@ -1,4 +1,8 @@
-"""The plane in SQLite: one table, ``hubbub_plane``, in the broker's (or result store's) file.
+"""The plane in SQLite: one table, ``hubbub_plane``, in a file of its own next to the broker's
+(or result store's): ``shop.db`` keeps its plane in ``shop.db-plane`` (:func:`plane_path`).
+Every reader and writer derives that name from the same URL, so they meet there; and the
+plane's writes (a busy worker's event batches) go through their own connection, thread and
+write lock, never queueing behind, or holding up, the broker's claims and acks.
 
 Publishing inserts a batch in one short write transaction and trims the channel to its
 newest ``maxlen`` rows in the same transaction; a message over 1 KiB (a busy worker's event
@@ -14,15 +18,16 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Sequence
+from urllib.parse import quote
 
-from hubbub._sqlite import SQLiteFile
+from hubbub._sqlite import SQLiteFile, sqlite_path
 from hubbub.control.plane import MAXLEN, Plane, Subscription
-from hubbub.transports._dead import retention_of
 
-__all__ = ["POLL", "SQLitePlane"]
+__all__ = ["POLL", "SUFFIX", "SQLitePlane", "plane_path"]
 
 POLL = 0.05  # seconds between looks of a waiting reader
 ZIP_OVER = 1024  # bytes past which a message is stored compressed
+SUFFIX = "-plane"  # the plane's file is the broker's file name with this added
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hubbub_plane (
@@ -36,8 +41,19 @@ CREATE INDEX IF NOT EXISTS hubbub_plane_channel ON hubbub_plane (channel, id);
 """
 
 
+def plane_path(url: str) -> str:
+    """The file that keeps the plane of the broker (or result store) at ``url``: its file's
+    path with ``-plane`` added (``sqlite:///shop.db`` -> ``shop.db-plane``).
+
+    Raises:
+        ConfigurationError: the URL names no file.
+    """
+    return sqlite_path(url) + SUFFIX  # the query (the broker's options) is not ours
+
+
 class SQLitePlane(Plane):
-    """Channels as rows of one table, rotated to ``maxlen`` rows per channel.
+    """Channels as rows of one table, rotated to ``maxlen`` rows per channel, in the file
+    :func:`plane_path` names for ``url``.
 
     Args:
         url: a ``sqlite:///`` URL, as the broker or result store takes it.
@@ -49,8 +65,7 @@ class SQLitePlane(Plane):
 
     def __init__(self, url: str, maxlen: int = MAXLEN) -> None:
         super().__init__(maxlen)
-        url, _ = retention_of(url, None, None)  # the broker's dead-letter options: not ours
-        self.db = SQLiteFile(url, SCHEMA)
+        self.db = SQLiteFile("sqlite:///" + quote(plane_path(url)), SCHEMA)
 
     def __repr__(self) -> str:
         return f"SQLitePlane({self.db.path!r})"
@@ -68,9 +83,8 @@ class SQLitePlane(Plane):
         keep = self.maxlen
 
         def insert(conn: sqlite3.Connection) -> None:
-            # Compressed here, on the database thread (zlib lets go of the GIL): a busy
-            # worker's event batches shrink about sevenfold, and so does what they cost the
-            # file it shares with the broker.
+            # Compressed here, on the plane's database thread (zlib lets go of the GIL): a
+            # busy worker's event batches shrink about sevenfold, and so do the file's writes.
             rows = [(channel, zlib.compress(m, 1), now, 1) if len(m) > ZIP_OVER
                     else (channel, bytes(m), now, 0) for m in messages]
             conn.executemany("INSERT INTO hubbub_plane (channel, body, time, zipped)"
