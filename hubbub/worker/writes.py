@@ -128,6 +128,7 @@ class WriteBuffer:
         """Give ``delivery`` back unrun, visible again at ``at`` (epoch seconds); a limit
         made it wait (hubbub.worker.gates). Written with the releases."""
         self._pending.later.append((delivery, at))
+        self._wanted.set()
 
     def follow_up(self, item: FollowUp) -> None:
         """-- canvas: publish what follows a finished task before its record and ack."""
