@@ -8,6 +8,7 @@ every id given at once) and publishes its first messages in one round trip
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -27,7 +28,7 @@ T = TypeVar("T")
 OPTIONS = ("queue", "priority", "countdown", "expires", "task_id")
 
 
-class Canvas(Generic[R]):
+class Canvas(abc.ABC, Generic[R]):
     """What every canvas element shares: callbacks, ``|`` and plain-data conversion.
 
     Attributes:
@@ -66,8 +67,9 @@ class Canvas(Generic[R]):
             target.extend(_canvas(item, "link") for item in items)
         return copy
 
+    @abc.abstractmethod
     def _copy(self) -> Canvas[R]:
-        raise NotImplementedError  # every concrete element below defines it
+        """A copy whose callbacks can be added to without touching this element."""
 
     def _handle(self, args: Iterable[Any], kwargs: Mapping[str, Any] | None,
                 link: Canvas[Any] | Iterable[Canvas[Any]] | None,
@@ -76,12 +78,13 @@ class Canvas(Generic[R]):
         args, kwargs = tuple(args), dict(kwargs or {})
         return self.app.send_canvas(target._partial(args, kwargs) if args or kwargs else target)
 
+    @abc.abstractmethod
     def _partial(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Canvas[R]:
-        raise NotImplementedError
+        """This element with ``args``/``kwargs`` given at send time (``sig.delay(...)``)."""
 
+    @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """This element as plain JSON-compatible data (``hub.signature(data)`` reads it)."""
-        raise NotImplementedError
 
 
 def _canvas(value: object, what: str) -> Canvas[Any]:

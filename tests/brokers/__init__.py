@@ -22,6 +22,7 @@ import importlib
 import os
 import socket
 from types import ModuleType
+from typing import NoReturn
 
 NAMES = ["memory", "sqlite", "redis", "amqp", "beanstalk", "redis_cluster", "redis_sentinel"]
 
@@ -64,22 +65,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def require(module: ModuleType) -> None:
-    """Skip (locally) or fail (CI=true) when the broker's server is not reachable."""
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: skip locally, fail under CI=true (where a suite
+    must never pass by skipping)."""
     import pytest
 
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a suite must not skip)")
+    pytest.skip(message)
+
+
+def require(module: ModuleType) -> None:
+    """Skip (locally) or fail (CI=true) when the broker's server is not reachable."""
     start = getattr(module, "start", None)
     if start is not None:
         try:
             start()
         except Exception as exc:  # the servers' own error says why; fail or skip with it
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{exc} (CI=true: a transport suite must not skip)")
-            pytest.skip(str(exc))
+            unavailable(str(exc))
     address = module.server()
     if address is None or reachable(*address):
         return
-    message = f"{module.SCHEME} server at {address[0]}:{address[1]} is not reachable"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: a transport suite must not skip)")
-    pytest.skip(message)
+    unavailable(f"{module.SCHEME} server at {address[0]}:{address[1]} is not reachable")

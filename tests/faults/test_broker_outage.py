@@ -115,9 +115,7 @@ class OwnRedis:
     def __init__(self, folder: Path, prefix: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed (CI=true: must not skip)")
-            pytest.skip("redis-server is not installed")
+            brokers.unavailable("redis-server is not installed")
         self.port = brokers.free_port()
         self.cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
                     str(folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
