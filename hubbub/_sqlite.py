@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
@@ -147,7 +147,15 @@ class SQLiteFile:
     def _guarded(self, shared: _Shared, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
         def run() -> T:
             try:
-                return fn(shared.ensure(self.schema))
+                result = fn(shared.ensure(self.schema))
+                if isinstance(result, sqlite3.Cursor):
+                    # A cursor must die on this thread. Dropped on the event loop, it resets its
+                    # cached statement there, while this thread may be running that very
+                    # statement for another user of the shared connection ("bad parameter or
+                    # other API misuse").
+                    result.close()
+                    return cast("T", None)
+                return result
             except sqlite3.OperationalError as exc:
                 raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
             except sqlite3.Error as exc:
