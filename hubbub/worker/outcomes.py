@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hubbub._redact import redact
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
@@ -223,6 +224,7 @@ class Outcomes:
 
 
 def short(text: str | None, limit: int = 1000) -> str:
-    """Log text cut to ``limit`` characters: the full text is in the result store."""
-    text = text or ""
+    """Log text cut to ``limit`` characters, secrets in URLs masked: the full text is in the
+    result store."""
+    text = redact(text or "")
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"

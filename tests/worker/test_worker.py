@@ -442,3 +442,23 @@ def test_an_async_task_in_a_thread_is_cancelled_at_its_hard_limit(hub: Hub) -> N
     with pytest.raises(TaskTimedOut):
         result.get(timeout=5)
     assert ended.wait(5), "the task's thread was left sleeping"
+
+
+def test_a_failure_log_line_masks_the_password_in_the_error(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(f"sqlite:///{tmp_path / 'leak.db'}")
+
+    @hub.task
+    def connects() -> None:
+        raise ConnectionError("cannot reach redis://app:hunter2@db.internal:6379/0")
+
+    try:
+        connects.delay()
+        with caplog.at_level("ERROR", logger="hubbub.worker"):
+            drain(hub)
+        [line] = [r.getMessage() for r in caplog.records if "connects" in r.getMessage()]
+        assert "redis://app:***@db.internal" in line
+        assert "hunter2" not in line
+    finally:
+        hub.close()
