@@ -25,6 +25,18 @@ class Companion(Protocol):
     def stop(self) -> None: ...
 
 
+def signalled(worker: WorkerLoop, name: str) -> None:
+    """SIGTERM or SIGINT ``name`` reached ``worker``: the first stop is graceful; a signal
+    while it is stopping, whoever asked first (a signal, or ``hubbub control shutdown``),
+    releases running work too and exits."""
+    if worker.stopping:
+        log.warning("%s while stopping: releasing running tasks and exiting", name)
+        worker.abort()
+    else:
+        log.warning("%s: stopping gracefully (send again to stop at once)", name)
+        worker.stop()
+
+
 def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = ()) -> None:
     """Run ``worker`` (and ``companions`` beside it) in this thread until SIGTERM/SIGINT.
 
@@ -35,21 +47,8 @@ def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = ()) -> None
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        signals = 0
-
-        def on_signal(signum: int) -> None:
-            nonlocal signals
-            signals += 1
-            name = signal.Signals(signum).name
-            if signals == 1:
-                log.warning("%s: stopping gracefully (send again to stop at once)", name)
-                worker.stop()
-            else:
-                log.warning("%s again: releasing running tasks and exiting", name)
-                worker.abort()
-
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
+            loop.add_signal_handler(sig, signalled, worker, signal.Signals(sig).name)
         beside = [asyncio.create_task(c.run()) for c in companions]
         try:
             await worker.run()

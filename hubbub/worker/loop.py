@@ -153,6 +153,11 @@ class WorkerLoop:
         """Graceful stop: fetch no more, release unstarted work, let running tasks finish."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a signal, remote control, or the idle stop)."""
+        return self._stopping.is_set()
+
     def abort(self) -> None:
         """Second stop: release running work too and exit without waiting for it."""
         self._stopping.set()

@@ -166,3 +166,26 @@ def test_autoscale_bounds_are_in_the_banner_and_every_resize_is_logged(
              what="a shrink back to 1")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)
+def test_sigterm_after_a_remote_shutdown_releases_running_work_and_exits(
+    cli: Cli, control_app: Hub, tmp_path: Path,
+) -> None:
+    # A remote shutdown is the first stop; the operator's SIGTERM after it is the second
+    # (it used to count as a first one, and the worker kept waiting for its task).
+    first = start(cli, "--pool", "threads", "-c", "1", "-n", "w1")
+    result = control_app.tasks["ctlapp.hold"].delay(str(tmp_path / "h"))
+    wait_for(lambda: started(tmp_path, "h"), what="task started")
+    stopping = cli.run("control", "shutdown", "-d", "w1", "--timeout", "5", timeout=60)
+    assert stopping.returncode == 0, stopping.stderr
+    wait_for(lambda: "stopping gracefully" in cli.log(0), what="w1 stopping")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert "SIGTERM while stopping: releasing running tasks" in cli.log(0)
+    (tmp_path / "h.pid").unlink()
+    start(cli, "--pool", "threads", "-c", "1", "-n", "w2")  # the released task runs here
+    wait_for(lambda: started(tmp_path, "h"), what="released task started again")
+    (tmp_path / "release").touch()
+    assert result.get(timeout=20) == "ok"
