@@ -276,9 +276,13 @@ class AMQPTransport(Transport):
 
     async def _again(self, queue: str, m: AbstractIncomingMessage, attempts: int,
                      eta: float | None) -> None:
-        """Publish a copy of ``m`` (confirmed), then ack ``m``."""
+        """Publish a copy of ``m`` (confirmed), then ack ``m``. The copy keeps the headers
+        another publisher gave ``m`` (a trace context, say); hubbub's own and the broker's
+        (``x-``) are written afresh."""
+        theirs = {k: v for k, v in (m.headers or {}).items()
+                  if not k.startswith(("hubbub-", "x-"))}
         await self._queues.send(queue, build_message(queue, m.body, m.message_id, m.priority or 0,
-                                              attempts), eta)
+                                                     attempts, **theirs), eta)
         await m.ack()
 
     async def _give_back(self, entries: Sequence[tuple[str, AbstractIncomingMessage]]) -> None:

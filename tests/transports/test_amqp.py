@@ -24,6 +24,7 @@ from hubbub.transports._amqp_topology import (
     H_REASON,
     directory_name,
     legacy_dead_name,
+    main_name,
     parse_urls,
 )
 from hubbub.transports.amqp import AMQPTransport
@@ -285,3 +286,29 @@ async def test_legacy_dead_letter_queue_is_emptied_into_the_capped_one_on_declar
     [d1, d2] = await other.fetch(["q"], limit=2, lease=30, wait=2)
     await other.dead_letter([DeadLetterRequest(d1, "x"), DeadLetterRequest(d2, "y")])
     assert len(await other.list_dead("q")) == 3
+
+
+async def test_a_redelivered_message_keeps_the_headers_another_publisher_gave_it(
+    url: str, opened: list[AMQPTransport]
+) -> None:
+    # A redelivery is counted by publishing a copy; the copy used to carry only hubbub's
+    # own headers, dropping e.g. a trace context another tool had put on the message.
+    t = await connect(opened, url)
+    await t.publish([out("declares q")])
+    [first] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    await t.ack([first])
+    prefix = url.rsplit("prefix=", 1)[1]
+    [address], _ = parse_urls(url)
+    async with await aio_pika.connect(address) as conn:
+        channel = await conn.channel()
+        await channel.default_exchange.publish(aio_pika.Message(
+            b"traced", message_id="m1", headers={"traceparent": "00-abc-def-01"},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=main_name(prefix, "q"))
+    [d] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    assert d.headers["traceparent"] == "00-abc-def-01"
+    assert t._conn is not None
+    await t._conn.close()  # the broker takes it back: redelivered, counted through a copy
+    [again] = await t.fetch(["q"], limit=1, lease=30, wait=5)
+    assert (again.id, again.attempts, again.body) == ("m1", 2, b"traced")
+    assert again.headers["traceparent"] == "00-abc-def-01"
+    await t.ack([again])
