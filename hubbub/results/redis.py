@@ -53,6 +53,7 @@ from hubbub.results.base import (
     encode_value,
     id_bytes,
 )
+from hubbub.results.history import HistoryDetail
 
 log = logging.getLogger(__name__)
 
@@ -468,6 +469,30 @@ class RedisResults(ResultBackend):
             return
         with self._translate():
             await self._history.prune(self._client, before)
+
+    async def history_detail(self, id: str) -> HistoryDetail:
+        """Task ``id``'s note, attempts and retry link.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.history_ttl is None:
+            return HistoryDetail()
+        with self._translate():
+            return await self._history.detail(self._client, id)
+
+    async def link_retry(self, id: str, retry: str) -> None:
+        """Keep the link from ``id`` to its retry as long as a history row.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.history_ttl is None:
+            return
+        with self._translate():
+            await self._history.link_retry(self._client, id, retry, self.history_ttl)
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hubbub.results import ResultRecord, State, open_results
 from hubbub.results.base import HistoryQuery
+from hubbub.results.history import MAX_ATTEMPTS, Attempt, HistoryDetail, TaskNote
 from tests.conftest import Broker, eventually
 
 
@@ -83,5 +84,41 @@ async def test_history_can_be_turned_off(tmp_path: Path) -> None:
     try:
         await store.store([ResultRecord("x", State.SUCCESS, task="t")], ttl=60)
         assert await store.search_history(HistoryQuery()) == []
+    finally:
+        await store.close()
+
+
+async def test_notes_attempts_and_retry_links_are_kept_beside_the_row(broker: Broker,
+                                                                       tmp_path: Path) -> None:
+    store = open_results(_url(broker, tmp_path))
+    await store.connect()
+    try:
+        if store.history_ttl is None:  # a store that keeps no history keeps no details
+            await store.link_retry("a1", "b2")
+            assert await store.history_detail("a1") == HistoryDetail()
+            return
+        note = TaskNote('{"args":[1],"kwargs":{}}', exact=True, queue="q", parent="p0",
+                        children=("c1", "c2"))
+        for n in range(1, MAX_ATTEMPTS + 3):  # more attempts than are kept
+            await store.store([ResultRecord("a1", State.RETRY, task="t", note=note,
+                                            attempt=Attempt(n, 100.0 + n, "w1", "RETRY",
+                                                            "ValueError: no", 2.0))], ttl=60)
+        await store.store([ResultRecord("a1", State.FAILURE, task="t",  # no note: kept
+                                        attempt=Attempt(MAX_ATTEMPTS + 3, 200.0, "w2",
+                                                        "FAILURE", "ValueError: no"))], ttl=60)
+        await store.link_retry("a1", "b2")
+
+        detail = await store.history_detail("a1")
+        assert detail.note == note
+        assert detail.note is not None and detail.note.arguments() == ([1], {})
+        assert [a.number for a in detail.attempts] == list(range(4, MAX_ATTEMPTS + 4))
+        assert (detail.attempts[-1].outcome, detail.attempts[-1].worker) == ("FAILURE", "w2")
+        assert detail.attempts[0].delay == 2.0
+        assert detail.retried_as == "b2"
+        assert await store.history_detail("nope") == HistoryDetail()
+
+        (row,) = await store.search_history(HistoryQuery(id="a1"))
+        await store.prune_history(row.updated_at + 1)  # the details go with their row
+        assert await store.history_detail("a1") == HistoryDetail()
     finally:
         await store.close()
