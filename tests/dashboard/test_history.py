@@ -110,7 +110,8 @@ async def test_notes_attempts_and_retry_links_are_kept_beside_the_row(broker: Br
 
         detail = await store.history_detail("a1")
         assert detail.note == note
-        assert detail.note is not None and detail.note.arguments() == ([1], {})
+        assert detail.note is not None
+        assert detail.note.arguments() == ([1], {})
         assert [a.number for a in detail.attempts] == list(range(4, MAX_ATTEMPTS + 4))
         assert (detail.attempts[-1].outcome, detail.attempts[-1].worker) == ("FAILURE", "w2")
         assert detail.attempts[0].delay == 2.0
