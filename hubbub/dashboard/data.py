@@ -290,17 +290,18 @@ class Source:
         found = record or row
         if found is None:
             return f"task {id} cannot be retried: no record or history of it is kept"
-        if found.state not in (State.FAILURE, State.REVOKED) or found.task is None:
+        if found.state not in (State.FAILURE, State.REVOKED):
             return (f"task {id} cannot be retried: it is {found.state.value}; only a task "
                     "that ended in FAILURE or REVOKED is sent again")
+        name = found.task or (row.task if row is not None else None)
         arguments = None if detail.note is None else detail.note.arguments()
-        if detail.note is None or arguments is None:
+        if detail.note is None or arguments is None or name is None:
             return (f"task {id} cannot be retried here: its history keeps no exact copy of "
                     "its arguments (none kept, or cut or masked because they are large or "
                     "look secret); send the task again from code")
         args, kwargs = arguments
-        known = self.hub.tasks.get(found.task)
-        spec = known.spec if known is not None else TaskOptions(name=found.task)
+        known = self.hub.tasks.get(name)
+        spec = known.spec if known is not None else TaskOptions(name=name)
         envelope = build_envelope(spec, self.hub.settings.default_queue, args, kwargs,
                                   SendOptions(queue=detail.note.queue,
                                               headers={RETRY_OF: id}))
