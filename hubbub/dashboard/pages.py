@@ -95,7 +95,8 @@ class Views:
         data = await self.source.overview()
         rate = [round(100 * f / n) if n else 0 for f, n in zip(data.failed, data.finished,
                                                                 strict=True)]
-        return {"o": data, "failure_rate": rate, "bucket": BUCKET}
+        return {"o": data, "failure_rate": rate, "bucket": BUCKET,
+                "history_off": self.source.history_off}
 
     async def workers(self, request: Request) -> dict[str, Any]:
         workers = await self.source.workers()

@@ -190,6 +190,7 @@ async def test_with_history_off_workers_write_none_and_the_pages_say_so(
         page = client.get(f"/tasks/{done.id}").text
         assert "SUCCESS" in page  # the result record is still kept
         assert "task history is off" in page
+        assert "task history is off" in client.get("/").text
         on = Hub(f"sqlite:///{tmp_path / 'off.db'}")  # a reader with history on finds none
         try:
             assert "no task matches" in client_for(on).get("/tasks").text
