@@ -53,12 +53,16 @@ def preview(args: Sequence[Any], kwargs: Mapping[str, Any], names: Sequence[str]
     shown["args"] = [MASK if i < len(names) and _SECRET_KEY.search(names[i]) else arg
                      for i, arg in enumerate(shown["args"])]
     try:
-        text = json_dumps(shown).decode()
-        exact = shown == plain and json_loads(text.encode()) == plain
+        text, encoded = json_dumps(shown).decode(), True
     except (TypeError, ValueError):
-        text, exact = repr(shown), False
-    safe = redact(text)
-    return cap(safe, MAX_ARGS), exact and safe == text and len(text) <= MAX_ARGS
+        text, encoded = repr(shown), False
+    # Only the head can be shown: masking the rest of a large argument would cost every
+    # record of the task for nothing (the margin keeps a URL cut by the head whole).
+    head = text[: MAX_ARGS * 4]
+    safe = redact(head)
+    exact = (encoded and len(text) <= MAX_ARGS and safe == text and shown == plain
+             and json_loads(text.encode()) == plain)
+    return cap(safe + text[len(head):], MAX_ARGS), exact
 
 
 def _masked(value: Any) -> Any:

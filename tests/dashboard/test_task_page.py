@@ -65,6 +65,9 @@ def test_preview_is_exact_only_for_plain_json_arguments_that_fit() -> None:
     assert "cut" in big
     assert exact is False
     assert preview([object()], {})[1] is False  # not JSON: shown as repr, never resent
+    long, _ = preview(["redis://u:s3cr3t@db/0", "x" * 100_000], {})
+    assert "s3cr3t" not in long
+    assert len(long) <= MAX_ARGS
 
 
 def test_preview_masks_a_positional_argument_by_its_parameters_name() -> None:
