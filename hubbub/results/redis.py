@@ -527,12 +527,10 @@ class RedisResults(ResultBackend):
         sha = hashlib.sha1(_JOIN.encode(), usedforsecurity=False).hexdigest()
         with self._translate():
             for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for m in members:
-                    pipe.evalsha(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
-                                 encode_value(m.index, m.value), ttl_ms)
+                calls = [(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
+                          encode_value(m.index, m.value), ttl_ms) for m in members]
                 try:
-                    replies = await pipe.execute()
+                    replies = await self._evalsha_all(calls)  # a cluster refuses a pipeline
                     return [ChordJoin(int(count), bool(added), bool(fired))
                             for added, count, fired in replies]
                 except NoScriptError:
