@@ -171,7 +171,7 @@ class Source:
             return ("task history is off (HUBBUB_HISTORY=off, or Hub(history=False)): "
                     "workers write none, so there is nothing to search")
         if self.results is not None and self.results.history_ttl is None:
-            return "this result store keeps no task history (Redis Cluster, for now)"
+            return "this result store keeps no task history (its history_ttl is None)"
         return ""
 
     async def search(self, query: HistoryQuery) -> list[HistoryRow]:

@@ -4,7 +4,8 @@ A hash ``<prefix>:history:rows`` (id -> JSON row), a hash ``<prefix>:history:sta
 (id -> state), and sorted sets scored by the time of each row's last change:
 ``<prefix>:history:all`` and one per task name, state and worker, named in the set
 ``<prefix>:history:indexes`` so that a prune reaches them all. The scripts touch keys they
-build from the prefix: fine on one Redis, not on Redis Cluster (say so where it matters).
+build from the prefix, so on Redis Cluster ``RedisResults`` passes a hash-tagged prefix
+(``{<prefix>}``): every history key is in one slot, where such scripts may run.
 
 A task's details are keys of their own, each expiring with the row: ``history:note:<id>``
 (its :class:`~hubbub.results.history.TaskNote` as JSON), ``history:attempts:<id>`` (a hash

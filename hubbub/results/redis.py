@@ -209,11 +209,9 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
-        self._history = RedisHistory(self.config.prefix)
-        if self.config.mode == "cluster":
-            # The history scripts build their index keys (undeclared, across slots): no
-            # history on a cluster yet, rather than result writes that fail.
-            self.history_ttl = None
+        # -- history: its scripts build index keys from the prefix, so on a cluster every
+        # history key carries one hash tag (one slot), as the registry's do
+        self._history = RedisHistory(self._registry)
         self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
@@ -452,8 +450,6 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        if self.config.mode == "cluster":
-            return []  # no history kept on a cluster yet (see __init__)
         floor = None if self.history_ttl is None else self.clock.time() - self.history_ttl
         with self._translate():
             return await self._history.search(self._client, query, floor)
@@ -465,8 +461,6 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        if self.config.mode == "cluster":
-            return
         with self._translate():
             await self._history.prune(self._client, before)
 
