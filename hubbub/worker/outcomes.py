@@ -227,7 +227,9 @@ class Outcomes:
         now = time.time()
         note = attempt = None
         if self.hub.settings.history:
-            note = note_of(env, held.delivery.queue, held.task.fn)
+            if held.note is None:
+                held.note = note_of(env, held.delivery.queue, held.task.fn)
+            note = held.note
             if held.started_at is not None:
                 attempt = attempt_of(env, state, self.worker, now, error, delay)
         return ResultRecord(env.id, state, env.task, value, error, env.retries, self.worker,
