@@ -75,6 +75,9 @@ class Hub:
             ``task-sent`` for every task this hub sends, and every worker event from
             workers of this hub (``hubbub worker --events`` turns it on for one worker).
             Off by default; ``$HUBBUB_EVENTS=1`` turns it on.
+        history: write the task history (the dashboard's task search and task pages: each
+            task's state, times, masked argument preview, workflow links and attempts) with
+            each result. On by default; ``$HUBBUB_HISTORY=off`` makes workers write none.
         celery_broker: Celery's broker, for ``send_task(..., protocol="celery")`` and the
             worker's ``--celery-queue`` (default: this broker when it is Redis or RabbitMQ).
         celery_results: Celery's Redis result backend, where the bridge also writes the
@@ -103,6 +106,7 @@ class Hub:
         signing_keys: Mapping[str, str] | None = None,
         dead_letter_failures: bool | None = None,
         events: bool | None = None,
+        history: bool | None = None,
         celery_broker: str | None = None,
         celery_results: str | None = None,
         overrides: Mapping[str, Any] | None = None,
@@ -113,7 +117,8 @@ class Hub:
             broker=broker, results=results, lease=lease, serializer=serializer, accept=accept,
             result_ttl=result_ttl, default_queue=default_queue, limits=limits,
             signing_keys=signing_keys, dead_letter_failures=dead_letter_failures,
-            events=events, celery_broker=celery_broker, celery_results=celery_results)
+            events=events, history=history, celery_broker=celery_broker,
+            celery_results=celery_results)
         self._overrides = overrides
         self.events = EventBus()
         self._settle()
@@ -490,7 +495,12 @@ class Hub:
     def open_results(self) -> ResultBackend | None:
         """A new, unconnected result backend, or None when results are not kept."""
         url = self.settings.results
-        return None if url is None else open_results(url)
+        if url is None:
+            return None
+        backend = open_results(url)
+        if not self.settings.history:  # -- history: off, so no rows are written or read
+            backend.history_ttl = None
+        return backend
 
     def open_plane(self) -> Plane:
         """A new, unconnected control plane (events, control commands and replies) over the
@@ -724,7 +734,7 @@ def _code_settings(**given: Any) -> dict[str, Any]:
     accept, keys = given.get("accept"), given.get("signing_keys")
     names = ("broker", "results", "lease", "serializer", "accept", "result_ttl",
              "default_queue", "limits", "signing_keys", "dead_letter_failures", "events",
-             "celery_broker", "celery_results")
+             "history", "celery_broker", "celery_results")
     code = {name: given.get(name) for name in names}
     code["accept"] = None if accept is None else frozenset(accept)
     code["signing_keys"] = None if keys is None else tuple(dict(keys).items())

@@ -106,6 +106,8 @@ class Settings:
     dead_letter_failures: bool = False
     # Publish events on the plane: task-sent from producers, every event from workers.
     events: bool = False
+    # Write the task history (the dashboard's search and task pages) with each result.
+    history: bool = True
     # The Celery bridge (docs/celery.md): Celery's broker, for --celery-queue and
     # send_task(protocol="celery") (default: the hub's broker when it is Redis or RabbitMQ),
     # and Celery's Redis result backend, where bridged tasks' results are also written.
@@ -152,6 +154,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUBBUB_SIGNING_KEYS": ("signing_keys", lambda v: _key_pairs(v)),
     "HUBBUB_DEAD_LETTER_FAILURES": ("dead_letter_failures", lambda v: _flag(v)),
     "HUBBUB_EVENTS": ("events", lambda v: _flag(v)),
+    "HUBBUB_HISTORY": ("history", lambda v: _flag(v)),
     "HUBBUB_CELERY_BROKER": ("celery_broker", str),
     "HUBBUB_CELERY_RESULTS": ("celery_results", str),
 }

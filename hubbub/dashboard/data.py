@@ -28,7 +28,9 @@ from hubbub.errors import HubbubError
 from hubbub.hub import Hub
 from hubbub.results import ResultBackend, ResultRecord, State
 from hubbub.results.base import HistoryQuery, HistoryRow
+from hubbub.results.history import RETRY_OF, HistoryDetail
 from hubbub.schedule.store import Lease, SlotState, open_store
+from hubbub.task import SendOptions, TaskOptions, build_envelope
 from hubbub.transports import DeadLetter, QueueStats, Transport
 from hubbub.transports._dead import task_of
 
@@ -162,15 +164,28 @@ class Source:
         """Up to ``limit`` dead letters, of ``queue`` or of every queue."""
         return await self._transport.list_dead(queue or None, limit=limit)
 
+    @property
+    def history_off(self) -> str:
+        """Why no task history is kept, for a page to say so; empty when it is kept."""
+        if not self.hub.settings.history:
+            return ("task history is off (HUBBUB_HISTORY=off, or Hub(history=False)): "
+                    "workers write none, so there is nothing to search")
+        if self.results is not None and self.results.history_ttl is None:
+            return "this result store keeps no task history (its history_ttl is None)"
+        return ""
+
     async def search(self, query: HistoryQuery) -> list[HistoryRow]:
         """The task history rows matching ``query``, newest first."""
         return await self._results.search_history(query)
 
-    async def task(self, id: str) -> tuple[ResultRecord | None, HistoryRow | None]:
-        """Task ``id``'s result record (while kept) and history row (while retained)."""
+    async def task(self, id: str) -> tuple[ResultRecord | None, HistoryRow | None,
+                                           HistoryDetail]:
+        """Task ``id``'s result record (while kept), history row and what the history
+        keeps beside it (while retained)."""
         record = (await self._results.get([id])).get(id)
         rows = await self._results.search_history(HistoryQuery(id=id, limit=1))
-        return record, rows[0] if rows else None
+        detail = await self._results.history_detail(id)
+        return record, rows[0] if rows else None, detail
 
     async def overview(self) -> Overview:
         """The overview's figures for the last hour."""
@@ -265,11 +280,34 @@ class Source:
         return f"task {id} had already {'finished' if terminate else 'started or finished'}"
 
     async def retry(self, id: str) -> str:
-        """Run a task again from its dead letter (the only place its message is kept)."""
+        """Run a task again: from its dead letter when there is one (the same message),
+        else, for a task that ended in FAILURE or REVOKED, as a new task (a new id) with
+        the same name, arguments and queue, taken from its history. The two are linked
+        both ways in the history; a one-line account."""
         if await self._transport.requeue_dead([id]):
             return f"task {id} requeued from the dead letters"
-        return (f"task {id} cannot be retried here: its message is not kept (only a dead "
-                "letter holds one; send the task again)")
+        record, row, detail = await self.task(id)
+        found = record or row
+        if found is None:
+            return f"task {id} cannot be retried: no record or history of it is kept"
+        if found.state not in (State.FAILURE, State.REVOKED):
+            return (f"task {id} cannot be retried: it is {found.state.value}; only a task "
+                    "that ended in FAILURE or REVOKED is sent again")
+        name = found.task or (row.task if row is not None else None)
+        arguments = None if detail.note is None else detail.note.arguments()
+        if detail.note is None or arguments is None or name is None:
+            return (f"task {id} cannot be retried here: its history keeps no exact copy of "
+                    "its arguments (none kept, or cut or masked because they are large or "
+                    "look secret); send the task again from code")
+        args, kwargs = arguments
+        known = self.hub.tasks.get(name)
+        spec = known.spec if known is not None else TaskOptions(name=name)
+        envelope = build_envelope(spec, self.hub.settings.default_queue, args, kwargs,
+                                  SendOptions(queue=detail.note.queue,
+                                              headers={RETRY_OF: id}))
+        [result] = await self.hub.send_async([envelope])
+        await self._results.link_retry(id, result.id)
+        return f"task {id} sent again as task {result.id}"
 
     async def purge(self, queue: str) -> str:
         """Delete ``queue``'s ready messages; a one-line account."""

@@ -95,7 +95,8 @@ class Views:
         data = await self.source.overview()
         rate = [round(100 * f / n) if n else 0 for f, n in zip(data.failed, data.finished,
                                                                 strict=True)]
-        return {"o": data, "failure_rate": rate, "bucket": BUCKET}
+        return {"o": data, "failure_rate": rate, "bucket": BUCKET,
+                "history_off": self.source.history_off}
 
     async def workers(self, request: Request) -> dict[str, Any]:
         workers = await self.source.workers()
@@ -104,6 +105,9 @@ class Views:
 
     async def tasks(self, request: Request) -> dict[str, Any]:
         q = request.query_params
+        if self.source.history_off:  # say so, rather than show searches that find nothing
+            return {"rows": [], "q": q, "error": "", "took": 0.0, "limit": SEARCH_LIMIT,
+                    "history_off": self.source.history_off}
         state = q.get("state") or None
         error = ""
         rows: list[Any] = []
@@ -120,12 +124,17 @@ class Views:
             took = time.perf_counter() - started
         except ValueError as exc:
             error, took = str(exc), 0.0
-        return {"rows": rows, "q": q, "error": error, "took": took, "limit": SEARCH_LIMIT}
+        return {"rows": rows, "q": q, "error": error, "took": took, "limit": SEARCH_LIMIT,
+                "history_off": ""}
 
     async def task(self, request: Request) -> dict[str, Any]:
         id_ = request.path_params["id"]
-        record, row = await self.source.task(id_)
-        return {"id": id_, "record": record, "row": row}
+        record, row, detail = await self.source.task(id_)
+        found = record or row
+        resend = (found is not None and found.state in (State.FAILURE, State.REVOKED)
+                  and detail.note is not None and detail.note.exact)
+        return {"id": id_, "record": record, "row": row, "detail": detail, "resend": resend,
+                "history_off": self.source.history_off}
 
     async def queues(self, request: Request) -> dict[str, Any]:
         stats = await self.source.queues()

@@ -4,7 +4,13 @@ A hash ``<prefix>:history:rows`` (id -> JSON row), a hash ``<prefix>:history:sta
 (id -> state), and sorted sets scored by the time of each row's last change:
 ``<prefix>:history:all`` and one per task name, state and worker, named in the set
 ``<prefix>:history:indexes`` so that a prune reaches them all. The scripts touch keys they
-build from the prefix: fine on one Redis, not on Redis Cluster (say so where it matters).
+build from the prefix, so on Redis Cluster ``RedisResults`` passes a hash-tagged prefix
+(``{<prefix>}``): every history key is in one slot, where such scripts may run.
+
+A task's details are keys of their own, each expiring with the row: ``history:note:<id>``
+(its :class:`~hubbub.results.history.TaskNote` as JSON), ``history:attempts:<id>`` (a hash
+of attempt number -> JSON, the latest ``MAX_ATTEMPTS``) and ``history:retried:<id>`` (the id
+it was retried as); a prune deletes those of the rows it drops.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import redis.asyncio as aioredis
 
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, id_bytes
+from hubbub.results.history import MAX_ATTEMPTS, HistoryDetail, dump, load_attempts, load_note
 
 _SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
 _SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
@@ -46,15 +53,51 @@ class RedisHistory:
         pipe = client.pipeline(transaction=False)
         pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
                   self._hkey("states"), *argv)
+        self._queue_details(pipe, records, ttl)
         if now - self._swept_at > _SWEEP_EVERY:
             self._swept_at = now
             self._queue_prune(pipe, now - ttl)
         await pipe.execute()
 
+    def _detail_key(self, kind: str, id: str) -> bytes:
+        return self._hkey(kind, "") + id_bytes(id)
+
+    def _queue_details(self, pipe: Any, records: Sequence[ResultRecord], ttl: float) -> None:
+        """Queue the writes of the records' notes and attempts (single-key commands)."""
+        expire = max(1, int(ttl))
+        for record in records:
+            if record.note is not None:
+                pipe.set(self._detail_key("note", record.id), dump(record.note), ex=expire)
+            attempt = record.attempt
+            if attempt is not None:
+                key = self._detail_key("attempts", record.id)
+                pipe.hset(key, str(attempt.number), dump(attempt))
+                if attempt.number > MAX_ATTEMPTS:
+                    pipe.hdel(key, str(attempt.number - MAX_ATTEMPTS))
+                pipe.expire(key, expire)
+
+    async def detail(self, client: aioredis.Redis, id: str) -> HistoryDetail:
+        """Task ``id``'s note, attempts and retry link."""
+        pipe = client.pipeline(transaction=False)
+        pipe.get(self._detail_key("note", id))
+        pipe.hvals(self._detail_key("attempts", id))
+        pipe.get(self._detail_key("retried", id))
+        note, attempts, retried = await pipe.execute()
+        if isinstance(retried, bytes):
+            retried = retried.decode("utf-8", "surrogateescape")
+        return HistoryDetail(load_note(note), load_attempts(list(attempts)), retried)
+
+    async def link_retry(self, client: aioredis.Redis, id: str, retry: str,
+                         ttl: float) -> None:
+        """Keep ``retry`` as the task ``id`` was retried as, for ``ttl`` seconds."""
+        await client.set(self._detail_key("retried", id), retry.encode("utf-8", "surrogatepass"),
+                         ex=max(1, int(ttl)))
+
     def _queue_prune(self, pipe: Any, before: float) -> None:
         # The rows go by the "all" index; every other index drops the same scores.
         pipe.eval(_PRUNE, 4, self._hkey("all"), self._hkey("rows"), self._hkey("indexes"),
-                  self._hkey("states"), repr(before))
+                  self._hkey("states"), repr(before), self._hkey("").decode(
+                      "utf-8", "surrogatepass"))
 
     async def prune(self, client: aioredis.Redis, before: float) -> None:
         """Delete the rows last changed before ``before``, from the rows and every index."""
@@ -142,12 +185,16 @@ return 1
 
 
 # KEYS: the "all" index, the rows hash, the set of index names, the states hash.
-# ARGV: the cut-off time.
+# ARGV: the cut-off time, the detail key prefix ('<prefix>:history:').
 _PRUNE = """
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
 for i = 1, #old, 500 do
   redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 499, #old)))
   redis.call('HDEL', KEYS[4], unpack(old, i, math.min(i + 499, #old)))
+end
+for _, id in ipairs(old) do
+  redis.call('DEL', ARGV[2] .. 'note:' .. id, ARGV[2] .. 'attempts:' .. id,
+             ARGV[2] .. 'retried:' .. id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 for _, index in ipairs(redis.call('SMEMBERS', KEYS[3])) do

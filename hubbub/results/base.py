@@ -23,6 +23,7 @@ from hubbub._text import MAX_REASON, cap, clean_text
 from hubbub.codecs import Undecodable, json_dumps, json_loads, pack, tagged, unpack
 from hubbub.errors import ResultError
 from hubbub.limits.store import LimitStore
+from hubbub.results.history import Attempt, HistoryDetail, TaskNote
 
 MAX_ERROR_MESSAGE = MAX_REASON  # characters of an ErrorInfo message a store keeps
 MAX_TRACEBACK = 16_384  # characters of a traceback a store keeps (its end: the raise)
@@ -76,6 +77,9 @@ class ResultRecord:
     (FAILURE, REVOKED, and the last error of RETRY). Times are epoch seconds. While the task
     runs (STARTED), ``status`` is a state of its own it reported with
     ``current_task().update_state(...)`` (e.g. ``"PROGRESS"``) and ``meta`` what it said.
+    ``note`` and ``attempt`` are for the task history only (never stored in the record):
+    the task's arguments and links, and the attempt this record ends
+    (:mod:`hubbub.results.history`).
     """
 
     id: str
@@ -90,6 +94,8 @@ class ResultRecord:
     finished_at: float | None = None
     status: str | None = None
     meta: dict[str, Any] | None = None
+    note: TaskNote | None = None
+    attempt: Attempt | None = None
 
     @property
     def ready(self) -> bool:
@@ -397,7 +403,23 @@ class ResultBackend(abc.ABC):
 
     @abc.abstractmethod
     async def prune_history(self, before: float) -> None:
-        """Delete the history rows last changed before ``before`` (epoch seconds)."""
+        """Delete the history rows last changed before ``before`` (epoch seconds), with
+        their details."""
+
+    @abc.abstractmethod
+    async def history_detail(self, id: str) -> HistoryDetail:
+        """What the history keeps of task ``id`` beyond its row: the latest note written
+        with its records, its attempts (the latest :data:`~hubbub.results.history.MAX_ATTEMPTS`,
+        oldest first) and the task it was retried as. Empty when none is kept.
+
+        Raises:
+            ResultUnavailable: the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def link_retry(self, id: str, retry: str) -> None:
+        """Record that task ``retry`` was sent again for task ``id`` (a dashboard retry),
+        kept as long as ``id``'s history. Nothing is written while history is off."""
 
 
 # -- canvas -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from hubbub.results.base import (
     encode_value,
     replaces,
 )
+from hubbub.results.history import MAX_ATTEMPTS, Attempt, HistoryDetail, TaskNote
 
 
 @dataclass
@@ -35,6 +36,9 @@ class _Store:
     workers: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
     history: dict[str, HistoryRow] = field(default_factory=dict)  # insertion: oldest change first
+    notes: dict[str, TaskNote] = field(default_factory=dict)  # -- history: details by id
+    attempts: dict[str, dict[int, Attempt]] = field(default_factory=dict)
+    retried: dict[str, str] = field(default_factory=dict)
     limits: MemoryLimitState = field(default_factory=MemoryLimitState)  # -- limits --
     # -- canvas: chord id -> (member id -> stored value), flags, group members
     chords: dict[str, dict[str, bytes]] = field(default_factory=dict)
@@ -78,11 +82,21 @@ class MemoryResults(ResultBackend):
                     if self.history_ttl is not None:
                         self._store.history.pop(record.id, None)  # to the end: newest
                         self._store.history[record.id] = HistoryRow.of(record, now)
+                        self._write_detail(record)
             waiters = list(self._store.waiters)
         for loop, event in waiters:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
         return stored
+
+    def _write_detail(self, record: ResultRecord) -> None:
+        if record.note is not None:
+            self._store.notes[record.id] = record.note
+        if record.attempt is not None:
+            attempts = self._store.attempts.setdefault(record.id, {})
+            attempts[record.attempt.number] = record.attempt
+            for number in sorted(attempts)[:-MAX_ATTEMPTS]:
+                del attempts[number]
 
     def _live(self, id: str) -> ResultRecord | None:
         entry = self._store.records.get(id)
@@ -158,6 +172,21 @@ class MemoryResults(ResultBackend):
         with self._store.lock:
             for id_ in [i for i, r in self._store.history.items() if r.updated_at < before]:
                 del self._store.history[id_]
+                for details in (self._store.notes, self._store.attempts, self._store.retried):
+                    details.pop(id_, None)
+
+    async def history_detail(self, id: str) -> HistoryDetail:
+        with self._store.lock:
+            attempts = self._store.attempts.get(id, {})
+            return HistoryDetail(self._store.notes.get(id),
+                                 [attempts[n] for n in sorted(attempts)],
+                                 self._store.retried.get(id))
+
+    async def link_retry(self, id: str, retry: str) -> None:
+        if self.history_ttl is None:
+            return
+        with self._store.lock:
+            self._store.retried[id] = retry
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

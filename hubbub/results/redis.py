@@ -53,6 +53,7 @@ from hubbub.results.base import (
     encode_value,
     id_bytes,
 )
+from hubbub.results.history import HistoryDetail
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +209,9 @@ class RedisResults(ResultBackend):
         self._redis: aioredis.Redis | None = None
         self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
-        self._history = RedisHistory(self.config.prefix)
-        if self.config.mode == "cluster":
-            # The history scripts build their index keys (undeclared, across slots): no
-            # history on a cluster yet, rather than result writes that fail.
-            self.history_ttl = None
+        # -- history: its scripts build index keys from the prefix, so on a cluster every
+        # history key carries one hash tag (one slot), as the registry's do
+        self._history = RedisHistory(self._registry)
         self._limits: RedisLimits | None = None  # -- limits --
 
     def __repr__(self) -> str:
@@ -451,8 +450,6 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        if self.config.mode == "cluster":
-            return []  # no history kept on a cluster yet (see __init__)
         floor = None if self.history_ttl is None else self.clock.time() - self.history_ttl
         with self._translate():
             return await self._history.search(self._client, query, floor)
@@ -464,10 +461,32 @@ class RedisResults(ResultBackend):
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise, or ``connect()`` was not called.
         """
-        if self.config.mode == "cluster":
-            return
         with self._translate():
             await self._history.prune(self._client, before)
+
+    async def history_detail(self, id: str) -> HistoryDetail:
+        """Task ``id``'s note, attempts and retry link.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.history_ttl is None:
+            return HistoryDetail()
+        with self._translate():
+            return await self._history.detail(self._client, id)
+
+    async def link_retry(self, id: str, retry: str) -> None:
+        """Keep the link from ``id`` to its retry as long as a history row.
+
+        Raises:
+            ResultUnavailable: Redis cannot be reached or did not answer in time.
+            ResultError: Redis failed otherwise, or ``connect()`` was not called.
+        """
+        if self.history_ttl is None:
+            return
+        with self._translate():
+            await self._history.link_retry(self._client, id, retry, self.history_ttl)
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 
@@ -502,12 +521,10 @@ class RedisResults(ResultBackend):
         sha = hashlib.sha1(_JOIN.encode(), usedforsecurity=False).hexdigest()
         with self._translate():
             for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for m in members:
-                    pipe.evalsha(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
-                                 encode_value(m.index, m.value), ttl_ms)
+                calls = [(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
+                          encode_value(m.index, m.value), ttl_ms) for m in members]
                 try:
-                    replies = await pipe.execute()
+                    replies = await self._evalsha_all(calls)  # a cluster refuses a pipeline
                     return [ChordJoin(int(count), bool(added), bool(fired))
                             for added, count, fired in replies]
                 except NoScriptError:

@@ -32,6 +32,13 @@ from hubbub.results.base import (
     id_bytes,
     replaces,
 )
+from hubbub.results.history import (
+    MAX_ATTEMPTS,
+    HistoryDetail,
+    dump,
+    load_attempts,
+    load_note,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hubbub_results (
@@ -80,6 +87,22 @@ CREATE INDEX IF NOT EXISTS hubbub_history_updated ON hubbub_history (updated_at)
 CREATE INDEX IF NOT EXISTS hubbub_history_task ON hubbub_history (task, updated_at);
 CREATE INDEX IF NOT EXISTS hubbub_history_state ON hubbub_history (state, updated_at);
 CREATE INDEX IF NOT EXISTS hubbub_history_worker ON hubbub_history (worker, updated_at);
+-- history details: a task's note (arguments, links) and its attempts, kept with its row
+CREATE TABLE IF NOT EXISTS hubbub_history_notes (
+    id          TEXT PRIMARY KEY,
+    note        BLOB,
+    retried_as  TEXT,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hubbub_history_notes_updated ON hubbub_history_notes (updated_at);
+CREATE TABLE IF NOT EXISTS hubbub_history_attempts (
+    id          TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    attempt     BLOB NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (id, n)
+);
+CREATE INDEX IF NOT EXISTS hubbub_history_attempts_at ON hubbub_history_attempts (at);
 """
 SCHEMA += LIMITS_SCHEMA  # -- limits: their tables live in the same file --
 _STICKY = ",".join(f"'{s.value}'" for s in STICKY_STATES)
@@ -100,6 +123,18 @@ _HISTORY_UPSERT = (  # noqa: S608 (fixed state names, no input)
     " finished_at = excluded.finished_at, updated_at = excluded.updated_at"
 ) + (f" WHERE hubbub_history.state NOT IN ({_STICKY})"
      f" OR (hubbub_history.state = 'REVOKED' AND excluded.state IN ({_OVER_REVOKED}))")
+_NOTE_UPSERT = (
+    "INSERT INTO hubbub_history_notes (id, note, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET note = excluded.note, updated_at = excluded.updated_at")
+_ATTEMPT_UPSERT = ("INSERT OR REPLACE INTO hubbub_history_attempts (id, n, attempt, at)"
+                   " VALUES (?, ?, ?, ?)")
+# Details go with their row: those of rows no longer there, once old enough, are deleted.
+_PRUNE_DETAILS = (
+    "DELETE FROM hubbub_history_notes WHERE updated_at < ? AND NOT EXISTS"
+    " (SELECT 1 FROM hubbub_history h WHERE h.id = hubbub_history_notes.id)",
+    "DELETE FROM hubbub_history_attempts WHERE at < ? AND NOT EXISTS"
+    " (SELECT 1 FROM hubbub_history h WHERE h.id = hubbub_history_attempts.id)",
+)
 _HISTORY_COLUMNS = ("id, task, state, worker, retries, created_at, started_at, finished_at,"
                     " updated_at")
 _SWEEP_EVERY = 60.0  # seconds between deletions of expired rows
@@ -259,11 +294,26 @@ class SQLiteResults(ResultBackend):
         conn.executemany(_HISTORY_UPSERT, [
             (_key(r.id), r.task, r.state.value, r.worker, r.retries, r.created_at,
              r.started_at, r.finished_at, now) for r in rows])
+        conn.executemany(_NOTE_UPSERT, [(_key(r.id), dump(r.note), now) for r in records
+                                        if r.note is not None])
+        attempts = [r for r in records if r.attempt is not None]
+        conn.executemany(_ATTEMPT_UPSERT, [
+            (_key(r.id), r.attempt.number, dump(r.attempt), r.attempt.at)
+            for r in attempts if r.attempt is not None])
+        conn.executemany(  # the latest MAX_ATTEMPTS of a task are kept
+            "DELETE FROM hubbub_history_attempts WHERE id = ? AND n <= ?",
+            [(_key(r.id), r.attempt.number - MAX_ATTEMPTS) for r in attempts
+             if r.attempt is not None and r.attempt.number > MAX_ATTEMPTS])
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:
         if self.history_ttl is not None:
-            conn.execute("DELETE FROM hubbub_history WHERE updated_at < ?",
-                         (now - self.history_ttl,))
+            self._delete_history(conn, now - self.history_ttl)
+
+    @staticmethod
+    def _delete_history(conn: sqlite3.Connection, before: float) -> None:
+        conn.execute("DELETE FROM hubbub_history WHERE updated_at < ?", (before,))
+        for sql in _PRUNE_DETAILS:
+            conn.execute(sql, (before,))
 
     async def search_history(self, query: HistoryQuery) -> list[HistoryRow]:
         where: list[str] = []
@@ -293,8 +343,29 @@ class SQLiteResults(ResultBackend):
             for id_, task, state, worker, retries, created, started, finished, updated in rows]
 
     async def prune_history(self, before: float) -> None:
+        await self.db.write(lambda c: self._delete_history(c, before))
+
+    async def history_detail(self, id: str) -> HistoryDetail:
+        key = _key(id)
+
+        def read(conn: sqlite3.Connection) -> HistoryDetail:
+            note = conn.execute("SELECT note, retried_as FROM hubbub_history_notes"
+                                " WHERE id = ?", (key,)).fetchone()
+            attempts = conn.execute("SELECT attempt FROM hubbub_history_attempts WHERE id = ?"
+                                    " ORDER BY n", (key,)).fetchall()
+            return HistoryDetail(None if note is None else load_note(note[0]),
+                                 load_attempts([a[0] for a in attempts]),
+                                 None if note is None else note[1])
+
+        return await self.db.call(read)
+
+    async def link_retry(self, id: str, retry: str) -> None:
+        if self.history_ttl is None:
+            return
+        row = (_key(id), retry, self.clock.time())
         await self.db.write(lambda c: c.execute(
-            "DELETE FROM hubbub_history WHERE updated_at < ?", (before,)))
+            "INSERT INTO hubbub_history_notes (id, retried_as, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET retried_as = excluded.retried_as", row))
 
     # -- limits (hubbub.limits) -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hubbub.message import Envelope
+    from hubbub.results.history import TaskNote
     from hubbub.task import Task
     from hubbub.transports.base import Delivery
     from hubbub.worker.lane import Lane
@@ -34,6 +35,7 @@ class Held:
     runner: asyncio.Task[None] | None = None
     admitted_at: float = 0.0  # monotonic: when admission last read its stored state
     terminating: bool = False  # its pool was asked to stop it (revoked with terminate)
+    note: TaskNote | None = None  # -- history: made once, for every record of this delivery
 
 
 class HeldSet:

@@ -22,6 +22,7 @@ from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
 from hubbub.transports.base import Delivery, Outgoing
 from hubbub.worker.execute import exception_text
 from hubbub.worker.followups import FollowUps
+from hubbub.worker.history import attempt_of, note_of
 from hubbub.worker.settlement import Verdict, settle, unretryable
 from hubbub.worker.writes import RetryWrite, WriteBuffer
 
@@ -141,7 +142,7 @@ class Outcomes:
             log.warning("task %s[%s] failed in %.3fs (%s); retry %d/%d in %.1fs", env.task,
                         env.id, duration, short(verdict.summary), env.retries + 1,
                         env.max_retries, verdict.countdown, extra=task_fields(env.id, env.task))
-            self.record(held, State.RETRY, error=verdict.error)
+            self.record(held, State.RETRY, error=verdict.error, delay=verdict.countdown)
             outgoing = Outgoing(held.delivery.queue, body, env.id, env.priority,
                                 verdict.retry.eta)
             retried = verdict
@@ -204,23 +205,37 @@ class Outcomes:
 
     def record(self, held: Held, state: State, *, value: Any = None,
                error: ErrorInfo | None = None, status: str | None = None,
-               meta: dict[str, Any] | None = None) -> None:
+               meta: dict[str, Any] | None = None, delay: float | None = None) -> None:
         if state in READY_STATES and self.settled is not None:  # -- limits --
             self.settled(held.envelope)
-        record = self.make(held, state, value=value, error=error, status=status, meta=meta)
+        record = self.make(held, state, value=value, error=error, status=status, meta=meta,
+                           delay=delay)
         if record is not None:
             self.writes.record(record)
 
     def make(self, held: Held, state: State, *, value: Any = None,
              error: ErrorInfo | None = None, status: str | None = None,
-             meta: dict[str, Any] | None = None) -> ResultRecord | None:
-        """The record of ``held`` in ``state``, or None when its task keeps no result."""
+             meta: dict[str, Any] | None = None, delay: float | None = None
+             ) -> ResultRecord | None:
+        """The record of ``held`` in ``state``, or None when its task keeps no result.
+
+        -- history: with the task's note and, once it ran, the attempt this record ends
+        (``delay``: seconds until the next one, for RETRY), unless history is off.
+        """
         if held.task.spec.ignore_result or self.hub.settings.results is None:
             return None
         env = held.envelope
+        now = time.time()
+        note = attempt = None
+        if self.hub.settings.history:
+            if held.note is None:
+                held.note = note_of(env, held.delivery.queue, held.task.fn)
+            note = held.note
+            if held.started_at is not None:
+                attempt = attempt_of(env, state, self.worker, now, error, delay)
         return ResultRecord(env.id, state, env.task, value, error, env.retries, self.worker,
                             env.created_at, held.started_at,
-                            time.time() if state in READY_STATES else None, status, meta)
+                            now if state in READY_STATES else None, status, meta, note, attempt)
 
 
 def short(text: str | None, limit: int = 1000) -> str:

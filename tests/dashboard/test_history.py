@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hubbub.results import ResultRecord, State, open_results
 from hubbub.results.base import HistoryQuery
+from hubbub.results.history import MAX_ATTEMPTS, Attempt, HistoryDetail, TaskNote
 from tests.conftest import Broker, eventually
 
 
@@ -19,11 +20,6 @@ async def test_history_rows_follow_records_and_answer_each_filter(broker: Broker
     store = open_results(_url(broker, tmp_path))
     await store.connect()
     try:
-        if store.history_ttl is None:  # a store that keeps none (Redis Cluster, for now)
-            await store.store([ResultRecord("a1", State.SUCCESS, task="add")], ttl=60)
-            assert "a1" in await store.get(["a1"])  # results are written all the same
-            assert await store.search_history(HistoryQuery()) == []
-            return
         await store.store([ResultRecord("a1", State.STARTED, task="add", worker="w1",
                                         created_at=100.0, started_at=101.0)], ttl=60)
         await store.store([ResultRecord("a1", State.SUCCESS, task="add", worker="w1",
@@ -57,9 +53,6 @@ async def test_history_outlives_the_results_and_prune_drops_old_rows(broker: Bro
     store = open_results(_url(broker, tmp_path))
     await store.connect()
     try:
-        if store.history_ttl is None:  # a store that keeps none: nothing to prune
-            await store.prune_history(1e12)
-            return
         await store.store([ResultRecord("old", State.SUCCESS, task="t")], ttl=0.001)
         await store.store([ResultRecord("new", State.SUCCESS, task="t")], ttl=60)
 
@@ -76,12 +69,52 @@ async def test_history_outlives_the_results_and_prune_drops_old_rows(broker: Bro
         await store.close()
 
 
-async def test_history_can_be_turned_off(tmp_path: Path) -> None:
-    store = open_results(f"sqlite:///{tmp_path / 'r.db'}")
-    store.history_ttl = None
+async def test_history_turned_off_writes_no_rows_notes_attempts_or_links(
+        broker: Broker, tmp_path: Path) -> None:
+    off, reader = open_results(_url(broker, tmp_path)), open_results(_url(broker, tmp_path))
+    off.history_ttl = None
+    await off.connect()
+    await reader.connect()  # history on: it would find whatever was written
+    try:
+        await off.store([ResultRecord("x", State.FAILURE, task="t", note=TaskNote("[]"),
+                                      attempt=Attempt(1, 1.0, "w", "FAILURE"))], ttl=60)
+        await off.link_retry("x", "y")
+        assert "x" in await reader.get(["x"])  # the result is written all the same
+        assert await reader.search_history(HistoryQuery()) == []
+        assert await reader.history_detail("x") == HistoryDetail()
+    finally:
+        await off.close()
+        await reader.close()
+
+
+async def test_notes_attempts_and_retry_links_are_kept_beside_the_row(broker: Broker,
+                                                                       tmp_path: Path) -> None:
+    store = open_results(_url(broker, tmp_path))
     await store.connect()
     try:
-        await store.store([ResultRecord("x", State.SUCCESS, task="t")], ttl=60)
-        assert await store.search_history(HistoryQuery()) == []
+        note = TaskNote('{"args":[1],"kwargs":{}}', exact=True, queue="q", parent="p0",
+                        children=("c1", "c2"))
+        for n in range(1, MAX_ATTEMPTS + 3):  # more attempts than are kept
+            await store.store([ResultRecord("a1", State.RETRY, task="t", note=note,
+                                            attempt=Attempt(n, 100.0 + n, "w1", "RETRY",
+                                                            "ValueError: no", 2.0))], ttl=60)
+        await store.store([ResultRecord("a1", State.FAILURE, task="t",  # no note: kept
+                                        attempt=Attempt(MAX_ATTEMPTS + 3, 200.0, "w2",
+                                                        "FAILURE", "ValueError: no"))], ttl=60)
+        await store.link_retry("a1", "b2")
+
+        detail = await store.history_detail("a1")
+        assert detail.note == note
+        assert detail.note is not None
+        assert detail.note.arguments() == ([1], {})
+        assert [a.number for a in detail.attempts] == list(range(4, MAX_ATTEMPTS + 4))
+        assert (detail.attempts[-1].outcome, detail.attempts[-1].worker) == ("FAILURE", "w2")
+        assert detail.attempts[0].delay == 2.0
+        assert detail.retried_as == "b2"
+        assert await store.history_detail("nope") == HistoryDetail()
+
+        (row,) = await store.search_history(HistoryQuery(id="a1"))
+        await store.prune_history(row.updated_at + 1)  # the details go with their row
+        assert await store.history_detail("a1") == HistoryDetail()
     finally:
         await store.close()
