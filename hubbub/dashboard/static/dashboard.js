@@ -31,7 +31,9 @@
   function connect() {
     if (!window.EventSource || !document.querySelector("[data-live]")) { return; }
     var source = new EventSource(document.body.getAttribute("data-live-url"));
-    source.onopen = function () { status.className = "live on"; };
+    // The stream reports changes after it opened: fetch once on (re)opening, for what
+    // changed between rendering the page (or losing the stream) and now.
+    source.onopen = function () { status.className = "live on"; refresh(); };
     source.onerror = function () { status.className = "live off"; };
     source.addEventListener("changed", refresh);
   }
