@@ -30,7 +30,7 @@ from hubbub._redact import redact
 from hubbub.errors import ConfigurationError, HubbubError
 from hubbub.limits import LimitStore, Rate, Slot, derive_key, parse_rate
 from hubbub.limits.unique import unique_key
-from hubbub.worker.admission import Refused
+from hubbub.worker.admission import refuse
 from hubbub.worker.execute import exception_text
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class Gates:
         if results is None:
             return None
         gates = cls(results, writes, held, outcomes, lease)
-        outcomes.settled = gates.settled
+        outcomes.unclaim = gates.unclaim
         renewal.also.append(gates.renew)
         return gates
 
@@ -129,6 +129,7 @@ class Gates:
         ``revocations``), and the reading of runtime rates."""
         if revocations is not None:
             self.recheck = revocations.state_now
+            revocations.skipped = self.settled
         await self.watch_rates_forever()
 
     # -- before a task starts ------------------------------------------------------------
@@ -164,9 +165,9 @@ class Gates:
                                                 env.kwargs, "concurrency_key")
                     except Exception as exc:  # the app's key function: it would fail again
                         self.held.forget(held)
-                        self.outcomes.refused(held.delivery, Refused(
+                        self.outcomes.refused(held.delivery, refuse(
                             f"its concurrency_key cannot be derived: {exception_text(exc)}",
-                            env.id, env.task, env))
+                            env))
                         return False
                 self._hold_until_done(held, (key, env.id))
                 if not await self.store.acquire_slot(key, env.id, limit=spec.concurrency,
@@ -244,7 +245,12 @@ class Gates:
         one and the key still names this job."""
         key = unique_key(envelope)
         if key is not None:
-            self._spawn(self._release_unique(key, envelope.id))
+            self.unclaim(key, envelope.id)
+
+    def unclaim(self, key: str, owner: str) -> None:
+        """Give unique ``key`` back, if it still names job ``owner`` (which is settled:
+        finished, refused, dead-lettered, expired or revoked), in the background."""
+        self._spawn(self._release_unique(key, owner))
 
     async def _release_unique(self, key: str, owner: str) -> None:
         try:

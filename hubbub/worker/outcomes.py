@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
+from hubbub.limits.unique import unique_key
 from hubbub.logs import task_fields
 from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
@@ -50,8 +51,9 @@ class Outcomes:
         self.writes = writes
         self.max_size = max_size
         self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
-        # -- limits: told when a job reaches a final state (gives its unique key back) --
-        self.settled: Callable[[Envelope], None] | None = None
+        # -- limits: told (unique key, job id) when a unique job reaches a final state, to
+        # give its key back at once --
+        self.unclaim: Callable[[str, str], None] | None = None
         self.followups = FollowUps(hub, max_size)  # -- canvas
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
@@ -67,6 +69,8 @@ class Outcomes:
         if refused.envelope is not None:
             self._follow_failure(refused.envelope,
                                  f"{ErrorKind.MESSAGE}: dead-lettered: {refused.reason}")
+        if refused.unique is not None and self.unclaim is not None:  # -- limits --
+            self.unclaim(*refused.unique)
         self.writes.dead_letter(delivery, refused.reason)
         if refused.task_id is not None and self.hub.settings.results is not None:
             self.writes.record(ResultRecord(
@@ -145,8 +149,8 @@ class Outcomes:
                                 verdict.retry.eta)
             retried = verdict
             self.writes.retry(RetryWrite(
-                outgoing, held.delivery, lambda reason: self.make(
-                    held, State.FAILURE, error=unretryable(retried, reason).error),
+                outgoing, held.delivery, lambda reason: self._retry_refused(held, retried,
+                                                                            reason),
                 dead_letter=self._dead_failures(held)))
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
@@ -162,6 +166,13 @@ class Outcomes:
                                                   verdict.dead_reason, self.worker))
         else:
             self.writes.ack([held.delivery])
+
+    def _retry_refused(self, held: Held, retried: Verdict, reason: str
+                       ) -> ResultRecord | None:
+        """The broker refused ``held``'s retry for good: the task failed; its FAILURE record
+        (and its unique key back)."""
+        self.settle_unique(held.envelope)
+        return self.make(held, State.FAILURE, error=unretryable(retried, reason).error)
 
     def _follow_success(self, env: Envelope, value: Any) -> None:
         """-- canvas: the next steps, callbacks and chord join of a task that succeeded."""
@@ -204,11 +215,17 @@ class Outcomes:
     def record(self, held: Held, state: State, *, value: Any = None,
                error: ErrorInfo | None = None, status: str | None = None,
                meta: dict[str, Any] | None = None) -> None:
-        if state in READY_STATES and self.settled is not None:  # -- limits --
-            self.settled(held.envelope)
+        if state in READY_STATES:  # -- limits --
+            self.settle_unique(held.envelope)
         record = self.make(held, state, value=value, error=error, status=status, meta=meta)
         if record is not None:
             self.writes.record(record)
+
+    def settle_unique(self, envelope: Envelope) -> None:
+        """-- limits: ``envelope``'s job is settled: its unique key (if any) is given back."""
+        key = unique_key(envelope)
+        if key is not None and self.unclaim is not None:
+            self.unclaim(key, envelope.id)
 
     def make(self, held: Held, state: State, *, value: Any = None,
              error: ErrorInfo | None = None, status: str | None = None,
