@@ -1,7 +1,8 @@
 """``Gates``: fleet-wide rate and concurrency limits, checked right before a task takes a
 pool slot, and unique keys given back when a job is settled.
 
-Only tasks with ``rate_limit`` or ``concurrency`` (or a rate set at runtime with
+Only tasks with ``rate_limit`` or ``concurrency`` (each optionally per key: ``rate_limit_key``,
+``concurrency_key``; or a rate set at runtime with
 ``Hub.set_rate_limit``) pass through a gate; any other task never waits for the store.
 
 - Concurrency: the task takes one of the key's N slots in the store, for a lease's length,
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
 from hubbub.errors import ConfigurationError, HubbubError
-from hubbub.limits import LimitStore, Rate, Slot, derive_key, parse_rate
+from hubbub.limits import KeyFrom, LimitStore, Rate, Slot, derive_key, parse_rate
 from hubbub.limits.unique import unique_key
 from hubbub.worker.admission import refuse
 from hubbub.worker.execute import exception_text
@@ -158,17 +159,9 @@ class Gates:
         spec, env = held.task.spec, held.envelope
         try:
             if spec.concurrency is not None:
-                key = env.task
-                if spec.concurrency_key is not None:
-                    try:
-                        key += ":" + derive_key(spec.concurrency_key, held.task.fn, env.args,
-                                                env.kwargs, "concurrency_key")
-                    except Exception as exc:  # the app's key function: it would fail again
-                        self.held.forget(held)
-                        self.outcomes.refused(held.delivery, refuse(
-                            f"its concurrency_key cannot be derived: {exception_text(exc)}",
-                            env))
-                        return False
+                key = self._key(held, spec.concurrency_key, "concurrency_key")
+                if key is None:
+                    return False
                 self._hold_until_done(held, (key, env.id))
                 if not await self.store.acquire_slot(key, env.id, limit=spec.concurrency,
                                                      ttl=self.lease):
@@ -177,7 +170,11 @@ class Gates:
                     return False
             rate = self.rate_of(held)
             if rate is not None:
-                answer = await self.store.reserve(env.task, interval=rate.interval,
+                key = self._key(held, spec.rate_limit_key, "rate_limit_key")
+                if key is None:
+                    self._let_slot_go(held)
+                    return False
+                answer = await self.store.reserve(key, interval=rate.interval,
                                                   horizon=HORIZON, lead=LEAD)
                 wait = answer.at - time.time()
                 if not answer.granted:
@@ -192,6 +189,21 @@ class Gates:
             await self.give_back(held, STORE_DOWN_DELAY)
             return False
         return True
+
+    def _key(self, held: Held, key_from: KeyFrom | None, option: str) -> str | None:
+        """The store key of ``held``'s limit: its task's name, and the key derived from its
+        arguments by ``key_from`` (the option ``option``) if it has one. None: that cannot
+        be derived, and ``held`` was dead-lettered (it would fail again)."""
+        env = held.envelope
+        if key_from is None:
+            return env.task
+        try:
+            return f"{env.task}:{derive_key(key_from, held.task.fn, env.args, env.kwargs, option)}"
+        except Exception as exc:  # the app's key function
+            self.held.forget(held)
+            self.outcomes.refused(held.delivery, refuse(
+                f"its {option} cannot be derived: {exception_text(exc)}", env))
+            return None
 
     async def _start_at(self, held: Held, at: float) -> bool:
         """Wait for the reserved start ``at`` (an instant: a slow answer from the store must
