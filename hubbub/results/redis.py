@@ -29,6 +29,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
+from hubbub._redis_scripts import eval_each
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
@@ -78,14 +79,25 @@ return 1
                                                   for s in sorted(REPLACE_REVOKED)))
 
 
-# -- canvas: KEYS: the chord's members hash, its flags hash. ARGV: member id, stored value,
-# ttl ms ('' never). The first value of a member is kept; the count is of distinct members.
+# -- canvas: KEYS: one chord's members hash, its flags hash (one hash tag: one slot). ARGV:
+# ttl ms ('' never), then member id and stored value for each member joining, in order. The
+# first value of a member is kept; the count is of distinct members. Returns added and count
+# for each member, then whether the body was sent.
 _JOIN = """
-local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-local count = redis.call('HLEN', KEYS[1])
-local fired = redis.call('HEXISTS', KEYS[2], 'fired')
-if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return {added, count, fired}
+local out = {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  out[#out + 1] = redis.call('HLEN', KEYS[1])
+end
+out[#out + 1] = redis.call('HEXISTS', KEYS[2], 'fired')
+if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return out
+"""
+# -- canvas: KEYS: a chord's flags hash. ARGV: flag, ttl ms ('' never). 1 if it set the flag.
+_MARK = """
+local set = redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return set
 """
 
 
@@ -306,6 +318,12 @@ class RedisResults(ResultBackend):
             pipe.evalsha(*call)
         return list(await pipe.execute())
 
+    async def _eval_all(self, source: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run the script ``source`` once per call (numkeys, keys of one slot, args): one
+        round trip, or concurrent calls on a cluster (:func:`hubbub._redis_scripts.eval_each`)."""
+        return await eval_each(self._client, source, calls,
+                               cluster=self.config.mode == "cluster")
+
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         """The live records among ``ids``.
 
@@ -473,7 +491,8 @@ class RedisResults(ResultBackend):
 
     def limits(self) -> RedisLimits:
         if self._limits is None:
-            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate)
+            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate,
+                                       cluster=self.config.mode == "cluster")
         return self._limits
 
     # -- canvas: a chord is a hash of member id -> value (HSETNX, HLEN in one script) and a
@@ -490,7 +509,8 @@ class RedisResults(ResultBackend):
 
     async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
                          ) -> list[ChordJoin]:
-        """Join each member with one Lua call, pipelined.
+        """Join the members of each chord with one Lua call on that chord's keys (one slot),
+        every chord in one round trip (on a cluster, one call per chord, concurrently).
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
@@ -498,23 +518,22 @@ class RedisResults(ResultBackend):
         """
         if not members:
             return []
-        ttl_ms = self._ttl_ms(ttl)
-        sha = hashlib.sha1(_JOIN.encode(), usedforsecurity=False).hexdigest()
+        by_chord: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            by_chord.setdefault(m.chord, []).append(i)
+        calls = []
+        for chord, indexes in by_chord.items():
+            pairs = [part for i in indexes for part in (
+                id_bytes(members[i].member), encode_value(members[i].index, members[i].value))]
+            calls.append((2, *self._chord_keys(chord), self._ttl_ms(ttl), *pairs))
         with self._translate():
-            for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for m in members:
-                    pipe.evalsha(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
-                                 encode_value(m.index, m.value), ttl_ms)
-                try:
-                    replies = await pipe.execute()
-                    return [ChordJoin(int(count), bool(added), bool(fired))
-                            for added, count, fired in replies]
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self._client.script_load(_JOIN)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            replies = await self._eval_all(_JOIN, calls)
+        joins: list[ChordJoin | None] = [None] * len(members)
+        for indexes, reply in zip(by_chord.values(), replies, strict=True):
+            fired = bool(reply[-1])
+            for n, i in enumerate(indexes):
+                joins[i] = ChordJoin(int(reply[2 * n + 1]), bool(reply[2 * n]), fired)
+        return [j for j in joins if j is not None]
 
     async def chord_values(self, chord: str) -> list[Any]:
         """The members' values in header order.
@@ -528,20 +547,16 @@ class RedisResults(ResultBackend):
         return decode_values(stored)
 
     async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
-        """HSETNX of ``flag``, with the flags' expiry.
+        """HSETNX of ``flag`` and the flags' expiry, in one Lua call on one key.
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise.
         """
-        key = self._chord_keys(chord)[1]
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hsetnx(key, flag, "1")
-        if ttl is not None:
-            pipe.pexpire(key, max(1, math.ceil(ttl * 1000)))
         with self._translate():
-            replies = await pipe.execute()
-        return bool(replies[0])
+            [set_it] = await self._eval_all(_MARK, [(1, self._chord_keys(chord)[1], flag,
+                                                     self._ttl_ms(ttl))])
+        return bool(set_it)
 
     def _group_key(self, group: str) -> bytes:
         return f"{self.config.prefix}:group:".encode() + id_bytes(group)
