@@ -31,13 +31,14 @@ from hubbub._redact import redact
 from hubbub.errors import ConfigurationError, HubbubError
 from hubbub.limits import KeyFrom, LimitStore, Rate, Slot, derive_key, parse_rate
 from hubbub.limits.unique import unique_key
+from hubbub.results.base import State
 from hubbub.worker.admission import refuse
 from hubbub.worker.execute import exception_text
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.message import Envelope
-    from hubbub.results.base import ResultBackend, State
+    from hubbub.results.base import ResultBackend
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.outcomes import Outcomes
     from hubbub.worker.renewal import Renewal
@@ -130,7 +131,7 @@ class Gates:
         ``revocations``), and the reading of runtime rates."""
         if revocations is not None:
             self.recheck = revocations.state_now
-            revocations.skipped = self.settled
+            revocations.skipped = self.outcomes.skipped
         await self.watch_rates_forever()
 
     # -- before a task starts ------------------------------------------------------------
@@ -216,7 +217,10 @@ class Gates:
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self.held.forget(held)
                 self.writes.ack([held.delivery])
-                self.settled(env)
+                if state == State.REVOKED:  # the rest of its workflow never runs
+                    self.outcomes.skipped(env)
+                else:
+                    self.settled(env)
                 return False
         await asyncio.sleep(max(0.0, at - time.time()))
         held.admitted_at = time.monotonic()  # looked just now: the worker need not again

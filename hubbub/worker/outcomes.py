@@ -92,6 +92,13 @@ class Outcomes:
         self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
                                          f"expired before it ran ({at} UTC)"))
 
+    def skipped(self, env: Envelope) -> None:
+        """A job revoked while it waited for a slot was dropped unstarted: it is settled
+        (its unique key back) and, in a workflow, what follows it never runs."""
+        self.settle_unique(env)
+        if env.canvas:
+            self.revoked_step(env)
+
     def revoked_step(self, env: Envelope) -> None:
         """-- canvas: a revoked task of a workflow was skipped: what follows it never runs."""
         self._follow_failure(env, f"{ErrorKind.REVOKED}: revoked before it ran")

@@ -48,7 +48,8 @@ class Revocations:
         self._stopping: set[asyncio.Future[bool]] = set()  # pool cancels under way
         self._asked: dict[str, asyncio.Future[State | None]] = {}  # the next batched look
         self._looking: asyncio.Task[None] | None = None
-        # -- limits: told of each job dropped unstarted (it is settled: its unique key back) --
+        # Told of each job dropped unstarted (it is settled: its unique key back, the rest of
+        # its workflow fails): Outcomes.skipped, wired by the gates.
         self.skipped: Callable[[Envelope], None] | None = None
 
     async def final_states(self, ids: list[str]) -> dict[str, State]:
