@@ -52,3 +52,14 @@ async def test_slots_across_keys_are_renewed_and_released_in_one_call(
     assert not any([await store.acquire_slot(k, "other", limit=1, ttl=60) for k, _ in slots])
     await store.release_slots(slots)
     assert all([await store.acquire_slot(k, "other", limit=1, ttl=60) for k, _ in slots])
+
+
+async def test_rate_reservations_of_keys_in_different_slots_keep_their_own_budgets(
+        store: LimitStore) -> None:
+    keys = [f"sync:customer{i}" for i in range(6)]
+    firsts = [await store.reserve(k, interval=10, horizon=1) for k in keys]
+    assert all(r.granted for r in firsts)  # each key's first start, none shared
+    seconds = [await store.reserve(k, interval=10, horizon=1) for k in keys]
+    assert not any(r.granted for r in seconds)  # the next one of each is 10 s away
+    await store.set_rate("sync", "5/s")
+    assert await store.rates() == {"sync": "5/s"}
