@@ -2,6 +2,7 @@
 
     python bench/workflows.py                        # 10,000 / 10,000 / 1,000, 3 runs
     python bench/workflows.py --group 2000 --chord 2000 --chain 200 --runs 1
+    python bench/workflows.py --group 1 --chord 1 --chain 1000 --only async   # chain hops
 
 Each run starts a worker process on a fresh key prefix (hubbub: ``--pool async -c 100``
 and ``--pool prefork -c 2``; Celery: ``--pool prefork -c 2``, its usual setup, with its
@@ -137,6 +138,9 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--only", action="append", default=[], metavar="SYSTEM",
+                        help="run only the systems whose name contains this (repeatable), "
+                             "e.g. --only async")
     args = parser.parse_args()
     sizes = (args.group, args.chord, args.chain)
     folder = Path(tempfile.mkdtemp(prefix="hubbub-wf-"))
@@ -149,6 +153,8 @@ def main() -> None:
                                                   ["--pool", "prefork", "-c", "2"], sizes),
         "celery prefork -c 2": lambda: run_celery(args.redis_url, sizes),
     }
+    if args.only:
+        systems = {n: m for n, m in systems.items() if any(o in n for o in args.only)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     load = [os.getloadavg()[0]]
     for i in range(args.runs):

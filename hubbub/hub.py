@@ -206,7 +206,7 @@ class Hub:
         raises: tuple[type[Exception], ...] = (),
         unique: KeyFrom | None = None, unique_for: float | None = None,
         rate_limit: str | None = None, concurrency: int | None = None,
-        concurrency_key: KeyFrom | None = None,
+        concurrency_key: KeyFrom | None = None, rate_limit_key: KeyFrom | None = None,
     ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:

@@ -59,6 +59,8 @@ class TaskOptions:
         unique_for: seconds a unique key is kept at most (default one hour).
         rate_limit: ``"100/m"`` (also ``/s``, ``/h``): starts allowed across the whole fleet,
             spread evenly; a task over it waits without a pool slot.
+        rate_limit_key: makes ``rate_limit`` per key, derived from the arguments like
+            ``unique`` (e.g. ``"10/s"`` for each customer).
         concurrency: at most this many running at once across the whole fleet.
         concurrency_key: makes ``concurrency`` per key, derived from the arguments like
             ``unique`` (e.g. per customer).
@@ -84,6 +86,7 @@ class TaskOptions:
     rate_limit: str | None = None
     concurrency: int | None = None
     concurrency_key: KeyFrom | None = None
+    rate_limit_key: KeyFrom | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 9:
@@ -111,7 +114,8 @@ class TaskOptions:
         # -- limits --
         for name, value in check_limit_options(
                 unique=self.unique, unique_for=self.unique_for, rate_limit=self.rate_limit,
-                concurrency=self.concurrency, concurrency_key=self.concurrency_key).items():
+                concurrency=self.concurrency, concurrency_key=self.concurrency_key,
+                rate_limit_key=self.rate_limit_key).items():
             object.__setattr__(self, name, value)
 
 

@@ -1,5 +1,6 @@
 """Checks of the limit options a task takes (``unique``, ``unique_for``, ``rate_limit``,
-``concurrency``, ``concurrency_key``), each failing with one line that says the fix."""
+``rate_limit_key``, ``concurrency``, ``concurrency_key``), each failing with one line that
+says the fix."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def check_unique_for(value: float | timedelta | None) -> float | None:
 
 
 def check_limit_options(*, unique: Any, unique_for: Any, rate_limit: Any, concurrency: Any,
-                        concurrency_key: Any) -> dict[str, Any]:
+                        concurrency_key: Any, rate_limit_key: Any = None) -> dict[str, Any]:
     """The limit options of a task, checked and normalised (field name -> value).
 
     Raises:
@@ -45,6 +46,9 @@ def check_limit_options(*, unique: Any, unique_for: Any, rate_limit: Any, concur
     if concurrency_key is not None and concurrency is None:
         raise ConfigurationError("concurrency_key needs concurrency=N too: at most N running "
                                  "at once per key")
+    if rate_limit_key is not None and rate_limit is None:
+        raise ConfigurationError("rate_limit_key needs rate_limit=\"N/period\" too: N starts "
+                                 "per period for each key")
     if unique_for is not None and unique is None:
         raise ConfigurationError("unique_for needs unique=... too (or pass unique_key= and "
                                  "unique_for= to apply_async)")
@@ -53,4 +57,6 @@ def check_limit_options(*, unique: Any, unique_for: Any, rate_limit: Any, concur
         "unique_for": check_unique_for(unique_for),
         "concurrency_key": (None if concurrency_key is None
                             else check_key_from(concurrency_key, "concurrency_key")),
+        "rate_limit_key": (None if rate_limit_key is None
+                           else check_key_from(rate_limit_key, "rate_limit_key")),
     }

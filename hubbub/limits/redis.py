@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
+from hubbub._redis_scripts import eval_each
 from hubbub.limits.rate import Reservation
 from hubbub.limits.store import LimitStore, Slot
 
@@ -78,11 +78,14 @@ class RedisLimits(LimitStore):
         client: the connected client (a callable: the store connects later).
         prefix: the store's key prefix.
         translate: a context manager turning driver errors into hubbub's.
+        cluster: the client is a Redis Cluster's (no scripts in a pipeline).
     """
 
     def __init__(self, client: Callable[[], aioredis.Redis], prefix: str,
-                 translate: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
+                 translate: Callable[[], contextlib.AbstractContextManager[None]], *,
+                 cluster: bool = False) -> None:
         self._client = client
+        self._cluster = cluster
         self._prefix = prefix
         self._translate = translate
         self._scripts: dict[str, Any] = {}
@@ -156,22 +159,13 @@ class RedisLimits(LimitStore):
 
     async def _pipelined(self, source: str, calls: list[tuple[bytes, list[Any]]]
                          ) -> list[Any]:
-        """Run ``source`` once per (key, args), in order, in one round trip; the replies."""
+        """Run ``source`` once per (key, args), in order, in one round trip (on a cluster,
+        the calls on one key in order, other keys' concurrently); the replies."""
         if not calls:
             return []
         with self._io() as client:
-            script = self._script(client, source)
-            for attempt in (1, 2):
-                pipe = client.pipeline(transaction=False)
-                for key, args in calls:
-                    pipe.evalsha(script.sha, 1, key, *args)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:  # Redis restarted and forgot it
-                    if attempt == 2:
-                        raise
-                    await client.script_load(source)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            return await eval_each(client, source, [(1, key, *args) for key, args in calls],
+                                   cluster=self._cluster)
 
 
 def _text(value: Any) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import uuid
@@ -26,9 +25,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from hubbub._redis import RedisURL, translate
+from hubbub._redis_scripts import eval_each
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
@@ -79,14 +79,25 @@ return 1
                                                   for s in sorted(REPLACE_REVOKED)))
 
 
-# -- canvas: KEYS: the chord's members hash, its flags hash. ARGV: member id, stored value,
-# ttl ms ('' never). The first value of a member is kept; the count is of distinct members.
+# -- canvas: KEYS: one chord's members hash, its flags hash (one hash tag: one slot). ARGV:
+# ttl ms ('' never), then member id and stored value for each member joining, in order. The
+# first value of a member is kept; the count is of distinct members. Returns added and count
+# for each member, then whether the body was sent.
 _JOIN = """
-local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-local count = redis.call('HLEN', KEYS[1])
-local fired = redis.call('HEXISTS', KEYS[2], 'fired')
-if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return {added, count, fired}
+local out = {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  out[#out + 1] = redis.call('HLEN', KEYS[1])
+end
+out[#out + 1] = redis.call('HEXISTS', KEYS[2], 'fired')
+if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return out
+"""
+# -- canvas: KEYS: a chord's flags hash. ARGV: flag, ttl ms ('' never). 1 if it set the flag.
+_MARK = """
+local set = redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return set
 """
 
 
@@ -207,7 +218,6 @@ class RedisResults(ResultBackend):
         self.clock = clock
         self.client_name = f"hubbub-results-{uuid.uuid4().hex[:8]}"
         self._redis: aioredis.Redis | None = None
-        self._sha = hashlib.sha1(_STORE.encode(), usedforsecurity=False).hexdigest()
         self._listener: _Listener | None = None
         # -- history: its scripts build index keys from the prefix, so on a cluster every
         # history key carries one hash tag (one slot), as the registry's do
@@ -280,30 +290,19 @@ class RedisResults(ResultBackend):
         ttl_ms = "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
         rows = [(self._key(r.id), r.state.value, encode_record(r),
                  "1" if r.state in READY_STATES else "0") for r in records]
+        calls = [(1, key, state, data, expires_at, ttl_ms, repr(now), ready, *keep)
+                 for key, state, data, ready in rows]
         with self._translate():
-            for attempt in (1, 2):
-                calls = [(self._sha, 1, key, state, data, expires_at, ttl_ms, repr(now), ready,
-                          *keep) for key, state, data, ready in rows]
-                try:
-                    written = await self._evalsha_all(calls)
-                    stored = [r for r, done in zip(records, written, strict=True) if done]
-                    await self._write_history(stored, now)
-                    return [r.id for r in stored]
-                except NoScriptError:  # Redis restarted and forgot the script
-                    if attempt == 2:
-                        raise
-                    self._sha = await self._client.script_load(_STORE)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            written = await self._eval_all(_STORE, calls)
+            stored = [r for r, done in zip(records, written, strict=True) if done]
+            await self._write_history(stored, now)
+            return [r.id for r in stored]
 
-    async def _evalsha_all(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """Run EVALSHA ``calls`` in one pipeline; on a cluster, which refuses scripts in a
-        pipeline, as concurrent calls (each on its key's master)."""
-        if self.config.mode == "cluster":
-            return list(await asyncio.gather(*(self._client.evalsha(*c) for c in calls)))
-        pipe = self._client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(*call)
-        return list(await pipe.execute())
+    async def _eval_all(self, source: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run the script ``source`` once per call (numkeys, keys of one slot, args): one
+        round trip, or concurrent calls on a cluster (:func:`hubbub._redis_scripts.eval_each`)."""
+        return await eval_each(self._client, source, calls,
+                               cluster=self.config.mode == "cluster")
 
     async def get(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
         """The live records among ``ids``.
@@ -492,7 +491,8 @@ class RedisResults(ResultBackend):
 
     def limits(self) -> RedisLimits:
         if self._limits is None:
-            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate)
+            self._limits = RedisLimits(lambda: self._client, self.config.prefix, self._translate,
+                                       cluster=self.config.mode == "cluster")
         return self._limits
 
     # -- canvas: a chord is a hash of member id -> value (HSETNX, HLEN in one script) and a
@@ -509,7 +509,8 @@ class RedisResults(ResultBackend):
 
     async def chord_join(self, members: Sequence[ChordMember], *, ttl: float | None
                          ) -> list[ChordJoin]:
-        """Join each member with one Lua call, pipelined.
+        """Join the members of each chord with one Lua call on that chord's keys (one slot),
+        every chord in one round trip (on a cluster, one call per chord, concurrently).
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
@@ -517,21 +518,22 @@ class RedisResults(ResultBackend):
         """
         if not members:
             return []
-        ttl_ms = self._ttl_ms(ttl)
-        sha = hashlib.sha1(_JOIN.encode(), usedforsecurity=False).hexdigest()
+        by_chord: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            by_chord.setdefault(m.chord, []).append(i)
+        calls = []
+        for chord, indexes in by_chord.items():
+            pairs = [part for i in indexes for part in (
+                id_bytes(members[i].member), encode_value(members[i].index, members[i].value))]
+            calls.append((2, *self._chord_keys(chord), self._ttl_ms(ttl), *pairs))
         with self._translate():
-            for attempt in (1, 2):
-                calls = [(sha, 2, *self._chord_keys(m.chord), id_bytes(m.member),
-                          encode_value(m.index, m.value), ttl_ms) for m in members]
-                try:
-                    replies = await self._evalsha_all(calls)  # a cluster refuses a pipeline
-                    return [ChordJoin(int(count), bool(added), bool(fired))
-                            for added, count, fired in replies]
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self._client.script_load(_JOIN)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            replies = await self._eval_all(_JOIN, calls)
+        joins: list[ChordJoin | None] = [None] * len(members)
+        for indexes, reply in zip(by_chord.values(), replies, strict=True):
+            fired = bool(reply[-1])
+            for n, i in enumerate(indexes):
+                joins[i] = ChordJoin(int(reply[2 * n + 1]), bool(reply[2 * n]), fired)
+        return [j for j in joins if j is not None]
 
     async def chord_values(self, chord: str) -> list[Any]:
         """The members' values in header order.
@@ -545,20 +547,16 @@ class RedisResults(ResultBackend):
         return decode_values(stored)
 
     async def chord_mark(self, chord: str, flag: str, *, ttl: float | None) -> bool:
-        """HSETNX of ``flag``, with the flags' expiry.
+        """HSETNX of ``flag`` and the flags' expiry, in one Lua call on one key.
 
         Raises:
             ResultUnavailable: Redis cannot be reached or did not answer in time.
             ResultError: Redis failed otherwise.
         """
-        key = self._chord_keys(chord)[1]
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hsetnx(key, flag, "1")
-        if ttl is not None:
-            pipe.pexpire(key, max(1, math.ceil(ttl * 1000)))
         with self._translate():
-            replies = await pipe.execute()
-        return bool(replies[0])
+            [set_it] = await self._eval_all(_MARK, [(1, self._chord_keys(chord)[1], flag,
+                                                     self._ttl_ms(ttl))])
+        return bool(set_it)
 
     def _group_key(self, group: str) -> bytes:
         return f"{self.config.prefix}:group:".encode() + id_bytes(group)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hubbub.canvas.nodes import CanvasError, check_followups
 from hubbub.compat.celery.protocol import recognise
 from hubbub.errors import MessageError
+from hubbub.limits.unique import unique_key
 from hubbub.message import Envelope, decode, peek_id
 
 if TYPE_CHECKING:
@@ -45,12 +46,16 @@ class Refused:
     any, passed :func:`~hubbub.canvas.nodes.check_followups`: the rest of its workflow fails
     with it. None when the body could not be decoded or its canvas is malformed (nothing in
     it can be followed).
+
+    ``unique`` is the (key, job id) of a decoded unique job, given back at once: a refused
+    job is settled, and must not keep its key until ``unique_for``.
     """
 
     reason: str
     task_id: str | None = None
     task: str | None = None
     envelope: Envelope | None = None
+    unique: tuple[str, str] | None = None
 
 
 class Admission:
@@ -103,17 +108,18 @@ class Admission:
             try:
                 check_followups(envelope.canvas)
             except CanvasError as exc:
-                return Refused(f"malformed canvas: {exc}", envelope.id, envelope.task)
+                return Refused(f"malformed canvas: {exc}", envelope.id, envelope.task,
+                               unique=_unique(envelope))
         task = self.hub.tasks.get(envelope.task)
         if task is None:
-            return _refuse(f"unknown task {envelope.task!r}: not registered on this worker "
+            return refuse(f"unknown task {envelope.task!r}: not registered on this worker "
                            "(is its module imported by the -A app?)", envelope)
         if delivery.attempts > limits.max_deliveries:
-            return _refuse(f"delivered {delivery.attempts} times without finishing; its worker "
+            return refuse(f"delivered {delivery.attempts} times without finishing; its worker "
                            "died each time (poison message)", envelope)
         problem = self._bad_arguments(task, envelope)
         if problem:
-            return _refuse(f"bad arguments for task {envelope.task!r}: {problem}", envelope)
+            return refuse(f"bad arguments for task {envelope.task!r}: {problem}", envelope)
         return Admitted(envelope, task)
 
     def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
@@ -132,9 +138,15 @@ class Admission:
         return None
 
 
-def _refuse(reason: str, envelope: Envelope) -> Refused:
+def refuse(reason: str, envelope: Envelope) -> Refused:
     """Refuse a decoded envelope whose canvas (if any) passed the check."""
-    return Refused(reason, envelope.id, envelope.task, envelope)
+    return Refused(reason, envelope.id, envelope.task, envelope, _unique(envelope))
+
+
+def _unique(envelope: Envelope) -> tuple[str, str] | None:
+    """-- limits: the unique key ``envelope`` holds, with its id (the key's owner)."""
+    key = unique_key(envelope)
+    return None if key is None else (key, envelope.id)
 
 
 # -- Celery bridge (issue 17) ------------------------------------------------------------------

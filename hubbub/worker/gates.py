@@ -1,7 +1,8 @@
 """``Gates``: fleet-wide rate and concurrency limits, checked right before a task takes a
 pool slot, and unique keys given back when a job is settled.
 
-Only tasks with ``rate_limit`` or ``concurrency`` (or a rate set at runtime with
+Only tasks with ``rate_limit`` or ``concurrency`` (each optionally per key: ``rate_limit_key``,
+``concurrency_key``; or a rate set at runtime with
 ``Hub.set_rate_limit``) pass through a gate; any other task never waits for the store.
 
 - Concurrency: the task takes one of the key's N slots in the store, for a lease's length,
@@ -28,15 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub._redact import redact
 from hubbub.errors import ConfigurationError, HubbubError
-from hubbub.limits import LimitStore, Rate, Slot, derive_key, parse_rate
+from hubbub.limits import KeyFrom, LimitStore, Rate, Slot, derive_key, parse_rate
 from hubbub.limits.unique import unique_key
-from hubbub.worker.admission import Refused
+from hubbub.results.base import State
+from hubbub.worker.admission import refuse
 from hubbub.worker.execute import exception_text
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
     from hubbub.message import Envelope
-    from hubbub.results.base import ResultBackend, State
+    from hubbub.results.base import ResultBackend
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.outcomes import Outcomes
     from hubbub.worker.renewal import Renewal
@@ -108,7 +110,7 @@ class Gates:
         if results is None:
             return None
         gates = cls(results, writes, held, outcomes, lease)
-        outcomes.settled = gates.settled
+        outcomes.unclaim = gates.unclaim
         renewal.also.append(gates.renew)
         return gates
 
@@ -129,6 +131,7 @@ class Gates:
         ``revocations``), and the reading of runtime rates."""
         if revocations is not None:
             self.recheck = revocations.state_now
+            revocations.skipped = self.outcomes.skipped
         await self.watch_rates_forever()
 
     # -- before a task starts ------------------------------------------------------------
@@ -157,17 +160,9 @@ class Gates:
         spec, env = held.task.spec, held.envelope
         try:
             if spec.concurrency is not None:
-                key = env.task
-                if spec.concurrency_key is not None:
-                    try:
-                        key += ":" + derive_key(spec.concurrency_key, held.task.fn, env.args,
-                                                env.kwargs, "concurrency_key")
-                    except Exception as exc:  # the app's key function: it would fail again
-                        self.held.forget(held)
-                        self.outcomes.refused(held.delivery, Refused(
-                            f"its concurrency_key cannot be derived: {exception_text(exc)}",
-                            env.id, env.task, env))
-                        return False
+                key = self._key(held, spec.concurrency_key, "concurrency_key")
+                if key is None:
+                    return False
                 self._hold_until_done(held, (key, env.id))
                 if not await self.store.acquire_slot(key, env.id, limit=spec.concurrency,
                                                      ttl=self.lease):
@@ -176,7 +171,11 @@ class Gates:
                     return False
             rate = self.rate_of(held)
             if rate is not None:
-                answer = await self.store.reserve(env.task, interval=rate.interval,
+                key = self._key(held, spec.rate_limit_key, "rate_limit_key")
+                if key is None:
+                    self._let_slot_go(held)
+                    return False
+                answer = await self.store.reserve(key, interval=rate.interval,
                                                   horizon=HORIZON, lead=LEAD)
                 wait = answer.at - time.time()
                 if not answer.granted:
@@ -192,6 +191,21 @@ class Gates:
             return False
         return True
 
+    def _key(self, held: Held, key_from: KeyFrom | None, option: str) -> str | None:
+        """The store key of ``held``'s limit: its task's name, and the key derived from its
+        arguments by ``key_from`` (the option ``option``) if it has one. None: that cannot
+        be derived, and ``held`` was dead-lettered (it would fail again)."""
+        env = held.envelope
+        if key_from is None:
+            return env.task
+        try:
+            return f"{env.task}:{derive_key(key_from, held.task.fn, env.args, env.kwargs, option)}"
+        except Exception as exc:  # the app's key function
+            self.held.forget(held)
+            self.outcomes.refused(held.delivery, refuse(
+                f"its {option} cannot be derived: {exception_text(exc)}", env))
+            return None
+
     async def _start_at(self, held: Held, at: float) -> bool:
         """Wait for the reserved start ``at`` (an instant: a slow answer from the store must
         not shift it), looking for a revoke shortly before it."""
@@ -203,7 +217,10 @@ class Gates:
                 log.info("task %s[%s] is %s already; skipped", env.task, env.id, state.value)
                 self.held.forget(held)
                 self.writes.ack([held.delivery])
-                self.settled(env)
+                if state == State.REVOKED:  # the rest of its workflow never runs
+                    self.outcomes.skipped(env)
+                else:
+                    self.settled(env)
                 return False
         await asyncio.sleep(max(0.0, at - time.time()))
         held.admitted_at = time.monotonic()  # looked just now: the worker need not again
@@ -244,7 +261,12 @@ class Gates:
         one and the key still names this job."""
         key = unique_key(envelope)
         if key is not None:
-            self._spawn(self._release_unique(key, envelope.id))
+            self.unclaim(key, envelope.id)
+
+    def unclaim(self, key: str, owner: str) -> None:
+        """Give unique ``key`` back, if it still names job ``owner`` (which is settled:
+        finished, refused, dead-lettered, expired or revoked), in the background."""
+        self._spawn(self._release_unique(key, owner))
 
     async def _release_unique(self, key: str, owner: str) -> None:
         try:

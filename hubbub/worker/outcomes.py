@@ -16,6 +16,7 @@ from hubbub._redact import redact
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
+from hubbub.limits.unique import unique_key
 from hubbub.logs import task_fields
 from hubbub.message import encode
 from hubbub.results.base import READY_STATES, ErrorInfo, ResultRecord, State
@@ -52,8 +53,9 @@ class Outcomes:
         self.writes = writes
         self.max_size = max_size
         self.failed = 0  # tasks that ran and ended in FAILURE (the worker registry shows it)
-        # -- limits: told when a job reaches a final state (gives its unique key back) --
-        self.settled: Callable[[Envelope], None] | None = None
+        # -- limits: told (unique key, job id) when a unique job reaches a final state, to
+        # give its key back at once --
+        self.unclaim: Callable[[str, str], None] | None = None
         self.followups = FollowUps(hub, max_size)  # -- canvas
 
     def refused(self, delivery: Delivery, refused: Refused) -> None:
@@ -69,6 +71,8 @@ class Outcomes:
         if refused.envelope is not None:
             self._follow_failure(refused.envelope,
                                  f"{ErrorKind.MESSAGE}: dead-lettered: {refused.reason}")
+        if refused.unique is not None and self.unclaim is not None:  # -- limits --
+            self.unclaim(*refused.unique)
         self.writes.dead_letter(delivery, refused.reason)
         if refused.task_id is not None and self.hub.settings.results is not None:
             self.writes.record(ResultRecord(
@@ -89,6 +93,13 @@ class Outcomes:
         self.writes.ack([held.delivery])
         self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
                                          f"expired before it ran ({at} UTC)"))
+
+    def skipped(self, env: Envelope) -> None:
+        """A job revoked while it waited for a slot was dropped unstarted: it is settled
+        (its unique key back) and, in a workflow, what follows it never runs."""
+        self.settle_unique(env)
+        if env.canvas:
+            self.revoked_step(env)
 
     def revoked_step(self, env: Envelope) -> None:
         """-- canvas: a revoked task of a workflow was skipped: what follows it never runs."""
@@ -147,8 +158,8 @@ class Outcomes:
                                 verdict.retry.eta)
             retried = verdict
             self.writes.retry(RetryWrite(
-                outgoing, held.delivery, lambda reason: self.make(
-                    held, State.FAILURE, error=unretryable(retried, reason).error),
+                outgoing, held.delivery, lambda reason: self._retry_refused(held, retried,
+                                                                            reason),
                 dead_letter=self._dead_failures(held)))
             return
         log.error("task %s[%s] failed in %.3fs: %s", env.task, env.id, duration,
@@ -164,6 +175,13 @@ class Outcomes:
                                                   verdict.dead_reason, self.worker))
         else:
             self.writes.ack([held.delivery])
+
+    def _retry_refused(self, held: Held, retried: Verdict, reason: str
+                       ) -> ResultRecord | None:
+        """The broker refused ``held``'s retry for good: the task failed; its FAILURE record
+        (and its unique key back)."""
+        self.settle_unique(held.envelope)
+        return self.make(held, State.FAILURE, error=unretryable(retried, reason).error)
 
     def _follow_success(self, env: Envelope, value: Any) -> None:
         """-- canvas: the next steps, callbacks and chord join of a task that succeeded."""
@@ -206,12 +224,18 @@ class Outcomes:
     def record(self, held: Held, state: State, *, value: Any = None,
                error: ErrorInfo | None = None, status: str | None = None,
                meta: dict[str, Any] | None = None, delay: float | None = None) -> None:
-        if state in READY_STATES and self.settled is not None:  # -- limits --
-            self.settled(held.envelope)
+        if state in READY_STATES:  # -- limits --
+            self.settle_unique(held.envelope)
         record = self.make(held, state, value=value, error=error, status=status, meta=meta,
                            delay=delay)
         if record is not None:
             self.writes.record(record)
+
+    def settle_unique(self, envelope: Envelope) -> None:
+        """-- limits: ``envelope``'s job is settled: its unique key (if any) is given back."""
+        key = unique_key(envelope)
+        if key is not None and self.unclaim is not None:
+            self.unclaim(key, envelope.id)
 
     def make(self, held: Held, state: State, *, value: Any = None,
              error: ErrorInfo | None = None, status: str | None = None,

@@ -18,6 +18,9 @@ from hubbub.errors import ErrorKind
 from hubbub.results.base import STICKY_STATES, ResultBackend, ResultRecord, State
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hubbub.message import Envelope
     from hubbub.worker.held import Held, HeldSet
     from hubbub.worker.writes import WriteBuffer
 
@@ -45,6 +48,9 @@ class Revocations:
         self._stopping: set[asyncio.Future[bool]] = set()  # pool cancels under way
         self._asked: dict[str, asyncio.Future[State | None]] = {}  # the next batched look
         self._looking: asyncio.Task[None] | None = None
+        # Told of each job dropped unstarted (it is settled: its unique key back, the rest of
+        # its workflow fails): Outcomes.skipped, wired by the gates.
+        self.skipped: Callable[[Envelope], None] | None = None
 
     async def final_states(self, ids: list[str]) -> dict[str, State]:
         """Ids among ``ids`` whose stored state forbids running them: REVOKED or SUCCESS (a
@@ -113,6 +119,8 @@ class Revocations:
             if held.runner is not None:
                 held.runner.cancel()
             self.writes.ack([held.delivery])
+            if self.skipped is not None:
+                self.skipped(env)
         elif (record.error is not None and record.error.type == ErrorKind.TERMINATED
               and not held.terminating):
             held.terminating = True

@@ -57,6 +57,10 @@ class _Batch:
     # -- limits: deliveries given back until an instant (epoch seconds), not attempts --
     later: list[tuple[Delivery, float]] = field(default_factory=list)
     followups: list[FollowUp] = field(default_factory=list)  # -- canvas: written first
+    # -- canvas: the follow-ups already being written while the batch before this one
+    # flushes (WriteBuffer.follow_up), and that write; the flush of this batch awaits it first
+    early: asyncio.Task[list[ResultRecord]] | None = None
+    early_items: list[FollowUp] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.retries or self.records or self.ack or self.dead or self.release
@@ -131,9 +135,21 @@ class WriteBuffer:
         self._wanted.set()
 
     def follow_up(self, item: FollowUp) -> None:
-        """-- canvas: publish what follows a finished task before its record and ack."""
-        self._pending.followups.append(item)
+        """-- canvas: publish what follows a finished task before its record and ack.
+
+        While a flush is under way, the follow-ups waiting for the next one start at once
+        (the next step of a chain need not wait for earlier records and acks): the next
+        flush awaits that write before it writes any record or ack of its own, so the rule
+        holds. One such write at a time; what comes meanwhile goes with the next flush.
+        """
+        pending = self._pending
+        pending.followups.append(item)
         self._wanted.set()
+        if self._flushing is not None and pending.early is None:
+            pending.early_items = list(pending.followups)
+            pending.early = asyncio.ensure_future(write_followups(
+                pending.early_items, self.transport, self.results, self.result_ttl))
+            pending.early.add_done_callback(_retrieved)
 
     def unsettled(self) -> int:
         """Finished deliveries not yet acked: the worker fetches less while this is high."""
@@ -181,6 +197,8 @@ class WriteBuffer:
     async def _flush(self, batch: _Batch) -> None:
         # Each step empties its part of the batch once it went through, so that a retry of a
         # failed batch repeats only what was not yet written.
+        if batch.early is not None:  # -- canvas: follow-ups that started during the last flush
+            await self._early_written(batch)
         if batch.followups:  # -- canvas: next steps, callbacks, chord joins; before acks
             for unsent in await write_followups(batch.followups, self.transport,
                                                 self.results, self.result_ttl):
@@ -233,6 +251,23 @@ class WriteBuffer:
                           "lease", request.delivery.id, reason)
             batch.dead = []
 
+    async def _early_written(self, batch: _Batch) -> None:
+        """-- canvas: wait for the follow-ups written early (:meth:`follow_up`); they leave
+        the batch once written. If that write failed, they stay in it and go with the rest
+        (writing follow-ups again is safe: joins count distinct ids, ids are kept)."""
+        early, batch.early = batch.early, None
+        assert early is not None
+        try:
+            unsent = await early
+        except HubbubError:
+            batch.early_items = []
+            return
+        for record in unsent:
+            batch.records.setdefault(record.id, record)
+        done = {id(item) for item in batch.early_items}
+        batch.followups = [f for f in batch.followups if id(f) not in done]
+        batch.early_items = []
+
     async def _store(self, records: list[ResultRecord]) -> None:
         assert self.results is not None
         substitutes = []
@@ -252,6 +287,13 @@ class WriteBuffer:
     async def _store_batch(self, records: Sequence[ResultRecord]) -> None:
         assert self.results is not None
         await self.results.store(records, ttl=self.result_ttl)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark an early follow-up write's failure as seen: the flush that awaits it handles
+    it, and a flusher that gave up at shutdown must not leave an unretrieved error."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _one_by_one(write: Callable[[Sequence[T]], Awaitable[Any]],

@@ -31,6 +31,8 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
     ({"concurrency": True}, "concurrency must be a whole number"),
     ({"concurrency_key": ("customer",)}, "concurrency_key needs concurrency=N too"),
     ({"concurrency": 2, "concurrency_key": 7}, "concurrency_key takes parameter names"),
+    ({"rate_limit_key": "customer"}, "rate_limit_key needs rate_limit="),
+    ({"rate_limit": "1/s", "rate_limit_key": ["a b"]}, "rate_limit_key takes parameter names"),
     ({"unique": ("not an identifier",)}, "unique takes parameter names"),
     ({"unique": ()}, "unique takes parameter names"),
     ({"unique_for": 60}, "unique_for needs unique=... too"),
@@ -46,12 +48,13 @@ def test_bad_limit_options_fail_at_registration_with_one_line_that_says_the_fix(
 
 def test_good_limit_options_are_kept_normalised(hub: Hub) -> None:
     @hub.task(rate_limit="100/m", concurrency=3, concurrency_key="customer",
-              unique="order_id", unique_for=30)
+              unique="order_id", unique_for=30, rate_limit_key="customer")
     def charge(order_id: int, customer: str) -> None: ...
 
     spec = charge.spec
     assert (spec.rate_limit, spec.concurrency, spec.concurrency_key, spec.unique,
-            spec.unique_for) == ("100/m", 3, ("customer",), ("order_id",), 30.0)
+            spec.unique_for, spec.rate_limit_key) == ("100/m", 3, ("customer",),
+                                                      ("order_id",), 30.0, ("customer",))
     assert charge.options(rate_limit="5/s").spec.rate_limit == "5/s"
     with pytest.raises(ConfigurationError, match="not a rate"):
         charge.options(rate_limit="5 per second")

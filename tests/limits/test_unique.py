@@ -1,5 +1,5 @@
 """Unique jobs end to end: a producer and a real worker (in this process, on its own thread)
-on SQLite, Redis, and RabbitMQ with its results in Redis."""
+on memory, SQLite, Redis, and RabbitMQ with its results in Redis."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from hubbub import Hub, Result, State
+from hubbub import Hub, Limits, Result, State
+from hubbub.limits.unique import UNIQUE_FOR_HEADER, UNIQUE_HEADER
+from hubbub.message import Envelope
 from hubbub.worker.loop import WorkerLoop
-from hubbub.worker.pools import make_pool
+from hubbub.worker.pools import Pool, make_pool
 from tests.limits.conftest import Place, place_params
 from tests.worker.scratch import wait_until
 
 
 @contextmanager
-def worker(hub: Hub, queues: list[str] | None = None) -> Iterator[WorkerLoop]:
-    """A threads-pool worker of ``hub`` on its own thread, stopped when the block ends."""
-    loop_worker = WorkerLoop(hub, queues=queues, pool=make_pool("threads", 4), lease=5)
+def worker(hub: Hub, queues: list[str] | None = None, pool: Pool | None = None
+           ) -> Iterator[WorkerLoop]:
+    """A worker of ``hub`` (default: 4 threads) on its own thread, stopped when the block
+    ends."""
+    loop_worker = WorkerLoop(hub, queues=queues, pool=pool or make_pool("threads", 4), lease=5)
     loop = asyncio.new_event_loop()
     failed: list[BaseException] = []
 
@@ -143,3 +148,104 @@ def test_a_retrying_unique_job_keeps_its_key_and_a_revoked_one_gives_it_back(
         # The revoked job was skipped by the worker, which gave its key back.
         wait_until(lambda: charge.delay(8).id != doomed.id, "the revoked job's key back",
                    timeout=20)
+
+
+def new_job_for(hub: Hub, key: str, holder: str, what: str) -> str:
+    """Wait until a send with unique ``key`` (to a queue nobody consumes) makes a new job:
+    the key no longer names ``holder``. The new job's id."""
+    later: list[str] = []
+
+    def sent_anew() -> bool:
+        result = hub.send_task("nobody.runs", queue="parked", unique_key=key, unique_for=600)
+        if result.id != holder:
+            later.append(result.id)
+        return bool(later)
+
+    wait_until(sent_anew, what, timeout=20)
+    return later[0]
+
+
+def holds(hub: Hub, key: str, holder: str) -> bool:
+    """Whether unique ``key`` still names job ``holder`` (a send returns its Result)."""
+    return hub.send_task("nobody.runs", queue="parked", unique_key=key).id == holder
+
+
+async def _fetch_and_drop(hub: Hub, queue: str) -> None:
+    """Take one delivery from ``queue`` with a short lease and never settle it (a worker
+    that died): it comes back as a further delivery."""
+    client = await hub.client()
+    taken = await client.transport.fetch([queue], limit=1, lease=0.2, wait=5)
+    assert len(taken) == 1
+
+
+@pytest.mark.parametrize("place", place_params("memory", "sqlite", "redis"), indirect=True)
+def test_a_unique_job_refused_at_admission_gives_its_key_back_at_once(place: Place) -> None:
+    hub = Hub(place.url, results=place.results, lease=5, limits=Limits(max_deliveries=1))
+    try:
+        @hub.task
+        def charge(order_id: int) -> int:
+            return order_id
+
+        unknown = hub.send_task("not.registered", unique_key="k:unknown", unique_for=600)
+        bad_args = hub.send_task(charge.name, (1, 2, 3), unique_key="k:args", unique_for=600)
+        malformed = Envelope(charge.name, (4,), canvas={"bogus": []}, headers={
+            UNIQUE_HEADER: "k:canvas", UNIQUE_FOR_HEADER: 600.0})
+        [canvas] = hub.publish([malformed])
+        poison = charge.apply_async((5,), queue="poison", unique_key="k:poison",
+                                    unique_for=600)
+        hub.bridge.run(_fetch_and_drop(hub, "poison"))  # its first delivery; the worker's
+        # is the second, over max_deliveries=1
+        jobs = {"k:unknown": unknown.id, "k:args": bad_args.id, "k:canvas": canvas.id,
+                "k:poison": poison.id}
+        assert all(holds(hub, key, job) for key, job in jobs.items())  # queued: held
+        with worker(hub, queues=["default", "poison"]):
+            for key, job in jobs.items():
+                new_job_for(hub, key, job, f"{key} given back after its job was refused")
+        for result in (unknown, bad_args, canvas, poison):
+            assert result.state == State.FAILURE
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize("place", place_params("memory", "sqlite", "redis"), indirect=True)
+def test_a_unique_job_that_expired_or_was_revoked_while_waiting_gives_its_key_back(
+        place: Place) -> None:
+    hub = Hub(place.url, results=place.results, lease=5)
+    try:
+        busy = threading.Event()
+        release = threading.Event()
+
+        @hub.task
+        def block() -> None:
+            busy.set()
+            release.wait(30)
+
+        @hub.task
+        def charge(order_id: int) -> int:
+            return order_id
+
+        expired = charge.apply_async((1,), unique_key="k:expired",
+                                     expires=datetime.now(UTC) - timedelta(seconds=1))
+        pool = make_pool("threads", 1)
+        with worker(hub, pool=pool):
+            new_job_for(hub, "k:expired", expired.id, "the expired job's key given back")
+            block.delay()
+            wait_until(busy.is_set, "the only pool slot is taken")
+            waiting = charge.apply_async((2,), unique_key="k:revoked", unique_for=600)
+            # Fetched and held, waiting for the pool's only slot.
+            wait_until(lambda: _leased(hub) == 2, "the worker holds the second job")
+            hub.bridge.run(hub.revoke([waiting.id]))
+            new_job_for(hub, "k:revoked", waiting.id, "the revoked job's key given back")
+            assert not release.is_set()  # while the slot is still taken: at once
+            release.set()
+        assert expired.state == waiting.state == State.REVOKED
+    finally:
+        hub.close()
+
+
+def _leased(hub: Hub) -> int:
+    async def count() -> int:
+        client = await hub.client()
+        return sum(s.leased for s in await client.transport.stats(["default"]))
+
+    return hub.bridge.run(count())
