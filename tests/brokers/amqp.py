@@ -17,7 +17,7 @@ from hubbub.transports._amqp_topology import (
 
 SCHEME = "amqp"
 HOST = "127.0.0.1"
-PORT = int(os.environ.get("HUBBUB_TEST_AMQP_PORT", "5672"))
+PORT = int(os.environ.get("HB_TEST_AMQP_PORT", "5672"))
 
 
 def server() -> tuple[str, int]:

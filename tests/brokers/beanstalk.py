@@ -17,7 +17,7 @@ from tests import brokers
 
 SCHEME = "beanstalk"
 HOST = "127.0.0.1"
-PORT = int(os.environ.get("HUBBUB_TEST_BEANSTALK_PORT", "11300"))
+PORT = int(os.environ.get("HB_TEST_BEANSTALK_PORT", "11300"))
 
 
 def server() -> tuple[str, int]:

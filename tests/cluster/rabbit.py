@@ -1,7 +1,7 @@
 """A 3-node RabbitMQ cluster on loopback, beside (never touching) the machine's own node.
 
 Each node runs ``/usr/lib/rabbitmq/bin/rabbitmq-server`` as this user with its own name
-(``hb-rabbit-<i>@localhost``), AMQP port (``HUBBUB_TEST_AMQP_CLUSTER_PORT`` + i, default
+(``hb-rabbit-<i>@localhost``), AMQP port (``HB_TEST_AMQP_CLUSTER_PORT`` + i, default
 25701..25703), distribution port (+10), data, log and config under a temporary folder,
 and an Erlang cookie of its own in that folder's HOME: the CLI it runs can reach these
 three nodes and no other. Nodes 2 and 3 ``join_cluster`` node 1; a node killed and started
@@ -23,7 +23,7 @@ from pathlib import Path
 from tests.cluster import servers
 from tests.cluster.servers import STARTUP, ServerError, listening, wait
 
-AMQP_PORT = int(os.environ.get("HUBBUB_TEST_AMQP_CLUSTER_PORT", "25701"))
+AMQP_PORT = int(os.environ.get("HB_TEST_AMQP_CLUSTER_PORT", "25701"))
 BIN = Path("/usr/lib/rabbitmq/bin")
 HOST = "127.0.0.1"
 
@@ -58,7 +58,7 @@ class Node:
     def start(self) -> None:
         if listening(self.port) or listening(self.port + 10):
             raise ServerError(f"port {self.port} or {self.port + 10} is taken: "
-                              "set HUBBUB_TEST_AMQP_CLUSTER_PORT")
+                              "set HB_TEST_AMQP_CLUSTER_PORT")
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "server.out", "ab") as out:
             self.proc = subprocess.Popen([str(BIN / "rabbitmq-server")], env=self.env(),

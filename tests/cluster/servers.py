@@ -4,7 +4,7 @@
 ``redis-cli --cluster create``. ``RedisSentinel``: one master, one replica, three sentinels.
 Each owns the processes it started (kept by ``Popen``) and kills only those; data lives
 in a temporary folder. Ports are fixed so that a failed run is easy to look at, and
-configurable (``HUBBUB_TEST_REDIS_CLUSTER_PORT``, ``HUBBUB_TEST_REDIS_SENTINEL_PORT``) so
+configurable (``HB_TEST_REDIS_CLUSTER_PORT``, ``HB_TEST_REDIS_SENTINEL_PORT``) so
 that two sessions on one machine can keep apart.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLUSTER_PORT = int(os.environ.get("HUBBUB_TEST_REDIS_CLUSTER_PORT", "17000"))
-SENTINEL_PORT = int(os.environ.get("HUBBUB_TEST_REDIS_SENTINEL_PORT", "17010"))
+CLUSTER_PORT = int(os.environ.get("HB_TEST_REDIS_CLUSTER_PORT", "17000"))
+SENTINEL_PORT = int(os.environ.get("HB_TEST_REDIS_SENTINEL_PORT", "17010"))
 HOST = "127.0.0.1"
 STARTUP = 120.0  # seconds a whole topology may take to come up (on a loaded machine)
 
@@ -77,7 +77,7 @@ class Server:
 
     def start(self) -> None:
         if listening(self.port):
-            raise ServerError(f"port {self.port} is taken: set HUBBUB_TEST_REDIS_*_PORT")
+            raise ServerError(f"port {self.port} is taken: set HB_TEST_REDIS_*_PORT")
         self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the process holds it
         self.proc = subprocess.Popen(self.args, cwd=self.folder, stdout=log,

@@ -70,10 +70,8 @@ async def test_joins_of_chords_in_different_slots_are_counted_in_one_call(
 
 
 @pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+def hub() -> Iterator[Hub]:
     url = cluster_url("cw" + uuid.uuid4().hex[:10])
-    # The servers' own port setting (tests/cluster/servers.py) is not one of the hub's.
-    monkeypatch.delenv("HUBBUB_TEST_REDIS_CLUSTER_PORT", raising=False)
     h = Hub(url, results=url, lease=10)
     try:
         yield h

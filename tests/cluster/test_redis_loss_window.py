@@ -1,6 +1,6 @@
 """What asynchronous replication can lose, made to happen on purpose.
 
-A master and its replica of the test's own (ports ``HUBBUB_TEST_REDIS_SENTINEL_PORT`` + 20
+A master and its replica of the test's own (ports ``HB_TEST_REDIS_SENTINEL_PORT`` + 20
 and + 21). The replica replicates through a proxy the test stalls (``link``); clients reach
 the master through another proxy (``front``), which the test re-points at the replica when
 it promotes it: the failover a Sentinel or a Cluster does, done by hand so that nothing
