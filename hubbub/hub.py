@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
-from hubbub._client import Client, Connector, encode_all, revoke
+from hubbub._client import Client, Connector, encode_all, encode_now, revoke, wraps_publish
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
@@ -33,7 +33,7 @@ from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
 from hubbub.limits import KeyFrom, parse_rate
-from hubbub.limits.unique import claim, unclaim
+from hubbub.limits.unique import UNIQUE_HEADER, claim, unclaim
 from hubbub.message import Envelope
 from hubbub.middleware import Middleware
 from hubbub.result import Result
@@ -390,11 +390,30 @@ class Hub:
         """
         if self.tracing is not None:  # -- tracing (issue 15): in the caller's thread
             with self.tracing.sending(envelopes) as traced:
-                owners = self.bridge.run(self.publish_async(traced))
+                owners = self._publish_sync(traced)
         else:
-            owners = self.bridge.run(self.publish_async(envelopes))
+            owners = self._publish_sync(envelopes)
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
+
+    def _publish_sync(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
+        """``publish_async``'s work from sync code: on the caller's thread when the broker
+        has a sync publisher (SQLite, one Redis server) and nothing needs an event loop (no
+        ``around_publish`` middleware, no unique job), else through the bridge loop.
+
+        Returns:
+            As ``publish_async``: the unique envelopes not sent, each with its owner's id.
+        """
+        client = self._connector.current() or self.bridge.run(self.client())
+        direct = client.transport.sync_publisher()
+        if (direct is None or wraps_publish(self.middleware)
+                or any(UNIQUE_HEADER in e.headers for e in envelopes)):
+            return self.bridge.run(self.publish_async(envelopes))
+        direct.publish(encode_now(envelopes, self.codec,
+                                  self.max_message_size(client.transport), self.signer))
+        if self._sent is not None:  # task-sent events stay on the bridge loop, after the send
+            self.bridge.run(self._sent.sent(envelopes))
+        return {}
 
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
