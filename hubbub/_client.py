@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from hubbub._redact import redact
 from hubbub.codecs import Codec
@@ -112,6 +112,35 @@ class Connector:
         process has none (a forked child does not close its parent's connections)."""
         client, self._client = self._client, None
         return client if client is not None and client.pid == os.getpid() else None
+
+
+class LoopClient:
+    """The producer connections of an event loop other than the bridge's, opened on first
+    use and closed when that loop shuts down its async generators (``asyncio.run`` and
+    ``asyncio.Runner`` do as they finish, so do uvicorn and pytest-asyncio).
+
+    Args:
+        connector: opens the connections (on this loop).
+    """
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._closer: AsyncGenerator[None, None] | None = None
+
+    async def client(self) -> Client:
+        """The loop's client, connected (the first call also arms the closing)."""
+        if self._closer is None:
+            self._closer = self._close_at_shutdown()
+            await anext(self._closer)  # now known to the loop, which finalizes it
+        return await self.connector.client()
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            client = self.connector.detach()
+            if client is not None:
+                await client.close()
 
 
 async def encode_all(envelopes: Sequence[Envelope], middleware: Sequence[Middleware],

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
-from hubbub._client import Client, Connector, encode_all, encode_now, revoke, wraps_publish
+from hubbub._client import (
+    Client,
+    Connector,
+    LoopClient,
+    encode_all,
+    encode_now,
+    revoke,
+    wraps_publish,
+)
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
@@ -47,6 +55,9 @@ from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Sends from one event loop (not the bridge's) after which it publishes on connections of
+# its own instead of handing each send to the bridge thread.
+OWN_CONNECTIONS_AFTER = 8
 
 
 class Hub:
@@ -128,6 +139,11 @@ class Hub:
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
         # Producer connections opened on other event loops by connected() (ASGI apps).
         self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
+        # ... and by publish_async itself, on a loop that keeps sending (issue #18).
+        self._own_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
+            weakref.WeakKeyDictionary())
+        self._loop_sends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
             weakref.WeakKeyDictionary())
 
     def _settle(self) -> None:
@@ -423,14 +439,15 @@ class Hub:
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """Encode and publish from any loop: on this loop's own connections inside
-        ``connected()``, else on the bridge loop.
+        ``connected()`` or once it has sent ``OWN_CONNECTIONS_AFTER`` times, else on the
+        bridge loop.
 
         Returns:
             The unique envelopes that were not sent because another live job holds their
             key: envelope id -> that job's id (see docs/limits.md).
         """
         loop = asyncio.get_running_loop()
-        client = self._loop_clients.get(loop)
+        client = self._loop_clients.get(loop) or await self._own_client(loop)
         if client is None:
             if loop is not self.bridge.loop():
                 return await self.bridge.run_async(self.publish_async(envelopes))
@@ -447,9 +464,30 @@ class Hub:
         except BaseException:
             await unclaim(client.results, claimed)
             raise
-        if self._sent is not None:
-            await self._sent.sent(envelopes)
+        if self._sent is not None:  # its plane lives on the bridge loop, whoever sent
+            await self.bridge.run_async(self._sent.sent(envelopes))
         return owners
+
+    async def _own_client(self, loop: asyncio.AbstractEventLoop) -> Client | None:
+        """Connections of ``loop``'s own, once it has sent ``OWN_CONNECTIONS_AFTER`` times
+        (a server's or a worker's loop; a loop of one ``asyncio.run`` that sends once or
+        twice keeps using the bridge's, already open); None before that, and on the bridge
+        loop. They close when the loop shuts down (see ``LoopClient``).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        owned = self._own_clients.get(loop)
+        if owned is None:
+            if self.bridge.runs(loop):
+                return None
+            sends = self._loop_sends.get(loop, 0) + 1
+            self._loop_sends[loop] = sends
+            if sends < OWN_CONNECTIONS_AFTER:
+                return None
+            owned = self._own_clients[loop] = LoopClient(Connector(
+                self.open_transport, self.open_results, self.settings.broker))
+        return await owned.client()
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).

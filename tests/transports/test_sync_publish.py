@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from hubbub import Hub, TransportUnavailable
+from hubbub.hub import OWN_CONNECTIONS_AFTER
 from hubbub.message import decode
 from hubbub.middleware import Middleware, PublishNext
 from hubbub.signing import Signer
@@ -125,7 +126,7 @@ def test_what_the_direct_path_publishes_is_signed_and_carries_the_trace(url: str
         hub.close()
 
 
-def test_task_sent_events_are_emitted_for_a_direct_publish(url: str) -> None:
+def test_task_sent_events_are_emitted_for_direct_and_own_loop_publishes(url: str) -> None:
     hub = Hub(url, results="none", events=True)
     noop = hub.task(lambda: None, name="noop")
     seen: list[Any] = []
@@ -133,6 +134,12 @@ def test_task_sent_events_are_emitted_for_a_direct_publish(url: str) -> None:
     try:
         sent = noop.delay()
         assert [(e.id, e.task) for e in seen] == [(sent.id, "noop")]
+
+        async def main() -> list[str]:  # the last ones on the loop's own connections
+            return [(await noop.delay_async()).id for _ in range(OWN_CONNECTIONS_AFTER + 2)]
+
+        ids = asyncio.run(main())
+        assert [e.id for e in seen] == [sent.id, *ids]
     finally:
         hub.close()
 
@@ -210,3 +217,38 @@ def test_a_redis_that_goes_away_fails_a_sync_delay_with_transport_unavailable(
         finally:
             hub.close()
             asyncio.run(module.cleanup(f"redis://127.0.0.1:6379/0?prefix={prefix}"))
+
+
+def test_a_loop_that_keeps_sending_publishes_on_its_own_connections(url: str) -> None:
+    hub = Hub(url, results="none")
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()  # the bridge loop's connections exist
+    release = threading.Event()
+    blocked = threading.Event()
+
+    async def block_the_bridge() -> None:
+        blocked.set()
+        release.wait(30)
+
+    async def main() -> Any:
+        for _ in range(OWN_CONNECTIONS_AFTER - 1):  # through the bridge, as before
+            await noop.delay_async()
+        loop = asyncio.get_running_loop()
+        held = asyncio.run_coroutine_threadsafe(block_the_bridge(), hub.bridge.loop())
+        try:
+            assert await loop.run_in_executor(None, blocked.wait, 10)
+            # the bridge thread is held: these can only go out on this loop's connections
+            sent = await asyncio.wait_for(
+                asyncio.gather(*(noop.delay_async() for _ in range(5))), 10)
+        finally:
+            release.set()
+            await asyncio.wrap_future(held)
+        assert len({r.id for r in sent}) == 5
+        return hub._own_clients[loop]
+
+    try:
+        owned = asyncio.run(main())
+        assert owned.connector.current() is None  # closed as asyncio.run finished
+    finally:
+        release.set()
+        hub.close()
