@@ -252,3 +252,12 @@ def test_a_loop_that_keeps_sending_publishes_on_its_own_connections(url: str) ->
     finally:
         release.set()
         hub.close()
+
+
+@pytest.mark.parametrize("address", [
+    "redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "redis+sentinel://127.0.0.1:26379/main",
+    "redis://127.0.0.1:6379/0?wait_replicas=1"])
+def test_cluster_sentinel_and_wait_replicas_urls_have_no_sync_client(address: str) -> None:
+    from hubbub._redis import RedisURL
+
+    assert RedisURL.parse(address).sync_client(name="t") is None  # they publish on the loop
