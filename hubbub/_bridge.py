@@ -35,6 +35,10 @@ class Bridge:
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
             return self._loop
 
+    def runs(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is this process's bridge loop (starts none)."""
+        return loop is self._loop and self._pid == os.getpid()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` to completion from synchronous code and return its result."""
         loop = self.loop()

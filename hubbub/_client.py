@@ -3,14 +3,15 @@
 A producer process holds one ``Client`` (a transport and a result store) on the hub's bridge
 loop, opened on first use by a ``Connector``; a forked child has another process id and opens
 its own. ``revoke`` writes what ``Hub.revoke`` stores. ``encode_all`` runs the publish
-middleware and encodes the envelopes into the batch one ``Transport.publish`` sends.
+middleware and encodes the envelopes into the batch one ``Transport.publish`` sends;
+``encode_now`` does the same for sync code when no middleware wraps publishing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from hubbub._redact import redact
 from hubbub.codecs import Codec
@@ -101,11 +102,45 @@ class Connector:
                 raise
         return Client(transport, results)
 
+    def current(self) -> Client | None:
+        """This process's client if it is connected (no waiting, from any thread)."""
+        client = self._client
+        return client if client is not None and client.pid == os.getpid() else None
+
     def detach(self) -> Client | None:
         """This process's client, forgotten here for the caller to close; None when this
         process has none (a forked child does not close its parent's connections)."""
         client, self._client = self._client, None
         return client if client is not None and client.pid == os.getpid() else None
+
+
+class LoopClient:
+    """The producer connections of an event loop other than the bridge's, opened on first
+    use and closed when that loop shuts down its async generators (``asyncio.run`` and
+    ``asyncio.Runner`` do as they finish, so do uvicorn and pytest-asyncio).
+
+    Args:
+        connector: opens the connections (on this loop).
+    """
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._closer: AsyncGenerator[None, None] | None = None
+
+    async def client(self) -> Client:
+        """The loop's client, connected (the first call also arms the closing)."""
+        if self._closer is None:
+            self._closer = self._close_at_shutdown()
+            await anext(self._closer)  # now known to the loop, which finalizes it
+        return await self.connector.client()
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            client = self.connector.detach()
+            if client is not None:
+                await client.close()
 
 
 async def encode_all(envelopes: Sequence[Envelope], middleware: Sequence[Middleware],
@@ -118,14 +153,34 @@ async def encode_all(envelopes: Sequence[Envelope], middleware: Sequence[Middlew
     outgoing: list[Outgoing] = []
 
     async def collect(envelope: Envelope) -> None:
-        body = encode(envelope, codec, limit, signer)
-        outgoing.append(Outgoing(envelope.queue, body, envelope.id, envelope.priority,
-                                 envelope.eta))
+        outgoing.append(_outgoing(envelope, codec, limit, signer))
 
     send_one = chain_publish(middleware, collect)
     for envelope in envelopes:
         await send_one(envelope)
     return outgoing
+
+
+def encode_now(envelopes: Sequence[Envelope], codec: Codec, limit: int,
+               signer: Signer | None) -> list[Outgoing]:
+    """``encode_all`` without middleware, for sync code: only when no middleware has an
+    ``around_publish`` (see ``wraps_publish``).
+
+    Raises:
+        MessageError: an envelope cannot be encoded, or is larger than ``limit`` bytes.
+    """
+    return [_outgoing(envelope, codec, limit, signer) for envelope in envelopes]
+
+
+def wraps_publish(middleware: Sequence[Middleware]) -> bool:
+    """Whether any of ``middleware`` has its own ``around_publish`` (a coroutine: such a
+    publish goes through an event loop)."""
+    return any(type(mw).around_publish is not Middleware.around_publish for mw in middleware)
+
+
+def _outgoing(envelope: Envelope, codec: Codec, limit: int, signer: Signer | None) -> Outgoing:
+    body = encode(envelope, codec, limit, signer)
+    return Outgoing(envelope.queue, body, envelope.id, envelope.priority, envelope.eta)
 
 
 async def revoke(backend: ResultBackend, ids: Sequence[str], *, terminate: bool,

@@ -3,7 +3,8 @@ and the translation of driver errors into hubbub's.
 
 ``RedisURL.parse`` reads ``redis://`` and ``rediss://`` URLs, and ``redis+cluster://`` and
 ``redis+sentinel://`` ones (:mod:`hubbub._redis_cluster`); ``RedisURL.client`` builds a
-pooled asyncio client from one; ``translate`` turns redis-py's exceptions into the caller's
+pooled asyncio client from one (``sync_client`` a thread-safe sync one, for producers);
+``translate`` turns redis-py's exceptions into the caller's
 "unavailable" and "failed" errors with the password scrubbed from the message.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -29,6 +31,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from hubbub._redact import redact
 from hubbub._redis_cluster import (
@@ -209,6 +212,20 @@ class RedisURL:
             host=self.host, port=self.port, db=self.db, username=self.username,
             password=self.password, ssl=self.tls, client_name=name,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            **self.options,
+        )
+
+    def sync_client(self, *, name: str) -> redis.Redis | None:
+        """A pooled, thread-safe synchronous client like :meth:`client` (redis-py's pool
+        opens new connections in a forked child), for one Redis server only: None for a
+        cluster or sentinel URL, and with ``?wait_replicas`` (the WAIT is async-only here).
+        """
+        if self.mode != "single" or self.wait_replicas:
+            return None
+        return redis.Redis(
+            host=self.host, port=self.port, db=self.db, username=self.username,
+            password=self.password, ssl=self.tls, client_name=name,
+            retry=SyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
             **self.options,
         )
 

@@ -1,11 +1,12 @@
 """One SQLite database file, used from asyncio: the shared plumbing of the SQLite transport
 and result store.
 
-All statements run on one dedicated thread that owns the connection, so the event loop
-never blocks on disk or on another process's lock. Writes are short ``BEGIN IMMEDIATE``
-transactions. Changes made by other processes are noticed through ``PRAGMA data_version``,
-polled every few milliseconds on a second connection: a cheap read of shared memory that
-gives low pickup latency without a busy loop.
+Statements from asyncio run on one dedicated thread, so the event loop never blocks on
+disk or on another process's lock; a producer's plain thread may write on the same
+connection itself (``write_now``), under the lock that keeps one user on it at a time.
+Writes are short ``BEGIN IMMEDIATE`` transactions. Changes made by other processes are
+noticed through ``PRAGMA data_version``, polled every few milliseconds on a second
+connection: a cheap read of shared memory that gives low pickup latency without a busy loop.
 """
 
 from __future__ import annotations
@@ -57,9 +58,15 @@ class _Shared:
         self.watch: sqlite3.Connection | None = None
         self.schemas: set[str] = set()
         self.users = 0
+        # One user of the connections at a time: the database thread, or a producer's thread
+        # in write_now (a transaction must not interleave with another thread's statements).
+        self.lock = threading.Lock()
+        self.shut_down = False  # closed for good: a late write_now must not open it again
 
     def ensure(self, schema: str) -> sqlite3.Connection:
-        """The open connection with ``schema`` applied (on the database thread)."""
+        """The open connection with ``schema`` applied (its user holds ``lock``)."""
+        if self.shut_down:
+            raise TransportUnavailable(f"SQLite {self.path!r} was closed")
         if self.conn is None:
             parent = Path(self.path).parent
             if not parent.exists():
@@ -82,10 +89,12 @@ class _Shared:
         return self.conn
 
     def shut(self) -> None:
-        for conn in (self.conn, self.watch):
-            if conn is not None:
-                conn.close()
-        self.conn = self.watch = None
+        with self.lock:
+            for conn in (self.conn, self.watch):
+                if conn is not None:
+                    conn.close()
+            self.conn = self.watch = None
+            self.shut_down = True
 
 
 def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
@@ -101,6 +110,22 @@ def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
                 raise
         time.sleep(pause)  # on the database thread, never the event loop
         pause = min(pause * 2, 0.5)
+
+
+def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back if it raises)."""
+
+    def tx(conn: sqlite3.Connection) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    return tx
 
 
 _SHARED: dict[tuple[str, int], _Shared] = {}
@@ -147,15 +172,16 @@ class SQLiteFile:
     def _guarded(self, shared: _Shared, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
         def run() -> T:
             try:
-                result = fn(shared.ensure(self.schema))
-                if isinstance(result, sqlite3.Cursor):
-                    # A cursor must die on this thread. Dropped on the event loop, it resets its
-                    # cached statement there, while this thread may be running that very
-                    # statement for another user of the shared connection ("bad parameter or
-                    # other API misuse").
-                    result.close()
-                    return cast("T", None)
-                return result
+                with shared.lock:
+                    result = fn(shared.ensure(self.schema))
+                    if isinstance(result, sqlite3.Cursor):
+                        # A cursor must die here, under the lock. Dropped on the event loop, it
+                        # resets its cached statement there, while this thread may be running
+                        # that very statement for another user of the shared connection ("bad
+                        # parameter or other API misuse").
+                        result.close()
+                        return cast("T", None)
+                    return result
             except sqlite3.OperationalError as exc:
                 raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
             except sqlite3.Error as exc:
@@ -171,18 +197,22 @@ class SQLiteFile:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` inside one short write transaction."""
+        return await self.call(_transaction(fn))
 
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+    def write_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``write``, on the calling thread: for a producer's plain thread, which then waits
+        for no event loop and no database thread. It blocks while another thread of this
+        process uses the connection, and on another process's write lock like ``write``.
 
-        return await self.call(tx)
+        Raises:
+            TransportUnavailable: the file was closed (or opened by the parent of this
+                forked process), or SQLite cannot write it now.
+            TransportError: SQLite refused the statements.
+        """
+        shared = self._shared
+        if shared is None or self._pid != os.getpid():
+            raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
+        return self._guarded(shared, _transaction(fn))()
 
     def _data_version(self, _conn: sqlite3.Connection) -> int:
         assert self._shared is not None

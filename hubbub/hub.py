@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._bridge import Bridge
-from hubbub._client import Client, Connector, encode_all, revoke
+from hubbub._client import (
+    Client,
+    Connector,
+    LoopClient,
+    encode_all,
+    encode_now,
+    revoke,
+    wraps_publish,
+)
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
@@ -33,7 +41,7 @@ from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
 from hubbub.limits import KeyFrom, parse_rate
-from hubbub.limits.unique import claim, unclaim
+from hubbub.limits.unique import UNIQUE_HEADER, claim, unclaim
 from hubbub.message import Envelope
 from hubbub.middleware import Middleware
 from hubbub.result import Result
@@ -47,6 +55,9 @@ from hubbub.transports import Transport, open_transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Sends from one event loop (not the bridge's) after which it publishes on connections of
+# its own instead of handing each send to the bridge thread.
+OWN_CONNECTIONS_AFTER = 8
 
 
 class Hub:
@@ -133,6 +144,11 @@ class Hub:
         self.import_path: str | None = None  # "module:attr" when loaded by the CLI
         # Producer connections opened on other event loops by connected() (ASGI apps).
         self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
+        # ... and by publish_async itself, on a loop that keeps sending (issue #18).
+        self._own_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
+            weakref.WeakKeyDictionary())
+        self._loop_sends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
             weakref.WeakKeyDictionary())
 
     def _settle(self) -> None:
@@ -395,11 +411,30 @@ class Hub:
         """
         if self.tracing is not None:  # -- tracing (issue 15): in the caller's thread
             with self.tracing.sending(envelopes) as traced:
-                owners = self.bridge.run(self.publish_async(traced))
+                owners = self._publish_sync(traced)
         else:
-            owners = self.bridge.run(self.publish_async(envelopes))
+            owners = self._publish_sync(envelopes)
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
+
+    def _publish_sync(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
+        """``publish_async``'s work from sync code: on the caller's thread when the broker
+        has a sync publisher (SQLite, one Redis server) and nothing needs an event loop (no
+        ``around_publish`` middleware, no unique job), else through the bridge loop.
+
+        Returns:
+            As ``publish_async``: the unique envelopes not sent, each with its owner's id.
+        """
+        client = self._connector.current() or self.bridge.run(self.client())
+        direct = client.transport.sync_publisher()
+        if (direct is None or wraps_publish(self.middleware)
+                or any(UNIQUE_HEADER in e.headers for e in envelopes)):
+            return self.bridge.run(self.publish_async(envelopes))
+        direct.publish(encode_now(envelopes, self.codec,
+                                  self.max_message_size(client.transport), self.signer))
+        if self._sent is not None:  # task-sent events stay on the bridge loop, after the send
+            self.bridge.run(self._sent.sent(envelopes))
+        return {}
 
     def _result_for(self, envelope: Envelope) -> Result[Any]:
         task = self.tasks.get(envelope.task)
@@ -409,14 +444,15 @@ class Hub:
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """Encode and publish from any loop: on this loop's own connections inside
-        ``connected()``, else on the bridge loop.
+        ``connected()`` or once it has sent ``OWN_CONNECTIONS_AFTER`` times, else on the
+        bridge loop.
 
         Returns:
             The unique envelopes that were not sent because another live job holds their
             key: envelope id -> that job's id (see docs/limits.md).
         """
         loop = asyncio.get_running_loop()
-        client = self._loop_clients.get(loop)
+        client = self._loop_clients.get(loop) or await self._own_client(loop)
         if client is None:
             if loop is not self.bridge.loop():
                 return await self.bridge.run_async(self.publish_async(envelopes))
@@ -433,9 +469,30 @@ class Hub:
         except BaseException:
             await unclaim(client.results, claimed)
             raise
-        if self._sent is not None:
-            await self._sent.sent(envelopes)
+        if self._sent is not None:  # its plane lives on the bridge loop, whoever sent
+            await self.bridge.run_async(self._sent.sent(envelopes))
         return owners
+
+    async def _own_client(self, loop: asyncio.AbstractEventLoop) -> Client | None:
+        """Connections of ``loop``'s own, once it has sent ``OWN_CONNECTIONS_AFTER`` times
+        (a server's or a worker's loop; a loop of one ``asyncio.run`` that sends once or
+        twice keeps using the bridge's, already open); None before that, and on the bridge
+        loop. They close when the loop shuts down (see ``LoopClient``).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        owned = self._own_clients.get(loop)
+        if owned is None:
+            if self.bridge.runs(loop):
+                return None
+            sends = self._loop_sends.get(loop, 0) + 1
+            self._loop_sends[loop] = sends
+            if sends < OWN_CONNECTIONS_AFTER:
+                return None
+            owned = self._own_clients[loop] = LoopClient(Connector(
+                self.open_transport, self.open_results, self.settings.broker))
+        return await owned.client()
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).

@@ -314,8 +314,9 @@ class Task(Generic[P, R]):
         """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
 
         It never blocks the event loop. Inside ``hub.connected()`` (which the FastAPI
-        lifespan opens) the message goes to the broker from this loop, with no thread hop;
-        elsewhere it is handed to the hub's bridge thread and awaited. Send options come from
+        lifespan opens), and on any loop that has sent a few times already, the message goes
+        to the broker from this loop, with no thread hop; before that it is handed to the
+        hub's bridge thread and awaited. Send options come from
         ``options(...)``: ``await add.options(countdown=5).delay_async(1, 2)``.
 
         Raises:

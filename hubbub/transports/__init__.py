@@ -14,6 +14,7 @@ from hubbub.transports.base import (
     Delivery,
     Outgoing,
     QueueStats,
+    SyncPublisher,
     Transport,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "Delivery",
     "Outgoing",
     "QueueStats",
+    "SyncPublisher",
     "Transport",
     "open_transport",
 ]

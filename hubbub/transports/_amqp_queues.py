@@ -121,6 +121,9 @@ class Queues:
         """Declare each queue first, one at a time, then publish together."""
         for queue, _, eta in sends:
             await (self._declare_delays(queue) if eta is not None else self.declare(queue))
+        if len(sends) == 1:  # the common delay(): no task to wrap it in
+            await self.send(*sends[0])
+            return
         results = await asyncio.gather(*(self.send(*s) for s in sends), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):

@@ -20,7 +20,12 @@ Invariants the scripts keep, all inside one queue's hash slot:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from hubbub._text import clean_text
+from hubbub.transports._safe import check_queue, due_at
+from hubbub.transports.base import Outgoing
 
 LEVELS = 10  # priorities 0..9, one stream each
 SCAN = 256  # entries one script call looks at, so that no call blocks Redis for long
@@ -271,6 +276,23 @@ SCRIPTS: dict[str, str] = {
     "extend": _EXTEND, "purge": _PURGE, "purge_delayed": _PURGE_DELAYED,
     "requeue": _REQUEUE, "retire": _RETIRE,
 }
+
+
+def publish_argv(items: Iterable[Outgoing], now: float) -> dict[str, list[Any]]:
+    """The ``publish`` script's ARGV after the group, per queue: (priority, id, body, eta or
+    '') of each item, in order; every item's queue is checked first.
+
+    Raises:
+        MessageRejectedByBroker: a queue name Redis keys cannot hold.
+    """
+    by_queue: dict[str, list[Any]] = {}
+    for i in items:
+        check_queue(i)
+        priority = min(max(i.priority, 0), LEVELS - 1)
+        at = due_at(i.eta, now)
+        eta = "" if at is None else repr(at)
+        by_queue.setdefault(i.queue, []).extend((priority, clean_text(i.id), i.body, eta))
+    return by_queue
 
 
 class QueueKeys(NamedTuple):

@@ -114,6 +114,27 @@ class DeadLetterRequest:
     reason: str
 
 
+class SyncPublisher(abc.ABC):
+    """Publishes from plain threads, with no event loop: a producer's direct path.
+
+    A transport offers one (:meth:`Transport.sync_publisher`) when its broker can be written
+    from any thread with the same keys, rows and scripts as its ``publish``, so that
+    ``task.delay()`` need not hop to an event loop. It is thread-safe, belongs to the process
+    that connected its transport, and is usable from that transport's ``connect()`` until
+    its ``close()``.
+    """
+
+    @abc.abstractmethod
+    def publish(self, items: Sequence[Outgoing]) -> None:
+        """:meth:`Transport.publish` for the calling thread: the same guarantees, the same
+        errors.
+
+        Raises:
+            MessageRejectedByBroker: one item can never be stored.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+
+
 class Transport(abc.ABC):
     """Moves opaque bodies between queues with leased, at-least-once delivery.
 
@@ -175,6 +196,11 @@ class Transport(abc.ABC):
                 anything is sent, so the others can be published again without it.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
+
+    def sync_publisher(self) -> SyncPublisher | None:
+        """This connected transport's publisher for plain threads, or None when it has none
+        (then sync code publishes through an event loop)."""
+        return None
 
     @abc.abstractmethod
     async def fetch(

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
@@ -29,8 +30,8 @@ from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
 from hubbub.transports._dead import DeadFilter, retention_of
 from hubbub.transports._dead import dropped as log_dropped
-from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys
-from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
+from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys, publish_argv
+from hubbub.transports._safe import bytes_of, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -38,10 +39,12 @@ from hubbub.transports.base import (
     Delivery,
     Outgoing,
     QueueStats,
+    SyncPublisher,
     Transport,
 )
 
 GROUP = "hubbub"
+_GROUP_BYTES = GROUP.encode()
 _CHUNK = 1000  # messages per script call when publishing or acking many
 
 
@@ -60,6 +63,41 @@ def _seconds(raw: object) -> float:
 def _receipt(d: Delivery) -> list[Any]:
     priority, entry_id, token = d.receipt
     return [priority, entry_id, token]
+
+
+class _RedisSyncPublisher(SyncPublisher):
+    """The transport's ``publish`` from plain threads: the same ``publish`` script on the same
+    keys, sent by a pooled sync client (one connection per thread at a time)."""
+
+    def __init__(self, transport: RedisTransport, client: redis.Redis) -> None:
+        self._transport = transport
+        self._client = client
+        self._script = client.register_script(SCRIPTS["publish"])
+        # queue -> its keys in the scripts' order, encoded once: redis-py packs bytes as they
+        # are, and packing the script's 16 keys and its arguments is most of a call's CPU.
+        self._keys: dict[str, list[bytes]] = {}
+
+    def publish(self, items: Sequence[Outgoing]) -> None:
+        if not items:
+            return
+        transport = self._transport
+        prefix = transport.config.prefix
+        by_queue = publish_argv(items, transport.clock.time())
+        with translate(transport.config):
+            new = set(by_queue) - transport._known
+            if new:
+                self._client.sadd(f"{prefix}:queues", *sorted(new))
+                transport._known |= new  # a race only repeats an idempotent SADD
+            for queue, flat in by_queue.items():
+                keys = self._keys.get(queue)
+                if keys is None:
+                    keys = self._keys[queue] = [
+                        k.encode() for k in QueueKeys.of(prefix, queue).lua()]
+                for chunk in _chunks(flat, 4 * _CHUNK):  # one after another: FIFO
+                    self._script(keys=keys, args=[_GROUP_BYTES, *chunk])
+
+    def close(self) -> None:
+        self._client.close()
 
 
 class RedisTransport(Transport):
@@ -95,6 +133,7 @@ class RedisTransport(Transport):
         self._scripts: dict[str, Any] = {}
         self._known: set[str] = set()  # queues this instance registered
         self._consumed: set[str] = set()  # queues this instance is a consumer of
+        self._sync: _RedisSyncPublisher | None = None
 
     def __repr__(self) -> str:
         return f"RedisTransport({self.url!r})"
@@ -117,7 +156,18 @@ class RedisTransport(Transport):
         with translate(self.config):
             await self._client.ping()
 
+    def sync_publisher(self) -> SyncPublisher | None:
+        """Publishes with a thread-safe sync client; None on a cluster or sentinel URL and
+        with ``?wait_replicas`` (those publish on the event loop)."""
+        if self._sync is None and self._redis is not None:
+            client = self.config.sync_client(name=self.client_name)
+            self._sync = None if client is None else _RedisSyncPublisher(self, client)
+        return self._sync
+
     async def close(self) -> None:
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
         client, self._redis = self._redis, None
         if client is None:
             return
@@ -132,14 +182,7 @@ class RedisTransport(Transport):
     async def publish(self, items: Sequence[Outgoing]) -> None:
         if not items:
             return
-        now = self.clock.time()
-        by_queue: dict[str, list[Any]] = {}
-        for i in items:
-            check_queue(i)
-            priority = min(max(i.priority, 0), LEVELS - 1)
-            at = due_at(i.eta, now)
-            eta = "" if at is None else repr(at)
-            by_queue.setdefault(i.queue, []).extend((priority, clean_text(i.id), i.body, eta))
+        by_queue = publish_argv(items, self.clock.time())
         with translate(self.config):
             new = set(by_queue) - self._known
             if new:

@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hubbub._sqlite import SQLiteFile
@@ -33,6 +33,7 @@ from hubbub.transports.base import (
     Delivery,
     Outgoing,
     QueueStats,
+    SyncPublisher,
     Transport,
 )
 
@@ -70,6 +71,32 @@ _DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
 _NUMERIC = "typeof(visible_at) IN ('real', 'integer')"
 
 
+def _insert(items: Sequence[Outgoing], now: float) -> Callable[[sqlite3.Connection], None]:
+    """The write that publishes ``items`` (checked here, before anything is written)."""
+    rows = []
+    for i in items:
+        check_queue(i)
+        rows.append((clean_text(i.id), i.queue, i.priority, i.body, due_at(i.eta, now) or now))
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
+                         " VALUES (?, ?, ?, ?, ?)", rows).close()
+
+    return insert
+
+
+class _SQLiteSyncPublisher(SyncPublisher):
+    """The transport's ``publish`` on the calling thread: the same rows, committed before it
+    returns (``SQLiteFile.write_now``)."""
+
+    def __init__(self, transport: SQLiteTransport) -> None:
+        self._transport = transport
+
+    def publish(self, items: Sequence[Outgoing]) -> None:
+        if items:
+            self._transport.db.write_now(_insert(items, self._transport.clock.time()))
+
+
 class SQLiteTransport(Transport):
     """Messages as rows; a claim is one short write transaction for a whole batch."""
 
@@ -88,21 +115,12 @@ class SQLiteTransport(Transport):
         await self.db.close()
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        if not items:
-            return
-        now = self.clock.time()
-        rows = []
-        for i in items:
-            check_queue(i)
-            rows.append((clean_text(i.id), i.queue, i.priority, i.body,
-                         due_at(i.eta, now) or now))
-        await self.db.write(
-            lambda c: c.executemany(
-                "INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        )
+        if items:
+            await self.db.write(_insert(items, self.clock.time()))
+
+    def sync_publisher(self) -> SyncPublisher:
+        """Inserts on the calling thread, on the process's shared connection."""
+        return _SQLiteSyncPublisher(self)
 
     def _claim(
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float
