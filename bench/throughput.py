@@ -248,7 +248,10 @@ def run_peer(script: str, *args: str, env: dict[str, str]) -> float:
                          timeout=900)
     if out.returncode:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-2000:]}")
-    value: float = next(iter(json.loads(out.stdout.strip().splitlines()[-1]).values()))
+    # bench/peers/_driver.py: a drain's rate_with_start counts the worker's start-up, as the
+    # hubbub side here does.
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    value: float = line.get("rate_with_start", line["rate"])
     return value
 
 
@@ -256,7 +259,9 @@ def huey(mode: str, n: int) -> float | None:
     if not PEERS_PYTHON.exists():
         return None
     folder = tempfile.mkdtemp(prefix="huey-bench-")
-    return run_peer("huey_sqlite.py", mode, str(n), env={"HUEY_DB": f"{folder}/h.db"})
+    return run_peer("huey_peer.py", mode, str(n),
+                    env={"BENCH_BROKER": "sqlite", "BENCH_SQLITE_DIR": folder,
+                         "BENCH_PREFIX": f"hbbhuey{uuid.uuid4().hex[:8]}"})
 
 
 def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float | None]:
@@ -268,7 +273,7 @@ def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float 
             return None
         scratch.count += 1
         owner = script.partition("_")[0]
-        prefix = scratch.prefix(owner) + (":" if owner == "celery" else "")
+        prefix = scratch.prefix(owner)
         try:
             return run_peer(script, *args, env={"BENCH_REDIS": scratch.redis_url,
                                                 "BENCH_PREFIX": prefix})
@@ -305,12 +310,13 @@ def redis_rows(scratch: Scratch, n: int, runs: int) -> list[Row]:
     # Drains: results off on both sides (neither peer keeps results by default).
     one_async, dramatiq_one = alternating(
         runs, lambda: drain_processes(scratch, n, 1, "async", "noop", results="none"),
-        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "1", "8"))
+        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "--pool", "p1t8"))
     two_async, dramatiq_two = alternating(
         runs, lambda: drain_processes(scratch, n, 2, "async", "noop", results="none"),
-        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "2", "8"))
+        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "--pool", "p2t8"))
     celery = (redis_peer(scratch, "celery_redis.py", "drain", str(n)),
-              redis_peer(scratch, "celery_redis.py", "drain", str(n), "--acks-late"))
+              redis_peer(scratch, "celery_redis.py", "drain", str(n), "--pool",
+                         "prefork-acks-late"))
     if "prefork" in POOLS:
         what = "drain, 1 worker --pool prefork -c 2, sync no-op (/s)"
         prefork, celery_early, celery_late = alternating(
