@@ -69,19 +69,27 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    """One measure: a heading, what it measures, the driver mode and its rows."""
+    """One measure: a heading, what it measures, the driver mode and its rows.
+
+    ``metric`` is the key of the driver's JSON line the table shows. A table with
+    ``runs_with`` set runs nothing itself: it shows another metric of that table's runs (the
+    p99 of the runs that gave the p50).
+    """
 
     key: str
     title: str
     about: str
-    mode: str  # the driver's mode: "enqueue" or "drain"
+    mode: str  # the driver's mode: "enqueue", "drain" or "latency"
     rows: tuple[Row, ...]
     unit: str = "tasks/s"
+    metric: str = "rate"
+    higher_is_better: bool = True
+    runs_with: str | None = None
 
 
-def drain_rows(task: str) -> tuple[Row, ...]:
-    """hubbub's three pools and each peer's usual worker, draining ``task`` on Redis."""
-    t = ("--task", task)
+def drain_rows(task: str, t: tuple[str, ...] | None = None) -> tuple[Row, ...]:
+    """hubbub's three pools and each peer's usual worker, running ``task`` on Redis."""
+    t = ("--task", task) if t is None else t
     sync, coro = "a sync task", "an `async def` task"
     return (
         Row("prefork", "hubbub", f"`hubbub worker --pool prefork -c 2`, {sync}",
@@ -142,6 +150,17 @@ TABLES = (
               Row("rq", "RQ", "`queue.enqueue_many(...)`", "rq_redis.py", ("--bulk",),
                   versus="delay_many"),
           )),
+    Table("latency-p50", "Pickup latency at 200 tasks/s: p50",
+          "The worker runs first; then N tasks are sent one by one at 200 a second, each "
+          "with its send time, and each pushes the time from its send to its start onto a "
+          "Redis list (one round trip, like INCR). A system that cannot run 200 tasks a "
+          "second falls behind, and its latency grows with the run.",
+          "latency", drain_rows("stamp", ()), unit="ms", metric="p50",
+          higher_is_better=False),
+    Table("latency-p99", "Pickup latency at 200 tasks/s: p99",
+          "The 99th percentile of the same runs.",
+          "latency", drain_rows("stamp", ()), unit="ms", metric="p99",
+          higher_is_better=False, runs_with="latency-p50"),
     Table("sqlite", "Embedded: SQLite, no server",
           "hubbub's default broker, an SQLite file, against Huey's SqliteHuey (the only "
           "peer with an embedded broker): the no-op drain as above, and `delay()` one by "
@@ -171,8 +190,8 @@ Failures = dict[tuple[str, str], list[str]]
 
 
 def run_row(table: Table, row: Row, n: int, redis_url: str, token: str,
-            timeout: float) -> float:
-    """One run of one row: the driver's rate (tasks/s). Raises RuntimeError on failure."""
+            timeout: float) -> dict[str, float]:
+    """One run of one row: the driver's JSON line. Raises RuntimeError on failure."""
     python = sys.executable if row.is_hubbub else str(PEERS_PYTHON)
     prefix = f"hbb{token}{uuid.uuid4().hex[:6]}"  # letters and digits: Huey keeps only those
     env = {**os.environ, **row.env, "BENCH_REDIS": redis_url, "BENCH_PREFIX": prefix,
@@ -194,8 +213,8 @@ def run_row(table: Table, row: Row, n: int, redis_url: str, token: str,
         raise RuntimeError(f"timed out after {timeout:.0f}s") from None
     if proc.returncode:
         raise RuntimeError((err.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
-    rate: float = json.loads(out.strip().splitlines()[-1])["rate"]
-    return rate
+    line: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return line
 
 
 def measure(tables: Sequence[Table], runs: int, n: int, redis_url: str,
@@ -205,21 +224,26 @@ def measure(tables: Sequence[Table], runs: int, n: int, redis_url: str,
     token = uuid.uuid4().hex[:6]
     for round_ in range(runs):
         for table in tables:
+            if table.runs_with is not None:
+                continue
+            # This table and those that show other metrics of its runs.
+            shown = [t for t in tables if table.key in (t.key, t.runs_with)]
             for row in table.rows:
                 if not row.is_hubbub and not peers:
                     continue
-                where = (table.key, row.key)
                 started = dt.datetime.now(dt.UTC)
                 try:
-                    value = run_row(table, row, n, redis_url, token, timeout=300)
+                    line = run_row(table, row, n, redis_url, token, timeout=300)
                 except RuntimeError as exc:
-                    failures.setdefault(where, []).append(str(exc))
+                    for t in shown:
+                        failures.setdefault((t.key, row.key), []).append(str(exc))
                     print(f"run {round_ + 1}: {table.key}/{row.key} failed: {exc}", flush=True)
                     continue
-                samples.setdefault(where, []).append(value)
+                for t in shown:
+                    samples.setdefault((t.key, row.key), []).append(line[t.metric])
                 took = (dt.datetime.now(dt.UTC) - started).total_seconds()
-                print(f"run {round_ + 1}: {table.key}/{row.key}: {value:,.0f} {table.unit} "
-                      f"({took:.1f}s)", flush=True)
+                print(f"run {round_ + 1}: {table.key}/{row.key}: {line[table.metric]:,.1f} "
+                      f"{table.unit} ({took:.1f}s)", flush=True)
     return samples, failures
 
 
@@ -306,8 +330,10 @@ def fmt(value: float) -> str:
 
 
 def render_table(table: Table, samples: Samples, failures: Failures, runs: int) -> str:
-    """One Markdown table: each row's median, min-max, runs, and hubbub's median over it."""
-    lines = [f"| system | how | {table.unit} (median) | min-max | runs | hubbub ÷ this |",
+    """One Markdown table: each row's median, min-max, runs, and how many times better
+    hubbub's median was (hubbub over it for rates, it over hubbub for latencies)."""
+    better = "hubbub ÷ this" if table.higher_is_better else "this ÷ hubbub"
+    lines = [f"| system | how | {table.unit} (median) | min-max | runs | {better} |",
              "|---|---|--:|--:|--:|--:|"]
     medians = {row.key: statistics.median(samples[(table.key, row.key)])
                for row in table.rows if samples.get((table.key, row.key))}
@@ -321,7 +347,9 @@ def render_table(table: Table, samples: Samples, failures: Failures, runs: int) 
             continue
         ratio = ""
         if row.versus is not None and row.versus in medians:
-            ratio = f"{medians[row.versus] / medians[row.key]:.2f}x (vs {row.versus})"
+            ours, theirs = medians[row.versus], medians[row.key]
+            times = ours / theirs if table.higher_is_better else theirs / ours
+            ratio = f"{times:.2f}x (vs {row.versus})"
         lines.append(f"| {row.system} | {row.how} | {fmt(medians[row.key])} | "
                      f"{fmt(min(got))}-{fmt(max(got))} | {counted} | {ratio} |")
     return "\n".join(lines)
@@ -341,9 +369,11 @@ def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, run
         "",
         "hubbub against Celery, Dramatiq, Huey, Taskiq, arq and RQ, measured in the same run "
         "on the same machine and the same Redis. Every figure on this page was produced by "
-        "the command below; the page is rewritten by it and holds nothing else. Figures are "
-        "rates in tasks per second (higher is better); \"hubbub ÷ this\" is hubbub's median "
-        "over the row's, so above 1 hubbub was faster and below 1 it was slower.",
+        "the command below; the page is rewritten by it and holds nothing else. Most figures "
+        "are rates in tasks per second (higher is better), and the last column, \"hubbub ÷ "
+        "this\", is hubbub's median over the row's; latencies are in milliseconds (lower is "
+        "better), and the column is the row's over hubbub's. Either way, above 1 hubbub did "
+        "better than that row and below 1 it did worse.",
         "",
         "## This run",
         "",

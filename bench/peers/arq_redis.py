@@ -35,8 +35,12 @@ async def incr(ctx: dict[str, Any]) -> None:
     await _driver.incr_async()
 
 
+async def stamp(ctx: dict[str, Any], sent: float) -> None:
+    await _driver.stamp_async(sent)
+
+
 class WorkerSettings:
-    functions = [noop, incr]  # noqa: RUF012 (arq reads these class attributes)
+    functions = [noop, incr, stamp]  # noqa: RUF012 (arq reads these class attributes)
     redis_settings = SETTINGS
     queue_name = _driver.PREFIX
     keep_result = 0
@@ -45,12 +49,13 @@ class WorkerSettings:
 _client = redis.Redis.from_url(_driver.URL)
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     async def run() -> None:
         arq_pool = await create_pool(SETTINGS, default_queue_name=_driver.PREFIX)
         try:
             for _ in range(n):
-                await arq_pool.enqueue_job(task, _job_id=f"{_driver.PREFIX}-{next(_ids)}")
+                await arq_pool.enqueue_job(task, *args(),
+                                           _job_id=f"{_driver.PREFIX}-{next(_ids)}")
         finally:
             await arq_pool.aclose()
 

@@ -39,13 +39,18 @@ def incr() -> None:
     _driver.incr()
 
 
-TASKS = {"noop": noop, "incr": incr}
+@app.task(name="stamp")
+def stamp(sent: float) -> None:
+    _driver.stamp(sent)
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+TASKS = {"noop": noop, "incr": incr, "stamp": stamp}
+
+
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     with app.producer_or_acquire() as producer:
         for _ in range(n):
-            TASKS[task].apply_async(producer=producer)
+            TASKS[task].apply_async(args(), producer=producer)
 
 
 def remaining(task: str) -> int:

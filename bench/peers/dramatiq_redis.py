@@ -31,13 +31,18 @@ def incr() -> None:
     _driver.incr()
 
 
-ACTORS = {"noop": noop, "incr": incr}
+@dramatiq.actor(actor_name="stamp", queue_name="default")
+def stamp(sent: float) -> None:
+    _driver.stamp(sent)
+
+
+ACTORS = {"noop": noop, "incr": incr, "stamp": stamp}
 POOLS = {"p2t8": ["-p", "2", "-t", "8"], "p1t8": ["-p", "1", "-t", "8"]}
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     for _ in range(n):
-        ACTORS[task].send()
+        ACTORS[task].send(*args())
 
 
 def remaining(task: str) -> int:

@@ -54,6 +54,16 @@ def incr_sync() -> None:
     _driver.incr()
 
 
+@hub.task(name="stamp")
+async def stamp(sent: float) -> None:
+    await _driver.stamp_async(sent)
+
+
+@hub.task(name="stamp_sync")
+def stamp_sync(sent: float) -> None:
+    _driver.stamp(sent)
+
+
 POOLS = {"prefork": ["--pool", "prefork", "-c", "2"], "async": ["--pool", "async"],
          "threads": ["--pool", "threads"]}
 
@@ -62,14 +72,14 @@ def task_name(task: str, pool: str) -> str:
     return task if pool == "async" else f"{task}_sync"
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     target = hub.tasks[task_name(task, pool)]
     if bulk:
         for start in range(0, n, 1000):
-            target.delay_many([()] * min(1000, n - start))
+            target.delay_many([args() for _ in range(min(1000, n - start))])
     else:
         for _ in range(n):
-            target.delay()
+            target.delay(*args())
 
 
 def remaining(task: str) -> int:

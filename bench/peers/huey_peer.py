@@ -38,14 +38,19 @@ def incr() -> None:
     _driver.incr()
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+@huey.task(name="stamp")
+def stamp(sent: float) -> None:
+    _driver.stamp(sent)
+
+
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     # Through the module the consumer imports: Huey names a task after its module, and run
     # as a script this one is __main__.
     import huey_peer
 
-    queued = {"noop": huey_peer.noop, "incr": huey_peer.incr}[task]
+    queued = {"noop": huey_peer.noop, "incr": huey_peer.incr, "stamp": huey_peer.stamp}[task]
     for _ in range(n):
-        queued()
+        queued(*args())
 
 
 def remaining(task: str) -> int:

@@ -31,19 +31,24 @@ def incr() -> None:
     _driver.incr()
 
 
+def stamp(sent: float) -> None:
+    _driver.stamp(sent)
+
+
 # By name: run as a script, this module is __main__, which RQ refuses to enqueue from.
-TASKS = {"noop": "rq_redis.noop", "incr": "rq_redis.incr"}
+TASKS = {"noop": "rq_redis.noop", "incr": "rq_redis.incr", "stamp": "rq_redis.stamp"}
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     func = TASKS[task]
     if not bulk:
         for _ in range(n):
-            queue.enqueue(func, job_id=f"{_driver.PREFIX}-{next(_ids)}", result_ttl=0)
+            queue.enqueue(func, *args(), job_id=f"{_driver.PREFIX}-{next(_ids)}",
+                          result_ttl=0)
         return
     for start in range(0, n, 1000):
-        queue.enqueue_many([Queue.prepare_data(func, job_id=f"{_driver.PREFIX}-{next(_ids)}",
-                                               result_ttl=0)
+        queue.enqueue_many([Queue.prepare_data(func, args(), result_ttl=0,
+                                               job_id=f"{_driver.PREFIX}-{next(_ids)}")
                             for _ in range(min(1000, n - start))])
 
 

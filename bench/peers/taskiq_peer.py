@@ -33,16 +33,21 @@ async def incr() -> None:
     await _driver.incr_async()
 
 
-TASKS = {"noop": noop, "incr": incr}
+@broker.task(task_name="stamp")
+async def stamp(sent: float) -> None:
+    await _driver.stamp_async(sent)
+
+
+TASKS = {"noop": noop, "incr": incr, "stamp": stamp}
 _client = redis.Redis.from_url(_driver.URL)
 
 
-def send(task: str, pool: str, n: int, bulk: bool) -> None:
+def send(task: str, pool: str, n: int, bulk: bool, args: _driver.Args) -> None:
     async def run() -> None:
         await broker.startup()
         try:
             for _ in range(n):
-                await TASKS[task].kiq()
+                await TASKS[task].kiq(*args())
         finally:
             await broker.shutdown()
 

@@ -89,3 +89,14 @@ def test_every_peer_is_compared_with_a_hubbub_row_of_its_table_and_every_driver_
                 assert row.versus in hubbub_rows, (table.key, row.key)
     systems = {row.system for table in report.TABLES for row in table.rows}
     assert {"Celery", "Dramatiq", "Huey", "Taskiq", "arq", "RQ"} <= systems
+
+
+def test_a_latency_ratio_is_the_rows_median_over_hubbubs_so_above_one_hubbub_did_better(
+        report: ModuleType) -> None:
+    samples = {("latency-p50", "prefork"): [10.0, 12.0, 14.0],
+               ("latency-p50", "celery"): [30.0, 48.0, 60.0]}
+
+    text = page(report, samples)
+
+    assert "| ms (median) | min-max | runs | this ÷ hubbub |" in text
+    assert "| 48.0 | 30.0-60.0 | 3 | 4.00x (vs prefork) |" in text
