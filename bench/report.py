@@ -108,7 +108,8 @@ def drain_rows(task: str, t: tuple[str, ...] | None = None) -> tuple[Row, ...]:
             "rq_redis.py", t, versus="prefork"),
         Row("taskiq", "Taskiq", f"`taskiq worker` (2 processes), {coro}",
             "taskiq_peer.py", t, versus="async"),
-        Row("arq", "arq", f"`arq` (one process, its defaults), {coro}",
+        Row("arq", "arq", f"`arq` (one process; its defaults: 10 jobs at a time, the queue "
+            f"polled every 0.5 s), {coro}",
             "arq_redis.py", t, versus="async"),
     )
 
@@ -119,7 +120,8 @@ TABLES = (
           "N no-op tasks are queued (in bulk where the library can, not timed), then the "
           "worker starts; the rate counts from the first task seen done to the last, so the "
           "worker's start-up is left out. Sync peers are compared with hubbub's prefork "
-          "pool, `async def` peers with hubbub's async pool.",
+          "pool (the CLI's default), `async def` peers with hubbub's async pool; Dramatiq "
+          "runs 8 threads in each process, so hubbub's threads row is its closer match.",
           "drain", drain_rows("noop")),
     Table("drain-incr", "Drain of tasks that make one Redis INCR",
           "The same, with tasks that each make one Redis round trip (an INCR on a "
@@ -163,9 +165,8 @@ TABLES = (
           higher_is_better=False, runs_with="latency-p50"),
     Table("sqlite", "Embedded: SQLite, no server",
           "hubbub's default broker, an SQLite file, against Huey's SqliteHuey (the only "
-          "peer with an embedded broker): the no-op drain as above, and `delay()` one by "
-          "one. SqliteHuey never acknowledges (at-most-once); hubbub acks every task after "
-          "it ran.",
+          "peer with an embedded broker): the no-op drain as above. SqliteHuey never "
+          "acknowledges (at-most-once); hubbub acks every task after it ran.",
           "drain", (
               Row("prefork", "hubbub", "drain: `--pool prefork -c 2`, a sync task",
                   "hubbub_side.py", ("--pool", "prefork"), SQLITE),
@@ -394,7 +395,8 @@ def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, run
         "- **Setup**: the peers run from their own venv, made by `bash bench/setup_peers.sh`. "
         "Each driver is in `bench/peers/` (`_driver.py` defines what is timed). Results are "
         "off on every side (no peer keeps them by default). Celery acks a task when a pool "
-        "process receives it (its default); hubbub, Dramatiq and arq ack after the task ran.",
+        "process receives it (its default), Huey and Taskiq's list broker take it off the "
+        "queue when a worker takes it; hubbub, Dramatiq, arq and RQ keep it until it ran.",
         "",
         "A loaded or shared machine lowers every figure; the ratios between systems measured "
         "in turns say more than the absolute rates. Re-run the command before quoting a "
