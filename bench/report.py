@@ -190,32 +190,42 @@ Samples = dict[tuple[str, str], list[float]]
 Failures = dict[tuple[str, str], list[str]]
 
 
-def run_row(table: Table, row: Row, n: int, redis_url: str, token: str,
-            timeout: float) -> dict[str, float]:
-    """One run of one row: the driver's JSON line. Raises RuntimeError on failure."""
-    python = sys.executable if row.is_hubbub else str(PEERS_PYTHON)
-    prefix = f"hbb{token}{uuid.uuid4().hex[:6]}"  # letters and digits: Huey keeps only those
-    env = {**os.environ, **row.env, "BENCH_REDIS": redis_url, "BENCH_PREFIX": prefix,
-           "BENCH_TIMEOUT": str(timeout - 30),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    env.pop("BENCH_SQLITE_DIR", None)
-    command = [python, str(HERE / "peers" / row.script), table.mode, str(n), *row.args]
-    proc = subprocess.Popen(command, env=env, cwd=HERE / "peers", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def run_driver(script: str, args: Sequence[str], env: Mapping[str, str], *, hubbub: bool,
+               timeout: float) -> dict[str, float]:
+    """Run the driver ``bench/peers/<script>`` (hubbub's with this interpreter, a peer's with
+    the peers' venv) and return its JSON line. Raises RuntimeError if it fails or runs past
+    ``timeout`` (then it gets SIGTERM, on which it stops its workers and deletes its keys)."""
+    python = sys.executable if hubbub else str(PEERS_PYTHON)
+    # A fresh SQLite folder per run unless the caller names one.
+    inherited = {k: v for k, v in os.environ.items() if k != "BENCH_SQLITE_DIR"}
+    full = {**inherited, "BENCH_TIMEOUT": str(max(timeout - 30, 10)), **env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([python, str(HERE / "peers" / script), *args], env=full,
+                            cwd=HERE / "peers", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.terminate()  # the driver stops its workers and deletes its keys on SIGTERM
+        proc.terminate()
         try:
             proc.communicate(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-        raise RuntimeError(f"timed out after {timeout:.0f}s") from None
+        raise RuntimeError(f"{script}: timed out after {timeout:.0f}s") from None
     if proc.returncode:
         raise RuntimeError((err.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
     line: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return line
+
+
+def run_row(table: Table, row: Row, n: int, redis_url: str, token: str,
+            timeout: float) -> dict[str, float]:
+    """One run of one row: the driver's JSON line. Raises RuntimeError on failure."""
+    prefix = f"hbb{token}{uuid.uuid4().hex[:6]}"  # letters and digits: Huey keeps only those
+    env = {**row.env, "BENCH_REDIS": redis_url, "BENCH_PREFIX": prefix}
+    return run_driver(row.script, [table.mode, str(n), *row.args], env,
+                      hubbub=row.is_hubbub, timeout=timeout)
 
 
 def measure(tables: Sequence[Table], runs: int, n: int, redis_url: str,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import extra_brokers
+import report
 from rich.console import Console
 from rich.table import Table
 
@@ -47,7 +47,7 @@ from hubbub._loader import load_hub
 from hubbub.worker.pools import POOLS
 
 HERE = Path(__file__).resolve().parent
-PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
+PEERS_PYTHON = report.PEERS_PYTHON
 APP = textwrap.dedent("""
     from hubbub import Hub
     hub = Hub()   # $HUBBUB_BROKER
@@ -242,25 +242,18 @@ def pickup_latency(scratch: Scratch, rate: float, n: int, pool: str = "async"
 
 
 def run_peer(script: str, *args: str, env: dict[str, str]) -> float:
-    """Run ``bench/peers/<script>`` in the peers' venv; the one number of its JSON line."""
-    out = subprocess.run([str(PEERS_PYTHON), str(HERE / "peers" / script), *args],
-                         env={**os.environ, **env}, capture_output=True, text=True,
-                         timeout=900)
-    if out.returncode:
-        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-2000:]}")
-    # bench/peers/_driver.py: a drain's rate_with_start counts the worker's start-up, as the
-    # hubbub side here does.
-    line = json.loads(out.stdout.strip().splitlines()[-1])
-    value: float = line.get("rate_with_start", line["rate"])
-    return value
+    """Run the peer driver ``bench/peers/<script>`` (bench/report.py runs every driver);
+    its rate, counting the worker's start-up in a drain as the hubbub side here does."""
+    line = report.run_driver(script, args, env, hubbub=False, timeout=900)
+    return line.get("rate_with_start", line["rate"])
 
 
 def huey(mode: str, n: int) -> float | None:
     if not PEERS_PYTHON.exists():
         return None
-    folder = tempfile.mkdtemp(prefix="huey-bench-")
+    # The driver makes the SQLite folder and deletes it when it ends.
     return run_peer("huey_peer.py", mode, str(n),
-                    env={"BENCH_BROKER": "sqlite", "BENCH_SQLITE_DIR": folder,
+                    env={"BENCH_BROKER": "sqlite",
                          "BENCH_PREFIX": f"hbbhuey{uuid.uuid4().hex[:8]}"})
 
 
@@ -277,7 +270,7 @@ def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float 
         try:
             return run_peer(script, *args, env={"BENCH_REDIS": scratch.redis_url,
                                                 "BENCH_PREFIX": prefix})
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        except RuntimeError as exc:
             console.print(f"[red]peer run left out[/red]: {exc}")
             return None
 

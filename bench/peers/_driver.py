@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ LATENCY_KEY = f"{PREFIX}:latency"
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "240"))
 
+_made_dirs: list[str] = []
 _sync_client: redis.Redis | None = None
 _async_client: Any = None
 
@@ -123,6 +125,15 @@ class System:
     bulk: str | None = None
     close: Callable[[], None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)
+
+
+def sqlite_dir() -> str:
+    """The folder for an SQLite broker: $BENCH_SQLITE_DIR, else a fresh one, which the
+    workers inherit through the environment and the run deletes when it ends."""
+    if not os.environ.get("BENCH_SQLITE_DIR"):
+        os.environ["BENCH_SQLITE_DIR"] = tempfile.mkdtemp(prefix=PREFIX)
+        _made_dirs.append(os.environ["BENCH_SQLITE_DIR"])
+    return os.environ["BENCH_SQLITE_DIR"]
 
 
 def bin_path(name: str) -> str:
@@ -264,4 +275,6 @@ def main(system: System) -> None:
         finally:
             delete_keys(client)
             client.close()
+            for folder in _made_dirs:
+                shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(out))

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import _driver
 
 from hubbub import Hub
 
 if os.environ.get("BENCH_BROKER") == "sqlite":
-    # setdefault: the workers, started from the main process, inherit the same file.
-    _folder = os.environ.setdefault("BENCH_SQLITE_DIR", tempfile.mkdtemp(prefix=_driver.PREFIX))
-    BROKER = f"sqlite:///{_folder}/hubbub.db"
+    BROKER = f"sqlite:///{_driver.sqlite_dir()}/hubbub.db"
 else:
     BROKER = f"{_driver.URL}?prefix={_driver.PREFIX}"
 os.environ["HUBBUB_BROKER"] = BROKER

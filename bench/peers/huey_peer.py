@@ -15,15 +15,12 @@ keeps only its letters and digits, so the prefix has only those).
 from __future__ import annotations
 
 import os
-import tempfile
 
 import _driver
 from huey import RedisHuey, SqliteHuey
 
 if os.environ.get("BENCH_BROKER") == "sqlite":
-    # setdefault: the consumer, started from the main process, inherits the same file.
-    _folder = os.environ.setdefault("BENCH_SQLITE_DIR", tempfile.mkdtemp(prefix=_driver.PREFIX))
-    huey = SqliteHuey(filename=f"{_folder}/huey.db", results=False)
+    huey = SqliteHuey(filename=f"{_driver.sqlite_dir()}/huey.db", results=False)
 else:
     huey = RedisHuey(name=_driver.PREFIX, url=_driver.URL, results=False)
 
