@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import extra_brokers
+import report
 from rich.console import Console
 from rich.table import Table
 
@@ -47,7 +47,7 @@ from hubbub._loader import load_hub
 from hubbub.worker.pools import POOLS
 
 HERE = Path(__file__).resolve().parent
-PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
+PEERS_PYTHON = report.PEERS_PYTHON
 APP = textwrap.dedent("""
     from hubbub import Hub
     hub = Hub()   # $HUBBUB_BROKER
@@ -242,21 +242,19 @@ def pickup_latency(scratch: Scratch, rate: float, n: int, pool: str = "async"
 
 
 def run_peer(script: str, *args: str, env: dict[str, str]) -> float:
-    """Run ``bench/peers/<script>`` in the peers' venv; the one number of its JSON line."""
-    out = subprocess.run([str(PEERS_PYTHON), str(HERE / "peers" / script), *args],
-                         env={**os.environ, **env}, capture_output=True, text=True,
-                         timeout=900)
-    if out.returncode:
-        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-2000:]}")
-    value: float = next(iter(json.loads(out.stdout.strip().splitlines()[-1]).values()))
-    return value
+    """Run the peer driver ``bench/peers/<script>`` (bench/report.py runs every driver);
+    its rate, counting the worker's start-up in a drain as the hubbub side here does."""
+    line = report.run_driver(script, args, env, hubbub=False, timeout=900)
+    return line.get("rate_with_start", line["rate"])
 
 
 def huey(mode: str, n: int) -> float | None:
     if not PEERS_PYTHON.exists():
         return None
-    folder = tempfile.mkdtemp(prefix="huey-bench-")
-    return run_peer("huey_sqlite.py", mode, str(n), env={"HUEY_DB": f"{folder}/h.db"})
+    # The driver makes the SQLite folder and deletes it when it ends.
+    return run_peer("huey_peer.py", mode, str(n),
+                    env={"BENCH_BROKER": "sqlite",
+                         "BENCH_PREFIX": f"hbbhuey{uuid.uuid4().hex[:8]}"})
 
 
 def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float | None]:
@@ -268,11 +266,11 @@ def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float 
             return None
         scratch.count += 1
         owner = script.partition("_")[0]
-        prefix = scratch.prefix(owner) + (":" if owner == "celery" else "")
+        prefix = scratch.prefix(owner)
         try:
             return run_peer(script, *args, env={"BENCH_REDIS": scratch.redis_url,
                                                 "BENCH_PREFIX": prefix})
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        except RuntimeError as exc:
             console.print(f"[red]peer run left out[/red]: {exc}")
             return None
 
@@ -305,12 +303,13 @@ def redis_rows(scratch: Scratch, n: int, runs: int) -> list[Row]:
     # Drains: results off on both sides (neither peer keeps results by default).
     one_async, dramatiq_one = alternating(
         runs, lambda: drain_processes(scratch, n, 1, "async", "noop", results="none"),
-        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "1", "8"))
+        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "--pool", "p1t8"))
     two_async, dramatiq_two = alternating(
         runs, lambda: drain_processes(scratch, n, 2, "async", "noop", results="none"),
-        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "2", "8"))
+        redis_peer(scratch, "dramatiq_redis.py", "drain", str(n), "--pool", "p2t8"))
     celery = (redis_peer(scratch, "celery_redis.py", "drain", str(n)),
-              redis_peer(scratch, "celery_redis.py", "drain", str(n), "--acks-late"))
+              redis_peer(scratch, "celery_redis.py", "drain", str(n), "--pool",
+                         "prefork-acks-late"))
     if "prefork" in POOLS:
         what = "drain, 1 worker --pool prefork -c 2, sync no-op (/s)"
         prefork, celery_early, celery_late = alternating(
