@@ -184,18 +184,7 @@ class SQLiteFile:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` inside one short write transaction."""
-
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self.call(tx)
+        return await self.call(lambda conn: _transaction(conn, fn))
 
     def _data_version(self, _conn: sqlite3.Connection) -> int:
         assert self._shared is not None
@@ -221,6 +210,50 @@ class SQLiteFile:
 
     async def changed_since(self, version: int, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for a commit after ``version``; returns the latest."""
+        current, _ = await self._after_commit(version, timeout, None)
+        return current
+
+    async def write_after_commit(
+        self, version: int | None, timeout: float,
+        fn: Callable[[sqlite3.Connection, int], T],
+    ) -> tuple[int, T | None]:
+        """Wait up to ``timeout`` seconds for a commit after ``version`` (None: go at once),
+        then run ``fn(connection, seen)`` in a write transaction, in the same trip to the
+        database thread as the look that saw the commit. ``seen`` is the version read inside
+        that transaction: a later commit by any other connection changes it.
+
+        Returns:
+            The latest version seen and what ``fn`` returned, or None when no commit came
+            within ``timeout`` (``fn`` did not run).
+        """
+        return await self._after_commit(version, timeout, fn)
+
+    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None
+              ) -> Callable[[sqlite3.Connection], tuple[int, T | None, bool]]:
+        """On the database thread: (latest version, fn's result, whether it changed)."""
+
+        def look(conn: sqlite3.Connection) -> tuple[int, T | None, bool]:
+            current = self._data_version(conn)
+            if current == version:
+                return current, None, False
+            if fn is None:
+                return current, None, True
+            seen: list[int] = []
+
+            def run(conn: sqlite3.Connection) -> T:
+                # Under the write lock nobody else commits: this is what fn will see.
+                seen.append(self._data_version(conn))
+                return fn(conn, seen[0])
+
+            result = _transaction(conn, run)
+            return seen[0], result, True
+
+        return look
+
+    async def _after_commit(
+        self, version: int | None, timeout: float,
+        fn: Callable[[sqlite3.Connection, int], T] | None,
+    ) -> tuple[int, T | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         watch = self._watcher()
@@ -229,15 +262,28 @@ class SQLiteFile:
         while True:
             if watch is not None:
                 watch.arm()  # before the look: a commit after it wakes the wait below
-            current = await self.version()
+            current, result, changed = await self.call(self._look(version, fn))
             left = deadline - loop.time()
-            if current != version or left <= 0:
-                return current
+            if changed or left <= 0:
+                return current, result
             if watch is None:
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 1.5, POLL_MAX)  # quiet for longer: look less often
-            elif rechecks < len(AFTER_WRITE):
-                await asyncio.sleep(min(AFTER_WRITE[rechecks], left))  # written, not visible yet
-                rechecks += 1
-            elif await watch.wait(min(WATCHED_LOOK, left)):
-                rechecks = 0
+            else:
+                # Right after a write, look again soon (it may not have been visible yet);
+                # then wait long. Either pause ends early at the next write.
+                quick = rechecks < len(AFTER_WRITE)
+                nap = AFTER_WRITE[rechecks] if quick else WATCHED_LOOK
+                rechecks = 0 if await watch.wait(min(nap, left)) else rechecks + quick
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back if it raises)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
