@@ -5,8 +5,10 @@ Statements from asyncio run on one dedicated thread, so the event loop never blo
 disk or on another process's lock; a producer's plain thread may write on the same
 connection itself (``write_now``), under the lock that keeps one user on it at a time.
 Writes are short ``BEGIN IMMEDIATE`` transactions. Changes made by other processes are
-noticed through ``PRAGMA data_version``, polled every few milliseconds on a second
-connection: a cheap read of shared memory that gives low pickup latency without a busy loop.
+noticed through ``PRAGMA data_version`` on a second connection (a cheap read of shared
+memory). A waiter looks again when inotify reports a write to the file (Linux,
+:mod:`hubbub._inotify`): low pickup latency and no CPU while idle. Elsewhere it polls, every
+``POLL`` seconds at first and less often the longer nothing changes.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from pathlib import Path
 from typing import TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
+from hubbub._inotify import FileWatch, open_watch
 from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
 
 T = TypeVar("T")
-POLL = 0.004  # seconds between looks at data_version while waiting
+POLL = 0.002  # seconds between the first looks at data_version while waiting (no inotify)
+POLL_MAX = 0.05  # seconds between looks after a long quiet spell (no inotify)
+WATCHED_LOOK = 0.25  # seconds between looks with inotify: only a safety net for a lost event
+# After a write is reported, the commit becomes visible a moment later (its frames are
+# written before the WAL index says so): look again at these pauses before waiting long.
+AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
 
 
 def sqlite_path(url: str) -> str:
@@ -141,6 +149,8 @@ class SQLiteFile:
         self._key = os.path.abspath(self.path)
         self._shared: _Shared | None = None
         self._pid = 0
+        self._watch: FileWatch | None = None
+        self._watch_tried: asyncio.AbstractEventLoop | None = None
 
     def _attach(self) -> _Shared:
         if self._shared is None or self._pid != os.getpid():
@@ -157,6 +167,9 @@ class SQLiteFile:
         await self.call(lambda _conn: None)
 
     async def close(self) -> None:
+        watch, self._watch, self._watch_tried = self._watch, None, None
+        if watch is not None:
+            watch.close()
         shared, self._shared = self._shared, None
         if shared is None or self._pid != os.getpid():
             return
@@ -224,12 +237,83 @@ class SQLiteFile:
         """A number that changes whenever any connection commits to the file."""
         return await self.call(self._data_version)
 
+    def _watcher(self) -> FileWatch | None:
+        """The inotify watch of this file for the running loop, opened on first use; None
+        where there is none (then waiters poll)."""
+        loop = asyncio.get_running_loop()
+        if self._watch is not None and self._watch.loop is loop:
+            return self._watch
+        if self._watch_tried is loop or self._watch is not None:
+            return None  # none here, or it belongs to another loop: poll on this one
+        self._watch_tried = loop
+        self._watch = open_watch(self.path)
+        return self._watch
+
     async def changed_since(self, version: int, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for a commit after ``version``; returns the latest."""
+        current, _ = await self._after_commit(version, timeout, None)
+        return current
+
+    async def write_after_commit(
+        self, version: int | None, timeout: float,
+        fn: Callable[[sqlite3.Connection, int], T],
+    ) -> tuple[int, T | None]:
+        """Wait up to ``timeout`` seconds for a commit after ``version`` (None: go at once),
+        then run ``fn(connection, seen)`` in a write transaction, in the same trip to the
+        database thread as the look that saw the commit. ``seen`` is the version read inside
+        that transaction: a later commit by any other connection changes it.
+
+        Returns:
+            The latest version seen and what ``fn`` returned, or None when no commit came
+            within ``timeout`` (``fn`` did not run).
+        """
+        return await self._after_commit(version, timeout, fn)
+
+    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None
+              ) -> Callable[[sqlite3.Connection], tuple[int, T | None, bool]]:
+        """On the database thread: (latest version, fn's result, whether it changed)."""
+
+        def look(conn: sqlite3.Connection) -> tuple[int, T | None, bool]:
+            current = self._data_version(conn)
+            if current == version:
+                return current, None, False
+            if fn is None:
+                return current, None, True
+            seen: list[int] = []
+
+            def run(conn: sqlite3.Connection) -> T:
+                # Under the write lock nobody else commits: this is what fn will see.
+                seen.append(self._data_version(conn))
+                return fn(conn, seen[0])
+
+            result = _transaction(run)(conn)
+            return seen[0], result, True
+
+        return look
+
+    async def _after_commit(
+        self, version: int | None, timeout: float,
+        fn: Callable[[sqlite3.Connection, int], T] | None,
+    ) -> tuple[int, T | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        watch = self._watcher()
+        # A write just before the watch was armed may not be visible at the first look yet.
+        pause, rechecks = POLL, len(AFTER_WRITE) - 2
         while True:
-            current = await self.version()
-            if current != version or loop.time() >= deadline:
-                return current
-            await asyncio.sleep(min(POLL, max(0.0, deadline - loop.time())))
+            if watch is not None:
+                watch.arm()  # before the look: a commit after it wakes the wait below
+            current, result, changed = await self.call(self._look(version, fn))
+            left = deadline - loop.time()
+            if changed or left <= 0:
+                return current, result
+            if watch is None:
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 1.5, POLL_MAX)  # quiet for longer: look less often
+            else:
+                # Right after a write, look again soon (it may not have been visible yet);
+                # then wait long. Either pause ends early at the next write.
+                quick = rechecks < len(AFTER_WRITE)
+                nap = AFTER_WRITE[rechecks] if quick else WATCHED_LOOK
+                rechecks = 0 if await watch.wait(min(nap, left)) else rechecks + quick
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,14 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "content_type": (str, False),
 }
 
+
+# Whether a field's value is allowed depends only on its type (None included), so the
+# type signatures of bodies that passed the full check are kept: a body with a known one
+# passes with one set look-up. Bounded, so odd bodies cannot grow it without limit.
+_NAMES = tuple(_FIELDS)
+_VALUES = operator.itemgetter(*_NAMES)  # every field's value in one call (KeyError: missing)
+_PLAIN: set[tuple[type, ...]] = set()
+_PLAIN_MAX = 256
 
 _NON_EMPTY = ("task", "id", "queue")
 _NON_NEGATIVE = ("retries", "max_retries")
@@ -191,9 +200,37 @@ def decode(
         raise MessageError("malformed message: not a JSON object")
     if isinstance(body.get("v"), bool) or body.get("v") != VERSION:
         raise MessageError(f"unsupported message version {body.get('v')!r} (expected {VERSION})")
-    values: dict[str, Any] = {}
     # A lone surrogate can only come from a \\u escape: plain messages skip the check.
     escapes = b"\\u" in data
+    values = None if escapes else _plain_fields(body)
+    if values is None:
+        values = _checked_fields(body, escapes)
+    for name in _NON_EMPTY:
+        if not values[name]:
+            raise MessageError(f"malformed message: field {name!r} is empty")
+    for name in _NON_NEGATIVE:
+        if values[name] < 0:
+            raise MessageError(f"malformed message: field {name!r} is negative")
+    try:
+        args, kwargs = _arguments(data, body, values["content_type"], accept)
+    except Undecodable as exc:  # before the generic handlers: say which task, and why
+        raise MessageError(f"arguments of task {values['task']!r} cannot be decoded: "
+                           f"{exc}") from exc
+    return Envelope(args=tuple(args), kwargs=kwargs, canvas=_canvas(data, body), **values)
+
+
+def _plain_fields(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The envelope's fields when their types were seen to pass before; None: check them."""
+    try:
+        values = _VALUES(body)
+    except KeyError:
+        return None  # the full check names the missing field
+    return dict(zip(_NAMES, values, strict=True)) if tuple(map(type, values)) in _PLAIN else None
+
+
+def _checked_fields(body: dict[str, Any], escapes: bool) -> dict[str, Any]:
+    """The envelope's fields, each checked; raises MessageError naming the first bad one."""
+    values: dict[str, Any] = {}
     for name, (types, nullable) in _FIELDS.items():
         if name not in body:
             raise MessageError(f"malformed message: field {name!r} is missing")
@@ -207,18 +244,9 @@ def decode(
             raise MessageError(f"malformed message: field {name!r} is not valid text "
                                "(it holds a lone surrogate)")
         values[name] = value
-    for name in _NON_EMPTY:
-        if not values[name]:
-            raise MessageError(f"malformed message: field {name!r} is empty")
-    for name in _NON_NEGATIVE:
-        if values[name] < 0:
-            raise MessageError(f"malformed message: field {name!r} is negative")
-    try:
-        args, kwargs = _arguments(data, body, values["content_type"], accept)
-    except Undecodable as exc:  # before the generic handlers: say which task, and why
-        raise MessageError(f"arguments of task {values['task']!r} cannot be decoded: "
-                           f"{exc}") from exc
-    return Envelope(args=tuple(args), kwargs=kwargs, canvas=_canvas(data, body), **values)
+    if len(_PLAIN) < _PLAIN_MAX:
+        _PLAIN.add(tuple(map(type, values.values())))
+    return values
 
 
 def _canvas(data: bytes, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -165,22 +165,36 @@ class SQLiteTransport(Transport):
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def _claim_or_due(self, conn: sqlite3.Connection, queues: Sequence[str], limit: int,
+                      lease: float) -> tuple[list[Delivery], float | None]:
+        """One claim; when it got nothing, when the next delayed or leased row comes due."""
+        got = self._claim(conn, queues, limit, lease)
+        return got, (None if got else self._next_due(conn, queues))
+
     async def fetch(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        version = await self.db.version()
+        version: int | None = None  # None: claim at once; then only after a commit
+        wake_at = deadline
         while True:
-            got = await self.db.write(lambda c: self._claim(c, queues, limit, lease))
-            remaining = deadline - loop.time()
-            if got or remaining <= 0:
+            # The look at data_version and the claim it leads to share one trip to the
+            # database thread: a commit is picked up with one hop, not two.
+            version, result = await self.db.write_after_commit(
+                version, max(0.0, wake_at - loop.time()),
+                lambda c, _seen: self._claim_or_due(c, queues, limit, lease))
+            if result is None:  # no commit until wake_at: a delayed row may be due now
+                version = None
+                if loop.time() >= deadline:
+                    return []
+                wake_at = deadline
+                continue
+            got, due = result
+            if got or loop.time() >= deadline:
                 return got
-            due = await self.db.call(lambda c: self._next_due(c, queues))
-            if due is not None:
-                remaining = min(remaining, max(0.0, due - self.clock.time()))
-            if remaining > 0:
-                version = await self.db.changed_since(version, remaining)
+            wake_at = deadline if due is None else min(deadline, loop.time() + max(
+                0.0, due - self.clock.time()))
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -60,6 +61,10 @@ def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = ()) -> None
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
+    # What is alive now (the app, its modules, hubbub) lives as long as the process: keep it
+    # out of the collector's passes, which would walk it again and again while thousands of
+    # tasks come and go (bench/fanout.py; it also keeps those pages shared after a fork).
+    gc.freeze()
     asyncio.run(main())
     if worker.abandoned:
         # Threads still running abandoned tasks would hold the interpreter open at exit; their

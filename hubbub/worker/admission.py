@@ -64,6 +64,7 @@ class Admission:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._signatures: dict[str, inspect.Signature | None] = {}
+        self._shapes: dict[str, _Shape | None] = {}
 
     def check(self, delivery: Delivery, source: Source | None = None) -> Admitted | Refused:
         """Admit ``delivery`` or say why not. Never raises.
@@ -125,17 +126,54 @@ class Admission:
     def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
         if task.name not in self._signatures:
             try:
-                self._signatures[task.name] = inspect.signature(task.fn)
+                signature: inspect.Signature | None = inspect.signature(task.fn)
             except (TypeError, ValueError):
-                self._signatures[task.name] = None
+                signature = None
+            self._signatures[task.name] = signature
+            self._shapes[task.name] = None if signature is None else _Shape.of(signature)
         signature = self._signatures[task.name]
         if signature is None:
             return None
+        shape = self._shapes[task.name]
+        if shape is not None and shape.fits(envelope.args, envelope.kwargs):
+            return None  # the answer bind would give, without building a BoundArguments
         try:
             signature.bind(*envelope.args, **envelope.kwargs)
         except TypeError as exc:
             return str(exc)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A signature of positional-or-keyword parameters only (``def f(a, b=1)``, the usual
+    task), whose ``bind`` is a few comparisons: names in order, the first ``required`` of
+    them without a default."""
+
+    names: tuple[str, ...]
+    keywords: frozenset[str]
+    required: int
+
+    @classmethod
+    def of(cls, signature: inspect.Signature) -> _Shape | None:
+        params = list(signature.parameters.values())
+        if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+            return None  # *args, **kwargs, keyword-only or positional-only: bind decides
+        required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+        names = tuple(p.name for p in params)
+        return cls(names, frozenset(names), required)
+
+    def fits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """True when ``bind(*args, **kwargs)`` succeeds (False: ask bind, which says why)."""
+        given = len(args)
+        if given > len(self.names):
+            return False  # too many positional arguments
+        if not kwargs:
+            return given >= self.required
+        if not kwargs.keys() <= self.keywords - set(self.names[:given]):
+            return False  # an unknown keyword, or one given positionally too
+        # parameters with defaults come last: the missing required ones are these
+        return all(name in kwargs for name in self.names[given:self.required])
 
 
 def refuse(reason: str, envelope: Envelope) -> Refused:

@@ -128,7 +128,7 @@ def success(task: Task[Any, Any], value: Any, duration: float) -> Outcome:
     The check packs the value as the result store does, so a success here can be stored,
     and a failure (``ResultNotEncodable``, naming the value) can be sent and stored instead.
     """
-    if not task.spec.ignore_result:
+    if value is not None and not task.spec.ignore_result:  # None: most tasks, always stored
         problem = unencodable(value)
         if problem is not None:
             error = ErrorInfo(ErrorKind.NOT_ENCODABLE,

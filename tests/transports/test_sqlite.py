@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
+from hubbub import _sqlite
 from hubbub.transports import Outgoing, Transport, open_transport
 
 
@@ -36,3 +40,60 @@ async def test_four_consumers_sharing_one_connection_ack_concurrently(tmp_path: 
     finally:
         for t in consumers:
             await t.close()
+
+
+_PUBLISH_FROM_ANOTHER_PROCESS = """
+import asyncio, sys
+from hubbub.transports import Outgoing, open_transport
+
+async def main() -> None:
+    t = open_transport(sys.argv[1])
+    await t.connect()
+    await t.publish([Outgoing("q", b"from-afar", "m-1", 0, None)])
+    await t.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+async def test_waiting_fetch_is_woken_by_another_process_publishing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fetch waits on the file's inotify watch: the commit of another process wakes it.
+    # With the safety-net look pushed past the fetch's wait, only that wake-up can deliver
+    # the message before wait_for gives up.
+    monkeypatch.setattr(_sqlite, "WATCHED_LOOK", 120.0)
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    consumer = open_transport(url)
+    await consumer.connect()
+    try:
+        fetching = asyncio.ensure_future(consumer.fetch(["q"], limit=1, lease=30, wait=60))
+        await asyncio.sleep(0)  # the fetch starts waiting (no timing rides on this)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PUBLISH_FROM_ANOTHER_PROCESS, url)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        got = await asyncio.wait_for(fetching, 30)
+        assert [(d.id, d.body) for d in got] == [("m-1", b"from-afar")]
+        await consumer.ack(got)
+    finally:
+        await consumer.close()
+
+
+async def test_waiting_fetch_sees_another_process_publish_without_inotify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where inotify is missing the wait polls data_version, less often the longer it waits.
+    monkeypatch.setattr(_sqlite, "open_watch", lambda _path: None)
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    consumer = open_transport(url)
+    await consumer.connect()
+    try:
+        fetching = asyncio.ensure_future(consumer.fetch(["q"], limit=1, lease=30, wait=30))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PUBLISH_FROM_ANOTHER_PROCESS, url)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        got = await asyncio.wait_for(fetching, 30)
+        assert [d.id for d in got] == ["m-1"]
+    finally:
+        await consumer.close()

@@ -383,3 +383,21 @@ def test_peek_id_finds_the_id_of_a_valid_body() -> None:
     envelope = Envelope("t")
 
     assert peek_id(encode(envelope, JSON)) == envelope.id
+
+
+def test_known_field_types_do_not_let_a_bad_body_through() -> None:
+    # decode remembers the field types of bodies that passed; a later body with a wrong
+    # type, a missing field, a bool for an int or an empty id must still be refused.
+    good = body_bytes()
+    assert decode(good).task == "t"
+    assert decode(good).task == "t"  # the second time through the remembered types
+    for changes, problem in [({"priority": True}, "'priority' has a wrong type"),
+                             ({"task": 5}, "'task' has a wrong type"),
+                             ({"queue": ...}, "'queue' is missing"),
+                             ({"id": ""}, "'id' is empty"),
+                             ({"retries": -1}, "'retries' is negative"),
+                             ({"headers": []}, "'headers' has a wrong type")]:
+        with pytest.raises(MessageError, match=re.escape(problem)):
+            decode(body_bytes(**changes))
+    with pytest.raises(MessageError, match="surrogate"):  # orjson or the field check
+        decode(good.replace(b'"task":"t"', b'"task":"\\ud800"'))

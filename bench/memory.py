@@ -1,0 +1,146 @@
+"""Idle memory of a worker, per pool: what ``hubbub worker`` costs before any task runs.
+
+    python bench/memory.py                                  # every pool, SQLite, 3 runs
+    python bench/memory.py --pools async --brokers sqlite,redis --baseline /tmp/hubbub-base
+
+Each run starts ``hubbub worker -A memapp:hub --pool POOL`` on a fresh broker (an SQLite
+file, or a Redis key prefix), waits ``--settle`` seconds for it to go idle, and reads from
+``/proc``: the worker's own VmRSS, and the PSS (proportional set size: pages shared after a
+fork counted once) summed over the worker and its children. ``--baseline DIR`` runs the worker
+from another source tree in turns with this one. Medians of ``--runs`` runs. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TREE = HERE.parent
+APP = textwrap.dedent("""
+    from hubbub import Hub
+    hub = Hub()   # $HUBBUB_BROKER
+
+    @hub.task(name="noop")
+    async def noop() -> None:
+        return None
+""")
+POOLS = {"async": [], "threads": [], "solo": [], "prefork": ["-c", "2"],
+         "hybrid": ["-c", "2"], "gevent": []}
+
+
+def kib(pid: int, path: str, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def one_run(folder: Path, tree: Path, pool: str, broker: str, settle: float,
+            redis_url: str) -> tuple[float, float, int]:
+    """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker."""
+    token = uuid.uuid4().hex[:8]
+    url = (f"sqlite:///{folder / f'{token}.db'}" if broker == "sqlite"
+           else f"{redis_url}?prefix=memory-{token}")
+    path = os.pathsep.join(filter(None, [str(folder), str(tree), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
+    proc = subprocess.Popen([sys.executable, "-m", "hubbub", "worker", "-A", "memapp:hub",
+                             "--pool", pool, *POOLS[pool], "-l", "error"], env=env, cwd=folder)
+    try:
+        time.sleep(settle)
+        if proc.poll() is not None:
+            raise RuntimeError(f"--pool {pool} worker exited with {proc.returncode}")
+        pids = children(proc.pid)
+        rss = kib(proc.pid, "status", "VmRSS") / 1024
+        pss = sum(kib(p, "smaps_rollup", "Pss") for p in pids) / 1024
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if broker == "redis":
+            import redis
+
+            with redis.Redis.from_url(redis_url) as client:
+                for pattern in (f"memory-{token}:*", f"{{memory-{token}:*"):
+                    keys = list(client.scan_iter(match=pattern, count=500))
+                    if keys:
+                        client.unlink(*keys)
+    return rss, pss, len(pids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pools", default="async,threads,solo,prefork,hybrid")
+    parser.add_argument("--brokers", default="sqlite")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=4.0,
+                        help="seconds from start to the reading")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another hubbub source tree to run the worker from, in turns")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="hubbub-memory-"))
+    (folder / "memapp.py").write_text(APP)
+    trees = {"this tree": TREE}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
+    rows = []
+    for broker in args.brokers.split(","):
+        for pool in args.pools.split(","):
+            samples: dict[str, list[tuple[float, float, int]]] = {t: [] for t in trees}
+            for _ in range(args.runs):
+                for name, tree in trees.items():
+                    samples[name].append(one_run(folder, tree, pool, broker, args.settle,
+                                                 args.redis_url))
+            for name, s in samples.items():
+                rows.append((broker, pool, name, statistics.median(r for r, _, _ in s),
+                             statistics.median(p for _, p, _ in s), max(n for _, _, n in s)))
+    print(f"idle worker memory, median of {args.runs} runs, read {args.settle:g}s after start, "
+          f"Python {platform.python_version()}")
+    header = (f"{'broker':7} {'pool':8} {'worker':10} {'RSS MiB':>8} {'PSS sum MiB':>11} "
+              f"{'processes':>9} {'RSS ratio':>9}")
+    print(header)
+    print("-" * len(header))
+    base = {(b, p): r for b, p, n, r, _, _ in rows if n == "baseline"}
+    for broker, pool, name, rss, pss, count in rows:
+        ratio = f"{rss / base[(broker, pool)]:.2f}x" if (broker, pool) in base else ""
+        print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9}")
+    print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
+
+
+if __name__ == "__main__":
+    main()
