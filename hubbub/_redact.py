@@ -8,8 +8,11 @@ import re
 # user:password@ in a URL. The password runs to the LAST '@' before the host (urllib and the
 # drivers split userinfo there, so "p@ss" is one password), but never past a '/', a space
 # or a quote, so the next URL in a sentence keeps its own mask.
+# A scheme starts where a run of scheme characters starts (the lookbehind): tried from inside
+# a run, the pattern would rescan the rest of it at every character, quadratic in a long
+# word (a 64 KB error message took 40 s).
 _USERINFO = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s'\"]*):(?P<pw>[^/\s'\"]*)@",
+    r"(?<![a-z0-9+.-])(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s'\"]*):(?P<pw>[^/\s'\"]*)@",
     re.IGNORECASE,
 )
 # A secret in a query string (?password=, &api_key=, ;token=) or in a repr'd mapping of one

@@ -265,5 +265,8 @@ class Outcomes:
 def short(text: str | None, limit: int = 1000) -> str:
     """Log text cut to ``limit`` characters, secrets in URLs masked: the full text is in the
     result store."""
-    text = redact(text or "")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
+    text = text or ""
+    if len(text) <= limit:
+        return redact(text)
+    # Mask a little more than is shown, so that a URL cut at the limit is masked whole.
+    return f"{redact(text[:limit + 200])[:limit]}... ({len(text) - limit} more)"

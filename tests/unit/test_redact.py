@@ -123,3 +123,12 @@ def test_a_hub_settings_repr_never_shows_a_password() -> None:
         assert "s3cret" not in str(hub.settings)
     finally:
         hub.close()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text", ["x" * 1_000_000, "?" + "a" * 1_000_000, "'" + "a" * 1_000_000,
+                                  "a" * 500_000 + "://"])
+def test_redact_takes_linear_time_on_a_long_word(text: str) -> None:
+    # A worker masks every error it logs: a quadratic pattern took 40 s on a 64 KB message,
+    # blocking the worker's loop until its leases ran out (a million characters: hours).
+    assert redact(text) == text
