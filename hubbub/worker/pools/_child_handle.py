@@ -40,10 +40,13 @@ from dataclasses import dataclass
 from hubbub.context import report
 from hubbub.job import Crashed, Job, Outcome, Terminated, TimedOut
 from hubbub.worker.pools._wire import (
+    CHUNK,
     Cancel,
     ChildSpec,
     Done,
+    FrameReader,
     LoadFailed,
+    Outbox,
     Progress,
     Ready,
     Run,
@@ -129,6 +132,7 @@ class Child:
         self.stopping = False
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: Outbox | None = None  # every frame after the spec goes through it
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
@@ -184,6 +188,7 @@ class Child:
             await self._close()
             raise StartFailed(first.message if isinstance(first, LoadFailed)
                               else f"child {self.pid} sent {first!r:.100} instead of Ready")
+        self._outbox = Outbox(self._writer)
         self._reader = asyncio.create_task(self._read_forever(reader))
         self._watcher = asyncio.create_task(self._watch())
 
@@ -199,9 +204,12 @@ class Child:
 
     def send_stop(self) -> None:
         """Ask an idle child to exit."""
-        if not self._stop_sent and self._writer is not None and not self._writer.is_closing():
+        if not self._stop_sent and self._outbox is not None and not self._writer_closing():
             self._stop_sent = True
-            self._writer.write(encode(Stop()))
+            self._outbox.put(encode(Stop()))
+
+    def _writer_closing(self) -> bool:
+        return self._writer is None or self._writer.is_closing()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Exit now: idle children are asked, busy ones terminated; killed after ``grace``."""
@@ -229,7 +237,7 @@ class Child:
         Raises:
             pickle.PicklingError, TypeError, AttributeError: the job cannot be sent.
         """
-        assert self._writer is not None, "child not started"
+        assert self._outbox is not None, "child not started"
         seq = next(self._seq)
         frame = encode(Run(seq, job))
         loop = asyncio.get_running_loop()
@@ -238,7 +246,7 @@ class Child:
             pending.timer = loop.call_later(job.timeout + self.limit_grace, self._limit_reached,
                                             pending)
         self.pending[seq] = pending
-        self._writer.write(frame)
+        self._outbox.put(frame)
         return pending.future
 
     def _limit_reached(self, pending: _Pending) -> None:
@@ -265,10 +273,10 @@ class Child:
         loop = asyncio.get_running_loop()
         for pending in stopping:
             pending.terminating = reason
-            if self.limit_grace <= 0 or self._writer is None or self._writer.is_closing():
+            if self.limit_grace <= 0 or self._outbox is None or self._writer_closing():
                 self._overdue(pending)
             else:
-                self._writer.write(encode(Cancel(pending.seq, reason)))
+                self._outbox.put(encode(Cancel(pending.seq, reason)))
                 pending.backstop = loop.call_later(self.limit_grace, self._overdue, pending)
         return [p.future for p in stopping]
 
@@ -283,14 +291,16 @@ class Child:
         self.kill()
 
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameReader()
         try:
-            while True:
-                frame = await read_frame(reader)
-                if isinstance(frame, Done):
-                    self._done(frame)
-                elif isinstance(frame, Progress):  # to the worker that holds the task
-                    report(frame.task_id, frame.state, frame.meta)
-        except (asyncio.IncompleteReadError, ConnectionError):
+            # A chunk at a time: every reply the child has written is taken in one wake-up.
+            while data := await reader.read(CHUNK):
+                for frame in frames.feed(data):
+                    if isinstance(frame, Done):
+                        self._done(frame)
+                    elif isinstance(frame, Progress):  # to the worker that holds the task
+                        report(frame.task_id, frame.state, frame.meta)
+        except ConnectionError:
             pass  # EOF: the child exited, or was killed
         except Exception:  # a garbled frame: this child cannot be trusted any more
             log.exception("bad message from child %d; killing it", self.pid)

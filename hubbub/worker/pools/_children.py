@@ -114,7 +114,8 @@ class Children:
                                self.block_warning, setup.format if setup else "text",
                                setup.file if setup else None,
                                urls[0] if urls else None,
-                               (urls[1] or "none") if urls else None)
+                               (urls[1] or "none") if urls else None,
+                               read_rss=self.max_memory_per_child is not None)
         self._wake = asyncio.Event()
         self._stopping = False
         results = await asyncio.gather(*(self._start_child() for _ in range(self.processes)),
