@@ -15,6 +15,7 @@ from hubbub.worker.pools._wire import (
     Done,
     Frame,
     FrameReader,
+    Leaving,
     LoadFailed,
     Progress,
     Ready,
@@ -37,6 +38,7 @@ FRAMES: list[Frame] = [
     Done(11, TimedOut(5.0, 5.1), 0.0),
     Done(12, Terminated("revoked", 0.2), 0.0),
     Progress("id-1", "PROGRESS", {"done": 3}),
+    Leaving(),
 ]
 
 

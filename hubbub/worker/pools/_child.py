@@ -43,7 +43,7 @@ from hubbub._loader import load_hub
 from hubbub.context import set_default_sink
 from hubbub.errors import ConfigurationError, ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
-from hubbub.job import Crashed, Failed, Job, Outcome
+from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.logs import configure
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
@@ -56,6 +56,7 @@ from hubbub.worker.pools._wire import (
     Done,
     Frame,
     FrameReader,
+    Leaving,
     LoadFailed,
     Outbox,
     Progress,
@@ -128,12 +129,15 @@ def follow_worker(hub: Hub, spec: ChildSpec) -> None:
     hub.configure(broker=spec.broker, results=spec.results)
 
 
-def reply(seq: int, outcome: Outcome, read_rss: bool = True) -> bytes:
+def rss_for(spec: ChildSpec) -> float:
+    """This child's resident MiB for a ``Done`` frame: read only when there is a memory
+    limit (reading ``/proc`` after every task is not free), else 0.0."""
+    return resident_mib() if spec.max_memory is not None else 0.0
+
+
+def reply(seq: int, outcome: Outcome, rss: float) -> bytes:
     """The ``Done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
-    of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can.
-    With ``read_rss`` off (no memory limit), the frame says 0.0 MiB instead of reading
-    ``/proc`` after every task."""
-    rss = resident_mib() if read_rss else 0.0
+    of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can."""
     try:
         return encode(Done(seq, outcome, rss))
     except BaseException as exc:  # pickling runs the value's own hooks
@@ -164,6 +168,19 @@ class _Inbox:
             self.frames.extend(self.reader.feed(data))
         return self.frames.popleft()
 
+    def cancelled(self, seq: int) -> str | None:
+        """Why job ``seq`` (queued, about to start) was cancelled, if the parent has sent a
+        ``Cancel`` for it by now; looks at the socket without waiting."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            data = self.sock.recv(CHUNK, socket.MSG_DONTWAIT)
+            if not data:
+                return None  # EOF: the next read says so
+            self.frames.extend(self.reader.feed(data))
+        for frame in self.frames:
+            if isinstance(frame, Cancel) and frame.seq == seq:
+                return frame.reason
+        return None
+
 
 def unknown_task(hub: Hub, job: Job) -> Outcome:
     error = ErrorInfo("ConfigurationError", f"task {job.task!r} is not registered in "
@@ -189,14 +206,23 @@ def _serve_serial(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             frame = inbox.next()
         except (EOFError, ConnectionError):
             return  # the parent is gone
+        if isinstance(frame, Cancel):
+            continue  # for a job that has run: its Done is sent already
         if not isinstance(frame, Run):
-            return  # Stop: after the spec, the parent sends only Run and Stop
+            return  # Stop: after the spec, the parent sends only Run, Cancel and Stop
         seq, job = frame.seq, frame.job
         task = hub.tasks.get(job.task)
         started = time.monotonic()
         escaped = False
+        # A job queued behind others may have been terminated while it waited.
+        skipped = inbox.cancelled(seq)
         try:
-            outcome = unknown_task(hub, job) if task is None else _run_serial(task, job)
+            if skipped is not None:
+                outcome: Outcome = Terminated(skipped, 0.0)
+            elif task is None:
+                outcome = unknown_task(hub, job)
+            else:
+                outcome = _run_serial(task, job)
         except BaseException as exc:  # the runners contain what tasks raise: a bug of ours
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -208,8 +234,15 @@ def _serve_serial(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             # child (its socket is closed) and must not serve; it ends here.
             os._exit(0)
         try:
-            sock.sendall(reply(seq, outcome, spec.read_rss))
+            rss = rss_for(spec)
+            sock.sendall(reply(seq, outcome, rss))
         except ConnectionError:
+            return
+        if ((spec.max_memory is not None and rss > spec.max_memory)
+                or (isinstance(outcome, Failed) and outcome.error.type == "MemoryError")):
+            # To be recycled: the jobs queued behind this one go to another child.
+            with contextlib.suppress(OSError):
+                sock.sendall(encode(Leaving()))
             return
         if escaped:
             return  # its state is unknown: the parent starts a fresh child
@@ -270,7 +303,7 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
             # that one is not this child (its socket is closed) and ends here. (One forked
             # from a thread ends in the thread: ForkEndingExecutor.)
             os._exit(0)
-        outbox.put(reply(seq, outcome, spec.read_rss))
+        outbox.put(reply(seq, outcome, rss_for(spec)))
 
     loop = asyncio.get_running_loop()
 

@@ -29,6 +29,8 @@ Child to parent::
     Done          ("done", seq, outcome, rss)   a job finished; ``rss``: the child's resident MiB
                                                 (0.0 when the spec asks for no memory readings)
     Progress      ("progress", id, state, meta) a running task reported progress
+    Leaving       ("leaving",)                  it runs nothing more and exits (over its memory
+                                                limit): the jobs it has not answered never started
 
 Frames are read in chunks (:class:`FrameReader`): one ``recv`` brings every frame the other
 end has written, so replies that finish close together are taken in one wake-up.
@@ -75,8 +77,10 @@ class ChildSpec(NamedTuple):
         log_file: the file the worker logs to, or None for stderr.
         broker: the worker's broker URL (None: as the app module configures it).
         results: the worker's result store URL, "none" for none (None: as the app says).
-        read_rss: whether ``Done`` carries the child's resident memory; only a memory limit
-            needs it, and reading ``/proc`` after every task is not free.
+        max_memory: the pool's ``max_memory_per_child`` in MiB, or None. Without one, ``Done``
+            says 0.0 MiB instead of reading ``/proc`` after every task. With one, a serial
+            child over it after a task exits instead of running the jobs queued behind
+            (the parent runs those elsewhere).
     """
 
     import_path: str
@@ -89,7 +93,7 @@ class ChildSpec(NamedTuple):
     log_file: str | None = None
     broker: str | None = None
     results: str | None = None
-    read_rss: bool = True
+    max_memory: float | None = None
 
 
 class Run(NamedTuple):
@@ -141,13 +145,18 @@ class Progress(NamedTuple):
     meta: dict[str, Any] | None
 
 
+class Leaving(NamedTuple):
+    """Child to parent: this child runs nothing more and exits (it is over its memory limit,
+    or a task ran out of memory); the jobs it has not answered never started."""
+
+
 ToChild = ChildSpec | Run | Cancel | Stop
-ToParent = Ready | LoadFailed | Done | Progress
+ToParent = Ready | LoadFailed | Done | Progress | Leaving
 Frame = ToChild | ToParent
 
 _TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Cancel: "cancel", Stop: "stop",
                                  Ready: "ready", LoadFailed: "error", Done: "done",
-                                 Progress: "progress"}
+                                 Progress: "progress", Leaving: "leaving"}
 _KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
 
 
