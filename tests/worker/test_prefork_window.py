@@ -138,3 +138,26 @@ async def test_a_queued_jobs_hard_limit_counts_from_when_it_starts(
         assert Path(tmp_path / "f").exists()  # it did start, and ran until its limit
     finally:
         await pool.stop()
+
+
+async def test_children_beyond_the_cpu_count_start_only_when_work_needs_them(
+        app: ModuleType, tmp_path: Path) -> None:
+    cpus = os.cpu_count() or 1
+    pool = PreforkPool(cpus + 1, window=0)
+    await pool.start(app.hub)
+    try:
+        assert len(pool.children.pids) == cpus  # not cpus + 1 interpreters before any work
+        assert pool.concurrency == cpus + 1
+        markers = [tmp_path / f"busy{i}" for i in range(cpus + 1)]
+        busy = [asyncio.ensure_future(pool.run(job(app, "wait_for_file", str(m), 30.0)))
+                for m in markers]
+        # Every started child is busy: the last job starts the child it needs.
+        await until(lambda: all(Path(f"{m}.pid").exists() for m in markers),
+                    "every job started, each in a child of its own", timeout=30)
+        assert len({Path(f"{m}.pid").read_text() for m in markers}) == cpus + 1
+        assert len(pool.children.pids) == cpus + 1
+        for marker in markers:
+            Path(f"{marker}.go").touch()
+        assert all(isinstance(o, Succeeded) for o in await asyncio.gather(*busy))
+    finally:
+        await pool.stop()

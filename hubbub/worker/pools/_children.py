@@ -8,7 +8,9 @@ process, its jobs and its death are :mod:`hubbub.worker.pools._child_handle`'s `
 Invariants:
 
 - a child leaves ``_active`` when it dies or is retired, and a replacement is started at
-  once, so ``processes`` children serve at any time except while one is starting;
+  once, so ``processes`` children serve at any time except while one is starting, or
+  before they were first needed: with ``initial``, only that many start with the pool and
+  the rest one by one, each when a job finds every serving child without room;
 - a retiring child gets no new jobs and is told to stop once its last job is done;
 - a child is given no more jobs than its ``max_tasks_per_child`` leaves room for;
 - with a ``window`` (prefork), a serial child is also given up to ``window`` queued jobs
@@ -60,6 +62,8 @@ class Children:
         limit_grace: seconds past a hard limit before a child is killed.
         block_warning: passed to the children's event loops (hybrid).
         window: queued jobs a serial child may hold behind the one it runs (prefork).
+        initial: children started with the pool (None: all ``processes``); the others start
+            when work needs them.
 
     Raises:
         ValueError: a limit below 1.
@@ -68,7 +72,8 @@ class Children:
     def __init__(self, *, kind: str, processes: int, slots: int, mode: str, boot: str,
                  import_path: str | None = None, max_tasks_per_child: int | None = None,
                  max_memory_per_child: float | None = None, limit_grace: float = 0.0,
-                 block_warning: float | None = None, window: int = 0) -> None:
+                 block_warning: float | None = None, window: int = 0,
+                 initial: int | None = None) -> None:
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError(f"max_tasks_per_child must be at least 1, got {max_tasks_per_child}")
         if max_memory_per_child is not None and max_memory_per_child <= 0:
@@ -84,6 +89,8 @@ class Children:
         self.limit_grace = limit_grace
         self.block_warning = block_warning
         self.window = window if mode == "serial" else 0
+        self.initial = initial
+        self._starting = 0  # children being started in the background
         self.started = 0  # children started so far, replacements included
         self._spec: ChildSpec | None = None
         self._active: list[Child] = []  # serving: new jobs go to these
@@ -126,7 +133,8 @@ class Children:
                                max_memory=self.max_memory_per_child)
         self._wake = asyncio.Event()
         self._stopping = False
-        results = await asyncio.gather(*(self._start_child() for _ in range(self.processes)),
+        now = self.processes if self.initial is None else min(self.initial, self.processes)
+        results = await asyncio.gather(*(self._start_child() for _ in range(max(1, now))),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -173,7 +181,7 @@ class Children:
         children (a busy one is left to finish and is stopped after its task).
         """
         self.processes = processes
-        missing = processes - len(self._active)
+        missing = processes - len(self._active) - self._starting
         if missing > 0:
             started = await asyncio.gather(*(self._start_child() for _ in range(missing)),
                                            return_exceptions=True)
@@ -251,6 +259,8 @@ class Children:
             roomy = [c for c in self._active if self._room(c) > 0]
             if roomy:
                 return max(roomy, key=self._room)
+            if len(self._active) + self._starting < self.processes:
+                self._start_in_background()  # one not needed until now (``initial``)
             self._wake.clear()
             await self._wake.wait()
         return None
@@ -283,9 +293,18 @@ class Children:
         if child in self._active:
             self._active.remove(child)
         if not self._stopping:
-            replacing = asyncio.create_task(self._replace())
-            self._background.add(replacing)
-            replacing.add_done_callback(self._background.discard)
+            self._start_in_background()
+
+    def _start_in_background(self) -> None:
+        """Start one more child (a replacement, or one first needed now); it serves once up."""
+        self._starting += 1
+        starting = asyncio.create_task(self._replace())
+        self._background.add(starting)
+        starting.add_done_callback(self._started_in_background)
+
+    def _started_in_background(self, starting: asyncio.Task[None]) -> None:
+        self._starting -= 1
+        self._background.discard(starting)
 
     def _on_exit(self, child: Child) -> None:
         self._all.discard(child)

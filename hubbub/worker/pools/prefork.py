@@ -40,6 +40,13 @@ replaced too. ``max_memory_per_child`` also holds while a task runs: the parent 
 child's RSS every 0.5 s and kills a child over it (the task crashes with that reason).
 Children ignore SIGINT, so Ctrl-C goes through the worker's graceful stop.
 
+Lazy children: the pool starts at most one child per CPU with the worker; the rest of ``-c``
+start one at a time, each when a job finds every child busy (and without window room). So
+``-c 8`` on a two-core machine costs two interpreters until the work needs more: short
+tasks are served by the window of the first ones, and long ones start the others (each
+start takes about 0.15 s, paid once). A resize (autoscale, ``pool-grow``) starts its
+children at once.
+
 The window: while a child's tasks are short (under ``WINDOW_SHORT``, 10 ms), the parent queues
 up to ``window`` more jobs in it behind the one it runs (``Pool.window``), so the child goes
 from one short task to the next without waiting for the worker loop to hand it the next
@@ -94,7 +101,8 @@ class PreforkPool(ChildPool):
         super().__init__(Children(kind=self.kind, processes=processes, slots=1, mode="serial",
                                   boot=BOOT, import_path=import_path,
                                   max_tasks_per_child=max_tasks_per_child,
-                                  max_memory_per_child=max_memory_per_child, window=window))
+                                  max_memory_per_child=max_memory_per_child, window=window,
+                                  initial=os.cpu_count() or 1))
 
     async def resize(self, concurrency: int) -> None:
         """Start or stop children to run ``concurrency`` tasks at once (autoscale)."""
