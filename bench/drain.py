@@ -14,6 +14,9 @@ results by default).
   clock starts, and it runs until the queue is empty (``stop_when_idle``). They compare the code
   in this checkout with ``--old``'s (a ``git worktree`` of the commit to compare against), each
   run in a process of its own with that code first on ``PYTHONPATH``.
+  They also give the CPU time per task of the worker's process and of its children (from
+  ``getrusage`` and ``/proc/<pid>/stat``), which, unlike the rate, does not depend on what
+  else the machine runs.
 - ``cold`` rows time ``hubbub worker --pool prefork -c 2`` from its start until the queue is
   empty, as bench/peers/*.py time their workers: Dramatiq ``-p 2 -t 8`` on Redis and Huey
   ``-k process -w 2`` on SQLite, both draining no-op tasks (the peers' scripts have no INCR
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -93,25 +97,45 @@ def _fill(hub: object, task: str, n: int) -> None:
         hub.tasks[task].delay_many([()] * min(1000, n - start))  # type: ignore[attr-defined]
 
 
-def _warm(hub: object, pool_kind: str, n: int) -> float:
+def _children_cpu(pool: object) -> float:
+    """CPU seconds the pool's children have used so far (Linux)."""
+    children = getattr(pool, "children", None)
+    total = 0.0
+    for pid in children.pids if children is not None else []:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _warm(hub: object, pool_kind: str, n: int) -> dict[str, float]:
     from hubbub import WorkerLoop
     from hubbub.worker.pools import make_pool
 
     options = {"import_path": "drainapp:hub"} if pool_kind != "threads" else {}
     pool = make_pool(pool_kind, CONCURRENCY[pool_kind], **options)
 
-    async def drain() -> float:
+    async def drain() -> dict[str, float]:
         await pool.start(hub)  # type: ignore[arg-type]
+        stop = pool.stop
 
-        async def started(_: object) -> None:  # the loop's own start: the pool is up already
+        async def nothing(*_: object) -> None:  # the loop's own start and stop: ours, here
             return None
 
-        pool.start = started  # type: ignore[method-assign]
-        begun = time.perf_counter()
+        pool.start = pool.stop = nothing  # type: ignore[method-assign]
+        children, own, begun = _children_cpu(pool), _own_cpu(), time.perf_counter()
         await WorkerLoop(hub, pool=pool, stop_when_idle=True).run()  # type: ignore[arg-type]
-        return time.perf_counter() - begun
+        elapsed = time.perf_counter() - begun
+        own, children = _own_cpu() - own, _children_cpu(pool) - children  # before they exit
+        await stop()
+        return {"rate": n / elapsed, "parent_us": own / n * 1e6, "child_us": children / n * 1e6}
 
-    return n / asyncio.run(drain())
+    return asyncio.run(drain())
 
 
 def _cold(hub: object, pool_kind: str, n: int, folder: Path) -> float:
@@ -149,17 +173,22 @@ def one(pool_kind: str, broker: str, task: str, n: int, mode: str) -> None:
     hub = _hub(broker, folder, key)
     try:
         _fill(hub, task, n)
-        rate = _warm(hub, pool_kind, n) if mode == "warm" else _cold(hub, pool_kind, n, folder)
+        figures = (_warm(hub, pool_kind, n) if mode == "warm"
+                   else {"rate": _cold(hub, pool_kind, n, folder)})
     finally:
         hub.close()  # type: ignore[attr-defined]
         _cleanup(broker, key)
-    print(json.dumps({"rate": rate}))
+    print(json.dumps(figures))
 
 
 # -- the table ---------------------------------------------------------------------------------
 
+CPU: dict[tuple[Path, str], list[tuple[float, float]]] = {}  # (code, row) -> (parent, child)
+
+
 def run_one(code: Path, *args: str) -> float | None:
-    """One measurement with the hubbub at ``code``; None (said so) when it failed."""
+    """One measurement with the hubbub at ``code``: its rate (its CPU per task is kept in
+    ``CPU``); None (said so) when it failed."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     # From a neutral folder: a child (python -c) imports hubbub from its working directory
     # first, which from a checkout would mix that checkout's children with ``code``'s parent.
@@ -169,8 +198,22 @@ def run_one(code: Path, *args: str) -> float | None:
     if out.returncode:
         print(f"run left out ({code}: {' '.join(args)}):\n{out.stderr[-1500:]}", file=sys.stderr)
         return None
-    rate: float = json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    if "parent_us" in figures:
+        CPU.setdefault((code, " ".join(args)), []).append((figures["parent_us"],
+                                                            figures["child_us"]))
+    rate: float = figures["rate"]
     return rate
+
+
+def cpu(code: Path | None, what: tuple[str, ...]) -> str:
+    """Median CPU µs per task, worker process + children, of a warm row."""
+    samples = CPU.get((code, " ".join(("--pool", *what)))) if code is not None else None
+    if not samples:
+        return "-"
+    parent = statistics.median(s[0] for s in samples)
+    child = statistics.median(s[1] for s in samples)
+    return f"{parent:.0f} + {child:.0f} µs"
 
 
 def run_peer(script: str, n: int, env: dict[str, str], *args: str) -> float | None:
@@ -234,12 +277,15 @@ def main() -> None:
                 if args.old:
                     measures.append(lambda w=what: run_one(args.old, "--pool", *w))
                 new, *old = in_turns(args.runs, *measures)
-                rows.append((broker, f"warm {pool} x{CONCURRENCY[pool]}", task, rate(new),
-                             rate(old[0]) if old else "-", ratio(new, old[0] if old else None)))
+                rows.append((broker, f"warm {pool} x{CONCURRENCY[pool]}", task,
+                             f"{rate(new)} ({cpu(NEW, what)})",
+                             f"{rate(old[0]) if old else '-'} ({cpu(args.old, what)})",
+                             ratio(new, old[0] if old else None)))
                 print(*rows[-1], sep=" | ", flush=True)
         if not args.no_peers:
             rows.extend(peer_rows(broker, args))
     print()
+    print("CPU per task in brackets: the worker's process + its children, medians")
     print("| broker | drain | task | hubbub (this code) | compared with | ratio |")
     print("|---|---|---|---|---|---|")
     for row in rows:
