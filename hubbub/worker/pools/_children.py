@@ -323,6 +323,10 @@ class Children:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTART_BACKOFF[1])
                 continue
+            if len(self._active) >= self.processes:  # the pool shrank meanwhile
+                child.retiring = True
+                child.send_stop()
+                return
             self._active.append(child)
             self._wake.set()
             return
