@@ -66,7 +66,7 @@ from typing import ClassVar
 from hubbub.worker.pools._child import BOOT
 from hubbub.worker.pools._children import ChildPool, Children
 
-WINDOW = 4  # jobs queued per child while its tasks are short
+WINDOW = 8  # jobs queued per child while its tasks are short
 
 
 class PreforkPool(ChildPool):
