@@ -79,19 +79,24 @@ class Lane:
                 raise ConfigurationError(cannot_autoscale(self.pool.kind))
 
     @property
+    def slots(self) -> int:
+        """Jobs the pool takes at once: its concurrency and its window (``Pool.window``)."""
+        return self.pool.concurrency + self.pool.window
+
+    @property
     def budget(self) -> int:
         """How many more deliveries this lane may fetch now (0: wait for room)."""
         assert self.prefetch is not None
         if not self.queues:
             return 0  # every queue was cancelled (remote control): wait for one to be added
-        room = self.pool.concurrency + self.prefetch - self.held
-        if self.running >= self.pool.concurrency and room <= self.prefetch // 2:
+        room = self.slots + self.prefetch - self.held
+        if self.running >= self.slots and room <= self.prefetch // 2:
             return 0  # every slot is busy: keep the prefetch small rather than trickle in
         return max(0, room)
 
     async def acquire(self) -> None:
         """Wait for a free slot and take it (in arrival order)."""
-        if self.running < self.pool.concurrency and not self._waiters:
+        if self.running < self.slots and not self._waiters:
             self.running += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -111,7 +116,7 @@ class Lane:
         self._hand_out()
 
     def _hand_out(self) -> None:
-        while self._waiters and self.running < self.pool.concurrency:
+        while self._waiters and self.running < self.slots:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self.running += 1

@@ -6,13 +6,18 @@ import pickle
 
 import pytest
 
-from hubbub.job import Crashed, Job, Succeeded
+from hubbub.job import Crashed, Failed, Job, Rejected, Succeeded, Terminated, TimedOut
+from hubbub.results.base import ErrorInfo
 from hubbub.worker.pools._wire import (
     FRAME,
+    OUTCOMES,
     ChildSpec,
     Done,
     Frame,
+    FrameReader,
+    Leaving,
     LoadFailed,
+    Progress,
     Ready,
     Run,
     Stop,
@@ -28,6 +33,12 @@ FRAMES: list[Frame] = [
     LoadFailed("ModuleNotFoundError: No module named 'shop'"),
     Done(7, Succeeded(3, 0.25), 51.5),
     Done(8, Crashed("child 4242 died with signal SIGSEGV", 1.0), 0.0),
+    Done(9, Failed(ErrorInfo("ValueError", "bad"), 0.5, retry=True, countdown=2.0), 0.0),
+    Done(10, Rejected("no", 0.1), 0.0),
+    Done(11, TimedOut(5.0, 5.1), 0.0),
+    Done(12, Terminated("revoked", 0.2), 0.0),
+    Progress("id-1", "PROGRESS", {"done": 3}),
+    Leaving(),
 ]
 
 
@@ -43,8 +54,33 @@ def test_every_frame_survives_its_trip_over_the_wire(frame: Frame) -> None:
 def test_a_frame_is_sent_as_a_tagged_tuple_not_as_a_pickled_class() -> None:
     job = Job("id-1", "shop.add", (1, 2), {})
     payload = encode(Run(7, job))[FRAME.size:]
-    assert pickle.loads(payload) == ("run", 7, job)
+    assert pickle.loads(payload) == ("run", 7, ("id-1", "shop.add", (1, 2), {}, "default", 0,
+                                                0, None, None, None, None, None, {}))
     assert b"_wire" not in payload
+    assert b"hubbub" not in payload
+
+
+def test_an_outcome_travels_as_its_kind_and_fields_without_its_class() -> None:
+    payload = encode(Done(3, Succeeded({"n": 1}, 0.25), 0.0))[FRAME.size:]
+    assert pickle.loads(payload) == ("done", 3, (OUTCOMES.index(Succeeded), {"n": 1}, 0.25), 0.0)
+    assert b"hubbub" not in payload
+
+
+def test_frames_cut_anywhere_between_reads_come_out_whole_and_in_order() -> None:
+    stream = b"".join(encode(frame) for frame in FRAMES)
+    for cut in (1, 3, FRAME.size, 50, len(stream)):
+        reader = FrameReader()
+        got: list[Frame] = []
+        for start in range(0, len(stream), cut):
+            got.extend(reader.feed(stream[start:start + cut]))
+        assert got == FRAMES
+
+
+def test_a_reader_holds_a_partial_frame_until_the_rest_comes() -> None:
+    data = encode(Ready(42))
+    reader = FrameReader()
+    assert reader.feed(data[:-1]) == []
+    assert reader.feed(data[-1:]) == [Ready(42)]
 
 
 @pytest.mark.parametrize("message", [("bogus", 1), (), "run", ("ready",)])

@@ -25,6 +25,7 @@ serving: in prefork and hybrid (on the loop) here, in hybrid's threads in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -42,22 +43,26 @@ from hubbub._loader import load_hub
 from hubbub.context import set_default_sink
 from hubbub.errors import ConfigurationError, ErrorKind, SoftTimeLimitExceeded
 from hubbub.hub import Hub
-from hubbub.job import Crashed, Failed, Job, Outcome
+from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.logs import configure
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_loop, run_sync
 from hubbub.worker.outcome_of import describe, exception_text, failure
 from hubbub.worker.pools._wire import (
+    CHUNK,
     Cancel,
     ChildSpec,
     Done,
+    Frame,
+    FrameReader,
+    Leaving,
     LoadFailed,
+    Outbox,
     Progress,
     Ready,
     Run,
     encode,
-    read_frame,
     receive,
     resident_mib,
 )
@@ -99,7 +104,7 @@ def main() -> None:
         return
     try:
         if spec.mode == "serial":
-            _serve_serial(sock, hub)
+            _serve_serial(sock, hub, spec)
         elif spec.mode == "asyncio":
             asyncio.run(_serve_asyncio(sock, hub, spec))
         elif spec.mode == "gevent":
@@ -124,15 +129,57 @@ def follow_worker(hub: Hub, spec: ChildSpec) -> None:
     hub.configure(broker=spec.broker, results=spec.results)
 
 
-def reply(seq: int, outcome: Outcome) -> bytes:
+def rss_for(spec: ChildSpec) -> float:
+    """This child's resident MiB for a ``Done`` frame: read only when there is a memory
+    limit (reading ``/proc`` after every task is not free), else 0.0."""
+    return resident_mib() if spec.max_memory is not None else 0.0
+
+
+def reply(seq: int, outcome: Outcome, rss: float) -> bytes:
     """The ``Done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
     of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can."""
     try:
-        return encode(Done(seq, outcome, resident_mib()))
+        return encode(Done(seq, outcome, rss))
     except BaseException as exc:  # pickling runs the value's own hooks
         error = ErrorInfo(ErrorKind.NOT_ENCODABLE, "the outcome cannot be sent to the worker: "
                           + exception_text(exc))
-        return encode(Done(seq, Failed(error, outcome.duration), resident_mib()))
+        return encode(Done(seq, Failed(error, outcome.duration), rss))
+
+
+class _Inbox:
+    """The frames a serial child has received and not yet handled, read in chunks (one
+    ``recv`` takes every frame the parent has written)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = FrameReader()
+        self.frames: collections.deque[Frame] = collections.deque()
+
+    def next(self) -> Frame:
+        """The next frame, waiting for one.
+
+        Raises:
+            EOFError: the parent closed the socket.
+        """
+        while not self.frames:
+            data = self.sock.recv(CHUNK)
+            if not data:
+                raise EOFError("the parent closed the socket")
+            self.frames.extend(self.reader.feed(data))
+        return self.frames.popleft()
+
+    def cancelled(self, seq: int) -> str | None:
+        """Why job ``seq`` (queued, about to start) was cancelled, if the parent has sent a
+        ``Cancel`` for it by now; looks at the socket without waiting."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            data = self.sock.recv(CHUNK, socket.MSG_DONTWAIT)
+            if not data:
+                return None  # EOF: the next read says so
+            self.frames.extend(self.reader.feed(data))
+        for frame in self.frames:
+            if isinstance(frame, Cancel) and frame.seq == seq:
+                return frame.reason
+        return None
 
 
 def unknown_task(hub: Hub, job: Job) -> Outcome:
@@ -143,7 +190,7 @@ def unknown_task(hub: Hub, job: Job) -> Outcome:
 
 # -- serial (prefork) ----------------------------------------------------------------------
 
-def _serve_serial(sock: socket.socket, hub: Hub) -> None:
+def _serve_serial(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     me = os.getpid()
     sock.sendall(encode(Ready(me)))
 
@@ -153,19 +200,29 @@ def _serve_serial(sock: socket.socket, hub: Hub) -> None:
             sock.sendall(encode(Progress(task_id, state, meta)))
 
     set_default_sink(progress)
+    inbox = _Inbox(sock)
     while True:
         try:
-            frame = receive(sock)
+            frame = inbox.next()
         except (EOFError, ConnectionError):
             return  # the parent is gone
+        if isinstance(frame, Cancel):
+            continue  # for a job that has run: its Done is sent already
         if not isinstance(frame, Run):
-            return  # Stop: after the spec, the parent sends only Run and Stop
+            return  # Stop: after the spec, the parent sends only Run, Cancel and Stop
         seq, job = frame.seq, frame.job
         task = hub.tasks.get(job.task)
         started = time.monotonic()
         escaped = False
+        # A job queued behind others may have been terminated while it waited.
+        skipped = inbox.cancelled(seq)
         try:
-            outcome = unknown_task(hub, job) if task is None else _run_serial(task, job)
+            if skipped is not None:
+                outcome: Outcome = Terminated(skipped, 0.0)
+            elif task is None:
+                outcome = unknown_task(hub, job)
+            else:
+                outcome = _run_serial(task, job)
         except BaseException as exc:  # the runners contain what tasks raise: a bug of ours
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -177,8 +234,15 @@ def _serve_serial(sock: socket.socket, hub: Hub) -> None:
             # child (its socket is closed) and must not serve; it ends here.
             os._exit(0)
         try:
-            sock.sendall(reply(seq, outcome))
+            rss = rss_for(spec)
+            sock.sendall(reply(seq, outcome, rss))
         except ConnectionError:
+            return
+        if ((spec.max_memory is not None and rss > spec.max_memory)
+                or (isinstance(outcome, Failed) and outcome.error.type == "MemoryError")):
+            # To be recycled: the jobs queued behind this one go to another child.
+            with contextlib.suppress(OSError):
+                sock.sendall(encode(Leaving()))
             return
         if escaped:
             return  # its state is unknown: the parent starts a fresh child
@@ -219,6 +283,7 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
     pool = AsyncPool(spec.slots, block_warning=spec.block_warning, end_forks=True)
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
+    outbox = Outbox(writer)  # replies finishing in one turn of the loop go out together
     running: set[asyncio.Task[None]] = set()
     jobs: dict[int, Job] = {}  # by the parent's number, for Cancel
 
@@ -238,39 +303,51 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
             # that one is not this child (its socket is closed) and ends here. (One forked
             # from a thread ends in the thread: ForkEndingExecutor.)
             os._exit(0)
-        writer.write(reply(seq, outcome))
+        outbox.put(reply(seq, outcome, rss_for(spec)))
 
     loop = asyncio.get_running_loop()
 
     def progress(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
-        # From a coroutine on this loop or a sync task's thread: written on the loop.
+        # From a coroutine on this loop or a sync task's thread: queued on the loop, in
+        # order with the replies (a task's progress always before its Done).
         with contextlib.suppress(RuntimeError):  # the loop is closing: the task is over
-            loop.call_soon_threadsafe(writer.write, encode(Progress(task_id, state, meta)))
+            loop.call_soon_threadsafe(outbox.put, encode(Progress(task_id, state, meta)))
+
+    async def handle(frame: Frame) -> bool:
+        """Act on one frame from the parent; False for ``Stop``."""
+        if isinstance(frame, Cancel):
+            cancelled = jobs.get(frame.seq)  # None: it has ended, its Done is on its way
+            if cancelled is not None:
+                await pool.cancel(cancelled.id, frame.reason)
+            return True
+        if not isinstance(frame, Run):
+            return False  # Stop: after the spec, the parent sends only Run, Cancel and Stop
+        runner = asyncio.create_task(run(frame.seq, frame.job))
+        running.add(runner)
+        runner.add_done_callback(running.discard)
+        return True
 
     set_default_sink(progress)
     writer.write(encode(Ready(os.getpid())))
+    frames = FrameReader()
     parent_gone = False
     try:
-        while True:
+        serving = True
+        while serving:
             try:
-                frame = await read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
+                data = await reader.read(CHUNK)
+            except ConnectionError:
+                data = b""
+            if not data:
                 parent_gone = True
                 break
-            if isinstance(frame, Cancel):
-                cancelled = jobs.get(frame.seq)  # None: it has ended, its Done is on its way
-                if cancelled is not None:
-                    await pool.cancel(cancelled.id, frame.reason)
-                continue
-            if not isinstance(frame, Run):
-                break  # Stop: after the spec, the parent sends only Run, Cancel and Stop
-            runner = asyncio.create_task(run(frame.seq, frame.job))
-            running.add(runner)
-            runner.add_done_callback(running.discard)
+            for frame in frames.feed(data):
+                serving = serving and await handle(frame)
         if running and not parent_gone:
             await asyncio.wait(running)
     finally:
         await pool.stop()
+        outbox.flush()
         with contextlib.suppress(ConnectionError):
             writer.close()
             await writer.wait_closed()

@@ -13,7 +13,16 @@ Invariants:
 - a job sent to a child resolves exactly once: with the child's ``done`` reply, or when the
   child's socket reaches EOF (it died, or was killed at a hard limit or for a terminate), with
   ``TimedOut`` for the job whose limit killed it, ``Terminated`` for a job being terminated,
-  and ``Crashed`` (naming the signal or exit code) for the rest;
+  and ``Crashed`` (naming the signal or exit code) for the rest, except queued jobs;
+- a serial (prefork) child may hold queued jobs behind the one it runs (its window, see
+  :class:`~hubbub.worker.pools._children.Children`). It runs them in the order sent and
+  answers each before starting the next, so the parent knows which one runs: the oldest
+  unanswered. A queued job's hard-limit timer starts when it becomes that one. If the child
+  dies, only the running job gets an outcome from the death; the queued ones never started
+  and go to ``on_requeue`` (run elsewhere, never lost, never run twice knowingly). A queued
+  job being terminated is sent ``Cancel`` (the child skips it); if it has started by the time
+  it is the oldest and is still unanswered ``QUEUED_CANCEL_GRACE`` seconds later, the child is
+  killed as for a running one;
 - a terminate kills a child with no grace (prefork) at once; otherwise it sends ``Cancel``
   and kills the child only if the job is still unanswered ``limit_grace`` seconds later;
 - ``on_exit`` is called once, after the process was reaped and its jobs settled;
@@ -30,6 +39,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import signal
 import socket
 import subprocess
@@ -40,10 +50,14 @@ from dataclasses import dataclass
 from hubbub.context import report
 from hubbub.job import Crashed, Job, Outcome, Terminated, TimedOut
 from hubbub.worker.pools._wire import (
+    CHUNK,
     Cancel,
     ChildSpec,
     Done,
+    FrameReader,
+    Leaving,
     LoadFailed,
+    Outbox,
     Progress,
     Ready,
     Run,
@@ -60,6 +74,7 @@ STOP_GRACE = 5.0  # seconds stop() waits for a child to exit before killing it
 REAP_TIMEOUT = 5.0  # seconds after EOF before a child that closed its socket is killed
 EOF_GRACE = 0.5  # seconds after a child was reaped before its socket is given up on
 MEMORY_INTERVAL = 0.5  # seconds between reads of a busy child's RSS (with a memory limit)
+QUEUED_CANCEL_GRACE = 0.5  # seconds a terminated queued job has to be skipped once it is next
 
 
 class StartFailed(Exception):
@@ -78,6 +93,7 @@ class _Pending:
     timed_out: bool = False
     terminating: str | None = None  # why it is being terminated (revoked with terminate=True)
     backstop: asyncio.TimerHandle | None = None  # kills the child if it does not stop in time
+    queued: bool = False  # in a serial child's window, behind the job it runs
 
     def disarm(self) -> None:
         for timer in (self.timer, self.backstop):
@@ -110,17 +126,24 @@ class Child:
         on_done: called after each ``done`` reply.
         on_exit: called once, after the process was reaped and its jobs settled.
         memory_limit: resident MiB above which a busy child is killed (None: no watch).
+        on_requeue: takes the queued jobs of a child that died before starting them (their
+            futures still unresolved); None: they crash with it.
     """
 
     def __init__(self, spec: ChildSpec, boot: str, limit_grace: float,
                  on_done: Callable[[Child, Outcome], None],
-                 on_exit: Callable[[Child], None], memory_limit: float | None = None) -> None:
+                 on_exit: Callable[[Child], None], memory_limit: float | None = None,
+                 on_requeue: Callable[[Job, asyncio.Future[Outcome]], None] | None = None
+                 ) -> None:
         self.spec = spec
         self.boot = boot
         self.limit_grace = limit_grace
         self.memory_limit = memory_limit
         self.on_done = on_done
         self.on_exit = on_exit
+        self.on_requeue = on_requeue
+        self.serial = spec.mode == "serial"  # one job at a time, in the order sent
+        self.last_duration = math.inf  # of the last job answered (none yet: not short)
         self.pid = 0
         self.pending: dict[int, _Pending] = {}
         self.tasks_done = 0
@@ -129,6 +152,7 @@ class Child:
         self.stopping = False
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: Outbox | None = None  # every frame after the spec goes through it
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
@@ -140,6 +164,24 @@ class Child:
     @property
     def free(self) -> int:
         return self.spec.slots - len(self.pending)
+
+    def windowable(self, short: float) -> bool:
+        """Whether this child's tasks are short: it answered one in under ``short`` seconds
+        last, and the one it runs (if any) started less than ``short`` seconds ago."""
+        if not self.serial or self.last_duration >= short or self._reader is None:
+            return False
+        if not self.pending:
+            return True
+        head = next(iter(self.pending.values()))
+        return asyncio.get_running_loop().time() - head.started < short
+
+    def room(self, window: int, short: float) -> int:
+        """Jobs this child may take now: its free slots, and up to ``window`` queued jobs
+        while its tasks are short, so that a long task holds no queued job back."""
+        room = self.free
+        if window and self.pending and self.windowable(short):
+            room += window
+        return room
 
     # -- life --------------------------------------------------------------------------------
 
@@ -158,6 +200,9 @@ class Child:
         except OSError as exc:
             parent_end.close()
             raise StartFailed(f"cannot start {sys.executable}: {exc}") from exc
+        except BaseException:  # cancelled (the pool stopped while a child was replaced)
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         self.pid = self._proc.pid
@@ -175,6 +220,8 @@ class Child:
             await self._close()
             raise StartFailed(f"child {self.pid} was not ready within {timeout:.0f}s") from None
         except BaseException:  # cancelled while starting: leave no process behind
+            if self._writer is None:
+                parent_end.close()  # cancelled before the stream owned it
             self.kill()
             await self._reap()
             await self._close()
@@ -184,6 +231,7 @@ class Child:
             await self._close()
             raise StartFailed(first.message if isinstance(first, LoadFailed)
                               else f"child {self.pid} sent {first!r:.100} instead of Ready")
+        self._outbox = Outbox(self._writer)
         self._reader = asyncio.create_task(self._read_forever(reader))
         self._watcher = asyncio.create_task(self._watch())
 
@@ -199,9 +247,12 @@ class Child:
 
     def send_stop(self) -> None:
         """Ask an idle child to exit."""
-        if not self._stop_sent and self._writer is not None and not self._writer.is_closing():
+        if not self._stop_sent and self._outbox is not None and not self._writer_closing():
             self._stop_sent = True
-            self._writer.write(encode(Stop()))
+            self._outbox.put(encode(Stop()))
+
+    def _writer_closing(self) -> bool:
+        return self._writer is None or self._writer.is_closing()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Exit now: idle children are asked, busy ones terminated; killed after ``grace``."""
@@ -229,17 +280,31 @@ class Child:
         Raises:
             pickle.PicklingError, TypeError, AttributeError: the job cannot be sent.
         """
-        assert self._writer is not None, "child not started"
+        assert self._outbox is not None, "child not started"
         seq = next(self._seq)
         frame = encode(Run(seq, job))
         loop = asyncio.get_running_loop()
-        pending = _Pending(seq, job, loop.create_future(), loop.time())
-        if job.timeout is not None:
-            pending.timer = loop.call_later(job.timeout + self.limit_grace, self._limit_reached,
-                                            pending)
+        pending = _Pending(seq, job, loop.create_future(), loop.time(),
+                           queued=self.serial and bool(self.pending))
+        if not pending.queued:
+            self._starts(pending)
         self.pending[seq] = pending
-        self._writer.write(frame)
+        self._outbox.put(frame)
         return pending.future
+
+    def _starts(self, pending: _Pending) -> None:
+        """``pending`` runs from now on: its duration and its hard limit count from here."""
+        loop = asyncio.get_running_loop()
+        pending.queued = False
+        pending.started = loop.time()
+        if pending.job.timeout is not None:
+            pending.timer = loop.call_later(pending.job.timeout + self.limit_grace,
+                                            self._limit_reached, pending)
+        if pending.terminating is not None and not pending.future.done():
+            # Terminated while queued: the child skips it if the Cancel came first; if the
+            # Cancel came too late, it runs, and is stopped the way a running job is.
+            pending.backstop = loop.call_later(max(self.limit_grace, QUEUED_CANCEL_GRACE),
+                                               self._overdue, pending)
 
     def _limit_reached(self, pending: _Pending) -> None:
         if pending.future.done() or pending.terminating is not None:
@@ -265,10 +330,12 @@ class Child:
         loop = asyncio.get_running_loop()
         for pending in stopping:
             pending.terminating = reason
-            if self.limit_grace <= 0 or self._writer is None or self._writer.is_closing():
+            if pending.queued and self._outbox is not None and not self._writer_closing():
+                self._outbox.put(encode(Cancel(pending.seq, reason)))  # see _starts
+            elif self.limit_grace <= 0 or self._outbox is None or self._writer_closing():
                 self._overdue(pending)
             else:
-                self._writer.write(encode(Cancel(pending.seq, reason)))
+                self._outbox.put(encode(Cancel(pending.seq, reason)))
                 pending.backstop = loop.call_later(self.limit_grace, self._overdue, pending)
         return [p.future for p in stopping]
 
@@ -283,14 +350,18 @@ class Child:
         self.kill()
 
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameReader()
         try:
-            while True:
-                frame = await read_frame(reader)
-                if isinstance(frame, Done):
-                    self._done(frame)
-                elif isinstance(frame, Progress):  # to the worker that holds the task
-                    report(frame.task_id, frame.state, frame.meta)
-        except (asyncio.IncompleteReadError, ConnectionError):
+            # A chunk at a time: every reply the child has written is taken in one wake-up.
+            while data := await reader.read(CHUNK):
+                for frame in frames.feed(data):
+                    if isinstance(frame, Done):
+                        self._done(frame)
+                    elif isinstance(frame, Progress):  # to the worker that holds the task
+                        report(frame.task_id, frame.state, frame.meta)
+                    elif isinstance(frame, Leaving):
+                        self._leaving()
+        except ConnectionError:
             pass  # EOF: the child exited, or was killed
         except Exception:  # a garbled frame: this child cannot be trusted any more
             log.exception("bad message from child %d; killing it", self.pid)
@@ -338,12 +409,24 @@ class Child:
     def _done(self, done: Done) -> None:
         self.tasks_done += 1
         self.rss = done.rss
+        self.last_duration = done.outcome.duration
         pending = self.pending.pop(done.seq, None)
         if pending is not None:
             pending.disarm()
             if not pending.future.done():
                 pending.future.set_result(done.outcome)
+        if self.pending:
+            head = next(iter(self.pending.values()))  # the oldest: what a serial child runs
+            if head.queued:
+                self._starts(head)
         self.on_done(self, done.outcome)
+
+    def _leaving(self) -> None:
+        """The child runs nothing more: what it has not answered never started, and is run
+        elsewhere when it has exited (see ``_settle``)."""
+        for pending in self.pending.values():
+            pending.disarm()
+            pending.queued = True
 
     def _settle(self, code: int | None) -> None:
         """Resolve every job the child was running when it went away."""
@@ -359,6 +442,10 @@ class Child:
         culprit, terminated = self._culprit, self._terminated
         for pending in pendings:
             pending.disarm()
+            if (pending.queued and pending.terminating is None and not self.stopping
+                    and self.on_requeue is not None):
+                self.on_requeue(pending.job, pending.future)  # it never started here
+                continue
             duration = loop.time() - pending.started
             job = pending.job
             if pending.timed_out:

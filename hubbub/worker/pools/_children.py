@@ -8,9 +8,16 @@ process, its jobs and its death are :mod:`hubbub.worker.pools._child_handle`'s `
 Invariants:
 
 - a child leaves ``_active`` when it dies or is retired, and a replacement is started at
-  once, so ``processes`` children serve at any time except while one is starting;
+  once, so ``processes`` children serve at any time except while one is starting, or
+  before they were first needed: with ``initial``, only that many start with the pool and
+  the rest one by one, each when a job finds every serving child without room;
 - a retiring child gets no new jobs and is told to stop once its last job is done;
-- a child is given no more jobs than its ``max_tasks_per_child`` leaves room for.
+- a child is given no more jobs than its ``max_tasks_per_child`` leaves room for;
+- with a ``window`` (prefork), a serial child is also given up to ``window`` queued jobs
+  behind the one it runs, but only while its tasks are short (``WINDOW_SHORT``): a child then
+  never waits for the worker loop between short tasks, and a long task holds back no more
+  than the few jobs queued before it showed to be long. Queued jobs of a child that dies are
+  run on another child (``_requeue``); the pool's ``run`` for them waits on.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ log = logging.getLogger("hubbub.worker")
 
 RESTART_BACKOFF = (0.2, 5.0)  # delay bounds between failed attempts to start a child
 KILL_GRACE = 1.0  # hybrid, gevent: seconds past a hard limit before the child is killed
+WINDOW_SHORT = 0.01  # seconds: a child whose tasks take less is given queued jobs
 
 
 class Children:
@@ -53,6 +61,9 @@ class Children:
             (its tasks crash), and replace one that is above it after a task (None: never).
         limit_grace: seconds past a hard limit before a child is killed.
         block_warning: passed to the children's event loops (hybrid).
+        window: queued jobs a serial child may hold behind the one it runs (prefork).
+        initial: children started with the pool (None: all ``processes``); the others start
+            when work needs them.
 
     Raises:
         ValueError: a limit below 1.
@@ -61,7 +72,8 @@ class Children:
     def __init__(self, *, kind: str, processes: int, slots: int, mode: str, boot: str,
                  import_path: str | None = None, max_tasks_per_child: int | None = None,
                  max_memory_per_child: float | None = None, limit_grace: float = 0.0,
-                 block_warning: float | None = None) -> None:
+                 block_warning: float | None = None, window: int = 0,
+                 initial: int | None = None) -> None:
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError(f"max_tasks_per_child must be at least 1, got {max_tasks_per_child}")
         if max_memory_per_child is not None and max_memory_per_child <= 0:
@@ -76,6 +88,9 @@ class Children:
         self.max_memory_per_child = max_memory_per_child
         self.limit_grace = limit_grace
         self.block_warning = block_warning
+        self.window = window if mode == "serial" else 0
+        self.initial = initial
+        self._starting = 0  # children being started in the background
         self.started = 0  # children started so far, replacements included
         self._spec: ChildSpec | None = None
         self._active: list[Child] = []  # serving: new jobs go to these
@@ -114,10 +129,12 @@ class Children:
                                self.block_warning, setup.format if setup else "text",
                                setup.file if setup else None,
                                urls[0] if urls else None,
-                               (urls[1] or "none") if urls else None)
+                               (urls[1] or "none") if urls else None,
+                               max_memory=self.max_memory_per_child)
         self._wake = asyncio.Event()
         self._stopping = False
-        results = await asyncio.gather(*(self._start_child() for _ in range(self.processes)),
+        now = self.processes if self.initial is None else min(self.initial, self.processes)
+        results = await asyncio.gather(*(self._start_child() for _ in range(max(1, now))),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -164,7 +181,7 @@ class Children:
         children (a busy one is left to finish and is stopped after its task).
         """
         self.processes = processes
-        missing = processes - len(self._active)
+        missing = processes - len(self._active) - self._starting
         if missing > 0:
             started = await asyncio.gather(*(self._start_child() for _ in range(missing)),
                                            return_exceptions=True)
@@ -195,24 +212,55 @@ class Children:
     async def _start_child(self) -> Child:
         assert self._spec is not None
         child = Child(self._spec, self.boot, self.limit_grace, self._on_done, self._on_exit,
-                      self.max_memory_per_child)
+                      self.max_memory_per_child, self._requeue)
         self.started += 1
         await child.start()
         self._all.add(child)
         return child
 
     def _room(self, child: Child) -> int:
-        """Jobs ``child`` may still take: free slots, within its max_tasks_per_child."""
+        """Jobs ``child`` may still take: free slots (and its window while its tasks are
+        short), within its max_tasks_per_child."""
+        room = child.room(self.window, WINDOW_SHORT)
         if self.max_tasks_per_child is None:
-            return child.free
+            return room
         budget = self.max_tasks_per_child - child.tasks_done - len(child.pending)
-        return min(child.free, budget)
+        return min(room, budget)
+
+    def window_room(self) -> int:
+        """Queued jobs the serving children may take now beyond their slots: ``window`` for
+        each child whose tasks are short (see ``Child.windowable``), so the worker hands out
+        no job that would wait behind a long task (past the revoke check at its start)."""
+        if not self.window:
+            return 0
+        return self.window * sum(1 for c in self._active if c.windowable(WINDOW_SHORT))
+
+    def _requeue(self, job: Job, future: asyncio.Future[Outcome]) -> None:
+        """Run ``job``, queued on a child that died before starting it, on another child;
+        ``future`` (what ``run`` awaits) gets its outcome there."""
+        rerun = asyncio.create_task(self._rerun(job, future))
+        self._background.add(rerun)
+        rerun.add_done_callback(self._background.discard)
+
+    async def _rerun(self, job: Job, future: asyncio.Future[Outcome]) -> None:
+        try:
+            child = await self._pick()
+            if child is not None:
+                outcome = await child.submit(job)
+                if not future.done():
+                    future.set_result(outcome)
+        finally:  # the pool stopped (this task was cancelled, or no child is left)
+            if not future.done():
+                future.set_result(Crashed(f"the {self.kind} pool stopped before task "
+                                          f"{job.task} started", 0.0))
 
     async def _pick(self) -> Child | None:
         while not self._stopping:
             roomy = [c for c in self._active if self._room(c) > 0]
             if roomy:
                 return max(roomy, key=self._room)
+            if len(self._active) + self._starting < self.processes:
+                self._start_in_background()  # one not needed until now (``initial``)
             self._wake.clear()
             await self._wake.wait()
         return None
@@ -245,9 +293,18 @@ class Children:
         if child in self._active:
             self._active.remove(child)
         if not self._stopping:
-            replacing = asyncio.create_task(self._replace())
-            self._background.add(replacing)
-            replacing.add_done_callback(self._background.discard)
+            self._start_in_background()
+
+    def _start_in_background(self) -> None:
+        """Start one more child (a replacement, or one first needed now); it serves once up."""
+        self._starting += 1
+        starting = asyncio.create_task(self._replace())
+        self._background.add(starting)
+        starting.add_done_callback(self._started_in_background)
+
+    def _started_in_background(self, starting: asyncio.Task[None]) -> None:
+        self._starting -= 1
+        self._background.discard(starting)
 
     def _on_exit(self, child: Child) -> None:
         self._all.discard(child)
@@ -266,6 +323,10 @@ class Children:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTART_BACKOFF[1])
                 continue
+            if len(self._active) >= self.processes:  # the pool shrank meanwhile
+                child.retiring = True
+                child.send_stop()
+                return
             self._active.append(child)
             self._wake.set()
             return
@@ -289,6 +350,11 @@ class ChildPool(Pool):
     def __init__(self, children: Children) -> None:
         super().__init__(children.processes * children.slots)
         self.children = children
+
+    @property
+    def window(self) -> int:
+        """Queued jobs the children take now: see ``Children.window_room``."""
+        return self.children.window_room()
 
     async def start(self, hub: Hub) -> None:
         """Start the children and wait until each has imported the app.

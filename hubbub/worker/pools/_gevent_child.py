@@ -41,7 +41,7 @@ from hubbub.hub import Hub
 from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_loop, run_sync
-from hubbub.worker.pools._child import reply, unknown_task
+from hubbub.worker.pools._child import reply, rss_for, unknown_task
 from hubbub.worker.pools._wire import Cancel, ChildSpec, Progress, Ready, Run, encode, receive
 from hubbub.worker.stopping import Stoppable, TerminateRequested
 
@@ -92,7 +92,7 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
             # there: that process is not this child (its socket is closed) and ends here.
             os._exit(0)
         with contextlib.suppress(ConnectionError):  # the parent is gone: main notices, exits
-            send(reply(seq, outcome))
+            send(reply(seq, outcome, rss_for(spec)))
 
     send(encode(Ready(os.getpid())))
     while True:

@@ -9,7 +9,10 @@ decoded by the parent.
 Each kind of frame is a ``NamedTuple`` below, and :func:`encode` / :func:`decode` are the only
 code that turns one into bytes and back, so both ends name fields instead of indexing tuples.
 On the wire a frame is ``(tag, *fields)``, not a pickled class: cheaper to pickle on the
-sync-task hot path, and the same bytes as before the frames were typed.
+sync-task hot path. The two frames every task sends, ``Run`` and ``Done``, go further: their
+``Job`` and ``Outcome`` travel as plain tuples of their fields (an outcome's led by its kind's
+index in ``OUTCOMES``), because pickling a slotted dataclass goes through ``copyreg`` and names
+its class in every frame, which cost more than the rest of the frame.
 
 Parent to child::
 
@@ -24,6 +27,13 @@ Child to parent::
     Ready         ("ready", pid)                the app is imported; send work
     LoadFailed    ("error", message)            the app could not be loaded; the child exits
     Done          ("done", seq, outcome, rss)   a job finished; ``rss``: the child's resident MiB
+                                                (0.0 when the spec asks for no memory readings)
+    Progress      ("progress", id, state, meta) a running task reported progress
+    Leaving       ("leaving",)                  it runs nothing more and exits (over its memory
+                                                limit): the jobs it has not answered never started
+
+Frames are read in chunks (:class:`FrameReader`): one ``recv`` brings every frame the other
+end has written, so replies that finish close together are taken in one wake-up.
 
 Job numbers, not task ids, key the replies: a hybrid or gevent child runs several jobs at
 once, and the same task id can legitimately be in flight twice (a redelivered message).
@@ -41,9 +51,16 @@ import struct
 import sys
 from typing import Any, NamedTuple
 
-from hubbub.job import Job, Outcome
+from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, Terminated, TimedOut
 
 FRAME = struct.Struct("!Q")
+CHUNK = 1 << 16  # bytes asked of the socket at once
+
+# An outcome on the wire is (index here, *its fields); the order is part of the protocol.
+OUTCOMES: tuple[type[Outcome], ...] = (Succeeded, Failed, Rejected, Crashed, TimedOut,
+                                       Terminated)
+_OUTCOME_INDEX = {kind: index for index, kind in enumerate(OUTCOMES)}
+_OUTCOME_FIELDS = {kind: kind.__slots__ for kind in OUTCOMES}
 
 
 class ChildSpec(NamedTuple):
@@ -60,6 +77,10 @@ class ChildSpec(NamedTuple):
         log_file: the file the worker logs to, or None for stderr.
         broker: the worker's broker URL (None: as the app module configures it).
         results: the worker's result store URL, "none" for none (None: as the app says).
+        max_memory: the pool's ``max_memory_per_child`` in MiB, or None. Without one, ``Done``
+            says 0.0 MiB instead of reading ``/proc`` after every task. With one, a serial
+            child over it after a task exits instead of running the jobs queued behind
+            (the parent runs those elsewhere).
     """
 
     import_path: str
@@ -72,6 +93,7 @@ class ChildSpec(NamedTuple):
     log_file: str | None = None
     broker: str | None = None
     results: str | None = None
+    max_memory: float | None = None
 
 
 class Run(NamedTuple):
@@ -123,14 +145,35 @@ class Progress(NamedTuple):
     meta: dict[str, Any] | None
 
 
+class Leaving(NamedTuple):
+    """Child to parent: this child runs nothing more and exits (it is over its memory limit,
+    or a task ran out of memory); the jobs it has not answered never started."""
+
+
 ToChild = ChildSpec | Run | Cancel | Stop
-ToParent = Ready | LoadFailed | Done | Progress
+ToParent = Ready | LoadFailed | Done | Progress | Leaving
 Frame = ToChild | ToParent
 
 _TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Cancel: "cancel", Stop: "stop",
                                  Ready: "ready", LoadFailed: "error", Done: "done",
-                                 Progress: "progress"}
+                                 Progress: "progress", Leaving: "leaving"}
 _KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
+
+
+_JOB_FIELDS = Job.__slots__
+
+
+def _plain(frame: Frame) -> tuple[Any, ...]:
+    """``frame`` as the tuple that is pickled: its tag and fields, a job or outcome flattened."""
+    if type(frame) is Run:
+        job = frame.job
+        return ("run", frame.seq, tuple([getattr(job, name) for name in _JOB_FIELDS]))
+    if type(frame) is Done:
+        outcome = frame.outcome
+        kind = type(outcome)
+        fields = [getattr(outcome, name) for name in _OUTCOME_FIELDS[kind]]
+        return ("done", frame.seq, (_OUTCOME_INDEX[kind], *fields), frame.rss)
+    return (_TAGS[type(frame)], *frame)
 
 
 def encode(frame: Frame) -> bytes:
@@ -140,11 +183,11 @@ def encode(frame: Frame) -> bytes:
         pickle.PicklingError, TypeError, AttributeError: a field cannot be pickled (a job's
             arguments or an outcome's value); nothing is sent then.
     """
-    payload = pickle.dumps((_TAGS[type(frame)], *frame), protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps(_plain(frame), protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME.pack(len(payload)) + payload
 
 
-def decode(payload: bytes) -> Frame:
+def decode(payload: bytes | memoryview) -> Frame:
     """The frame in a payload (the bytes after the length).
 
     Raises:
@@ -152,9 +195,72 @@ def decode(payload: bytes) -> Frame:
     """
     message = pickle.loads(payload)  # noqa: S301 - both ends are this worker's processes
     try:
-        return _KINDS[message[0]](*message[1:])
-    except (KeyError, IndexError, TypeError):
+        tag = message[0]
+        if tag == "run":
+            return Run(message[1], Job(*message[2]))
+        if tag == "done":
+            kind, *fields = message[2]
+            return Done(message[1], OUTCOMES[kind](*fields), message[3])
+        return _KINDS[tag](*message[1:])
+    except (KeyError, IndexError, TypeError, ValueError):
         raise ValueError(f"not a frame of the process pools' protocol: {message!r:.100}") from None
+
+
+class FrameReader:
+    """Frames out of a byte stream that arrives in chunks of any size.
+
+    ``feed`` takes what one read returned and gives back every frame it completed, in order;
+    a frame cut between two reads waits for the rest.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """The frames ``data`` completes (none while a frame is still partial).
+
+        Raises:
+            ValueError: a complete frame is not a frame of this protocol.
+        """
+        buffer = self._buffer
+        buffer += data
+        frames: list[Frame] = []
+        start, end = 0, len(buffer)
+        with memoryview(buffer) as view:
+            while end - start >= FRAME.size:
+                (size,) = FRAME.unpack_from(view, start)
+                stop = start + FRAME.size + size
+                if stop > end:
+                    break
+                frames.append(decode(view[start + FRAME.size:stop]))
+                start = stop
+        del buffer[:start]
+        return frames
+
+
+class Outbox:
+    """Frames for one stream, written together once per turn of the event loop.
+
+    Jobs handed to a child in one turn (a fetched batch), or replies finishing in one turn
+    (hybrid), then cost one ``send`` and wake the other end once, instead of once each. The
+    order of frames is kept: everything for the stream goes through ``put``.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+
+    def put(self, frame: bytes) -> None:
+        """Queue ``frame``; it is written at the end of this turn of the loop."""
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(frame)
+
+    def flush(self) -> None:
+        """Write what is queued now (nothing if the stream is closing)."""
+        frames, self._frames = self._frames, []
+        if frames and not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
 
 
 def read_exactly(sock: socket.socket, size: int) -> bytes | None:

@@ -41,6 +41,14 @@ class Pool(abc.ABC):
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.concurrency = concurrency
 
+    @property
+    def window(self) -> int:
+        """How many more jobs the pool takes now beyond ``concurrency``, queued where they
+        will run so that a short task never waits for the worker's next hand-out (prefork's
+        children, while their tasks are short); 0 for most pools. The worker hands a pool up
+        to ``concurrency + window`` jobs; ``run`` of a queued one returns once it has run."""
+        return 0
+
     @abc.abstractmethod
     async def start(self, hub: Hub) -> None:
         """Prepare to run the hub's tasks (threads, processes)."""

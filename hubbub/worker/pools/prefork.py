@@ -39,6 +39,23 @@ after each task) replace a child between tasks; a child whose task raised ``Memo
 replaced too. ``max_memory_per_child`` also holds while a task runs: the parent reads a busy
 child's RSS every 0.5 s and kills a child over it (the task crashes with that reason).
 Children ignore SIGINT, so Ctrl-C goes through the worker's graceful stop.
+
+Lazy children: the pool starts at most one child per CPU with the worker; the rest of ``-c``
+start one at a time, each when a job finds every child busy (and without window room). So
+``-c 8`` on a two-core machine costs two interpreters until the work needs more: short
+tasks are served by the window of the first ones, and long ones start the others (each
+start takes about 0.15 s, paid once). A resize (autoscale, ``pool-grow``) starts its
+children at once.
+
+The window: while a child's tasks are short (under ``WINDOW_SHORT``, 10 ms), the parent queues
+up to ``window`` more jobs in it behind the one it runs (``Pool.window``), so the child goes
+from one short task to the next without waiting for the worker loop to hand it the next
+one; that round trip, not the task, was what bounded a drain of short tasks. A job waits in
+a window at most the length of the tasks ahead of it, which looked short when it was queued.
+A queued job counts as started for the worker (its STARTED state, its revoke check), its
+hard limit counts from when it really starts, a terminate skips it in the child, and if the
+child dies, only the job it was running gets ``on_crash``: the queued ones never started
+and run on another child. ``window=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -48,6 +65,8 @@ from typing import ClassVar
 
 from hubbub.worker.pools._child import BOOT
 from hubbub.worker.pools._children import ChildPool, Children
+
+WINDOW = 8  # jobs queued per child while its tasks are short
 
 
 class PreforkPool(ChildPool):
@@ -60,9 +79,11 @@ class PreforkPool(ChildPool):
         max_tasks_per_child: replace a child after this many tasks (default: never).
         max_memory_per_child: kill a busy child whose resident memory passes this many MiB
             (its tasks crash), and replace one that is above it after a task (default: never).
+        window: jobs queued in a child behind the one it runs while its tasks are short
+            (default ``WINDOW``; 0: one job per child at a time).
 
     Raises:
-        ValueError: a count or limit below 1.
+        ValueError: a count or limit below 1, or a negative window.
     """
 
     kind: ClassVar[str] = "prefork"
@@ -73,12 +94,15 @@ class PreforkPool(ChildPool):
 
     def __init__(self, concurrency: int | None = None, *, import_path: str | None = None,
                  max_tasks_per_child: int | None = None,
-                 max_memory_per_child: float | None = None) -> None:
+                 max_memory_per_child: float | None = None, window: int = WINDOW) -> None:
+        if window < 0:
+            raise ValueError(f"window must be 0 or more, got {window}")
         processes = concurrency if concurrency is not None else os.cpu_count() or 1
         super().__init__(Children(kind=self.kind, processes=processes, slots=1, mode="serial",
                                   boot=BOOT, import_path=import_path,
                                   max_tasks_per_child=max_tasks_per_child,
-                                  max_memory_per_child=max_memory_per_child))
+                                  max_memory_per_child=max_memory_per_child, window=window,
+                                  initial=os.cpu_count() or 1))
 
     async def resize(self, concurrency: int) -> None:
         """Start or stop children to run ``concurrency`` tasks at once (autoscale)."""
