@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from hubbub.results import ResultRecord
 from hubbub.transports import Transport, open_transport
 from tests import brokers
 from tests.cluster import servers as cluster_servers
+from tests.faults import conftest as faults
 
 
 @dataclass
@@ -45,6 +47,33 @@ def _stop_cluster_servers() -> Iterator[None]:
         yield
     finally:
         cluster_servers.stop_all()
+
+
+# -- the fault suites' ledger table (tests/faults, tests/cluster), printed once per run ----------
+# Here, not in tests/faults/conftest.py: under xdist the controller collects nothing, so only
+# this conftest runs there; each worker hands its rows over in ``workeroutput``.
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:  # an xdist worker
+        out["fault_rows"] = [dataclasses.asdict(r)
+                             for r in session.config.stash.get(faults.ROWS, [])]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: only called when xdist runs the session
+def pytest_testnodedown(node: Any, error: object) -> None:
+    rows = getattr(node, "workeroutput", {}).get("fault_rows", [])
+    node.config.stash.setdefault(faults.ROWS, []).extend(faults.Row(**r) for r in rows)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(faults.ROWS, [])
+    # Workers finish in any order: group by scenario (first seen), transports in suite order.
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    order = {n: i for i, n in enumerate(faults.TRANSPORTS)}
+    rows = sorted(rows, key=lambda r: (scenarios.index(r.scenario), order.get(r.transport, 99)))
+    faults.write_table(terminalreporter, rows)
 
 
 @pytest.fixture(params=_broker_params())
