@@ -64,6 +64,9 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
+# With stop_when_idle (drain() in tests), an empty fetch is what triggers the idle check: a
+# short wait lets a drained worker stop within ~0.05 s instead of FETCH_WAIT.
+IDLE_FETCH_WAIT = 0.05
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
 CONTROL_OPEN_WITHIN = 5.0  # seconds the start waits for the control plane's subscription
 
@@ -389,8 +392,9 @@ class WorkerLoop:
                              asyncio.sleep(1.0 if lane.autoscale else 3600))
                 continue
             try:
-                deliveries = await transport.fetch(lane.queues, limit=room, lease=self.lease,
-                                                   wait=FETCH_WAIT)
+                deliveries = await transport.fetch(
+                    lane.queues, limit=room, lease=self.lease,
+                    wait=IDLE_FETCH_WAIT if self.stop_when_idle else FETCH_WAIT)
                 delay = RETRY_IO[0]
                 if not deliveries and self.stop_when_idle and await self._idle(transport):
                     self._stopping.set()
