@@ -39,6 +39,30 @@ def _broker_params() -> list[object]:
     return [brokers.param(name) for name in brokers.NAMES if brokers.available(name)]
 
 
+# Run one after another on a single xdist worker (beside the rest of the suite): each fault
+# scenario runs several worker processes with up to hundreds of tasks and bounds its recovery
+# time (in-flight work back within lease + slack); two at once on 2 cores pushed
+# test_kill_9_mid_stream_loses_nothing past its bound (4.4 s for 4.2 s) in a trial.
+SERIAL_DIRS = ("tests/faults/",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), keep each module with a
+    module-scoped fixture (the docs site build, the dashboard's browser) on one worker, so
+    that it is set up once rather than once per worker, and the fault suite on one worker
+    (``SERIAL_DIRS``). Other tests spread freely."""
+    for item in items:
+        serial = next((d for d in SERIAL_DIRS if item.nodeid.startswith(d)), None)
+        if serial is not None:
+            item.add_marker(pytest.mark.xdist_group(serial))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope in ("module", "package") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_cluster_servers() -> Iterator[None]:
     """Stop the clustered servers a broker module started during the session (none are
