@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,27 @@ def _stop_cluster_servers() -> Iterator[None]:
         yield
     finally:
         cluster_servers.stop_all()
+
+
+# -- xdist workers see the environment a serial run sees -------------------------------------
+# A worker starts with COLUMNS=80 and LINES=24 that the run did not have; rich freezes them
+# in the CLI's console when it is made, so a test's COLUMNS=200 (CliRunner env) was ignored
+# and tables wrapped (test_inspect_active_shows_the_running_task_in_a_table_and_as_json).
+TERMINAL_ENV = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist, on the controller: hand over the run's values
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["terminal_env"] = {k: os.environ.get(k) for k in TERMINAL_ENV}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    terminal_env = getattr(config, "workerinput", {}).get("terminal_env")
+    for name, value in (terminal_env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 # -- the fault suites' ledger table (tests/faults, tests/cluster), printed once per run ----------
