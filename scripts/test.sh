@@ -48,7 +48,14 @@ site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --site-dir "$site"
 
-python3 -m pytest "$@"
+# Parallel workers (pytest-xdist): the tests mostly wait on brokers, subprocesses and
+# timers, so three workers help even on 2 cores. Every test has its own broker namespace
+# (prefix, tube, SQLite file in tmp_path) and free ports, so they do not interfere; the
+# fault suites' ledger table is gathered from the workers (tests/conftest.py). loadgroup
+# keeps modules with module-scoped fixtures on one worker. -p no:benchmark: a stray
+# pytest-benchmark warns (an error here) when xdist is active; the suite does not use it.
+# HUBBUB_TEST_WORKERS=0 runs serially; pytest args given here override these.
+python3 -m pytest -p no:benchmark -n "${HUBBUB_TEST_WORKERS:-3}" --dist loadgroup "$@"
 
 # The clustered brokers (issue 19): the session starts them on loopback (Redis Cluster on
 # 17000-17005, Sentinel on 17010-17014; a 3-node RabbitMQ on 25701-25703 with its own

@@ -64,6 +64,12 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger("hubbub.worker")
 
 FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for the fetcher
+# With stop_when_idle (drain() in tests), an empty fetch is what triggers the idle check: a
+# short wait lets a drained worker stop within ~0.1 s instead of FETCH_WAIT. The queues must
+# look idle twice in a row: a broker's stats are not one snapshot (RabbitMQ's are read queue
+# by queue), and a delayed message moving between delay levels can be missed by one look.
+IDLE_FETCH_WAIT = 0.05
+IDLE_LOOKS = 2
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
 CONTROL_OPEN_WITHIN = 5.0  # seconds the start waits for the control plane's subscription
 
@@ -378,6 +384,7 @@ class WorkerLoop:
 
     async def _fetch_forever(self, transport: Transport, lane: Lane) -> None:
         writes, delay = self._io.writes, RETRY_IO[0]
+        idle_looks = 0
         while not self._stopping.is_set():
             await lane.autoscale_step()
             room = 0 if self._held.isolating else lane.budget
@@ -394,11 +401,16 @@ class WorkerLoop:
                              asyncio.sleep(1.0 if lane.autoscale else 3600))
                 continue
             try:
-                deliveries = await transport.fetch(lane.queues, limit=room, lease=self.lease,
-                                                   wait=FETCH_WAIT)
+                deliveries = await transport.fetch(
+                    lane.queues, limit=room, lease=self.lease,
+                    wait=IDLE_FETCH_WAIT if self.stop_when_idle else FETCH_WAIT)
                 delay = RETRY_IO[0]
                 if not deliveries and self.stop_when_idle and await self._idle(transport):
-                    self._stopping.set()
+                    idle_looks += 1
+                    if idle_looks >= IDLE_LOOKS:
+                        self._stopping.set()
+                else:
+                    idle_looks = 0
             except Exception as exc:  # a broker outage, or a transport bug on odd data
                 if not isinstance(exc, HubbubError):
                     log.error("fetch from %s raised %r", lane.queues, exc, exc_info=exc)

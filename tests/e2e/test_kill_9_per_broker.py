@@ -38,10 +38,12 @@ def test_a_worker_killed_mid_task_loses_nothing(cli: Cli, app: Hub, tmp_path: Pa
     wait_for(lambda: pid_file.exists() and pid_file.read_text() != "",
              what="task started in the first worker")
     assert pid_file.read_text() == str(first.pid)
-    second = start_online(cli, *args)
+    # Kill at once, then start the second worker: starting it first let the 1 s task finish
+    # on a loaded machine before the kill (then no pid file came back).
     pid_file.unlink()
     os.kill(first.pid, signal.SIGKILL)  # the worker we started, mid-task
     first.wait(10)
+    second = start_online(cli, *args)
     assert result.get(timeout=30) == "ok"  # the second worker took it back and ran it
     assert result.state == State.SUCCESS
     assert pid_file.read_text() == str(second.pid)

@@ -3,7 +3,8 @@
 ``site`` is parametrized (indirectly) over the transports that can cross processes; each test
 starts ``python -m hubbub worker -A tests.faults.faultapp:hub`` subprocesses through it, and
 every process it started is killed in teardown, even when the test failed. ``fault_report``
-collects one row per scenario and transport; the table is printed at the end of the run.
+collects one row per scenario and transport; the table is printed at the end of the run
+(by tests/conftest.py, which gathers the rows from xdist workers too).
 """
 
 from __future__ import annotations
@@ -266,8 +267,9 @@ def fault_report(fault_rows: list[Row], request: pytest.FixtureRequest) -> Fault
     return FaultReport(fault_rows, scenario)
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    rows = config.stash.get(ROWS, [])
+def write_table(terminalreporter: Any, rows: list[Row]) -> None:
+    """Print the ledger table (tests/conftest.py calls this once per run, also under xdist,
+    where the workers' rows reach the controller through ``workeroutput``)."""
     if not rows:
         return
     header = ("scenario", "transport", "submitted", "completed", "lost", "duplicated",

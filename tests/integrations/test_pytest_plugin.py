@@ -3,6 +3,7 @@ own, with the app named in its ini file, in a separate pytest process."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -90,9 +91,12 @@ def test_without_an_app_the_hub_is_fresh(hubbub_hub, hubbub_worker):
 
 
 def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # As a user runs it: not as an xdist worker of this run (PYTEST_XDIST_WORKER would make a
+    # pytest-benchmark on the machine disable itself with a warning, an error here).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "hubbub.testing", "-p", "no:cacheprovider",
-         "-q", *args], cwd=folder, capture_output=True, text=True, timeout=240)
+         "-q", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=240)
 
 
 def project(folder: Path, tests: str, ini: str) -> Path:
