@@ -115,8 +115,11 @@ def test_cli_worker_survives_a_child_killed_with_sigkill_mid_task(
         marker = str(tmp_path / "job")
         victim = hub.tasks["app.slow"].delay(marker, 30)
         worker = cli.start_worker("--pool", "prefork", "-c", "2", "--grace", "5")
-        wait_for(lambda: Path(marker + ".pid").exists(), what="task started in a child")
-        child = int(Path(marker + ".pid").read_text())
+        pid_file = Path(marker + ".pid")
+        # The child creates the file, then writes its pid: wait for the pid, not the file.
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "",
+                 what="task started in a child")
+        child = int(pid_file.read_text())
         assert child != worker.pid
         os.kill(child, signal.SIGKILL)  # the child the task reported, of the worker we started
         with pytest.raises(TaskFailed) as info:
