@@ -24,6 +24,8 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     ClusterDownError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -261,14 +263,35 @@ def translate(
         raise
     except AuthenticationError as exc:  # a ConnectionError to redis-py, but retrying won't help
         _raise(url, failed, f"redis at {url.where} rejected the login: {exc}", exc)
+    except RedisClusterException as exc:
+        # Mostly a failover under way (no node reachable yet, slots not all covered), to be
+        # retried; but a request the cluster can never serve (keys in two slots, a command
+        # without a key) is a failure, or a worker would retry it forever.
+        kind = failed if _cluster_refusal(exc) else unavailable
+        _raise(url, kind, f"redis cluster at {url.where} refused: {exc}", exc)
     except (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,
-            ReadOnlyError, AskError, RedisClusterException) as exc:
+            ReadOnlyError, AskError) as exc:
         # A cluster or sentinel failover in progress shows as CLUSTERDOWN, TRYAGAIN, a
         # MOVED the client could not follow yet, or a write to a master turned replica.
         verb = "timed out" if isinstance(exc, TimeoutError | RedisTimeoutError) else "refused"
         _raise(url, unavailable, f"redis at {url.where} {verb}: {exc}", exc)
     except RedisError as exc:
         _raise(url, failed, f"redis at {url.where} failed: {exc}", exc)
+
+
+# What redis-py's cluster client says when a request can never be served, whatever the
+# cluster's state: retrying it would not help.
+_NEVER_SERVED = ("must map to the same key slot", "Invalid args in command", "Missing key",
+                 "Cluster mode is not enabled", "must be 0 or None in cluster mode",
+                 "is not supported in cluster mode", "Cannot execute",
+                 "is blocked when running redis in cluster mode")
+
+
+def _cluster_refusal(exc: RedisClusterException) -> bool:
+    """True when the cluster client refused ``exc``'s request for good (not for a failover)."""
+    if isinstance(exc, CrossSlotTransactionError | InvalidPipelineStack):
+        return True
+    return any(words in str(exc) for words in _NEVER_SERVED)
 
 
 def _raise(url: RedisURL, kind: type[Exception], message: str, exc: Exception) -> NoReturn:
