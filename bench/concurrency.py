@@ -51,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import cpu_seconds, pending, proc_kib
 from rich.console import Console
 from rich.table import Table
 
@@ -59,7 +60,6 @@ from hubbub._loader import load_hub
 
 WAIT = 0.05  # seconds each I/O task waits, and roughly what each CPU task computes
 BATCH = 5000  # calls per delay_many
-TICKS = os.sysconf("SC_CLK_TCK")
 LINE = len(b"%.6f %.6f\n" % (time.time(), time.time()))  # bytes per ledger line
 APP = textwrap.dedent("""
     import asyncio
@@ -181,15 +181,6 @@ class Scratch:
                 "PYTHONPATH": path, "BENCH_LEDGER": str(ledger)}
 
 
-def pending(hub: Hub) -> int:
-    async def read() -> int:
-        client = await hub.client()
-        stats = await client.transport.stats(["default"])
-        return sum(s.ready + s.leased + s.delayed for s in stats)
-
-    return hub.bridge.run(read())
-
-
 def fill(hub: Hub, task: str, n: int, arg: float | int) -> float:
     """Enqueue ``n`` calls in batches of ``BATCH``; the seconds it took."""
     started = time.perf_counter()
@@ -218,25 +209,6 @@ def descendants(root: int) -> list[int]:
         found.append(pid)
         todo.extend(parents.get(pid, []))
     return found
-
-
-def status_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def is_ours(pid: int) -> bool:
@@ -310,7 +282,7 @@ def drain(scratch: Scratch, pool: list[str], task: str, n: int, arg: float | int
                     seen.update(pids)
                 if now >= rss_at:
                     rss_at = now + 0.1
-                    rss = max(rss, sum(status_kib(p, "VmRSS") for p in pids) / 1024)
+                    rss = max(rss, sum(proc_kib(p, "VmRSS") for p in pids) / 1024)
                 if base is None and begun.exists():  # start-up is over: imports, children
                     pids = descendants(proc.pid)
                     base = {p: cpu_seconds(p) for p in pids}
@@ -326,8 +298,8 @@ def drain(scratch: Scratch, pool: list[str], task: str, n: int, arg: float | int
                 time.sleep(0.01)
             pids = descendants(proc.pid)
             seen.update(pids)
-            rss = max(rss, sum(status_kib(p, "VmRSS") for p in pids) / 1024)
-            hwm = sum(status_kib(p, "VmHWM") for p in pids) / 1024
+            rss = max(rss, sum(proc_kib(p, "VmRSS") for p in pids) / 1024)
+            hwm = sum(proc_kib(p, "VmHWM") for p in pids) / 1024
             base = base or {}
             used = {p: cpu_seconds(p) - base.get(p, 0.0) for p in pids}
             cpu_worker = used.pop(proc.pid, 0.0)

@@ -41,8 +41,10 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
+
+from _common import delete_prefix, in_turns
+from _common import pending as _pending
 
 HERE = Path(__file__).resolve().parent
 NEW = HERE.parent
@@ -81,15 +83,6 @@ def _hub(broker: str, folder: Path, key: str) -> object:
     from hubbub._loader import load_hub
 
     return load_hub("drainapp:hub")
-
-
-def _pending(hub: object) -> int:
-    async def read() -> int:
-        client = await hub.client()  # type: ignore[attr-defined]
-        stats = await client.transport.stats(["default"])
-        return sum(s.ready + s.leased + s.delayed for s in stats)
-
-    return int(hub.bridge.run(read()))  # type: ignore[attr-defined]
 
 
 def _fill(hub: object, task: str, n: int) -> None:
@@ -154,16 +147,6 @@ def _cold(hub: object, pool_kind: str, n: int, folder: Path) -> float:
         proc.wait(60)
 
 
-def _cleanup(broker: str, key: str) -> None:
-    import redis
-
-    with redis.Redis.from_url(REDIS) as client:
-        for pattern in (f"{key}:*", f"{{{key}:*"):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            for start in range(0, len(keys), 500):
-                client.unlink(*keys[start:start + 500])
-
-
 def one(pool_kind: str, broker: str, task: str, n: int, mode: str) -> None:
     """Drain ``n`` tasks once and print ``{"rate": tasks per second}``."""
     folder = Path(tempfile.mkdtemp(prefix="hubbub-drain-"))
@@ -177,7 +160,7 @@ def one(pool_kind: str, broker: str, task: str, n: int, mode: str) -> None:
                    else {"rate": _cold(hub, pool_kind, n, folder)})
     finally:
         hub.close()  # type: ignore[attr-defined]
-        _cleanup(broker, key)
+        delete_prefix(REDIS, key)
     print(json.dumps(figures))
 
 
@@ -227,17 +210,6 @@ def run_peer(script: str, n: int, env: dict[str, str], *args: str) -> float | No
         return None
     value: float = next(iter(json.loads(out.stdout.strip().splitlines()[-1]).values()))
     return value
-
-
-def in_turns(runs: int, *measures: Callable[[], float | None]) -> list[float | None]:
-    """The median of each measure over ``runs`` rounds, taken in turns."""
-    samples: list[list[float]] = [[] for _ in measures]
-    for _ in range(runs):
-        for sample, measure in zip(samples, measures, strict=True):
-            value = measure()
-            if value is not None:
-                sample.append(value)
-    return [statistics.median(s) if s else None for s in samples]
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -33,12 +33,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import cpu_seconds, delete_prefix, pending
+
 from hubbub import Hub
 from hubbub._loader import load_hub
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
-TICKS = os.sysconf("SC_CLK_TCK")
 APP = textwrap.dedent("""
     from hubbub import Hub
     hub = Hub()   # $HUBBUB_BROKER
@@ -82,31 +83,6 @@ class Scratch:
     def done(self, url: str) -> None:
         if "prefix=" in url:
             delete_prefix(self.redis_url, url.rpartition("prefix=")[2])
-
-
-def delete_prefix(redis_url: str, prefix: str) -> None:
-    """UNLINK ``<prefix>:...`` and ``{<prefix>:...`` (hash-tagged queue keys), only."""
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            for start in range(0, len(keys), 500):
-                client.unlink(*keys[start : start + 500])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def pending(hub: Hub) -> int:
-    async def read() -> int:
-        client = await hub.client()
-        stats = await client.transport.stats(["default"])
-        return sum(s.ready + s.leased + s.delayed for s in stats)
-
-    return hub.bridge.run(read())
 
 
 def one_run(scratch: Scratch, broker: str, tree: Path, rate: float, n: int,

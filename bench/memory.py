@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import proc_kib
+
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 APP = textwrap.dedent("""
@@ -37,16 +39,6 @@ APP = textwrap.dedent("""
 """)
 POOLS = {"async": [], "threads": [], "solo": [], "prefork": ["-c", "2"],
          "hybrid": ["-c", "2"], "gevent": []}
-
-
-def kib(pid: int, path: str, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def children(root: int) -> list[int]:
@@ -82,8 +74,8 @@ def one_run(folder: Path, tree: Path, pool: str, broker: str, settle: float,
         if proc.poll() is not None:
             raise RuntimeError(f"--pool {pool} worker exited with {proc.returncode}")
         pids = children(proc.pid)
-        rss = kib(proc.pid, "status", "VmRSS") / 1024
-        pss = sum(kib(p, "smaps_rollup", "Pss") for p in pids) / 1024
+        rss = proc_kib(proc.pid, "VmRSS") / 1024
+        pss = sum(proc_kib(p, "Pss", "smaps_rollup") for p in pids) / 1024
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

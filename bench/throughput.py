@@ -39,6 +39,8 @@ from pathlib import Path
 
 import extra_brokers
 import report
+from _common import delete_prefix, pending
+from _common import in_turns as alternating
 from rich.console import Console
 from rich.table import Table
 
@@ -117,18 +119,6 @@ class Scratch:
             delete_prefix(self.redis_url, url.rpartition("prefix=")[2])
 
 
-def delete_prefix(redis_url: str, prefix: str) -> None:
-    """UNLINK ``<prefix>:...`` and ``{<prefix>:...`` (hubbub's per-queue hash tags), only."""
-    import redis  # hubbub[redis]; only the redis rows need it
-
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    with redis.Redis.from_url(redis_url) as client:
-        for pattern in (f"{escaped}:*", f"{{{escaped}:*"):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            for start in range(0, len(keys), 500):
-                client.unlink(*keys[start : start + 500])
-
-
 def enqueue_single(scratch: Scratch, n: int) -> float:
     url = scratch.url()
     hub = scratch.hub(url)
@@ -157,15 +147,6 @@ def enqueue_bulk(scratch: Scratch, n: int) -> float:
     finally:
         hub.close()
         scratch.done(url)
-
-
-def pending(hub: Hub) -> int:
-    async def read() -> int:
-        client = await hub.client()
-        stats = await client.transport.stats(["default"])
-        return sum(s.ready + s.leased + s.delayed for s in stats)
-
-    return hub.bridge.run(read())
 
 
 def fill(hub: Hub, task: str, n: int) -> None:
@@ -275,18 +256,6 @@ def redis_peer(scratch: Scratch, script: str, *args: str) -> Callable[[], float 
             return None
 
     return measure
-
-
-def alternating(runs: int, *measures: Callable[[], float | None]) -> list[float | None]:
-    """The median of each measure over ``runs`` rounds, taken in turns (a, b, a, b, ...),
-    so that a disturbance from other work on the machine hits every side alike."""
-    samples: list[list[float]] = [[] for _ in measures]
-    for _ in range(runs):
-        for sample, measure in zip(samples, measures, strict=True):
-            value = measure()
-            if value is not None:
-                sample.append(value)
-    return [statistics.median(s) if s else None for s in samples]
 
 
 Row = tuple[str, str, float | None, float | None, str]

@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import delete_prefix
 from rich.console import Console
 from rich.table import Table
 
@@ -55,17 +56,6 @@ APP = textwrap.dedent("""
         return x + 1
 """)
 console = Console()
-
-
-def delete_prefix(redis_url: str, prefix: str) -> None:
-    import redis
-
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    with redis.Redis.from_url(redis_url) as client:
-        for pattern in (f"{escaped}:*", f"{{{escaped}:*"):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            for start in range(0, len(keys), 500):
-                client.unlink(*keys[start : start + 500])
 
 
 def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int]
