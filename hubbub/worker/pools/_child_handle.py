@@ -46,6 +46,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hubbub.context import report
 from hubbub.job import Crashed, Job, Outcome, Terminated, TimedOut
@@ -66,6 +67,11 @@ from hubbub.worker.pools._wire import (
     read_frame,
     resident_mib_of,
 )
+
+# The folder the worker's hubbub was imported from. A child starts as ``python -c``, which
+# looks in its working directory first, and imports hubbub before it takes the parent's
+# sys.path: from here, not from a folder called hubbub that happens to be where it started.
+_HUBBUB_ROOT = str(Path(__file__).resolve().parents[3])
 
 log = logging.getLogger("hubbub.worker")
 
@@ -194,7 +200,8 @@ class Child:
         parent_end, child_end = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", self.boot, str(child_end.fileno()),
+                sys.executable, "-c", f"import sys; sys.path.insert(0, {_HUBBUB_ROOT!r}); "
+                f"{self.boot}", str(child_end.fileno()),
                 pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
