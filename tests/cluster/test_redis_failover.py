@@ -107,8 +107,10 @@ def test_a_killed_master_fails_over_and_the_ledger_says_what_was_kept(
                        30,
                        "a replica promoted")
             promoted = site.ledger.write("promoted", str(master))
+            restarted = site.ledger.write("restarting", str(master))
             topology.restart(master)  # rejoins as a replica of the promoted one
             servers.wait(topology.healthy, 60, "the killed node back as a replica")
+            rejoined = site.ledger.write("rejoined", str(master))
             done = site.ledger.count("done")
             wait_until(lambda: site.ledger.count("done") >= done + 50, 60,
                        "50 more tasks done after the failover")
@@ -121,9 +123,17 @@ def test_a_killed_master_fails_over_and_the_ledger_says_what_was_kept(
         confirmed_at = {e.key: e.mono for e in report.of("submit")}
         if wait_replicas:
             assert not report.lost, f"confirmed with wait_replicas, lost: {report.lost}"
-        else:  # lost only inside the replication window before the kill
-            assert all(fault - WINDOW <= confirmed_at[k] <= fault for k in report.lost), (
-                report.lost)
+        else:
+            # Lost only what a replica may never have had: publishes confirmed in the
+            # replication window before the kill, or by the restarted node while it still
+            # took writes as an empty master, before Sentinel made it a replica (Redis's own
+            # split-brain window with asynchronous replication; wait_replicas closes both).
+            outside = {k: (round(confirmed_at[k] - fault, 3)) for k in report.lost
+                       if not (fault - WINDOW <= confirmed_at[k] <= fault
+                               or restarted <= confirmed_at[k] <= rejoined)}
+            assert not outside, (
+                f"lost outside both windows (s after the kill): {sorted(outside.items())[:20]}; "
+                f"restart at +{restarted - fault:.3f}s, rejoined at +{rejoined - fault:.3f}s")
         first_start = {k: report.first("start", k) for k in report.duplicated}
         late = {k for k, e in first_start.items() if e is None or e.mono > promoted + LEASE}
         assert not late, f"ran twice though started after the failover: {late}"
