@@ -89,7 +89,8 @@ async def test_queued_jobs_of_a_child_killed_mid_task_run_elsewhere_and_only_it_
         await asyncio.sleep(0)
         [child] = pool.children._active
         assert len(child.pending) == 4
-        await until(lambda: Path(f"{marker}.pid").exists(), "the first task started")
+        await until(lambda: Path(f"{marker}.pid").exists()  # created, then written: wait
+                    and Path(f"{marker}.pid").read_text().strip() != "", "the first task started")
         victim = int(Path(f"{marker}.pid").read_text())
         os.kill(victim, signal.SIGKILL)  # the child this test's pool started
         outcome = await asyncio.wait_for(running, 30)
@@ -120,7 +121,8 @@ async def test_a_queued_job_terminated_before_it_starts_is_skipped_without_a_kil
         await asyncio.sleep(0)
         [child] = pool.children._active
         assert [p.queued for p in child.pending.values()] == [False, True, True]
-        await until(lambda: Path(f"{marker}.pid").exists(), "the first task started")
+        await until(lambda: Path(f"{marker}.pid").exists()  # created, then written: wait
+                    and Path(f"{marker}.pid").read_text().strip() != "", "the first task started")
         cancelling = asyncio.ensure_future(pool.cancel(doomed.id, "revoked by a test"))
         await asyncio.sleep(0)  # the Cancel is written before the first task may end
         Path(f"{marker}.go").touch()

@@ -110,7 +110,8 @@ def test_a_running_task_revoked_with_terminate_stops_and_ends_revoked(
     marker = str(tmp_path / "long")
     with terminate_app(tmp_path) as app, running_worker(app, pool):
         running = getattr(app, task).delay(marker)
-        wait_until(lambda: running.state == State.STARTED and Path(marker + ".pid").exists(),
+        # the task creates its pid file, then writes it: wait for the pid, not the file
+        wait_until(lambda: running.state == State.STARTED and _pid_written(marker),
                    "the long task started")
         ran_in = int(Path(marker + ".pid").read_text())
         asked = time.monotonic()
@@ -372,3 +373,8 @@ def test_a_terminate_racing_the_end_of_a_job_gives_it_one_outcome_agreeing_with_
     finally:
         runner.call(instance.stop())
         runner.close()
+
+
+def _pid_written(marker: str) -> bool:
+    path = Path(marker + ".pid")
+    return path.exists() and path.read_text().strip() != ""
