@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hubbub import Hub
+from hubbub.control.registry import Registry
 from hubbub.events import WorkerOnline
 from hubbub.worker.lane import Lane
 from hubbub.worker.loop import WorkerLoop
@@ -75,6 +76,10 @@ def fleet(hub: Hub, specs: Mapping[str, Spec],
         # A worker subscribes to commands before it says it is online.
         wait_until(lambda: online >= workers.keys() or any(r.done() for r in result.runs.values()),
                    "workers online")
+        # A broadcast stops waiting once every worker in the registry answered: a worker not
+        # yet written there would be missed, so wait for the entries too.
+        wait_until(lambda: (names := registered(hub)) is None or names >= workers.keys()
+                   or any(r.done() for r in result.runs.values()), "workers registered")
         yield result
     finally:
         for worker in workers.values():
@@ -87,6 +92,22 @@ def fleet(hub: Hub, specs: Mapping[str, Spec],
         failed = [f"{n}: {r.exception()!r}" for n, r in result.runs.items()
                   if r.done() and not r.cancelled() and r.exception() is not None]
         assert not failed, failed
+
+
+def registered(hub: Hub) -> set[str] | None:
+    """The names in the hub's worker registry (None when the hub keeps no results)."""
+    results = hub.open_results()
+    if results is None:
+        return None
+
+    async def names() -> set[str]:
+        await results.connect()
+        try:
+            return {info.name for info in await Registry(results).workers()}
+        finally:
+            await results.close()
+
+    return hub.bridge.run(names())
 
 
 class Gate:
