@@ -32,6 +32,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -155,6 +156,50 @@ def aio_pika_rate(calls: int, in_flight: int) -> float:
     return asyncio.run(run())
 
 
+def pika_rate(calls: int, threads: int) -> float:
+    """The sync driver alone, the ceiling of hubbub's sync path on RabbitMQ: ``threads``
+    threads, each on a connection of its own, publishing persistent messages with confirms
+    to one durable priority queue."""
+    import pika
+
+    params = pika.URLParameters(AMQP)
+    name = f"bench-raw-{token()}"
+    with pika.BlockingConnection(params) as admin:
+        admin.channel().queue_declare(name, durable=True, arguments={"x-max-priority": 9})
+        share = calls // threads
+        ready = threading.Barrier(threads + 1)
+
+        def send() -> None:
+            with pika.BlockingConnection(params) as conn:
+                channel = conn.channel()
+                channel.confirm_delivery()
+                props = pika.BasicProperties(delivery_mode=2)
+                ready.wait()
+                for _ in range(share):
+                    channel.basic_publish("", name, b"x" * 300, props, mandatory=True)
+
+        workers = [threading.Thread(target=send) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        ready.wait()
+        started = time.perf_counter()
+        for w in workers:
+            w.join()
+        rate = share * threads / (time.perf_counter() - started)
+        admin.channel().queue_delete(name)
+    return rate
+
+
+def old_rate(tree: str, broker: str, folder: Path, calls: int, threads: int) -> float:
+    """``hubbub_rate`` of another checkout (``--old``), in a process of its own."""
+    code = (f"import sys; sys.path.append({tree + '/bench'!r}); from pathlib import Path; "
+            "from producers import hubbub_rate; "  # last: bench/types.py is not the stdlib's
+            f"print(hubbub_rate({broker!r}, Path({str(folder)!r}), {calls}, threads={threads}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": tree}, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     """``enqueue`` rate of ``bench/peers/<script>`` in the peers' venv; None without it."""
     if not PEERS_PYTHON.exists():
@@ -169,7 +214,8 @@ def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     return value
 
 
-def variants(broker: str, folder: Path, calls: int, threads: int) -> dict[str, Measure]:
+def variants(broker: str, folder: Path, calls: int, threads: int,
+             old: str | None = None) -> dict[str, Measure]:
     """The measurements of one broker, by row name."""
     rows: dict[str, Measure] = {}
     if broker in ("sqlite", "redis"):
@@ -190,8 +236,12 @@ def variants(broker: str, folder: Path, calls: int, threads: int) -> dict[str, M
         rows["amqp 1 thread: hubbub"] = lambda: hubbub_rate(broker, folder, single)
         rows[f"amqp {threads} threads: hubbub"] = lambda: hubbub_rate(
             broker, folder, calls, threads=threads)
+        if old is not None:
+            rows[f"amqp {threads} threads: hubbub --old"] = lambda: old_rate(
+                old, broker, folder, calls, threads)
         rows[f"amqp {threads} in flight: aio-pika alone"] = lambda: aio_pika_rate(
             calls, threads)
+        rows[f"amqp {threads} threads: pika alone"] = lambda: pika_rate(calls, threads)
     return rows
 
 
@@ -202,13 +252,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--old", metavar="TREE",
+                        help="another checkout of hubbub: its amqp rows, in turns with ours")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hubbub-producers-"))
     load_before = os.getloadavg()[0]
     figures: dict[str, list[float]] = {}
     missing: set[str] = set()
     for broker in options.brokers:
-        rows = variants(broker, folder, options.calls, options.threads)
+        rows = variants(broker, folder, options.calls, options.threads, options.old)
         names = list(rows)
         for run in range(options.runs):
             for name in names if run % 2 == 0 else reversed(names):

@@ -1,0 +1,205 @@
+"""RabbitMQ's direct path: ``delay()`` from sync code publishes on the caller's thread over
+pooled blocking connections with confirms, and what it sends reads exactly like what the
+loop's ``publish`` sends (headers, priority, delays), with the same errors.
+
+Run against the shared RabbitMQ on 127.0.0.1:5672 (a prefix per test); an unreachable
+broker skips locally and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from hubbub import Hub, TransportError, TransportUnavailable
+from hubbub.transports import Outgoing
+from hubbub.transports._amqp_topology import main_name
+from hubbub.transports.amqp import AMQPTransport
+from tests import brokers
+from tests.brokers import amqp as server
+from tests.faults.proxy import Proxy
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    brokers.require(server)
+    made = "t" + uuid.uuid4().hex[:10]
+    try:
+        yield made
+    finally:
+        asyncio.run(server.cleanup(server.make_url(Path(), made)))
+
+
+@pytest.fixture
+def hub(prefix: str) -> Iterator[Hub]:
+    h = Hub(server.make_url(Path(), prefix), results="none")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def transport(hub: Hub) -> AMQPTransport:
+    client = hub._connector.current()
+    assert client is not None
+    assert isinstance(client.transport, AMQPTransport)
+    return client.transport
+
+
+def fetch(hub: Hub, queue: str = "default", *, n: int = 1, wait: float = 5) -> list[Any]:
+    """Take (and ack) ``n`` deliveries from ``queue`` through the transport's loop."""
+
+    async def take() -> list[Any]:
+        t = await hub.client()
+        got: list[Any] = []
+        deadline = time.monotonic() + wait
+        while len(got) < n and time.monotonic() < deadline:
+            got += await t.transport.fetch([queue], limit=n - len(got), lease=30, wait=0.5)
+        await t.transport.ack(got)
+        return got
+
+    return hub.bridge.run(take())
+
+
+def test_a_connected_amqp_transport_has_a_sync_publisher(hub: Hub) -> None:
+    assert AMQPTransport(server.make_url(Path(), "unconnected")).sync_publisher() is None
+    hub.task(lambda: None, name="noop").delay()  # connects
+    assert transport(hub).sync_publisher() is not None
+
+
+def test_delay_does_not_wait_for_the_bridge_loop(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()  # connects and declares the queue through the bridge loop
+    release, blocked = threading.Event(), threading.Event()
+
+    async def block_the_loop() -> None:
+        blocked.set()
+        release.wait(30)  # holds the bridge thread: nothing else runs on its loop
+
+    held = asyncio.run_coroutine_threadsafe(block_the_loop(), hub.bridge.loop())
+    try:
+        assert blocked.wait(10)
+        sent = threading.Thread(target=noop.delay)
+        sent.start()
+        sent.join(10)
+        assert not sent.is_alive(), "delay() waited for the bridge loop"
+    finally:
+        release.set()
+        held.result(10)
+
+
+def test_sync_and_loop_publishes_carry_the_same_id_priority_and_headers(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()  # connects
+    fetch(hub)
+    t = transport(hub)
+    publisher = t.sync_publisher()
+    assert publisher is not None
+    publisher.publish([Outgoing("default", b"sync", "id-sync", priority=42)])
+    hub.bridge.run(t.publish([Outgoing("default", b"loop", "id-loop", priority=42)]))
+    got = {d.body: d for d in fetch(hub, n=2)}
+    sync, loop = got[b"sync"], got[b"loop"]
+    assert (sync.id, sync.priority, sync.attempts) == ("id-sync", 9, 1)
+    assert (loop.id, loop.priority, loop.attempts) == ("id-loop", 9, 1)
+    assert sync.headers == loop.headers
+
+
+def test_tasks_sent_from_many_threads_all_arrive_once(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        for _ in range(20):
+            ident = noop.delay().id
+            with lock:
+                sent.append(ident)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(sent) == 160
+    assert sorted(d.id for d in fetch(hub, n=160, wait=20)) == sorted(sent)
+
+
+def test_a_delayed_sync_send_waits_in_the_broker_until_its_eta(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+    fetch(hub)
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    eta = time.time() + 0.5
+    publisher.publish([Outgoing("later", b"x", "id-later", eta=eta)])
+    [d] = fetch(hub, "later", wait=10)
+    assert d.id == "id-later"
+    assert time.time() >= eta - 0.05  # the cascade holds it to a tenth of a second
+
+
+def test_a_batch_from_sync_code_is_published_whole(hub: Hub) -> None:
+    hub.task(lambda: None, name="noop").delay()
+    fetch(hub)
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    publisher.publish([Outgoing("default", b"%d" % i, f"id-{i}") for i in range(5)])
+    assert sorted(d.id for d in fetch(hub, n=5)) == [f"id-{i}" for i in range(5)]
+
+
+def test_a_queue_deleted_behind_the_transports_back_is_a_clear_error(hub: Hub,
+                                                                     prefix: str) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+
+    async def delete() -> None:
+        async with await aio_pika.connect(server.make_url(Path(), prefix)) as conn:
+            channel = await conn.channel()
+            await channel.queue_delete(main_name(prefix, "default"))
+
+    asyncio.run(delete())
+    with pytest.raises(TransportError, match="unroutable"):
+        noop.delay()
+
+
+def test_a_rabbitmq_that_goes_away_fails_a_sync_delay_and_the_pool_reconnects(
+        prefix: str) -> None:
+    brokers.require(server)
+    with Proxy(server.server()) as proxy:
+        hub = Hub(f"amqp://guest:guest@{proxy.address}/?prefix={prefix}&connect_timeout=1",
+                  results="none")
+        noop = hub.task(lambda: None, name="noop")
+        try:
+            noop.delay()
+            proxy.cut()
+            with pytest.raises(TransportUnavailable, match=r"RabbitMQ.*127\.0\.0\.1:\d+"):
+                noop.delay()
+            proxy.restore()
+            noop.delay()  # a new connection
+        finally:
+            hub.close()
+
+
+def test_a_rabbitmq_that_stops_answering_fails_a_sync_delay_within_its_timeout(
+        prefix: str) -> None:
+    brokers.require(server)
+    with Proxy(server.server()) as proxy:
+        hub = Hub(f"amqp://guest:guest@{proxy.address}/?prefix={prefix}&publish_timeout=1",
+                  results="none")
+        noop = hub.task(lambda: None, name="noop")
+        try:
+            noop.delay()
+            proxy.stall()
+            with pytest.raises(TransportUnavailable, match="within 1s"):
+                noop.delay()
+            proxy.restore()
+            noop.delay()
+        finally:
+            hub.close()
