@@ -13,10 +13,12 @@ and warm up):
   Peers: Huey (SqliteHuey; RedisHuey) and Dramatiq on Redis, from bench/.venv-peers
   (bench/setup_peers.sh installs it; without it the peer rows say so).
 - ``amqp``: one thread, and ``--threads`` threads (default 32) calling ``delay()`` at once,
-  with publisher confirms (every call returns once RabbitMQ confirmed its message).
-  RabbitMQ has no sync publisher: both go through the bridge loop, where the threads'
-  publishes are in flight together. "aio-pika alone" is the ceiling of that stack: the
-  driver publishing as many persistent messages at once on one loop, with confirms.
+  with publisher confirms (every call returns once RabbitMQ confirmed its message), on the
+  caller's thread over pooled py-amqp connections. ``--old TREE`` adds the same row for
+  another checkout (e.g. ``git worktree add /tmp/old <commit>``), run in turns with ours.
+  "aio-pika alone" is the driver publishing as many persistent messages at once on one
+  loop, with confirms (the old bridge path's ceiling); "py-amqp alone" is as many threads
+  each on a connection of its own, with confirms (the direct path's ceiling).
 
 Runs take the variants in turns (the order alternating), so other work on the machine
 disturbs them alike; the load average is printed under the table. Every measurement uses a
@@ -39,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hubbub import Hub
 
@@ -156,27 +159,29 @@ def aio_pika_rate(calls: int, in_flight: int) -> float:
     return asyncio.run(run())
 
 
-def pika_rate(calls: int, threads: int) -> float:
+def py_amqp_rate(calls: int, threads: int) -> float:
     """The sync driver alone, the ceiling of hubbub's sync path on RabbitMQ: ``threads``
-    threads, each on a connection of its own, publishing persistent messages with confirms
-    to one durable priority queue."""
-    import pika
+    threads, each on a connection of its own (py-amqp), publishing persistent messages with
+    confirms to one durable priority queue."""
+    import amqp
 
-    params = pika.URLParameters(AMQP)
+    parts = urlsplit(AMQP)
+    login = {"host": f"{parts.hostname}:{parts.port or 5672}", "userid": parts.username,
+             "password": parts.password}
     name = f"bench-raw-{token()}"
-    with pika.BlockingConnection(params) as admin:
-        admin.channel().queue_declare(name, durable=True, arguments={"x-max-priority": 9})
+    with amqp.Connection(**login) as admin:
+        admin.channel().queue_declare(name, durable=True, auto_delete=False,
+                                      arguments={"x-max-priority": 9})
         share = calls // threads
         ready = threading.Barrier(threads + 1)
 
         def send() -> None:
-            with pika.BlockingConnection(params) as conn:
+            with amqp.Connection(**login, confirm_publish=True) as conn:
                 channel = conn.channel()
-                channel.confirm_delivery()
-                props = pika.BasicProperties(delivery_mode=2)
                 ready.wait()
                 for _ in range(share):
-                    channel.basic_publish("", name, b"x" * 300, props, mandatory=True)
+                    channel.basic_publish(amqp.Message(b"x" * 300, delivery_mode=2), "", name,
+                                          mandatory=True)
 
         workers = [threading.Thread(target=send) for _ in range(threads)]
         for w in workers:
@@ -241,7 +246,7 @@ def variants(broker: str, folder: Path, calls: int, threads: int,
                 old, broker, folder, calls, threads)
         rows[f"amqp {threads} in flight: aio-pika alone"] = lambda: aio_pika_rate(
             calls, threads)
-        rows[f"amqp {threads} threads: pika alone"] = lambda: pika_rate(calls, threads)
+        rows[f"amqp {threads} threads: py-amqp alone"] = lambda: py_amqp_rate(calls, threads)
     return rows
 
 

@@ -1,6 +1,7 @@
 """The RabbitMQ transport's publisher for plain threads: ``delay()`` sends on the caller's
-thread, over a pool of blocking ``pika`` connections (one per thread at a time), each with
-publisher confirms, and returns once RabbitMQ confirmed the message.
+thread, over a pool of blocking connections of ``amqp`` (py-amqp, Celery's client; one per
+thread at a time), each with publisher confirms, and returns once RabbitMQ confirmed the
+message.
 
 Why not the event loop: a sync call handed to the transport's loop pays a thread hop and a
 task per message, and the loop thread fights the callers for the GIL on every socket call;
@@ -24,15 +25,14 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 try:
-    import pika  # type: ignore[import-untyped]
-    from pika import exceptions as px  # type: ignore[import-untyped]
+    import amqp  # type: ignore[import-untyped]
 except ImportError:  # installed with an older amqp extra: sync sends go through the loop
-    HAVE_PIKA = False
+    HAVE_CLIENT = False
 else:
-    HAVE_PIKA = True
+    HAVE_CLIENT = True
 
 from hubbub._redact import redact
 from hubbub._text import cap
@@ -53,29 +53,32 @@ if TYPE_CHECKING:
     from hubbub.transports.amqp import AMQPTransport
 
 MAX_CONNECTIONS = 64  # threads past this many wait for a connection to come back
-STALE = 1.0  # seconds idle after which a pooled connection is checked before use
+STALE = 1.0  # seconds idle after which a pooled connection is looked at before use
+NO_ROUTE = 312  # the reply code of a mandatory message that no queue took
 _PERSISTENT = 2
+# What the client raises when the connection or the socket fails.
+_LOST = (OSError, EOFError)
 
 
-def parameters(url: str, *, connect_timeout: float,
-               publish_timeout: float) -> pika.ConnectionParameters:
-    """pika's parameters for one broker URL of the transport (hubbub's options removed)."""
+def options(url: str, *, connect_timeout: float) -> dict[str, Any]:
+    """``amqp.Connection``'s keywords for one broker URL of the transport (hubbub's options
+    removed; others, such as ``heartbeat``, are the async driver's and ignored here)."""
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
     tls = parts.scheme == "amqps"
-    heartbeat = query.get("heartbeat")
-    wait = max(0.5, min(connect_timeout, 5.0))
-    return pika.ConnectionParameters(
-        host=parts.hostname, port=parts.port or (5671 if tls else 5672),
-        virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
-        credentials=pika.PlainCredentials(unquote(parts.username or "guest"),
-                                          unquote(parts.password or "guest")),
-        ssl_options=pika.SSLOptions(ssl.create_default_context(), parts.hostname)
-        if tls else None,
-        heartbeat=None if heartbeat is None else int(float(heartbeat)),
-        connection_attempts=1, socket_timeout=wait, stack_timeout=wait,
-        blocked_connection_timeout=publish_timeout,
-        client_properties={"connection_name": f"hubbub producer {os.getpid()}"})
+    return {
+        "host": f"{parts.hostname}:{parts.port or (5671 if tls else 5672)}",
+        "userid": unquote(parts.username or "guest"),
+        "password": unquote(parts.password or "guest"),
+        "virtual_host": unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+        "ssl": {"context": ssl.create_default_context(), "server_hostname": parts.hostname}
+        if tls else False,
+        "connect_timeout": max(0.5, min(connect_timeout, 5.0)),
+        # No heartbeats: nothing answers them while a connection sits in the pool; one the
+        # broker closed meanwhile is found when it is next taken (``alive``).
+        "heartbeat": 0,
+        "confirm_publish": True,
+        "client_properties": {"connection_name": f"hubbub producer {os.getpid()}"},
+    }
 
 
 class _Conn:
@@ -83,45 +86,40 @@ class _Conn:
 
     __slots__ = ("channel", "conn", "used_at", "where")
 
-    def __init__(self, conn: pika.BlockingConnection, where: str) -> None:
+    def __init__(self, conn: Any, where: str) -> None:
         self.conn, self.where = conn, where
         try:
+            conn.connect()
             self.channel = conn.channel()
-            self.channel.confirm_delivery()
         except BaseException:
-            self.close()
+            self.abort()
             raise
         self.used_at = time.monotonic()
 
     def alive(self) -> bool:
         """Open, as far as a look at its socket tells (the broker may have closed it while
-        it sat in the pool: a restart, missed heartbeats)."""
+        it sat in the pool: a restart, an operator)."""
         if time.monotonic() - self.used_at > STALE:
             try:
-                self.conn.process_data_events(0)
-            except (px.AMQPError, OSError):
+                self.conn.drain_events(timeout=0)
+            except TimeoutError:
+                pass  # nothing to read: open
+            except (amqp.exceptions.AMQPError, *_LOST):
                 return False
-        return bool(self.conn.is_open and self.channel.is_open)
+        return bool(self.conn.connected and self.channel.is_open)
 
-    def abort(self, reason: str) -> None:
-        """Close the socket now, without the closing handshake a silent broker never ends.
-
-        pika has no public abort: its own ``_terminate_stream`` is what a lost heartbeat
-        calls (pika 1.x)."""
-        impl = self.conn._impl
-        if not self.conn.is_closed and not impl.is_closing:
-            impl._terminate_stream(px.StreamLostError(reason))
+    def abort(self) -> None:
+        """Close the socket now, without the closing handshake a silent broker never ends."""
+        with contextlib.suppress(Exception):
+            self.conn.collect()
 
     def close(self) -> None:
         """Close politely within a second, else abort."""
-        if self.conn.is_closed:
-            return
-        timer = self.conn._impl._adapter_call_later(1.0, lambda: self.abort("closing"))
         try:
-            with contextlib.suppress(px.AMQPError, OSError):
+            with self.conn.transport.having_timeout(1.0):
                 self.conn.close()
-        finally:
-            self.conn._impl._adapter_remove_timeout(timer)
+        except Exception:  # a connection being thrown away
+            self.abort()
 
 
 class AMQPSyncPublisher(SyncPublisher):
@@ -134,11 +132,9 @@ class AMQPSyncPublisher(SyncPublisher):
 
     def __init__(self, transport: AMQPTransport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._loop = transport, loop
-        link = transport._link
-        self._urls = list(link.urls)
-        self._params = [parameters(u, connect_timeout=transport.connect_timeout,
-                                   publish_timeout=transport.publish_timeout)
-                        for u in self._urls]
+        self._urls = list(transport._link.urls)
+        self._options = [options(u, connect_timeout=transport.connect_timeout)
+                         for u in self._urls]
         self._next = 0
         self._idle: collections.deque[_Conn] = collections.deque()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -165,10 +161,10 @@ class AMQPSyncPublisher(SyncPublisher):
             exchange, route = delay_route(transport.prefix, item.queue, units, at)
             headers.update(route)
             key = ""
-        props = pika.BasicProperties(
-            message_id=short_id(item.id), delivery_mode=_PERSISTENT,
-            priority=min(max(item.priority, 0), MAX_PRIORITY), headers=headers)
-        self._send(exchange, key, item.body, props)
+        message = amqp.Message(item.body, delivery_mode=_PERSISTENT, message_id=short_id(item.id),
+                               priority=min(max(item.priority, 0), MAX_PRIORITY),
+                               application_headers=headers)
+        self._send(exchange, key, message)
 
     def _on_loop(self, coro: Any) -> None:
         """Run ``coro`` on the transport's loop and wait for it."""
@@ -181,51 +177,46 @@ class AMQPSyncPublisher(SyncPublisher):
             raise RuntimeError("a sync hubbub call was made on the transport's own loop")
         asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def _send(self, exchange: str, key: str, body: bytes, props: Any) -> None:
+    def _send(self, exchange: str, key: str, message: Any) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
             self._idle, self._pid = collections.deque(), os.getpid()
             self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        timeout = self._transport.publish_timeout
         with self._slots:
             c = self._take()
-            late = False
-
-            def expire() -> None:
-                nonlocal late
-                late = True
-                c.abort("no confirm in time")
-
-            timer = c.conn._impl._adapter_call_later(self._transport.publish_timeout, expire)
             try:
-                c.channel.basic_publish(exchange, key, body, props, mandatory=True)
+                c.channel.basic_publish(message, exchange, key, mandatory=True,
+                                        timeout=timeout, confirm_timeout=timeout)
             except BaseException as exc:
-                self._drop(c)
-                if late:
-                    raise TransportUnavailable(
-                        f"RabbitMQ at {c.where} did not confirm a publish within "
-                        f"{self._transport.publish_timeout:g}s; is it reachable, and free of "
-                        "memory or disk alarms?") from exc
-                translated = self._translate(exc, c.where)
+                # Whatever failed, the channel may still owe a confirm: never reuse it.
+                c.abort()
+                translated = self._translate(exc, c.where, timeout)
                 if translated is exc:
                     raise
                 raise translated from exc
-            c.conn._impl._adapter_remove_timeout(timer)
             c.used_at = time.monotonic()
             if self._closed or self._pid != os.getpid():
-                self._drop(c)
+                c.close()
             else:
                 self._idle.append(c)
 
     @staticmethod
-    def _translate(exc: BaseException, where: str) -> BaseException:
-        if isinstance(exc, px.UnroutableError):
+    def _translate(exc: BaseException, where: str, timeout: float) -> BaseException:
+        errors = amqp.exceptions
+        if isinstance(exc, TimeoutError) or (  # the confirm's wait; the write's
+                isinstance(exc, errors.RecoverableConnectionError) and "timed out" in str(exc)):
+            return TransportUnavailable(
+                f"RabbitMQ at {where} did not confirm a publish within {timeout:g}s; is it "
+                "reachable, and free of memory or disk alarms?")
+        if isinstance(exc, errors.ChannelError) and exc.reply_code == NO_ROUTE:
             return TransportError(f"RabbitMQ at {where} returned a message as unroutable; was "
                                   "its queue deleted while this process ran?")
-        if isinstance(exc, px.NackError):
+        if isinstance(exc, errors.MessageNacked):
             return TransportUnavailable(f"RabbitMQ at {where} refused (nack) a message; "
                                         "retrying on a new connection")
-        if isinstance(exc, px.ChannelClosedByBroker):
+        if isinstance(exc, errors.ChannelError):
             return TransportError(f"RabbitMQ at {where}: {redact(str(exc))}")
-        if isinstance(exc, (px.AMQPError, OSError)):
+        if isinstance(exc, (errors.AMQPError, *_LOST)):
             return TransportUnavailable(f"RabbitMQ at {where}: "
                                         f"{redact(str(exc)) or type(exc).__name__}")
         return exc
@@ -239,7 +230,7 @@ class AMQPSyncPublisher(SyncPublisher):
                 return self._open()
             if c.alive():
                 return c
-            self._drop(c)
+            c.abort()
 
     def _open(self) -> _Conn:
         """A new connection, trying the URLs in turn with backoff for ``connect_timeout``."""
@@ -249,8 +240,8 @@ class AMQPSyncPublisher(SyncPublisher):
             index = self._next % len(self._urls)
             where = redact(self._urls[index])
             try:
-                return _Conn(pika.BlockingConnection(self._params[index]), where)
-            except (px.AMQPError, OSError) as exc:
+                return _Conn(amqp.Connection(**self._options[index]), where)
+            except (amqp.exceptions.AMQPError, *_LOST) as exc:
                 failures.append(f"{where}: {redact(str(exc)) or type(exc).__name__}")
                 self._next += 1
             if self._next % len(self._urls) == 0:  # a full round failed: back off
@@ -261,15 +252,10 @@ class AMQPSyncPublisher(SyncPublisher):
                 time.sleep(pause)  # backoff between rounds of connection attempts
                 pause = min(pause * 2, 2.0)
 
-    @staticmethod
-    def _drop(c: _Conn) -> None:
-        with contextlib.suppress(Exception):  # a connection being thrown away
-            c.close()
-
     def close(self) -> None:
         """Close the pooled connections; those in use close when handed back."""
         self._closed = True
         if self._pid != os.getpid():
             return
         while self._idle:
-            self._drop(self._idle.pop())
+            self._idle.pop().close()

@@ -29,7 +29,7 @@ from hubbub.errors import ConfigurationError, HubbubError, MessageRejectedByBrok
 from hubbub.transports._amqp_dead import DeadQueues
 from hubbub.transports._amqp_link import UNAVAILABLE, Link, confirm
 from hubbub.transports._amqp_queues import Queues
-from hubbub.transports._amqp_sync import HAVE_PIKA, AMQPSyncPublisher
+from hubbub.transports._amqp_sync import HAVE_CLIENT, AMQPSyncPublisher
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_DIED,
@@ -211,9 +211,9 @@ class AMQPTransport(Transport):
                 await self._queues.prepare(item.queue, item.eta is not None)
 
     def sync_publisher(self) -> SyncPublisher | None:
-        """Publishes on the calling thread over pooled blocking connections (``pika``, in the
-        ``amqp`` extra); None before ``connect()`` and without pika."""
-        if self._sync is None and self._loop is not None and HAVE_PIKA:
+        """Publishes on the calling thread over pooled blocking connections (py-amqp, in the
+        ``amqp`` extra); None before ``connect()`` and without py-amqp."""
+        if self._sync is None and self._loop is not None and HAVE_CLIENT:
             self._sync = AMQPSyncPublisher(self, self._loop)
         return self._sync
 
