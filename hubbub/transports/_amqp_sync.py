@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 import ssl
 import threading
@@ -56,11 +57,16 @@ MAX_CONNECTIONS = 64  # threads past this many wait for a connection to come bac
 STALE = 1.0  # seconds idle after which a pooled connection is looked at before use
 NO_ROUTE = 312  # the reply code of a mandatory message that no queue took
 _PERSISTENT = 2
+# Not "connection.blocked": py-amqp reads the socket before every publish for its notice (two
+# mode switches and a recv). A blocked connection shows as a confirm that does not come in
+# publish_timeout, and the error names memory and disk alarms.
+_CAPABILITIES = {"consumer_cancel_notify": True, "authentication_failure_close": True,
+                 "connection.blocked": False}
 # What the client raises when the connection or the socket fails.
 _LOST = (OSError, EOFError)
 
 
-def options(url: str, *, connect_timeout: float) -> dict[str, Any]:
+def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict[str, Any]:
     """``amqp.Connection``'s keywords for one broker URL of the transport (hubbub's options
     removed; others, such as ``heartbeat``, are the async driver's and ignored here)."""
     parts = urlsplit(url)
@@ -73,6 +79,11 @@ def options(url: str, *, connect_timeout: float) -> dict[str, Any]:
         "ssl": {"context": ssl.create_default_context(), "server_hostname": parts.hostname}
         if tls else False,
         "connect_timeout": max(0.5, min(connect_timeout, 5.0)),
+        # The kernel's timeouts (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket bound a
+        # publish and its confirm: a Python-level timeout would poll before every recv and
+        # switch the socket's mode (a syscall, and a GIL hand-over, each) twice per wait.
+        "read_timeout": publish_timeout,
+        "write_timeout": publish_timeout,
         # No heartbeats: nothing answers them while a connection sits in the pool; one the
         # broker closed meanwhile is found when it is next taken (``alive``).
         "heartbeat": 0,
@@ -88,6 +99,7 @@ class _Conn:
 
     def __init__(self, conn: Any, where: str) -> None:
         self.conn, self.where = conn, where
+        conn.negotiate_capabilities = _CAPABILITIES
         try:
             conn.connect()
             self.channel = conn.channel()
@@ -133,8 +145,8 @@ class AMQPSyncPublisher(SyncPublisher):
     def __init__(self, transport: AMQPTransport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._loop = transport, loop
         self._urls = list(transport._link.urls)
-        self._options = [options(u, connect_timeout=transport.connect_timeout)
-                         for u in self._urls]
+        self._options = [options(u, connect_timeout=transport.connect_timeout,
+                                 publish_timeout=transport.publish_timeout) for u in self._urls]
         self._next = 0
         self._idle: collections.deque[_Conn] = collections.deque()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -185,8 +197,7 @@ class AMQPSyncPublisher(SyncPublisher):
         with self._slots:
             c = self._take()
             try:
-                c.channel.basic_publish(message, exchange, key, mandatory=True,
-                                        timeout=timeout, confirm_timeout=timeout)
+                c.channel.basic_publish(message, exchange, key, mandatory=True)
             except BaseException as exc:
                 # Whatever failed, the channel may still owe a confirm: never reuse it.
                 c.abort()
@@ -204,7 +215,7 @@ class AMQPSyncPublisher(SyncPublisher):
     def _translate(exc: BaseException, where: str, timeout: float) -> BaseException:
         errors = amqp.exceptions
         if isinstance(exc, TimeoutError) or (  # the confirm's wait; the write's
-                isinstance(exc, errors.RecoverableConnectionError) and "timed out" in str(exc)):
+                isinstance(exc, OSError) and exc.errno == errno.EAGAIN):
             return TransportUnavailable(
                 f"RabbitMQ at {where} did not confirm a publish within {timeout:g}s; is it "
                 "reachable, and free of memory or disk alarms?")
