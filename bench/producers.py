@@ -18,7 +18,8 @@ and warm up):
   another checkout (e.g. ``git worktree add /tmp/old <commit>``), run in turns with ours.
   "aio-pika alone" is the driver publishing as many persistent messages at once on one
   loop, with confirms (the old bridge path's ceiling); "py-amqp alone" is as many threads
-  each on a connection of its own, with confirms (the direct path's ceiling).
+  each on a connection of its own, with confirms (the direct path's ceiling). Celery
+  (bench/peers/celery_amqp.py) sends one by one without publisher confirms.
 
 Runs take the variants in turns (the order alternating), so other work on the machine
 disturbs them alike; the load average is printed under the table. Every measurement uses a
@@ -247,6 +248,8 @@ def variants(broker: str, folder: Path, calls: int, threads: int,
         rows[f"amqp {threads} in flight: aio-pika alone"] = lambda: aio_pika_rate(
             calls, threads)
         rows[f"amqp {threads} threads: py-amqp alone"] = lambda: py_amqp_rate(calls, threads)
+        rows["amqp 1 thread: Celery, no confirms"] = lambda: peer(
+            "celery_amqp.py", single, {"BENCH_AMQP": AMQP, "BENCH_QUEUE": f"celery-{token()}"})
     return rows
 
 

@@ -125,10 +125,13 @@ class _Conn:
         with contextlib.suppress(Exception):
             self.conn.collect()
 
-    def close(self) -> None:
-        """Close politely within a second, else abort."""
+    def close(self, within: float = 1.0) -> None:
+        """Close politely within ``within`` seconds, else abort."""
+        if within <= 0:
+            self.abort()
+            return
         try:
-            with self.conn.transport.having_timeout(1.0):
+            with self.conn.transport.having_timeout(within):
                 self.conn.close()
         except Exception:  # a connection being thrown away
             self.abort()
@@ -268,5 +271,6 @@ class AMQPSyncPublisher(SyncPublisher):
         self._closed = True
         if self._pid != os.getpid():
             return
+        deadline = time.monotonic() + 1.0  # a silent broker: one second for them all
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop().close(deadline - time.monotonic())

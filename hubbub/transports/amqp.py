@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,6 +135,7 @@ class AMQPTransport(Transport):
         self._arrived = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by connect()
         self._sync: AMQPSyncPublisher | None = None
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AMQPTransport({self.url!r})"
@@ -214,7 +216,9 @@ class AMQPTransport(Transport):
         """Publishes on the calling thread over pooled blocking connections (py-amqp, in the
         ``amqp`` extra); None before ``connect()`` and without py-amqp."""
         if self._sync is None and self._loop is not None and HAVE_CLIENT:
-            self._sync = AMQPSyncPublisher(self, self._loop)
+            with self._sync_lock:  # callers' threads: one pool, not one per racing thread
+                if self._sync is None:
+                    self._sync = AMQPSyncPublisher(self, self._loop)
         return self._sync
 
     # -- consuming -----------------------------------------------------------------------
