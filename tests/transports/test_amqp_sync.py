@@ -9,6 +9,7 @@ broker skips locally and fails under CI=true.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 import time
 import uuid
@@ -203,3 +204,21 @@ def test_a_rabbitmq_that_stops_answering_fails_a_sync_delay_within_its_timeout(
             noop.delay()
         finally:
             hub.close()
+
+
+def test_a_forked_child_publishes_on_connections_of_its_own(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    before = noop.delay().id  # the parent's pool holds a connection when it forks
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+
+    def child() -> None:
+        out.put(noop.delay().id)  # through the inherited hub
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    child_id = out.get(timeout=10)
+    after = noop.delay().id  # the parent's connections still work
+    assert sorted(d.id for d in fetch(hub, n=3)) == sorted([before, child_id, after])
