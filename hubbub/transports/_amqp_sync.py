@@ -36,7 +36,6 @@ else:
     HAVE_CLIENT = True
 
 from hubbub._redact import redact
-from hubbub._text import cap
 from hubbub.errors import TransportError, TransportUnavailable
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
@@ -47,7 +46,7 @@ from hubbub.transports._amqp_topology import (
     main_name,
     short_id,
 )
-from hubbub.transports._safe import MAX_HEADER, due_at
+from hubbub.transports._safe import due_at
 from hubbub.transports.base import Outgoing, SyncPublisher
 
 if TYPE_CHECKING:
@@ -169,7 +168,7 @@ class AMQPSyncPublisher(SyncPublisher):
         now = transport.clock.time()
         at = due_at(item.eta, now)
         units = delay_units(at, now)
-        headers: dict[str, Any] = {H_QUEUE: cap(item.queue, MAX_HEADER), H_ATTEMPTS: 0}
+        headers: dict[str, Any] = {H_QUEUE: item.queue, H_ATTEMPTS: 0}  # as build_message
         if at is None or units <= 0:
             exchange, key = "", main_name(transport.prefix, item.queue)
         else:
