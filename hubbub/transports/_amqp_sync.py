@@ -21,12 +21,11 @@ import collections
 import contextlib
 import errno
 import os
-import ssl
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 try:
     import amqp  # type: ignore[import-untyped]
@@ -65,6 +64,17 @@ _CAPABILITIES = {"consumer_cancel_notify": True, "authentication_failure_close":
 _LOST = (OSError, EOFError)
 
 
+_TLS_OPTIONS = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
+
+
+def direct(url: str) -> bool:
+    """Whether this publisher can connect as the async driver does: not with TLS options
+    in the URL (client certificates, own CAs), which stay with the loop's connection."""
+    parts = urlsplit(url)
+    return parts.scheme == "amqp" or not any(
+        k in _TLS_OPTIONS for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+
+
 def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict[str, Any]:
     """``amqp.Connection``'s keywords for one broker URL of the transport (hubbub's options
     removed; others, such as ``heartbeat``, are the async driver's and ignored here)."""
@@ -75,7 +85,8 @@ def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict
         "userid": unquote(parts.username or "guest"),
         "password": unquote(parts.password or "guest"),
         "virtual_host": unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
-        "ssl": {"context": ssl.create_default_context(), "server_hostname": parts.hostname}
+        # A default context (certificates and host name verified), as aiormq's.
+        "ssl": {"context": {"check_hostname": True}, "server_hostname": parts.hostname}
         if tls else False,
         "connect_timeout": max(0.5, min(connect_timeout, 5.0)),
         # The kernel's timeouts (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket bound a

@@ -30,7 +30,7 @@ from hubbub.errors import ConfigurationError, HubbubError, MessageRejectedByBrok
 from hubbub.transports._amqp_dead import DeadQueues
 from hubbub.transports._amqp_link import UNAVAILABLE, Link, confirm
 from hubbub.transports._amqp_queues import Queues
-from hubbub.transports._amqp_sync import HAVE_CLIENT, AMQPSyncPublisher
+from hubbub.transports._amqp_sync import HAVE_CLIENT, AMQPSyncPublisher, direct
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_DIED,
@@ -136,6 +136,7 @@ class AMQPTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None  # set by connect()
         self._sync: AMQPSyncPublisher | None = None
         self._sync_lock = threading.Lock()
+        self._direct = HAVE_CLIENT and all(direct(u) for u in urls)
 
     def __repr__(self) -> str:
         return f"AMQPTransport({self.url!r})"
@@ -214,8 +215,9 @@ class AMQPTransport(Transport):
 
     def sync_publisher(self) -> SyncPublisher | None:
         """Publishes on the calling thread over pooled blocking connections (py-amqp, in the
-        ``amqp`` extra); None before ``connect()`` and without py-amqp."""
-        if self._sync is None and self._loop is not None and HAVE_CLIENT:
+        ``amqp`` extra); None before ``connect()``, without py-amqp, and with TLS options in
+        the URL."""
+        if self._sync is None and self._loop is not None and self._direct:
             with self._sync_lock:  # callers' threads: one pool, not one per racing thread
                 if self._sync is None:
                     self._sync = AMQPSyncPublisher(self, self._loop)

@@ -22,6 +22,7 @@ import pytest
 
 from hubbub import Hub, TransportError, TransportUnavailable
 from hubbub.transports import Outgoing
+from hubbub.transports._amqp_sync import direct, options
 from hubbub.transports._amqp_topology import main_name
 from hubbub.transports.amqp import AMQPTransport
 from tests import brokers
@@ -222,3 +223,14 @@ def test_a_forked_child_publishes_on_connections_of_its_own(hub: Hub) -> None:
     child_id = out.get(timeout=10)
     after = noop.delay().id  # the parent's connections still work
     assert sorted(d.id for d in fetch(hub, n=3)) == sorted([before, child_id, after])
+
+
+def test_tls_options_in_the_url_keep_sync_sends_on_the_loops_connection() -> None:
+    assert direct("amqp://guest:guest@127.0.0.1:5672/")
+    assert direct("amqps://guest:guest@broker.example:5671/")
+    assert not direct("amqps://u:p@broker.example:5671/?cafile=/etc/ca.pem")
+    assert not direct("amqps://u:p@broker.example:5671/?certfile=c.pem&keyfile=k.pem")
+    tls = options("amqps://u:p@broker.example/vh", connect_timeout=10, publish_timeout=30)
+    assert tls["ssl"] == {"context": {"check_hostname": True},
+                          "server_hostname": "broker.example"}
+    assert (tls["host"], tls["virtual_host"]) == ("broker.example:5671", "vh")
