@@ -161,6 +161,7 @@ class AMQPSyncPublisher(SyncPublisher):
         self._options = [options(u, connect_timeout=transport.connect_timeout,
                                  publish_timeout=transport.publish_timeout) for u in self._urls]
         self._next = 0
+        self._names: dict[str, str] = {}  # queue -> its AMQP queue, for names checked
         self._idle: collections.deque[_Conn] = collections.deque()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._pid = os.getpid()
@@ -173,19 +174,23 @@ class AMQPSyncPublisher(SyncPublisher):
                 self._on_loop(transport.publish(items))
             return
         [item] = items
-        transport.check(items)
-        if not transport._queues.ready(item.queue, item.eta is not None):
+        queue = item.queue
+        key = self._names.get(queue) if type(queue) is str else None
+        if key is None or (transport.quorum and item.priority > 0):
+            transport.check(items)  # the name depends on nothing else: checked once
+            key = self._names[queue] = main_name(transport.prefix, queue)
+        if not transport._queues.ready(queue, item.eta is not None):
             self._on_loop(transport.prepare(item))
-        now = transport.clock.time()
-        at = due_at(item.eta, now)
-        units = delay_units(at, now)
-        headers: dict[str, Any] = {H_QUEUE: item.queue, H_ATTEMPTS: 0}  # as build_message
-        if at is None or units <= 0:
-            exchange, key = "", main_name(transport.prefix, item.queue)
-        else:
-            exchange, route = delay_route(transport.prefix, item.queue, units, at)
-            headers.update(route)
-            key = ""
+        headers: dict[str, Any] = {H_QUEUE: queue, H_ATTEMPTS: 0}  # as build_message
+        exchange = ""
+        if item.eta is not None:
+            now = transport.clock.time()
+            at = due_at(item.eta, now)
+            units = delay_units(at, now)
+            if at is not None and units > 0:
+                exchange, route = delay_route(transport.prefix, queue, units, at)
+                headers.update(route)
+                key = ""
         message = amqp.Message(item.body, delivery_mode=_PERSISTENT, message_id=short_id(item.id),
                                priority=min(max(item.priority, 0), MAX_PRIORITY),
                                application_headers=headers)

@@ -21,6 +21,7 @@ import aio_pika
 import pytest
 
 from hubbub import Hub, TransportError, TransportUnavailable
+from hubbub.errors import MessageRejectedByBroker
 from hubbub.transports import Outgoing
 from hubbub.transports._amqp_sync import direct, options
 from hubbub.transports._amqp_topology import main_name
@@ -234,3 +235,12 @@ def test_tls_options_in_the_url_keep_sync_sends_on_the_loops_connection() -> Non
     assert tls["ssl"] == {"context": {"check_hostname": True},
                           "server_hostname": "broker.example"}
     assert (tls["host"], tls["virtual_host"]) == ("broker.example:5671", "vh")
+
+
+def test_a_queue_name_amqp_cannot_hold_is_refused_before_anything_is_sent(hub: Hub) -> None:
+    hub.task(lambda: None, name="noop").delay()
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    for _ in range(2):  # the second time too: a refused name is not remembered as good
+        with pytest.raises(MessageRejectedByBroker, match="does not suit AMQP"):
+            publisher.publish([Outgoing("no spaces allowed", b"x", "id-bad")])
