@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 MAX_CONNECTIONS = 64  # threads past this many wait for a connection to come back
 STALE = 1.0  # seconds idle after which a pooled connection is looked at before use
+# Seconds idle after which a pooled connection is not trusted at all: with no heartbeats, a
+# connection a firewall or NAT dropped in silence would look open until a publish timed out.
+RETIRE = 30.0
 NO_ROUTE = 312  # the reply code of a mandatory message that no queue took
 _PERSISTENT = 2
 # Not "connection.blocked": py-amqp reads the socket before every publish for its notice (two
@@ -95,7 +98,8 @@ def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict
         "read_timeout": publish_timeout,
         "write_timeout": publish_timeout,
         # No heartbeats: nothing answers them while a connection sits in the pool; one the
-        # broker closed meanwhile is found when it is next taken (``alive``).
+        # broker closed meanwhile is found when it is next taken, and one idle for long is
+        # replaced (``alive``).
         "heartbeat": 0,
         "confirm_publish": True,
         "client_properties": {"connection_name": f"hubbub producer {os.getpid()}"},
@@ -120,8 +124,12 @@ class _Conn:
 
     def alive(self) -> bool:
         """Open, as far as a look at its socket tells (the broker may have closed it while
-        it sat in the pool: a restart, an operator)."""
-        if time.monotonic() - self.used_at > STALE:
+        it sat in the pool: a restart, an operator), and not idle long enough to have been
+        dropped in silence."""
+        idle = time.monotonic() - self.used_at
+        if idle > RETIRE:
+            return False
+        if idle > STALE:
             try:
                 self.conn.drain_events(timeout=0)
             except TimeoutError:
@@ -259,7 +267,7 @@ class AMQPSyncPublisher(SyncPublisher):
                 return self._open()
             if c.alive():
                 return c
-            c.abort()
+            c.close(0.2)  # politely if it answers at once (a retired one), else aborted
 
     def _open(self) -> _Conn:
         """A new connection, trying the URLs in turn with backoff for ``connect_timeout``."""

@@ -244,3 +244,23 @@ def test_a_queue_name_amqp_cannot_hold_is_refused_before_anything_is_sent(hub: H
     for _ in range(2):  # the second time too: a refused name is not remembered as good
         with pytest.raises(MessageRejectedByBroker, match="does not suit AMQP"):
             publisher.publish([Outgoing("no spaces allowed", b"x", "id-bad")])
+
+
+def test_a_pooled_connection_idle_past_its_retirement_is_replaced(
+        hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubbub.transports import _amqp_sync
+
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+    publisher = transport(hub).sync_publisher()
+    assert isinstance(publisher, _amqp_sync.AMQPSyncPublisher)
+    [first] = publisher._idle
+    monkeypatch.setattr(_amqp_sync, "RETIRE", -1.0)  # every idle connection is too old
+    noop.delay()
+    [second] = publisher._idle
+    assert second is not first
+    assert not first.conn.connected
+    monkeypatch.setattr(_amqp_sync, "RETIRE", 3600.0)
+    noop.delay()
+    assert list(publisher._idle) == [second]  # a fresh one is reused
+    assert len(fetch(hub, n=3)) == 3
