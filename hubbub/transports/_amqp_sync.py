@@ -21,7 +21,7 @@ import collections
 import contextlib
 import errno
 import os
-import threading
+import queue
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -65,8 +65,7 @@ _CAPABILITIES = {"consumer_cancel_notify": True, "authentication_failure_close":
                  "connection.blocked": False}
 # What the client raises when the connection or the socket fails.
 _LOST = (OSError, EOFError)
-
-
+# The async driver's TLS options: a URL with them keeps sync sends on the loop (``direct``).
 _TLS_OPTIONS = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
 
 
@@ -104,6 +103,15 @@ def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict
         "confirm_publish": True,
         "client_properties": {"connection_name": f"hubbub producer {os.getpid()}"},
     }
+
+
+def _slots() -> queue.SimpleQueue[None]:
+    """MAX_CONNECTIONS tokens: a semaphore whose get and put are C calls (a
+    threading.Semaphore costs two Python-level lock round trips per publish)."""
+    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(MAX_CONNECTIONS):
+        tokens.put(None)
+    return tokens
 
 
 class _Conn:
@@ -171,7 +179,7 @@ class AMQPSyncPublisher(SyncPublisher):
         self._next = 0
         self._names: dict[str, str] = {}  # queue -> its AMQP queue, for names checked
         self._idle: collections.deque[_Conn] = collections.deque()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._slots = _slots()
         self._pid = os.getpid()
         self._closed = False
 
@@ -217,10 +225,10 @@ class AMQPSyncPublisher(SyncPublisher):
 
     def _send(self, exchange: str, key: str, message: Any) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
-            self._idle, self._pid = collections.deque(), os.getpid()
-            self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+            self._idle, self._pid, self._slots = collections.deque(), os.getpid(), _slots()
         timeout = self._transport.publish_timeout
-        with self._slots:
+        self._slots.get()  # blocks while MAX_CONNECTIONS threads are publishing
+        try:
             c = self._take()
             try:
                 c.channel.basic_publish(message, exchange, key, mandatory=True)
@@ -236,6 +244,8 @@ class AMQPSyncPublisher(SyncPublisher):
                 c.close()
             else:
                 self._idle.append(c)
+        finally:
+            self._slots.put(None)
 
     @staticmethod
     def _translate(exc: BaseException, where: str, timeout: float) -> BaseException:
