@@ -13,10 +13,13 @@ and warm up):
   Peers: Huey (SqliteHuey; RedisHuey) and Dramatiq on Redis, from bench/.venv-peers
   (bench/setup_peers.sh installs it; without it the peer rows say so).
 - ``amqp``: one thread, and ``--threads`` threads (default 32) calling ``delay()`` at once,
-  with publisher confirms (every call returns once RabbitMQ confirmed its message).
-  RabbitMQ has no sync publisher: both go through the bridge loop, where the threads'
-  publishes are in flight together. "aio-pika alone" is the ceiling of that stack: the
-  driver publishing as many persistent messages at once on one loop, with confirms.
+  with publisher confirms (every call returns once RabbitMQ confirmed its message), on the
+  caller's thread over pooled py-amqp connections. ``--old TREE`` adds the same row for
+  another checkout (e.g. ``git worktree add /tmp/old <commit>``), run in turns with ours.
+  "aio-pika alone" is the driver publishing as many persistent messages at once on one
+  loop, with confirms (the old bridge path's ceiling); "py-amqp alone" is as many threads
+  each on a connection of its own, with confirms (the direct path's ceiling). Celery
+  (bench/peers/celery_amqp.py) sends one by one without publisher confirms.
 
 Runs take the variants in turns (the order alternating), so other work on the machine
 disturbs them alike; the load average is printed under the table. Every measurement uses a
@@ -32,12 +35,14 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hubbub import Hub
 
@@ -155,6 +160,52 @@ def aio_pika_rate(calls: int, in_flight: int) -> float:
     return asyncio.run(run())
 
 
+def py_amqp_rate(calls: int, threads: int) -> float:
+    """The sync driver alone, the ceiling of hubbub's sync path on RabbitMQ: ``threads``
+    threads, each on a connection of its own (py-amqp), publishing persistent messages with
+    confirms to one durable priority queue."""
+    import amqp
+
+    parts = urlsplit(AMQP)
+    login = {"host": f"{parts.hostname}:{parts.port or 5672}", "userid": parts.username,
+             "password": parts.password}
+    name = f"bench-raw-{token()}"
+    with amqp.Connection(**login) as admin:
+        admin.channel().queue_declare(name, durable=True, auto_delete=False,
+                                      arguments={"x-max-priority": 9})
+        share = calls // threads
+        ready = threading.Barrier(threads + 1)
+
+        def send() -> None:
+            with amqp.Connection(**login, confirm_publish=True) as conn:
+                channel = conn.channel()
+                ready.wait()
+                for _ in range(share):
+                    channel.basic_publish(amqp.Message(b"x" * 300, delivery_mode=2), "", name,
+                                          mandatory=True)
+
+        workers = [threading.Thread(target=send) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        ready.wait()
+        started = time.perf_counter()
+        for w in workers:
+            w.join()
+        rate = share * threads / (time.perf_counter() - started)
+        admin.channel().queue_delete(name)
+    return rate
+
+
+def old_rate(tree: str, broker: str, folder: Path, calls: int, threads: int) -> float:
+    """``hubbub_rate`` of another checkout (``--old``), in a process of its own."""
+    code = (f"import sys; sys.path.append({tree + '/bench'!r}); from pathlib import Path; "
+            "from producers import hubbub_rate; "  # last: bench/types.py is not the stdlib's
+            f"print(hubbub_rate({broker!r}, Path({str(folder)!r}), {calls}, threads={threads}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": tree}, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     """``enqueue`` rate of ``bench/peers/<script>`` in the peers' venv; None without it."""
     if not PEERS_PYTHON.exists():
@@ -169,7 +220,8 @@ def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     return value
 
 
-def variants(broker: str, folder: Path, calls: int, threads: int) -> dict[str, Measure]:
+def variants(broker: str, folder: Path, calls: int, threads: int,
+             old: str | None = None) -> dict[str, Measure]:
     """The measurements of one broker, by row name."""
     rows: dict[str, Measure] = {}
     if broker in ("sqlite", "redis"):
@@ -190,8 +242,14 @@ def variants(broker: str, folder: Path, calls: int, threads: int) -> dict[str, M
         rows["amqp 1 thread: hubbub"] = lambda: hubbub_rate(broker, folder, single)
         rows[f"amqp {threads} threads: hubbub"] = lambda: hubbub_rate(
             broker, folder, calls, threads=threads)
+        if old is not None:
+            rows[f"amqp {threads} threads: hubbub --old"] = lambda: old_rate(
+                old, broker, folder, calls, threads)
         rows[f"amqp {threads} in flight: aio-pika alone"] = lambda: aio_pika_rate(
             calls, threads)
+        rows[f"amqp {threads} threads: py-amqp alone"] = lambda: py_amqp_rate(calls, threads)
+        rows["amqp 1 thread: Celery, no confirms"] = lambda: peer(
+            "celery_amqp.py", single, {"BENCH_AMQP": AMQP, "BENCH_QUEUE": f"celery-{token()}"})
     return rows
 
 
@@ -202,13 +260,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--old", metavar="TREE",
+                        help="another checkout of hubbub: its amqp rows, in turns with ours")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hubbub-producers-"))
     load_before = os.getloadavg()[0]
     figures: dict[str, list[float]] = {}
     missing: set[str] = set()
     for broker in options.brokers:
-        rows = variants(broker, folder, options.calls, options.threads)
+        rows = variants(broker, folder, options.calls, options.threads, options.old)
         names = list(rows)
         for run in range(options.runs):
             for name in names if run % 2 == 0 else reversed(names):

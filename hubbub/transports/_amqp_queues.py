@@ -79,6 +79,15 @@ class Queues:
             self._declared.add(queue)
         return name
 
+    def ready(self, queue: str, delayed: bool) -> bool:
+        """Whether ``queue`` (and its delay cascade, if ``delayed``) is declared on this
+        connection; read from any thread (a stale answer only declares again)."""
+        return queue in (self._delays if delayed else self._declared)
+
+    async def prepare(self, queue: str, delayed: bool) -> None:
+        """Declare what a message for ``queue`` (delayed or not) is published into."""
+        await (self._declare_delays(queue) if delayed else self.declare(queue))
+
     async def _declare_delays(self, queue: str) -> None:
         """The delay cascade's exchanges (once) and ``queue``'s level queues."""
         if queue in self._delays:
@@ -120,7 +129,7 @@ class Queues:
     async def send_all(self, sends: Sequence[Send]) -> None:
         """Declare each queue first, one at a time, then publish together."""
         for queue, _, eta in sends:
-            await (self._declare_delays(queue) if eta is not None else self.declare(queue))
+            await self.prepare(queue, eta is not None)
         if len(sends) == 1:  # the common delay(): no task to wrap it in
             await self.send(*sends[0])
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from hubbub.errors import ConfigurationError, HubbubError, MessageRejectedByBrok
 from hubbub.transports._amqp_dead import DeadQueues
 from hubbub.transports._amqp_link import UNAVAILABLE, Link, confirm
 from hubbub.transports._amqp_queues import Queues
+from hubbub.transports._amqp_sync import HAVE_CLIENT, AMQPSyncPublisher, direct
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_DIED,
@@ -57,6 +59,7 @@ from hubbub.transports.base import (
     Delivery,
     Outgoing,
     QueueStats,
+    SyncPublisher,
     Transport,
 )
 
@@ -130,6 +133,10 @@ class AMQPTransport(Transport):
         self._prefetch = 0
         self._fetching = 0  # fetches in progress: they want the broker to push
         self._arrived = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by connect()
+        self._sync: AMQPSyncPublisher | None = None
+        self._sync_lock = threading.Lock()
+        self._direct = HAVE_CLIENT and all(direct(u) for u in urls)
 
     def __repr__(self) -> str:
         return f"AMQPTransport({self.url!r})"
@@ -155,6 +162,7 @@ class AMQPTransport(Transport):
     async def connect(self) -> None:
         with self._link.guard():
             await self._link.ensure()
+        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
         if self._link.alive() and (self._consumers or self._buffer):
@@ -164,12 +172,30 @@ class AMQPTransport(Transport):
                 await self._give_back(self._buffer)  # prefetched, never handed out
         self._buffer.clear()
         self._held.clear()
+        sync, self._sync, self._loop = self._sync, None, None
+        if sync is not None:
+            sync.close()
         await self._link.drop()
 
     # -- publishing ----------------------------------------------------------------------
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        for i in items:  # before anything is sent: the worker drops the one and retries
+        self.check(items)
+        sends = [(i.queue, build_message(i.queue, i.body, i.id, i.priority, 0), i.eta)
+                 for i in items]
+        with self._link.guard():
+            async with self._link.bounded("publish"):
+                await self._queues.send_all(sends)
+
+    def check(self, items: Sequence[Outgoing]) -> None:
+        """Refuse, before anything is sent, an item no queue here can take (the worker
+        drops the one and retries the others).
+
+        Raises:
+            ConfigurationError: a priority on a quorum queue.
+            MessageRejectedByBroker: a queue name AMQP cannot hold.
+        """
+        for i in items:
             check_queue(i)
             if self.quorum and i.priority > 0:
                 raise ConfigurationError(
@@ -180,11 +206,22 @@ class AMQPTransport(Transport):
                 main_name(self.prefix, i.queue)
             except ConfigurationError as exc:
                 raise MessageRejectedByBroker(i.id, i.queue, str(exc)) from None
-        sends = [(i.queue, build_message(i.queue, i.body, i.id, i.priority, 0), i.eta)
-                 for i in items]
+
+    async def prepare(self, item: Outgoing) -> None:
+        """Declare what ``item`` is published into, for the sync publisher."""
         with self._link.guard():
             async with self._link.bounded("publish"):
-                await self._queues.send_all(sends)
+                await self._queues.prepare(item.queue, item.eta is not None)
+
+    def sync_publisher(self) -> SyncPublisher | None:
+        """Publishes on the calling thread over pooled blocking connections (py-amqp, in the
+        ``amqp`` extra); None before ``connect()``, without py-amqp, and with TLS options in
+        the URL."""
+        if self._sync is None and self._loop is not None and self._direct:
+            with self._sync_lock:  # callers' threads: one pool, not one per racing thread
+                if self._sync is None:
+                    self._sync = AMQPSyncPublisher(self, self._loop)
+        return self._sync
 
     # -- consuming -----------------------------------------------------------------------
 

@@ -1,0 +1,266 @@
+"""RabbitMQ's direct path: ``delay()`` from sync code publishes on the caller's thread over
+pooled blocking connections with confirms, and what it sends reads exactly like what the
+loop's ``publish`` sends (headers, priority, delays), with the same errors.
+
+Run against the shared RabbitMQ on 127.0.0.1:5672 (a prefix per test); an unreachable
+broker skips locally and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from hubbub import Hub, TransportError, TransportUnavailable
+from hubbub.errors import MessageRejectedByBroker
+from hubbub.transports import Outgoing
+from hubbub.transports._amqp_sync import direct, options
+from hubbub.transports._amqp_topology import main_name
+from hubbub.transports.amqp import AMQPTransport
+from tests import brokers
+from tests.brokers import amqp as server
+from tests.faults.proxy import Proxy
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    brokers.require(server)
+    made = "t" + uuid.uuid4().hex[:10]
+    try:
+        yield made
+    finally:
+        asyncio.run(server.cleanup(server.make_url(Path(), made)))
+
+
+@pytest.fixture
+def hub(prefix: str) -> Iterator[Hub]:
+    h = Hub(server.make_url(Path(), prefix), results="none")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def transport(hub: Hub) -> AMQPTransport:
+    client = hub._connector.current()
+    assert client is not None
+    assert isinstance(client.transport, AMQPTransport)
+    return client.transport
+
+
+def fetch(hub: Hub, queue: str = "default", *, n: int = 1, wait: float = 5) -> list[Any]:
+    """Take (and ack) ``n`` deliveries from ``queue`` through the transport's loop."""
+
+    async def take() -> list[Any]:
+        t = await hub.client()
+        got: list[Any] = []
+        deadline = time.monotonic() + wait
+        while len(got) < n and time.monotonic() < deadline:
+            got += await t.transport.fetch([queue], limit=n - len(got), lease=30, wait=0.5)
+        await t.transport.ack(got)
+        return got
+
+    return hub.bridge.run(take())
+
+
+def test_a_connected_amqp_transport_has_a_sync_publisher(hub: Hub) -> None:
+    assert AMQPTransport(server.make_url(Path(), "unconnected")).sync_publisher() is None
+    hub.task(lambda: None, name="noop").delay()  # connects
+    assert transport(hub).sync_publisher() is not None
+
+
+def test_delay_does_not_wait_for_the_bridge_loop(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()  # connects and declares the queue through the bridge loop
+    release, blocked = threading.Event(), threading.Event()
+
+    async def block_the_loop() -> None:
+        blocked.set()
+        release.wait(30)  # holds the bridge thread: nothing else runs on its loop
+
+    held = asyncio.run_coroutine_threadsafe(block_the_loop(), hub.bridge.loop())
+    try:
+        assert blocked.wait(10)
+        sent = threading.Thread(target=noop.delay)
+        sent.start()
+        sent.join(10)
+        assert not sent.is_alive(), "delay() waited for the bridge loop"
+    finally:
+        release.set()
+        held.result(10)
+
+
+def test_sync_and_loop_publishes_carry_the_same_id_priority_and_headers(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()  # connects
+    fetch(hub)
+    t = transport(hub)
+    publisher = t.sync_publisher()
+    assert publisher is not None
+    publisher.publish([Outgoing("default", b"sync", "id-sync", priority=42)])
+    hub.bridge.run(t.publish([Outgoing("default", b"loop", "id-loop", priority=42)]))
+    got = {d.body: d for d in fetch(hub, n=2)}
+    sync, loop = got[b"sync"], got[b"loop"]
+    assert (sync.id, sync.priority, sync.attempts) == ("id-sync", 9, 1)
+    assert (loop.id, loop.priority, loop.attempts) == ("id-loop", 9, 1)
+    assert sync.headers == loop.headers
+
+
+def test_tasks_sent_from_many_threads_all_arrive_once(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        for _ in range(20):
+            ident = noop.delay().id
+            with lock:
+                sent.append(ident)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(sent) == 160
+    assert sorted(d.id for d in fetch(hub, n=160, wait=20)) == sorted(sent)
+
+
+def test_a_delayed_sync_send_waits_in_the_broker_until_its_eta(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+    fetch(hub)
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    eta = time.time() + 0.5
+    publisher.publish([Outgoing("later", b"x", "id-later", eta=eta)])
+    [d] = fetch(hub, "later", wait=10)
+    assert d.id == "id-later"
+    assert time.time() >= eta - 0.05  # the cascade holds it to a tenth of a second
+
+
+def test_a_batch_from_sync_code_is_published_whole(hub: Hub) -> None:
+    hub.task(lambda: None, name="noop").delay()
+    fetch(hub)
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    publisher.publish([Outgoing("default", b"%d" % i, f"id-{i}") for i in range(5)])
+    assert sorted(d.id for d in fetch(hub, n=5)) == [f"id-{i}" for i in range(5)]
+
+
+def test_a_queue_deleted_behind_the_transports_back_is_a_clear_error(hub: Hub,
+                                                                     prefix: str) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+
+    async def delete() -> None:
+        async with await aio_pika.connect(server.make_url(Path(), prefix)) as conn:
+            channel = await conn.channel()
+            await channel.queue_delete(main_name(prefix, "default"))
+
+    asyncio.run(delete())
+    with pytest.raises(TransportError, match="unroutable"):
+        noop.delay()
+
+
+def test_a_rabbitmq_that_goes_away_fails_a_sync_delay_and_the_pool_reconnects(
+        prefix: str) -> None:
+    brokers.require(server)
+    with Proxy(server.server()) as proxy:
+        hub = Hub(f"amqp://guest:guest@{proxy.address}/?prefix={prefix}&connect_timeout=1",
+                  results="none")
+        noop = hub.task(lambda: None, name="noop")
+        try:
+            noop.delay()
+            proxy.cut()
+            with pytest.raises(TransportUnavailable, match=r"RabbitMQ.*127\.0\.0\.1:\d+"):
+                noop.delay()
+            proxy.restore()
+            noop.delay()  # a new connection
+        finally:
+            hub.close()
+
+
+def test_a_rabbitmq_that_stops_answering_fails_a_sync_delay_within_its_timeout(
+        prefix: str) -> None:
+    brokers.require(server)
+    with Proxy(server.server()) as proxy:
+        hub = Hub(f"amqp://guest:guest@{proxy.address}/?prefix={prefix}&publish_timeout=1",
+                  results="none")
+        noop = hub.task(lambda: None, name="noop")
+        try:
+            noop.delay()
+            proxy.stall()
+            with pytest.raises(TransportUnavailable, match="within 1s"):
+                noop.delay()
+            proxy.restore()
+            noop.delay()
+        finally:
+            hub.close()
+
+
+def test_a_forked_child_publishes_on_connections_of_its_own(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    before = noop.delay().id  # the parent's pool holds a connection when it forks
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+
+    def child() -> None:
+        out.put(noop.delay().id)  # through the inherited hub
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    child_id = out.get(timeout=10)
+    after = noop.delay().id  # the parent's connections still work
+    assert sorted(d.id for d in fetch(hub, n=3)) == sorted([before, child_id, after])
+
+
+def test_tls_options_in_the_url_keep_sync_sends_on_the_loops_connection() -> None:
+    assert direct("amqp://guest:guest@127.0.0.1:5672/")
+    assert direct("amqps://guest:guest@broker.example:5671/")
+    assert not direct("amqps://u:p@broker.example:5671/?cafile=/etc/ca.pem")
+    assert not direct("amqps://u:p@broker.example:5671/?certfile=c.pem&keyfile=k.pem")
+    tls = options("amqps://u:p@broker.example/vh", connect_timeout=10, publish_timeout=30)
+    assert tls["ssl"] == {"context": {"check_hostname": True},
+                          "server_hostname": "broker.example"}
+    assert (tls["host"], tls["virtual_host"]) == ("broker.example:5671", "vh")
+
+
+def test_a_queue_name_amqp_cannot_hold_is_refused_before_anything_is_sent(hub: Hub) -> None:
+    hub.task(lambda: None, name="noop").delay()
+    publisher = transport(hub).sync_publisher()
+    assert publisher is not None
+    for _ in range(2):  # the second time too: a refused name is not remembered as good
+        with pytest.raises(MessageRejectedByBroker, match="does not suit AMQP"):
+            publisher.publish([Outgoing("no spaces allowed", b"x", "id-bad")])
+
+
+def test_a_pooled_connection_idle_past_its_retirement_is_replaced(
+        hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubbub.transports import _amqp_sync
+
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+    publisher = transport(hub).sync_publisher()
+    assert isinstance(publisher, _amqp_sync.AMQPSyncPublisher)
+    [first] = publisher._idle
+    monkeypatch.setattr(_amqp_sync, "RETIRE", -1.0)  # every idle connection is too old
+    noop.delay()
+    [second] = publisher._idle
+    assert second is not first
+    assert not first.conn.connected
+    monkeypatch.setattr(_amqp_sync, "RETIRE", 3600.0)
+    noop.delay()
+    assert list(publisher._idle) == [second]  # a fresh one is reused
+    assert len(fetch(hub, n=3)) == 3
