@@ -72,6 +72,7 @@ FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for
 # by queue), and a delayed message moving between delay levels can be missed by one look.
 IDLE_FETCH_WAIT = 0.05
 IDLE_LOOKS = 2
+ROOM_LOOK = 1.0  # seconds a fetcher without room waits before it looks again
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
 
 
@@ -124,7 +125,7 @@ class WorkerLoop(RemoteControl):
         self.abandoned = 0  # tasks left running when the loop ended (after abort or grace)
         self._admission = Admission(hub)
         self._held = HeldSet()
-        self._dispatchers: dict[int, DispatchNext] = {}
+        self._dispatchers: dict[int, DispatchNext | None] = {}
         self._failure: BaseException | None = None  # why the write-back machinery died
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
@@ -141,6 +142,8 @@ class WorkerLoop(RemoteControl):
     def stop(self) -> None:
         """Graceful stop: fetch no more, release unstarted work, let running tasks finish."""
         self._stopping.set()
+        for lane in self.lanes:
+            lane.room.set()  # a fetcher waiting for room sees the stop at once
 
     @property
     def stopping(self) -> bool:
@@ -149,7 +152,7 @@ class WorkerLoop(RemoteControl):
 
     def abort(self) -> None:
         """Second stop: release running work too and exit without waiting for it."""
-        self._stopping.set()
+        self.stop()
         self._aborting.set()
 
     @property
@@ -198,8 +201,10 @@ class WorkerLoop(RemoteControl):
             for lane in self.lanes:
                 await lane.pool.start(self.hub)
                 stack.push_async_callback(lane.pool.stop)
-                self._dispatchers[id(lane)] = chain_dispatch(
-                    [*self.hub.middleware, *lane.middleware], _runner(lane.pool))
+                middleware = [*self.hub.middleware, *lane.middleware]
+                # None: no middleware, the pool runs the job straight (no context, no layer).
+                self._dispatchers[id(lane)] = (chain_dispatch(middleware, _runner(lane.pool))
+                                               if middleware else None)
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
             outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
             self._wiring = Wiring(
@@ -284,9 +289,12 @@ class WorkerLoop(RemoteControl):
                 await _first(writes.flushed.wait(), self._stopping.wait(), asyncio.sleep(1.0))
                 continue
             if room <= 0:
+                # Woken by lane.wake() when a settled task makes room, or by a stop; looks
+                # again within a second anyway (autoscale, a wake that a rare path skipped).
                 lane.room.clear()
-                await _first(lane.room.wait(), self._stopping.wait(),
-                             asyncio.sleep(1.0 if lane.autoscale else 3600))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ROOM_LOOK):
+                        await lane.room.wait()
                 continue
             try:
                 deliveries = await transport.fetch(
@@ -421,13 +429,17 @@ class WorkerLoop(RemoteControl):
             held.started_at = time.time()
             io.renewal.started(env.task)
             io.outcomes.record(held, State.STARTED)
-            ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
+            job = Job.from_envelope(env)
+            dispatch = self._dispatchers[id(lane)]
             io.progress.started(held)
             self._started(held, attempts)
             if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
                 self.metrics.started(held)
             try:
-                outcome = await self._dispatchers[id(lane)](ctx)
+                if dispatch is None:
+                    outcome = await lane.pool.run(job)
+                else:
+                    outcome = await dispatch(DispatchContext(env, held.delivery, job, self.name))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in middleware or a pool must not kill the worker
