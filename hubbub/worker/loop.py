@@ -136,7 +136,6 @@ class WorkerLoop(RemoteControl):
         self.metrics = metrics  # -- metrics (issue 15): None costs nothing per task
         self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
-
     # -- control ---------------------------------------------------------------------------
 
     def stop(self) -> None:
