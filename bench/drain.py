@@ -277,11 +277,11 @@ def peer_rows(broker: str, args: argparse.Namespace) -> list[tuple[str, ...]]:
         name = "Dramatiq -p 2 -t 8"
         measures.append(lambda: run_peer("dramatiq_redis.py", args.tasks, {
             "BENCH_REDIS": REDIS, "BENCH_PREFIX": f"dramatiq-drain-{uuid.uuid4().hex[:8]}"},
-            "2", "8"))
+            "--pool", "p2t8"))
     else:
         name = "Huey -k process -w 2"
-        measures.append(lambda: run_peer("huey_sqlite.py", args.tasks, {
-            "HUEY_DB": f"{tempfile.mkdtemp(prefix='huey-drain-')}/h.db"}))
+        measures.append(lambda: run_peer("huey_peer.py", args.tasks, {
+            "BENCH_BROKER": "sqlite", "BENCH_PREFIX": f"hueydrain{uuid.uuid4().hex[:8]}"}))
     if not PEERS_PYTHON.exists():
         print("peers not installed (bash bench/setup_peers.sh): peer rows left out")
     new, *rest = in_turns(args.runs, *measures)

@@ -13,7 +13,7 @@ import binascii
 import operator
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from hubbub.codecs import (
@@ -216,7 +216,24 @@ def decode(
     except Undecodable as exc:  # before the generic handlers: say which task, and why
         raise MessageError(f"arguments of task {values['task']!r} cannot be decoded: "
                            f"{exc}") from exc
-    return Envelope(args=tuple(args), kwargs=kwargs, canvas=_canvas(data, body), **values)
+    values["args"], values["kwargs"] = tuple(args), kwargs
+    values["canvas"] = _canvas(data, body)
+    return _envelope(values)
+
+
+# Every received message builds an Envelope: its slots are filled through their descriptors,
+# which is what the frozen dataclass's __init__ does one object.__setattr__ call at a time
+# (it has no __post_init__, and every field is given here, so no default applies). A field
+# added to Envelope without a value here fails every decode at once (KeyError).
+_SLOTS = tuple((f.name, getattr(Envelope, f.name).__set__) for f in fields(Envelope))
+
+
+def _envelope(values: dict[str, Any]) -> Envelope:
+    """``Envelope(**values)``, made faster."""
+    envelope: Envelope = object.__new__(Envelope)
+    for name, put in _SLOTS:
+        put(envelope, values[name])
+    return envelope
 
 
 def _plain_fields(body: dict[str, Any]) -> dict[str, Any] | None:

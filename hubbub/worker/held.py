@@ -68,7 +68,7 @@ class HeldSet:
         """``held`` leaves (settled or given back); its lane has room again."""
         if self._held.pop(id(held), None) is not None:
             held.lane.held -= 1
-            held.lane.room.set()
+            held.lane.wake()
             self._changed.set()
 
     def let_go(self, held: Sequence[Held]) -> None:

@@ -89,14 +89,26 @@ class Lane:
         assert self.prefetch is not None
         if not self.queues:
             return 0  # every queue was cancelled (remote control): wait for one to be added
-        room = self.slots + self.prefetch - self.held
-        if self.running >= self.slots and room <= self.prefetch // 2:
-            return 0  # every slot is busy: keep the prefetch small rather than trickle in
+        window = self.pool.window
+        room = self.pool.concurrency + window + self.prefetch - self.held
+        if self.running >= self.pool.concurrency and room <= (window + self.prefetch) // 2:
+            # Every slot is busy and jobs wait behind them (prefetched here, or queued in a
+            # child's window): fetch once half of that backlog has drained, in one batch,
+            # rather than one delivery per finished task (a broker round trip each).
+            return 0
         return max(0, room)
+
+    def wake(self) -> None:
+        """Wake this lane's fetcher if it may fetch now (it also looks every second)."""
+        if self.budget > 0:
+            self.room.set()
 
     async def acquire(self) -> None:
         """Wait for a free slot and take it (in arrival order)."""
-        if self.running < self.slots and not self._waiters:
+        # The pool's own slots first: the window (Pool.window) is asked only when they are
+        # all taken, since working it out walks the pool's children.
+        if not self._waiters and (self.running < self.pool.concurrency
+                                  or self.running < self.slots):
             self.running += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -17,17 +17,12 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hubbub._client import revoke as store_revoke
 from hubbub._redact import redact
-from hubbub.control.planes import open_plane
-from hubbub.control.publisher import PLANE_KEEPS, EventPublisher
-from hubbub.control.registry import RunningTask
-from hubbub.control.responder import Responder
+from hubbub.control.publisher import EventPublisher
 from hubbub.control.wire import received_row, started_row
-from hubbub.errors import ConfigurationError, HubbubError, ResultError, WriteBackFailed
+from hubbub.errors import ConfigurationError, HubbubError, WriteBackFailed
 from hubbub.events import (
     LaneInfo,
     TaskReceived,
@@ -38,7 +33,7 @@ from hubbub.events import (
 )
 from hubbub.job import Crashed, Job, Outcome
 from hubbub.middleware import DispatchContext, DispatchNext, chain_dispatch
-from hubbub.results.base import ResultBackend, State
+from hubbub.results.base import State
 from hubbub.transports.base import Delivery, Transport
 from hubbub.worker.admission import Admission, Refused
 from hubbub.worker.announce import Announcer
@@ -52,6 +47,13 @@ from hubbub.worker.progress import Progress
 from hubbub.worker.renewal import Renewal
 from hubbub.worker.revocation import Revocations
 from hubbub.worker.sources import Routed
+from hubbub.worker.wiring import (
+    CONTROL_OPEN_WITHIN,
+    RemoteControl,
+    Wiring,
+    open_control,
+    start_publisher,
+)
 from hubbub.worker.writes import RETRY_IO, WriteBuffer
 
 if TYPE_CHECKING:
@@ -70,23 +72,11 @@ FETCH_WAIT = 0.5  # seconds one fetch may wait; bounds how long a stop waits for
 # by queue), and a delayed message moving between delay levels can be missed by one look.
 IDLE_FETCH_WAIT = 0.05
 IDLE_LOOKS = 2
+ROOM_LOOK = 1.0  # seconds a fetcher without room waits before it looks again
 RECHECK_AFTER = 0.05  # seconds after admission a task's start looks at revokes again
-CONTROL_OPEN_WITHIN = 5.0  # seconds the start waits for the control plane's subscription
 
 
-@dataclass(frozen=True, slots=True)
-class _Wiring:
-    """What a running worker is connected to, and the collaborators built on it."""
-
-    transport: Transport
-    results: ResultBackend | None
-    writes: WriteBuffer
-    outcomes: Outcomes
-    renewal: Renewal
-    progress: Progress
-
-
-class WorkerLoop:
+class WorkerLoop(RemoteControl):
     """Consumes ``queues`` and runs their tasks on ``pool``.
 
     Args:
@@ -135,29 +125,24 @@ class WorkerLoop:
         self.abandoned = 0  # tasks left running when the loop ended (after abort or grace)
         self._admission = Admission(hub)
         self._held = HeldSet()
-        self._dispatchers: dict[int, DispatchNext] = {}
+        self._dispatchers: dict[int, DispatchNext | None] = {}
         self._failure: BaseException | None = None  # why the write-back machinery died
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
-        self._wiring: _Wiring | None = None  # what run() connected
+        self._wiring: Wiring | None = None  # what run() connected
         self._revocations: Revocations | None = None  # when results (and revokes) are kept
         self.events = hub.settings.events if events is None else events
         self._publisher: EventPublisher | None = None  # with events on, while running
         self.metrics = metrics  # -- metrics (issue 15): None costs nothing per task
         self._gates: Gates | None = None  # -- limits: when results (and limits) are kept --
 
-
-    @property
-    def _io(self) -> _Wiring:
-        if self._wiring is None:
-            raise RuntimeError("the worker is not running")
-        return self._wiring
-
     # -- control ---------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Graceful stop: fetch no more, release unstarted work, let running tasks finish."""
         self._stopping.set()
+        for lane in self.lanes:
+            lane.room.set()  # a fetcher waiting for room sees the stop at once
 
     @property
     def stopping(self) -> bool:
@@ -166,103 +151,18 @@ class WorkerLoop:
 
     def abort(self) -> None:
         """Second stop: release running work too and exit without waiting for it."""
-        self._stopping.set()
+        self.stop()
         self._aborting.set()
-
-    async def set_rate_limit(self, task: str, rate: str | None) -> None:
-        """The ``rate-limit`` control command: see :meth:`Gates.set_rate`.
-
-        Raises:
-            ConfigurationError: ``rate`` is not a rate, or the worker runs without a store.
-            ResultError: the store failed (ResultUnavailable: it cannot be reached).
-        """
-        await Gates.of(self._gates).set_rate(task, rate)  # -- limits --
 
     @property
     def running(self) -> int:
         """Tasks running now, over every lane."""
         return sum(lane.running for lane in self.lanes)
 
-    def running_now(self, limit: int) -> list[RunningTask]:
-        """Up to ``limit`` of the tasks running now, longest-running first (the registry
-        entry lists them for ``hubbub top``)."""
-        started = [h for h in self._held if h.started_at is not None]
-        started.sort(key=lambda h: h.started_at or 0.0)
-        return [RunningTask(h.envelope.id, h.envelope.task, h.started_at or 0.0)
-                for h in started[:limit]]
-
     @property
     def failed(self) -> int:
         """Tasks that ended in FAILURE (``processed`` counts them too)."""
         return 0 if self._wiring is None else self._wiring.outcomes.failed
-
-    # -- remote control (hubbub.control.responder) ------------------------------------------
-
-    def holding(self) -> list[Held]:
-        """The deliveries held now: running (``started_at`` set) or waiting for a slot."""
-        return list(self._held)
-
-    async def revoke(self, ids: Sequence[str], *, terminate: bool) -> list[str]:
-        """Revoke ``ids`` as ``Hub.revoke`` does, through this worker's result store; every
-        worker (this one too) acts on it within ``revocation.EVERY`` seconds.
-
-        Raises:
-            ResultError: the hub keeps no results (revokes live there), or the store failed.
-        """
-        results = self._io.results
-        if results is None:
-            raise ResultError("revoke needs a result store (revokes live there); this "
-                              "worker's hub keeps no results")
-        return await store_revoke(results, ids, terminate=terminate,
-                                  ttl=self.hub.settings.result_ttl)
-
-    def add_queue(self, queue: str, lane: Lane) -> None:
-        """Start consuming ``queue`` on ``lane``.
-
-        Raises:
-            ValueError: this worker consumes ``queue`` already.
-        """
-        if queue in self.queues:
-            raise ValueError(f"this worker consumes {queue!r} already")
-        lane.queues = [*lane.queues, queue]  # a new list: a fetch under way keeps its own
-        self.queues = [q for one in self.lanes for q in one.queues]
-        log.info("now consuming queue %s (lane %s)", queue, ",".join(lane.queues))
-        lane.room.set()
-
-    def cancel_queue(self, queue: str) -> None:
-        """Stop consuming ``queue``; what is held from it runs to the end.
-
-        Raises:
-            ValueError: this worker does not consume ``queue``.
-        """
-        for lane in self.lanes:
-            if queue in lane.queues:
-                lane.queues = [q for q in lane.queues if q != queue]
-                self.queues = [q for one in self.lanes for q in one.queues]
-                log.info("no longer consuming queue %s", queue)
-                return
-        raise ValueError(f"this worker does not consume {queue!r}; it consumes "
-                         f"{', '.join(self.queues) or 'nothing'}")
-
-    def _responder(self) -> Responder | None:
-        try:
-            plane = self.hub.open_plane()
-        except ConfigurationError as exc:
-            log.info("remote control is off: %s", exc)
-            return None
-        return Responder(self, plane)
-
-    async def _open_control(self) -> asyncio.Task[None] | None:
-        responder = self._responder()
-        if responder is None:
-            return None
-        try:
-            # Before "online": a command sent once the worker says it is up is seen.
-            await asyncio.wait_for(responder.open(), CONTROL_OPEN_WITHIN)
-        except Exception as exc:  # serve_forever tries again; the worker serves meanwhile
-            log.warning("remote control: the control plane cannot be reached yet (%s)",
-                        redact(str(exc)))
-        return asyncio.create_task(responder.serve_forever())
 
     # -- main ------------------------------------------------------------------------------
 
@@ -300,11 +200,13 @@ class WorkerLoop:
             for lane in self.lanes:
                 await lane.pool.start(self.hub)
                 stack.push_async_callback(lane.pool.stop)
-                self._dispatchers[id(lane)] = chain_dispatch(
-                    [*self.hub.middleware, *lane.middleware], _runner(lane.pool))
+                middleware = [*self.hub.middleware, *lane.middleware]
+                # None: no middleware, the pool runs the job straight (no context, no layer).
+                self._dispatchers[id(lane)] = (chain_dispatch(middleware, _runner(lane.pool))
+                                               if middleware else None)
             writes = WriteBuffer(transport, results, self.hub.settings.result_ttl)
             outcomes = Outcomes(self.hub, self.name, writes, self.hub.max_message_size(transport))
-            self._wiring = _Wiring(
+            self._wiring = Wiring(
                 transport, results, writes, outcomes,
                 Renewal(transport, self.lease, self._renewable, self._held.running_tasks),
                 Progress(asyncio.get_running_loop(), outcomes.progress))
@@ -319,10 +221,10 @@ class WorkerLoop:
                                   f"({self._failure!r})") from self._failure
 
     async def _serve(self, transport: Transport, writes: WriteBuffer) -> None:
-        control = await self._open_control()
+        control = await open_control(self)
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
-        publisher = self._publisher = self._start_publisher()
+        publisher = self._publisher = start_publisher(self.hub, self.events)
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
@@ -362,16 +264,6 @@ class WorkerLoop:
                 self._publisher = None
                 await publisher.close()
 
-    def _start_publisher(self) -> EventPublisher | None:
-        """With events on, the publisher of this worker's events (started)."""
-        if not self.events:
-            return None
-        settings = self.hub.settings
-        publisher = EventPublisher(self.hub.events, open_plane(
-            settings.broker, settings.results, maxlen=PLANE_KEEPS))
-        publisher.start()
-        return publisher
-
     def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
         if flusher.cancelled() or flusher.exception() is None:
             return
@@ -396,9 +288,12 @@ class WorkerLoop:
                 await _first(writes.flushed.wait(), self._stopping.wait(), asyncio.sleep(1.0))
                 continue
             if room <= 0:
+                # Woken by lane.wake() when a settled task makes room, or by a stop; looks
+                # again within a second anyway (autoscale, a wake that a rare path skipped).
                 lane.room.clear()
-                await _first(lane.room.wait(), self._stopping.wait(),
-                             asyncio.sleep(1.0 if lane.autoscale else 3600))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ROOM_LOOK):
+                        await lane.room.wait()
                 continue
             try:
                 deliveries = await transport.fetch(
@@ -533,13 +428,17 @@ class WorkerLoop:
             held.started_at = time.time()
             io.renewal.started(env.task)
             io.outcomes.record(held, State.STARTED)
-            ctx = DispatchContext(env, held.delivery, Job.from_envelope(env), self.name)
+            job = Job.from_envelope(env)
+            dispatch = self._dispatchers[id(lane)]
             io.progress.started(held)
             self._started(held, attempts)
             if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
                 self.metrics.started(held)
             try:
-                outcome = await self._dispatchers[id(lane)](ctx)
+                if dispatch is None:
+                    outcome = await lane.pool.run(job)
+                else:
+                    outcome = await dispatch(DispatchContext(env, held.delivery, job, self.name))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in middleware or a pool must not kill the worker

@@ -132,13 +132,18 @@ class Outcomes:
                                              short(verdict.summary)))
             return
         if verdict.state == State.SUCCESS:
-            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
-                     extra=task_fields(env.id, env.task))
+            # The common case, once per task: no log record and no event object made for
+            # nobody (at the worker's default level INFO, the line is written).
+            if log.isEnabledFor(logging.INFO):
+                log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
+                         extra=task_fields(env.id, env.task))
             if env.canvas:  # -- canvas: the next steps go out before this record and ack
                 self._follow_success(env, verdict.value)
             self.record(held, State.SUCCESS, value=verdict.value)
             self.writes.ack([held.delivery])
-            self.hub.events.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
+            bus = self.hub.events
+            if bus.listening_besides(None):
+                bus.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
             return
         if verdict.retry is not None:
             try:

@@ -70,6 +70,9 @@ class Renewal:
             except Exception as exc:
                 log.warning("lease renewal failed (%s); will try again", redact(repr(exc)))
                 continue
-            for delivery in lost:
+            # What was acked while the extend was under way (a flush's acks are in flight
+            # when the tick takes its list) is not lost: only what is still held counts.
+            still = {id(d) for d in self._held()} if lost else set()
+            for delivery in (d for d in lost if id(d) in still):
                 log.warning("lease of message %s was lost; another worker may run it too",
                             delivery.id)

@@ -14,6 +14,7 @@ import pytest
 from hubbub import ConfigurationError, Hub, WorkerLoop
 from hubbub.worker.lane import Lane, parse_lane
 from hubbub.worker.pools import POOLS, describe_pools, make_pool, resizable_pools
+from hubbub.worker.pools.threads import ThreadPool
 
 
 def test_each_queue_runs_on_the_pool_of_its_lane(hub: Hub) -> None:
@@ -146,3 +147,38 @@ def test_describing_the_pools_imports_no_optional_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class _Windowed(ThreadPool):
+    """A pool whose children would hold ``queued`` more jobs behind its slots (as prefork's
+    window does), without running anything: only the lane's arithmetic is under test."""
+
+    def __init__(self, concurrency: int, queued: int) -> None:
+        super().__init__(concurrency)
+        self.queued = queued
+
+    @property
+    def window(self) -> int:
+        return self.queued
+
+
+def _busy(lane: Lane, held: int) -> Lane:
+    lane.held, lane.running = held, min(held, lane.slots)
+    return lane
+
+
+def test_a_full_lane_fetches_again_once_half_its_backlog_has_drained() -> None:
+    # 2 slots, 16 queued behind them, 2 prefetched: 20 in all, 18 of them waiting.
+    lane = Lane(["q"], _Windowed(2, 16), prefetch=2)
+    assert _busy(lane, 20).budget == 0
+    assert _busy(lane, 11).budget == 0  # one fetch per finished task would trickle in
+    assert _busy(lane, 10).budget == 10  # over half of the 18 drained: one batch for it
+    assert _busy(lane, 1).budget == 19  # a slot would idle: fetch at once
+
+
+def test_a_lane_without_a_window_keeps_its_prefetch_topped_up() -> None:
+    lane = Lane(["q"], _Windowed(8, 0), prefetch=8)
+    assert _busy(lane, 16).budget == 0
+    assert _busy(lane, 12).budget == 0
+    assert _busy(lane, 11).budget == 5
+    assert _busy(lane, 3).budget == 13

@@ -256,9 +256,13 @@ class Children:
 
     async def _pick(self) -> Child | None:
         while not self._stopping:
-            roomy = [c for c in self._active if self._room(c) > 0]
-            if roomy:
-                return max(roomy, key=self._room)
+            best, most = None, 0
+            for child in self._active:  # the child with the most room (the first of equals)
+                room = self._room(child)
+                if room > most:
+                    best, most = child, room
+            if best is not None:
+                return best
             if len(self._active) + self._starting < self.processes:
                 self._start_in_background()  # one not needed until now (``initial``)
             self._wake.clear()
