@@ -3,6 +3,7 @@ path through the bridge loop, and against peers, in the same run (issue #18).
 
     python bench/producers.py                        # sqlite, redis, amqp; median of 3 runs
     python bench/producers.py --brokers sqlite redis --runs 5 --calls 5000
+    python bench/producers.py --brokers sqlite redis --old /tmp/old-tree   # old code too
 
 Rows, each a median of ``--runs`` runs of ``--calls`` no-op sends (after a few that connect
 and warm up):
@@ -18,6 +19,10 @@ and warm up):
   publishes are in flight together. "aio-pika alone" is the ceiling of that stack: the
   driver publishing as many persistent messages at once on one loop, with confirms.
 
+With ``--old <tree>`` (a checkout, e.g. from ``git worktree add``), the sqlite and redis
+rows also measure that tree's hubbub on the direct path; both trees' direct rows then run in
+a fresh process each (``PYTHONPATH`` set to the tree), so they compare alike.
+
 Runs take the variants in turns (the order alternating), so other work on the machine
 disturbs them alike; the load average is printed under the table. Every measurement uses a
 fresh SQLite file, Redis key prefix or RabbitMQ prefix and removes what it made. Not a
@@ -32,6 +37,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -165,20 +171,37 @@ def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     if out.returncode:
         print(f"  ({script} failed: {out.stderr.strip().splitlines()[-1:]})")
         return None
-    value: float = json.loads(out.stdout.strip().splitlines()[-1])["enqueue_single"]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # huey_redis.py says "enqueue_single"; the scripts on bench/peers/_driver.py say "rate"
+    value: float = figures.get("enqueue_single", figures.get("rate"))
     return value
 
 
-def variants(broker: str, folder: Path, calls: int, threads: int) -> dict[str, Measure]:
+def tree_rate(tree: Path, broker: str, folder: Path, calls: int) -> float:
+    """``hubbub_rate`` on the direct path, in a fresh process importing hubbub from ``tree``."""
+    out = subprocess.run([sys.executable, __file__, "--one", broker, "--calls", str(calls),
+                          "--folder", str(folder)],
+                         env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+                         text=True, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def variants(broker: str, folder: Path, calls: int, threads: int,
+             old: Path | None = None) -> dict[str, Measure]:
     """The measurements of one broker, by row name."""
     rows: dict[str, Measure] = {}
-    if broker in ("sqlite", "redis"):
+    if broker in ("sqlite", "redis") and old is not None:
+        rows[f"{broker} 1 thread: hubbub direct"] = lambda: tree_rate(
+            HERE.parent, broker, folder, calls)
+        rows[f"{broker} 1 thread: hubbub direct (old tree)"] = lambda: tree_rate(
+            old, broker, folder, calls)
+    elif broker in ("sqlite", "redis"):
         rows[f"{broker} 1 thread: hubbub direct"] = lambda: hubbub_rate(broker, folder, calls)
         rows[f"{broker} 1 thread: hubbub bridge (old)"] = lambda: hubbub_rate(
             broker, folder, calls, direct=False)
     if broker == "sqlite":
         rows["sqlite 1 thread: Huey"] = lambda: peer(
-            "huey_sqlite.py", calls, {"HUEY_DB": str(folder / f"huey-{token()}.db")})
+            "huey_peer.py", calls, {"BENCH_BROKER": "sqlite", "BENCH_PREFIX": f"hbb{token()}"})
     if broker == "redis":
         rows["redis 1 thread: Huey"] = lambda: peer(
             "huey_redis.py", calls, {"BENCH_REDIS": REDIS, "BENCH_PREFIX": f"huey-{token()}"})
@@ -202,13 +225,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--old", type=Path, help="also measure this tree's hubbub (direct)")
+    parser.add_argument("--one", choices=["sqlite", "redis"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.one:  # one measurement, for tree_rate
+        print(hubbub_rate(options.one, options.folder, options.calls))
+        return
     folder = Path(tempfile.mkdtemp(prefix="hubbub-producers-"))
     load_before = os.getloadavg()[0]
     figures: dict[str, list[float]] = {}
     missing: set[str] = set()
     for broker in options.brokers:
-        rows = variants(broker, folder, options.calls, options.threads)
+        rows = variants(broker, folder, options.calls, options.threads, options.old)
         names = list(rows)
         for run in range(options.runs):
             for name in names if run % 2 == 0 else reversed(names):

@@ -106,6 +106,8 @@ class Producer:
                 owners = self._publish_sync(traced)
         else:
             owners = self._publish_sync(envelopes)
+        if not owners:  # the common case: every envelope was sent as it is
+            return [self._result_for(e) for e in envelopes]
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
 
@@ -119,8 +121,8 @@ class Producer:
         """
         client = self._connector.current() or self.bridge.run(self.client())
         direct = client.transport.sync_publisher()
-        if (direct is None or wraps_publish(self.middleware)
-                or any(UNIQUE_HEADER in e.headers for e in envelopes)):
+        if (direct is None or (self.middleware and wraps_publish(self.middleware))
+                or any(e.headers and UNIQUE_HEADER in e.headers for e in envelopes)):
             return self.bridge.run(self.publish_async(envelopes))
         direct.publish(encode_now(envelopes, self.codec,
                                   self.max_message_size(client.transport), self.signer))

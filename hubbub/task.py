@@ -95,7 +95,7 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self._signature: inspect.Signature | Literal[False] | None = False  # False: unread
+        self._signature: _ArgumentCheck | Literal[False] | None = False  # False: unread
         # The hub's hooks (one shared object, so hooks registered later apply too); a
         # Publisher without hooks (a test's fake) gets none.
         hooks = getattr(hub, "hooks", None)
@@ -120,7 +120,8 @@ class Task(Generic[P, R]):
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
-        return self.apply_async(args, kwargs)
+        [result] = self.hub.publish([self._envelope(args, kwargs, self._send)])
+        return result
 
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
         """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
@@ -136,13 +137,7 @@ class Task(Generic[P, R]):
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
-        self.check_arguments(args, kwargs)
-        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs,
-                                  self._send)
-        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
-                               task_ttl=self.spec.unique_for, key=None,
-                               ttl=None)  # -- limits --
-        [result] = await self.hub.send_async([envelope])
+        [result] = await self.hub.send_async([self._envelope(args, kwargs, self._send)])
         return result
 
     def apply_async(
@@ -185,17 +180,32 @@ class Task(Generic[P, R]):
                                          "link_error callbacks; chain it instead")
             return self._linked(tuple(args), dict(kwargs or {}), link, link_error, SendOptions(
                 countdown, eta, expires, priority, queue, task_id, headers))
-        send = merge_send(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
-                                              headers))
-        args = tuple(args)
-        kwargs = kwargs or {}
-        self.check_arguments(args, kwargs)
-        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
-        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
-                               task_ttl=self.spec.unique_for, key=unique_key,
-                               ttl=unique_for)  # -- limits --
+        if (countdown is None and eta is None and expires is None and priority is None
+                and queue is None and task_id is None and headers is None):
+            send = self._send  # nothing to merge: the common apply_async(args, kwargs)
+        else:
+            send = merge_send(self._send, SendOptions(countdown, eta, expires, priority, queue,
+                                                      task_id, headers))
+        envelope = self._envelope(tuple(args), kwargs or {}, send, unique_key, unique_for)
         [result] = self.hub.publish([envelope])
         return result
+
+    def _envelope(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], send: SendOptions,
+                  unique_key: str | None = None,
+                  unique_for: float | timedelta | None = None) -> Envelope:
+        """The checked envelope of one call (what every way of sending builds).
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+            ConfigurationError: bad send options, or a bad unique key.
+        """
+        self.check_arguments(args, kwargs)
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
+        if unique_key is None and unique_for is None and self.spec.unique is None:
+            return envelope  # not a unique job (the common case: nothing to derive)
+        return with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
+                           task_ttl=self.spec.unique_for, key=unique_key,
+                           ttl=unique_for)  # -- limits --
 
     def apply(
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
@@ -238,12 +248,7 @@ class Task(Generic[P, R]):
         envelopes = []
         for call in calls:
             args, kwargs = ((), call) if isinstance(call, Mapping) else (tuple(call), {})
-            self.check_arguments(args, kwargs)
-            envelope = build_envelope(self.spec, self.hub.settings.default_queue, args,
-                                      kwargs, self._send)
-            envelopes.append(with_unique(envelope, self.fn, args, kwargs,  # -- limits --
-                                         key_from=self.spec.unique,
-                                         task_ttl=self.spec.unique_for, key=None, ttl=None))
+            envelopes.append(self._envelope(args, kwargs, self._send))
         return self.hub.publish(envelopes)
 
     # -- canvas --------------------------------------------------------------------------
@@ -355,10 +360,10 @@ class Task(Generic[P, R]):
         signature = self._signature
         if signature is False:
             signature = self._signature = _signature_to_check(self.fn)
-        if signature is None:
+        if signature is None or signature.binds(args, kwargs):
             return
         try:
-            signature.bind(*args, **kwargs)
+            signature.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.name!r} cannot be sent with these arguments: {exc}"
                             ) from None
@@ -385,7 +390,40 @@ class Task(Generic[P, R]):
         return copy
 
 
-def _signature_to_check(fn: Callable[..., Any]) -> inspect.Signature | None:
+class _ArgumentCheck:
+    """A function's signature, and a quick yes for the common call that fits it.
+
+    ``binds`` answers without ``inspect.Signature.bind`` (whose cost is most of a send's
+    argument check) for a function whose parameters are all positional-or-keyword; a False
+    from it is not a no: ``bind`` then decides, and words the error.
+    """
+
+    __slots__ = ("index", "names", "required", "signature")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = list(signature.parameters.values())
+        simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        # names: None when the quick check does not apply; required: the leading parameters
+        # without a default (one without a default cannot follow one with a default here).
+        self.names = tuple(p.name for p in params) if simple else None
+        self.index = {name: i for i, name in enumerate(self.names or ())}
+        self.required = sum(p.default is inspect.Parameter.empty for p in params)
+
+    def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """Whether a call with ``args`` and ``kwargs`` surely binds (False: not sure)."""
+        names, given = self.names, len(args)
+        if names is None or given > len(names):
+            return False
+        if not kwargs:
+            return given >= self.required
+        for name in kwargs:
+            if self.index.get(name, -1) < given:  # unknown, or also given by position
+                return False
+        return all(names[i] in kwargs for i in range(given, self.required))
+
+
+def _signature_to_check(fn: Callable[..., Any]) -> _ArgumentCheck | None:
     """The signature calls are checked against; None when it takes anything or is unknown."""
     try:
         signature = inspect.signature(fn)
@@ -394,4 +432,4 @@ def _signature_to_check(fn: Callable[..., Any]) -> inspect.Signature | None:
     kinds = sorted(p.kind for p in signature.parameters.values())
     if kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]:
         return None  # (*args, **kwargs): every call binds
-    return signature
+    return _ArgumentCheck(signature)
