@@ -26,10 +26,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from hubbub.errors import ConfigurationError, ScheduleError
 from hubbub.settings import seconds
 
-try:  # the cron parser is an extra: pip install hubbub[schedule]
-    from croniter import croniter as _croniter  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - exercised by patching _croniter to None
-    _croniter = None
+# The cron parser, an extra (pip install hubbub[schedule]), imported by the first cron
+# schedule, not by every process that imports hubbub (issue #18: idle worker memory).
+# Ellipsis: not imported yet; None: not installed.
+_croniter: Any = ...
+
+
+def _cron_parser() -> Any:
+    global _croniter
+    if _croniter is ...:
+        try:
+            from croniter import croniter  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - exercised by patching _croniter to None
+            croniter = None
+        _croniter = croniter
+    return _croniter
 
 Missed: TypeAlias = Literal["once", "skip"]
 MISSED_POLICIES: tuple[str, ...] = ("once", "skip")
@@ -282,10 +293,11 @@ def _step(expression: str, start: datetime, *, forward: bool) -> float:
         ConfigurationError: croniter is not installed.
         ScheduleError: croniter refuses the expression or finds no such slot.
     """
-    if _croniter is None:
+    parser = _cron_parser()
+    if parser is None:
         raise ConfigurationError("cron schedules need an extra: pip install hubbub[schedule]")
     try:
-        it = _croniter(expression, start)
+        it = parser(expression, start)
         found = it.get_next(datetime) if forward else it.get_prev(datetime)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # croniter: ValueErrors
         raise ScheduleError(f"bad cron expression {expression!r}: {exc}") from None
