@@ -11,7 +11,10 @@ from another source tree in turns with this one. Medians of ``--runs`` runs. Not
 
 On Redis, an idle arq worker (``arq arq_redis.WorkerSettings`` from bench/peers, in the
 peers' venv that bench/setup_peers.sh makes) is measured in the same turns: the row ``arq``,
-and the column "vs arq" (each hubbub row's RSS over arq's on that broker).
+and the column "vs arq" (each hubbub row's RSS over arq's on that broker). The peers' venv
+starts lighter than the interpreter hubbub runs on here (whose site-packages may hold .pth
+files that import things at every start), so "above bare" also gives each worker's RSS less
+that of its bare interpreter (``python -c pass``, read at exit, median of 3).
 """
 
 from __future__ import annotations
@@ -106,6 +109,15 @@ def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: flo
     return rss, pss, len(pids)
 
 
+def bare_rss(python: str, env: dict[str, str]) -> float:
+    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs)."""
+    code = ("print(next(int(l.split()[1]) for l in open('/proc/self/status') "
+            "if l.startswith('VmRSS:')))")
+    return statistics.median(
+        int(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
+                           check=True, timeout=60).stdout) / 1024 for _ in range(3))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pools", default="async,threads,solo,prefork,hybrid")
@@ -119,6 +131,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hubbub-memory-"))
     (folder / "memapp.py").write_text(APP)
+    bare = {"hubbub": bare_rss(sys.executable, {**os.environ, "PYTHONPATH": str(TREE)})}
+    if ARQ.exists():
+        bare["arq"] = bare_rss(str(ARQ.parent / "python"), dict(os.environ))
     trees: dict[str, Path | None] = {"this tree": TREE}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
@@ -141,7 +156,7 @@ def main() -> None:
     print(f"idle worker memory, median of {args.runs} runs, read {args.settle:g}s after start, "
           f"Python {platform.python_version()}")
     header = (f"{'broker':7} {'pool':8} {'worker':10} {'RSS MiB':>8} {'PSS sum MiB':>11} "
-              f"{'processes':>9} {'RSS ratio':>9} {'vs arq':>7}")
+              f"{'processes':>9} {'RSS ratio':>9} {'vs arq':>7} {'above bare':>10}")
     print(header)
     print("-" * len(header))
     base = {(b, p): r for b, p, n, r, _, _ in rows if n == "baseline"}
@@ -149,8 +164,10 @@ def main() -> None:
     for broker, pool, name, rss, pss, count in rows:
         ratio = f"{rss / base[(broker, pool)]:.2f}x" if (broker, pool) in base else ""
         peer = f"{rss / arq[broker]:.2f}x" if broker in arq and name != "arq" else ""
+        above = rss - bare["arq" if name == "arq" else "hubbub"]
         print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9} "
-              f"{peer:>7}")
+              f"{peer:>7} {above:10.1f}")
+    print("bare interpreters (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in bare.items()))
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 

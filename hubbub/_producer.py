@@ -26,7 +26,6 @@ from hubbub._client import (
     wraps_publish,
 )
 from hubbub.codecs import Codec
-from hubbub.compat.celery.producer import CeleryProducer, broker_url
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.limits import parse_rate
@@ -41,6 +40,7 @@ from hubbub.task import Task
 from hubbub.transports import Transport, open_transport
 
 if TYPE_CHECKING:
+    from hubbub.compat.celery.producer import CeleryProducer
     from hubbub.control.sent import SentEvents
     from hubbub.tracing import SendTracing
 
@@ -81,7 +81,9 @@ class Producer:
     async def _celery_send(self, envelope: Envelope) -> None:
         # One producer per process, on the bridge loop (a forked child opens its own).
         producer = self._celery_producers.get(os.getpid())
-        if producer is None:
+        if producer is None:  # -- Celery bridge (issue 17), imported when used
+            from hubbub.compat.celery.producer import CeleryProducer, broker_url
+
             producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
             self._celery_producers = {os.getpid(): producer}
         await producer.send(envelope)

@@ -19,7 +19,6 @@ from hubbub.canvas.builtins import add_builtins
 from hubbub.canvas.send import send
 from hubbub.canvas.signature import Canvas, Group, Signature, from_dict
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
 from hubbub.control.client import Control
 from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
@@ -353,7 +352,9 @@ class Hub(Producer):
         """
         known = self.tasks.get(name)
         spec = known.spec if known is not None else TaskOptions(name=name)
-        if protocol == "celery":  # -- Celery bridge (issue 17)
+        if protocol == "celery":  # -- Celery bridge (issue 17), imported when used
+            from hubbub.compat.celery.producer import DEFAULT_QUEUE as CELERY_QUEUE
+
             envelope = build_envelope(replace(spec, queue=None), CELERY_QUEUE, tuple(args),
                                       kwargs or {}, SendOptions(**send))
             self.bridge.run(self._celery_send(envelope))

@@ -20,11 +20,13 @@ import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeAlias
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from hubbub.errors import ConfigurationError, ScheduleError
 from hubbub.settings import seconds
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 # The cron parser, an extra (pip install hubbub[schedule]), imported by the first cron
 # schedule, not by every process that imports hubbub (issue #18: idle worker memory).
@@ -106,6 +108,8 @@ class Cron:
     tz: str = "UTC"
 
     def _zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo  # with the cron parser: when a cron schedule is used
+
         return ZoneInfo(self.tz)  # cached by zoneinfo; validated when the entry was made
 
     def next_after(self, instant: float) -> float:
@@ -220,6 +224,8 @@ def check_zone(tz: str) -> str:
     Raises:
         ScheduleError: unknown or malformed zone name.
     """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # when a schedule names a zone
+
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
