@@ -8,6 +8,13 @@ file, or a Redis key prefix), waits ``--settle`` seconds for it to go idle, and 
 ``/proc``: the worker's own VmRSS, and the PSS (proportional set size: pages shared after a
 fork counted once) summed over the worker and its children. ``--baseline DIR`` runs the worker
 from another source tree in turns with this one. Medians of ``--runs`` runs. Not a test.
+
+On Redis, an idle arq worker (``arq arq_redis.WorkerSettings`` from bench/peers, in the
+peers' venv that bench/setup_peers.sh makes) is measured in the same turns: the row ``arq``,
+and the column "vs arq" (each hubbub row's RSS over arq's on that broker). The peers' venv
+starts lighter than the interpreter hubbub runs on here (whose site-packages may hold .pth
+files that import things at every start), so "above bare" also gives each worker's RSS less
+that of its bare interpreter (``python -c pass``, read at exit, median of 3).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pathlib import Path
 from _common import proc_kib
 
 HERE = Path(__file__).resolve().parent
+ARQ = HERE / ".venv-peers" / "bin" / "arq"
 TREE = HERE.parent
 APP = textwrap.dedent("""
     from hubbub import Hub
@@ -59,16 +67,23 @@ def children(root: int) -> list[int]:
     return found
 
 
-def one_run(folder: Path, tree: Path, pool: str, broker: str, settle: float,
+def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: float,
             redis_url: str) -> tuple[float, float, int]:
-    """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker."""
+    """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker:
+    hubbub's from ``tree``, or arq's with ``tree`` None."""
     token = uuid.uuid4().hex[:8]
     url = (f"sqlite:///{folder / f'{token}.db'}" if broker == "sqlite"
            else f"{redis_url}?prefix=memory-{token}")
     path = os.pathsep.join(filter(None, [str(folder), str(tree), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
-    proc = subprocess.Popen([sys.executable, "-m", "hubbub", "worker", "-A", "memapp:hub",
-                             "--pool", pool, *POOLS[pool], "-l", "error"], env=env, cwd=folder)
+    command = [sys.executable, "-m", "hubbub", "worker", "-A", "memapp:hub",
+               "--pool", pool, *POOLS[pool], "-l", "error"]
+    if tree is None:  # arq, the peer: its worker of bench/peers/arq_redis.py
+        env = {**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
+               "PYTHONPATH": str(HERE / "peers")}
+        command = [str(ARQ), "arq_redis.WorkerSettings"]
+    quiet = subprocess.DEVNULL if tree is None else None  # arq logs every poll
+    proc = subprocess.Popen(command, env=env, cwd=folder, stdout=quiet, stderr=quiet)
     try:
         time.sleep(settle)
         if proc.poll() is not None:
@@ -87,11 +102,20 @@ def one_run(folder: Path, tree: Path, pool: str, broker: str, settle: float,
             import redis
 
             with redis.Redis.from_url(redis_url) as client:
-                for pattern in (f"memory-{token}:*", f"{{memory-{token}:*"):
+                for pattern in (f"memory-{token}:*", f"{{memory-{token}:*", f"memory-{token}"):
                     keys = list(client.scan_iter(match=pattern, count=500))
                     if keys:
                         client.unlink(*keys)
     return rss, pss, len(pids)
+
+
+def bare_rss(python: str, env: dict[str, str]) -> float:
+    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs)."""
+    code = ("print(next(int(l.split()[1]) for l in open('/proc/self/status') "
+            "if l.startswith('VmRSS:')))")
+    return statistics.median(
+        int(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
+                           check=True, timeout=60).stdout) / 1024 for _ in range(3))
 
 
 def main() -> None:
@@ -107,30 +131,43 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hubbub-memory-"))
     (folder / "memapp.py").write_text(APP)
-    trees = {"this tree": TREE}
+    bare = {"hubbub": bare_rss(sys.executable, {**os.environ, "PYTHONPATH": str(TREE)})}
+    if ARQ.exists():
+        bare["arq"] = bare_rss(str(ARQ.parent / "python"), dict(os.environ))
+    trees: dict[str, Path | None] = {"this tree": TREE}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
     rows = []
     for broker in args.brokers.split(","):
         for pool in args.pools.split(","):
+            if broker == "redis" and pool == args.pools.split(",")[0] and ARQ.exists():
+                trees["arq"] = None  # once per broker, in the turns of its first pool
+            else:
+                trees.pop("arq", None)
             samples: dict[str, list[tuple[float, float, int]]] = {t: [] for t in trees}
             for _ in range(args.runs):
                 for name, tree in trees.items():
                     samples[name].append(one_run(folder, tree, pool, broker, args.settle,
                                                  args.redis_url))
             for name, s in samples.items():
-                rows.append((broker, pool, name, statistics.median(r for r, _, _ in s),
+                rows.append((broker, "-" if name == "arq" else pool, name,
+                             statistics.median(r for r, _, _ in s),
                              statistics.median(p for _, p, _ in s), max(n for _, _, n in s)))
     print(f"idle worker memory, median of {args.runs} runs, read {args.settle:g}s after start, "
           f"Python {platform.python_version()}")
     header = (f"{'broker':7} {'pool':8} {'worker':10} {'RSS MiB':>8} {'PSS sum MiB':>11} "
-              f"{'processes':>9} {'RSS ratio':>9}")
+              f"{'processes':>9} {'RSS ratio':>9} {'vs arq':>7} {'above bare':>10}")
     print(header)
     print("-" * len(header))
     base = {(b, p): r for b, p, n, r, _, _ in rows if n == "baseline"}
+    arq = {b: r for b, _, n, r, _, _ in rows if n == "arq"}
     for broker, pool, name, rss, pss, count in rows:
         ratio = f"{rss / base[(broker, pool)]:.2f}x" if (broker, pool) in base else ""
-        print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9}")
+        peer = f"{rss / arq[broker]:.2f}x" if broker in arq and name != "arq" else ""
+        above = rss - bare["arq" if name == "arq" else "hubbub"]
+        print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9} "
+              f"{peer:>7} {above:10.1f}")
+    print("bare interpreters (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in bare.items()))
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 

@@ -3,6 +3,7 @@ path through the bridge loop, and against peers, in the same run (issue #18).
 
     python bench/producers.py                        # sqlite, redis, amqp; median of 3 runs
     python bench/producers.py --brokers sqlite redis --runs 5 --calls 5000
+    python bench/producers.py --brokers sqlite redis --old /tmp/old-tree   # old code too
 
 Rows, each a median of ``--runs`` runs of ``--calls`` no-op sends (after a few that connect
 and warm up):
@@ -20,6 +21,10 @@ and warm up):
   loop, with confirms (the old bridge path's ceiling); "py-amqp alone" is as many threads
   each on a connection of its own, with confirms (the direct path's ceiling). Celery
   (bench/peers/celery_amqp.py) sends one by one without publisher confirms.
+
+With ``--old <tree>`` (a checkout, e.g. from ``git worktree add``), the sqlite and redis
+rows also measure that tree's hubbub on the direct path; both trees' direct rows then run in
+a fresh process each (``PYTHONPATH`` set to the tree), so they compare alike.
 
 Runs take the variants in turns (the order alternating), so other work on the machine
 disturbs them alike; the load average is printed under the table. Every measurement uses a
@@ -196,16 +201,6 @@ def py_amqp_rate(calls: int, threads: int) -> float:
     return rate
 
 
-def old_rate(tree: str, broker: str, folder: Path, calls: int, threads: int) -> float:
-    """``hubbub_rate`` of another checkout (``--old``), in a process of its own."""
-    code = (f"import sys; sys.path.append({tree + '/bench'!r}); from pathlib import Path; "
-            "from producers import hubbub_rate; "  # last: bench/types.py is not the stdlib's
-            f"print(hubbub_rate({broker!r}, Path({str(folder)!r}), {calls}, threads={threads}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": tree}, timeout=600, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     """``enqueue`` rate of ``bench/peers/<script>`` in the peers' venv; None without it."""
     if not PEERS_PYTHON.exists():
@@ -216,21 +211,37 @@ def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     if out.returncode:
         print(f"  ({script} failed: {out.stderr.strip().splitlines()[-1:]})")
         return None
-    value: float = json.loads(out.stdout.strip().splitlines()[-1])["enqueue_single"]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # huey_redis.py says "enqueue_single"; the scripts on bench/peers/_driver.py say "rate"
+    value: float = figures.get("enqueue_single", figures.get("rate"))
     return value
 
 
+def tree_rate(tree: Path, broker: str, folder: Path, calls: int, threads: int = 1) -> float:
+    """``hubbub_rate`` on the direct path, in a fresh process importing hubbub from ``tree``."""
+    out = subprocess.run([sys.executable, __file__, "--one", broker, "--calls", str(calls),
+                          "--threads", str(threads), "--folder", str(folder)],
+                         env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+                         text=True, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def variants(broker: str, folder: Path, calls: int, threads: int,
-             old: str | None = None) -> dict[str, Measure]:
+             old: Path | None = None) -> dict[str, Measure]:
     """The measurements of one broker, by row name."""
     rows: dict[str, Measure] = {}
-    if broker in ("sqlite", "redis"):
+    if broker in ("sqlite", "redis") and old is not None:
+        rows[f"{broker} 1 thread: hubbub direct"] = lambda: tree_rate(
+            HERE.parent, broker, folder, calls)
+        rows[f"{broker} 1 thread: hubbub direct (old tree)"] = lambda: tree_rate(
+            old, broker, folder, calls)
+    elif broker in ("sqlite", "redis"):
         rows[f"{broker} 1 thread: hubbub direct"] = lambda: hubbub_rate(broker, folder, calls)
         rows[f"{broker} 1 thread: hubbub bridge (old)"] = lambda: hubbub_rate(
             broker, folder, calls, direct=False)
     if broker == "sqlite":
         rows["sqlite 1 thread: Huey"] = lambda: peer(
-            "huey_sqlite.py", calls, {"HUEY_DB": str(folder / f"huey-{token()}.db")})
+            "huey_peer.py", calls, {"BENCH_BROKER": "sqlite", "BENCH_PREFIX": f"hbb{token()}"})
     if broker == "redis":
         rows["redis 1 thread: Huey"] = lambda: peer(
             "huey_redis.py", calls, {"BENCH_REDIS": REDIS, "BENCH_PREFIX": f"huey-{token()}"})
@@ -243,7 +254,7 @@ def variants(broker: str, folder: Path, calls: int, threads: int,
         rows[f"amqp {threads} threads: hubbub"] = lambda: hubbub_rate(
             broker, folder, calls, threads=threads)
         if old is not None:
-            rows[f"amqp {threads} threads: hubbub --old"] = lambda: old_rate(
+            rows[f"amqp {threads} threads: hubbub --old"] = lambda: tree_rate(
                 old, broker, folder, calls, threads)
         rows[f"amqp {threads} in flight: aio-pika alone"] = lambda: aio_pika_rate(
             calls, threads)
@@ -260,9 +271,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--old", metavar="TREE",
-                        help="another checkout of hubbub: its amqp rows, in turns with ours")
+    parser.add_argument("--old", type=Path, metavar="TREE",
+                        help="another checkout of hubbub: its direct sqlite/redis rows and its "
+                        "amqp rows, in turns with ours")
+    parser.add_argument("--one", choices=["sqlite", "redis", "amqp"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.one:  # one measurement, for tree_rate
+        print(hubbub_rate(options.one, options.folder, options.calls, threads=options.threads))
+        return
     folder = Path(tempfile.mkdtemp(prefix="hubbub-producers-"))
     load_before = os.getloadavg()[0]
     figures: dict[str, list[float]] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -16,5 +15,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     Returns:
         The hint, starting with a space so it can be appended to a message as is.
     """
+    import difflib  # only for an error message: not imported by every process (issue #18)
+
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import sys
 import time
 from typing import Any, NamedTuple
@@ -149,8 +148,10 @@ def configure(level: int | str, format: str = "text", file: str | None = None, *
     if file is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
+        from logging.handlers import WatchedFileHandler  # only with a log file
+
         try:
-            handler = logging.handlers.WatchedFileHandler(file, encoding="utf-8")
+            handler = WatchedFileHandler(file, encoding="utf-8")
         except OSError as exc:
             raise ConfigurationError(f"cannot open log file {file}: {exc.strerror}; check the "
                                      "path and its folder's permissions") from None

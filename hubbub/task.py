@@ -3,236 +3,48 @@
 from __future__ import annotations
 
 import inspect
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar
 
-from hubbub._suggest import did_you_mean
-from hubbub.context import maybe_current_task
+# SendOptions, TaskOptions and the helpers below live in their own modules; they are
+# re-exported here, where users and the rest of hubbub have always imported them.
+from hubbub._send_options import SendOptions, build_envelope, merge_send, utc_instant
+from hubbub._task_options import (
+    CELERY_OPTIONS,
+    TaskOptions,
+    declared_name,
+    module_name,
+    unknown_option,
+)
 from hubbub.errors import ConfigurationError
 from hubbub.hooks import Hooks
-from hubbub.limits.keys import KeyFrom
-from hubbub.limits.options import check_limit_options
 from hubbub.limits.unique import with_unique
-from hubbub.message import Envelope, new_id
-from hubbub.settings import Settings, seconds
+from hubbub.message import Envelope
+from hubbub.settings import Settings
 
 if TYPE_CHECKING:
     from hubbub.canvas.signature import Canvas, Group, Signature
     from hubbub.result import Result
     from hubbub.worker.eager import EagerResult
 
+__all__ = [
+    "CELERY_OPTIONS",
+    "Publisher",
+    "SendOptions",
+    "Task",
+    "TaskOptions",
+    "build_envelope",
+    "declared_name",
+    "module_name",
+    "unknown_option",
+    "utc_instant",
+]
+
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class TaskOptions:
-    """How a task is sent and run. Every field can be given to ``@hub.task(...)``.
-
-    Attributes:
-        name: the name workers know it by (default: ``module.function``).
-        queue: where it is sent (default: the hub's default queue).
-        priority: 0..9, higher runs first.
-        retries: how many times it may be retried after the first attempt.
-        retry_backoff: first retry delay in seconds; doubles each retry (with jitter).
-        retry_backoff_max: the longest retry delay.
-        retry_jitter: randomise each delay between half and all of it.
-        retry_for: exception types that are retried (default: any Exception, while
-            ``retries`` allow).
-        timeout: hard time limit in seconds (exact on process pools, best effort elsewhere).
-        soft_timeout: seconds after which SoftTimeLimitExceeded is raised inside the task.
-        expires: seconds after sending when the task is no longer worth running.
-        ignore_result: keep no result (faster; Result.get() is then refused).
-        on_crash: when the process running it dies: "fail" it, or "retry" it.
-        raises: the app's exception classes the task may raise that callers want to catch:
-            ``Result.get()`` then raises a ``TaskFailed`` that is also an instance of the one
-            raised (builtin exceptions such as ValueError need no declaring).
-        unique: makes a job unique by a key derived from its arguments: parameter names
-            (``unique=("order_id",)``) or a function of the task's arguments returning a str.
-            While a job with that key is queued or running, sending another returns its
-            Result. Needs a result store. See docs/limits.md.
-        unique_for: seconds a unique key is kept at most (default one hour).
-        rate_limit: ``"100/m"`` (also ``/s``, ``/h``): starts allowed across the whole fleet,
-            spread evenly; a task over it waits without a pool slot.
-        rate_limit_key: makes ``rate_limit`` per key, derived from the arguments like
-            ``unique`` (e.g. ``"10/s"`` for each customer).
-        concurrency: at most this many running at once across the whole fleet.
-        concurrency_key: makes ``concurrency`` per key, derived from the arguments like
-            ``unique`` (e.g. per customer).
-    """
-
-    name: str
-    queue: str | None = None
-    priority: int = 0
-    retries: int = 0
-    retry_backoff: float = 1.0
-    retry_backoff_max: float = 600.0
-    retry_jitter: bool = True
-    retry_for: tuple[type[BaseException], ...] = ()
-    timeout: float | None = None
-    soft_timeout: float | None = None
-    expires: float | None = None
-    ignore_result: bool = False
-    on_crash: Literal["fail", "retry"] = "fail"
-    raises: tuple[type[Exception], ...] = ()
-    # -- limits (hubbub.limits) --
-    unique: KeyFrom | None = None
-    unique_for: float | None = None
-    rate_limit: str | None = None
-    concurrency: int | None = None
-    concurrency_key: KeyFrom | None = None
-    rate_limit_key: KeyFrom | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.priority <= 9:
-            raise ConfigurationError(f"priority must be 0..9, got {self.priority}")
-        if self.retries < 0:
-            raise ConfigurationError(f"retries must not be negative, got {self.retries}")
-        for name in ("timeout", "soft_timeout", "expires", "retry_backoff", "retry_backoff_max"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, seconds(value, name))
-        if (self.soft_timeout is not None and self.timeout is not None
-                and self.soft_timeout >= self.timeout):
-            raise ConfigurationError(
-                f"soft_timeout ({self.soft_timeout}s) must be shorter than timeout "
-                f"({self.timeout}s): the soft limit warns the task before the hard one stops it"
-            )
-        if self.on_crash not in ("fail", "retry"):
-            raise ConfigurationError(f"on_crash must be 'fail' or 'retry', not {self.on_crash!r}")
-        raises = self.raises if isinstance(self.raises, tuple | list) else (self.raises,)
-        for cls in raises:
-            if not (isinstance(cls, type) and issubclass(cls, Exception)):
-                raise ConfigurationError(f"raises takes Exception subclasses, e.g. "
-                                         f"raises=(OrderError,), not {cls!r}")
-        object.__setattr__(self, "raises", tuple(raises))
-        # -- limits --
-        for name, value in check_limit_options(
-                unique=self.unique, unique_for=self.unique_for, rate_limit=self.rate_limit,
-                concurrency=self.concurrency, concurrency_key=self.concurrency_key,
-                rate_limit_key=self.rate_limit_key).items():
-            object.__setattr__(self, name, value)
-
-
-# Celery's task options, and what to write instead: a team moving over gets the answer, not
-# a bare "unknown option".
-CELERY_OPTIONS = {
-    "bind": "hubbub tasks take no self: call hubbub.current_task() inside the task for its "
-            "id, retries and queue",
-    "max_retries": "hubbub calls it retries",
-    "autoretry_for": "hubbub calls it retry_for (with retries=N); it defaults to any Exception",
-    "time_limit": "hubbub calls it timeout (seconds)",
-    "soft_time_limit": "hubbub calls it soft_timeout (seconds)",
-    "acks_late": "it is always on in hubbub: a message is acked only after its task finished",
-    "track_started": "it is always on in hubbub: a task is recorded STARTED when it starts",
-    "default_retry_delay": "hubbub calls it retry_backoff (seconds, doubled each retry)",
-    "serializer": "the serializer is a Hub setting: Hub(serializer=...)",
-}
-
-
-def unknown_option(name: str, known: Iterable[str]) -> ConfigurationError:
-    """The error for an unknown task option: Celery's names get what hubbub calls them."""
-    hint = CELERY_OPTIONS.get(name)
-    if hint:
-        return ConfigurationError(f"unknown task option {name!r}: that is Celery's; {hint}")
-    return ConfigurationError(f"unknown task option {name!r}{did_you_mean(name, known)}")
-
-
-def module_name(module: str) -> str:
-    """The name workers know a module by. A script run as ``python shop.py`` is
-    ``__main__`` to itself but ``shop`` to a worker started with ``-A shop:hub``: use the
-    latter."""
-    if module != "__main__":
-        return module
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        return str(spec.name)  # python -m package.module
-    path = getattr(main, "__file__", None)
-    return Path(path).stem if path else module
-
-
-def declared_name(cls: type[BaseException]) -> str:
-    """``shop.OrderError``: the name a declared exception class is recorded under (the
-    same in the caller's process and in the worker's)."""
-    return f"{module_name(cls.__module__)}.{cls.__qualname__}"
-
-
-def utc_instant(value: datetime, name: str) -> float:
-    """Epoch seconds of an aware datetime.
-
-    Raises:
-        ConfigurationError: the datetime is naive.
-    """
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigurationError(
-            f"{name} must be timezone-aware; use datetime.now(timezone.utc) or .replace(tzinfo=...)"
-        )
-    return value.astimezone(UTC).timestamp()
-
-
-@dataclass(frozen=True, slots=True)
-class SendOptions:
-    """Per-call overrides of ``apply_async``."""
-
-    countdown: float | timedelta | None = None
-    eta: datetime | None = None
-    expires: float | timedelta | datetime | None = None
-    priority: int | None = None
-    queue: str | None = None
-    task_id: str | None = None
-    headers: Mapping[str, Any] | None = field(default=None)
-
-
-def build_envelope(
-    options: TaskOptions, default_queue: str, args: Iterable[Any], kwargs: Mapping[str, Any],
-    send: SendOptions,
-) -> Envelope:
-    """The envelope for one call, with parent/root ids taken from the running task if any.
-
-    Raises:
-        ConfigurationError: naive datetimes, countdown with eta, bad priority.
-    """
-    now = time.time()
-    if send.countdown is not None and send.eta is not None:
-        raise ConfigurationError("give countdown or eta, not both")
-    eta = None
-    if send.countdown is not None:
-        eta = now + seconds(send.countdown, "countdown")
-    elif send.eta is not None:
-        eta = utc_instant(send.eta, "eta")
-    expires_in = send.expires if send.expires is not None else options.expires
-    expires = None
-    if isinstance(expires_in, datetime):
-        expires = utc_instant(expires_in, "expires")
-    elif expires_in is not None:
-        expires = now + seconds(expires_in, "expires")
-    priority = options.priority if send.priority is None else send.priority
-    if not 0 <= priority <= 9:
-        raise ConfigurationError(f"priority must be 0..9, got {priority}")
-    parent = maybe_current_task()
-    return Envelope(
-        task=options.name,
-        args=tuple(args),
-        kwargs=dict(kwargs),
-        id=send.task_id or new_id(),
-        queue=send.queue or options.queue or default_queue,
-        priority=priority,
-        eta=eta,
-        expires=expires,
-        max_retries=options.retries,
-        timeout=options.timeout,
-        soft_timeout=options.soft_timeout,
-        parent_id=parent.id if parent else None,
-        root_id=(parent.root_id or parent.id) if parent else None,
-        headers=dict(send.headers or {}),
-        created_at=now,
-    )
 
 
 class Publisher(Protocol):
@@ -283,7 +95,7 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self._signature: inspect.Signature | Literal[False] | None = False  # False: unread
+        self._signature: _ArgumentCheck | Literal[False] | None = False  # False: unread
         # The hub's hooks (one shared object, so hooks registered later apply too); a
         # Publisher without hooks (a test's fake) gets none.
         hooks = getattr(hub, "hooks", None)
@@ -308,7 +120,8 @@ class Task(Generic[P, R]):
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
-        return self.apply_async(args, kwargs)
+        [result] = self.hub.publish([self._envelope(args, kwargs, self._send)])
+        return result
 
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
         """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
@@ -324,13 +137,7 @@ class Task(Generic[P, R]):
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
-        self.check_arguments(args, kwargs)
-        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs,
-                                  self._send)
-        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
-                               task_ttl=self.spec.unique_for, key=None,
-                               ttl=None)  # -- limits --
-        [result] = await self.hub.send_async([envelope])
+        [result] = await self.hub.send_async([self._envelope(args, kwargs, self._send)])
         return result
 
     def apply_async(
@@ -373,17 +180,32 @@ class Task(Generic[P, R]):
                                          "link_error callbacks; chain it instead")
             return self._linked(tuple(args), dict(kwargs or {}), link, link_error, SendOptions(
                 countdown, eta, expires, priority, queue, task_id, headers))
-        send = _merge(self._send, SendOptions(countdown, eta, expires, priority, queue, task_id,
-                                              headers))
-        args = tuple(args)
-        kwargs = kwargs or {}
-        self.check_arguments(args, kwargs)
-        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
-        envelope = with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
-                               task_ttl=self.spec.unique_for, key=unique_key,
-                               ttl=unique_for)  # -- limits --
+        if (countdown is None and eta is None and expires is None and priority is None
+                and queue is None and task_id is None and headers is None):
+            send = self._send  # nothing to merge: the common apply_async(args, kwargs)
+        else:
+            send = merge_send(self._send, SendOptions(countdown, eta, expires, priority, queue,
+                                                      task_id, headers))
+        envelope = self._envelope(tuple(args), kwargs or {}, send, unique_key, unique_for)
         [result] = self.hub.publish([envelope])
         return result
+
+    def _envelope(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], send: SendOptions,
+                  unique_key: str | None = None,
+                  unique_for: float | timedelta | None = None) -> Envelope:
+        """The checked envelope of one call (what every way of sending builds).
+
+        Raises:
+            TypeError: the function cannot be called with these arguments.
+            ConfigurationError: bad send options, or a bad unique key.
+        """
+        self.check_arguments(args, kwargs)
+        envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
+        if unique_key is None and unique_for is None and self.spec.unique is None:
+            return envelope  # not a unique job (the common case: nothing to derive)
+        return with_unique(envelope, self.fn, args, kwargs, key_from=self.spec.unique,
+                           task_ttl=self.spec.unique_for, key=unique_key,
+                           ttl=unique_for)  # -- limits --
 
     def apply(
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
@@ -426,12 +248,7 @@ class Task(Generic[P, R]):
         envelopes = []
         for call in calls:
             args, kwargs = ((), call) if isinstance(call, Mapping) else (tuple(call), {})
-            self.check_arguments(args, kwargs)
-            envelope = build_envelope(self.spec, self.hub.settings.default_queue, args,
-                                      kwargs, self._send)
-            envelopes.append(with_unique(envelope, self.fn, args, kwargs,  # -- limits --
-                                         key_from=self.spec.unique,
-                                         task_ttl=self.spec.unique_for, key=None, ttl=None))
+            envelopes.append(self._envelope(args, kwargs, self._send))
         return self.hub.publish(envelopes)
 
     # -- canvas --------------------------------------------------------------------------
@@ -494,7 +311,7 @@ class Task(Generic[P, R]):
                 link: Canvas[Any] | Iterable[Canvas[Any]] | None,
                 link_error: Canvas[Any] | Iterable[Canvas[Any]] | None,
                 call: SendOptions) -> Result[R]:
-        send = _merge(self._send, call)
+        send = merge_send(self._send, call)
         if send.headers:
             raise ConfigurationError("headers cannot be sent with link/link_error callbacks; "
                                      "pass what the callback needs as arguments")
@@ -543,10 +360,10 @@ class Task(Generic[P, R]):
         signature = self._signature
         if signature is False:
             signature = self._signature = _signature_to_check(self.fn)
-        if signature is None:
+        if signature is None or signature.binds(args, kwargs):
             return
         try:
-            signature.bind(*args, **kwargs)
+            signature.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.name!r} cannot be sent with these arguments: {exc}"
                             ) from None
@@ -573,7 +390,40 @@ class Task(Generic[P, R]):
         return copy
 
 
-def _signature_to_check(fn: Callable[..., Any]) -> inspect.Signature | None:
+class _ArgumentCheck:
+    """A function's signature, and a quick yes for the common call that fits it.
+
+    ``binds`` answers without ``inspect.Signature.bind`` (whose cost is most of a send's
+    argument check) for a function whose parameters are all positional-or-keyword; a False
+    from it is not a no: ``bind`` then decides, and words the error.
+    """
+
+    __slots__ = ("index", "names", "required", "signature")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = list(signature.parameters.values())
+        simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        # names: None when the quick check does not apply; required: the leading parameters
+        # without a default (one without a default cannot follow one with a default here).
+        self.names = tuple(p.name for p in params) if simple else None
+        self.index = {name: i for i, name in enumerate(self.names or ())}
+        self.required = sum(p.default is inspect.Parameter.empty for p in params)
+
+    def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """Whether a call with ``args`` and ``kwargs`` surely binds (False: not sure)."""
+        names, given = self.names, len(args)
+        if names is None or given > len(names):
+            return False
+        if not kwargs:
+            return given >= self.required
+        for name in kwargs:
+            if self.index.get(name, -1) < given:  # unknown, or also given by position
+                return False
+        return all(names[i] in kwargs for i in range(given, self.required))
+
+
+def _signature_to_check(fn: Callable[..., Any]) -> _ArgumentCheck | None:
     """The signature calls are checked against; None when it takes anything or is unknown."""
     try:
         signature = inspect.signature(fn)
@@ -582,11 +432,4 @@ def _signature_to_check(fn: Callable[..., Any]) -> inspect.Signature | None:
     kinds = sorted(p.kind for p in signature.parameters.values())
     if kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]:
         return None  # (*args, **kwargs): every call binds
-    return signature
-
-
-def _merge(base: SendOptions, call: SendOptions) -> SendOptions:
-    return SendOptions(**{
-        name: getattr(call, name) if getattr(call, name) is not None else getattr(base, name)
-        for name in SendOptions.__dataclass_fields__
-    })
+    return _ArgumentCheck(signature)

@@ -10,11 +10,9 @@ import unicodedata
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from hubbub._loader import load_hub
 from hubbub._redact import redact
@@ -23,9 +21,28 @@ from hubbub.errors import HubbubError
 from hubbub.hub import Hub
 from hubbub.settings import Limits, Settings, environment_variable
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
 T = TypeVar("T")
-console = Console()
-errors = Console(stderr=True)
+
+
+def __getattr__(name: str) -> Console:
+    """``console`` (stdout) and ``errors`` (stderr), made on first use: rich is imported only
+    by commands that print with it, never by ``hubbub worker`` (issue #18: idle memory)."""
+    if name not in ("console", "errors"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _console(name)
+
+
+def _console(name: str) -> Console:
+    made: Console | None = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        made = globals()[name] = Console(stderr=name == "errors")
+    return made
 
 APP_HELP = "The app as module:attribute, e.g. shop.tasks:hub (attribute defaults to 'hub')."
 BROKER_HELP = ("Broker URL, e.g. redis://localhost:6379/0 (default: the app's broker; without "
@@ -53,6 +70,8 @@ def plain(value: object, limit: int = PREVIEW) -> Text:
 
     Everything a broker returns goes through here: it may have been written by anyone.
     """
+    from rich.text import Text
+
     text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
     if len(text) > limit:
         text = text[:limit] + "…"
@@ -67,8 +86,10 @@ def _escape(char: str) -> str:
 
 def fail(message: str) -> None:
     """Print ``error: message`` to stderr as one line (secrets masked, no markup)."""
+    from rich.text import Text
+
     line = " ".join(redact(message).split())  # one line, whatever the message holds
-    errors.print(Text.assemble(("error:", "red"), " ", plain(line, limit=2000)),
+    _console("errors").print(Text.assemble(("error:", "red"), " ", plain(line, limit=2000)),
                  soft_wrap=True, highlight=False)
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 from hubbub._loader import load_hub
 from hubbub.cli._common import APP_HELP, LOGLEVEL_HELP, friendly, settings_lines
 from hubbub.cli._process import as_service, service_options
-from hubbub.compat.celery.bridge import celery_lane
 from hubbub.events import WorkerOnline
-from hubbub.metrics import WorkerMetrics
-from hubbub.schedule.beat import Beat
 from hubbub.worker import WorkerLoop, run_worker
 from hubbub.worker.lane import Lane, parse_lane
 from hubbub.worker.pools import (
@@ -24,6 +22,11 @@ from hubbub.worker.pools import (
     pool_class,
     resizable_pools,
 )
+
+if TYPE_CHECKING:
+    from hubbub.hub import Hub
+    from hubbub.metrics import WorkerMetrics
+    from hubbub.worker import Companion
 
 log = logging.getLogger("hubbub.worker")
 
@@ -115,7 +118,7 @@ def worker(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     --grace seconds); a second one releases running work and exits.
     """
     # Before anything starts: without the extra, one error line names it.
-    metrics = None if metrics_port is None else WorkerMetrics(metrics_port, metrics_bind)
+    metrics = None if metrics_port is None else _metrics(metrics_port, metrics_bind)
     with as_service(loglevel, log_format, logfile, pidfile):
         _serve(app, queues, lanes, autoscale, beat, pool, concurrency, coroutines,
                max_tasks_per_child, max_memory_per_child, prefetch, grace, lease, heartbeat, name,
@@ -159,15 +162,31 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     banner.extend(f"autoscale {','.join(lane.queues)}: {lane.autoscale[0]}..{lane.autoscale[1]} "
                   f"{lane.pool.kind} slots (grows while work waits, shrinks when idle)"
                   for lane in chosen if lane.autoscale is not None)
-    # -- Celery bridge (issue 17)
-    chosen += [celery_lane(hub, spec, broker=celery.broker, results=celery.results,
-                           result_expires=celery.result_expires, pool=pool,
-                           concurrency=concurrency, prefetch=prefetch, **options)
-               for spec in celery.queues]
+    if celery.queues:  # -- Celery bridge (issue 17), imported only by a worker that uses it
+        from hubbub.compat.celery.bridge import celery_lane
+
+        chosen += [celery_lane(hub, spec, broker=celery.broker, results=celery.results,
+                               result_expires=celery.result_expires, pool=pool,
+                               concurrency=concurrency, prefetch=prefetch, **options)
+                   for spec in celery.queues]
     # -- end Celery bridge
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat, events=True if events else None, metrics=metrics)
-    run_worker(loop, [Beat(hub)] if beat else [])
+    run_worker(loop, [_beat(hub)] if beat else [])
+
+
+# What only some workers use is imported when one does, not by every idle worker (issue #18).
+
+def _metrics(port: int, bind: str) -> WorkerMetrics:
+    from hubbub.metrics import WorkerMetrics
+
+    return WorkerMetrics(port, bind)
+
+
+def _beat(hub: Hub) -> Companion:
+    from hubbub.schedule.beat import Beat
+
+    return Beat(hub)
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,29 @@ import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeAlias
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from hubbub.errors import ConfigurationError, ScheduleError
 from hubbub.settings import seconds
 
-try:  # the cron parser is an extra: pip install hubbub[schedule]
-    from croniter import croniter as _croniter  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - exercised by patching _croniter to None
-    _croniter = None
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# The cron parser, an extra (pip install hubbub[schedule]), imported by the first cron
+# schedule, not by every process that imports hubbub (issue #18: idle worker memory).
+# Ellipsis: not imported yet; None: not installed.
+_croniter: Any = ...
+
+
+def _cron_parser() -> Any:
+    global _croniter
+    if _croniter is ...:
+        try:
+            from croniter import croniter  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - exercised by patching _croniter to None
+            croniter = None
+        _croniter = croniter
+    return _croniter
 
 Missed: TypeAlias = Literal["once", "skip"]
 MISSED_POLICIES: tuple[str, ...] = ("once", "skip")
@@ -95,6 +108,8 @@ class Cron:
     tz: str = "UTC"
 
     def _zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo  # with the cron parser: when a cron schedule is used
+
         return ZoneInfo(self.tz)  # cached by zoneinfo; validated when the entry was made
 
     def next_after(self, instant: float) -> float:
@@ -209,6 +224,8 @@ def check_zone(tz: str) -> str:
     Raises:
         ScheduleError: unknown or malformed zone name.
     """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # when a schedule names a zone
+
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -282,10 +299,11 @@ def _step(expression: str, start: datetime, *, forward: bool) -> float:
         ConfigurationError: croniter is not installed.
         ScheduleError: croniter refuses the expression or finds no such slot.
     """
-    if _croniter is None:
+    parser = _cron_parser()
+    if parser is None:
         raise ConfigurationError("cron schedules need an extra: pip install hubbub[schedule]")
     try:
-        it = _croniter(expression, start)
+        it = parser(expression, start)
         found = it.get_next(datetime) if forward else it.get_prev(datetime)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # croniter: ValueErrors
         raise ScheduleError(f"bad cron expression {expression!r}: {exc}") from None

@@ -3,6 +3,7 @@ at ``@hub.task``."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -89,8 +90,6 @@ def test_a_task_known_only_by_name_is_sent_unchecked(hub: Hub) -> None:
 def test_the_signature_is_read_once_per_function(
     hub: Hub, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import inspect
-
     @hub.task
     def add(x: int, y: int) -> int:
         return x + y
@@ -108,6 +107,40 @@ def test_the_signature_is_read_once_per_function(
     add.options(priority=5).delay(1, 2)
 
     assert len(reads) == 1
+
+
+def _fixed(a: int, b: int) -> None: ...
+def _defaults(a: int, b: int = 2, c: int = 3) -> None: ...
+def _keyword_only(a: int, *, b: int) -> None: ...
+def _positional_only(a: int, /, b: int) -> None: ...
+def _star_args(a: int, *rest: int) -> None: ...
+def _star_kwargs(a: int, **rest: int) -> None: ...
+def _nothing() -> None: ...
+
+
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, 3), {}), ((1, 2, 3, 4), {}),
+    ((), {"a": 1}), ((), {"a": 1, "b": 2}), ((1,), {"b": 2}), ((1,), {"a": 2}),
+    ((1,), {"c": 3}), ((1, 2), {"c": 3}), ((), {"b": 2, "c": 3}), ((1,), {"z": 0}),
+    ((1, 2), {"b": 2}), ((), {"rest": 1}),
+]
+
+
+@pytest.mark.parametrize("fn", [_fixed, _defaults, _keyword_only, _positional_only,
+                                _star_args, _star_kwargs, _nothing])
+def test_delay_accepts_exactly_the_calls_the_function_can_take(
+    hub: Hub, fn: Any,
+) -> None:
+    task = hub.task(name=f"shapes.{fn.__name__}")(fn)
+
+    for args, kwargs in CALLS:
+        try:
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError:
+            with pytest.raises(TypeError, match="cannot be sent with these arguments"):
+                task.check_arguments(args, kwargs)
+        else:
+            task.check_arguments(args, kwargs)  # no error
 
 
 # -- Celery's option names --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -457,3 +458,13 @@ def test_a_task_defined_in_a_script_is_named_as_the_worker_imports_it(tmp_path: 
     done = subprocess.run([sys.executable, "shop.py"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=30)
     assert done.stdout.strip() == "shop.add", done.stderr  # what `-A shop:hub` registers
+
+
+def test_a_new_envelope_id_is_a_random_uuid4_in_hex() -> None:
+    ids = {build_envelope(TaskOptions(name="t"), "default", (), {}, SendOptions()).id
+           for _ in range(200)}
+
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)

@@ -1,0 +1,406 @@
+"""The producer side of a ``Hub``: its connections, what is sent over them (``publish``,
+``send_task``, ...) and what is read back (results, groups, revokes).
+
+``Hub`` is the one class built on ``Producer``; it is a module of its own only to keep the
+hub's configuration and registry apart from the connections and the per-send path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Self
+
+from hubbub._bridge import Bridge
+from hubbub._client import (
+    Client,
+    Connector,
+    LoopClient,
+    encode_all,
+    encode_now,
+    revoke,
+    wraps_publish,
+)
+from hubbub.codecs import Codec
+from hubbub.control.plane import Plane
+from hubbub.control.planes import open_plane
+from hubbub.limits import parse_rate
+from hubbub.limits.unique import UNIQUE_HEADER, claim, unclaim
+from hubbub.message import Envelope
+from hubbub.middleware import Middleware
+from hubbub.result import Result
+from hubbub.results import ResultBackend, ResultRecord, open_results
+from hubbub.settings import Settings
+from hubbub.signing import Signer
+from hubbub.task import Task
+from hubbub.transports import Transport, open_transport
+
+if TYPE_CHECKING:
+    from hubbub.compat.celery.producer import CeleryProducer
+    from hubbub.control.sent import SentEvents
+    from hubbub.tracing import SendTracing
+
+# Sends from one event loop (not the bridge's) after which it publishes on connections of
+# its own instead of handing each send to the bridge thread.
+OWN_CONNECTIONS_AFTER = 8
+
+
+class Producer:
+    """Connections to the broker and result store, and the sending and reading done over
+    them; the base of :class:`~hubbub.hub.Hub`, which sets the settings these read."""
+
+    # Set by Hub (from its settings; see Hub._settle).
+    settings: Settings
+    codec: Codec
+    signer: Signer | None
+    tasks: dict[str, Task[Any, Any]]
+    middleware: list[Middleware]
+    _connector: Connector
+    _sent: SentEvents | None  # task-sent events, with events on
+
+    def __init__(self) -> None:
+        # -- tracing (issue 15): send spans, once hubbub.tracing.instrument(hub) ran
+        self.tracing: SendTracing | None = None
+        self.bridge = Bridge()
+        self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
+        # Producer connections opened on other event loops by connected() (ASGI apps).
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary())
+        # ... and by publish_async itself, on a loop that keeps sending (issue #18).
+        self._own_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
+            weakref.WeakKeyDictionary())
+        self._loop_sends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
+            weakref.WeakKeyDictionary())
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _celery_send(self, envelope: Envelope) -> None:
+        # One producer per process, on the bridge loop (a forked child opens its own).
+        producer = self._celery_producers.get(os.getpid())
+        if producer is None:  # -- Celery bridge (issue 17), imported when used
+            from hubbub.compat.celery.producer import CeleryProducer, broker_url
+
+            producer = CeleryProducer(broker_url(self.settings), origin=f"hubbub@{os.getpid()}")
+            self._celery_producers = {os.getpid(): producer}
+        await producer.send(envelope)
+
+    def publish(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """Encode and publish envelopes in one batch, from sync code.
+
+        This is what a ``Task`` sends through (the ``Publisher`` protocol in task.py).
+
+        Args:
+            envelopes: built by ``hubbub.task.build_envelope``; each goes to its own queue.
+
+        Returns:
+            One Result per envelope, in order.
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        if self.tracing is not None:  # -- tracing (issue 15): in the caller's thread
+            with self.tracing.sending(envelopes) as traced:
+                owners = self._publish_sync(traced)
+        else:
+            owners = self._publish_sync(envelopes)
+        if not owners:  # the common case: every envelope was sent as it is
+            return [self._result_for(e) for e in envelopes]
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
+
+    def _publish_sync(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
+        """``publish_async``'s work from sync code: on the caller's thread when the broker
+        has a sync publisher (SQLite, one Redis server) and nothing needs an event loop (no
+        ``around_publish`` middleware, no unique job), else through the bridge loop.
+
+        Returns:
+            As ``publish_async``: the unique envelopes not sent, each with its owner's id.
+        """
+        client = self._connector.current() or self.bridge.run(self.client())
+        direct = client.transport.sync_publisher()
+        if (direct is None or (self.middleware and wraps_publish(self.middleware))
+                or any(e.headers and UNIQUE_HEADER in e.headers for e in envelopes)):
+            return self.bridge.run(self.publish_async(envelopes))
+        direct.publish(encode_now(envelopes, self.codec,
+                                  self.max_message_size(client.transport), self.signer))
+        if self._sent is not None:  # task-sent events stay on the bridge loop, after the send
+            self.bridge.run(self._sent.sent(envelopes))
+        return {}
+
+    def _result_for(self, envelope: Envelope) -> Result[Any]:
+        task = self.tasks.get(envelope.task)
+        ignored = self.settings.results is None or bool(task and task.spec.ignore_result)
+        return Result(self, envelope.id, envelope.task, ignored=ignored,
+                      raises=task.spec.raises if task else ())
+
+    async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
+        """Encode and publish from any loop: on this loop's own connections inside
+        ``connected()`` or once it has sent ``OWN_CONNECTIONS_AFTER`` times, else on the
+        bridge loop.
+
+        Returns:
+            The unique envelopes that were not sent because another live job holds their
+            key: envelope id -> that job's id (see docs/limits.md).
+        """
+        loop = asyncio.get_running_loop()
+        client = self._loop_clients.get(loop) or await self._own_client(loop)
+        if client is None:
+            if loop is not self.bridge.loop():
+                return await self.bridge.run_async(self.publish_async(envelopes))
+            client = await self.client()
+        # -- limits: unique jobs claim their keys first --
+        envelopes, owners, claimed = await claim(client.results, envelopes,
+                                                 self.settings.broker)
+        try:
+            if not envelopes:
+                return owners  # every one a duplicate of a live job
+            await client.transport.publish(await encode_all(
+                envelopes, self.middleware, self.codec, self.max_message_size(client.transport),
+                self.signer))
+        except BaseException:
+            await unclaim(client.results, claimed)
+            raise
+        if self._sent is not None:  # its plane lives on the bridge loop, whoever sent
+            await self.bridge.run_async(self._sent.sent(envelopes))
+        return owners
+
+    async def _own_client(self, loop: asyncio.AbstractEventLoop) -> Client | None:
+        """Connections of ``loop``'s own, once it has sent ``OWN_CONNECTIONS_AFTER`` times
+        (a server's or a worker's loop; a loop of one ``asyncio.run`` that sends once or
+        twice keeps using the bridge's, already open); None before that, and on the bridge
+        loop. They close when the loop shuts down (see ``LoopClient``).
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        owned = self._own_clients.get(loop)
+        if owned is None:
+            if self.bridge.runs(loop):
+                return None
+            sends = self._loop_sends.get(loop, 0) + 1
+            self._loop_sends[loop] = sends
+            if sends < OWN_CONNECTIONS_AFTER:
+                return None
+            owned = self._own_clients[loop] = LoopClient(Connector(
+                self.open_transport, self.open_results, self.settings.broker))
+        return await owned.client()
+
+    async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
+        """``publish`` for async code (what ``Task.delay_async`` sends through).
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        if self.tracing is not None:  # -- tracing (issue 15): in the caller's task
+            with self.tracing.sending(envelopes) as traced:
+                owners = await self.publish_async(traced)
+        else:  # -- limits: a duplicate's is the owner's
+            owners = await self.publish_async(envelopes)
+        return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
+                for e in envelopes]
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Self]:
+        """Open producer connections on the running event loop for the block.
+
+        Inside it, sends from this loop (``await task.delay_async(...)``,
+        ``hub.send_async``) go to the broker from the loop itself, with no hop to the hub's
+        bridge thread per call. For an ASGI app's lifespan (``hubbub.fastapi.lifespan``);
+        entering it again on the same loop reuses the connections.
+
+        Raises:
+            TransportUnavailable: the broker cannot be reached.
+        """
+        loop = asyncio.get_running_loop()
+        if loop in self._loop_clients:
+            yield self
+            return
+        connector = Connector(self.open_transport, self.open_results, self.settings.broker)
+        self._loop_clients[loop] = await connector.client()
+        try:
+            yield self
+        finally:
+            client = self._loop_clients.pop(loop)
+            await client.close()
+
+    def max_message_size(self, transport: Transport) -> int:
+        """Bytes a message may have on ``transport``: ``limits.max_message_size``, lowered to
+        the broker's own cap where it has one."""
+        cap = transport.capabilities.max_message_size
+        limit = self.settings.limits.max_message_size
+        return limit if cap is None else min(limit, cap)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def open_transport(self) -> Transport:
+        """A new, unconnected transport for the broker (one per event loop), keeping dead
+        letters as ``limits`` says (a URL's ``dead_ttl``/``dead_max`` win)."""
+        limits = self.settings.limits
+        return open_transport(self.settings.broker, dead_ttl=limits.dead_letter_ttl,
+                              dead_max=limits.max_dead_letters)
+
+    def open_results(self) -> ResultBackend | None:
+        """A new, unconnected result backend, or None when results are not kept."""
+        url = self.settings.results
+        if url is None:
+            return None
+        backend = open_results(url)
+        if not self.settings.history:  # -- history: off, so no rows are written or read
+            backend.history_ttl = None
+        return backend
+
+    def open_plane(self) -> Plane:
+        """A new, unconnected control plane (events, control commands and replies) over the
+        broker: Redis streams, RabbitMQ fanout exchanges, a table in the SQLite file; on
+        Beanstalkd, the result store (Redis or SQLite).
+
+        Raises:
+            ConfigurationError: the broker carries no plane (Beanstalkd without a Redis or
+                SQLite result store), or its extra is missing.
+        """
+        return open_plane(self.settings.broker, self.settings.results)
+
+    async def client(self) -> Client:
+        """This process's producer connections (on the bridge loop), opened on first use."""
+        return await self._connector.client()
+
+    # -- results ---------------------------------------------------------------------------
+    #
+    # Public: they are what a Result is built on (the ResultsClient protocol in result.py),
+    # and the async, batched way to read many results in one round trip, which a Result
+    # (one id, sync or async) cannot offer; the demo, the benchmarks and the tests use them.
+    # Like everything that uses the producer connections, they run on the hub's bridge loop.
+
+    async def read_results(self, ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The stored records of ``ids``, in one round trip.
+
+        A coroutine for the hub's bridge loop: ``hub.bridge.run(hub.read_results(ids))``
+        from sync code, ``await hub.bridge.run_async(hub.read_results(ids))`` from a loop.
+
+        Args:
+            ids: task ids.
+
+        Returns:
+            id -> record, for the ids that have a record (none yet, or expired: left out).
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
+        return await (await self._connector.results()).get(ids)
+
+    async def wait_result(self, id: str, timeout: float | None) -> ResultRecord | None:
+        """Wait until task ``id`` is ready (SUCCESS, FAILURE or REVOKED); on the bridge loop.
+
+        Args:
+            id: the task id.
+            timeout: seconds to wait; None waits as long as it takes.
+
+        Returns:
+            The ready record, or None when ``timeout`` ran out first.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
+        return await (await self._connector.results()).wait(id, timeout=timeout)
+
+    async def revoke(self, ids: Sequence[str], *, terminate: bool = False) -> list[str]:
+        """Revoke tasks, in one call however many; on the bridge loop.
+
+        A revoked task that has not started never starts: a worker skips it when it fetches
+        it, and drops it if it was already waiting for a slot (within about half a second).
+        A running task is stopped only with ``terminate=True`` (see docs/tasks.md for how
+        each pool stops one); otherwise it runs to the end. A task that already finished
+        keeps its result, and so does one that finishes before a terminate reaches it.
+
+        Args:
+            ids: task ids.
+            terminate: also stop the tasks among ``ids`` that are running now.
+
+        Returns:
+            The ids the revoke took effect for: not finished, and not running unless
+            ``terminate``.
+
+        Raises:
+            ResultError: this hub keeps no results (revokes live there), or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
+        return await revoke(await self._connector.results(), ids, terminate=terminate,
+                            ttl=self.settings.result_ttl)
+
+    async def forget_results(self, ids: Sequence[str]) -> None:
+        """Delete the stored records of ``ids`` (a missing one is no error); on the bridge loop.
+
+        Args:
+            ids: task ids.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+            TransportUnavailable: the broker cannot be reached (the first call connects both).
+        """
+        await (await self._connector.results()).forget(ids)
+
+    # -- limits ------------------------------------------------------------------------------
+
+    async def set_rate_limit(self, task: str, rate: str | None) -> None:
+        """Change ``task``'s rate limit for the whole fleet, now; on the bridge loop.
+
+        Kept in the result store, where every worker reads it (within about two seconds);
+        it wins over the task's ``rate_limit`` option, and also limits a task that has none.
+
+        Args:
+            task: the task's name.
+            rate: ``"100/m"`` (also ``/s``, ``/h``); None goes back to the task's option.
+
+        Raises:
+            ConfigurationError: ``rate`` is not a rate.
+            ResultError: this hub keeps no results (limits live there), or the store failed.
+            ResultUnavailable: a networked store (Redis) cannot be reached.
+        """
+        if rate is not None:
+            rate = parse_rate(rate).text
+        await (await self._connector.results()).limits().set_rate(task, rate)
+
+    async def save_groups(self, groups: Sequence[tuple[str, list[str]]]) -> None:
+        """Keep each group's member ids in the result store; on the bridge loop.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store cannot be reached.
+        """
+        store = await self._connector.results()
+        for group, ids in groups:
+            await store.save_group(group, ids, ttl=self.settings.result_ttl)
+
+    async def read_group(self, id: str) -> list[str] | None:
+        """The member ids saved for group ``id``; on the bridge loop.
+
+        Raises:
+            ResultError: this hub keeps no results, or the store failed.
+            ResultUnavailable: a networked store cannot be reached.
+        """
+        return await (await self._connector.results()).read_group(id)
+
+    def close(self) -> None:
+        """Close the producer connections and stop the bridge thread."""
+        client = self._connector.detach()
+        if client is not None:
+            self.bridge.run(client.close())
+        if self._sent is not None and self._sent.opened:
+            self.bridge.run(self._sent.close())
+        celery = self._celery_producers.pop(os.getpid(), None)
+        if celery is not None:
+            self.bridge.run(celery.close())
+        self.bridge.stop()
+
