@@ -165,7 +165,8 @@ def peer(script: str, calls: int, env: dict[str, str]) -> float | None:
     if out.returncode:
         print(f"  ({script} failed: {out.stderr.strip().splitlines()[-1:]})")
         return None
-    value: float = json.loads(out.stdout.strip().splitlines()[-1])["enqueue_single"]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    value: float = line.get("enqueue_single", line.get("rate"))  # old and _driver.py drivers
     return value
 
 
