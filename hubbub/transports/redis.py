@@ -210,7 +210,7 @@ class RedisTransport(Transport):
                     continue
                 got = await self._block_then_claim(names[0], cursors[0], limit, lease,
                                                    max(1, int(min(remaining, lease / 4) * 1000)))
-                if got:
+                if got or deadline - loop.time() <= 0:  # the next fetch claims first anyway
                     return got
 
     async def _block_then_claim(self, queue: str, cursors: dict[KeyT, StreamIdT], limit: int,
