@@ -20,6 +20,7 @@ from hubbub.transports._redis_lua import (
     chunks,
     publish_argv,
 )
+from hubbub.transports._redis_wire import pack_xadd_head
 from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import Outgoing, SyncPublisher
 
@@ -112,13 +113,6 @@ class RedisSyncPublisher(SyncPublisher):
         for conn in idle:
             conn.disconnect()
         self._client.close()
-
-
-def pack_xadd_head(stream: str) -> bytes:
-    """RESP for ``XADD <stream> * id``, the head of every XADD of one message to
-    ``stream``; ``<id> body <body>`` follow (7 arguments in all)."""
-    key = stream.encode()
-    return b"*7\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$2\r\nid\r\n" % (len(key), key)
 
 
 def _roundtrip(conn: Any, packed: bytes) -> Any:

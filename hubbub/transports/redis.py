@@ -41,6 +41,7 @@ from hubbub.transports._redis_lua import (
     publish_argv,
 )
 from hubbub.transports._redis_sync import RedisSyncPublisher
+from hubbub.transports._redis_wire import bulk, command, exchange
 from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
@@ -99,6 +100,7 @@ class RedisTransport(Transport):
         self._scripts: dict[str, Any] = {}
         self._shas = {name: sha_of(text) for name, text in SCRIPTS.items()}
         self._keys: dict[str, list[str]] = {}  # queue -> QueueKeys.lua(), see _lua_keys
+        self._heads: dict[str, tuple[bytes, tuple[int, bytes]]] = {}  # see _packed
         self._known: set[str] = set()  # queues this instance registered
         self._consumed: set[str] = set()  # queues this instance is a consumer of
         self._sync: RedisSyncPublisher | None = None
@@ -226,17 +228,42 @@ class RedisTransport(Transport):
         """
         now = self.clock.time()
         until = now + lease
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xread(cursors, count=1, block=ms)
-        pipe.evalsha(self._shas["claim"], len(self._lua_keys(queue)), *self._lua_keys(queue),
-                     GROUP, self.consumer, repr(now), repr(until), limit)
-        woke, reply = await pipe.execute(raise_on_error=False)
+        streams, claim = self._packed(queue)
+        packed = (command(6 + 2 * len(cursors), bulk("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS")
+                          + streams + bulk(*map(str, cursors.values())))
+                  + command(claim[0] + 3, claim[1] + bulk(now, until, limit)))
+        woke, reply = await exchange(self._client, packed, 2)
         if isinstance(reply, NoScriptError):  # Redis forgot it: the caller's claim loads it
             return []
         for result in (woke, reply):
             if isinstance(result, BaseException):
                 raise result
         return self._deliveries(queue, reply[0], until)
+
+    async def _claim_one(self, queue: str, now: float, until: float, limit: int) -> Any:
+        """The claim script's reply for ``queue``; packed here, except on a cluster."""
+        if self.config.mode != "cluster":
+            count, head = self._packed(queue)[1]
+            [reply] = await exchange(self._client, command(count + 3,
+                                                           head + bulk(now, until, limit)), 1)
+            if not isinstance(reply, NoScriptError):  # else the Script object loads it
+                if isinstance(reply, BaseException):
+                    raise reply
+                return reply
+        return await self._run("claim", queue, [self.consumer, repr(now), repr(until), limit])
+
+    def _packed(self, queue: str) -> tuple[bytes, tuple[int, bytes]]:
+        """``queue``'s XREAD keys (ready streams by priority, then wake) and the claim
+        script's head (its argument count and ``EVALSHA sha numkeys keys group consumer``),
+        packed once per queue."""
+        packed = self._heads.get(queue)
+        if packed is None:
+            keys = self._lua_keys(queue)
+            head: list[str | int] = ["EVALSHA", self._shas["claim"], len(keys), *keys, GROUP,
+                                     self.consumer]
+            packed = self._heads[queue] = (bulk(*keys[:LEVELS], keys[14]),
+                                           (len(head), bulk(*head)))
+        return packed
 
     async def _block(self, cursors: list[dict[KeyT, StreamIdT]], ms: int) -> None:
         """XREAD BLOCK until one of the queues' streams gets an entry (or ``ms`` pass).
@@ -270,8 +297,7 @@ class RedisTransport(Transport):
         cursors: list[dict[KeyT, StreamIdT]] = []
         due: float | None = None
         for queue in names:
-            reply = await self._run("claim", queue, [self.consumer, repr(now), repr(until),
-                                                     limit - len(got)])
+            reply = await self._claim_one(queue, now, until, limit - len(got))
             got += self._deliveries(queue, reply[0], until)
             if len(got) >= limit:
                 break

@@ -147,3 +147,19 @@ async def test_a_blocked_fetch_gets_the_message_from_the_claim_behind_its_xread(
 
 async def _blocked_in_xread(admin: aioredis.Redis, name: str) -> bool:
     return any(c["cmd"] == "xread" for c in await connections(admin, name))
+
+
+async def test_a_claim_whose_script_redis_lacks_loads_it_and_still_delivers(
+    opened: Any, monkeypatch: Any
+) -> None:
+    consumer, producer = await opened(), await opened()
+    monkeypatch.setitem(consumer._shas, "claim", "0" * 40)  # a SHA Redis has never seen
+    await producer.publish([out("first")])
+    [d] = await consumer.fetch(["q"], limit=1, lease=30, wait=1)
+    assert d.body == b"first"
+    fetching = asyncio.create_task(consumer.fetch(["q"], limit=1, lease=30, wait=8))
+    await asyncio.sleep(0.2)  # let it block; the test holds either way
+    await producer.publish([out("second")])
+    [d2] = await asyncio.wait_for(fetching, 8)
+    assert d2.body == b"second"
+    await consumer.ack([d, d2])
