@@ -20,14 +20,16 @@ Invariants the scripts keep, all inside one queue's hash slot:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from hubbub._text import clean_text
 from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import Outgoing
 
+GROUP = "hubbub"  # the consumer group of every ready stream
 LEVELS = 10  # priorities 0..9, one stream each
+CHUNK = 1000  # messages per script call when publishing or acking many
 SCAN = 256  # entries one script call looks at, so that no call blocks Redis for long
 
 # Lua. KEYS[i] of every queue script: see QueueKeys below (the one place the order is kept).
@@ -262,8 +264,10 @@ return {n, last and last[1] or ''}
 # ARGV: group, consumer. Forget the consumer on every stream where it holds nothing.
 _RETIRE = """
 for i = 1, LEVELS do
-  if redis.call('EXISTS', KEYS[i]) == 1
-      and #redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  -- pcall: a stream a lone XADD made has no group until a claim adopts it
+  local held = redis.call('EXISTS', KEYS[i]) == 1
+               and redis.pcall('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2])
+  if type(held) == 'table' and not held.err and #held == 0 then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2])
   end
 end
@@ -276,6 +280,12 @@ SCRIPTS: dict[str, str] = {
     "extend": _EXTEND, "purge": _PURGE, "purge_delayed": _PURGE_DELAYED,
     "requeue": _REQUEUE, "retire": _RETIRE,
 }
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``, in order."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def publish_argv(items: Iterable[Outgoing], now: float) -> dict[str, list[Any]]:

@@ -16,22 +16,33 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.typing import KeyT, StreamIdT
 
 from hubbub._redis import RedisURL, translate
+from hubbub._redis_scripts import sha_of
 from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
 from hubbub.transports._dead import DeadFilter, retention_of
 from hubbub.transports._dead import dropped as log_dropped
-from hubbub.transports._redis_lua import LEVELS, SCAN, SCRIPTS, QueueKeys, publish_argv
-from hubbub.transports._safe import bytes_of, text_of
+from hubbub.transports._redis_lua import (
+    CHUNK,
+    GROUP,
+    LEVELS,
+    SCAN,
+    SCRIPTS,
+    QueueKeys,
+    chunks,
+    publish_argv,
+)
+from hubbub.transports._redis_sync import RedisSyncPublisher
+from hubbub.transports._redis_wire import bulk, command, exchange
+from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
     DeadLetter,
@@ -42,15 +53,6 @@ from hubbub.transports.base import (
     SyncPublisher,
     Transport,
 )
-
-GROUP = "hubbub"
-_GROUP_BYTES = GROUP.encode()
-_CHUNK = 1000  # messages per script call when publishing or acking many
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _seconds(raw: object) -> float:
@@ -63,41 +65,6 @@ def _seconds(raw: object) -> float:
 def _receipt(d: Delivery) -> list[Any]:
     priority, entry_id, token = d.receipt
     return [priority, entry_id, token]
-
-
-class _RedisSyncPublisher(SyncPublisher):
-    """The transport's ``publish`` from plain threads: the same ``publish`` script on the same
-    keys, sent by a pooled sync client (one connection per thread at a time)."""
-
-    def __init__(self, transport: RedisTransport, client: redis.Redis) -> None:
-        self._transport = transport
-        self._client = client
-        self._script = client.register_script(SCRIPTS["publish"])
-        # queue -> its keys in the scripts' order, encoded once: redis-py packs bytes as they
-        # are, and packing the script's 16 keys and its arguments is most of a call's CPU.
-        self._keys: dict[str, list[bytes]] = {}
-
-    def publish(self, items: Sequence[Outgoing]) -> None:
-        if not items:
-            return
-        transport = self._transport
-        prefix = transport.config.prefix
-        by_queue = publish_argv(items, transport.clock.time())
-        with translate(transport.config):
-            new = set(by_queue) - transport._known
-            if new:
-                self._client.sadd(f"{prefix}:queues", *sorted(new))
-                transport._known |= new  # a race only repeats an idempotent SADD
-            for queue, flat in by_queue.items():
-                keys = self._keys.get(queue)
-                if keys is None:
-                    keys = self._keys[queue] = [
-                        k.encode() for k in QueueKeys.of(prefix, queue).lua()]
-                for chunk in _chunks(flat, 4 * _CHUNK):  # one after another: FIFO
-                    self._script(keys=keys, args=[_GROUP_BYTES, *chunk])
-
-    def close(self) -> None:
-        self._client.close()
 
 
 class RedisTransport(Transport):
@@ -131,9 +98,12 @@ class RedisTransport(Transport):
         self._max_block = None if timeout is None else max(0.1, timeout / 2)
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._shas = {name: sha_of(text) for name, text in SCRIPTS.items()}
+        self._keys: dict[str, list[str]] = {}  # queue -> QueueKeys.lua(), see _lua_keys
+        self._heads: dict[str, tuple[bytes, tuple[int, bytes]]] = {}  # see _packed
         self._known: set[str] = set()  # queues this instance registered
         self._consumed: set[str] = set()  # queues this instance is a consumer of
-        self._sync: _RedisSyncPublisher | None = None
+        self._sync: RedisSyncPublisher | None = None
 
     def __repr__(self) -> str:
         return f"RedisTransport({self.url!r})"
@@ -144,9 +114,15 @@ class RedisTransport(Transport):
             raise TransportError(f"redis transport {self.url} is not connected; call connect()")
         return self._redis
 
+    def _lua_keys(self, queue: str) -> list[str]:
+        """``queue``'s keys in the scripts' order, built once per queue."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(self.config.prefix, queue).lua()
+        return keys
+
     async def _run(self, script: str, queue: str, args: Sequence[Any]) -> Any:
-        keys = QueueKeys.of(self.config.prefix, queue).lua()
-        return await self._scripts[script](keys=keys, args=[GROUP, *args])
+        return await self._scripts[script](keys=self._lua_keys(queue), args=[GROUP, *args])
 
     async def connect(self) -> None:
         if self._redis is None:
@@ -161,7 +137,7 @@ class RedisTransport(Transport):
         with ``?wait_replicas`` (those publish on the event loop)."""
         if self._sync is None and self._redis is not None:
             client = self.config.sync_client(name=self.client_name)
-            self._sync = None if client is None else _RedisSyncPublisher(self, client)
+            self._sync = None if client is None else RedisSyncPublisher(self, client)
         return self._sync
 
     async def close(self) -> None:
@@ -182,6 +158,17 @@ class RedisTransport(Transport):
     async def publish(self, items: Sequence[Outgoing]) -> None:
         if not items:
             return
+        if len(items) == 1 and items[0].queue in self._known:
+            item = items[0]  # one message due now: one XADD, as RedisSyncPublisher._xadd
+            if due_at(item.eta, self.clock.time()) is None:
+                check_queue(item)
+                stream = QueueKeys.of(self.config.prefix, item.queue).ready[
+                    min(max(item.priority, 0), LEVELS - 1)]
+                with translate(self.config):
+                    await self._client.xadd(stream, {"id": clean_text(item.id),
+                                                     "body": item.body})
+                    await self._replicated(item.queue)
+                return
         by_queue = publish_argv(items, self.clock.time())
         with translate(self.config):
             new = set(by_queue) - self._known
@@ -191,7 +178,7 @@ class RedisTransport(Transport):
             await asyncio.gather(*(self._publish(q, flat) for q, flat in by_queue.items()))
 
     async def _publish(self, queue: str, flat: list[Any]) -> None:
-        for chunk in _chunks(flat, 4 * _CHUNK):  # one after another: FIFO across chunks
+        for chunk in chunks(flat, 4 * CHUNK):  # one after another: FIFO across chunks
             await self._run("publish", queue, chunk)
         await self._replicated(queue)
 
@@ -208,6 +195,8 @@ class RedisTransport(Transport):
         self._consumed.update(names)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        # One queue on one server: the claim rides behind the XREAD (``_block_then_claim``).
+        ride = len(names) == 1 and self.config.mode != "cluster"
         with translate(self.config):
             while True:
                 got, cursors, due = await self._claim(names, limit, lease)
@@ -218,7 +207,63 @@ class RedisTransport(Transport):
                     remaining = min(remaining, max(0.01, due - self.clock.time()))
                 if self._max_block is not None:
                     remaining = min(remaining, self._max_block)
-                await self._block(cursors, max(1, int(remaining * 1000)))
+                if not ride:
+                    await self._block(cursors, max(1, int(remaining * 1000)))
+                    continue
+                got = await self._block_then_claim(names[0], cursors[0], limit, lease,
+                                                   max(1, int(min(remaining, lease / 4) * 1000)))
+                if got or deadline - loop.time() <= 0:  # the next fetch claims first anyway
+                    return got
+
+    async def _block_then_claim(self, queue: str, cursors: dict[KeyT, StreamIdT], limit: int,
+                                lease: float, ms: int) -> list[Delivery]:
+        """XREAD BLOCK on ``queue``'s streams with the claim script queued right behind it on
+        the same connection: Redis runs the claim the moment the XREAD returns, so a message
+        that arrives reaches this worker in the XREAD's own round trip instead of one more.
+
+        The claim's ``now`` is when it was sent, up to ``ms`` before it runs: it moves no
+        delayed message and takes back no lease that came due meanwhile (the caller's next
+        claim does), and the leases it hands out end up to ``ms`` early, which the caller
+        keeps under a quarter of the lease (renewal comes every third of it).
+        """
+        now = self.clock.time()
+        until = now + lease
+        streams, claim = self._packed(queue)
+        packed = (command(6 + 2 * len(cursors), bulk("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS")
+                          + streams + bulk(*map(str, cursors.values())))
+                  + command(claim[0] + 3, claim[1] + bulk(now, until, limit)))
+        woke, reply = await exchange(self._client, packed, 2)
+        if isinstance(reply, NoScriptError):  # Redis forgot it: the caller's claim loads it
+            return []
+        for result in (woke, reply):
+            if isinstance(result, BaseException):
+                raise result
+        return self._deliveries(queue, reply[0], until)
+
+    async def _claim_one(self, queue: str, now: float, until: float, limit: int) -> Any:
+        """The claim script's reply for ``queue``; packed here, except on a cluster."""
+        if self.config.mode != "cluster":
+            count, head = self._packed(queue)[1]
+            [reply] = await exchange(self._client, command(count + 3,
+                                                           head + bulk(now, until, limit)), 1)
+            if not isinstance(reply, NoScriptError):  # else the Script object loads it
+                if isinstance(reply, BaseException):
+                    raise reply
+                return reply
+        return await self._run("claim", queue, [self.consumer, repr(now), repr(until), limit])
+
+    def _packed(self, queue: str) -> tuple[bytes, tuple[int, bytes]]:
+        """``queue``'s XREAD keys (ready streams by priority, then wake) and the claim
+        script's head (its argument count and ``EVALSHA sha numkeys keys group consumer``),
+        packed once per queue."""
+        packed = self._heads.get(queue)
+        if packed is None:
+            keys = self._lua_keys(queue)
+            head: list[str | int] = ["EVALSHA", self._shas["claim"], len(keys), *keys, GROUP,
+                                     self.consumer]
+            packed = self._heads[queue] = (bulk(*keys[:LEVELS], keys[14]),
+                                           (len(head), bulk(*head)))
+        return packed
 
     async def _block(self, cursors: list[dict[KeyT, StreamIdT]], ms: int) -> None:
         """XREAD BLOCK until one of the queues' streams gets an entry (or ``ms`` pass).
@@ -252,15 +297,8 @@ class RedisTransport(Transport):
         cursors: list[dict[KeyT, StreamIdT]] = []
         due: float | None = None
         for queue in names:
-            reply = await self._run("claim", queue, [self.consumer, repr(now), repr(until),
-                                                     limit - len(got)])
-            for priority, entry_id, id_, body, attempts in reply[0]:
-                # id_ and body are None when another tool wrote the entry without them.
-                eid = entry_id.decode()
-                receipt = (int(priority), eid, str(attempts))
-                got.append(Delivery(queue, bytes_of(body), text_of(id_) or f"redis-{eid}",
-                                    int(attempts), int(priority), receipt=receipt,
-                                    lease_until=until))
+            reply = await self._claim_one(queue, now, until, limit - len(got))
+            got += self._deliveries(queue, reply[0], until)
             if len(got) >= limit:
                 break
             if len(reply) > 1:
@@ -272,6 +310,18 @@ class RedisTransport(Transport):
                     if score:
                         due = float(score) if due is None else min(due, float(score))
         return got, cursors, due
+
+    def _deliveries(self, queue: str, rows: list[Any], until: float) -> list[Delivery]:
+        """The claim script's rows as deliveries leased until ``until``."""
+        got = []
+        for priority, entry_id, id_, body, attempts in rows:
+            # id_ and body are None when another tool wrote the entry without them.
+            eid = entry_id.decode()
+            receipt = (int(priority), eid, str(attempts))
+            got.append(Delivery(queue, bytes_of(body), text_of(id_) or f"redis-{eid}",
+                                int(attempts), int(priority), receipt=receipt,
+                                lease_until=until))
+        return got
 
     async def _each_queue(
         self, script: str, deliveries: Sequence[Any], head: Sequence[Any],
@@ -290,7 +340,7 @@ class RedisTransport(Transport):
         async def one_queue(queue: str, items: list[Any]) -> list[tuple[Sequence[Any], Any]]:
             return [(chunk, await self._run(script, queue,
                                             [*head, *(x for d in chunk for x in row(d))]))
-                    for chunk in _chunks(items)]
+                    for chunk in chunks(items)]
 
         with translate(self.config):
             done = await asyncio.gather(*(one_queue(q, ds) for q, ds in by_queue.items()))
@@ -423,12 +473,12 @@ class RedisTransport(Transport):
                 key, start = QueueKeys.of(self.config.prefix, queue).dead, "-"
                 while True:
                     entries: list[Any] = await self._client.xrange(key, start, "+",
-                                                                    count=_CHUNK) or []
+                                                                    count=CHUNK) or []
                     # an entry another tool wrote may lack fields: {} never matches an id
                     gone = [eid for eid, f in entries if doomed(queue, f or {})]
                     if gone:
                         total += int(await self._client.xdel(key, *gone))
-                    if len(entries) < _CHUNK:
+                    if len(entries) < CHUNK:
                         break
                     start = "(" + text_of(entries[-1][0])
         return total

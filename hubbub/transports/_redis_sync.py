@@ -1,0 +1,120 @@
+"""The Redis transport's publisher for plain threads (``RedisTransport.sync_publisher``):
+``task.delay()`` without an event loop, on one Redis server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from hubbub._redis import translate
+from hubbub._text import clean_text
+from hubbub.transports._redis_lua import (
+    CHUNK,
+    GROUP,
+    LEVELS,
+    SCRIPTS,
+    QueueKeys,
+    chunks,
+    publish_argv,
+)
+from hubbub.transports._redis_wire import pack_xadd_head
+from hubbub.transports._safe import check_queue, due_at
+from hubbub.transports.base import Outgoing, SyncPublisher
+
+if TYPE_CHECKING:
+    from hubbub.transports.redis import RedisTransport
+
+_GROUP_BYTES = GROUP.encode()
+
+
+class RedisSyncPublisher(SyncPublisher):
+    """The transport's ``publish`` from plain threads: the same keys and entries, sent on
+    connections of its own (one per thread at a time).
+
+    The common send, one message due now, is one XADD on its priority's stream, packed here
+    and written straight to a connection: redis-py's client adds about as much CPU per call
+    as the round trip itself (pool, command lookup, hooks). Anything else (several messages,
+    an ETA) runs the ``publish`` script through the client, as on the event loop.
+    """
+
+    def __init__(self, transport: RedisTransport, client: redis.Redis) -> None:
+        self._transport = transport
+        self._client = client
+        self._script = client.register_script(SCRIPTS["publish"])
+        # queue -> its keys in the scripts' order, encoded once: redis-py packs bytes as they
+        # are, and packing the script's 16 keys and its arguments is most of a call's CPU.
+        self._keys: dict[str, list[bytes]] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}  # (queue, priority) -> packed XADD head
+        # Connections no thread is using. list.pop and list.append are atomic: no lock. A
+        # forked child starts a list of its own (the parent's sockets are the parent's).
+        self._idle: list[Any] = []  # redis.connection.Connection, untyped
+        self._pid = os.getpid()
+
+    def publish(self, items: Sequence[Outgoing]) -> None:
+        if not items:
+            return
+        transport = self._transport
+        if len(items) == 1 and items[0].queue in transport._known:
+            item = items[0]
+            if due_at(item.eta, transport.clock.time()) is None:
+                check_queue(item)
+                with translate(transport.config):
+                    self._xadd(item)
+                return
+        prefix = transport.config.prefix
+        by_queue = publish_argv(items, transport.clock.time())
+        with translate(transport.config):
+            new = set(by_queue) - transport._known
+            if new:
+                self._client.sadd(f"{prefix}:queues", *sorted(new))
+                transport._known |= new  # a race only repeats an idempotent SADD
+            for queue, flat in by_queue.items():
+                keys = self._keys.get(queue)
+                if keys is None:
+                    keys = self._keys[queue] = [
+                        k.encode() for k in QueueKeys.of(prefix, queue).lua()]
+                for chunk in chunks(flat, 4 * CHUNK):  # one after another: FIFO
+                    self._script(keys=keys, args=[_GROUP_BYTES, *chunk])
+
+    def _xadd(self, item: Outgoing) -> None:
+        """XADD one message due now; as the script's ``enqueue`` writes it, except that a
+        stream made here has no group yet: the claim script adopts such a stream from its
+        first entry (see ``_CLAIM``)."""
+        priority = min(max(item.priority, 0), LEVELS - 1)
+        head = self._heads.get((item.queue, priority))
+        if head is None:
+            stream = QueueKeys.of(self._transport.config.prefix, item.queue).ready[priority]
+            head = self._heads[(item.queue, priority)] = pack_xadd_head(stream)
+        ident = clean_text(item.id).encode()
+        body = item.body
+        packed = b"%s$%d\r\n%s\r\n$4\r\nbody\r\n$%d\r\n%s\r\n" % (
+            head, len(ident), ident, len(body), body)
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            pool = self._client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            conn.retry.call_with_retry(lambda: _roundtrip(conn, packed),
+                                       lambda _error: conn.disconnect())
+        except BaseException:
+            conn.disconnect()  # never reuse a connection that may hold an unread reply
+            raise
+        finally:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.disconnect()
+        self._client.close()
+
+
+def _roundtrip(conn: Any, packed: bytes) -> Any:
+    conn.send_packed_command([packed], check_health=False)
+    return conn.read_response()
