@@ -14,11 +14,12 @@ memory). A waiter looks again when inotify reports a write to the file (Linux,
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, cast
@@ -28,12 +29,16 @@ from hubbub._inotify import FileWatch, open_watch
 from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger("hubbub.sqlite")
 POLL = 0.002  # seconds between the first looks at data_version while waiting (no inotify)
 POLL_MAX = 0.05  # seconds between looks after a long quiet spell (no inotify)
 WATCHED_LOOK = 0.25  # seconds between looks with inotify: only a safety net for a lost event
 # After a write is reported, the commit becomes visible a moment later (its frames are
 # written before the WAL index says so): look again at these pauses before waiting long.
 AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
+# Commits on a process's connection between two checkpoints of the WAL into the file. Each
+# commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
+CHECKPOINT_AFTER = 500
 
 
 def sqlite_path(url: str) -> str:
@@ -49,6 +54,58 @@ def sqlite_path(url: str) -> str:
             f"SQLite URL {url!r} names no file; write sqlite:///relative.db or sqlite:////abs.db"
         )
     return path[1:]
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file on a thread and a connection of its own.
+
+    SQLite's automatic checkpoint runs inside the commit that fills the WAL, and with
+    ``synchronous=NORMAL`` it waits for two fsyncs (milliseconds each): a producer's
+    ``delay()`` or the database thread's claim would stall on them. Here the committing
+    connection has it turned off, and every ``CHECKPOINT_AFTER`` commits a ``PASSIVE``
+    checkpoint (it waits for no reader and no writer) runs on this thread instead, with the
+    same fsyncs: nothing about durability changes, only which thread waits for the disk.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0  # since the last checkpoint began; counted under _Shared.lock
+        self.running = False
+        self.closed = False
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    def committed(self) -> None:
+        """Count one commit (the caller holds ``_Shared.lock``); start a checkpoint if due."""
+        self.commits += 1
+        if self.commits >= CHECKPOINT_AFTER and not self.running and not self.closed:
+            self.commits, self.running = 0, True
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-checkpoint")
+            self._thread.submit(self._run)
+
+    def _run(self) -> None:
+        try:
+            if self.closed:
+                return
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+        except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
+            log.debug("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            self.running = False
+
+    def close(self) -> None:
+        """Stop after the checkpoint under way, if any (blocks until it ends)."""
+        self.closed = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class _Shared:
@@ -70,6 +127,7 @@ class _Shared:
         # in write_now (a transaction must not interleave with another thread's statements).
         self.lock = threading.Lock()
         self.shut_down = False  # closed for good: a late write_now must not open it again
+        self.checkpoints = _Checkpointer(path)
 
     def ensure(self, schema: str) -> sqlite3.Connection:
         """The open connection with ``schema`` applied (its user holds ``lock``)."""
@@ -87,6 +145,7 @@ class _Shared:
             # two processes opening the same new file at once must retry, not fail.
             _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # self.checkpoints does it
             self.conn = conn
             self.watch = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                          check_same_thread=False)
@@ -103,6 +162,7 @@ class _Shared:
                     conn.close()
             self.conn = self.watch = None
             self.shut_down = True
+        self.checkpoints.close()
 
 
 def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
@@ -134,6 +194,16 @@ def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
         return result
 
     return tx
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    """``sql`` once per row, atomically. A lone statement is a transaction of its own (a
+    write statement takes the write lock as it starts, as ``BEGIN IMMEDIATE`` does, and
+    commits as it ends): two fewer statements than ``_transaction`` on the hot path."""
+    if len(rows) == 1:
+        conn.execute(sql, rows[0]).close()
+    else:
+        _transaction(lambda c: c.executemany(sql, rows).close())(conn)
 
 
 _SHARED: dict[tuple[str, int], _Shared] = {}
@@ -187,6 +257,7 @@ class SQLiteFile:
             try:
                 with shared.lock:
                     result = fn(shared.ensure(self.schema))
+                    shared.checkpoints.committed()  # a read counts too: it is cheap
                     if isinstance(result, sqlite3.Cursor):
                         # A cursor must die here, under the lock. Dropped on the event loop, it
                         # resets its cached statement there, while this thread may be running
@@ -226,6 +297,30 @@ class SQLiteFile:
         if shared is None or self._pid != os.getpid():
             raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
         return self._guarded(shared, _transaction(fn))()
+
+    def insert_now(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row of ``rows`` on the calling thread, all committed before
+        it returns (``write_now`` for the producer's hot path: one statement and one row, no
+        closures).
+
+        Raises:
+            As ``write_now``.
+        """
+        shared = self._shared
+        if shared is None or self._pid != os.getpid():
+            raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
+        try:
+            with shared.lock:
+                _insert_rows(shared.ensure(self.schema), sql, rows)
+                shared.checkpoints.committed()
+        except sqlite3.OperationalError as exc:
+            raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise TransportError(f"SQLite {self.path!r}: {exc}") from exc
+
+    async def insert(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """``insert_now`` on the database thread."""
+        await self.call(lambda conn: _insert_rows(conn, sql, rows))
 
     def _data_version(self, _conn: sqlite3.Connection) -> int:
         assert self._shared is not None

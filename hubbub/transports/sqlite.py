@@ -1,7 +1,10 @@
 """The embedded default broker: one SQLite file in WAL mode, ``sqlite:///hubbub.db``.
 
 Correct with several producer and worker processes on one machine. A row's ``visible_at``
-is when it may next be handed out: its ETA while delayed, its lease deadline while leased.
+is when it may next be handed out: its ETA while delayed, its lease deadline while leased,
+0 when it was published due at once (which keeps it out of the index of later rows, so that
+a publish writes the table and one index). ``seq`` is a plain rowid, one past the largest:
+FIFO among the rows there are, and a receipt's random ``token`` tells a reused number apart.
 Claiming sets a fresh ``token``; ack, release, extend and dead-letter only touch a row whose
 token still matches, so a worker whose lease ran out cannot disturb the next holder.
 
@@ -17,7 +20,7 @@ import asyncio
 import heapq
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from hubbub._sqlite import SQLiteFile
@@ -39,7 +42,7 @@ from hubbub.transports.base import (
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hubbub_messages (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     id         TEXT NOT NULL,
     queue      TEXT NOT NULL,
     priority   INTEGER NOT NULL,
@@ -49,7 +52,9 @@ CREATE TABLE IF NOT EXISTS hubbub_messages (
     attempts   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS hubbub_messages_order ON hubbub_messages (queue, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS hubbub_messages_due ON hubbub_messages (queue, visible_at);
+CREATE INDEX IF NOT EXISTS hubbub_messages_later ON hubbub_messages (queue, visible_at)
+    WHERE visible_at > 0;
+DROP INDEX IF EXISTS hubbub_messages_due;
 CREATE TABLE IF NOT EXISTS hubbub_dead (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     id       TEXT NOT NULL,
@@ -71,30 +76,32 @@ _DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
 _NUMERIC = "typeof(visible_at) IN ('real', 'integer')"
 
 
-def _insert(items: Sequence[Outgoing], now: float) -> Callable[[sqlite3.Connection], None]:
-    """The write that publishes ``items`` (checked here, before anything is written)."""
+_INSERT = ("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
+           " VALUES (?, ?, ?, ?, ?)")
+
+
+def _rows(items: Sequence[Outgoing], now: float) -> list[tuple[str, str, int, bytes, float]]:
+    """The rows that publish ``items`` (checked here, before anything is written). A message
+    due at once gets ``visible_at`` 0, which keeps it out of the index of later rows: its
+    insert then writes two b-trees, not three."""
     rows = []
     for i in items:
         check_queue(i)
-        rows.append((clean_text(i.id), i.queue, i.priority, i.body, due_at(i.eta, now) or now))
-
-    def insert(conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
-                         " VALUES (?, ?, ?, ?, ?)", rows).close()
-
-    return insert
+        rows.append((clean_text(i.id), i.queue, i.priority, i.body, due_at(i.eta, now) or 0.0))
+    return rows
 
 
 class _SQLiteSyncPublisher(SyncPublisher):
     """The transport's ``publish`` on the calling thread: the same rows, committed before it
-    returns (``SQLiteFile.write_now``)."""
+    returns (``SQLiteFile.insert_now``)."""
 
     def __init__(self, transport: SQLiteTransport) -> None:
         self._transport = transport
 
     def publish(self, items: Sequence[Outgoing]) -> None:
         if items:
-            self._transport.db.write_now(_insert(items, self._transport.clock.time()))
+            transport = self._transport
+            transport.db.insert_now(_INSERT, _rows(items, transport.clock.time()))
 
 
 class SQLiteTransport(Transport):
@@ -116,7 +123,7 @@ class SQLiteTransport(Transport):
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         if items:
-            await self.db.write(_insert(items, self.clock.time()))
+            await self.db.insert(_INSERT, _rows(items, self.clock.time()))
 
     def sync_publisher(self) -> SyncPublisher:
         """Inserts on the calling thread, on the process's shared connection."""
@@ -160,7 +167,7 @@ class SQLiteTransport(Transport):
         marks = ",".join("?" * len(queues))
         row = conn.execute(
             f"SELECT MIN(visible_at) FROM hubbub_messages WHERE queue IN ({marks})"  # noqa: S608
-            f" AND {_NUMERIC}",
+            f" AND visible_at > 0 AND {_NUMERIC}",  # rows due at once have 0 (see _rows)
             tuple(queues),
         ).fetchone()
         return None if row[0] is None else float(row[0])
