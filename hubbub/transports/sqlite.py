@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +91,30 @@ def _rows(items: Sequence[Outgoing], now: float) -> list[tuple[str, str, int, by
     return rows
 
 
+# Leases the rows whose seq is IN (...), and hands back what a Delivery is made of.
+_LEASE = ("UPDATE hubbub_messages SET token = ?, visible_at = ?,"
+          " attempts = CAST(attempts AS INTEGER) + 1 WHERE seq")
+_LEASED = (" RETURNING seq, CAST(id AS BLOB), CAST(queue AS BLOB), CAST(priority AS INTEGER),"
+           " CAST(body AS BLOB), attempts")
+_CLAIM_ONE = (_LEASE + " IN (SELECT seq FROM hubbub_messages"  # noqa: S608
+              " INDEXED BY hubbub_messages_order"
+              f" WHERE queue = ? AND {_DUE} ORDER BY priority DESC, seq LIMIT ?)" + _LEASED)
+
+
+def _delivery(row: tuple[Any, ...], token: str, until: float) -> Delivery:
+    """A claimed row as a Delivery. The CASTs make id, queue and body bytes (the first two
+    hubbub's own UTF-8, read here as _safe.text_of would) and attempts a number; a row some
+    other tool wrote with odd values takes the careful path."""
+    seq, id_, queue, priority, body, attempts = row
+    if type(id_) is bytes and type(queue) is bytes and type(body) is bytes and (
+            type(attempts) is int and 0 <= attempts < 1 << 31):
+        return Delivery(queue.decode("utf-8", "backslashreplace"), body,
+                        id_.decode("utf-8", "backslashreplace"), attempts, priority,
+                        receipt=(seq, token), lease_until=until)
+    return Delivery(text_of(queue), bytes_of(body), text_of(id_, f"sqlite-{seq}"),
+                    count_of(attempts, 1), priority, receipt=(seq, token), lease_until=until)
+
+
 class _SQLiteSyncPublisher(SyncPublisher):
     """The transport's ``publish`` on the calling thread: the same rows, committed before it
     returns (``SQLiteFile.insert_now``)."""
@@ -133,35 +157,32 @@ class SQLiteTransport(Transport):
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float
     ) -> list[Delivery]:
         now = self.clock.time()
-        candidates: list[tuple[int, int]] = []
-        for queue in dict.fromkeys(queues):
-            # Walk the queue in delivery order; leased/delayed rows are skipped by the filter.
-            rows = conn.execute(
-                "SELECT CAST(priority AS INTEGER), seq FROM hubbub_messages"  # noqa: S608
-                f" INDEXED BY hubbub_messages_order WHERE queue = ? AND {_DUE}"
-                " ORDER BY priority DESC, seq LIMIT ?",
-                (queue, now, limit),
-            ).fetchall()
-            candidates.extend((-p, s) for p, s in rows)
-        chosen = [seq for _, seq in heapq.nsmallest(limit, candidates)]
-        if not chosen:
-            return []
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         until = now + lease
-        marks = ",".join("?" * len(chosen))
-        rows = conn.execute(
-            "UPDATE hubbub_messages SET token = ?, visible_at = ?,"  # noqa: S608
-            " attempts = CAST(attempts AS INTEGER) + 1"
-            f" WHERE seq IN ({marks}) RETURNING seq, CAST(id AS BLOB), CAST(queue AS BLOB),"
-            " CAST(priority AS INTEGER), CAST(body AS BLOB), attempts",
-            (token, until, *chosen),
-        ).fetchall()
+        names = list(dict.fromkeys(queues))
+        if len(names) == 1:
+            # One queue: choose and lease in one statement (SQLite runs the IN subquery to
+            # the end before it updates a row).
+            rows = conn.execute(_CLAIM_ONE, (token, until, names[0], now, limit)).fetchall()
+        else:
+            candidates: list[tuple[int, int]] = []
+            for queue in names:
+                # Walk the queue in delivery order; leased/delayed rows fail the filter.
+                candidates.extend((-p, s) for p, s in conn.execute(
+                    "SELECT CAST(priority AS INTEGER), seq FROM hubbub_messages"  # noqa: S608
+                    f" INDEXED BY hubbub_messages_order WHERE queue = ? AND {_DUE}"
+                    " ORDER BY priority DESC, seq LIMIT ?",
+                    (queue, now, limit),
+                ).fetchall())
+            chosen = [seq for _, seq in heapq.nsmallest(limit, candidates)]
+            if not chosen:
+                return []
+            rows = conn.execute(
+                _LEASE + f" IN ({','.join('?' * len(chosen))})" + _LEASED,
+                (token, until, *chosen),
+            ).fetchall()
         rows.sort(key=lambda r: (-r[3], r[0]))
-        return [
-            Delivery(text_of(queue), bytes_of(body), text_of(id_, f"sqlite-{seq}"),
-                     count_of(attempts, 1), priority, receipt=(seq, token), lease_until=until)
-            for seq, id_, queue, priority, body, attempts in rows
-        ]
+        return [_delivery(row, token, until) for row in rows]
 
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
         marks = ",".join("?" * len(queues))
