@@ -208,6 +208,10 @@ def _insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[obj
 
 _SHARED: dict[tuple[str, int], _Shared] = {}
 _SHARED_LOCK = threading.Lock()
+# This process's id, kept current across fork: read on every write_now, where a getpid()
+# system call per delay() is worth saving.
+_PROCESS = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
 
 
 class SQLiteFile:
@@ -307,7 +311,7 @@ class SQLiteFile:
             As ``write_now``.
         """
         shared = self._shared
-        if shared is None or self._pid != os.getpid():
+        if shared is None or self._pid != _PROCESS[0]:
             raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
         try:
             with shared.lock:

@@ -86,8 +86,13 @@ def _rows(items: Sequence[Outgoing], now: float) -> list[tuple[str, str, int, by
     insert then writes two b-trees, not three."""
     rows = []
     for i in items:
-        check_queue(i)
-        rows.append((clean_text(i.id), i.queue, i.priority, i.body, due_at(i.eta, now) or 0.0))
+        queue, id_ = i.queue, i.id
+        if not (type(queue) is str and queue.isascii() and queue):  # else the careful check
+            check_queue(i)
+        if not (type(id_) is str and id_.isascii()):
+            id_ = clean_text(id_)
+        rows.append((id_, queue, i.priority, i.body,
+                     0.0 if i.eta is None else due_at(i.eta, now) or 0.0))
     return rows
 
 
@@ -138,6 +143,7 @@ class SQLiteTransport(Transport):
         self.url, self.retention = retention_of(url, dead_ttl, dead_max)
         self.clock = clock
         self.db = SQLiteFile(self.url, SCHEMA)
+        self._sync_publisher = _SQLiteSyncPublisher(self)
 
     async def connect(self) -> None:
         await self.db.open()
@@ -151,7 +157,7 @@ class SQLiteTransport(Transport):
 
     def sync_publisher(self) -> SyncPublisher:
         """Inserts on the calling thread, on the process's shared connection."""
-        return _SQLiteSyncPublisher(self)
+        return self._sync_publisher  # one for good: a sender asks for it on every send
 
     def _claim(
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float
