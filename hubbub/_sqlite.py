@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar, cast
 from urllib.parse import unquote, urlsplit
@@ -39,6 +39,7 @@ AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
 # Commits on a process's connection between two checkpoints of the WAL into the file. Each
 # commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
 CHECKPOINT_AFTER = 500
+RESTART_AFTER = 4 * CHECKPOINT_AFTER  # commits between checkpoints on the committing thread
 
 
 def sqlite_path(url: str) -> str:
@@ -57,46 +58,65 @@ def sqlite_path(url: str) -> str:
 
 
 class _Checkpointer:
-    """Copies the WAL back into the database file on a thread and a connection of its own.
+    """Copies the WAL back into the database file, mostly on a thread and a connection of
+    its own.
 
     SQLite's automatic checkpoint runs inside the commit that fills the WAL, and with
     ``synchronous=NORMAL`` it waits for two fsyncs (milliseconds each): a producer's
-    ``delay()`` or the database thread's claim would stall on them. Here the committing
-    connection has it turned off, and every ``CHECKPOINT_AFTER`` commits a ``PASSIVE``
-    checkpoint (it waits for no reader and no writer) runs on this thread instead, with the
-    same fsyncs: nothing about durability changes, only which thread waits for the disk.
+    ``delay()`` or the database thread's claim would stall on them every few hundred
+    commits. Here the committing connection has it turned off, and every
+    ``CHECKPOINT_AFTER`` commits a ``PASSIVE`` checkpoint (it waits for no reader and no
+    writer) runs on this thread instead, with the same fsyncs: nothing about durability
+    changes, only which thread waits for the disk.
+
+    The WAL starts over only after a checkpoint that copied all of it, which one running
+    beside busy writers never does: so every ``RESTART_AFTER`` commits the committing thread
+    runs one itself, under the lock that holds this process's writers back (what SQLite's
+    automatic checkpoint did every time). The WAL then stays within a few thousand commits.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.commits = 0  # since the last checkpoint began; counted under _Shared.lock
-        self.running = False
+        self.unsettled = 0  # commits since the committing thread last ran a checkpoint
         self.closed = False
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._running: Future[None] | None = None
 
-    def committed(self) -> None:
-        """Count one commit (the caller holds ``_Shared.lock``); start a checkpoint if due."""
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """Count one commit on ``conn`` (the caller holds ``_Shared.lock``); checkpoint if
+        one is due."""
         self.commits += 1
-        if self.commits >= CHECKPOINT_AFTER and not self.running and not self.closed:
-            self.commits, self.running = 0, True
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-checkpoint")
-            self._thread.submit(self._run)
+        if self.commits < CHECKPOINT_AFTER or self.closed:
+            return
+        running = self._running
+        if self.unsettled + self.commits >= RESTART_AFTER:
+            self.unsettled = self.commits = 0
+            if running is not None:
+                wait([running])  # two checkpoints at once: the second would do nothing
+            _checkpoint(conn, self.path)  # whole: the next commit starts the WAL over
+            return
+        if running is not None and not running.done():
+            return  # the one under way copies these commits too
+        self.unsettled += self.commits
+        self.commits = 0
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-checkpoint")
+        self._running = self._thread.submit(self._run)
 
     def _run(self) -> None:
+        if self.closed:
+            return
         try:
-            if self.closed:
-                return
             if self._conn is None:
                 self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                              check_same_thread=False)
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             log.debug("checkpoint of %s failed: %s", self.path, exc)
-        finally:
-            self.running = False
+            return
+        _checkpoint(self._conn, self.path)
 
     def close(self) -> None:
         """Stop after the checkpoint under way, if any (blocks until it ends)."""
@@ -106,6 +126,14 @@ class _Checkpointer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _checkpoint(conn: sqlite3.Connection, path: str) -> None:
+    """A ``PASSIVE`` checkpoint on ``conn``; a failure is left to the next one."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    except sqlite3.Error as exc:
+        log.debug("checkpoint of %s failed: %s", path, exc)
 
 
 class _Shared:
@@ -260,8 +288,9 @@ class SQLiteFile:
         def run() -> T:
             try:
                 with shared.lock:
-                    result = fn(shared.ensure(self.schema))
-                    shared.checkpoints.committed()  # a read counts too: it is cheap
+                    conn = shared.ensure(self.schema)
+                    result = fn(conn)
+                    shared.checkpoints.committed(conn)  # a read counts too: it is cheap
                     if isinstance(result, sqlite3.Cursor):
                         # A cursor must die here, under the lock. Dropped on the event loop, it
                         # resets its cached statement there, while this thread may be running
@@ -315,8 +344,9 @@ class SQLiteFile:
             raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
         try:
             with shared.lock:
-                _insert_rows(shared.ensure(self.schema), sql, rows)
-                shared.checkpoints.committed()
+                conn = shared.ensure(self.schema)
+                _insert_rows(conn, sql, rows)
+                shared.checkpoints.committed(conn)
         except sqlite3.OperationalError as exc:
             raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
         except sqlite3.Error as exc:

@@ -150,3 +150,28 @@ async def test_the_wal_is_checkpointed_into_the_file_off_the_committing_thread(
         assert stats.ready == _sqlite.CHECKPOINT_AFTER + 1
     finally:
         await t.close()
+
+
+async def test_the_wal_starts_over_during_a_long_burst_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint beside a busy writer never copies the whole WAL, and only a whole one
+    # lets the WAL start over: every RESTART_AFTER commits the committing thread runs one
+    # itself, so a long burst reuses the start of the file instead of growing it.
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(_sqlite, "RESTART_AFTER", 40)
+    path = tmp_path / "broker.db"
+    t = open_transport(f"sqlite:///{path}")
+    await t.connect()
+    try:
+        publisher = t.sync_publisher()
+        assert publisher is not None
+        for i in range(1000):
+            publisher.publish([Outgoing("q", b"x" * 2000, f"m-{i}", 0, None)])
+        # 1000 commits of two pages or more would make a WAL of 8 MB or more; 50 of them,
+        # the most it holds between two restarts here, about 400 KB.
+        assert Path(f"{path}-wal").stat().st_size < 2_000_000
+        [stats] = await t.stats(["q"])
+        assert stats.ready == 1000
+    finally:
+        await t.close()
