@@ -14,12 +14,13 @@ memory). A waiter looks again when inotify reports a write to the file (Linux,
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar, cast
 from urllib.parse import unquote, urlsplit
@@ -28,12 +29,17 @@ from hubbub._inotify import FileWatch, open_watch
 from hubbub.errors import ConfigurationError, TransportError, TransportUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger("hubbub.sqlite")
 POLL = 0.002  # seconds between the first looks at data_version while waiting (no inotify)
 POLL_MAX = 0.05  # seconds between looks after a long quiet spell (no inotify)
 WATCHED_LOOK = 0.25  # seconds between looks with inotify: only a safety net for a lost event
 # After a write is reported, the commit becomes visible a moment later (its frames are
 # written before the WAL index says so): look again at these pauses before waiting long.
 AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
+# Commits on a process's connection between two checkpoints of the WAL into the file. Each
+# commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
+CHECKPOINT_AFTER = 500
+RESTART_AFTER = 4 * CHECKPOINT_AFTER  # commits between checkpoints on the committing thread
 
 
 def sqlite_path(url: str) -> str:
@@ -49,6 +55,85 @@ def sqlite_path(url: str) -> str:
             f"SQLite URL {url!r} names no file; write sqlite:///relative.db or sqlite:////abs.db"
         )
     return path[1:]
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file, mostly on a thread and a connection of
+    its own.
+
+    SQLite's automatic checkpoint runs inside the commit that fills the WAL, and with
+    ``synchronous=NORMAL`` it waits for two fsyncs (milliseconds each): a producer's
+    ``delay()`` or the database thread's claim would stall on them every few hundred
+    commits. Here the committing connection has it turned off, and every
+    ``CHECKPOINT_AFTER`` commits a ``PASSIVE`` checkpoint (it waits for no reader and no
+    writer) runs on this thread instead, with the same fsyncs: nothing about durability
+    changes, only which thread waits for the disk.
+
+    The WAL starts over only after a checkpoint that copied all of it, which one running
+    beside busy writers never does: so every ``RESTART_AFTER`` commits the committing thread
+    runs one itself, under the lock that holds this process's writers back (what SQLite's
+    automatic checkpoint did every time). The WAL then stays within a few thousand commits.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0  # since the last checkpoint began; counted under _Shared.lock
+        self.unsettled = 0  # commits since the committing thread last ran a checkpoint
+        self.closed = False
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._running: Future[None] | None = None
+
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """Count one commit on ``conn`` (the caller holds ``_Shared.lock``); checkpoint if
+        one is due."""
+        self.commits += 1
+        if self.commits < CHECKPOINT_AFTER or self.closed:
+            return
+        running = self._running
+        if self.unsettled + self.commits >= RESTART_AFTER:
+            self.unsettled = self.commits = 0
+            if running is not None:
+                wait([running])  # two checkpoints at once: the second would do nothing
+            _checkpoint(conn, self.path)  # whole: the next commit starts the WAL over
+            return
+        if running is not None and not running.done():
+            return  # the one under way copies these commits too
+        self.unsettled += self.commits
+        self.commits = 0
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-checkpoint")
+        self._running = self._thread.submit(self._run)
+
+    def _run(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
+            log.debug("checkpoint of %s failed: %s", self.path, exc)
+            return
+        _checkpoint(self._conn, self.path)
+
+    def close(self) -> None:
+        """Stop after the checkpoint under way, if any (blocks until it ends)."""
+        self.closed = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _checkpoint(conn: sqlite3.Connection, path: str) -> None:
+    """A ``PASSIVE`` checkpoint on ``conn``; a failure is left to the next one."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    except sqlite3.Error as exc:
+        log.debug("checkpoint of %s failed: %s", path, exc)
 
 
 class _Shared:
@@ -70,6 +155,7 @@ class _Shared:
         # in write_now (a transaction must not interleave with another thread's statements).
         self.lock = threading.Lock()
         self.shut_down = False  # closed for good: a late write_now must not open it again
+        self.checkpoints = _Checkpointer(path)
 
     def ensure(self, schema: str) -> sqlite3.Connection:
         """The open connection with ``schema`` applied (its user holds ``lock``)."""
@@ -87,6 +173,7 @@ class _Shared:
             # two processes opening the same new file at once must retry, not fail.
             _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # self.checkpoints does it
             self.conn = conn
             self.watch = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                          check_same_thread=False)
@@ -103,6 +190,7 @@ class _Shared:
                     conn.close()
             self.conn = self.watch = None
             self.shut_down = True
+        self.checkpoints.close()
 
 
 def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
@@ -136,8 +224,22 @@ def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
     return tx
 
 
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    """``sql`` once per row, atomically. A lone statement is a transaction of its own (a
+    write statement takes the write lock as it starts, as ``BEGIN IMMEDIATE`` does, and
+    commits as it ends): two fewer statements than ``_transaction`` on the hot path."""
+    if len(rows) == 1:
+        conn.execute(sql, rows[0]).close()
+    else:
+        _transaction(lambda c: c.executemany(sql, rows).close())(conn)
+
+
 _SHARED: dict[tuple[str, int], _Shared] = {}
 _SHARED_LOCK = threading.Lock()
+# This process's id, kept current across fork: read on every write_now, where a getpid()
+# system call per delay() is worth saving.
+_PROCESS = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
 
 
 class SQLiteFile:
@@ -186,7 +288,9 @@ class SQLiteFile:
         def run() -> T:
             try:
                 with shared.lock:
-                    result = fn(shared.ensure(self.schema))
+                    conn = shared.ensure(self.schema)
+                    result = fn(conn)
+                    shared.checkpoints.committed(conn)  # a read counts too: it is cheap
                     if isinstance(result, sqlite3.Cursor):
                         # A cursor must die here, under the lock. Dropped on the event loop, it
                         # resets its cached statement there, while this thread may be running
@@ -226,6 +330,31 @@ class SQLiteFile:
         if shared is None or self._pid != os.getpid():
             raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
         return self._guarded(shared, _transaction(fn))()
+
+    def insert_now(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row of ``rows`` on the calling thread, all committed before
+        it returns (``write_now`` for the producer's hot path: one statement and one row, no
+        closures).
+
+        Raises:
+            As ``write_now``.
+        """
+        shared = self._shared
+        if shared is None or self._pid != _PROCESS[0]:
+            raise TransportUnavailable(f"SQLite {self.path!r} is not open in this process")
+        try:
+            with shared.lock:
+                conn = shared.ensure(self.schema)
+                _insert_rows(conn, sql, rows)
+                shared.checkpoints.committed(conn)
+        except sqlite3.OperationalError as exc:
+            raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise TransportError(f"SQLite {self.path!r}: {exc}") from exc
+
+    async def insert(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """``insert_now`` on the database thread."""
+        await self.call(lambda conn: _insert_rows(conn, sql, rows))
 
     def _data_version(self, _conn: sqlite3.Connection) -> int:
         assert self._shared is not None

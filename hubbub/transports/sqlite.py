@@ -1,7 +1,10 @@
 """The embedded default broker: one SQLite file in WAL mode, ``sqlite:///hubbub.db``.
 
 Correct with several producer and worker processes on one machine. A row's ``visible_at``
-is when it may next be handed out: its ETA while delayed, its lease deadline while leased.
+is when it may next be handed out: its ETA while delayed, its lease deadline while leased,
+0 when it was published due at once (which keeps it out of the index of later rows, so that
+a publish writes the table and one index). ``seq`` is a plain rowid, one past the largest:
+FIFO among the rows there are, and a receipt's random ``token`` tells a reused number apart.
 Claiming sets a fresh ``token``; ack, release, extend and dead-letter only touch a row whose
 token still matches, so a worker whose lease ran out cannot disturb the next holder.
 
@@ -15,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import sqlite3
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from hubbub._sqlite import SQLiteFile
@@ -39,7 +42,7 @@ from hubbub.transports.base import (
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hubbub_messages (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     id         TEXT NOT NULL,
     queue      TEXT NOT NULL,
     priority   INTEGER NOT NULL,
@@ -49,7 +52,9 @@ CREATE TABLE IF NOT EXISTS hubbub_messages (
     attempts   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS hubbub_messages_order ON hubbub_messages (queue, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS hubbub_messages_due ON hubbub_messages (queue, visible_at);
+CREATE INDEX IF NOT EXISTS hubbub_messages_later ON hubbub_messages (queue, visible_at)
+    WHERE visible_at > 0;
+DROP INDEX IF EXISTS hubbub_messages_due;
 CREATE TABLE IF NOT EXISTS hubbub_dead (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     id       TEXT NOT NULL,
@@ -71,30 +76,61 @@ _DUE = "(visible_at <= ? OR typeof(visible_at) NOT IN ('real', 'integer'))"
 _NUMERIC = "typeof(visible_at) IN ('real', 'integer')"
 
 
-def _insert(items: Sequence[Outgoing], now: float) -> Callable[[sqlite3.Connection], None]:
-    """The write that publishes ``items`` (checked here, before anything is written)."""
+_INSERT = ("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
+           " VALUES (?, ?, ?, ?, ?)")
+
+
+def _rows(items: Sequence[Outgoing], now: float) -> list[tuple[str, str, int, bytes, float]]:
+    """The rows that publish ``items`` (checked here, before anything is written). A message
+    due at once gets ``visible_at`` 0, which keeps it out of the index of later rows: its
+    insert then writes two b-trees, not three."""
     rows = []
     for i in items:
-        check_queue(i)
-        rows.append((clean_text(i.id), i.queue, i.priority, i.body, due_at(i.eta, now) or now))
+        queue, id_ = i.queue, i.id
+        if not (type(queue) is str and queue.isascii() and queue):  # else the careful check
+            check_queue(i)
+        if not (type(id_) is str and id_.isascii()):
+            id_ = clean_text(id_)
+        rows.append((id_, queue, i.priority, i.body,
+                     0.0 if i.eta is None else due_at(i.eta, now) or 0.0))
+    return rows
 
-    def insert(conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
-                         " VALUES (?, ?, ?, ?, ?)", rows).close()
 
-    return insert
+# Leases the rows whose seq is IN (...), and hands back what a Delivery is made of.
+_LEASE = ("UPDATE hubbub_messages SET token = ?, visible_at = ?,"
+          " attempts = CAST(attempts AS INTEGER) + 1 WHERE seq")
+_LEASED = (" RETURNING seq, CAST(id AS BLOB), CAST(queue AS BLOB), CAST(priority AS INTEGER),"
+           " CAST(body AS BLOB), attempts")
+_CLAIM_ONE = (_LEASE + " IN (SELECT seq FROM hubbub_messages"  # noqa: S608
+              " INDEXED BY hubbub_messages_order"
+              f" WHERE queue = ? AND {_DUE} ORDER BY priority DESC, seq LIMIT ?)" + _LEASED)
+
+
+def _delivery(row: tuple[Any, ...], token: str, until: float) -> Delivery:
+    """A claimed row as a Delivery. The CASTs make id, queue and body bytes (the first two
+    hubbub's own UTF-8, read here as _safe.text_of would) and attempts a number; a row some
+    other tool wrote with odd values takes the careful path."""
+    seq, id_, queue, priority, body, attempts = row
+    if type(id_) is bytes and type(queue) is bytes and type(body) is bytes and (
+            type(attempts) is int and 0 <= attempts < 1 << 31):
+        return Delivery(queue.decode("utf-8", "backslashreplace"), body,
+                        id_.decode("utf-8", "backslashreplace"), attempts, priority,
+                        receipt=(seq, token), lease_until=until)
+    return Delivery(text_of(queue), bytes_of(body), text_of(id_, f"sqlite-{seq}"),
+                    count_of(attempts, 1), priority, receipt=(seq, token), lease_until=until)
 
 
 class _SQLiteSyncPublisher(SyncPublisher):
     """The transport's ``publish`` on the calling thread: the same rows, committed before it
-    returns (``SQLiteFile.write_now``)."""
+    returns (``SQLiteFile.insert_now``)."""
 
     def __init__(self, transport: SQLiteTransport) -> None:
         self._transport = transport
 
     def publish(self, items: Sequence[Outgoing]) -> None:
         if items:
-            self._transport.db.write_now(_insert(items, self._transport.clock.time()))
+            transport = self._transport
+            transport.db.insert_now(_INSERT, _rows(items, transport.clock.time()))
 
 
 class SQLiteTransport(Transport):
@@ -107,6 +143,7 @@ class SQLiteTransport(Transport):
         self.url, self.retention = retention_of(url, dead_ttl, dead_max)
         self.clock = clock
         self.db = SQLiteFile(self.url, SCHEMA)
+        self._sync_publisher = _SQLiteSyncPublisher(self)
 
     async def connect(self) -> None:
         await self.db.open()
@@ -116,51 +153,48 @@ class SQLiteTransport(Transport):
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         if items:
-            await self.db.write(_insert(items, self.clock.time()))
+            await self.db.insert(_INSERT, _rows(items, self.clock.time()))
 
     def sync_publisher(self) -> SyncPublisher:
         """Inserts on the calling thread, on the process's shared connection."""
-        return _SQLiteSyncPublisher(self)
+        return self._sync_publisher  # one for good: a sender asks for it on every send
 
     def _claim(
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float
     ) -> list[Delivery]:
         now = self.clock.time()
-        candidates: list[tuple[int, int]] = []
-        for queue in dict.fromkeys(queues):
-            # Walk the queue in delivery order; leased/delayed rows are skipped by the filter.
-            rows = conn.execute(
-                "SELECT CAST(priority AS INTEGER), seq FROM hubbub_messages"  # noqa: S608
-                f" INDEXED BY hubbub_messages_order WHERE queue = ? AND {_DUE}"
-                " ORDER BY priority DESC, seq LIMIT ?",
-                (queue, now, limit),
-            ).fetchall()
-            candidates.extend((-p, s) for p, s in rows)
-        chosen = [seq for _, seq in heapq.nsmallest(limit, candidates)]
-        if not chosen:
-            return []
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         until = now + lease
-        marks = ",".join("?" * len(chosen))
-        rows = conn.execute(
-            "UPDATE hubbub_messages SET token = ?, visible_at = ?,"  # noqa: S608
-            " attempts = CAST(attempts AS INTEGER) + 1"
-            f" WHERE seq IN ({marks}) RETURNING seq, CAST(id AS BLOB), CAST(queue AS BLOB),"
-            " CAST(priority AS INTEGER), CAST(body AS BLOB), attempts",
-            (token, until, *chosen),
-        ).fetchall()
+        names = list(dict.fromkeys(queues))
+        if len(names) == 1:
+            # One queue: choose and lease in one statement (SQLite runs the IN subquery to
+            # the end before it updates a row).
+            rows = conn.execute(_CLAIM_ONE, (token, until, names[0], now, limit)).fetchall()
+        else:
+            candidates: list[tuple[int, int]] = []
+            for queue in names:
+                # Walk the queue in delivery order; leased/delayed rows fail the filter.
+                candidates.extend((-p, s) for p, s in conn.execute(
+                    "SELECT CAST(priority AS INTEGER), seq FROM hubbub_messages"  # noqa: S608
+                    f" INDEXED BY hubbub_messages_order WHERE queue = ? AND {_DUE}"
+                    " ORDER BY priority DESC, seq LIMIT ?",
+                    (queue, now, limit),
+                ).fetchall())
+            chosen = [seq for _, seq in heapq.nsmallest(limit, candidates)]
+            if not chosen:
+                return []
+            rows = conn.execute(
+                _LEASE + f" IN ({','.join('?' * len(chosen))})" + _LEASED,
+                (token, until, *chosen),
+            ).fetchall()
         rows.sort(key=lambda r: (-r[3], r[0]))
-        return [
-            Delivery(text_of(queue), bytes_of(body), text_of(id_, f"sqlite-{seq}"),
-                     count_of(attempts, 1), priority, receipt=(seq, token), lease_until=until)
-            for seq, id_, queue, priority, body, attempts in rows
-        ]
+        return [_delivery(row, token, until) for row in rows]
 
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
         marks = ",".join("?" * len(queues))
         row = conn.execute(
             f"SELECT MIN(visible_at) FROM hubbub_messages WHERE queue IN ({marks})"  # noqa: S608
-            f" AND {_NUMERIC}",
+            f" AND visible_at > 0 AND {_NUMERIC}",  # rows due at once have 0 (see _rows)
             tuple(queues),
         ).fetchone()
         return None if row[0] is None else float(row[0])

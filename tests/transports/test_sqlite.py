@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from hubbub import _sqlite
+from hubbub.clock import FakeClock
 from hubbub.transports import Outgoing, Transport, open_transport
+from hubbub.transports.sqlite import SQLiteTransport
 
 
 async def test_four_consumers_sharing_one_connection_ack_concurrently(tmp_path: Path) -> None:
@@ -97,3 +100,78 @@ async def test_waiting_fetch_sees_another_process_publish_without_inotify(
         assert [d.id for d in got] == ["m-1"]
     finally:
         await consumer.close()
+
+
+async def test_a_claim_that_finds_nothing_due_says_when_the_next_message_comes_due(
+    tmp_path: Path,
+) -> None:
+    # Messages due at once are stored with visible_at 0 and left out of the index of later
+    # rows; the leased and the delayed ones are in it, and the earliest of them is the answer.
+    clock = FakeClock()
+    t = SQLiteTransport(f"sqlite:///{tmp_path / 'broker.db'}", clock=clock)
+    await t.connect()
+    try:
+        now = clock.time()
+        await t.publish([Outgoing("q", b"now", "m-now", 0, None),
+                         Outgoing("q", b"later", "m-later", 0, now + 50)])
+        got, due = await t.db.call(lambda c: t._claim_or_due(c, ["q"], 10, 80.0))
+        assert ([d.id for d in got], due) == (["m-now"], None)
+        got, due = await t.db.call(lambda c: t._claim_or_due(c, ["q"], 10, 80.0))
+        assert (got, due) == ([], now + 50)  # the delayed one, before the lease's end at +80
+        clock.advance(60)
+        [later] = await t.fetch(["q"], limit=10, lease=10, wait=0)
+        assert later.id == "m-later"
+        got, due = await t.db.call(lambda c: t._claim_or_due(c, ["q"], 10, 80.0))
+        assert (got, due) == ([], now + 70)  # now only leases: m-later's ends first
+    finally:
+        await t.close()
+
+
+async def test_the_wal_is_checkpointed_into_the_file_off_the_committing_thread(
+    tmp_path: Path,
+) -> None:
+    # The committing connection has SQLite's automatic checkpoint off (it would wait for two
+    # fsyncs inside a producer's delay()); the process's checkpoint thread copies the WAL
+    # into the database file instead. Without it the file would never grow.
+    path = tmp_path / "broker.db"
+    t = open_transport(f"sqlite:///{path}")
+    await t.connect()
+    try:
+        publisher = t.sync_publisher()
+        assert publisher is not None
+        size = path.stat().st_size
+        for i in range(_sqlite.CHECKPOINT_AFTER + 1):
+            publisher.publish([Outgoing("q", b"x" * 2000, f"m-{i}", 0, None)])
+        deadline = time.monotonic() + 30
+        while path.stat().st_size <= size and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # waits for a condition, bounded by the deadline
+        assert path.stat().st_size > size
+        [stats] = await t.stats(["q"])
+        assert stats.ready == _sqlite.CHECKPOINT_AFTER + 1
+    finally:
+        await t.close()
+
+
+async def test_the_wal_starts_over_during_a_long_burst_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint beside a busy writer never copies the whole WAL, and only a whole one
+    # lets the WAL start over: every RESTART_AFTER commits the committing thread runs one
+    # itself, so a long burst reuses the start of the file instead of growing it.
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(_sqlite, "RESTART_AFTER", 40)
+    path = tmp_path / "broker.db"
+    t = open_transport(f"sqlite:///{path}")
+    await t.connect()
+    try:
+        publisher = t.sync_publisher()
+        assert publisher is not None
+        for i in range(1000):
+            publisher.publish([Outgoing("q", b"x" * 2000, f"m-{i}", 0, None)])
+        # 1000 commits of two pages or more would make a WAL of 8 MB or more; 50 of them,
+        # the most it holds between two restarts here, about 400 KB.
+        assert Path(f"{path}-wal").stat().st_size < 2_000_000
+        [stats] = await t.stats(["q"])
+        assert stats.ready == 1000
+    finally:
+        await t.close()
