@@ -21,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from hubbub._redis_scripts import eval_each
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, id_bytes
 from hubbub.results.history import MAX_ATTEMPTS, HistoryDetail, dump, load_attempts, load_note
@@ -41,40 +42,39 @@ class RedisHistory:
 
     async def write(self, client: aioredis.Redis, records: Sequence[ResultRecord], now: float,
                     ttl: float) -> None:
-        """Write the rows of ``records`` (one script call for the batch: a worker pays one
-        command, not ten per record); prune rows older than ``ttl`` once a minute."""
+        """Write the rows of ``records``, and their notes and attempts, in one script call
+        for the batch (a worker pays one command, not ten per record); prune rows older
+        than ``ttl`` once a minute. An id that comes twice gets the row of its last record."""
         if not records:
             return
-        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now)]
-        for record in records:
-            row = HistoryRow.of(record, now)
-            argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
-                     row.task or "", row.worker or ""]
+        last = {record.id: n for n, record in enumerate(records)}  # one row per id: its last
+        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now),
+                           max(1, int(ttl)), MAX_ATTEMPTS]
+        for n, record in enumerate(records):
+            attempt = record.attempt
+            if last[record.id] == n:
+                row = HistoryRow.of(record, now)
+                argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
+                         row.task or "", row.worker or ""]
+            else:
+                argv += [id_bytes(record.id), b"", "", "", ""]
+            argv += [b"" if record.note is None else dump(record.note),
+                     "" if attempt is None else attempt.number,
+                     b"" if attempt is None else dump(attempt)]
+        keys = (self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
+                self._hkey("states"))
+        if now - self._swept_at <= _SWEEP_EVERY:
+            # As one call: on a cluster, one script on the history's slot.
+            await eval_each(client, _HISTORY, [(4, *keys, *argv)], cluster=True)
+            return
+        self._swept_at = now
         pipe = client.pipeline(transaction=False)
-        pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
-                  self._hkey("states"), *argv)
-        self._queue_details(pipe, records, ttl)
-        if now - self._swept_at > _SWEEP_EVERY:
-            self._swept_at = now
-            self._queue_prune(pipe, now - ttl)
+        pipe.eval(_HISTORY, 4, *keys, *argv)
+        self._queue_prune(pipe, now - ttl)
         await pipe.execute()
 
     def _detail_key(self, kind: str, id: str) -> bytes:
         return self._hkey(kind, "") + id_bytes(id)
-
-    def _queue_details(self, pipe: Any, records: Sequence[ResultRecord], ttl: float) -> None:
-        """Queue the writes of the records' notes and attempts (single-key commands)."""
-        expire = max(1, int(ttl))
-        for record in records:
-            if record.note is not None:
-                pipe.set(self._detail_key("note", record.id), dump(record.note), ex=expire)
-            attempt = record.attempt
-            if attempt is not None:
-                key = self._detail_key("attempts", record.id)
-                pipe.hset(key, str(attempt.number), dump(attempt))
-                if attempt.number > MAX_ATTEMPTS:
-                    pipe.hdel(key, str(attempt.number - MAX_ATTEMPTS))
-                pipe.expire(key, expire)
 
     async def detail(self, client: aioredis.Redis, id: str) -> HistoryDetail:
         """Task ``id``'s note, attempts and retry link."""
@@ -161,23 +161,39 @@ def _row(data: bytes | str) -> HistoryRow:
 
 
 # KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
-# state (so that a change leaves only its old state's index). ARGV: the index key prefix,
-# now, then per record: member (id), row JSON, state, task ('' none), worker ('' none).
+# state (so that a change leaves only its old state's index). ARGV: the key prefix
+# ('<prefix>:history:'), now, the details' ttl in seconds, MAX_ATTEMPTS, then per record:
+# member (id), row JSON ('' none: a later record of the same id has it), state, task ('' none),
+# worker ('' none), note JSON ('' none), attempt number and JSON ('' none). A record's note
+# and attempt are keys of their own that expire with the row.
 _HISTORY = """
 local seen = {}
-for i = 3, #ARGV, 5 do
+for i = 5, #ARGV, 8 do
   local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  redis.call('HSET', KEYS[1], member, ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], ARGV[2], member)
-  local old = redis.call('HGET', KEYS[4], member)
-  if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
-  redis.call('HSET', KEYS[4], member, state)
-  local keys = {ARGV[1] .. 'state:' .. state}
-  if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
-  if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
-  for _, key in ipairs(keys) do
-    redis.call('ZADD', key, ARGV[2], member)
-    if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
+  if ARGV[i + 1] ~= '' then
+    redis.call('HSET', KEYS[1], member, ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], ARGV[2], member)
+    local old = redis.call('HGET', KEYS[4], member)
+    if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
+    redis.call('HSET', KEYS[4], member, state)
+    local keys = {ARGV[1] .. 'state:' .. state}
+    if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
+    if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
+    for _, key in ipairs(keys) do
+      redis.call('ZADD', key, ARGV[2], member)
+      if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
+    end
+  end
+  if ARGV[i + 5] ~= '' then
+    redis.call('SET', ARGV[1] .. 'note:' .. member, ARGV[i + 5], 'EX', ARGV[3])
+  end
+  if ARGV[i + 6] ~= '' then
+    local key, number = ARGV[1] .. 'attempts:' .. member, tonumber(ARGV[i + 6])
+    redis.call('HSET', key, ARGV[i + 6], ARGV[i + 7])
+    if number > tonumber(ARGV[4]) then
+      redis.call('HDEL', key, tostring(number - tonumber(ARGV[4])))
+    end
+    redis.call('EXPIRE', key, ARGV[3])
   end
 end
 return 1

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from hubbub._redis import RedisURL, translate
@@ -34,6 +32,7 @@ from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.limits.redis import RedisLimits
 from hubbub.results._redis_history import RedisHistory
+from hubbub.results._redis_wait import Listener
 from hubbub.results.base import (
     READY_STATES,
     REPLACE_REVOKED,
@@ -55,28 +54,46 @@ from hubbub.results.base import (
 )
 from hubbub.results.history import HistoryDetail
 
-log = logging.getLogger(__name__)
-
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 
-# KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
-# ready ('1'/'0'), then any states that keep the record from being written (store_unless).
-# The store rule of results.base.replaces (SQLite's too), in one step.
+# KEYS: records, one or many (on a cluster one per call: a call's keys share a slot).
+# ARGV: expires-at ('' never), ttl ms ('' never), now, the count of states that keep a
+# record from being written (store_unless) and those states, then state, record and ready
+# ('1'/'0') of each key in turn. The store rule of results.base.replaces (SQLite's too),
+# applied key by key in order (one id twice: the second sees the first). Returns 1 for each
+# record written, else 0.
 _STORE = """
-local old = redis.call('HMGET', KEYS[1], 'state', 'expires_at')
-local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[5])
-if live and (STICKY) and not (old[1] == 'REVOKED' and (OVER_REVOKED)) then return 0 end
-for i = 7, #ARGV do
-  if live and old[1] == ARGV[i] then return 0 end
+local keep = tonumber(ARGV[4])
+local out = {}
+for k = 1, #KEYS do
+  local i = 4 + keep + 3 * k - 2
+  local state = ARGV[i]
+  local old = redis.call('HMGET', KEYS[k], 'state', 'expires_at')
+  local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[3])
+  local write = 1
+  if live and (STICKY) and not (old[1] == 'REVOKED' and (OVER_REVOKED)) then write = 0 end
+  for j = 5, 4 + keep do
+    if live and old[1] == ARGV[j] then write = 0 end
+  end
+  if write == 1 then
+    redis.call('HSET', KEYS[k], 'state', state, 'record', ARGV[i + 1], 'expires_at', ARGV[1])
+    if ARGV[2] == '' then redis.call('PERSIST', KEYS[k])
+    else redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
+    if ARGV[i + 2] == '1' then redis.call('PUBLISH', KEYS[k], state) end
+  end
+  out[k] = write
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'record', ARGV[2], 'expires_at', ARGV[3])
-if ARGV[4] == '' then redis.call('PERSIST', KEYS[1])
-else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-if ARGV[6] == '1' then redis.call('PUBLISH', KEYS[1], ARGV[1]) end
-return 1
+return out
 """.replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES))
-            ).replace("OVER_REVOKED", " or ".join(f"ARGV[1] == '{s.value}'"
+            ).replace("OVER_REVOKED", " or ".join(f"state == '{s.value}'"
                                                   for s in sorted(REPLACE_REVOKED)))
+# KEYS: records. Returns the record and expires-at of each (nil where there is none).
+_READ = """
+local out = {}
+for k = 1, #KEYS do out[k] = redis.call('HMGET', KEYS[k], 'record', 'expires_at') end
+return out
+"""
+_PER_CALL = 1000  # keys one script call takes: Redis serves others between calls
 
 
 # -- canvas: KEYS: one chord's members hash, its flags hash (one hash tag: one slot). ARGV:
@@ -101,105 +118,6 @@ return set
 """
 
 
-class _Listener:
-    """One pub/sub connection shared by every ``wait`` of a backend; wakes them by channel.
-
-    Channels are subscribed while someone waits on them. A waiter reads the record only
-    after Redis confirmed its subscription, so a result stored in between is never missed.
-    When the connection drops, redis-py reconnects and subscribes again; the confirmation
-    of an already confirmed channel wakes its waiters, who read the record again.
-    """
-
-    def __init__(self, client: aioredis.Redis, confirm_within: float) -> None:
-        self._client = client
-        self._confirm_within = confirm_within
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[bytes, set[asyncio.Event]] = {}
-        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
-        self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE with the state kept here
-
-    @contextlib.asynccontextmanager
-    async def watch(self, channel: bytes) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
-        async with self._lock:
-            waiters = self._waiters.setdefault(channel, set())
-            waiters.add(event)
-            if channel not in self._confirmed:
-                self._confirmed[channel] = asyncio.get_running_loop().create_future()
-                try:
-                    await self._subscribe(channel)
-                except BaseException:
-                    self._forget(channel, event)
-                    raise
-            confirmed = self._confirmed[channel]
-        try:
-            with contextlib.suppress(TimeoutError):  # unconfirmed: the waiter re-reads anyway
-                await asyncio.wait_for(asyncio.shield(confirmed), self._confirm_within)
-            yield event
-        finally:
-            async with self._lock:
-                if self._forget(channel, event) and self._pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(channel)
-
-    def _forget(self, channel: bytes, event: asyncio.Event) -> bool:
-        """Drop one waiter; True when it was the channel's last."""
-        waiters = self._waiters.get(channel, set())
-        waiters.discard(event)
-        if waiters:
-            return False
-        self._waiters.pop(channel, None)
-        self._confirmed.pop(channel, None)
-        return True
-
-    async def _subscribe(self, channel: bytes) -> None:
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(channel)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-results")
-
-    async def _read(self, pubsub: PubSub) -> None:
-        delay = 0.05
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=None)
-                delay = 0.05
-            except (RedisError, OSError) as exc:
-                log.debug("result notices interrupted (%s); reconnecting", type(exc).__name__)
-                self._wake_all()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if message is None:
-                continue
-            channel = message["channel"]
-            if message["type"] == "subscribe":
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
-                    continue
-            if message["type"] in ("message", "subscribe"):
-                for event in self._waiters.get(channel, ()):
-                    event.set()
-
-    def _wake_all(self) -> None:
-        for waiters in self._waiters.values():
-            for event in waiters:
-                event.set()
-
-    async def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
 class RedisResults(ResultBackend):
     """Task states and values in Redis hashes with a TTL; waiting uses pub/sub.
 
@@ -218,7 +136,7 @@ class RedisResults(ResultBackend):
         self.clock = clock
         self.client_name = f"hubbub-results-{uuid.uuid4().hex[:8]}"
         self._redis: aioredis.Redis | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         # -- history: its scripts build index keys from the prefix, so on a cluster every
         # history key carries one hash tag (one slot), as the registry's do
         self._history = RedisHistory(self._registry)
@@ -251,7 +169,7 @@ class RedisResults(ResultBackend):
         if self._redis is None:
             self._redis = self.config.client(name=self.client_name)
             timeout = self.config.options.get("socket_timeout") or 10.0
-            self._listener = _Listener(self._redis, timeout)
+            self._listener = Listener(self._redis, timeout)
         with self._translate():
             await self._client.ping()
 
@@ -288,15 +206,24 @@ class RedisResults(ResultBackend):
         now = self.clock.time()
         expires_at = "" if ttl is None else repr(now + ttl)
         ttl_ms = "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
-        rows = [(self._key(r.id), r.state.value, encode_record(r),
-                 "1" if r.state in READY_STATES else "0") for r in records]
-        calls = [(1, key, state, data, expires_at, ttl_ms, repr(now), ready, *keep)
-                 for key, state, data, ready in rows]
+        common = (expires_at, ttl_ms, repr(now), len(keep), *keep)
+        rows = [(self._key(r.id), (r.state.value, encode_record(r),
+                                   "1" if r.state in READY_STATES else "0")) for r in records]
+        calls = [(len(chunk), *(key for key, _ in chunk), *common,
+                  *(part for _, parts in chunk for part in parts))
+                 for chunk in self._chunks(rows)]
         with self._translate():
-            written = await self._eval_all(_STORE, calls)
+            replies = await self._eval_all(_STORE, calls)
+            written = [done for reply in replies for done in reply]
             stored = [r for r, done in zip(records, written, strict=True) if done]
             await self._write_history(stored, now)
             return [r.id for r in stored]
+
+    def _chunks(self, items: list[Any]) -> list[list[Any]]:
+        """``items`` in calls of one script: one each on a cluster (keys of one slot),
+        else up to :data:`_PER_CALL`."""
+        size = 1 if self.config.mode == "cluster" else _PER_CALL
+        return [items[i:i + size] for i in range(0, len(items), size)]
 
     async def _eval_all(self, source: str, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Run the script ``source`` once per call (numkeys, keys of one slot, args): one
@@ -313,11 +240,9 @@ class RedisResults(ResultBackend):
         """
         if not ids:
             return {}
-        pipe = self._client.pipeline(transaction=False)
-        for id_ in ids:
-            pipe.hmget(self._key(id_), ["record", "expires_at"])
+        calls = [(len(chunk), *chunk) for chunk in self._chunks([self._key(i) for i in ids])]
         with self._translate():
-            replies = await pipe.execute()
+            replies = [row for reply in await self._eval_all(_READ, calls) for row in reply]
         now = self.clock.time()
         found = {}
         for id_, (data, expires_at) in zip(ids, replies, strict=True):
