@@ -5,8 +5,9 @@
     python bench/workflows.py --group 1 --chord 1 --chain 1000 --only async   # chain hops
 
 Each run starts a worker process on a fresh key prefix (hubbub: ``--pool async -c 100``
-and ``--pool prefork -c 2``; Celery: ``--pool prefork -c 2``, its usual setup, with its
-Redis result backend), waits until it serves, then times from the send to the moment the
+and ``--pool prefork -c 2``, ``-l warning`` unless ``--log-level``; Celery: ``--pool prefork
+-c 2``, its usual setup, with its Redis result backend, ``--loglevel error``), waits until it
+serves, then times from the send to the moment the
 caller has read the results: every member's for the group, the body's for the chord, the last
 step's for the chain (reported per hop). Worker start-up is not timed. Figures are medians
 of --runs runs, taken in turns so other load on the machine disturbs both alike. Celery comes
@@ -36,6 +37,7 @@ from rich.table import Table
 
 from hubbub import Hub, chain, chord, group
 from hubbub._loader import load_hub
+from hubbub.errors import ResultTimeout
 
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
@@ -58,8 +60,8 @@ APP = textwrap.dedent("""
 console = Console()
 
 
-def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int]
-               ) -> dict[str, float]:
+def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int],
+               level: str) -> dict[str, float]:
     prefix = f"hubbub-wf-{uuid.uuid4().hex[:10]}"
     url = f"{redis_url}?prefix={prefix}"
     os.environ["HUBBUB_BROKER"] = url
@@ -71,16 +73,14 @@ def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, 
     log = folder / f"{prefix}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hubbub", "worker", "-A", "wfapp:hub",
-                                 *pool, "-l", "info"], env=env, cwd=folder, stdout=out,
+                                 *pool, "-l", level], env=env, cwd=folder, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while " online: broker " not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}")
-            time.sleep(0.05)
         noop, total, inc = (hub.tasks[n] for n in ("noop", "total", "inc"))
-        noop.delay(0).get(timeout=30)  # warm: connections open on both sides
+        try:  # the worker serves: warm, connections open on both sides
+            noop.delay(0).get(timeout=60)
+        except ResultTimeout:
+            raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}") from None
         n_group, n_chord, n_chain = sizes
         out = {}
         started = time.perf_counter()
@@ -128,6 +128,9 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--log-level", default="warning",
+                        help="hubbub workers' log level (Celery's run at 'error'; 'info' "
+                             "logs a line per task)")
     parser.add_argument("--only", action="append", default=[], metavar="SYSTEM",
                         help="run only the systems whose name contains this (repeatable), "
                              "e.g. --only async")
@@ -138,9 +141,11 @@ def main() -> None:
     sys.path.insert(0, str(folder))
     systems: dict[str, Any] = {
         "hubbub async -c 100": lambda: run_hubbub(folder, args.redis_url,
-                                                  ["--pool", "async", "-c", "100"], sizes),
+                                                  ["--pool", "async", "-c", "100"], sizes,
+                                                  args.log_level),
         "hubbub prefork -c 2": lambda: run_hubbub(folder, args.redis_url,
-                                                  ["--pool", "prefork", "-c", "2"], sizes),
+                                                  ["--pool", "prefork", "-c", "2"], sizes,
+                                                  args.log_level),
         "celery prefork -c 2": lambda: run_celery(args.redis_url, sizes),
     }
     if args.only:
