@@ -40,6 +40,23 @@ class RedisHistory:
     def _hkey(self, *parts: str) -> bytes:
         return ":".join((self.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
 
+    def args(self, records: Sequence[ResultRecord], now: float, ttl: float
+             ) -> tuple[tuple[bytes, ...], list[Any]]:
+        """The keys and arguments of :data:`HISTORY_LUA`'s ``history`` for ``records``."""
+        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now),
+                           max(1, int(ttl)), MAX_ATTEMPTS]
+        for record in records:
+            row = HistoryRow.of(record, now)
+            attempt = record.attempt
+            argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
+                     row.task or "", row.worker or "",
+                     b"" if record.note is None else dump(record.note),
+                     "" if attempt is None else attempt.number,
+                     b"" if attempt is None else dump(attempt)]
+        keys = (self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
+                self._hkey("states"))
+        return keys, argv
+
     async def write(self, client: aioredis.Redis, records: Sequence[ResultRecord], now: float,
                     ttl: float) -> None:
         """Write the rows of ``records``, and their notes and attempts, in one script call
@@ -47,31 +64,16 @@ class RedisHistory:
         than ``ttl`` once a minute. An id that comes twice gets the row of its last record."""
         if not records:
             return
-        last = {record.id: n for n, record in enumerate(records)}  # one row per id: its last
-        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now),
-                           max(1, int(ttl)), MAX_ATTEMPTS]
-        for n, record in enumerate(records):
-            attempt = record.attempt
-            if last[record.id] == n:
-                row = HistoryRow.of(record, now)
-                argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
-                         row.task or "", row.worker or ""]
-            else:
-                argv += [id_bytes(record.id), b"", "", "", ""]
-            argv += [b"" if record.note is None else dump(record.note),
-                     "" if attempt is None else attempt.number,
-                     b"" if attempt is None else dump(attempt)]
-        keys = (self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
-                self._hkey("states"))
-        if now - self._swept_at <= _SWEEP_EVERY:
-            # As one call: on a cluster, one script on the history's slot.
-            await eval_each(client, _HISTORY, [(4, *keys, *argv)], cluster=True)
-            return
-        self._swept_at = now
-        pipe = client.pipeline(transaction=False)
-        pipe.eval(_HISTORY, 4, *keys, *argv)
-        self._queue_prune(pipe, now - ttl)
-        await pipe.execute()
+        keys, argv = self.args(records, now, ttl)
+        # As one call: on a cluster, one script on the history's slot.
+        await eval_each(client, _HISTORY, [(4, *keys, *argv)], cluster=True)
+        await self.sweep(client, now, ttl)
+
+    async def sweep(self, client: aioredis.Redis, now: float, ttl: float) -> None:
+        """Prune rows older than ``ttl``, at most once a minute."""
+        if now - self._swept_at > _SWEEP_EVERY:
+            self._swept_at = now
+            await self.prune(client, now - ttl)
 
     def _detail_key(self, kind: str, id: str) -> bytes:
         return self._hkey(kind, "") + id_bytes(id)
@@ -160,42 +162,55 @@ def _row(data: bytes | str) -> HistoryRow:
     return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
 
 
-# KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
-# state (so that a change leaves only its old state's index). ARGV: the key prefix
-# ('<prefix>:history:'), now, the details' ttl in seconds, MAX_ATTEMPTS, then per record:
-# member (id), row JSON ('' none: a later record of the same id has it), state, task ('' none),
-# worker ('' none), note JSON ('' none), attempt number and JSON ('' none). A record's note
-# and attempt are keys of their own that expire with the row.
-_HISTORY = """
-local seen = {}
-for i = 5, #ARGV, 8 do
-  local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if ARGV[i + 1] ~= '' then
-    redis.call('HSET', KEYS[1], member, ARGV[i + 1])
-    redis.call('ZADD', KEYS[2], ARGV[2], member)
-    local old = redis.call('HGET', KEYS[4], member)
-    if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
-    redis.call('HSET', KEYS[4], member, state)
-    local keys = {ARGV[1] .. 'state:' .. state}
-    if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
-    if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
-    for _, key in ipairs(keys) do
-      redis.call('ZADD', key, ARGV[2], member)
-      if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
-    end
+# history(ko, ao, written): KEYS[ko + 1..ko + 4] are the rows hash, the "all" index, the set
+# of index names, the hash of each row's state (so that a change leaves only its old state's
+# index). ARGV[ao + 1..ao + 4]: the key prefix ('<prefix>:history:'), now, the details' ttl in
+# seconds, MAX_ATTEMPTS; then per record: member (id), row JSON, state, task ('' none),
+# worker ('' none), note JSON ('' none), attempt number and JSON ('' none). ``written``: nil,
+# or a 0/1 flag per record (only those with 1 are written). An id that comes more than once
+# gets the row of its last record; every record's note and attempt are kept, as keys of their
+# own that expire with the row. RedisResults runs it in the script that stores the records.
+HISTORY_LUA = """
+local function history(ko, ao, written)
+  local prefix, now, ttl, most = ARGV[ao + 1], ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4]
+  local last, seen = {}, {}
+  for i = ao + 5, #ARGV, 8 do
+    local n = (i - ao - 5) / 8 + 1
+    if not written or written[n] == 1 then last[ARGV[i]] = i end
   end
-  if ARGV[i + 5] ~= '' then
-    redis.call('SET', ARGV[1] .. 'note:' .. member, ARGV[i + 5], 'EX', ARGV[3])
-  end
-  if ARGV[i + 6] ~= '' then
-    local key, number = ARGV[1] .. 'attempts:' .. member, tonumber(ARGV[i + 6])
-    redis.call('HSET', key, ARGV[i + 6], ARGV[i + 7])
-    if number > tonumber(ARGV[4]) then
-      redis.call('HDEL', key, tostring(number - tonumber(ARGV[4])))
+  for i = ao + 5, #ARGV, 8 do
+    local n = (i - ao - 5) / 8 + 1
+    local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    if last[member] == i then
+      redis.call('HSET', KEYS[ko + 1], member, ARGV[i + 1])
+      redis.call('ZADD', KEYS[ko + 2], now, member)
+      local old = redis.call('HGET', KEYS[ko + 4], member)
+      if old and old ~= state then redis.call('ZREM', prefix .. 'state:' .. old, member) end
+      redis.call('HSET', KEYS[ko + 4], member, state)
+      local keys = {prefix .. 'state:' .. state}
+      if task ~= '' then keys[#keys + 1] = prefix .. 'task:' .. task end
+      if worker ~= '' then keys[#keys + 1] = prefix .. 'worker:' .. worker end
+      for _, key in ipairs(keys) do
+        redis.call('ZADD', key, now, member)
+        if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[ko + 3], key) end
+      end
     end
-    redis.call('EXPIRE', key, ARGV[3])
+    if (not written or written[n] == 1) and ARGV[i + 5] ~= '' then
+      redis.call('SET', prefix .. 'note:' .. member, ARGV[i + 5], 'EX', ttl)
+    end
+    if (not written or written[n] == 1) and ARGV[i + 6] ~= '' then
+      local key, number = prefix .. 'attempts:' .. member, tonumber(ARGV[i + 6])
+      redis.call('HSET', key, ARGV[i + 6], ARGV[i + 7])
+      if number > tonumber(most) then
+        redis.call('HDEL', key, tostring(number - tonumber(most)))
+      end
+      redis.call('EXPIRE', key, ttl)
+    end
   end
 end
+"""
+_HISTORY = HISTORY_LUA + """
+history(0, 0, nil)
 return 1
 """
 

@@ -32,11 +32,10 @@ from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.limits.redis import RedisLimits
 from hubbub.results._redis_history import RedisHistory
+from hubbub.results._redis_lua import JOIN, MARK, READ, STORE, STORE_WITH_HISTORY
 from hubbub.results._redis_wait import Listener
 from hubbub.results.base import (
     READY_STATES,
-    REPLACE_REVOKED,
-    STICKY_STATES,
     ChordJoin,
     ChordMember,
     HistoryQuery,
@@ -55,67 +54,7 @@ from hubbub.results.base import (
 from hubbub.results.history import HistoryDetail
 
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
-
-# KEYS: records, one or many (on a cluster one per call: a call's keys share a slot).
-# ARGV: expires-at ('' never), ttl ms ('' never), now, the count of states that keep a
-# record from being written (store_unless) and those states, then state, record and ready
-# ('1'/'0') of each key in turn. The store rule of results.base.replaces (SQLite's too),
-# applied key by key in order (one id twice: the second sees the first). Returns 1 for each
-# record written, else 0.
-_STORE = """
-local keep = tonumber(ARGV[4])
-local out = {}
-for k = 1, #KEYS do
-  local i = 4 + keep + 3 * k - 2
-  local state = ARGV[i]
-  local old = redis.call('HMGET', KEYS[k], 'state', 'expires_at')
-  local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[3])
-  local write = 1
-  if live and (STICKY) and not (old[1] == 'REVOKED' and (OVER_REVOKED)) then write = 0 end
-  for j = 5, 4 + keep do
-    if live and old[1] == ARGV[j] then write = 0 end
-  end
-  if write == 1 then
-    redis.call('HSET', KEYS[k], 'state', state, 'record', ARGV[i + 1], 'expires_at', ARGV[1])
-    if ARGV[2] == '' then redis.call('PERSIST', KEYS[k])
-    else redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
-    if ARGV[i + 2] == '1' then redis.call('PUBLISH', KEYS[k], state) end
-  end
-  out[k] = write
-end
-return out
-""".replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES))
-            ).replace("OVER_REVOKED", " or ".join(f"state == '{s.value}'"
-                                                  for s in sorted(REPLACE_REVOKED)))
-# KEYS: records. Returns the record and expires-at of each (nil where there is none).
-_READ = """
-local out = {}
-for k = 1, #KEYS do out[k] = redis.call('HMGET', KEYS[k], 'record', 'expires_at') end
-return out
-"""
 _PER_CALL = 1000  # keys one script call takes: Redis serves others between calls
-
-
-# -- canvas: KEYS: one chord's members hash, its flags hash (one hash tag: one slot). ARGV:
-# ttl ms ('' never), then member id and stored value for each member joining, in order. The
-# first value of a member is kept; the count is of distinct members. Returns added and count
-# for each member, then whether the body was sent.
-_JOIN = """
-local out = {}
-for i = 2, #ARGV, 2 do
-  out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
-  out[#out + 1] = redis.call('HLEN', KEYS[1])
-end
-out[#out + 1] = redis.call('HEXISTS', KEYS[2], 'fired')
-if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return out
-"""
-# -- canvas: KEYS: a chord's flags hash. ARGV: flag, ttl ms ('' never). 1 if it set the flag.
-_MARK = """
-local set = redis.call('HSETNX', KEYS[1], ARGV[1], '1')
-if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return set
-"""
 
 
 class RedisResults(ResultBackend):
@@ -209,21 +148,32 @@ class RedisResults(ResultBackend):
         common = (expires_at, ttl_ms, repr(now), len(keep), *keep)
         rows = [(self._key(r.id), (r.state.value, encode_record(r),
                                    "1" if r.state in READY_STATES else "0")) for r in records]
-        calls = [(len(chunk), *(key for key, _ in chunk), *common,
-                  *(part for _, parts in chunk for part in parts))
-                 for chunk in self._chunks(rows)]
+        with_history = self.history_ttl is not None and self.config.mode != "cluster"
+        calls = []
+        for start, chunk in self._chunks(rows):
+            keys: tuple[bytes, ...] = tuple(key for key, _ in chunk)
+            args = [*common, *(part for _, parts in chunk for part in parts)]
+            if with_history and self.history_ttl is not None:  # its rows in the same call
+                history_keys, history_args = self._history.args(
+                    records[start:start + len(chunk)], now, self.history_ttl)
+                keys, args = keys + history_keys, args + history_args
+            calls.append((len(keys), *keys, *args))
         with self._translate():
-            replies = await self._eval_all(_STORE, calls)
+            replies = await self._eval_all(STORE_WITH_HISTORY if with_history else STORE,
+                                           calls)
             written = [done for reply in replies for done in reply]
             stored = [r for r, done in zip(records, written, strict=True) if done]
-            await self._write_history(stored, now)
+            if with_history and self.history_ttl is not None:
+                await self._history.sweep(self._client, now, self.history_ttl)
+            else:
+                await self._write_history(stored, now)  # on a cluster: the history's slot
             return [r.id for r in stored]
 
-    def _chunks(self, items: list[Any]) -> list[list[Any]]:
-        """``items`` in calls of one script: one each on a cluster (keys of one slot),
-        else up to :data:`_PER_CALL`."""
+    def _chunks(self, items: list[Any]) -> list[tuple[int, list[Any]]]:
+        """``items`` in calls of one script, each with where it starts: one each on a
+        cluster (keys of one slot), else up to :data:`_PER_CALL`."""
         size = 1 if self.config.mode == "cluster" else _PER_CALL
-        return [items[i:i + size] for i in range(0, len(items), size)]
+        return [(i, items[i:i + size]) for i in range(0, len(items), size)]
 
     async def _eval_all(self, source: str, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Run the script ``source`` once per call (numkeys, keys of one slot, args): one
@@ -240,9 +190,16 @@ class RedisResults(ResultBackend):
         """
         if not ids:
             return {}
-        calls = [(len(chunk), *chunk) for chunk in self._chunks([self._key(i) for i in ids])]
+        keys = [self._key(i) for i in ids]
         with self._translate():
-            replies = [row for reply in await self._eval_all(_READ, calls) for row in reply]
+            if self.config.mode == "cluster":  # a pipeline of reads may span slots
+                pipe = self._client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(key, ["record", "expires_at"])
+                replies = await pipe.execute()
+            else:  # one script call per 1,000 keys: far less to pack and parse
+                calls = [(len(chunk), *chunk) for _, chunk in self._chunks(keys)]
+                replies = [row for reply in await self._eval_all(READ, calls) for row in reply]
         now = self.clock.time()
         found = {}
         for id_, (data, expires_at) in zip(ids, replies, strict=True):
@@ -452,7 +409,7 @@ class RedisResults(ResultBackend):
                 id_bytes(members[i].member), encode_value(members[i].index, members[i].value))]
             calls.append((2, *self._chord_keys(chord), self._ttl_ms(ttl), *pairs))
         with self._translate():
-            replies = await self._eval_all(_JOIN, calls)
+            replies = await self._eval_all(JOIN, calls)
         joins: list[ChordJoin | None] = [None] * len(members)
         for indexes, reply in zip(by_chord.values(), replies, strict=True):
             fired = bool(reply[-1])
@@ -479,7 +436,7 @@ class RedisResults(ResultBackend):
             ResultError: Redis failed otherwise.
         """
         with self._translate():
-            [set_it] = await self._eval_all(_MARK, [(1, self._chord_keys(chord)[1], flag,
+            [set_it] = await self._eval_all(MARK, [(1, self._chord_keys(chord)[1], flag,
                                                      self._ttl_ms(ttl))])
         return bool(set_it)
 
