@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import delete_prefix
+from _common import cpu_seconds, delete_prefix
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +57,7 @@ APP = textwrap.dedent("""
     def inc(x: int) -> int:
         return x + 1
 """)
-console = Console()
+console = Console(width=170)
 
 
 def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int],
@@ -83,23 +83,40 @@ def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, 
             raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}") from None
         n_group, n_chord, n_chain = sizes
         out = {}
+        cpu = worker_cpu(proc.pid)
         started = time.perf_counter()
         group(noop.s(i) for i in range(n_group)).delay().get(timeout=600)
         out["group"] = time.perf_counter() - started
+        out["group cpu"], cpu = worker_cpu(proc.pid) - cpu, worker_cpu(proc.pid)
         started = time.perf_counter()
         body = chord([noop.s(i) for i in range(n_chord)], total.s()).delay()
         assert body.get(timeout=600) == n_chord
         out["chord"] = time.perf_counter() - started
+        out["chord cpu"], cpu = worker_cpu(proc.pid) - cpu, worker_cpu(proc.pid)
         started = time.perf_counter()
         last = chain(noop.s(0), *(inc.s() for _ in range(n_chain - 1))).delay()
         assert last.get(timeout=600) == n_chain - 1
         out["chain"] = time.perf_counter() - started
+        out["chain cpu"] = worker_cpu(proc.pid) - cpu
         return out
     finally:
         proc.terminate()
         proc.wait(60)
         hub.close()
         delete_prefix(redis_url, prefix)
+
+
+def worker_cpu(pid: int) -> float:
+    """CPU seconds used so far by worker process ``pid`` and its live children (a prefork
+    pool's): unlike wall time, barely moved by other load on the machine."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(cpu_seconds(int(child)) for child in children)
+    return total
 
 
 def run_celery(redis_url: str, sizes: tuple[int, int, int]) -> dict[str, float] | None:
@@ -161,13 +178,15 @@ def main() -> None:
                     f"{k} {v:.3f}s" for k, v in result.items()), soft_wrap=True)
     load.append(os.getloadavg()[0])
     medians = {name: {k: statistics.median(r.get(k, math.inf) for r in rs)
-                      for k in ("group", "chord", "chain")}
+                      for k in ("group", "chord", "chain", "group cpu", "chord cpu",
+                                "chain cpu")}
                for name, rs in runs.items() if rs}
     celery = medians.get("celery prefork -c 2")
     table = Table(title=f"workflows on Redis: group {args.group:,}, chord {args.chord:,}, "
                         f"chain {args.chain:,} (median of {args.runs})")
     for column in ("system", "group s", "chord s", "chain s", "chain ms/hop",
-                   "group vs celery", "chord vs celery", "chain vs celery"):
+                   "group vs celery", "chord vs celery", "chain vs celery",
+                   "worker CPU ms/task g/c/h"):
         table.add_column(column, justify="left" if column == "system" else "right")
     def ratio(theirs: float, ours: float) -> str:
         if math.isinf(theirs):
@@ -179,8 +198,11 @@ def main() -> None:
 
     for name, m in medians.items():
         ratios = [ratio(celery[k], m[k]) if celery else "-" for k in ("group", "chord", "chain")]
+        cpu = "/".join("-" if math.isinf(m[f"{k} cpu"]) else f"{m[f'{k} cpu'] / n * 1000:.2f}"
+                       for k, n in (("group", args.group), ("chord", args.chord),
+                                    ("chain", args.chain)))
         table.add_row(name, secs(m["group"]), secs(m["chord"]), secs(m["chain"]),
-                      secs(m["chain"] / args.chain * 1000), *ratios)
+                      secs(m["chain"] / args.chain * 1000), *ratios, cpu)
     console.print(table)
     if celery is None:
         console.print("Celery rows left out: run bench/setup_peers.sh first")
