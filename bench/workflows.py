@@ -5,8 +5,9 @@
     python bench/workflows.py --group 1 --chord 1 --chain 1000 --only async   # chain hops
 
 Each run starts a worker process on a fresh key prefix (hubbub: ``--pool async -c 100``
-and ``--pool prefork -c 2``; Celery: ``--pool prefork -c 2``, its usual setup, with its
-Redis result backend), waits until it serves, then times from the send to the moment the
+and ``--pool prefork -c 2``, ``-l warning`` unless ``--log-level``; Celery: ``--pool prefork
+-c 2``, its usual setup, with its Redis result backend, ``--loglevel error``), waits until it
+serves, then times from the send to the moment the
 caller has read the results: every member's for the group, the body's for the chord, the last
 step's for the chain (reported per hop). Worker start-up is not timed. Figures are medians
 of --runs runs, taken in turns so other load on the machine disturbs both alike. Celery comes
@@ -30,12 +31,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import delete_prefix
+from _common import cpu_seconds, delete_prefix
 from rich.console import Console
 from rich.table import Table
 
 from hubbub import Hub, chain, chord, group
 from hubbub._loader import load_hub
+from hubbub.errors import ResultTimeout
 
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
@@ -55,11 +57,11 @@ APP = textwrap.dedent("""
     def inc(x: int) -> int:
         return x + 1
 """)
-console = Console()
+console = Console(width=170)
 
 
-def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int]
-               ) -> dict[str, float]:
+def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, int, int],
+               level: str) -> dict[str, float]:
     prefix = f"hubbub-wf-{uuid.uuid4().hex[:10]}"
     url = f"{redis_url}?prefix={prefix}"
     os.environ["HUBBUB_BROKER"] = url
@@ -71,35 +73,50 @@ def run_hubbub(folder: Path, redis_url: str, pool: list[str], sizes: tuple[int, 
     log = folder / f"{prefix}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hubbub", "worker", "-A", "wfapp:hub",
-                                 *pool, "-l", "info"], env=env, cwd=folder, stdout=out,
+                                 *pool, "-l", level], env=env, cwd=folder, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while " online: broker " not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}")
-            time.sleep(0.05)
         noop, total, inc = (hub.tasks[n] for n in ("noop", "total", "inc"))
-        noop.delay(0).get(timeout=30)  # warm: connections open on both sides
+        try:  # the worker serves: warm, connections open on both sides
+            noop.delay(0).get(timeout=60)
+        except ResultTimeout:
+            raise SystemExit(f"hubbub worker did not start:\n{log.read_text()}") from None
         n_group, n_chord, n_chain = sizes
         out = {}
+        cpu = worker_cpu(proc.pid)
         started = time.perf_counter()
         group(noop.s(i) for i in range(n_group)).delay().get(timeout=600)
         out["group"] = time.perf_counter() - started
+        out["group cpu"], cpu = worker_cpu(proc.pid) - cpu, worker_cpu(proc.pid)
         started = time.perf_counter()
         body = chord([noop.s(i) for i in range(n_chord)], total.s()).delay()
         assert body.get(timeout=600) == n_chord
         out["chord"] = time.perf_counter() - started
+        out["chord cpu"], cpu = worker_cpu(proc.pid) - cpu, worker_cpu(proc.pid)
         started = time.perf_counter()
         last = chain(noop.s(0), *(inc.s() for _ in range(n_chain - 1))).delay()
         assert last.get(timeout=600) == n_chain - 1
         out["chain"] = time.perf_counter() - started
+        out["chain cpu"] = worker_cpu(proc.pid) - cpu
         return out
     finally:
         proc.terminate()
         proc.wait(60)
         hub.close()
         delete_prefix(redis_url, prefix)
+
+
+def worker_cpu(pid: int) -> float:
+    """CPU seconds used so far by worker process ``pid`` and its live children (a prefork
+    pool's): unlike wall time, barely moved by other load on the machine."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(cpu_seconds(int(child)) for child in children)
+    return total
 
 
 def run_celery(redis_url: str, sizes: tuple[int, int, int]) -> dict[str, float] | None:
@@ -128,6 +145,9 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--log-level", default="warning",
+                        help="hubbub workers' log level (Celery's run at 'error'; 'info' "
+                             "logs a line per task)")
     parser.add_argument("--only", action="append", default=[], metavar="SYSTEM",
                         help="run only the systems whose name contains this (repeatable), "
                              "e.g. --only async")
@@ -138,9 +158,11 @@ def main() -> None:
     sys.path.insert(0, str(folder))
     systems: dict[str, Any] = {
         "hubbub async -c 100": lambda: run_hubbub(folder, args.redis_url,
-                                                  ["--pool", "async", "-c", "100"], sizes),
+                                                  ["--pool", "async", "-c", "100"], sizes,
+                                                  args.log_level),
         "hubbub prefork -c 2": lambda: run_hubbub(folder, args.redis_url,
-                                                  ["--pool", "prefork", "-c", "2"], sizes),
+                                                  ["--pool", "prefork", "-c", "2"], sizes,
+                                                  args.log_level),
         "celery prefork -c 2": lambda: run_celery(args.redis_url, sizes),
     }
     if args.only:
@@ -156,13 +178,15 @@ def main() -> None:
                     f"{k} {v:.3f}s" for k, v in result.items()), soft_wrap=True)
     load.append(os.getloadavg()[0])
     medians = {name: {k: statistics.median(r.get(k, math.inf) for r in rs)
-                      for k in ("group", "chord", "chain")}
+                      for k in ("group", "chord", "chain", "group cpu", "chord cpu",
+                                "chain cpu")}
                for name, rs in runs.items() if rs}
     celery = medians.get("celery prefork -c 2")
     table = Table(title=f"workflows on Redis: group {args.group:,}, chord {args.chord:,}, "
                         f"chain {args.chain:,} (median of {args.runs})")
     for column in ("system", "group s", "chord s", "chain s", "chain ms/hop",
-                   "group vs celery", "chord vs celery", "chain vs celery"):
+                   "group vs celery", "chord vs celery", "chain vs celery",
+                   "worker CPU ms/task g/c/h"):
         table.add_column(column, justify="left" if column == "system" else "right")
     def ratio(theirs: float, ours: float) -> str:
         if math.isinf(theirs):
@@ -174,8 +198,11 @@ def main() -> None:
 
     for name, m in medians.items():
         ratios = [ratio(celery[k], m[k]) if celery else "-" for k in ("group", "chord", "chain")]
+        cpu = "/".join("-" if math.isinf(m[f"{k} cpu"]) else f"{m[f'{k} cpu'] / n * 1000:.2f}"
+                       for k, n in (("group", args.group), ("chord", args.chord),
+                                    ("chain", args.chain)))
         table.add_row(name, secs(m["group"]), secs(m["chord"]), secs(m["chain"]),
-                      secs(m["chain"] / args.chain * 1000), *ratios)
+                      secs(m["chain"] / args.chain * 1000), *ratios, cpu)
     console.print(table)
     if celery is None:
         console.print("Celery rows left out: run bench/setup_peers.sh first")

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from hubbub._redis_scripts import eval_each
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, id_bytes
 from hubbub.results.history import MAX_ATTEMPTS, HistoryDetail, dump, load_attempts, load_note
@@ -39,42 +40,43 @@ class RedisHistory:
     def _hkey(self, *parts: str) -> bytes:
         return ":".join((self.prefix, "history", *parts)).encode("utf-8", "surrogatepass")
 
-    async def write(self, client: aioredis.Redis, records: Sequence[ResultRecord], now: float,
-                    ttl: float) -> None:
-        """Write the rows of ``records`` (one script call for the batch: a worker pays one
-        command, not ten per record); prune rows older than ``ttl`` once a minute."""
-        if not records:
-            return
-        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now)]
+    def args(self, records: Sequence[ResultRecord], now: float, ttl: float
+             ) -> tuple[tuple[bytes, ...], list[Any]]:
+        """The keys and arguments of :data:`HISTORY_LUA`'s ``history`` for ``records``."""
+        argv: list[Any] = [self._hkey().decode("utf-8", "surrogatepass") + ":", repr(now),
+                           max(1, int(ttl)), MAX_ATTEMPTS]
         for record in records:
             row = HistoryRow.of(record, now)
+            attempt = record.attempt
             argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
-                     row.task or "", row.worker or ""]
-        pipe = client.pipeline(transaction=False)
-        pipe.eval(_HISTORY, 4, self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
-                  self._hkey("states"), *argv)
-        self._queue_details(pipe, records, ttl)
+                     row.task or "", row.worker or "",
+                     b"" if record.note is None else dump(record.note),
+                     "" if attempt is None else attempt.number,
+                     b"" if attempt is None else dump(attempt)]
+        keys = (self._hkey("rows"), self._hkey("all"), self._hkey("indexes"),
+                self._hkey("states"))
+        return keys, argv
+
+    async def write(self, client: aioredis.Redis, records: Sequence[ResultRecord], now: float,
+                    ttl: float) -> None:
+        """Write the rows of ``records``, and their notes and attempts, in one script call
+        for the batch (a worker pays one command, not ten per record); prune rows older
+        than ``ttl`` once a minute. An id that comes twice gets the row of its last record."""
+        if not records:
+            return
+        keys, argv = self.args(records, now, ttl)
+        # As one call: on a cluster, one script on the history's slot.
+        await eval_each(client, _HISTORY, [(4, *keys, *argv)], cluster=True)
+        await self.sweep(client, now, ttl)
+
+    async def sweep(self, client: aioredis.Redis, now: float, ttl: float) -> None:
+        """Prune rows older than ``ttl``, at most once a minute."""
         if now - self._swept_at > _SWEEP_EVERY:
             self._swept_at = now
-            self._queue_prune(pipe, now - ttl)
-        await pipe.execute()
+            await self.prune(client, now - ttl)
 
     def _detail_key(self, kind: str, id: str) -> bytes:
         return self._hkey(kind, "") + id_bytes(id)
-
-    def _queue_details(self, pipe: Any, records: Sequence[ResultRecord], ttl: float) -> None:
-        """Queue the writes of the records' notes and attempts (single-key commands)."""
-        expire = max(1, int(ttl))
-        for record in records:
-            if record.note is not None:
-                pipe.set(self._detail_key("note", record.id), dump(record.note), ex=expire)
-            attempt = record.attempt
-            if attempt is not None:
-                key = self._detail_key("attempts", record.id)
-                pipe.hset(key, str(attempt.number), dump(attempt))
-                if attempt.number > MAX_ATTEMPTS:
-                    pipe.hdel(key, str(attempt.number - MAX_ATTEMPTS))
-                pipe.expire(key, expire)
 
     async def detail(self, client: aioredis.Redis, id: str) -> HistoryDetail:
         """Task ``id``'s note, attempts and retry link."""
@@ -160,26 +162,55 @@ def _row(data: bytes | str) -> HistoryRow:
     return HistoryRow.from_json(json_loads(data.encode() if isinstance(data, str) else data))
 
 
-# KEYS: the rows hash, the "all" index, the set of index names, the hash of each row's
-# state (so that a change leaves only its old state's index). ARGV: the index key prefix,
-# now, then per record: member (id), row JSON, state, task ('' none), worker ('' none).
-_HISTORY = """
-local seen = {}
-for i = 3, #ARGV, 5 do
-  local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  redis.call('HSET', KEYS[1], member, ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], ARGV[2], member)
-  local old = redis.call('HGET', KEYS[4], member)
-  if old and old ~= state then redis.call('ZREM', ARGV[1] .. 'state:' .. old, member) end
-  redis.call('HSET', KEYS[4], member, state)
-  local keys = {ARGV[1] .. 'state:' .. state}
-  if task ~= '' then keys[#keys + 1] = ARGV[1] .. 'task:' .. task end
-  if worker ~= '' then keys[#keys + 1] = ARGV[1] .. 'worker:' .. worker end
-  for _, key in ipairs(keys) do
-    redis.call('ZADD', key, ARGV[2], member)
-    if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[3], key) end
+# history(ko, ao, written): KEYS[ko + 1..ko + 4] are the rows hash, the "all" index, the set
+# of index names, the hash of each row's state (so that a change leaves only its old state's
+# index). ARGV[ao + 1..ao + 4]: the key prefix ('<prefix>:history:'), now, the details' ttl in
+# seconds, MAX_ATTEMPTS; then per record: member (id), row JSON, state, task ('' none),
+# worker ('' none), note JSON ('' none), attempt number and JSON ('' none). ``written``: nil,
+# or a 0/1 flag per record (only those with 1 are written). An id that comes more than once
+# gets the row of its last record; every record's note and attempt are kept, as keys of their
+# own that expire with the row. RedisResults runs it in the script that stores the records.
+HISTORY_LUA = """
+local function history(ko, ao, written)
+  local prefix, now, ttl, most = ARGV[ao + 1], ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4]
+  local last, seen = {}, {}
+  for i = ao + 5, #ARGV, 8 do
+    local n = (i - ao - 5) / 8 + 1
+    if not written or written[n] == 1 then last[ARGV[i]] = i end
+  end
+  for i = ao + 5, #ARGV, 8 do
+    local n = (i - ao - 5) / 8 + 1
+    local member, state, task, worker = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    if last[member] == i then
+      redis.call('HSET', KEYS[ko + 1], member, ARGV[i + 1])
+      redis.call('ZADD', KEYS[ko + 2], now, member)
+      local old = redis.call('HGET', KEYS[ko + 4], member)
+      if old and old ~= state then redis.call('ZREM', prefix .. 'state:' .. old, member) end
+      redis.call('HSET', KEYS[ko + 4], member, state)
+      local keys = {prefix .. 'state:' .. state}
+      if task ~= '' then keys[#keys + 1] = prefix .. 'task:' .. task end
+      if worker ~= '' then keys[#keys + 1] = prefix .. 'worker:' .. worker end
+      for _, key in ipairs(keys) do
+        redis.call('ZADD', key, now, member)
+        if not seen[key] then seen[key] = true; redis.call('SADD', KEYS[ko + 3], key) end
+      end
+    end
+    if (not written or written[n] == 1) and ARGV[i + 5] ~= '' then
+      redis.call('SET', prefix .. 'note:' .. member, ARGV[i + 5], 'EX', ttl)
+    end
+    if (not written or written[n] == 1) and ARGV[i + 6] ~= '' then
+      local key, number = prefix .. 'attempts:' .. member, tonumber(ARGV[i + 6])
+      redis.call('HSET', key, ARGV[i + 6], ARGV[i + 7])
+      if number > tonumber(most) then
+        redis.call('HDEL', key, tostring(number - tonumber(most)))
+      end
+      redis.call('EXPIRE', key, ttl)
+    end
   end
 end
+"""
+_HISTORY = HISTORY_LUA + """
+history(0, 0, nil)
 return 1
 """
 

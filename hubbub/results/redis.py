@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from hubbub._redis import RedisURL, translate
@@ -34,10 +32,10 @@ from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
 from hubbub.limits.redis import RedisLimits
 from hubbub.results._redis_history import RedisHistory
+from hubbub.results._redis_lua import JOIN, MARK, READ, STORE, STORE_WITH_HISTORY
+from hubbub.results._redis_wait import Listener
 from hubbub.results.base import (
     READY_STATES,
-    REPLACE_REVOKED,
-    STICKY_STATES,
     ChordJoin,
     ChordMember,
     HistoryQuery,
@@ -55,149 +53,8 @@ from hubbub.results.base import (
 )
 from hubbub.results.history import HistoryDetail
 
-log = logging.getLogger(__name__)
-
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
-
-# KEYS: the record. ARGV: state, record, expires-at ('' never), ttl ms ('' never), now,
-# ready ('1'/'0'), then any states that keep the record from being written (store_unless).
-# The store rule of results.base.replaces (SQLite's too), in one step.
-_STORE = """
-local old = redis.call('HMGET', KEYS[1], 'state', 'expires_at')
-local live = not old[2] or old[2] == '' or tonumber(old[2]) > tonumber(ARGV[5])
-if live and (STICKY) and not (old[1] == 'REVOKED' and (OVER_REVOKED)) then return 0 end
-for i = 7, #ARGV do
-  if live and old[1] == ARGV[i] then return 0 end
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'record', ARGV[2], 'expires_at', ARGV[3])
-if ARGV[4] == '' then redis.call('PERSIST', KEYS[1])
-else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-if ARGV[6] == '1' then redis.call('PUBLISH', KEYS[1], ARGV[1]) end
-return 1
-""".replace("STICKY", " or ".join(f"old[1] == '{s.value}'" for s in sorted(STICKY_STATES))
-            ).replace("OVER_REVOKED", " or ".join(f"ARGV[1] == '{s.value}'"
-                                                  for s in sorted(REPLACE_REVOKED)))
-
-
-# -- canvas: KEYS: one chord's members hash, its flags hash (one hash tag: one slot). ARGV:
-# ttl ms ('' never), then member id and stored value for each member joining, in order. The
-# first value of a member is kept; the count is of distinct members. Returns added and count
-# for each member, then whether the body was sent.
-_JOIN = """
-local out = {}
-for i = 2, #ARGV, 2 do
-  out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
-  out[#out + 1] = redis.call('HLEN', KEYS[1])
-end
-out[#out + 1] = redis.call('HEXISTS', KEYS[2], 'fired')
-if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return out
-"""
-# -- canvas: KEYS: a chord's flags hash. ARGV: flag, ttl ms ('' never). 1 if it set the flag.
-_MARK = """
-local set = redis.call('HSETNX', KEYS[1], ARGV[1], '1')
-if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return set
-"""
-
-
-class _Listener:
-    """One pub/sub connection shared by every ``wait`` of a backend; wakes them by channel.
-
-    Channels are subscribed while someone waits on them. A waiter reads the record only
-    after Redis confirmed its subscription, so a result stored in between is never missed.
-    When the connection drops, redis-py reconnects and subscribes again; the confirmation
-    of an already confirmed channel wakes its waiters, who read the record again.
-    """
-
-    def __init__(self, client: aioredis.Redis, confirm_within: float) -> None:
-        self._client = client
-        self._confirm_within = confirm_within
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[bytes, set[asyncio.Event]] = {}
-        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
-        self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE with the state kept here
-
-    @contextlib.asynccontextmanager
-    async def watch(self, channel: bytes) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
-        async with self._lock:
-            waiters = self._waiters.setdefault(channel, set())
-            waiters.add(event)
-            if channel not in self._confirmed:
-                self._confirmed[channel] = asyncio.get_running_loop().create_future()
-                try:
-                    await self._subscribe(channel)
-                except BaseException:
-                    self._forget(channel, event)
-                    raise
-            confirmed = self._confirmed[channel]
-        try:
-            with contextlib.suppress(TimeoutError):  # unconfirmed: the waiter re-reads anyway
-                await asyncio.wait_for(asyncio.shield(confirmed), self._confirm_within)
-            yield event
-        finally:
-            async with self._lock:
-                if self._forget(channel, event) and self._pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(channel)
-
-    def _forget(self, channel: bytes, event: asyncio.Event) -> bool:
-        """Drop one waiter; True when it was the channel's last."""
-        waiters = self._waiters.get(channel, set())
-        waiters.discard(event)
-        if waiters:
-            return False
-        self._waiters.pop(channel, None)
-        self._confirmed.pop(channel, None)
-        return True
-
-    async def _subscribe(self, channel: bytes) -> None:
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(channel)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-results")
-
-    async def _read(self, pubsub: PubSub) -> None:
-        delay = 0.05
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=None)
-                delay = 0.05
-            except (RedisError, OSError) as exc:
-                log.debug("result notices interrupted (%s); reconnecting", type(exc).__name__)
-                self._wake_all()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if message is None:
-                continue
-            channel = message["channel"]
-            if message["type"] == "subscribe":
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
-                    continue
-            if message["type"] in ("message", "subscribe"):
-                for event in self._waiters.get(channel, ()):
-                    event.set()
-
-    def _wake_all(self) -> None:
-        for waiters in self._waiters.values():
-            for event in waiters:
-                event.set()
-
-    async def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+_PER_CALL = 1000  # keys one script call takes: Redis serves others between calls
 
 
 class RedisResults(ResultBackend):
@@ -218,7 +75,7 @@ class RedisResults(ResultBackend):
         self.clock = clock
         self.client_name = f"hubbub-results-{uuid.uuid4().hex[:8]}"
         self._redis: aioredis.Redis | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         # -- history: its scripts build index keys from the prefix, so on a cluster every
         # history key carries one hash tag (one slot), as the registry's do
         self._history = RedisHistory(self._registry)
@@ -251,7 +108,7 @@ class RedisResults(ResultBackend):
         if self._redis is None:
             self._redis = self.config.client(name=self.client_name)
             timeout = self.config.options.get("socket_timeout") or 10.0
-            self._listener = _Listener(self._redis, timeout)
+            self._listener = Listener(self._redis, timeout)
         with self._translate():
             await self._client.ping()
 
@@ -288,15 +145,35 @@ class RedisResults(ResultBackend):
         now = self.clock.time()
         expires_at = "" if ttl is None else repr(now + ttl)
         ttl_ms = "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
-        rows = [(self._key(r.id), r.state.value, encode_record(r),
-                 "1" if r.state in READY_STATES else "0") for r in records]
-        calls = [(1, key, state, data, expires_at, ttl_ms, repr(now), ready, *keep)
-                 for key, state, data, ready in rows]
+        common = (expires_at, ttl_ms, repr(now), len(keep), *keep)
+        rows = [(self._key(r.id), (r.state.value, encode_record(r),
+                                   "1" if r.state in READY_STATES else "0")) for r in records]
+        with_history = self.history_ttl is not None and self.config.mode != "cluster"
+        calls = []
+        for start, chunk in self._chunks(rows):
+            keys: tuple[bytes, ...] = tuple(key for key, _ in chunk)
+            args = [*common, *(part for _, parts in chunk for part in parts)]
+            if with_history and self.history_ttl is not None:  # its rows in the same call
+                history_keys, history_args = self._history.args(
+                    records[start:start + len(chunk)], now, self.history_ttl)
+                keys, args = keys + history_keys, args + history_args
+            calls.append((len(keys), *keys, *args))
         with self._translate():
-            written = await self._eval_all(_STORE, calls)
+            replies = await self._eval_all(STORE_WITH_HISTORY if with_history else STORE,
+                                           calls)
+            written = [done for reply in replies for done in reply]
             stored = [r for r, done in zip(records, written, strict=True) if done]
-            await self._write_history(stored, now)
+            if with_history and self.history_ttl is not None:
+                await self._history.sweep(self._client, now, self.history_ttl)
+            else:
+                await self._write_history(stored, now)  # on a cluster: the history's slot
             return [r.id for r in stored]
+
+    def _chunks(self, items: list[Any]) -> list[tuple[int, list[Any]]]:
+        """``items`` in calls of one script, each with where it starts: one each on a
+        cluster (keys of one slot), else up to :data:`_PER_CALL`."""
+        size = 1 if self.config.mode == "cluster" else _PER_CALL
+        return [(i, items[i:i + size]) for i in range(0, len(items), size)]
 
     async def _eval_all(self, source: str, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Run the script ``source`` once per call (numkeys, keys of one slot, args): one
@@ -313,11 +190,16 @@ class RedisResults(ResultBackend):
         """
         if not ids:
             return {}
-        pipe = self._client.pipeline(transaction=False)
-        for id_ in ids:
-            pipe.hmget(self._key(id_), ["record", "expires_at"])
+        keys = [self._key(i) for i in ids]
         with self._translate():
-            replies = await pipe.execute()
+            if self.config.mode == "cluster":  # a pipeline of reads may span slots
+                pipe = self._client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(key, ["record", "expires_at"])
+                replies = await pipe.execute()
+            else:  # one script call per 1,000 keys: far less to pack and parse
+                calls = [(len(chunk), *chunk) for _, chunk in self._chunks(keys)]
+                replies = [row for reply in await self._eval_all(READ, calls) for row in reply]
         now = self.clock.time()
         found = {}
         for id_, (data, expires_at) in zip(ids, replies, strict=True):
@@ -527,7 +409,7 @@ class RedisResults(ResultBackend):
                 id_bytes(members[i].member), encode_value(members[i].index, members[i].value))]
             calls.append((2, *self._chord_keys(chord), self._ttl_ms(ttl), *pairs))
         with self._translate():
-            replies = await self._eval_all(_JOIN, calls)
+            replies = await self._eval_all(JOIN, calls)
         joins: list[ChordJoin | None] = [None] * len(members)
         for indexes, reply in zip(by_chord.values(), replies, strict=True):
             fired = bool(reply[-1])
@@ -554,7 +436,7 @@ class RedisResults(ResultBackend):
             ResultError: Redis failed otherwise.
         """
         with self._translate():
-            [set_it] = await self._eval_all(_MARK, [(1, self._chord_keys(chord)[1], flag,
+            [set_it] = await self._eval_all(MARK, [(1, self._chord_keys(chord)[1], flag,
                                                      self._ttl_ms(ttl))])
         return bool(set_it)
 
