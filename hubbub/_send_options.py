@@ -12,7 +12,7 @@ from typing import Any
 from hubbub._task_options import TaskOptions
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
-from hubbub.message import Envelope
+from hubbub.message import JSON_TYPE, Envelope, envelope_of
 from hubbub.settings import seconds
 
 
@@ -80,23 +80,27 @@ def build_envelope(
     if not 0 <= priority <= 9:
         raise ConfigurationError(f"priority must be 0..9, got {priority}")
     parent = maybe_current_task()
-    return Envelope(
-        task=options.name,
-        args=tuple(args),
-        kwargs=dict(kwargs),
-        id=send.task_id or new_task_id(),
-        queue=send.queue or options.queue or default_queue,
-        priority=priority,
-        eta=eta,
-        expires=expires,
-        max_retries=options.retries,
-        timeout=options.timeout,
-        soft_timeout=options.soft_timeout,
-        parent_id=parent.id if parent else None,
-        root_id=(parent.root_id or parent.id) if parent else None,
-        headers=dict(send.headers) if send.headers else {},
-        created_at=now,
-    )
+    return envelope_of({  # every field, as Envelope(...) would take them
+        "task": options.name,
+        "args": tuple(args),
+        "kwargs": dict(kwargs),
+        "id": send.task_id or new_task_id(),
+        "queue": send.queue or options.queue or default_queue,
+        "priority": priority,
+        "eta": eta,
+        "expires": expires,
+        "retries": 0,
+        "max_retries": options.retries,
+        "timeout": options.timeout,
+        "soft_timeout": options.soft_timeout,
+        "parent_id": parent.id if parent else None,
+        "root_id": (parent.root_id or parent.id) if parent else None,
+        "group_id": None,
+        "headers": dict(send.headers) if send.headers else {},
+        "created_at": now,
+        "content_type": JSON_TYPE,
+        "canvas": None,
+    })
 
 
 def merge_send(base: SendOptions, call: SendOptions) -> SendOptions:

@@ -103,6 +103,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 # passes with one set look-up. Bounded, so odd bodies cannot grow it without limit.
 _NAMES = tuple(_FIELDS)
 _VALUES = operator.itemgetter(*_NAMES)  # every field's value in one call (KeyError: missing)
+_ATTRIBUTES = operator.attrgetter(*_NAMES)  # an envelope's, the same way
 _PLAIN: set[tuple[type, ...]] = set()
 _PLAIN_MAX = 256
 
@@ -129,9 +130,7 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
         MessageError: an argument cannot be encoded by ``codec``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    body: dict[str, Any] = {"v": VERSION}
-    for name in _FIELDS:
-        body[name] = getattr(envelope, name)
+    body: dict[str, Any] = {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope)))}
     body["content_type"] = codec.content_type
     try:
         if codec.content_type == JSON_TYPE:  # inline, tagged where JSON falls short
@@ -218,18 +217,18 @@ def decode(
                            f"{exc}") from exc
     values["args"], values["kwargs"] = tuple(args), kwargs
     values["canvas"] = _canvas(data, body)
-    return _envelope(values)
+    return envelope_of(values)
 
 
-# Every received message builds an Envelope: its slots are filled through their descriptors,
-# which is what the frozen dataclass's __init__ does one object.__setattr__ call at a time
-# (it has no __post_init__, and every field is given here, so no default applies). A field
-# added to Envelope without a value here fails every decode at once (KeyError).
+# Every received message and every send builds an Envelope: its slots are filled through
+# their descriptors, which is what the frozen dataclass's __init__ does one object.__setattr__
+# call at a time (it has no __post_init__, and every field is given, so no default applies).
+# A field added to Envelope without a value in a caller fails at once (KeyError).
 _SLOTS = tuple((f.name, getattr(Envelope, f.name).__set__) for f in fields(Envelope))
 
 
-def _envelope(values: dict[str, Any]) -> Envelope:
-    """``Envelope(**values)``, made faster."""
+def envelope_of(values: dict[str, Any]) -> Envelope:
+    """``Envelope(**values)`` with every field given, made faster (no defaults applied)."""
     envelope: Envelope = object.__new__(Envelope)
     for name, put in _SLOTS:
         put(envelope, values[name])
