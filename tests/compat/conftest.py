@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import pytest
 import redis
 
 from tests import brokers
-from tests.worker.scratch import scratch_app
+from tests.worker.scratch import scratch_app, serving
 
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = f"amqp://guest:guest@127.0.0.1:{brokers.load('amqp').PORT}/"
@@ -168,25 +167,8 @@ def bridge_worker(module: ModuleType, queue: str, broker: str, lease: float = 5
              celery_lane(hub, queue, broker=broker, results=REDIS, pool="threads",
                          concurrency=2)]
     worker = WorkerLoop(hub, lanes=lanes, lease=lease, heartbeat=0.5)
-    loop = asyncio.new_event_loop()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            loop.run_until_complete(worker.run())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        loop.call_soon_threadsafe(worker.stop)
-        thread.join(30)
-        loop.close()
-        assert not thread.is_alive(), "the bridge worker did not stop"
-        assert not failed, failed
+    with serving(worker, stop_within=30) as running:
+        yield running
 
 
 def start(args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:

@@ -58,9 +58,20 @@ def test_workers_are_listed_with_their_lanes_and_drop_out_when_killed_or_stopped
     os.kill(second.pid, signal.SIGKILL)  # a process this test started
     second.wait(10)
     killed_at = time.monotonic()
-    wait_for(lambda: set(listed(cli)) == {"w-one"}, timeout=15, what="killed worker dropped")
-    # Three missed beats, plus one `hubbub workers` run to see it.
-    assert time.monotonic() - killed_at < 3 * BEAT + 2.0
+    # The entry lives three beats past the last one: a listing that began by then no longer
+    # shows it. Each `hubbub workers` run is a new process, slow on a loaded machine, so the
+    # bound is taken at the start of the listing that first missed the entry, and allows
+    # the run before it (which may have begun just before the entry expired).
+    last_run = 0.0
+    while True:
+        began = time.monotonic()
+        names = set(listed(cli))
+        if names == {"w-one"}:
+            break
+        assert names == {"w-one", "w-two"}, names
+        assert began - killed_at < 15, "the killed worker was still listed after 15 s"
+        last_run = time.monotonic() - began
+    assert began - killed_at < 3 * BEAT + last_run + 1.0
 
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0

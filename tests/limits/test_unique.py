@@ -3,7 +3,6 @@ on memory, SQLite, Redis, and RabbitMQ with its results in Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from hubbub.message import Envelope
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import Pool, make_pool
 from tests.limits.conftest import Place, place_params
-from tests.worker.scratch import wait_until
+from tests.worker.scratch import serving, wait_until
 
 
 @contextmanager
@@ -28,25 +27,8 @@ def worker(hub: Hub, queues: list[str] | None = None, pool: Pool | None = None
     """A worker of ``hub`` (default: 4 threads) on its own thread, stopped when the block
     ends."""
     loop_worker = WorkerLoop(hub, queues=queues, pool=pool or make_pool("threads", 4), lease=5)
-    loop = asyncio.new_event_loop()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            loop.run_until_complete(loop_worker.run())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield loop_worker
-    finally:
-        loop.call_soon_threadsafe(loop_worker.stop)
-        thread.join(60)
-        loop.close()
-        assert not thread.is_alive(), "the worker did not stop"
-        assert not failed, failed
+    with serving(loop_worker) as running:
+        yield running
 
 
 def state(result: Result[Any]) -> State:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import urllib.request
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hubbub.metrics import FleetMetrics, WorkerMetrics, fleet_metrics_app
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
-from tests.worker.scratch import running_worker, scratch_app, wait_until
+from tests.worker.scratch import running_worker, scratch_app, serving, wait_until
 
 SOURCE = "from hubbub import Hub\nhub = Hub({url!r}, lease=5)\n@hub.task\ndef add(x, y):\n" \
          "    return x + y\n"
@@ -99,12 +98,8 @@ def test_a_workers_queue_depths_are_read_when_scraped_and_reused_within_depth_ev
     with scratch_app(tmp_path, SOURCE, "depthapp") as app:
         metrics = WorkerMetrics(0, depth_every=3600.0)
         worker = WorkerLoop(app.hub, pool=make_pool("async", 1), metrics=metrics)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=loop.run_until_complete, args=(worker.run(),), daemon=True)
-        thread.start()
         delayed = ("hubbub_queue_depth", (("queue", "default"), ("state", "delayed")))
-        try:
+        with serving(worker):
             wait_until(lambda: metrics.port != 0, "the metrics server")
             url = f"http://127.0.0.1:{metrics.port}/metrics"
             assert scrape(url)[delayed] == 0.0
@@ -113,11 +108,6 @@ def test_a_workers_queue_depths_are_read_when_scraped_and_reused_within_depth_ev
             assert scrape(url)[delayed] == 0.0  # read less than depth_every ago: reused
             metrics._depths.every = 0.0  # now every scrape reads the broker
             assert scrape(url)[delayed] == 3.0
-        finally:
-            loop.call_soon_threadsafe(worker.stop)
-            thread.join(60)
-            loop.close()
-        assert not thread.is_alive()
 
 
 def scrape(url: str) -> Samples:

@@ -84,6 +84,13 @@ SOURCE = textwrap.dedent('''
         return os.getpid()
 
     @hub.task
+    def nap_span(seconds: float) -> tuple[int, float, float]:
+        """Its pid, and when it began and ended its nap (the system's monotonic clock)."""
+        began = time.monotonic()
+        time.sleep(seconds)
+        return os.getpid(), began, time.monotonic()
+
+    @hub.task
     async def async_nap(seconds: float) -> int:
         await asyncio.sleep(seconds)
         return os.getpid()

@@ -47,7 +47,14 @@ def scratch_app(folder: Path, source: str, prefix: str = "app") -> Iterator[Modu
 def running_worker(app: ModuleType, pool: str) -> Iterator[WorkerLoop]:
     """A worker with one slot, run on its own thread until the block ends."""
     options = {"coroutines": 1} if pool == "hybrid" else {}
-    worker = WorkerLoop(app.hub, pool=make_pool(pool, 1, **options), prefetch=1)
+    with serving(WorkerLoop(app.hub, pool=make_pool(pool, 1, **options), prefetch=1)) as worker:
+        yield worker
+
+
+@contextmanager
+def serving(worker: WorkerLoop, *, stop_within: float = 60.0) -> Iterator[WorkerLoop]:
+    """Run ``worker`` on an event loop of its own thread until the block ends; then stop it,
+    wait up to ``stop_within`` seconds, and fail the test if it did not stop or raised."""
     loop = asyncio.new_event_loop()
     failed: list[BaseException] = []
 
@@ -63,10 +70,25 @@ def running_worker(app: ModuleType, pool: str) -> Iterator[WorkerLoop]:
         yield worker
     finally:
         loop.call_soon_threadsafe(worker.stop)
-        thread.join(60)
-        loop.close()
-        assert not thread.is_alive(), "the worker did not stop"
+        thread.join(stop_within)
+        alive = thread.is_alive()
+        if not alive:
+            close_loop(loop)
+        assert not alive, "the worker did not stop"
         assert not failed, failed
+
+
+def close_loop(loop: asyncio.AbstractEventLoop, *, within: float = 30.0) -> None:
+    """Close ``loop`` as ``asyncio.run`` does: tasks a worker left behind (a control task still
+    closing its plane on a loaded machine) are cancelled and awaited first, so none is
+    destroyed pending and none leaves an unclosed socket to be reported in a later test."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=within))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
