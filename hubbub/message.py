@@ -130,7 +130,7 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
         MessageError: an argument cannot be encoded by ``codec``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    body: dict[str, Any] = {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope)))}
+    body: dict[str, Any] = {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope), strict=True))}
     body["content_type"] = codec.content_type
     try:
         if codec.content_type == JSON_TYPE:  # inline, tagged where JSON falls short
