@@ -73,11 +73,35 @@ def followups_of(node: Node) -> dict[str, Any] | None:
     return out or None
 
 
+# What a task node in ``then`` leaves out when it holds it: the rest of a chain crosses the
+# broker at every hop, so it is kept short (the usual step is half the size). Filled in again
+# when the steps are read (:func:`split_rest`, :func:`rest_nodes`).
+_USUAL: dict[str, type] = {"kwargs": dict, "opts": dict, "im": bool, "next": list,
+                           "link": list, "err": list}
+
+
+def _short(item: Any) -> Any:
+    """A packed task node without its fields of usual value (empty, or ``im`` false)."""
+    if not isinstance(item, dict) or item.get("k") != "task":
+        return item
+    return {k: v for k, v in item.items()
+            if not (type(v) is _USUAL.get(k) and not v)}
+
+
+def _full(item: Any) -> Any:
+    """``item`` with the fields :func:`_short` left out (each a fresh empty value)."""
+    if isinstance(item, dict) and item.get("k") == "task":
+        for name, kind in _USUAL.items():
+            if name not in item:
+                item[name] = kind()
+    return item
+
+
 def join_rest(nodes: list[Node], then: str | None) -> str | None:
     """The opaque ``then`` text of ``nodes`` followed by the steps already in ``then``."""
     if not nodes:
         return then
-    packed = pack(nodes)
+    packed = [_short(item) for item in pack(nodes)]
     if then:
         packed = [*packed, *rest_nodes(then, packed=True)]
     return json_dumps(packed).decode()
@@ -92,7 +116,7 @@ def rest_nodes(then: str | None, *, packed: bool = False) -> list[Any]:
         items = json_loads(then.encode())
         if not isinstance(items, list):
             return []
-        return items if packed else list(unpack(items))
+        return items if packed else [_full(item) for item in unpack(items)]
     except (ValueError, TypeError, Undecodable, RecursionError):
         return []
 
@@ -111,7 +135,7 @@ def split_rest(then: str) -> tuple[Node, str | None]:
     if quick is not None:
         first_text, rest = quick
         try:
-            first = unpack(json_loads(first_text.encode()))
+            first = _full(unpack(json_loads(first_text.encode())))
         except (ValueError, TypeError, Undecodable, RecursionError):
             pass  # the whole text says what is wrong, below
         else:
@@ -124,7 +148,7 @@ def split_rest(then: str) -> tuple[Node, str | None]:
     if not isinstance(items, list) or not items:
         raise CanvasError("canvas.then: not a non-empty list")
     try:
-        first = unpack(items[0])
+        first = _full(unpack(items[0]))
     except Undecodable as exc:
         raise CanvasError(f"canvas.then[0]: cannot be decoded ({exc})") from None
     _check(first, "canvas.then[0]", 1)

@@ -4,6 +4,8 @@ comes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hubbub.canvas.nodes import CanvasError, join_rest, rest_nodes, split_rest
@@ -54,3 +56,19 @@ def test_a_malformed_later_step_is_refused_when_its_turn_comes() -> None:
     assert rest is not None
     with pytest.raises(CanvasError, match=r"unknown kind 'nope'"):
         split_rest(rest)
+
+
+def test_steps_read_back_whole_whether_their_fields_hold_usual_values_or_not() -> None:
+    plain = {"k": "task", "task": "inc", "id": "p", "args": [], "kwargs": {}, "opts": {},
+             "im": False, "next": [], "link": [], "err": []}
+    busy = {"k": "task", "task": "inc", "id": "b", "args": [0], "kwargs": {"x": []},
+            "opts": {"queue": "q", "priority": 0}, "im": True, "next": [dict(plain, id="n")],
+            "link": [dict(plain, id="l")], "err": [dict(plain, id="e")]}
+    then = join_rest([plain, busy, plain], None)
+    assert then is not None
+    usual = join_rest([plain] * 3, None) or ""
+    assert len(usual) < 2 * len(json.dumps(plain, separators=(",", ":")))  # short on the wire
+    assert rest_nodes(then) == [plain, busy, plain]
+    first, rest = split_rest(then)
+    second, _ = split_rest(rest or "")
+    assert (first, second) == (plain, busy)
