@@ -54,9 +54,9 @@ def followups_of(node: Node) -> dict[str, Any] | None:
     """The part of a task node its envelope carries; None when nothing follows.
 
     Of a chain's remaining steps only the first travels as a node (``next``); the others
-    travel as one opaque JSON text (``then``), already packed, which each hop splits with the
-    C parser and passes on without walking it in Python: a long chain costs each hop little
-    more than its own step.
+    travel as one opaque JSON text (``then``), already packed, from which each hop parses only
+    its next step and passes the others on as text: a long chain costs each hop little more
+    than its own step.
     """
     out: dict[str, Any] = {}
     steps = node.get("next") or []
