@@ -70,6 +70,7 @@ local function drop(g, p, eid)
   redis.call('HDEL', KEYS[12], m)
   redis.call('ZREM', KEYS[11], m)
 end
+local function receipts(packed) return string.gmatch(packed, '(%d+) ([^ ,]+) ([^,]+)') end
 """
 
 # ARGV: group, then (priority, id, body, eta or '') per message.
@@ -149,20 +150,20 @@ local lease = redis.call('ZRANGE', KEYS[11], 0, 0, 'WITHSCORES')[2] or ''
 return {out, cursors, {eta, lease}}
 """.replace("LEVELS", str(LEVELS)).replace("SCAN", str(SCAN))
 
-# ARGV: group, then (priority, entry id, token) per delivery.
+# ARGV: group, the deliveries' receipts (see pack_receipts).
 _ACK = _LUA_COMMON + """
-for i = 2, #ARGV, 3 do
-  local p = tonumber(ARGV[i])
-  if owned(p .. '/' .. ARGV[i + 1], ARGV[i + 2]) then drop(ARGV[1], p, ARGV[i + 1]) end
+for p, eid, token in receipts(ARGV[2]) do
+  p = tonumber(p)
+  if owned(p .. '/' .. eid, token) then drop(ARGV[1], p, eid) end
 end
 return 1
 """
 
-# ARGV: group, visible-at ('' for now), then (priority, entry id, token) per delivery.
+# ARGV: group, visible-at ('' for now), the deliveries' receipts (see pack_receipts).
 _RELEASE = _LUA_COMMON + """
 local g, at, delayed = ARGV[1], ARGV[2], false
-for i = 3, #ARGV, 3 do
-  local p, eid, token = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+for p, eid, token in receipts(ARGV[3]) do
+  p = tonumber(p)
   if owned(p .. '/' .. eid, token) then
     local f = entry(KEYS[p + 1], eid)
     drop(g, p, eid)
@@ -174,19 +175,20 @@ if delayed then wake() end
 return 1
 """
 
-# ARGV: group, died-at, retention cutoff, cap, then (priority, entry id, token, reason) per
-# delivery. Then drops, oldest first, the dead letters that died before the cutoff (an 'at'
-# that is not a number counts as long ago) and those past the cap.
+# ARGV: group, died-at, retention cutoff, cap, the deliveries' receipts (see pack_receipts),
+# then each delivery's reason. Then drops, oldest first, the dead letters that died before
+# the cutoff (an 'at' that is not a number counts as long ago) and those past the cap.
 # Returns {dropped as expired, dropped over the cap}.
 _DEAD = _LUA_COMMON + """
-for i = 5, #ARGV, 4 do
-  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
-  if owned(p .. '/' .. eid, ARGV[i + 2]) then
+local i = 5
+for p, eid, token in receipts(ARGV[5]) do
+  p, i = tonumber(p), i + 1
+  if owned(p .. '/' .. eid, token) then
     local f = entry(KEYS[p + 1], eid)
     drop(ARGV[1], p, eid)
     if f then
       redis.call('XADD', KEYS[16], '*', 'id', f.id or '', 'body', f.body or '', 'p', p,
-                 'reason', ARGV[i + 3], 'at', ARGV[2])
+                 'reason', ARGV[i], 'at', ARGV[2])
     end
   end
 end
@@ -203,20 +205,20 @@ until not more
 return {expired, redis.call('XTRIM', KEYS[16], 'MAXLEN', ARGV[4])}
 """.replace("SCAN", str(SCAN))
 
-# ARGV: group, consumer, now, new deadline, then (priority, entry id, token) per delivery.
+# ARGV: group, consumer, now, new deadline, the deliveries' receipts (see pack_receipts).
 # Returns the 0-based positions of deliveries whose lease was lost. XCLAIM JUSTID resets the
 # entry's idle time, so XPENDING shows a renewed lease as fresh.
 _EXTEND = _LUA_COMMON + """
-local lost = {}
-for i = 5, #ARGV, 3 do
-  local p, eid = tonumber(ARGV[i]), ARGV[i + 1]
+local lost, i = {}, -1
+for p, eid, token in receipts(ARGV[5]) do
+  p, i = tonumber(p), i + 1
   local m = p .. '/' .. eid
   local until_ = redis.call('ZSCORE', KEYS[11], m)
-  if owned(m, ARGV[i + 2]) and until_ and tonumber(until_) >= tonumber(ARGV[3]) then
+  if owned(m, token) and until_ and tonumber(until_) >= tonumber(ARGV[3]) then
     redis.call('ZADD', KEYS[11], ARGV[4], m)
     redis.call('XCLAIM', KEYS[p + 1], ARGV[1], ARGV[2], 0, eid, 'JUSTID')
   else
-    table.insert(lost, (i - 5) / 3)
+    table.insert(lost, i)
   end
 end
 return lost
@@ -286,6 +288,14 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     """``items`` in slices of ``size``, in order."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def pack_receipts(receipts: Iterable[tuple[int, str, str]]) -> str:
+    """Receipts ``(priority, stream entry id, token)`` as one script argument,
+    ``"p eid token,p eid token"``: redis-py then encodes one argument per batch instead of
+    three per delivery. Entry ids (``ms-seq``) and tokens (counts) hold neither a space nor a
+    comma, and the scripts split it back (``receipts`` in the Lua)."""
+    return ",".join([f"{p} {e} {t}" for p, e, t in receipts])
 
 
 def publish_argv(items: Iterable[Outgoing], now: float) -> dict[str, list[Any]]:

@@ -9,10 +9,11 @@ the rest per call, and the replies are read as they come, with no reply callback
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 def bulk(*args: bytes | str | int | float) -> bytes:
@@ -35,6 +36,23 @@ def pack_xadd_head(stream: str) -> bytes:
     """RESP for ``XADD <stream> * id``, the head of every XADD of one message to
     ``stream``; ``<id> body <body>`` follow (7 arguments in all)."""
     return b"*7\r\n" + bulk("XADD", stream, "*", "id")
+
+
+async def evalsha(client: aioredis.Redis, head: tuple[int, bytes], args: Sequence[Any]) -> Any:
+    """One script call: ``head`` (its argument count, and ``EVALSHA sha numkeys keys...``
+    and any fixed arguments packed) then ``args``, on one connection of ``client``'s pool.
+
+    Returns:
+        The script's reply, or the NoScriptError met (the caller loads the script).
+
+    Raises:
+        RedisError: any other error reply, or the connection failed; OSError likewise.
+    """
+    count, packed = head
+    [reply] = await exchange(client, command(count + len(args), packed + bulk(*args)), 1)
+    if isinstance(reply, BaseException) and not isinstance(reply, NoScriptError):
+        raise reply
+    return reply
 
 
 async def exchange(client: aioredis.Redis, packed: bytes, replies: int) -> list[Any]:

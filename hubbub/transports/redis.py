@@ -38,10 +38,11 @@ from hubbub.transports._redis_lua import (
     SCRIPTS,
     QueueKeys,
     chunks,
+    pack_receipts,
     publish_argv,
 )
 from hubbub.transports._redis_sync import RedisSyncPublisher
-from hubbub.transports._redis_wire import bulk, command, exchange
+from hubbub.transports._redis_wire import bulk, command, evalsha, exchange
 from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,
@@ -60,11 +61,6 @@ def _seconds(raw: object) -> float:
         return float(text_of(raw, "0"))
     except ValueError:
         return 0.0
-
-
-def _receipt(d: Delivery) -> list[Any]:
-    priority, entry_id, token = d.receipt
-    return [priority, entry_id, token]
 
 
 class RedisTransport(Transport):
@@ -101,6 +97,7 @@ class RedisTransport(Transport):
         self._shas = {name: sha_of(text) for name, text in SCRIPTS.items()}
         self._keys: dict[str, list[str]] = {}  # queue -> QueueKeys.lua(), see _lua_keys
         self._heads: dict[str, tuple[bytes, tuple[int, bytes]]] = {}  # see _packed
+        self._script_heads: dict[tuple[str, str], tuple[int, bytes]] = {}  # see _evalsha
         self._known: set[str] = set()  # queues this instance registered
         self._consumed: set[str] = set()  # queues this instance is a consumer of
         self._sync: RedisSyncPublisher | None = None
@@ -240,17 +237,21 @@ class RedisTransport(Transport):
                 raise result
         return self._deliveries(queue, reply[0], until)
 
-    async def _claim_one(self, queue: str, now: float, until: float, limit: int) -> Any:
-        """The claim script's reply for ``queue``; packed here, except on a cluster."""
+    async def _evalsha(self, script: str, queue: str, args: list[Any],
+                       head: tuple[int, bytes] | None = None, fixed: Sequence[Any] = ()) -> Any:
+        """``script``'s reply on ``queue`` with ``args`` after the group: packed here behind
+        a head built once per script and queue (or ``head``, which holds the group and
+        ``fixed`` after it), except on a cluster, whose client routes by key."""
         if self.config.mode != "cluster":
-            count, head = self._packed(queue)[1]
-            [reply] = await exchange(self._client, command(count + 3,
-                                                           head + bulk(now, until, limit)), 1)
+            head = head or self._script_heads.get((script, queue))
+            if head is None:
+                keys = self._lua_keys(queue)
+                parts: list[str | int] = ["EVALSHA", self._shas[script], len(keys), *keys, GROUP]
+                head = self._script_heads[script, queue] = (len(parts), bulk(*parts))
+            reply = await evalsha(self._client, head, args)
             if not isinstance(reply, NoScriptError):  # else the Script object loads it
-                if isinstance(reply, BaseException):
-                    raise reply
                 return reply
-        return await self._run("claim", queue, [self.consumer, repr(now), repr(until), limit])
+        return await self._run(script, queue, [*fixed, *args])
 
     def _packed(self, queue: str) -> tuple[bytes, tuple[int, bytes]]:
         """``queue``'s XREAD keys (ready streams by priority, then wake) and the claim
@@ -297,7 +298,9 @@ class RedisTransport(Transport):
         cursors: list[dict[KeyT, StreamIdT]] = []
         due: float | None = None
         for queue in names:
-            reply = await self._claim_one(queue, now, until, limit - len(got))
+            reply = await self._evalsha("claim", queue, [repr(now), repr(until),
+                                                         limit - len(got)],
+                                        self._packed(queue)[1], [self.consumer])
             got += self._deliveries(queue, reply[0], until)
             if len(got) >= limit:
                 break
@@ -325,9 +328,10 @@ class RedisTransport(Transport):
 
     async def _each_queue(
         self, script: str, deliveries: Sequence[Any], head: Sequence[Any],
-        row: Callable[[Any], Sequence[Any]],
+        tail: Callable[[Sequence[Any]], list[Any]] = lambda _: [],
     ) -> list[Any]:
-        """Run ``script`` over ``deliveries``: queues at once, chunks of one queue in order.
+        """Run ``script`` over ``deliveries``: queues at once, chunks of one queue in order;
+        its arguments are ``head``, the chunk's receipts packed in one, then ``tail(chunk)``.
 
         Returns:
             ``(chunk, reply)`` pairs.
@@ -338,8 +342,9 @@ class RedisTransport(Transport):
                                 else d.queue, []).append(d)
 
         async def one_queue(queue: str, items: list[Any]) -> list[tuple[Sequence[Any], Any]]:
-            return [(chunk, await self._run(script, queue,
-                                            [*head, *(x for d in chunk for x in row(d))]))
+            return [(chunk, await self._evalsha(script, queue, [
+                *head, pack_receipts([d.delivery.receipt if isinstance(d, DeadLetterRequest)
+                                      else d.receipt for d in chunk]), *tail(chunk)]))
                     for chunk in chunks(items)]
 
         with translate(self.config):
@@ -347,7 +352,7 @@ class RedisTransport(Transport):
         return [pair for pairs in done for pair in pairs]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await self._each_queue("ack", deliveries, [], _receipt)
+        await self._each_queue("ack", deliveries, [])
         if self.config.wait_replicas:
             with translate(self.config):
                 await asyncio.gather(*(self._replicated(q)
@@ -355,13 +360,13 @@ class RedisTransport(Transport):
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         at = repr(self.clock.time() + delay) if delay > 0 else ""
-        await self._each_queue("release", deliveries, [at], _receipt)
+        await self._each_queue("release", deliveries, [at])
 
     async def dead_letter(self, requests: Sequence[DeadLetterRequest]) -> None:
         now = self.clock.time()
         head = [repr(now), repr(self.retention.cutoff(now)), self.retention.limit]
         results = await self._each_queue("dead", requests, head,
-                                         lambda r: [*_receipt(r.delivery), cap(r.reason)])
+                                         lambda chunk: [cap(r.reason) for r in chunk])
         for chunk, (expired, over) in results:
             queue = chunk[0].delivery.queue
             log_dropped(queue, int(over), f"over the cap of {self.retention.limit}, oldest first")
@@ -373,7 +378,7 @@ class RedisTransport(Transport):
         until = now + lease
         lost: list[Delivery] = []
         results = await self._each_queue(
-            "extend", deliveries, [self.consumer, repr(now), repr(until)], _receipt)
+            "extend", deliveries, [self.consumer, repr(now), repr(until)])
         for chunk, positions in results:
             gone = {int(p) for p in positions}
             for i, d in enumerate(chunk):
