@@ -445,19 +445,26 @@ class SQLiteFile:
     async def write_after_commit(
         self, version: int | None, timeout: float,
         fn: Callable[[sqlite3.Connection, int], T],
+        probe: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> tuple[int, T | None]:
         """Wait up to ``timeout`` seconds for a commit after ``version`` (None: go at once),
         then run ``fn(connection, seen)`` in a write transaction, in the same trip to the
         database thread as the look that saw the commit. ``seen`` is the version read inside
         that transaction: a later commit by any other connection changes it.
 
-        Returns:
-            The latest version seen and what ``fn`` returned, or None when no commit came
-            within ``timeout`` (``fn`` did not run).
-        """
-        return await self._after_commit(version, timeout, fn)
+        ``probe``, if given, runs first, outside any transaction (a read takes no lock): what
+        it returns other than None is the answer, and ``fn`` does not run. A worker's own
+        commits wake its waits too; a probe that finds nothing to claim then keeps the write
+        lock, which the producers want, free.
 
-    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None
+        Returns:
+            The latest version seen and what ``probe`` or ``fn`` returned, or None when no
+            commit came within ``timeout`` (neither ran).
+        """
+        return await self._after_commit(version, timeout, fn, probe)
+
+    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None,
+              probe: Callable[[sqlite3.Connection], T | None] | None = None,
               ) -> Callable[[sqlite3.Connection], tuple[int, T | None, bool]]:
         """On the database thread: (latest version, fn's result, whether it changed)."""
 
@@ -467,6 +474,11 @@ class SQLiteFile:
                 return current, None, False
             if fn is None:
                 return current, None, True
+            if probe is not None:
+                # Read after ``current``: a commit it missed changes the version again.
+                answer = probe(conn)
+                if answer is not None:
+                    return current, answer, True
             seen: list[int] = []
 
             def run(conn: sqlite3.Connection) -> T:
@@ -482,6 +494,7 @@ class SQLiteFile:
     async def _after_commit(
         self, version: int | None, timeout: float,
         fn: Callable[[sqlite3.Connection, int], T] | None,
+        probe: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> tuple[int, T | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -491,7 +504,7 @@ class SQLiteFile:
         while True:
             if watch is not None:
                 watch.arm()  # before the look: a commit after it wakes the wait below
-            current, result, changed = await self.call(self._look(version, fn))
+            current, result, changed = await self.call(self._look(version, fn, probe))
             left = deadline - loop.time()
             if changed or left <= 0:
                 return current, result
