@@ -217,3 +217,43 @@ async def test_writes_wait_out_another_connection_holding_the_write_lock(
     finally:
         other.close()
         await t.close()
+
+
+async def test_the_checkpoint_thread_starts_the_wal_over_when_commits_leave_it_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The committing thread checkpoints itself (two fsyncs that claims and sends queue
+    # behind) only when the checkpoint thread never copied the whole WAL: here the sends come
+    # in bursts with gaps between them, so the checkpoint thread always does.
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(_sqlite, "RESTART_AFTER", 40)
+    threads: list[str] = []
+    checkpoint = _sqlite._checkpoint
+
+    def spy(conn: sqlite3.Connection, path: str) -> tuple[int, int, int] | None:
+        threads.append(threading.current_thread().name)
+        return checkpoint(conn, path)
+
+    monkeypatch.setattr(_sqlite, "_checkpoint", spy)
+    path = tmp_path / "broker.db"
+    t = open_transport(f"sqlite:///{path}")
+    await t.connect()
+    try:
+        publisher = t.sync_publisher()
+        assert publisher is not None
+        assert isinstance(t, SQLiteTransport)
+        shared = t.db._shared
+        assert shared is not None
+        for burst in range(100):
+            for i in range(10):
+                publisher.publish([Outgoing("q", b"x" * 2000, f"m-{burst}-{i}", 0, None)])
+            running = shared.checkpoints._running
+            assert running is not None
+            await asyncio.wait_for(asyncio.wrap_future(running), 30)  # the gap
+        assert threads
+        assert all(name.startswith("hubbub-checkpoint") for name in threads)
+        assert Path(f"{path}-wal").stat().st_size < 2_000_000  # 1000 sends: 8 MB or more
+        [stats] = await t.stats(["q"])
+        assert stats.ready == 1000
+    finally:
+        await t.close()
