@@ -41,7 +41,7 @@ AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
 # commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
 CHECKPOINT_AFTER = 500
 RESTART_AFTER = 4 * CHECKPOINT_AFTER  # commits between checkpoints on the committing thread
-WHOLE_PASSES = 2  # checkpoints in a row on the checkpoint thread, until one copies the WAL whole
+WHOLE_PASSES = 4  # checkpoints in a row on the checkpoint thread, until one copies the WAL whole
 # While another process holds the write lock, a writer tries again after these pauses, then
 # every BUSY_PAUSES[-1] seconds, for up to PATIENCE seconds. SQLite's own busy handler sleeps
 # 1, 2, 5, 10 ms... between tries: a lock held for a tenth of a millisecond (a producer's
@@ -79,10 +79,9 @@ class _Checkpointer:
     changes, only which thread waits for the disk.
 
     The WAL starts over (at the next commit) only after a checkpoint that copied all of it.
-    This thread checkpoints again at once (``WHOLE_PASSES``): a second pass that finds
-    nothing new means the WAL was copied whole. Under steady commits from two processes
-    that is rare (each pass fsyncs, and commits land meanwhile); after a burst it is the
-    rule. Only if none of that came out whole within ``RESTART_AFTER``
+    This thread checkpoints again at once while the last pass left commits behind, up to
+    ``WHOLE_PASSES`` times: between a busy process's commits there are gaps, and a pass with
+    little to copy fits in one. Only if none of that came out whole within ``RESTART_AFTER``
     commits does the committing thread run one itself, under the lock that holds this
     process's writers back (what SQLite's automatic checkpoint did every time): it waits for
     two fsyncs, milliseconds in which this process's claims and sends queue behind it. The
