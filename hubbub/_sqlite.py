@@ -14,7 +14,6 @@ memory). A waiter looks again when inotify reports a write to the file (Linux,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -41,7 +40,6 @@ AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
 # commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
 CHECKPOINT_AFTER = 500
 RESTART_AFTER = 4 * CHECKPOINT_AFTER  # commits between checkpoints on the committing thread
-WHOLE_PASSES = 4  # checkpoints in a row on the checkpoint thread, until one copies the WAL whole
 # While another process holds the write lock, a writer tries again after these pauses, then
 # every BUSY_PAUSES[-1] seconds, for up to PATIENCE seconds. SQLite's own busy handler sleeps
 # 1, 2, 5, 10 ms... between tries: a lock held for a tenth of a millisecond (a producer's
@@ -78,21 +76,16 @@ class _Checkpointer:
     writer) runs on this thread instead, with the same fsyncs: nothing about durability
     changes, only which thread waits for the disk.
 
-    The WAL starts over (at the next commit) only after a checkpoint that copied all of it.
-    This thread checkpoints again at once while the last pass left commits behind, up to
-    ``WHOLE_PASSES`` times: between a busy process's commits there are gaps, and a pass with
-    little to copy fits in one. Only if none of that came out whole within ``RESTART_AFTER``
-    commits does the committing thread run one itself, under the lock that holds this
-    process's writers back (what SQLite's automatic checkpoint did every time): it waits for
-    two fsyncs, milliseconds in which this process's claims and sends queue behind it. The
-    WAL stays within a few thousand commits either way.
+    The WAL starts over only after a checkpoint that copied all of it, which one running
+    beside busy writers never does: so every ``RESTART_AFTER`` commits the committing thread
+    runs one itself, under the lock that holds this process's writers back (what SQLite's
+    automatic checkpoint did every time). The WAL then stays within a few thousand commits.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.commits = 0  # since the last checkpoint began; counted under _Shared.lock
-        self.unsettled = 0  # commits since the WAL was last known to start over
-        self.whole = False  # this thread copied the whole WAL since `unsettled` was reset
+        self.unsettled = 0  # commits since the committing thread last ran a checkpoint
         self.closed = False
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -105,7 +98,7 @@ class _Checkpointer:
         if self.commits < CHECKPOINT_AFTER or self.closed:
             return
         running = self._running
-        if self.unsettled + self.commits >= RESTART_AFTER and not self.whole:
+        if self.unsettled + self.commits >= RESTART_AFTER:
             self.unsettled = self.commits = 0
             if running is not None:
                 wait([running])  # two checkpoints at once: the second would do nothing
@@ -113,8 +106,6 @@ class _Checkpointer:
             return
         if running is not None and not running.done():
             return  # the one under way copies these commits too
-        if self.whole:  # the WAL started over at the first commit after it
-            self.unsettled, self.whole = 0, False
         self.unsettled += self.commits
         self.commits = 0
         if self._thread is None:
@@ -132,18 +123,7 @@ class _Checkpointer:
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             log.debug("checkpoint of %s failed: %s", self.path, exc)
             return
-        last = -1
-        for _ in range(WHOLE_PASSES):
-            row = _checkpoint(self._conn, self.path)
-            if row is None or self.closed:
-                return
-            busy, frames, copied = row
-            if busy == 0 and copied == frames and 0 <= frames <= last:
-                # All copied, and nothing committed since the pass before (or the WAL
-                # started over meanwhile): the next commit starts the WAL over.
-                self.whole = True
-                return
-            last = frames
+        _checkpoint(self._conn, self.path)
 
     def close(self) -> None:
         """Stop after the checkpoint under way, if any (blocks until it ends)."""
@@ -155,16 +135,12 @@ class _Checkpointer:
             self._conn = None
 
 
-def _checkpoint(conn: sqlite3.Connection, path: str) -> tuple[int, int, int] | None:
-    """A ``PASSIVE`` checkpoint on ``conn``: (1 if it met a lock, frames in the WAL, frames
-    copied). None if it failed: that is left to the next one."""
+def _checkpoint(conn: sqlite3.Connection, path: str) -> None:
+    """A ``PASSIVE`` checkpoint on ``conn``; a failure is left to the next one."""
     try:
-        with contextlib.closing(conn.execute("PRAGMA wal_checkpoint(PASSIVE)")) as rows:
-            busy, frames, copied = rows.fetchone()
-        return int(busy), int(frames), int(copied)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
     except sqlite3.Error as exc:
         log.debug("checkpoint of %s failed: %s", path, exc)
-        return None
 
 
 class _Shared:
@@ -366,13 +342,11 @@ class SQLiteFile:
             try:
                 with shared.lock:
                     conn = shared.ensure(self.schema)
-                    changes = conn.total_changes
                     try:
                         result = fn(conn)
                     except sqlite3.OperationalError as exc:
                         result = _when_free(conn, fn, exc)
-                    if conn.total_changes != changes:  # a commit: reads add nothing to the WAL
-                        shared.checkpoints.committed(conn)
+                    shared.checkpoints.committed(conn)  # a read counts too: it is cheap
                     if isinstance(result, sqlite3.Cursor):
                         # A cursor must die here, under the lock. Dropped on the event loop, it
                         # resets its cached statement there, while this thread may be running
