@@ -40,6 +40,13 @@ AFTER_WRITE = (0.0, 0.0005, 0.001, 0.002, 0.004)
 # commit writes two or more pages; SQLite's own automatic checkpoint comes every 1000.
 CHECKPOINT_AFTER = 500
 RESTART_AFTER = 4 * CHECKPOINT_AFTER  # commits between checkpoints on the committing thread
+# While another process holds the write lock, a writer tries again after these pauses, then
+# every BUSY_PAUSES[-1] seconds, for up to PATIENCE seconds. SQLite's own busy handler sleeps
+# 1, 2, 5, 10 ms... between tries: a lock held for a tenth of a millisecond (a producer's
+# insert, a worker's claim) then cost the other side 1, 3, 8 or 18 ms, the tail of the
+# pickup latency.
+BUSY_PAUSES = (0.0, 0.00005, 0.0001, 0.0002, 0.0005, 0.001)
+PATIENCE = 30.0
 
 
 def sqlite_path(url: str) -> str:
@@ -167,7 +174,8 @@ class _Shared:
                 raise TransportUnavailable(
                     f"SQLite folder {str(parent)!r} does not exist; create it"
                 )
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+            # timeout=0: a write lock held by another process is waited for by _when_free.
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                    check_same_thread=False)
             # Switching a new file to WAL takes an exclusive lock and does not wait for it:
             # two processes opening the same new file at once must retry, not fail.
@@ -208,6 +216,51 @@ def _while_locked(step: Callable[[], object], patience: float = 30.0) -> None:
         pause = min(pause * 2, 0.5)
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds a lock SQLite would have waited for."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _when_free(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+               exc: sqlite3.OperationalError) -> T:
+    """``fn(conn)`` again after it failed with ``exc``, while another process holds the lock
+    it needs (up to ``PATIENCE`` seconds, at short pauses: see ``BUSY_PAUSES``).
+
+    Only a unit that left no transaction open is tried again: one that took no lock, or one
+    that ``_transaction`` rolled back. Either wrote nothing, so trying again is safe.
+    """
+    deadline = time.monotonic() + PATIENCE
+    tries = 0
+    while _busy(exc) and not conn.in_transaction and time.monotonic() < deadline:
+        time.sleep(BUSY_PAUSES[min(tries, len(BUSY_PAUSES) - 1)])  # never on the event loop
+        tries += 1
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as again:
+            exc = again
+    raise exc
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """``COMMIT``. In WAL mode it waits for no lock; a file SQLite could not switch to WAL
+    needs an exclusive one: then try again at ``BUSY_PAUSES``, and roll back if it never
+    comes (or the commit failed otherwise)."""
+    deadline = time.monotonic() + PATIENCE
+    tries = 0
+    while True:
+        try:
+            conn.execute("COMMIT")
+            return
+        except sqlite3.OperationalError as exc:
+            if not conn.in_transaction:
+                raise
+            if not _busy(exc) or time.monotonic() > deadline:
+                conn.execute("ROLLBACK")
+                raise
+        time.sleep(BUSY_PAUSES[min(tries, len(BUSY_PAUSES) - 1)])
+        tries += 1
+
+
 def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
     """``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back if it raises)."""
 
@@ -218,7 +271,7 @@ def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        _commit(conn)
         return result
 
     return tx
@@ -289,7 +342,10 @@ class SQLiteFile:
             try:
                 with shared.lock:
                     conn = shared.ensure(self.schema)
-                    result = fn(conn)
+                    try:
+                        result = fn(conn)
+                    except sqlite3.OperationalError as exc:
+                        result = _when_free(conn, fn, exc)
                     shared.checkpoints.committed(conn)  # a read counts too: it is cheap
                     if isinstance(result, sqlite3.Cursor):
                         # A cursor must die here, under the lock. Dropped on the event loop, it
@@ -345,7 +401,10 @@ class SQLiteFile:
         try:
             with shared.lock:
                 conn = shared.ensure(self.schema)
-                _insert_rows(conn, sql, rows)
+                try:
+                    _insert_rows(conn, sql, rows)
+                except sqlite3.OperationalError as exc:
+                    _when_free(conn, lambda c: _insert_rows(c, sql, rows), exc)
                 shared.checkpoints.committed(conn)
         except sqlite3.OperationalError as exc:
             raise TransportUnavailable(f"SQLite {self.path!r}: {exc}") from exc
@@ -386,19 +445,26 @@ class SQLiteFile:
     async def write_after_commit(
         self, version: int | None, timeout: float,
         fn: Callable[[sqlite3.Connection, int], T],
+        probe: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> tuple[int, T | None]:
         """Wait up to ``timeout`` seconds for a commit after ``version`` (None: go at once),
         then run ``fn(connection, seen)`` in a write transaction, in the same trip to the
         database thread as the look that saw the commit. ``seen`` is the version read inside
         that transaction: a later commit by any other connection changes it.
 
-        Returns:
-            The latest version seen and what ``fn`` returned, or None when no commit came
-            within ``timeout`` (``fn`` did not run).
-        """
-        return await self._after_commit(version, timeout, fn)
+        ``probe``, if given, runs first, outside any transaction (a read takes no lock): what
+        it returns other than None is the answer, and ``fn`` does not run. A worker's own
+        commits wake its waits too; a probe that finds nothing to claim then keeps the write
+        lock, which the producers want, free.
 
-    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None
+        Returns:
+            The latest version seen and what ``probe`` or ``fn`` returned, or None when no
+            commit came within ``timeout`` (neither ran).
+        """
+        return await self._after_commit(version, timeout, fn, probe)
+
+    def _look(self, version: int | None, fn: Callable[[sqlite3.Connection, int], T] | None,
+              probe: Callable[[sqlite3.Connection], T | None] | None = None,
               ) -> Callable[[sqlite3.Connection], tuple[int, T | None, bool]]:
         """On the database thread: (latest version, fn's result, whether it changed)."""
 
@@ -408,6 +474,11 @@ class SQLiteFile:
                 return current, None, False
             if fn is None:
                 return current, None, True
+            if probe is not None:
+                # Read after ``current``: a commit it missed changes the version again.
+                answer = probe(conn)
+                if answer is not None:
+                    return current, answer, True
             seen: list[int] = []
 
             def run(conn: sqlite3.Connection) -> T:
@@ -423,6 +494,7 @@ class SQLiteFile:
     async def _after_commit(
         self, version: int | None, timeout: float,
         fn: Callable[[sqlite3.Connection, int], T] | None,
+        probe: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> tuple[int, T | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -432,7 +504,7 @@ class SQLiteFile:
         while True:
             if watch is not None:
                 watch.arm()  # before the look: a commit after it wakes the wait below
-            current, result, changed = await self.call(self._look(version, fn))
+            current, result, changed = await self.call(self._look(version, fn, probe))
             left = deadline - loop.time()
             if changed or left <= 0:
                 return current, result

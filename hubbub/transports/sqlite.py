@@ -105,6 +105,9 @@ _CLAIM_ONE = (_LEASE + " IN (SELECT seq FROM hubbub_messages"  # noqa: S608
               " INDEXED BY hubbub_messages_order"
               f" WHERE queue = ? AND {_DUE} ORDER BY priority DESC, seq LIMIT ?)" + _LEASED)
 
+_ANY_DUE = ("SELECT 1 FROM hubbub_messages INDEXED BY hubbub_messages_order"  # noqa: S608
+            f" WHERE queue = ? AND {_DUE} LIMIT 1")
+
 
 def _delivery(row: tuple[Any, ...], token: str, until: float) -> Delivery:
     """A claimed row as a Delivery. The CASTs make id, queue and body bytes (the first two
@@ -205,6 +208,16 @@ class SQLiteTransport(Transport):
         got = self._claim(conn, queues, limit, lease)
         return got, (None if got else self._next_due(conn, queues))
 
+    def _nothing_due(self, conn: sqlite3.Connection, queues: Sequence[str]
+                     ) -> tuple[list[Delivery], float | None] | None:
+        """What ``_claim_or_due`` would return when no row is due (no write lock taken), or
+        None when one may be: then the claim runs."""
+        now = self.clock.time()
+        for queue in dict.fromkeys(queues):
+            if conn.execute(_ANY_DUE, (queue, now)).fetchone() is not None:
+                return None
+        return [], self._next_due(conn, queues)
+
     async def fetch(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
@@ -217,7 +230,8 @@ class SQLiteTransport(Transport):
             # database thread: a commit is picked up with one hop, not two.
             version, result = await self.db.write_after_commit(
                 version, max(0.0, wake_at - loop.time()),
-                lambda c, _seen: self._claim_or_due(c, queues, limit, lease))
+                lambda c, _seen: self._claim_or_due(c, queues, limit, lease),
+                lambda c: self._nothing_due(c, queues))
             if result is None:  # no commit until wake_at: a delayed row may be due now
                 version = None
                 if loop.time() >= deadline:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -174,4 +176,44 @@ async def test_the_wal_starts_over_during_a_long_burst_of_commits(
         [stats] = await t.stats(["q"])
         assert stats.ready == 1000
     finally:
+        await t.close()
+
+
+async def test_writes_wait_out_another_connection_holding_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shared connection has SQLite's busy handler off (it sleeps 1, 2, 5, 10 ms between
+    # tries: the tail of the pickup latency); _when_free tries again instead. A producer's
+    # insert and a write on the database thread both wait for the lock, then both land.
+    path = tmp_path / "broker.db"
+    t = open_transport(f"sqlite:///{path}")
+    await t.connect()
+    met_lock = threading.Event()
+    busy = _sqlite._busy
+
+    def spy(exc: sqlite3.OperationalError) -> bool:
+        if busy(exc):
+            met_lock.set()
+            return True
+        return False
+
+    monkeypatch.setattr(_sqlite, "_busy", spy)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        publisher = t.sync_publisher()
+        assert publisher is not None
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO hubbub_messages (id, queue, priority, body, visible_at)"
+                      " VALUES ('m-other', 'q', 0, x'00', 0)")
+        blocked = asyncio.gather(
+            asyncio.to_thread(publisher.publish, [Outgoing("q", b"x", "m-sync", 0, None)]),
+            t.publish([Outgoing("q", b"x", "m-async", 0, None)]),
+        )
+        assert await asyncio.to_thread(met_lock.wait, 30)
+        other.execute("COMMIT")
+        await asyncio.wait_for(blocked, 30)
+        got = await t.fetch(["q"], limit=10, lease=30, wait=0)
+        assert sorted(d.id for d in got) == ["m-async", "m-other", "m-sync"]
+    finally:
+        other.close()
         await t.close()
