@@ -130,8 +130,8 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
         MessageError: an argument cannot be encoded by ``codec``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    return _finish(body_fields(envelope), envelope.args, envelope.kwargs, envelope.canvas,
-                   codec, max_size, signer)
+    return encode_fields(body_fields(envelope), envelope.args, envelope.kwargs, codec,
+                         max_size, signer, envelope.canvas)
 
 
 def body_fields(envelope: Envelope) -> dict[str, Any]:
@@ -142,22 +142,15 @@ def body_fields(envelope: Envelope) -> dict[str, Any]:
 
 def encode_fields(body: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
-                  signer: Signer | None = None) -> bytes:
-    """``encode`` of an envelope without a canvas given as its fields: ``body`` (a fresh
-    copy of a ``body_fields`` template, filled in; it is added to), its arguments apart.
+                  signer: Signer | None = None, canvas: dict[str, Any] | None = None) -> bytes:
+    """``encode`` of an envelope given as its fields: ``body`` (a fresh copy of a
+    ``body_fields`` template, filled in; it is added to), its arguments and canvas apart.
     What ``encode`` writes, without building the ``Envelope`` (a send's quick path).
 
     Raises:
         MessageError: an argument cannot be encoded by ``codec``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    return _finish(body, args, kwargs, None, codec, max_size, signer)
-
-
-def _finish(body: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-            canvas: dict[str, Any] | None, codec: Codec, max_size: int,
-            signer: Signer | None) -> bytes:
-    """The encoded body: the routing fields in ``body``, the arguments (and canvas) added."""
     body["content_type"] = codec.content_type
     try:
         if codec.content_type == JSON_TYPE:  # inline, tagged where JSON falls short
