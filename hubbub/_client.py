@@ -31,6 +31,7 @@ class Client:
         self.transport = transport
         self.results = results
         self.pid = os.getpid()
+        self.max_size: int | None = None  # the hub's limit on this transport, once known
 
     async def close(self) -> None:
         await self.transport.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -25,19 +26,21 @@ from hubbub._client import (
     revoke,
     wraps_publish,
 )
+from hubbub._send_options import new_task_id
 from hubbub.codecs import Codec
+from hubbub.context import maybe_current_task
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.limits import parse_rate
 from hubbub.limits.unique import UNIQUE_HEADER, claim, unclaim
-from hubbub.message import Envelope
+from hubbub.message import Envelope, encode_fields
 from hubbub.middleware import Middleware
 from hubbub.result import Result
 from hubbub.results import ResultBackend, ResultRecord, open_results
 from hubbub.settings import Settings
 from hubbub.signing import Signer
 from hubbub.task import Task
-from hubbub.transports import Transport, open_transport
+from hubbub.transports import Outgoing, Transport, open_transport
 
 if TYPE_CHECKING:
     from hubbub.compat.celery.producer import CeleryProducer
@@ -112,6 +115,51 @@ class Producer:
             return [self._result_for(e) for e in envelopes]
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
+
+    def send_now(self, task: Task[Any, Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Result[Any] | None:
+        """Send one plain call of ``task`` (arguments checked) as ``publish`` would, on the
+        caller's thread, without building an ``Envelope``: the task's fixed body fields are
+        worked out once (``Task.plain_fields``), a send fills in its id and time.
+
+        Returns:
+            Its Result; None, having sent nothing, when the quick path does not apply: the
+            call is not plain (times, headers, a unique job), or the send needs an envelope
+            or an event loop (tracing, task-sent events, ``around_publish`` middleware, a
+            broker without a sync publisher, no connection yet).
+
+        Raises:
+            MessageError: an argument cannot be encoded, or the message is too large.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        if (self.tracing is not None or self._sent is not None
+                or (self.middleware and wraps_publish(self.middleware))):
+            return None
+        client = self._connector.current()
+        if client is None:
+            return None
+        direct = client.transport.sync_publisher()
+        fields = task.plain_fields()
+        if direct is None or fields is None:
+            return None
+        body = fields.copy()
+        id = body["id"] = new_task_id()
+        body["created_at"] = time.time()
+        parent = maybe_current_task()
+        if parent is not None:  # sent from a running task: its child
+            body["parent_id"], body["root_id"] = parent.id, parent.root_id or parent.id
+        limit = client.max_size
+        if limit is None:
+            limit = client.max_size = self.max_message_size(client.transport)
+        direct.publish([Outgoing(body["queue"], encode_fields(
+            body, args, kwargs, self.codec, limit, self.signer), id, body["priority"])])
+        name = body["task"]
+        registered = self.tasks.get(name)
+        if registered is None:
+            return Result(self, id, name, ignored=self.settings.results is None)
+        spec = registered.spec
+        return Result(self, id, name, ignored=self.settings.results is None
+                      or bool(spec.ignore_result), raises=spec.raises)
 
     def _publish_sync(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """``publish_async``'s work from sync code: on the caller's thread when the broker

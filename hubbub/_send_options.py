@@ -12,7 +12,7 @@ from typing import Any
 from hubbub._task_options import TaskOptions
 from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
-from hubbub.message import JSON_TYPE, Envelope, envelope_of
+from hubbub.message import JSON_TYPE, Envelope, body_fields, envelope_of
 from hubbub.settings import seconds
 
 
@@ -101,6 +101,24 @@ def build_envelope(
         "content_type": JSON_TYPE,
         "canvas": None,
     })
+
+
+def plain_fields(options: TaskOptions, default_queue: str,
+                 send: SendOptions) -> dict[str, Any] | None:
+    """The body fields every send of a plain call shares (``message.body_fields``), with
+    ``id`` and ``created_at`` to fill in; None when the call is not plain: it has a time
+    (countdown, eta, expires), a given task id, headers, or a priority ``build_envelope``
+    refuses (it then says why)."""
+    if (send.countdown is not None or send.eta is not None or send.expires is not None
+            or options.expires is not None or send.task_id is not None or send.headers):
+        return None
+    priority = options.priority if send.priority is None else send.priority
+    if not 0 <= priority <= 9:
+        return None
+    return body_fields(Envelope(
+        options.name, id="", queue=send.queue or options.queue or default_queue,
+        priority=priority, max_retries=options.retries, timeout=options.timeout,
+        soft_timeout=options.soft_timeout, created_at=0.0))
 
 
 def merge_send(base: SendOptions, call: SendOptions) -> SendOptions:

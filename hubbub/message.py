@@ -130,45 +130,65 @@ def encode(envelope: Envelope, codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
         MessageError: an argument cannot be encoded by ``codec``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    body: dict[str, Any] = {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope), strict=True))}
+    return encode_fields(body_fields(envelope), envelope.args, envelope.kwargs, codec,
+                         max_size, signer, envelope.canvas)
+
+
+def body_fields(envelope: Envelope) -> dict[str, Any]:
+    """The routing fields of ``envelope``'s body, in the order ``encode`` writes them: a
+    template that ``encode_fields`` fills per send."""
+    return {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope), strict=True))}
+
+
+def encode_fields(body: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
+                  signer: Signer | None = None, canvas: dict[str, Any] | None = None) -> bytes:
+    """``encode`` of an envelope given as its fields: ``body`` (a fresh copy of a
+    ``body_fields`` template, filled in; it is added to), its arguments and canvas apart.
+    What ``encode`` writes, without building the ``Envelope`` (a send's quick path).
+
+    Raises:
+        MessageError: an argument cannot be encoded by ``codec``.
+        MessageTooLarge: the body is larger than ``max_size`` bytes.
+    """
     body["content_type"] = codec.content_type
     try:
         if codec.content_type == JSON_TYPE:  # inline, tagged where JSON falls short
-            body["args"] = pack(list(envelope.args))
-            body["kwargs"] = pack(envelope.kwargs)
+            body["args"] = pack(list(args))
+            body["kwargs"] = pack(kwargs)
         else:
-            packed = codec.encode([list(envelope.args), envelope.kwargs])
+            packed = codec.encode([list(args), kwargs])
             body["payload"] = base64.b64encode(packed).decode()
-        if envelope.canvas is not None:  # -- canvas: inline JSON on every codec
-            body["canvas"] = pack(envelope.canvas)
+        if canvas is not None:  # -- canvas: inline JSON on every codec
+            body["canvas"] = pack(canvas)
         data = json_dumps(body)
     except NonFinite as exc:
-        raise MessageError(f"arguments of task {envelope.task!r} hold NaN or an infinity, "
-                           f"which JSON cannot carry: {_where(envelope)}") from exc
+        raise MessageError(f"arguments of task {body['task']!r} hold NaN or an infinity, "
+                           f"which JSON cannot carry: {_where(args, kwargs)}") from exc
     except Unencodable as exc:
-        raise MessageError(f"arguments of task {envelope.task!r} cannot be encoded as "
-                           f"{codec.name}: {_where(envelope)}") from exc
+        raise MessageError(f"arguments of task {body['task']!r} cannot be encoded as "
+                           f"{codec.name}: {_where(args, kwargs)}") from exc
     except (TypeError, ValueError, OverflowError) as exc:
         raise MessageError(
-            f"arguments of task {envelope.task!r} cannot be encoded as {codec.name}: {exc}"
+            f"arguments of task {body['task']!r} cannot be encoded as {codec.name}: {exc}"
         ) from exc
     if signer is not None:
         data = signer.sign(data)
     if len(data) > max_size:
         raise MessageTooLarge(
-            f"message for task {envelope.task!r} is {len(data)} bytes, over the limit of "
+            f"message for task {body['task']!r} is {len(data)} bytes, over the limit of "
             f"{max_size}; store large data elsewhere and pass a reference"
         )
     return data
 
 
-def _where(envelope: Envelope) -> str:
+def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """Which argument cannot be packed, and why (``args[1]['when']: cannot encode ...``)."""
     try:
-        pack(list(envelope.args))
+        pack(list(args))
     except Unencodable:
-        return explain(list(envelope.args), "args")
-    return explain(envelope.kwargs, "kwargs")
+        return explain(list(args), "args")
+    return explain(kwargs, "kwargs")
 
 
 def decode(

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, Ty
 
 # SendOptions, TaskOptions and the helpers below live in their own modules; they are
 # re-exported here, where users and the rest of hubbub have always imported them.
-from hubbub._send_options import SendOptions, build_envelope, merge_send, utc_instant
+from hubbub._send_options import (
+    SendOptions,
+    build_envelope,
+    merge_send,
+    plain_fields,
+    utc_instant,
+)
 from hubbub._task_options import (
     CELERY_OPTIONS,
     TaskOptions,
@@ -58,6 +64,9 @@ class Publisher(Protocol):
         """Send ``envelopes`` in one batch; one Result per envelope, in order."""
         ...
 
+    # A Publisher may also have ``send_now(task, args, kwargs) -> Result | None``: one plain
+    # call sent at once without an Envelope, or None when it cannot (``Producer.send_now``).
+
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` from async code (``Task.delay_async``)."""
     # -- canvas
@@ -100,6 +109,10 @@ class Task(Generic[P, R]):
         # Publisher without hooks (a test's fake) gets none.
         hooks = getattr(hub, "hooks", None)
         self.hooks: Hooks = hooks if isinstance(hooks, Hooks) else Hooks()
+        # The hub's quick way to send one plain call (see delay), and what it sends from.
+        self._send_now: Callable[[Task[Any, Any], tuple[Any, ...], dict[str, Any]],
+                                 Result[Any] | None] | None = getattr(hub, "send_now", None)
+        self._plain: tuple[TaskOptions, Settings, dict[str, Any] | None] | None = None
 
     @property
     def name(self) -> str:
@@ -120,8 +133,27 @@ class Task(Generic[P, R]):
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached.
         """
-        [result] = self.hub.publish([self._envelope(args, kwargs, self._send)])
+        self.check_arguments(args, kwargs)
+        send_now = self._send_now
+        if send_now is not None:  # the common case, without an Envelope: see send_now
+            result = send_now(self, args, kwargs)
+            if result is not None:
+                return result
+        [result] = self.hub.publish([self._build(args, kwargs, self._send)])
         return result
+
+    def plain_fields(self) -> dict[str, Any] | None:
+        """The body fields all plain sends of this task share (see
+        ``_send_options.plain_fields``), worked out once per task options and hub settings;
+        None when its options give every send a time, an id or headers of its own, or when
+        it is a unique job."""
+        settings = self.hub.settings
+        plain = self._plain
+        if plain is None or plain[0] is not self.spec or plain[1] is not settings:
+            fields = None if self.spec.unique is not None else plain_fields(
+                self.spec, settings.default_queue, self._send)
+            plain = self._plain = (self.spec, settings, fields)
+        return plain[2]
 
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
         """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
@@ -183,6 +215,14 @@ class Task(Generic[P, R]):
         if (countdown is None and eta is None and expires is None and priority is None
                 and queue is None and task_id is None and headers is None):
             send = self._send  # nothing to merge: the common apply_async(args, kwargs)
+            if unique_key is None and unique_for is None and self._send_now is not None:
+                call, named = tuple(args), dict(kwargs) if kwargs else {}
+                self.check_arguments(call, named)
+                result = self._send_now(self, call, named)
+                if result is not None:
+                    return result
+                [result] = self.hub.publish([self._build(call, named, send)])
+                return result
         else:
             send = merge_send(self._send, SendOptions(countdown, eta, expires, priority, queue,
                                                       task_id, headers))
@@ -200,6 +240,12 @@ class Task(Generic[P, R]):
             ConfigurationError: bad send options, or a bad unique key.
         """
         self.check_arguments(args, kwargs)
+        return self._build(args, kwargs, send, unique_key, unique_for)
+
+    def _build(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], send: SendOptions,
+               unique_key: str | None = None,
+               unique_for: float | timedelta | None = None) -> Envelope:
+        """``_envelope`` of arguments already checked."""
         envelope = build_envelope(self.spec, self.hub.settings.default_queue, args, kwargs, send)
         if unique_key is None and unique_for is None and self.spec.unique is None:
             return envelope  # not a unique job (the common case: nothing to derive)

@@ -12,6 +12,7 @@ from hubbub import Hub
 from hubbub.codecs import get_codec, json_dumps, json_loads
 from hubbub.errors import MessageError, MessageTooLarge
 from hubbub.message import VERSION, Envelope, decode, encode, peek_id
+from hubbub.task import SendOptions
 
 JSON = get_codec("json")
 
@@ -401,3 +402,58 @@ def test_known_field_types_do_not_let_a_bad_body_through() -> None:
             decode(body_bytes(**changes))
     with pytest.raises(MessageError, match="surrogate"):  # orjson or the field check
         decode(good.replace(b'"task":"t"', b'"task":"\\ud800"'))
+
+
+@pytest.mark.parametrize("codec_name", ["json", "pickle"])
+def test_encode_fields_writes_the_bytes_encode_writes_for_the_same_envelope(
+    codec_name: str,
+) -> None:
+    from hubbub._send_options import plain_fields
+    from hubbub._task_options import TaskOptions
+    from hubbub.message import encode_fields
+    from hubbub.signing import Signer
+
+    options = TaskOptions(name="shop.add", queue="fast", priority=7, retries=3, timeout=9.5)
+    envelope = Envelope("shop.add", (1, dt.date(2024, 1, 2)), {"y": [1.5, None]}, id="abc",
+                        queue="fast", priority=7, max_retries=3, timeout=9.5,
+                        created_at=1700000000.25)
+    fields = plain_fields(options, "default", SendOptions())
+    assert fields is not None
+    body = {**fields, "id": "abc", "created_at": 1700000000.25}
+    codec, signer = get_codec(codec_name), Signer({"k1": "0123456789abcdef0123"})
+
+    assert encode_fields(body.copy(), envelope.args, envelope.kwargs, codec) == encode(
+        envelope, codec)
+    assert encode_fields(body.copy(), envelope.args, envelope.kwargs, codec,
+                         signer=signer) == encode(envelope, codec, signer=signer)
+
+
+def test_encode_fields_words_its_errors_as_encode_does() -> None:
+    from hubbub.message import encode_fields
+
+    envelope = Envelope("t", (1, object()), id="abc")
+    body = {"v": VERSION, **{k: v for k, v in json_loads(encode(Envelope("t", id="abc"),
+                                                                get_codec("json"))).items()
+                             if k not in ("args", "kwargs")}}
+    with pytest.raises(MessageError) as old:
+        encode(envelope, get_codec("json"))
+    with pytest.raises(MessageError) as new:
+        encode_fields(body, envelope.args, envelope.kwargs, get_codec("json"))
+    assert str(new.value) == str(old.value)
+    with pytest.raises(MessageTooLarge):
+        encode_fields(dict(body), (), {}, get_codec("json"), max_size=10)
+
+
+@pytest.mark.parametrize("send", [
+    SendOptions(countdown=5), SendOptions(eta=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
+    SendOptions(expires=10), SendOptions(task_id="mine"), SendOptions(headers={"a": 1}),
+    SendOptions(priority=12),
+])
+def test_a_call_with_a_time_an_id_headers_or_a_bad_priority_is_not_plain(
+    send: SendOptions,
+) -> None:
+    from hubbub._send_options import plain_fields
+    from hubbub._task_options import TaskOptions
+
+    assert plain_fields(TaskOptions(name="t"), "default", send) is None
+    assert plain_fields(TaskOptions(name="t", expires=5), "default", SendOptions()) is None
