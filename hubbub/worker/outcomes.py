@@ -233,8 +233,8 @@ class Outcomes:
             self.settle_unique(held.envelope)
         record = self.make(held, state, value=value, error=error, status=status, meta=meta,
                            delay=delay)
-        if record is not None:  # a redelivery's STARTED is written at once, as it was
-            self.writes.record(record, hold=held.delivery.attempts <= 1)
+        if record is not None:
+            self.writes.record(record)
 
     def settle_unique(self, envelope: Envelope) -> None:
         """-- limits: ``envelope``'s job is settled: its unique key (if any) is given back."""

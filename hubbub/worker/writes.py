@@ -112,12 +112,9 @@ class WriteBuffer:
 
     # -- queueing ----------------------------------------------------------------------------
 
-    def record(self, record: ResultRecord, *, hold: bool = True) -> None:
-        """Queue ``record``; a STARTED one waits STARTED_WAIT in the buffer unless not
-        ``hold`` (a redelivered message's: the worker that ran it before may have died, and
-        a crash near it should find its writes as early as before)."""
+    def record(self, record: ResultRecord) -> None:
         self._pending.records[record.id] = record
-        if record.state != State.STARTED or not hold:
+        if record.state != State.STARTED:
             self._started.pop(record.id, None)
             self._wanted.set()
             return

@@ -131,12 +131,3 @@ async def test_a_started_record_left_at_shutdown_is_written(
     bench.writes.wake()
     await until(lambda: bench.log, "the STARTED record written")
     assert bench.log == [("store", [("long", State.STARTED)])]
-
-
-async def test_a_started_record_not_held_is_written_at_once(
-        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
-    # What the worker asks for a redelivered message's STARTED record.
-    monkeypatch.setattr(writes_module, "STARTED_WAIT", 3600.0)
-    bench.writes.record(ResultRecord("again", State.STARTED, "t"), hold=False)
-    await until(lambda: bench.log, "the STARTED record written")
-    assert bench.log == [("store", [("again", State.STARTED)])]
