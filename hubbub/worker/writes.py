@@ -30,10 +30,6 @@ log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
 
 RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
-# A STARTED record waits this many seconds in the buffer before it is written (unless the
-# worker is closing): a short task's SUCCESS replaces it there, so its worker makes one
-# store write, not two, and a STARTED alone never starts a flush of its own sooner.
-STARTED_WAIT = 0.005
 
 
 @dataclass(slots=True)
@@ -105,50 +101,12 @@ class WriteBuffer:
         self._pending = _Batch()
         self._flushing: _Batch | None = None
         self._wanted = asyncio.Event()
-        # -- see STARTED_WAIT: the pending STARTED records' ids, each with the loop time it
-        # was first queued at, and the timer that flushes the oldest when it is due
-        self._started: dict[str, float] = {}
-        self._started_due: asyncio.TimerHandle | None = None
 
     # -- queueing ----------------------------------------------------------------------------
 
     def record(self, record: ResultRecord) -> None:
         self._pending.records[record.id] = record
-        if record.state != State.STARTED:
-            self._started.pop(record.id, None)
-            self._wanted.set()
-            return
-        loop = asyncio.get_running_loop()
-        self._started.setdefault(record.id, loop.time())
-        if not self._wanted.is_set() and self._started_due is None:
-            self._started_due = loop.call_later(STARTED_WAIT, self._started_wanted)
-
-    def _started_wanted(self) -> None:
-        self._started_due = None
         self._wanted.set()
-
-    def _take(self) -> _Batch:
-        """The pending writes to flush now, but STARTED records queued less than
-        STARTED_WAIT ago, which stay pending (the timer flushes them when due)."""
-        batch, self._pending = self._pending, _Batch()
-        if self._started_due is not None:
-            self._started_due.cancel()
-            self._started_due = None
-        if not self._started or self.closing:
-            self._started = {}
-            return batch
-        loop = asyncio.get_running_loop()
-        due = loop.time() - STARTED_WAIT + 0.001  # a record this close to due goes now
-        young = {id: at for id, at in self._started.items() if at > due
-                 and (record := batch.records.get(id)) is not None
-                 and record.state == State.STARTED}
-        self._started = young
-        for id in young:
-            self._pending.records[id] = batch.records.pop(id)
-        if young:
-            self._started_due = loop.call_at(min(young.values()) + STARTED_WAIT,
-                                             self._started_wanted)
-        return batch
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._pending.ack.extend(deliveries)
@@ -213,7 +171,7 @@ class WriteBuffer:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            batch = self._take()
+            batch, self._pending = self._pending, _Batch()
             self._flushing = batch
             try:
                 await self._flush(batch)
