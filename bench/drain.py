@@ -8,7 +8,7 @@ against Dramatiq and Huey in the same run (issue #18).
 Two tasks, both sync: ``noop`` returns None; ``incr`` does one Redis INCR (a client per
 process, made on first use). Each is drained by one worker with ``--pool prefork|threads|
 hybrid`` and 2 processes (threads: 8), on SQLite and on Redis, results off (neither peer keeps
-results by default).
+results by default; ``--results`` keeps hubbub's, in the broker's store).
 
 - ``warm`` rows time the worker loop alone: the pool is started (children ready) before the
   clock starts, and it runs until the queue is empty (``stop_when_idle``). They compare the code
@@ -80,6 +80,8 @@ def _hub(broker: str, folder: Path, key: str) -> object:
     url = f"sqlite:///{folder / 'drain.db'}" if broker == "sqlite" else f"{REDIS}?prefix={key}"
     os.environ.update(HUBBUB_BROKER=url, HUBBUB_RESULTS="none", DRAIN_REDIS=REDIS,
                       DRAIN_KEY=f"{key}:incr")
+    if os.environ.get("DRAIN_RESULTS"):  # --results: kept in the broker's store
+        del os.environ["HUBBUB_RESULTS"]
     from hubbub._loader import load_hub
 
     return load_hub("drainapp:hub")
@@ -234,7 +236,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per drain")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--results", action="store_true",
+                        help="hubbub keeps results (in the broker's store); peers do not")
     args = parser.parse_args()
+    if args.results:  # read by each measurement's process (``--one``)
+        os.environ["DRAIN_RESULTS"] = "1"
     if args.one:
         one(args.pool, args.broker, args.task, args.tasks, args.mode)
         return
