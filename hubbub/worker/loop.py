@@ -424,6 +424,9 @@ class WorkerLoop(RemoteControl):
             attempts = held.delivery.attempts
             if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
                 await self._held.alone(held, self._give_back)
+                # What ran beside it is acked first: if this one kills the worker, a task that
+                # finished before it must not come back (past its own limit) as a poison.
+                await self._io.writes.settled()
             io, env = self._io, held.envelope
             held.started_at = time.time()
             io.renewal.started(env.task)

@@ -11,6 +11,7 @@ one bad item never blocks everyone else's acks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -154,6 +155,15 @@ class WriteBuffer:
     def unsettled(self) -> int:
         """Finished deliveries not yet acked: the worker fetches less while this is high."""
         return sum(len(b.settling()) for b in (self._pending, self._flushing) if b is not None)
+
+    async def settled(self) -> None:
+        """Return once every finished delivery queued so far is acked, released or
+        dead-lettered (a failing store is retried by the flusher meanwhile)."""
+        while self.unsettled():
+            self._wanted.set()
+            self.flushed.clear()  # the next flush that goes through, or a second, then look
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flushed.wait(), 1.0)
 
     def settling(self) -> list[Delivery]:
         """Finished deliveries whose ack waits for a flush: their leases must be renewed."""
