@@ -62,6 +62,22 @@ async def drain_async(hub: Hub, queues: Sequence[str] | None = None, *,
     return worker
 
 
+def finish_loop(loop: asyncio.AbstractEventLoop, *, within: float = 30.0) -> None:
+    """Close ``loop`` as ``asyncio.run`` does, once what ran on it returned: the tasks a worker
+    left behind (a control task still closing its plane on a loaded machine) are cancelled
+    and awaited, up to ``within`` seconds, and async generators are shut down, so none is
+    destroyed pending or leaves an unclosed connection behind."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=within))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 class BackgroundWorker:
     """A worker running ``hub``'s tasks on a thread of this process until ``stop()`` (or the
     end of a ``with`` block), for tests that send tasks and check what they did.
@@ -91,6 +107,8 @@ class BackgroundWorker:
             self._loop.run_until_complete(self.worker.run())
         except BaseException as exc:  # reported by start() or stop() in the test's thread
             self._failed = exc
+        finally:
+            finish_loop(self._loop)
 
     def __enter__(self) -> BackgroundWorker:
         self.start()
@@ -132,7 +150,8 @@ class BackgroundWorker:
             self._thread.join(60)
         if self._thread.is_alive():
             raise TimeoutError("the test worker did not stop within 60s")
-        self._loop.close()
+        if not self._loop.is_closed():  # finish_loop closed it, unless it failed
+            self._loop.close()
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from hubbub._loader import load_hub
+from hubbub.testing import finish_loop
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
 
@@ -78,17 +79,9 @@ def serving(worker: WorkerLoop, *, stop_within: float = 60.0) -> Iterator[Worker
         assert not failed, failed
 
 
-def close_loop(loop: asyncio.AbstractEventLoop, *, within: float = 30.0) -> None:
-    """Close ``loop`` as ``asyncio.run`` does: tasks a worker left behind (a control task still
-    closing its plane on a loaded machine) are cancelled and awaited first, so none is
-    destroyed pending and none leaves an unclosed socket to be reported in a later test."""
-    pending = asyncio.all_tasks(loop)
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.wait(pending, timeout=within))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close a harness's loop as ``asyncio.run`` does (``hubbub.testing.finish_loop``)."""
+    finish_loop(loop)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
