@@ -55,13 +55,17 @@ class Announcer:
                                processed=w.processed, failed=w.failed, running=w.running,
                                tasks=w.running_now(MAX_TASKS))
 
-    async def beat_forever(self) -> None:
-        """Write the entry now, then emit a heartbeat and write again every beat."""
+    async def announce(self) -> None:
+        """Write the entry now, before the worker says it is online: a broadcast sent once
+        it is up waits for its answer (a broadcast waits for the workers in the registry)."""
         if self.registry is None:
             log.info("worker %s keeps no registry entry: the hub has no result store",
                      self.worker.name)
-        every = self.worker.heartbeat
         await self._write()
+
+    async def beat_forever(self) -> None:
+        """After :meth:`announce`: emit a heartbeat and write the entry again every beat."""
+        every = self.worker.heartbeat
         while True:
             await asyncio.sleep(every)
             w = self.worker

@@ -225,6 +225,8 @@ class WorkerLoop(RemoteControl):
         lanes = tuple(LaneInfo(tuple(lane.queues), lane.pool.kind, lane.pool.concurrency)
                       for lane in self.lanes)
         publisher = self._publisher = start_publisher(self.hub, self.events)
+        announcer = Announcer(self, self._io.results)
+        await announcer.announce()  # in the registry before "online" (bounded by a beat)
         self.hub.events.emit(WorkerOnline(self.name, tuple(self.queues), self.pool.kind,
                                           sum(lane.concurrency for lane in lanes), lanes))
         log.info("worker %s online: broker %s, %s", self.name, redact(self.hub.settings.broker),
@@ -235,7 +237,6 @@ class WorkerLoop(RemoteControl):
                 log.info("queues %s are read from %r", ",".join(lane.queues), lane.source)
         flusher = asyncio.create_task(writes.flush_forever())
         flusher.add_done_callback(self._flusher_ended)
-        announcer = Announcer(self, self._io.results)
         helpers = [asyncio.create_task(self._io.renewal.renew_forever()),
                    asyncio.create_task(announcer.beat_forever())]
         if self._io.results is not None:
