@@ -96,14 +96,7 @@ def hubbub_rate(broker: str, folder: Path, calls: int, *, threads: int = 1,
             for _ in range(share):
                 noop.delay()
 
-        workers = [threading.Thread(target=send) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        ready.wait()
-        started = time.perf_counter()
-        for w in workers:
-            w.join()
-        return share * threads / (time.perf_counter() - started)
+        return share * threads / in_threads(send, threads, ready)
     finally:
         cleanup(hub, url)
 
@@ -189,16 +182,22 @@ def py_amqp_rate(calls: int, threads: int) -> float:
                     channel.basic_publish(amqp.Message(b"x" * 300, delivery_mode=2), "", name,
                                           mandatory=True)
 
-        workers = [threading.Thread(target=send) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        ready.wait()
-        started = time.perf_counter()
-        for w in workers:
-            w.join()
-        rate = share * threads / (time.perf_counter() - started)
+        rate = share * threads / in_threads(send, threads, ready)
         admin.channel().queue_delete(name)
     return rate
+
+
+def in_threads(send: Callable[[], None], threads: int, ready: threading.Barrier) -> float:
+    """Seconds ``threads`` threads take to run ``send``, timed from the moment all of them
+    (each waits on ``ready`` first) and the caller pass the barrier."""
+    workers = [threading.Thread(target=send) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    ready.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - started
 
 
 def peer(script: str, calls: int, env: dict[str, str]) -> float | None:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from hubbub import Hub
 from hubbub.control.registry import Registry
 from hubbub.events import WorkerOnline
+from hubbub.testing import finish_loop
 from hubbub.worker.lane import Lane
 from hubbub.worker.loop import WorkerLoop
 from hubbub.worker.pools import make_pool
-from tests.worker.scratch import close_loop, wait_until
+from tests.worker.scratch import wait_until
 
 STOP_WITHIN = 30.0  # seconds the fleet's workers get to stop at the end of a test
 
@@ -87,7 +88,7 @@ def fleet(hub: Hub, specs: Mapping[str, Spec],
         thread.join(STOP_WITHIN)
         alive = thread.is_alive()
         if not alive:
-            close_loop(loop)
+            finish_loop(loop)
         assert not alive, "the workers did not stop"
         failed = [f"{n}: {r.exception()!r}" for n, r in result.runs.items()
                   if r.done() and not r.cancelled() and r.exception() is not None]

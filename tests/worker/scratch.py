@@ -74,14 +74,9 @@ def serving(worker: WorkerLoop, *, stop_within: float = 60.0) -> Iterator[Worker
         thread.join(stop_within)
         alive = thread.is_alive()
         if not alive:
-            close_loop(loop)
+            finish_loop(loop)
         assert not alive, "the worker did not stop"
         assert not failed, failed
-
-
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Close a harness's loop as ``asyncio.run`` does (``hubbub.testing.finish_loop``)."""
-    finish_loop(loop)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
