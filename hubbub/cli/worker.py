@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
             for line in banner:
                 log.info("%s", line)
             hub.events.unsubscribe(announce)  # a worker nobody listens to builds no events
+            _trim_heap()
 
     hub.events.subscribe(announce)
     ctx = click.get_current_context()
@@ -192,6 +194,15 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat, events=True if events else None, metrics=metrics)
     run_worker(loop, [_beat(hub)] if beat else [])
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``): starting
+    up (imports, connecting) frees more than an idle worker uses again (issue #18)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 # What only some workers use is imported when one does, not by every idle worker (issue #18).
