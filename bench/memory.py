@@ -14,7 +14,11 @@ peers' venv that bench/setup_peers.sh makes) is measured in the same turns: the 
 and the column "vs arq" (each hubbub row's RSS over arq's on that broker). The peers' venv
 starts lighter than the interpreter hubbub runs on here (whose site-packages may hold .pth
 files that import things at every start), so "above bare" also gives each worker's RSS less
-that of its bare interpreter (``python -c pass``, read at exit, median of 3).
+that of its bare interpreter (``python -c pass``, read at exit, median of 3). It may also hold
+another redis-py (the versions are printed): a newer one imports more (redis-py 8 loads
+the OpenTelemetry SDK when it is installed). So the same arq also runs on this interpreter,
+with its redis-py (only the ``arq`` package is taken from the venv): the row ``arq here`` and
+the column "vs here", which compare the workers' own code and nothing else.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from _common import proc_kib
 HERE = Path(__file__).resolve().parent
 ARQ = HERE / ".venv-peers" / "bin" / "arq"
 TREE = HERE.parent
+HERE_ARQ = Path("arq here")  # not a tree: arq on this interpreter (see the docstring)
 APP = textwrap.dedent("""
     from hubbub import Hub
     hub = Hub()   # $HUBBUB_BROKER
@@ -70,7 +75,7 @@ def children(root: int) -> list[int]:
 def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: float,
             redis_url: str) -> tuple[float, float, int]:
     """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker:
-    hubbub's from ``tree``, or arq's with ``tree`` None."""
+    hubbub's from ``tree``, or arq's with ``tree`` None (``HERE_ARQ``: on this interpreter)."""
     token = uuid.uuid4().hex[:8]
     url = (f"sqlite:///{folder / f'{token}.db'}" if broker == "sqlite"
            else f"{redis_url}?prefix=memory-{token}")
@@ -78,11 +83,15 @@ def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: flo
     env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
     command = [sys.executable, "-m", "hubbub", "worker", "-A", "memapp:hub",
                "--pool", pool, *POOLS[pool], "-l", "error"]
-    if tree is None:  # arq, the peer: its worker of bench/peers/arq_redis.py
+    if tree is None or tree == HERE_ARQ:  # arq, the peer: its worker of bench/peers/arq_redis.py
         env = {**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
                "PYTHONPATH": str(HERE / "peers")}
         command = [str(ARQ), "arq_redis.WorkerSettings"]
-    quiet = subprocess.DEVNULL if tree is None else None  # arq logs every poll
+        if tree == HERE_ARQ:  # the same, on this interpreter and its redis-py
+            env["PYTHONPATH"] = os.pathsep.join([str(folder / "arq-only"), str(HERE / "peers")])
+            command = [sys.executable, "-c", "from arq.cli import cli; cli()",
+                       "arq_redis.WorkerSettings"]
+    quiet = subprocess.DEVNULL if tree is None or tree == HERE_ARQ else None  # arq logs polls
     proc = subprocess.Popen(command, env=env, cwd=folder, stdout=quiet, stderr=quiet)
     try:
         time.sleep(settle)
@@ -118,6 +127,13 @@ def bare_rss(python: str, env: dict[str, str]) -> float:
                            check=True, timeout=60).stdout) / 1024 for _ in range(3))
 
 
+def redis_version(python: str) -> str:
+    """redis-py's version on ``python``, or "none"."""
+    done = subprocess.run([python, "-c", "import redis; print(redis.__version__)"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip() or "none"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pools", default="async,threads,solo,prefork,hybrid")
@@ -132,42 +148,56 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="hubbub-memory-"))
     (folder / "memapp.py").write_text(APP)
     bare = {"hubbub": bare_rss(sys.executable, {**os.environ, "PYTHONPATH": str(TREE)})}
+    peers = {}
     if ARQ.exists():
         bare["arq"] = bare_rss(str(ARQ.parent / "python"), dict(os.environ))
+        peers["arq"] = None
+        package = next(HERE.glob(".venv-peers/lib/python*/site-packages/arq"), None)
+        if package is not None:
+            (folder / "arq-only").mkdir()
+            (folder / "arq-only" / "arq").symlink_to(package)
+            peers["arq here"] = HERE_ARQ
+        versions = {"this python": redis_version(sys.executable),
+                    "peers' venv": redis_version(str(ARQ.parent / "python"))}
     trees: dict[str, Path | None] = {"this tree": TREE}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
     rows = []
     for broker in args.brokers.split(","):
         for pool in args.pools.split(","):
-            if broker == "redis" and pool == args.pools.split(",")[0] and ARQ.exists():
-                trees["arq"] = None  # once per broker, in the turns of its first pool
-            else:
-                trees.pop("arq", None)
+            for peer, where in peers.items():
+                if broker == "redis" and pool == args.pools.split(",")[0]:
+                    trees[peer] = where  # once per broker, in the turns of its first pool
+                else:
+                    trees.pop(peer, None)
             samples: dict[str, list[tuple[float, float, int]]] = {t: [] for t in trees}
             for _ in range(args.runs):
                 for name, tree in trees.items():
                     samples[name].append(one_run(folder, tree, pool, broker, args.settle,
                                                  args.redis_url))
             for name, s in samples.items():
-                rows.append((broker, "-" if name == "arq" else pool, name,
+                rows.append((broker, "-" if name in peers else pool, name,
                              statistics.median(r for r, _, _ in s),
                              statistics.median(p for _, p, _ in s), max(n for _, _, n in s)))
     print(f"idle worker memory, median of {args.runs} runs, read {args.settle:g}s after start, "
           f"Python {platform.python_version()}")
     header = (f"{'broker':7} {'pool':8} {'worker':10} {'RSS MiB':>8} {'PSS sum MiB':>11} "
-              f"{'processes':>9} {'RSS ratio':>9} {'vs arq':>7} {'above bare':>10}")
+              f"{'processes':>9} {'RSS ratio':>9} {'vs arq':>7} {'vs here':>7} "
+              f"{'above bare':>10}")
     print(header)
     print("-" * len(header))
     base = {(b, p): r for b, p, n, r, _, _ in rows if n == "baseline"}
-    arq = {b: r for b, _, n, r, _, _ in rows if n == "arq"}
+    arq = {(b, n): r for b, _, n, r, _, _ in rows if n in peers}
     for broker, pool, name, rss, pss, count in rows:
         ratio = f"{rss / base[(broker, pool)]:.2f}x" if (broker, pool) in base else ""
-        peer = f"{rss / arq[broker]:.2f}x" if broker in arq and name != "arq" else ""
+        vs = {peer: f"{rss / arq[(broker, peer)]:.2f}x"
+              if (broker, peer) in arq and name not in peers else "" for peer in peers}
         above = rss - bare["arq" if name == "arq" else "hubbub"]
         print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9} "
-              f"{peer:>7} {above:10.1f}")
+              f"{vs.get('arq', ''):>7} {vs.get('arq here', ''):>7} {above:10.1f}")
     print("bare interpreters (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in bare.items()))
+    if peers:
+        print("redis-py: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 

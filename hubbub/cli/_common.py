@@ -6,7 +6,6 @@ import asyncio
 import functools
 import logging
 import sys
-import unicodedata
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -16,7 +15,6 @@ import click
 
 from hubbub._loader import load_hub
 from hubbub._redact import redact
-from hubbub._sqlite import sqlite_path
 from hubbub.errors import HubbubError
 from hubbub.hub import Hub
 from hubbub.settings import Limits, Settings, environment_variable
@@ -70,6 +68,8 @@ def plain(value: object, limit: int = PREVIEW) -> Text:
 
     Everything a broker returns goes through here: it may have been written by anyone.
     """
+    import unicodedata  # here, as rich: a worker prints no table (issue #18)
+
     from rich.text import Text
 
     text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
@@ -175,6 +175,9 @@ def _file_of(url: str | None) -> str:
     """`` = /abs/path/hubbub.db`` for an SQLite URL: the file, absolute."""
     if url is None or not url.startswith("sqlite:"):
         return ""
+    # Here, not at the top: a worker on another broker never loads sqlite3 (issue #18).
+    from hubbub._sqlite import sqlite_path
+
     try:
         return f" = {Path(sqlite_path(url)).resolve()}"
     except HubbubError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,12 +32,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hubbub.worker")
 
+
 # Read from the pool classes, so that a new pool or a pool that learns to resize needs no
-# edit here.
-POOL_HELP = "How tasks run: " + ", ".join(
-    f"{kind} ({summary})" for kind, summary in describe_pools().items()) + "."
-AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is busy; shrink to "
-                  f"MIN when idle ({' and '.join(resizable_pools())}).")
+# edit here; and only when help is shown, since reading them imports every pool, which a
+# worker that serves one pool does not need (issue #18).
+def _pool_help() -> str:
+    return "How tasks run: " + ", ".join(
+        f"{kind} ({summary})" for kind, summary in describe_pools().items()) + "."
+
+
+def _autoscale_help() -> str:
+    return ("Grow the pool up to MAX while work waits and every slot is busy; shrink to "
+            f"MIN when idle ({' and '.join(resizable_pools())}).")
+
+
+class _HelpWhenShown(click.Option):
+    """An option whose help text is made by ``help_of()`` when help is printed."""
+
+    def __init__(self, *args: Any, help_of: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_of = help_of
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.help_of()
+        return super().get_help_record(ctx)
 
 
 @click.command()
@@ -47,12 +67,12 @@ AUTOSCALE_HELP = ("Grow the pool up to MAX while work waits and every slot is bu
                    "cpu=prefork:2 io=async:500 (repeat for several pools in one worker; "
                    "replaces -Q/--pool/-c).")
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
-              help=AUTOSCALE_HELP)
+              cls=_HelpWhenShown, help_of=_autoscale_help)
 @click.option("--beat", is_flag=True,
               help="Also run the scheduler for the app's periodic tasks (as `hubbub beat`; "
                    "any number of beats may run, one leads).")
 @click.option("--pool", type=click.Choice(sorted(POOLS)), default="prefork", show_default=True,
-              help=POOL_HELP)
+              cls=_HelpWhenShown, help_of=_pool_help)
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
               help="Tasks at once; for prefork and hybrid, child processes (default: solo 1, "
                    "threads 8, async 100, prefork and hybrid the CPU count, gevent 100).")
@@ -142,6 +162,7 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
             for line in banner:
                 log.info("%s", line)
             hub.events.unsubscribe(announce)  # a worker nobody listens to builds no events
+            _trim_heap()
 
     hub.events.subscribe(announce)
     ctx = click.get_current_context()
@@ -173,6 +194,15 @@ def _serve(app: str, queues: str | None, lanes: tuple[str, ...], autoscale: str 
     loop = WorkerLoop(hub, lanes=chosen, grace=grace, name=name, lease=lease,
                       heartbeat=heartbeat, events=True if events else None, metrics=metrics)
     run_worker(loop, [_beat(hub)] if beat else [])
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``): starting
+    up (imports, connecting) frees more than an idle worker uses again (issue #18)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 # What only some workers use is imported when one does, not by every idle worker (issue #18).

@@ -18,7 +18,6 @@ import logging
 import os
 import reprlib
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
@@ -407,6 +406,8 @@ async def _add_queue(r: Responder, arguments: dict[str, Any]) -> Any:
 
 def _queue_name(value: Any) -> str:
     """A queue name fit for every broker: text, printable, at most ``MAX_QUEUE`` long."""
+    import unicodedata  # here: an idle worker never loads its tables (issue #18)
+
     if not isinstance(value, str) or not value.strip():
         raise ValueError("add_queue needs a queue name")
     name = value.strip()

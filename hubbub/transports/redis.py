@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
@@ -41,7 +41,6 @@ from hubbub.transports._redis_lua import (
     pack_receipts,
     publish_argv,
 )
-from hubbub.transports._redis_sync import RedisSyncPublisher
 from hubbub.transports._redis_wire import bulk, command, evalsha, exchange
 from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
@@ -54,6 +53,9 @@ from hubbub.transports.base import (
     SyncPublisher,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from hubbub.transports._redis_sync import RedisSyncPublisher
 
 
 def _seconds(raw: object) -> float:
@@ -133,6 +135,10 @@ class RedisTransport(Transport):
         """Publishes with a thread-safe sync client; None on a cluster or sentinel URL and
         with ``?wait_replicas`` (those publish on the event loop)."""
         if self._sync is None and self._redis is not None:
+            # Here, not at the top: a worker that never publishes from a plain thread never
+            # loads the sync client's publisher (issue #18).
+            from hubbub.transports._redis_sync import RedisSyncPublisher
+
             client = self.config.sync_client(name=self.client_name)
             self._sync = None if client is None else RedisSyncPublisher(self, client)
         return self._sync

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hubbub.canvas.nodes import CanvasError, check_followups
-from hubbub.compat.celery.protocol import recognise
 from hubbub.errors import MessageError
 from hubbub.limits.unique import unique_key
 from hubbub.message import Envelope, decode, peek_id
@@ -192,6 +191,9 @@ def _unique(envelope: Envelope) -> tuple[str, str] | None:
 
 def _foreign(delivery: Delivery, trusted: bool) -> Refused | None:
     """A Celery message on a hubbub queue, refused with a reason naming its task and id."""
+    # Here, not at the top: only a body hubbub could not read gets here (issue #18).
+    from hubbub.compat.celery.protocol import recognise
+
     found = recognise(delivery.body, delivery.headers)
     if found is None:
         return None
