@@ -70,7 +70,8 @@ class Launch:
 
 @dataclass(slots=True)
 class Launcher:
-    """Turns nodes into envelopes (or their parts) with the hub's task options and default queue.
+    """Turns nodes into envelopes, or their parts, with the hub's task options and default
+    queue.
 
     Args:
         tasks: the hub's registered tasks (their options are the defaults of a step).
@@ -117,17 +118,17 @@ class Launcher:
             current = stack.pop()
             kind = current["k"]
             if kind == "task":
-                out.append(self._body(current, parent, parents, now))
+                out.append(self._parts_of(current, parent, parents, now))
                 continue
             members = current["members"] if kind == "group" else current["header"]
             groups.append((current["id"], [_result_id(m) for m in members]))
             if all(m["k"] == "task" for m in members):  # a flat group: no stack round trip
-                out.extend(self._body(m, parent, parents, now) for m in members)
+                out.extend(self._parts_of(m, parent, parents, now) for m in members)
             else:
                 stack.extend(reversed(members))
         return out
 
-    def _body(self, node: Node, parent: Any, parents: tuple[str, str] | None,
+    def _parts_of(self, node: Node, parent: Any, parents: tuple[str, str] | None,
               now: float) -> Parts:
         name, opts = node["task"], node["opts"]
         args = node["args"]
@@ -139,8 +140,8 @@ class Launcher:
             key = (name, opts.get("queue"), opts.get("priority")) if opts else (name, None, None)
             template = self._templates.get(key)
             if template is None:
-                template = self._template(key)
-            if template.get("expires") is None:
+                template = self._templates[key] = self._template(key)
+            if template["expires"] is None:
                 fields = template.copy()
                 fields["id"] = node["id"]
                 fields["created_at"] = now
@@ -169,8 +170,6 @@ class Launcher:
                                             SendOptions(priority=priority, queue=queue,
                                                         task_id="-")))
         fields.update(id="", created_at=0.0, parent_id=None, root_id=None)
-        if fields["expires"] is None:  # kept only when times are per send (see _body)
-            self._templates[key] = fields
         return fields
 
     def _timed(self, node: Node) -> dict[str, Any]:
