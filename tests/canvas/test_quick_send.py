@@ -16,6 +16,7 @@ from hubbub import Hub, Task, chord, group
 from hubbub.canvas.freeze import freeze
 from hubbub.canvas.send import NO_PARENT, Launcher
 from hubbub.codecs import get_codec
+from hubbub.context import TaskContext, enter, leave
 from hubbub.message import Envelope, decode, encode, encode_fields, envelope_of_parts, peek_id
 from hubbub.middleware import Middleware, PublishNext
 from hubbub.task import SendOptions, build_envelope
@@ -142,3 +143,21 @@ def test_publish_middleware_still_sees_every_member_of_a_group(hub: Hub) -> None
     sent = raw_sent(hub, "fast")
     for i, member in enumerate(result):
         assert sent[member.id] == expected(hub, add, (i, i), member.id, sent[member.id])
+
+
+@pytest.mark.parametrize("root", ["root-1", None])
+def test_a_group_sent_from_a_running_task_is_its_child(hub: Hub, root: str | None) -> None:
+    add, _ = tasks(hub)
+    token = enter(TaskContext(id="running", task="t", retries=0, max_retries=0,
+                              queue="default", root_id=root))
+    try:
+        result = group(add.s(i, i) for i in range(2)).delay()
+    finally:
+        leave(token)
+
+    sent = raw_sent(hub, "fast")
+    for i, member in enumerate(result):
+        got = decode(sent[member.id])
+        assert (got.parent_id, got.root_id) == ("running", root or "running")
+        assert sent[member.id] == expected(hub, add, (i, i), member.id, sent[member.id],
+                                           parent_id="running", root_id=root or "running")
