@@ -33,7 +33,7 @@ from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.limits import parse_rate
 from hubbub.limits.unique import UNIQUE_HEADER, claim, unclaim
-from hubbub.message import Envelope, encode_fields
+from hubbub.message import Envelope, Parts, encode_fields
 from hubbub.middleware import Middleware
 from hubbub.result import Result
 from hubbub.results import ResultBackend, ResultRecord, open_results
@@ -160,6 +160,39 @@ class Producer:
         spec = registered.spec
         return Result(self, id, name, ignored=self.settings.results is None
                       or bool(spec.ignore_result), raises=spec.raises)
+
+    def publish_parts(self, parts: Sequence[Parts]) -> bool:
+        """Encode and publish messages given as their parts (``message.Parts``: what a canvas
+        send builds, see ``canvas.send.Launcher.parts``) in one batch, on the caller's
+        thread, without an ``Envelope`` each: the bytes are ``encode``'s of
+        ``envelope_of_parts(p)``. The field dicts are filled in (they are each message's own).
+
+        Returns:
+            True once sent; False, having sent nothing, when the messages need envelopes or
+            an event loop (as ``send_now``: tracing, task-sent events, ``around_publish``
+            middleware, a broker without a sync publisher): ``publish`` them then.
+
+        Raises:
+            MessageError: an argument cannot be encoded, or a message is too large.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
+        """
+        if (self.tracing is not None or self._sent is not None
+                or (self.middleware and wraps_publish(self.middleware))):
+            return False
+        client = self._connector.current() or self.bridge.run(self.client())
+        direct = client.transport.sync_publisher()
+        if direct is None:
+            return False
+        limit = client.max_size
+        if limit is None:
+            limit = client.max_size = self.max_message_size(client.transport)
+        codec, signer = self.codec, self.signer
+        direct.publish([
+            Outgoing(fields["queue"], encode_fields(fields, args, kwargs, codec, limit, signer,
+                                                    canvas),
+                     fields["id"], fields["priority"], fields["eta"])
+            for fields, args, kwargs, canvas in parts])
+        return True
 
     def _publish_sync(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """``publish_async``'s work from sync code: on the caller's thread when the broker

@@ -394,7 +394,7 @@ class Hub(Producer):
         Raises:
             ConfigurationError: an unknown option, or data that is not a canvas.
         """
-        if isinstance(task, Mapping):
+        if not isinstance(task, str) and isinstance(task, Mapping):  # str first: the usual
             return from_dict(self, task)
         return Signature(self, task, args, kwargs, options, immutable=immutable, known=known)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import operator
+import os
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -38,9 +39,15 @@ JSON_TYPE = "application/json"
 DEFAULT_MAX_SIZE = 256 * 1024
 
 
+# uuid4's version (4) and variant (RFC 4122) bits, set in 128 random bits.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_id() -> str:
-    """A fresh task id."""
-    return uuid.uuid4().hex
+    """A fresh task id: ``uuid.uuid4().hex``, the same 32 hex digits, at a third of its
+    cost (no ``UUID`` object is built; this runs once per send, and per canvas node)."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +147,7 @@ def body_fields(envelope: Envelope) -> dict[str, Any]:
     return {"v": VERSION, **dict(zip(_NAMES, _ATTRIBUTES(envelope), strict=True))}
 
 
-def encode_fields(body: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+def encode_fields(body: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any],
                   codec: Codec, max_size: int = DEFAULT_MAX_SIZE,
                   signer: Signer | None = None, canvas: dict[str, Any] | None = None) -> bytes:
     """``encode`` of an envelope given as its fields: ``body`` (a fresh copy of a
@@ -182,7 +189,22 @@ def encode_fields(body: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str,
     return data
 
 
-def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+# One message as its parts: the body fields (a ``body_fields`` template, filled in), the
+# arguments, the kwargs and the canvas. ``encode_fields(fields, args, kwargs, ..., canvas)``
+# writes what ``encode`` writes of ``envelope_of_parts(parts)``: a canvas send builds its
+# bytes from them with no Envelope (``Producer.publish_parts``).
+Parts = tuple[dict[str, Any], list[Any], dict[str, Any], dict[str, Any] | None]
+
+
+def envelope_of_parts(parts: Parts) -> Envelope:
+    """The Envelope of a message given as its parts (see ``Parts``)."""
+    fields, args, kwargs, canvas = parts
+    values = fields.copy()
+    values["args"], values["kwargs"], values["canvas"] = tuple(args), dict(kwargs), canvas
+    return envelope_of(values)
+
+
+def _where(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
     """Which argument cannot be packed, and why (``args[1]['when']: cannot encode ...``)."""
     try:
         pack(list(args))

@@ -113,6 +113,7 @@ class Task(Generic[P, R]):
         self._send_now: Callable[[Task[Any, Any], tuple[Any, ...], dict[str, Any]],
                                  Result[Any] | None] | None = getattr(hub, "send_now", None)
         self._plain: tuple[TaskOptions, Settings, dict[str, Any] | None] | None = None
+        self._sig_opts: dict[str, Any] | None = None  # see _sig_options
 
     @property
     def name(self) -> str:
@@ -388,6 +389,14 @@ class Task(Generic[P, R]):
         return calls
 
     def _sig_options(self) -> dict[str, Any]:
+        """The send options a signature of this task takes along (read, never changed: a
+        Signature copies them), worked out once: ``s()`` runs once per group member."""
+        options = self._sig_opts
+        if options is None:
+            options = self._sig_opts = self._read_sig_options()
+        return options
+
+    def _read_sig_options(self) -> dict[str, Any]:
         send = self._send
         return {name: value for name, value in (
             ("queue", send.queue), ("priority", send.priority), ("countdown", send.countdown),

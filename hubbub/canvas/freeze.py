@@ -55,12 +55,14 @@ def _task(sig: Signature[Any], fed: bool) -> Node:
             where = " (after the parent's value, put first)" if fed_first else ""
             raise TypeError(f"{exc}{where}; use .si(...) to ignore the parent's value"
                             if where else str(exc)) from None
-    opts = {k: v for k, v in sig.options.items() if k != "task_id"}
-    return {"k": "task", "task": sig.task, "id": sig.options.get("task_id") or new_id(),
+    # The usual member of a group has no options and no callbacks: skip building nothing.
+    options = sig.options
+    opts = {k: v for k, v in options.items() if k != "task_id"} if options else {}
+    return {"k": "task", "task": sig.task, "id": options.get("task_id") or new_id(),
             "args": list(sig.args), "kwargs": dict(sig.kwargs), "opts": opts,
             "im": sig.immutable, "next": [],
-            "link": [freeze(c, fed=True) for c in sig.links],
-            "err": [freeze(c, fed=True) for c in sig.errbacks]}
+            "link": [freeze(c, fed=True) for c in sig.links] if sig.links else [],
+            "err": [freeze(c, fed=True) for c in sig.errbacks] if sig.errbacks else []}
 
 
 @functools.lru_cache(maxsize=512)

@@ -7,7 +7,7 @@ canvas's first tasks, a worker launches what follows a task that finished (its `
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,8 +16,9 @@ from hubbub.canvas.freeze import freeze, needs_store
 from hubbub.canvas.group_result import GroupResult
 from hubbub.canvas.nodes import Node, followups_of, join_rest, rest_nodes, split_rest, tail
 from hubbub.codecs import json_dumps
+from hubbub.context import maybe_current_task
 from hubbub.errors import ConfigurationError
-from hubbub.message import Envelope
+from hubbub.message import Envelope, Parts, body_fields, envelope_of_parts
 from hubbub.result import Result, ResultsClient
 from hubbub.task import Publisher, SendOptions, Task, TaskOptions, build_envelope
 
@@ -39,6 +40,11 @@ class CanvasApp(Publisher, ResultsClient, Protocol):
 
     def read_group(self, id: str) -> Coroutine[Any, Any, list[str] | None]:
         """The member ids saved for group ``id`` (a coroutine for the bridge)."""
+        ...
+
+    def publish_parts(self, parts: Sequence[Parts]) -> bool:
+        """Encode and publish messages given as their parts in one batch; False, having
+        sent nothing, when they must go as envelopes (through ``publish``)."""
         ...
 
     def send_canvas(self, element: Canvas[Any]) -> Any:
@@ -64,7 +70,8 @@ class Launch:
 
 @dataclass(slots=True)
 class Launcher:
-    """Turns nodes into envelopes with the hub's task options and default queue.
+    """Turns nodes into envelopes, or their parts, with the hub's task options and default
+    queue.
 
     Args:
         tasks: the hub's registered tasks (their options are the defaults of a step).
@@ -74,6 +81,9 @@ class Launcher:
     tasks: Mapping[str, Task[Any, Any]]
     default_queue: str
     _specs: dict[str, TaskOptions] = field(default_factory=dict)
+    # (task, queue option, priority option) -> the body fields its untimed steps share, with
+    # no id, time or parent (see _template): worked out once, not once per group member.
+    _templates: dict[tuple[str, Any, Any], dict[str, Any]] = field(default_factory=dict)
 
     def launch(self, node: Node, parent: Any, *, parent_id: str | None = None,
                root_id: str | None = None, into: Launch | None = None) -> Launch:
@@ -84,41 +94,93 @@ class Launcher:
             ConfigurationError: an option out of range (a priority, a naive datetime).
         """
         plan = into if into is not None else Launch()
+        plan.envelopes.extend(envelope_of_parts(p) for p in self.parts(
+            node, parent, plan.groups, parent_id=parent_id, root_id=root_id))
+        return plan
+
+    def parts(self, node: Node, parent: Any, groups: list[tuple[str, list[str]]], *,
+              parent_id: str | None = None, root_id: str | None = None) -> list[Parts]:
+        """``launch``'s messages as their parts (no Envelope built: a send's quick path), in
+        the same order; the groups to save are added to ``groups``.
+
+        Raises:
+            ConfigurationError: an option out of range (a priority, a naive datetime).
+        """
+        now = time.time()  # one send: its messages share their creation time
+        if parent_id is None:  # sent from a running task: its children
+            running = maybe_current_task()
+            if running is not None:
+                parent_id, root_id = running.id, running.root_id
+        parents = None if parent_id is None else (parent_id, root_id or parent_id)
+        out: list[Parts] = []
         stack = [node]
         while stack:
             current = stack.pop()
             kind = current["k"]
             if kind == "task":
-                plan.envelopes.append(self._envelope(current, parent, parent_id, root_id))
+                out.append(self._parts_of(current, parent, parents, now))
                 continue
             members = current["members"] if kind == "group" else current["header"]
-            plan.groups.append((current["id"], [_result_id(m) for m in members]))
-            stack.extend(reversed(members))
-        return plan
+            groups.append((current["id"], [_result_id(m) for m in members]))
+            if all(m["k"] == "task" for m in members):  # a flat group: no stack round trip
+                out.extend(self._parts_of(m, parent, parents, now) for m in members)
+            else:
+                stack.extend(reversed(members))
+        return out
 
-    def _envelope(self, node: Node, parent: Any, parent_id: str | None,
-                  root_id: str | None) -> Envelope:
-        name = node["task"]
+    def _parts_of(self, node: Node, parent: Any, parents: tuple[str, str] | None,
+              now: float) -> Parts:
+        name, opts = node["task"], node["opts"]
+        args = node["args"]
+        if parent is not NO_PARENT and not node["im"]:
+            args = [parent, *args]
+        if opts.get("countdown") is not None or opts.get("expires") is not None:
+            fields = self._timed(node)
+        else:
+            key = (name, opts.get("queue"), opts.get("priority")) if opts else (name, None, None)
+            template = self._templates.get(key)
+            if template is None:
+                template = self._templates[key] = self._template(key)
+            if template["expires"] is None:
+                fields = template.copy()
+                fields["id"] = node["id"]
+                fields["created_at"] = now
+            else:  # the task's own expires option: a time per send
+                fields = self._timed(node)
+        if parents is not None:
+            fields["parent_id"], fields["root_id"] = parents
+        return fields, args, node["kwargs"], followups_of(node)
+
+    def _spec(self, name: str) -> TaskOptions:
         spec = self._specs.get(name)
         if spec is None:
             known = self.tasks.get(name)
             spec = self._specs[name] = known.spec if known else TaskOptions(name=name)
-        args = node["args"]
-        if parent is not NO_PARENT and not node["im"]:
-            args = [parent, *args]
+        return spec
+
+    def _template(self, key: tuple[str, Any, Any]) -> dict[str, Any]:
+        """The body fields of step ``key`` with no times given: what build_envelope would
+        fill in, with no id, time or parent (those are each send's).
+
+        Raises:
+            ConfigurationError: a priority out of range.
+        """
+        name, queue, priority = key
+        fields = body_fields(build_envelope(self._spec(name), self.default_queue, (), {},
+                                            SendOptions(priority=priority, queue=queue,
+                                                        task_id="-")))
+        fields.update(id="", created_at=0.0, parent_id=None, root_id=None)
+        return fields
+
+    def _timed(self, node: Node) -> dict[str, Any]:
+        """The body fields of a step with a countdown or an expiry: its times from now."""
         opts = node["opts"]
-        envelope = build_envelope(spec, self.default_queue, args, node["kwargs"], SendOptions(
-            countdown=opts.get("countdown"), expires=opts.get("expires"),
-            priority=opts.get("priority"), queue=opts.get("queue"), task_id=node["id"]))
-        changes: dict[str, Any] = {}
-        canvas = followups_of(node)
-        if canvas is not None:
-            changes["canvas"] = canvas
-        if parent_id is not None:
-            changes.update(parent_id=parent_id, root_id=root_id or parent_id)
-        # A group's plain member changes nothing: a copy per member costs a group of
-        # 10,000 a noticeable part of its send.
-        return dataclasses.replace(envelope, **changes) if changes else envelope
+        fields = body_fields(build_envelope(
+            self._spec(node["task"]), self.default_queue, (), {}, SendOptions(
+                countdown=opts.get("countdown"), expires=opts.get("expires"),
+                priority=opts.get("priority"), queue=opts.get("queue"), task_id=node["id"])))
+        fields["parent_id"] = fields["root_id"] = None  # parts() gives them
+        return fields
 
 
 def continuation(steps: list[Node], then: str | None) -> Node | None:
@@ -177,6 +239,10 @@ def _result_id(member: Node) -> str:
 def send(app: CanvasApp, element: Canvas[Any]) -> Any:
     """Freeze ``element``, save its groups, publish its first tasks in one round trip.
 
+    The messages are built as their parts and published as such (``publish_parts``: the
+    bytes of each made at once, no Envelope) unless the hub needs envelopes (middleware
+    around publish, tracing, task-sent events); the bytes are the same either way.
+
     Returns:
         The Result of its last task (a chain's, a chord body's), or a GroupResult.
 
@@ -193,31 +259,55 @@ def send(app: CanvasApp, element: Canvas[Any]) -> Any:
         raise ConfigurationError(
             "a chord joins its header in the result store, and this hub keeps no results: "
             "give it one, e.g. Hub(broker, results='redis://127.0.0.1:6379/0')")
-    plan = Launcher(app.tasks, app.settings.default_queue).launch(node, NO_PARENT)
-    if plan.groups and keeps:
-        app.bridge.run(app.save_groups(plan.groups))
-    app.publish(plan.envelopes)
+    groups: list[tuple[str, list[str]]] = []
+    parts = Launcher(app.tasks, app.settings.default_queue).parts(node, NO_PARENT, groups)
+    if groups and keeps:
+        app.bridge.run(app.save_groups(groups))
+    if not app.publish_parts(parts):
+        app.publish([envelope_of_parts(p) for p in parts])
     return handle(app, node, None)
 
 
 def handle(app: CanvasApp, node: Node, parent: Result[Any] | GroupResult | None) -> Any:
     """The Result (or GroupResult) of a frozen ``node``, with ``.parent`` links."""
-    kind = node["k"]
-    if kind == "task":
-        result = result_of(app, node["task"], node["id"])
-        result.parent = parent
-        current: Any = result
-        for step in node["next"]:
-            current = handle(app, step, current)
-        return current
-    members = node["members"] if kind == "group" else node["header"]
-    group = GroupResult(app, node["id"], [handle(app, m, parent) for m in members])
-    group.parent = parent
-    return group if kind == "group" else handle(app, node["body"], group)
+    return _Results(app).of(node, parent)
+
+
+class _Results:
+    """Builds the Results of one send, each task's options read once (not once per member
+    of a group of 10,000)."""
+
+    def __init__(self, app: CanvasApp) -> None:
+        self.app = app
+        self.kept = app.settings.results is not None
+        self._options: dict[str, tuple[bool, tuple[type[Exception], ...]]] = {}
+
+    def of(self, node: Node, parent: Result[Any] | GroupResult | None) -> Any:
+        kind = node["k"]
+        if kind == "task":
+            current: Any = self.result(node["task"], node["id"], parent)
+            for step in node["next"]:
+                current = self.of(step, current)
+            return current
+        members = node["members"] if kind == "group" else node["header"]
+        group = GroupResult(self.app, node["id"], [self.of(m, parent) for m in members])
+        group.parent = parent
+        return group if kind == "group" else self.of(node["body"], group)
+
+    def result(self, task: str, id: str, parent: Result[Any] | GroupResult | None
+               ) -> Result[Any]:
+        options = self._options.get(task)
+        if options is None:
+            known = self.app.tasks.get(task)
+            options = self._options[task] = (
+                not self.kept or bool(known and known.spec.ignore_result),
+                known.spec.raises if known else ())
+        result: Result[Any] = Result(self.app, id, task, ignored=options[0], raises=options[1])
+        if parent is not None:
+            result.parent = parent
+        return result
 
 
 def result_of(app: CanvasApp, task: str, id: str) -> Result[Any]:
     """A Result for task ``task`` of id ``id`` on ``app``."""
-    known = app.tasks.get(task)
-    ignored = app.settings.results is None or bool(known and known.spec.ignore_result)
-    return Result(app, id, task, ignored=ignored, raises=known.spec.raises if known else ())
+    return _Results(app).result(task, id, None)

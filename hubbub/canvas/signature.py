@@ -129,7 +129,7 @@ class Signature(Canvas[R]):
         self.task = task
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
-        self.options = check_options(dict(options or {}))
+        self.options = check_options(dict(options)) if options else {}
         self.immutable = bool(immutable)
         self.known = known if known is not None else app.tasks.get(task)
 
@@ -282,7 +282,8 @@ class Group(Canvas[list[Any]]):
         return f"group({', '.join(repr(m) for m in self.members)})"
 
     def _copy(self) -> Group:
-        copy = Group(self.app, self.members)
+        copy = Group(self.app, ())
+        copy.members = list(self.members)  # checked and flattened when self was built
         copy.links, copy.errbacks = list(self.links), list(self.errbacks)
         return copy
 

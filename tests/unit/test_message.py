@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import datetime as dt
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from hubbub import Hub
 from hubbub.codecs import get_codec, json_dumps, json_loads
 from hubbub.errors import MessageError, MessageTooLarge
-from hubbub.message import VERSION, Envelope, decode, encode, peek_id
+from hubbub.message import VERSION, Envelope, decode, encode, new_id, peek_id
 from hubbub.task import SendOptions
 
 JSON = get_codec("json")
@@ -457,3 +458,12 @@ def test_a_call_with_a_time_an_id_headers_or_a_bad_priority_is_not_plain(
 
     assert plain_fields(TaskOptions(name="t"), "default", send) is None
     assert plain_fields(TaskOptions(name="t", expires=5), "default", SendOptions()) is None
+
+
+def test_a_new_id_is_a_random_uuid4_in_hex() -> None:
+    ids = {new_id() for _ in range(200)}  # canvas nodes and envelopes take theirs from it
+
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
