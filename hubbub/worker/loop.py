@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -318,7 +319,9 @@ class WorkerLoop(RemoteControl):
                 await self._admit(deliveries, lane)
 
     def _capacity(self) -> int:
-        return sum(lane.pool.concurrency + (lane.prefetch or 0) for lane in self.lanes)
+        # What the lanes may hold at once, a process pool's window included: finished work
+        # of one full hand-out waits for its flush without holding back the next fetch.
+        return sum(lane.slots + (lane.prefetch or 0) for lane in self.lanes)
 
     async def _idle(self, transport: Transport) -> bool:
         if self._held or self._io.writes:
@@ -385,7 +388,42 @@ class WorkerLoop(RemoteControl):
             else:
                 held.admitted_at = looked
                 self._held.add(held)
-                held.runner = asyncio.create_task(self._execute(held))
+                if not self._run_now(held):
+                    held.runner = asyncio.create_task(self._execute(held))
+
+    def _run_now(self, held: Held) -> bool:
+        """Start ``held`` at once, without a task of its own, if nothing needs waiting for:
+        a free slot, a pool that takes the job now (``Pool.submit``), no dispatch middleware,
+        no fleet-wide limit, not its last delivery. Its outcome is settled by a callback
+        (``_ran``). The common case of a busy worker of short tasks on a process pool: a task
+        object per job, and its two turns, cost more than the rest of the hand-out.
+
+        Returns:
+            False: it was not started; ``_execute`` takes it the long way.
+        """
+        lane, attempts = held.lane, held.delivery.attempts
+        if (self._dispatchers[id(lane)] is not None or self._stopping.is_set()
+                or self._held.isolating
+                or (attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries)
+                or (self._gates is not None and self._gates.applies(held))
+                or not lane.take_slot()):
+            return False
+        job = Job.from_envelope(held.envelope)
+        future = lane.pool.submit(job)
+        if future is None:
+            lane.release_slot()
+            return False
+        held.runner = future
+        self._begin(held, attempts)
+        future.add_done_callback(functools.partial(self._ran, held))
+        return True
+
+    def _ran(self, held: Held, future: asyncio.Future[Outcome]) -> None:
+        """``held``, started by ``_run_now``, ended: as the end of ``_execute``."""
+        self._io.progress.ended(held)
+        self._slot_freed(held)
+        if not future.cancelled():  # cancelled: let go (a stop, or revoked), as _execute
+            self._settle(held, future.result())
 
     # -- running -----------------------------------------------------------------------------
 
@@ -429,15 +467,9 @@ class WorkerLoop(RemoteControl):
                 # finished before it must not come back (past its own limit) as a poison.
                 await self._io.writes.settled()
             io, env = self._io, held.envelope
-            held.started_at = time.time()
-            io.renewal.started(env.task)
-            io.outcomes.record(held, State.STARTED)
             job = Job.from_envelope(env)
             dispatch = self._dispatchers[id(lane)]
-            io.progress.started(held)
-            self._started(held, attempts)
-            if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
-                self.metrics.started(held)
+            self._begin(held, attempts)
             try:
                 if dispatch is None:
                     outcome = await lane.pool.run(job)
@@ -451,10 +483,28 @@ class WorkerLoop(RemoteControl):
             finally:
                 io.progress.ended(held)
         finally:
-            lane.release_slot()
-            if self._held.done_alone(held):
-                for other in self.lanes:
-                    other.room.set()
+            self._slot_freed(held)
+        self._settle(held, outcome)
+
+    def _begin(self, held: Held, attempt: int) -> None:
+        """``held`` starts now: its STARTED state, lease renewal, progress and events."""
+        io, env = self._io, held.envelope
+        held.started_at = time.time()
+        io.renewal.started(env.task)
+        io.outcomes.record(held, State.STARTED)
+        io.progress.started(held)
+        self._started(held, attempt)
+        if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
+            self.metrics.started(held)
+
+    def _slot_freed(self, held: Held) -> None:
+        held.lane.release_slot()
+        if self._held.done_alone(held):
+            for other in self.lanes:
+                other.room.set()
+
+    def _settle(self, held: Held, outcome: Outcome) -> None:
+        """``held`` ran to ``outcome``: its writes, unless it was let go meanwhile."""
         if held in self._held:
             self._held.forget(held)
             self.processed += 1
