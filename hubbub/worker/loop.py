@@ -279,6 +279,8 @@ class WorkerLoop(RemoteControl):
     async def _fetch_forever(self, transport: Transport, lane: Lane) -> None:
         writes, delay = self._io.writes, RETRY_IO[0]
         idle_looks = 0
+        loop = asyncio.get_running_loop()
+        look: asyncio.TimerHandle | None = None  # wakes a fetcher that waits for room
         while not self._stopping.is_set():
             await lane.autoscale_step()
             room = 0 if self._held.isolating else lane.budget
@@ -291,11 +293,13 @@ class WorkerLoop(RemoteControl):
                 continue
             if room <= 0:
                 # Woken by lane.wake() when a settled task makes room, or by a stop; looks
-                # again within a second anyway (autoscale, a wake that a rare path skipped).
+                # again within a second anyway (autoscale, a wake that a rare path skipped),
+                # by one timer that serves every wait until it fires: a busy fetcher waits
+                # for room once per batch, and a timer each time cost more than the wait.
                 lane.room.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ROOM_LOOK):
-                        await lane.room.wait()
+                if look is None or look.when() <= loop.time():
+                    look = loop.call_later(ROOM_LOOK, lane.room.set)
+                await lane.room.wait()
                 continue
             try:
                 deliveries = await transport.fetch(
@@ -317,6 +321,8 @@ class WorkerLoop(RemoteControl):
                 continue
             if deliveries:
                 await self._admit(deliveries, lane)
+        if look is not None:
+            look.cancel()
 
     def _capacity(self) -> int:
         # What the lanes may hold at once, a process pool's window included: finished work
@@ -363,6 +369,9 @@ class WorkerLoop(RemoteControl):
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
         bus, publisher = self.hub.events, self._publisher
+        # Whether this batch may start at once, as far as the batch says (see _run_now).
+        quick = (self._dispatchers[id(lane)] is None and not self._stopping.is_set()
+                 and not self._held.isolating)
         listening = bus.listening_besides(None if publisher is None else publisher.capture)
         for held in accepted:
             env = held.envelope
@@ -388,13 +397,14 @@ class WorkerLoop(RemoteControl):
             else:
                 held.admitted_at = looked
                 self._held.add(held)
-                if not self._run_now(held):
+                if not (quick and self._run_now(held)):
                     held.runner = asyncio.create_task(self._execute(held))
 
     def _run_now(self, held: Held) -> bool:
         """Start ``held`` at once, without a task of its own, if nothing needs waiting for:
-        a free slot, a pool that takes the job now (``Pool.submit``), no dispatch middleware,
-        no fleet-wide limit, not its last delivery. Its outcome is settled by a callback
+        a free slot, a pool that takes the job now (``Pool.submit``), no fleet-wide limit, not
+        its last delivery (and, checked by ``_admit`` for the batch: no dispatch middleware,
+        no stop, no message running alone). Its outcome is settled by a callback
         (``_ran``). The common case of a busy worker of short tasks on a process pool: a task
         object per job, and its two turns, cost more than the rest of the hand-out.
 
@@ -402,9 +412,7 @@ class WorkerLoop(RemoteControl):
             False: it was not started; ``_execute`` takes it the long way.
         """
         lane, attempts = held.lane, held.delivery.attempts
-        if (self._dispatchers[id(lane)] is not None or self._stopping.is_set()
-                or self._held.isolating
-                or (attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries)
+        if ((attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries)
                 or (self._gates is not None and self._gates.applies(held))
                 or not lane.take_slot()):
             return False

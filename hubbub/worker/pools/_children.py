@@ -231,10 +231,10 @@ class Children:
         self._all.add(child)
         return child
 
-    def _room(self, child: Child) -> int:
+    def _room(self, child: Child, now: float | None = None) -> int:
         """Jobs ``child`` may still take: free slots (and its window while its tasks are
         short), within its max_tasks_per_child."""
-        room = child.room(self.window, WINDOW_SHORT)
+        room = child.room(self.window, WINDOW_SHORT, now)
         if self.max_tasks_per_child is None:
             return room
         budget = self.max_tasks_per_child - child.tasks_done - len(child.pending)
@@ -253,11 +253,13 @@ class Children:
             return 0
         room = self._window_now
         if room is None:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
             room = self._window_now = self.window * sum(
-                1 for c in self._active if c.windowable(WINDOW_SHORT))
+                1 for c in self._active if c.windowable(WINDOW_SHORT, now))
             if not self._window_turn:
                 self._window_turn = True
-                asyncio.get_running_loop().call_soon(self._forget_window)
+                loop.call_soon(self._forget_window)
         return room
 
     def _forget_window(self) -> None:
@@ -285,8 +287,9 @@ class Children:
     def _roomiest(self) -> Child | None:
         """The child with the most room (the first of equals); None if none has any."""
         best, most = None, 0
+        now = asyncio.get_running_loop().time()
         for child in self._active:
-            room = self._room(child)
+            room = self._room(child, now)
             if room > most:
                 best, most = child, room
         return best
