@@ -100,7 +100,7 @@ class Lane:
 
     def wake(self) -> None:
         """Wake this lane's fetcher if it may fetch now (it also looks every second)."""
-        if self.budget > 0:
+        if not self.room.is_set() and self.budget > 0:  # set already: nothing to work out
             self.room.set()
 
     def take_slot(self) -> bool:

@@ -231,15 +231,6 @@ class Children:
         self._all.add(child)
         return child
 
-    def _room(self, child: Child, now: float | None = None) -> int:
-        """Jobs ``child`` may still take: free slots (and its window while its tasks are
-        short), within its max_tasks_per_child."""
-        room = child.room(self.window, WINDOW_SHORT, now)
-        if self.max_tasks_per_child is None:
-            return room
-        budget = self.max_tasks_per_child - child.tasks_done - len(child.pending)
-        return min(room, budget)
-
     def window_room(self) -> int:
         """Queued jobs the serving children may take now beyond their slots: ``window`` for
         each child whose tasks are short (see ``Child.windowable``), so the worker hands out
@@ -288,8 +279,13 @@ class Children:
         """The child with the most room (the first of equals); None if none has any."""
         best, most = None, 0
         now = asyncio.get_running_loop().time()
+        window, limit = self.window, self.max_tasks_per_child
         for child in self._active:
-            room = self._room(child, now)
+            # Its free slots (and its window while its tasks are short), within its
+            # max_tasks_per_child.
+            room = child.room(window, WINDOW_SHORT, now)
+            if limit is not None:
+                room = min(room, limit - child.tasks_done - len(child.pending))
             if room > most:
                 best, most = child, room
         return best
