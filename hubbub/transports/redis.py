@@ -354,6 +354,9 @@ class RedisTransport(Transport):
                     for chunk in chunks(items)]
 
         with translate(self.config):
+            if len(by_queue) == 1:  # the usual batch: one queue, awaited without a task
+                [(queue, items)] = by_queue.items()
+                return await one_queue(queue, items)
             done = await asyncio.gather(*(one_queue(q, ds) for q, ds in by_queue.items()))
         return [pair for pairs in done for pair in pairs]
 

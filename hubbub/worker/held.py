@@ -32,7 +32,7 @@ class Held:
     task: Task[Any, Any]
     lane: Lane
     started_at: float | None = None
-    runner: asyncio.Task[None] | None = None
+    runner: asyncio.Future[Any] | None = None  # its task, or its pool's outcome (loop)
     admitted_at: float = 0.0  # monotonic: when admission last read its stored state
     terminating: bool = False  # its pool was asked to stop it (revoked with terminate)
     note: TaskNote | None = None  # -- history: made once, for every record of this delivery

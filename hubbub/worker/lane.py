@@ -100,16 +100,22 @@ class Lane:
 
     def wake(self) -> None:
         """Wake this lane's fetcher if it may fetch now (it also looks every second)."""
-        if self.budget > 0:
+        if not self.room.is_set() and self.budget > 0:  # set already: nothing to work out
             self.room.set()
 
-    async def acquire(self) -> None:
-        """Wait for a free slot and take it (in arrival order)."""
+    def take_slot(self) -> bool:
+        """Take a free slot now if there is one and nobody waits for one before us."""
         # The pool's own slots first: the window (Pool.window) is asked only when they are
         # all taken, since working it out walks the pool's children.
         if not self._waiters and (self.running < self.pool.concurrency
                                   or self.running < self.slots):
             self.running += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and take it (in arrival order)."""
+        if self.take_slot():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)

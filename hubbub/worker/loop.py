@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -278,6 +279,8 @@ class WorkerLoop(RemoteControl):
     async def _fetch_forever(self, transport: Transport, lane: Lane) -> None:
         writes, delay = self._io.writes, RETRY_IO[0]
         idle_looks = 0
+        loop = asyncio.get_running_loop()
+        look: asyncio.TimerHandle | None = None  # wakes a fetcher that waits for room
         while not self._stopping.is_set():
             await lane.autoscale_step()
             room = 0 if self._held.isolating else lane.budget
@@ -290,11 +293,13 @@ class WorkerLoop(RemoteControl):
                 continue
             if room <= 0:
                 # Woken by lane.wake() when a settled task makes room, or by a stop; looks
-                # again within a second anyway (autoscale, a wake that a rare path skipped).
+                # again within a second anyway (autoscale, a wake that a rare path skipped),
+                # by one timer that serves every wait until it fires: a busy fetcher waits
+                # for room once per batch, and a timer each time cost more than the wait.
                 lane.room.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ROOM_LOOK):
-                        await lane.room.wait()
+                if look is None or look.when() <= loop.time():
+                    look = loop.call_later(ROOM_LOOK, lane.room.set)
+                await lane.room.wait()
                 continue
             try:
                 deliveries = await transport.fetch(
@@ -316,9 +321,13 @@ class WorkerLoop(RemoteControl):
                 continue
             if deliveries:
                 await self._admit(deliveries, lane)
+        if look is not None:
+            look.cancel()
 
     def _capacity(self) -> int:
-        return sum(lane.pool.concurrency + (lane.prefetch or 0) for lane in self.lanes)
+        # What the lanes may hold at once, a process pool's window included: finished work
+        # of one full hand-out waits for its flush without holding back the next fetch.
+        return sum(lane.slots + (lane.prefetch or 0) for lane in self.lanes)
 
     async def _idle(self, transport: Transport) -> bool:
         if self._held or self._io.writes:
@@ -360,6 +369,9 @@ class WorkerLoop(RemoteControl):
                  if self._revocations is not None and accepted else {})
         now, looked = time.time(), time.monotonic()
         bus, publisher = self.hub.events, self._publisher
+        # Whether this batch may start at once, as far as the batch says (see _run_now).
+        quick = (self._dispatchers[id(lane)] is None and not self._stopping.is_set()
+                 and not self._held.isolating)
         listening = bus.listening_besides(None if publisher is None else publisher.capture)
         for held in accepted:
             env = held.envelope
@@ -385,7 +397,41 @@ class WorkerLoop(RemoteControl):
             else:
                 held.admitted_at = looked
                 self._held.add(held)
-                held.runner = asyncio.create_task(self._execute(held))
+                if not (quick and self._run_now(held)):
+                    held.runner = asyncio.create_task(self._execute(held))
+
+    def _run_now(self, held: Held) -> bool:
+        """Start ``held`` at once, without a task of its own, if nothing needs waiting for:
+        a free slot, a pool that takes the job now (``Pool.submit``), no fleet-wide limit, not
+        its last delivery (and, checked by ``_admit`` for the batch: no dispatch middleware,
+        no stop, no message running alone). Its outcome is settled by a callback
+        (``_ran``). The common case of a busy worker of short tasks on a process pool: a task
+        object per job, and its two turns, cost more than the rest of the hand-out.
+
+        Returns:
+            False: it was not started; ``_execute`` takes it the long way.
+        """
+        lane, attempts = held.lane, held.delivery.attempts
+        if ((attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries)
+                or (self._gates is not None and self._gates.applies(held))
+                or not lane.take_slot()):
+            return False
+        job = Job.from_envelope(held.envelope)
+        future = lane.pool.submit(job)
+        if future is None:
+            lane.release_slot()
+            return False
+        held.runner = future
+        self._begin(held, attempts)
+        future.add_done_callback(functools.partial(self._ran, held))
+        return True
+
+    def _ran(self, held: Held, future: asyncio.Future[Outcome]) -> None:
+        """``held``, started by ``_run_now``, ended: as the end of ``_execute``."""
+        self._io.progress.ended(held)
+        self._slot_freed(held)
+        if not future.cancelled():  # cancelled: let go (a stop, or revoked), as _execute
+            self._settle(held, future.result())
 
     # -- running -----------------------------------------------------------------------------
 
@@ -429,15 +475,9 @@ class WorkerLoop(RemoteControl):
                 # finished before it must not come back (past its own limit) as a poison.
                 await self._io.writes.settled()
             io, env = self._io, held.envelope
-            held.started_at = time.time()
-            io.renewal.started(env.task)
-            io.outcomes.record(held, State.STARTED)
             job = Job.from_envelope(env)
             dispatch = self._dispatchers[id(lane)]
-            io.progress.started(held)
-            self._started(held, attempts)
-            if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
-                self.metrics.started(held)
+            self._begin(held, attempts)
             try:
                 if dispatch is None:
                     outcome = await lane.pool.run(job)
@@ -451,10 +491,28 @@ class WorkerLoop(RemoteControl):
             finally:
                 io.progress.ended(held)
         finally:
-            lane.release_slot()
-            if self._held.done_alone(held):
-                for other in self.lanes:
-                    other.room.set()
+            self._slot_freed(held)
+        self._settle(held, outcome)
+
+    def _begin(self, held: Held, attempt: int) -> None:
+        """``held`` starts now: its STARTED state, lease renewal, progress and events."""
+        io, env = self._io, held.envelope
+        held.started_at = time.time()
+        io.renewal.started(env.task)
+        io.outcomes.record(held, State.STARTED)
+        io.progress.started(held)
+        self._started(held, attempt)
+        if self.metrics is not None:  # -- metrics (issue 15): the wait histogram
+            self.metrics.started(held)
+
+    def _slot_freed(self, held: Held) -> None:
+        held.lane.release_slot()
+        if self._held.done_alone(held):
+            for other in self.lanes:
+                other.room.set()
+
+    def _settle(self, held: Held, outcome: Outcome) -> None:
+        """``held`` ran to ``outcome``: its writes, unless it was let go meanwhile."""
         if held in self._held:
             self._held.forget(held)
             self.processed += 1

@@ -75,6 +75,26 @@ async def test_a_child_gets_queued_jobs_only_once_its_tasks_are_known_to_be_shor
         await pool.stop()
 
 
+async def test_submit_hands_a_job_to_a_child_with_room_and_declines_when_none_has_any(
+        app: ModuleType, tmp_path: Path) -> None:
+    pool = PreforkPool(1, window=0)
+    await pool.start(app.hub)
+    try:
+        marker = tmp_path / "long"
+        first = pool.submit(job(app, "wait_for_file", str(marker), 30.0))
+        assert first is not None
+        # The only child runs it: the next job is declined (the worker then awaits run).
+        assert pool.submit(job(app, "add", 1, 1)) is None
+        await until(lambda: Path(f"{marker}.pid").exists(), "the long task started")
+        Path(f"{marker}.go").touch()
+        assert isinstance(await first, Succeeded)
+        second = pool.submit(job(app, "add", 1, 1))
+        assert second is not None
+        assert await second == Succeeded(2, (await second).duration)
+    finally:
+        await pool.stop()
+
+
 @pytest.mark.usefixtures("queues")
 async def test_queued_jobs_of_a_child_killed_mid_task_run_elsewhere_and_only_it_crashes(
         app: ModuleType, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from hubbub.worker.pools._wire import (
     Stop,
     decode,
     encode,
+    encode_done,
+    encode_run,
 )
 
 FRAMES: list[Frame] = [
@@ -87,3 +89,12 @@ def test_a_reader_holds_a_partial_frame_until_the_rest_comes() -> None:
 def test_a_payload_that_is_not_a_frame_is_refused(message: object) -> None:
     with pytest.raises(ValueError, match="not a frame"):
         decode(pickle.dumps(message))
+
+
+@pytest.mark.parametrize("frame", [f for f in FRAMES if isinstance(f, Run | Done)],
+                         ids=lambda frame: type(frame).__name__)
+def test_the_per_job_shortcuts_encode_run_and_done_frames_byte_for_byte_as_encode(
+        frame: Run | Done) -> None:
+    data = (encode_run(frame.seq, frame.job) if isinstance(frame, Run)
+            else encode_done(frame.seq, frame.outcome, frame.rss))
+    assert data == encode(frame)

@@ -53,7 +53,6 @@ from hubbub.worker.pools._wire import (
     CHUNK,
     Cancel,
     ChildSpec,
-    Done,
     Frame,
     FrameReader,
     Leaving,
@@ -63,6 +62,7 @@ from hubbub.worker.pools._wire import (
     Ready,
     Run,
     encode,
+    encode_done,
     receive,
     resident_mib,
 )
@@ -139,11 +139,11 @@ def reply(seq: int, outcome: Outcome, rss: float) -> bytes:
     """The ``Done`` frame for a job; an outcome that cannot be pickled (a value too deep, or
     of a type pickle refuses) becomes a ``ResultNotEncodable`` failure, which always can."""
     try:
-        return encode(Done(seq, outcome, rss))
+        return encode_done(seq, outcome, rss)
     except BaseException as exc:  # pickling runs the value's own hooks
         error = ErrorInfo(ErrorKind.NOT_ENCODABLE, "the outcome cannot be sent to the worker: "
                           + exception_text(exc))
-        return encode(Done(seq, Failed(error, outcome.duration), rss))
+        return encode_done(seq, Failed(error, outcome.duration), rss)
 
 
 class _Inbox:
@@ -250,8 +250,10 @@ def _serve_serial(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
 
 def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
     soft, _ = limits(job)
-    # The parent kills this process at the hard limit; here only the soft one matters.
-    job = dataclasses.replace(job, soft_timeout=soft, timeout=None)
+    if job.timeout is not None:
+        # The parent kills this process at the hard limit; here only the soft one matters.
+        # (Without one, the job is as it came: a copy per task is not free.)
+        job = dataclasses.replace(job, soft_timeout=soft, timeout=None)
     if task.is_async:
         return asyncio.run(on_loop(task, job))
     if soft is None:

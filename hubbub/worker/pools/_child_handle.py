@@ -61,9 +61,9 @@ from hubbub.worker.pools._wire import (
     Outbox,
     Progress,
     Ready,
-    Run,
     Stop,
     encode,
+    encode_run,
     read_frame,
     resident_mib_of,
 )
@@ -87,7 +87,7 @@ class StartFailed(Exception):
     """A child could not be started or could not load the app."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     """A job sent to a child and not yet answered."""
 
@@ -171,21 +171,24 @@ class Child:
     def free(self) -> int:
         return self.spec.slots - len(self.pending)
 
-    def windowable(self, short: float) -> bool:
+    def windowable(self, short: float, now: float | None = None) -> bool:
         """Whether this child's tasks are short: it answered one in under ``short`` seconds
-        last, and the one it runs (if any) started less than ``short`` seconds ago."""
+        last, and the one it runs (if any) started less than ``short`` seconds ago (``now``:
+        the loop's time, if the caller has it)."""
         if not self.serial or self.last_duration >= short or self._reader is None:
             return False
         if not self.pending:
             return True
         head = next(iter(self.pending.values()))
-        return asyncio.get_running_loop().time() - head.started < short
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - head.started < short
 
-    def room(self, window: int, short: float) -> int:
+    def room(self, window: int, short: float, now: float | None = None) -> int:
         """Jobs this child may take now: its free slots, and up to ``window`` queued jobs
         while its tasks are short, so that a long task holds no queued job back."""
-        room = self.free
-        if window and self.pending and self.windowable(short):
+        room = self.spec.slots - len(self.pending)
+        if window and self.pending and self.windowable(short, now):
             room += window
         return room
 
@@ -289,7 +292,7 @@ class Child:
         """
         assert self._outbox is not None, "child not started"
         seq = next(self._seq)
-        frame = encode(Run(seq, job))
+        frame = encode_run(seq, job)
         loop = asyncio.get_running_loop()
         pending = _Pending(seq, job, loop.create_future(), loop.time(),
                            queued=self.serial and bool(self.pending))

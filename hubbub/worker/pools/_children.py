@@ -98,6 +98,8 @@ class Children:
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._window_now: int | None = None  # window_room, for the rest of this loop turn
+        self._window_turn = False  # a call at the end of this turn forgets _window_now
 
     @property
     def pids(self) -> list[int]:
@@ -151,13 +153,23 @@ class Children:
         child = await self._pick()
         if child is None:
             return Crashed(f"the {self.kind} pool stopped before task {job.task} started", 0.0)
+        return await self._send(child, job)
+
+    def submit(self, job: Job) -> asyncio.Future[Outcome] | None:
+        """Send ``job`` to the child with the most room now, if one has room; see
+        ``Pool.submit``. None: every child is full (or the pool is stopping)."""
+        child = None if self._stopping else self._roomiest()
+        return None if child is None else self._send(child, job)
+
+    def _send(self, child: Child, job: Job) -> asyncio.Future[Outcome]:
         try:
-            future = child.submit(job)
+            return child.submit(job)
         except Exception as exc:  # unpicklable arguments: the task's problem, not the pool's
             error = ErrorInfo(ErrorKind.MESSAGE, "cannot send the job to a child process: "
                               + exception_text(exc))
-            return Failed(error, 0.0)
-        return await future
+            failed: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            failed.set_result(Failed(error, 0.0))
+            return failed
 
     async def cancel(self, job_id: str, reason: str) -> bool:
         """Stop the running job ``job_id`` (see ``Child.terminate``) and wait for its outcome,
@@ -196,6 +208,7 @@ class Children:
             self._active.remove(child)
             if not child.pending:
                 child.send_stop()
+        self._window_now = None
 
     async def stop(self) -> None:
         """Stop every child, in at most about ``STOP_GRACE`` seconds (see ``Child.stop``)."""
@@ -218,22 +231,30 @@ class Children:
         self._all.add(child)
         return child
 
-    def _room(self, child: Child) -> int:
-        """Jobs ``child`` may still take: free slots (and its window while its tasks are
-        short), within its max_tasks_per_child."""
-        room = child.room(self.window, WINDOW_SHORT)
-        if self.max_tasks_per_child is None:
-            return room
-        budget = self.max_tasks_per_child - child.tasks_done - len(child.pending)
-        return min(room, budget)
-
     def window_room(self) -> int:
         """Queued jobs the serving children may take now beyond their slots: ``window`` for
         each child whose tasks are short (see ``Child.windowable``), so the worker hands out
-        no job that would wait behind a long task (past the revoke check at its start)."""
+        no job that would wait behind a long task (past the revoke check at its start).
+
+        Worked out once per turn of the event loop (the worker asks for it several times per
+        task): a reply or a child's exit works it out again at once, and a child whose task
+        became long in the meantime is seen next turn (``_pick`` looks at each child itself).
+        """
         if not self.window:
             return 0
-        return self.window * sum(1 for c in self._active if c.windowable(WINDOW_SHORT))
+        room = self._window_now
+        if room is None:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            room = self._window_now = self.window * sum(
+                1 for c in self._active if c.windowable(WINDOW_SHORT, now))
+            if not self._window_turn:
+                self._window_turn = True
+                loop.call_soon(self._forget_window)
+        return room
+
+    def _forget_window(self) -> None:
+        self._window_now, self._window_turn = None, False
 
     def _requeue(self, job: Job, future: asyncio.Future[Outcome]) -> None:
         """Run ``job``, queued on a child that died before starting it, on another child;
@@ -254,13 +275,24 @@ class Children:
                 future.set_result(Crashed(f"the {self.kind} pool stopped before task "
                                           f"{job.task} started", 0.0))
 
+    def _roomiest(self) -> Child | None:
+        """The child with the most room (the first of equals); None if none has any."""
+        best, most = None, 0
+        now = asyncio.get_running_loop().time()
+        window, limit = self.window, self.max_tasks_per_child
+        for child in self._active:
+            # Its free slots (and its window while its tasks are short), within its
+            # max_tasks_per_child.
+            room = child.room(window, WINDOW_SHORT, now)
+            if limit is not None:
+                room = min(room, limit - child.tasks_done - len(child.pending))
+            if room > most:
+                best, most = child, room
+        return best
+
     async def _pick(self) -> Child | None:
         while not self._stopping:
-            best, most = None, 0
-            for child in self._active:  # the child with the most room (the first of equals)
-                room = self._room(child)
-                if room > most:
-                    best, most = child, room
+            best = self._roomiest()
             if best is not None:
                 return best
             if len(self._active) + self._starting < self.processes:
@@ -270,6 +302,7 @@ class Children:
         return None
 
     def _on_done(self, child: Child, outcome: Outcome) -> None:
+        self._window_now = None  # its last task's length, or its next one, changed it
         self._wake.set()
         if not child.retiring and child in self._active:
             why = self._recycle_reason(child, outcome)
@@ -311,6 +344,7 @@ class Children:
         self._background.discard(starting)
 
     def _on_exit(self, child: Child) -> None:
+        self._window_now = None
         self._all.discard(child)
         if not child.retiring and not child.stopping and not self._stopping:
             self._retire(child)
@@ -332,6 +366,7 @@ class Children:
                 child.send_stop()
                 return
             self._active.append(child)
+            self._window_now = None
             self._wake.set()
             return
 
@@ -371,6 +406,10 @@ class ChildPool(Pool):
 
     async def run(self, job: Job) -> Outcome:
         return await self.children.run(job)
+
+    def submit(self, job: Job) -> asyncio.Future[Outcome] | None:
+        """Send ``job`` to a child with room now (see ``Children.submit``)."""
+        return self.children.submit(job)
 
     async def cancel(self, job_id: str, reason: str) -> bool:
         """Stop the job in its child: prefork kills the child (and replaces it); hybrid and

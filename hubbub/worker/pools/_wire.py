@@ -43,12 +43,14 @@ A child that dies closes its end: the parent reads EOF and learns the exit statu
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import pickle
 import resource
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hubbub.job import Crashed, Failed, Job, Outcome, Rejected, Succeeded, Terminated, TimedOut
@@ -60,7 +62,6 @@ CHUNK = 1 << 16  # bytes asked of the socket at once
 OUTCOMES: tuple[type[Outcome], ...] = (Succeeded, Failed, Rejected, Crashed, TimedOut,
                                        Terminated)
 _OUTCOME_INDEX = {kind: index for index, kind in enumerate(OUTCOMES)}
-_OUTCOME_FIELDS = {kind: kind.__slots__ for kind in OUTCOMES}
 
 
 class ChildSpec(NamedTuple):
@@ -160,19 +161,25 @@ _TAGS: dict[type[Frame], str] = {ChildSpec: "spec", Run: "run", Cancel: "cancel"
 _KINDS: dict[str, type[Frame]] = {tag: kind for kind, tag in _TAGS.items()}
 
 
-_JOB_FIELDS = Job.__slots__
+_job_fields = operator.attrgetter(*Job.__slots__)  # a job's fields, as a tuple, in order
+
+
+def _flattener(kind: type[Outcome]) -> Callable[[Outcome], tuple[Any, ...]]:
+    """What turns an outcome of ``kind`` (two fields or more) into (its index, *fields)."""
+    index, fields = _OUTCOME_INDEX[kind], operator.attrgetter(*kind.__slots__)
+    return lambda outcome: (index, *fields(outcome))
+
+
+_outcome_fields = {kind: _flattener(kind) for kind in OUTCOMES}
 
 
 def _plain(frame: Frame) -> tuple[Any, ...]:
     """``frame`` as the tuple that is pickled: its tag and fields, a job or outcome flattened."""
     if type(frame) is Run:
-        job = frame.job
-        return ("run", frame.seq, tuple([getattr(job, name) for name in _JOB_FIELDS]))
+        return ("run", frame.seq, _job_fields(frame.job))
     if type(frame) is Done:
-        outcome = frame.outcome
-        kind = type(outcome)
-        fields = [getattr(outcome, name) for name in _OUTCOME_FIELDS[kind]]
-        return ("done", frame.seq, (_OUTCOME_INDEX[kind], *fields), frame.rss)
+        return ("done", frame.seq, _outcome_fields[type(frame.outcome)](frame.outcome),
+                frame.rss)
     return (_TAGS[type(frame)], *frame)
 
 
@@ -184,6 +191,27 @@ def encode(frame: Frame) -> bytes:
             arguments or an outcome's value); nothing is sent then.
     """
     payload = pickle.dumps(_plain(frame), protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload
+
+
+def encode_run(seq: int, job: Job) -> bytes:
+    """``encode(Run(seq, job))``, without the frame object: once per job on the way out.
+
+    Raises:
+        pickle.PicklingError, TypeError, AttributeError: the job cannot be pickled.
+    """
+    payload = pickle.dumps(("run", seq, _job_fields(job)), protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload
+
+
+def encode_done(seq: int, outcome: Outcome, rss: float) -> bytes:
+    """``encode(Done(seq, outcome, rss))``, without the frame object: once per job back.
+
+    Raises:
+        pickle.PicklingError, TypeError, AttributeError: the outcome cannot be pickled.
+    """
+    payload = pickle.dumps(("done", seq, _outcome_fields[type(outcome)](outcome), rss),
+                           protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME.pack(len(payload)) + payload
 
 

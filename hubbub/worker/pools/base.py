@@ -4,6 +4,7 @@ the task did. Only the worker loop talks to the broker; pools only execute."""
 from __future__ import annotations
 
 import abc
+import asyncio
 from typing import TYPE_CHECKING, ClassVar
 
 from hubbub.errors import ConfigurationError
@@ -56,6 +57,18 @@ class Pool(abc.ABC):
     @abc.abstractmethod
     async def run(self, job: Job) -> Outcome:
         """Run one job; the worker never calls this with more than ``concurrency`` at once."""
+
+    def submit(self, job: Job) -> asyncio.Future[Outcome] | None:
+        """Start ``job`` now, if the pool can take it at once, without the caller awaiting
+        ``run``: the future resolves with what ``run`` would have returned (cancelling it
+        gives up on the outcome, as cancelling ``run`` does). The worker uses it to hand out
+        short tasks without a task object of its own for each (the process pools).
+
+        Returns:
+            The job's future; None when the pool has no room at once, or no such path (the
+            default): the caller then awaits ``run``.
+        """
+        return None
 
     async def resize(self, concurrency: int) -> None:
         """Change how many jobs may run at once (autoscale).
