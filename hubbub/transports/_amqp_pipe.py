@@ -99,6 +99,7 @@ class Pipe:
 
     def __init__(self, conn: Any, where: str, timeout: float) -> None:
         self.conn, self.where, self.timeout = conn, where, timeout
+        self._io: threading.Lock | None = None
         conn.negotiate_capabilities = CAPABILITIES
         try:
             conn.connect()
@@ -111,7 +112,8 @@ class Pipe:
         channel.events["basic_nack"].add(self._on_nack)
         channel.events["basic_return"].add(self._on_return)
         self._channel_id = channel.channel_id
-        self._io = threading.Lock() if conn.ssl else None  # TLS: reads and writes take turns
+        if conn.ssl:  # an SSL object is not for two threads at once: they take turns
+            self._io = threading.Lock()
         self.failed: BaseException | None = None  # the first reason it cannot be used
         self.used_at = time.monotonic()
         self._args: dict[tuple[str, str], bytes] = {}  # a publish's arguments, by route
@@ -227,29 +229,26 @@ class Pipe:
         self.fail(amqp.exceptions.RecoverableConnectionError("connection closed"))
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        self._settle(tag, multiple, None)
+        self._settle(tag, multiple, nacked=False)
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
         # The broker failing inside (a quorum queue without a leader), and it may keep
         # nacking on this channel: the messages fail, and the next go on a new connection.
-        self._settle(tag, multiple, translate(amqp.exceptions.MessageNacked(), self.where,
-                                              self.timeout))
+        self._settle(tag, multiple, nacked=True)
         self.fail(amqp.exceptions.MessageNacked())
 
-    def _settle(self, tag: int, multiple: bool, error: BaseException | None) -> None:
+    def _settle(self, tag: int, multiple: bool, *, nacked: bool) -> None:
+        """Wake the callers of ``tag`` (and, if ``multiple``, of every tag below it)."""
         pop = self._waiting.pop
-        if not multiple:
-            waiter = pop(tag, None)
-            if waiter is not None:
-                waiter.settle(error)
-            if tag == self._low:
-                self._low += 1
-            return
-        for t in range(self._low, tag + 1):
+        for t in range(self._low, tag + 1) if multiple else (tag,):
             waiter = pop(t, None)
             if waiter is not None:
-                waiter.settle(error)
-        self._low = max(self._low, tag + 1)
+                waiter.settle(translate(amqp.exceptions.MessageNacked(), self.where,
+                                        self.timeout) if nacked else None)
+        if multiple:
+            self._low = max(self._low, tag + 1)
+        elif tag == self._low:
+            self._low += 1
 
     def _on_return(self, exc: Any, exchange: str, key: str, message: Any) -> None:
         """A mandatory message no queue took: its ack follows; mark the oldest waiter for

@@ -114,6 +114,7 @@ class AMQPSyncPublisher(SyncPublisher):
         self._opening = threading.Lock()  # one thread replaces the connection
         self._pid = os.getpid()
         self._closed = False
+
     def publish(self, items: Sequence[Outgoing]) -> None:
         transport = self._transport
         if len(items) != 1:  # a batch: its confirms awaited together, on the loop

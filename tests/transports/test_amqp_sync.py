@@ -393,6 +393,32 @@ def test_a_connection_cut_with_messages_in_flight_fails_each_sender_and_is_repla
             hub.close()
 
 
+def test_a_nack_fails_its_senders_and_the_next_send_takes_a_new_connection(
+        prefix: str) -> None:
+    brokers.require(server)
+    with Proxy(server.server()) as proxy:
+        hub = Hub(f"amqp://guest:guest@{proxy.address}/?prefix={prefix}", results="none")
+        noop = hub.task(lambda: None, name="noop")
+        try:
+            noop.delay()
+            publisher = sync_publisher(hub)
+            pipe = publisher._pipe
+            assert pipe is not None
+            proxy.stall()  # the broker's own acks cannot come first
+            with one_write(pipe, 4):
+                sends = in_threads_later([noop.delay] * 4)
+            wait_until(lambda: pipe._tag == 5)
+            pipe._on_nack(3, True)  # as the reader thread would: tags 2 and 3 refused
+            outcomes = sends()
+            assert all(isinstance(o, TransportUnavailable) for o in outcomes), outcomes
+            assert sum("refused (nack)" in str(o) for o in outcomes) >= 2
+            proxy.restore()
+            noop.delay()
+            assert publisher._pipe is not pipe
+        finally:
+            hub.close()
+
+
 def in_threads_later(calls: list[Callable[[], object]]) -> Callable[[], list[BaseException | None]]:
     """``in_threads`` started now; the returned function waits for the outcomes."""
     done: list[list[BaseException | None]] = []
