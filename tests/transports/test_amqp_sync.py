@@ -13,6 +13,7 @@ import contextlib
 import functools
 import multiprocessing
 import re
+import socket
 import threading
 import time
 import uuid
@@ -431,6 +432,18 @@ def in_threads_later(calls: list[Callable[[], object]]) -> Callable[[], list[Bas
         return done[0]
 
     return outcomes
+
+
+def test_a_connection_the_broker_closes_while_idle_is_replaced_before_use(hub: Hub) -> None:
+    noop = hub.task(lambda: None, name="noop")
+    noop.delay()
+    pipe = sync_publisher(hub)._pipe
+    assert pipe is not None
+    pipe.conn.transport.sock.shutdown(socket.SHUT_RD)  # as a closed connection reads: EOF
+    wait_until(lambda: pipe.failed is not None)  # its reader sees it at once
+    noop.delay()  # not an error: a new connection
+    assert sync_publisher(hub)._pipe is not pipe
+    assert len(fetch(hub, n=2)) == 2
 
 
 def test_closing_the_hub_ends_the_connections_reader_thread(prefix: str) -> None:
