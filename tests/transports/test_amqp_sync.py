@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import amqp
 import pytest
+from amqp import spec
+from amqp.method_framing import frame_writer
+from amqp.serialization import dumps
 
 from hubbub import Hub, TransportError, TransportUnavailable
 from hubbub.errors import MessageRejectedByBroker
@@ -444,6 +448,20 @@ def test_a_connection_the_broker_closes_while_idle_is_replaced_before_use(hub: H
     noop.delay()  # not an error: a new connection
     assert sync_publisher(hub)._pipe is not pipe
     assert len(fetch(hub, n=2)) == 2
+
+
+@pytest.mark.parametrize("size", [0, 300, 200_000])  # no body frame; one; in chunks
+def test_a_publish_is_framed_byte_for_byte_as_py_amqp_frames_it(hub: Hub, size: int) -> None:
+    hub.task(lambda: None, name="noop").delay()
+    pipe = sync_publisher(hub)._pipe
+    assert pipe is not None
+    message = amqp.Message(b"b" * size, delivery_mode=2, message_id="0123abcd", priority=4,
+                           application_headers={"hubbub-queue": "q", "hubbub-attempts": 0})
+    args = dumps("Bssbb", (0, "", "t.q", True, False))
+    written: list[bytes] = []
+    transport = type("Collect", (), {"write": lambda _, frames: written.append(bytes(frames))})
+    frame_writer(pipe.conn, transport())(1, pipe._channel_id, spec.Basic.Publish, args, message)
+    assert pipe._frames(args, message) == b"".join(written)
 
 
 def test_closing_the_hub_ends_the_connections_reader_thread(prefix: str) -> None:
