@@ -14,12 +14,13 @@ and warm up):
   Peers: Huey (SqliteHuey; RedisHuey) and Dramatiq on Redis, from bench/.venv-peers
   (bench/setup_peers.sh installs it; without it the peer rows say so).
 - ``amqp``: one thread, and ``--threads`` threads (default 32) calling ``delay()`` at once,
-  with publisher confirms (every call returns once RabbitMQ confirmed its message), on the
-  caller's thread over pooled py-amqp connections. ``--old TREE`` adds the same row for
-  another checkout (e.g. ``git worktree add /tmp/old <commit>``), run in turns with ours.
-  "aio-pika alone" is the driver publishing as many persistent messages at once on one
-  loop, with confirms (the old bridge path's ceiling); "py-amqp alone" is as many threads
-  each on a connection of its own, with confirms (the direct path's ceiling). Celery
+  with publisher confirms (every call returns once RabbitMQ confirmed its message), from the
+  caller's thread over one py-amqp connection all threads share, their confirms pipelined.
+  ``--old TREE`` adds the same rows for another checkout (e.g. ``git worktree add /tmp/old
+  <commit>``), run in turns with ours. "aio-pika alone" is the driver publishing as many
+  persistent messages at once on one loop, with confirms (the old bridge path's ceiling);
+  "py-amqp alone" is as many threads each on a connection of its own, waiting for each
+  confirm (the ceiling of the pooled path before pipelining). Celery
   (bench/peers/celery_amqp.py) sends one by one without publisher confirms.
 
 With ``--old <tree>`` (a checkout, e.g. from ``git worktree add``), the sqlite and redis
@@ -250,6 +251,8 @@ def variants(broker: str, folder: Path, calls: int, threads: int,
     if broker == "amqp":
         single = max(200, calls // 5)  # one confirm at a time: slow, fewer calls
         rows["amqp 1 thread: hubbub"] = lambda: hubbub_rate(broker, folder, single)
+        if old is not None:
+            rows["amqp 1 thread: hubbub --old"] = lambda: tree_rate(old, broker, folder, single)
         rows[f"amqp {threads} threads: hubbub"] = lambda: hubbub_rate(
             broker, folder, calls, threads=threads)
         if old is not None:

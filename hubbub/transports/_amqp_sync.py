@@ -1,12 +1,14 @@
-"""The RabbitMQ transport's publisher for plain threads: ``delay()`` sends on the caller's
-thread, over a pool of blocking connections of ``amqp`` (py-amqp, Celery's client; one per
-thread at a time), each with publisher confirms, and returns once RabbitMQ confirmed the
-message.
+"""The RabbitMQ transport's publisher for plain threads: ``delay()`` sends from the caller's
+thread over one blocking connection of ``amqp`` (py-amqp, Celery's client) that every thread
+shares, with publisher confirms, and returns once RabbitMQ confirmed the message.
 
 Why not the event loop: a sync call handed to the transport's loop pays a thread hop and a
-task per message, and the loop thread fights the callers for the GIL on every socket call;
-one AMQP channel is also one process inside RabbitMQ. Threads publishing on connections of
-their own wait on their own sockets, and the broker serves them in parallel (issue #18).
+task per message, and the loop thread fights the callers for the GIL on every socket call.
+Why one shared connection (``_amqp_pipe``): a thread waiting for its own confirm before the
+next publish on a connection of its own caps every connection at one message per round
+trip; threads sharing a connection keep many messages in flight on one channel, written
+together, and RabbitMQ confirms them together (issue #18). Measured with 32 threads, one
+connection sent as fast as two, for half the sockets and reader threads.
 
 What is declared (a queue, its dead letters, the delay cascade, the directory entry) stays
 the transport's: a queue this process has not declared yet is declared once on the
@@ -17,11 +19,8 @@ the loop too, where its confirms are awaited together.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import errno
 import os
-import queue
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,9 +32,10 @@ except ImportError:  # installed with an older amqp extra: sync sends go through
     HAVE_CLIENT = False
 else:
     HAVE_CLIENT = True
+    from hubbub.transports._amqp_pipe import LOST, Pipe
 
 from hubbub._redact import redact
-from hubbub.errors import TransportError, TransportUnavailable
+from hubbub.errors import TransportUnavailable
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_QUEUE,
@@ -51,20 +51,10 @@ from hubbub.transports.base import Outgoing, SyncPublisher
 if TYPE_CHECKING:
     from hubbub.transports.amqp import AMQPTransport
 
-MAX_CONNECTIONS = 64  # threads past this many wait for a connection to come back
-STALE = 1.0  # seconds idle after which a pooled connection is looked at before use
-# Seconds idle after which a pooled connection is not trusted at all: with no heartbeats, a
-# connection a firewall or NAT dropped in silence would look open until a publish timed out.
+# Seconds idle after which a connection is not trusted: with no heartbeats, a connection a
+# firewall or NAT dropped in silence would look open until a publish timed out.
 RETIRE = 30.0
-NO_ROUTE = 312  # the reply code of a mandatory message that no queue took
 _PERSISTENT = 2
-# Not "connection.blocked": py-amqp reads the socket before every publish for its notice (two
-# mode switches and a recv). A blocked connection shows as a confirm that does not come in
-# publish_timeout, and the error names memory and disk alarms.
-_CAPABILITIES = {"consumer_cancel_notify": True, "authentication_failure_close": True,
-                 "connection.blocked": False}
-# What the client raises when the connection or the socket fails.
-_LOST = (OSError, EOFError)
 # The async driver's TLS options: a URL with them keeps sync sends on the loop (``direct``).
 _TLS_OPTIONS = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
 
@@ -91,80 +81,22 @@ def options(url: str, *, connect_timeout: float, publish_timeout: float) -> dict
         "ssl": {"context": {"check_hostname": True}, "server_hostname": parts.hostname}
         if tls else False,
         "connect_timeout": max(0.5, min(connect_timeout, 5.0)),
-        # The kernel's timeouts (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket bound a
-        # publish and its confirm: a Python-level timeout would poll before every recv and
-        # switch the socket's mode (a syscall, and a GIL hand-over, each) twice per wait.
+        # The kernel's timeouts (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket bound the
+        # handshake's reads and every write; a Python-level timeout would poll before every
+        # recv and switch the socket's mode (a syscall each) twice per call. A confirm's
+        # wait is bounded by the pipe.
         "read_timeout": publish_timeout,
         "write_timeout": publish_timeout,
-        # No heartbeats: nothing answers them while a connection sits in the pool; one the
-        # broker closed meanwhile is found when it is next taken, and one idle for long is
-        # replaced (``alive``).
+        # No heartbeats (nothing sends them while a connection is idle): one the broker
+        # closes is seen by its reader thread at once, and one idle for long is replaced.
         "heartbeat": 0,
-        "confirm_publish": True,
         "client_properties": {"connection_name": f"hubbub producer {os.getpid()}"},
     }
 
 
-def _slots() -> queue.SimpleQueue[None]:
-    """MAX_CONNECTIONS tokens: a semaphore whose get and put are C calls (a
-    threading.Semaphore costs two Python-level lock round trips per publish)."""
-    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
-    for _ in range(MAX_CONNECTIONS):
-        tokens.put(None)
-    return tokens
-
-
-class _Conn:
-    """One blocking connection and its confirming channel; used by one thread at a time."""
-
-    __slots__ = ("channel", "conn", "used_at", "where")
-
-    def __init__(self, conn: Any, where: str) -> None:
-        self.conn, self.where = conn, where
-        conn.negotiate_capabilities = _CAPABILITIES
-        try:
-            conn.connect()
-            self.channel = conn.channel()
-        except BaseException:
-            self.abort()
-            raise
-        self.used_at = time.monotonic()
-
-    def alive(self) -> bool:
-        """Open, as far as a look at its socket tells (the broker may have closed it while
-        it sat in the pool: a restart, an operator), and not idle long enough to have been
-        dropped in silence."""
-        idle = time.monotonic() - self.used_at
-        if idle > RETIRE:
-            return False
-        if idle > STALE:
-            try:
-                self.conn.drain_events(timeout=0)
-            except TimeoutError:
-                pass  # nothing to read: open
-            except (amqp.exceptions.AMQPError, *_LOST):
-                return False
-        return bool(self.conn.connected and self.channel.is_open)
-
-    def abort(self) -> None:
-        """Close the socket now, without the closing handshake a silent broker never ends."""
-        with contextlib.suppress(Exception):
-            self.conn.collect()
-
-    def close(self, within: float = 1.0) -> None:
-        """Close politely within ``within`` seconds, else abort."""
-        if within <= 0:
-            self.abort()
-            return
-        try:
-            with self.conn.transport.having_timeout(within):
-                self.conn.close()
-        except Exception:  # a connection being thrown away
-            self.abort()
-
-
 class AMQPSyncPublisher(SyncPublisher):
-    """The transport's ``publish`` from plain threads, one confirm per message.
+    """The transport's ``publish`` from plain threads, over one shared connection with
+    many confirms in flight.
 
     Args:
         transport: the connected transport whose queues and options it uses.
@@ -178,8 +110,8 @@ class AMQPSyncPublisher(SyncPublisher):
                                  publish_timeout=transport.publish_timeout) for u in self._urls]
         self._next = 0
         self._names: dict[str, str] = {}  # queue -> its AMQP queue, for names checked
-        self._idle: collections.deque[_Conn] = collections.deque()
-        self._slots = _slots()
+        self._pipe: Pipe | None = None
+        self._opening = threading.Lock()  # one thread replaces the connection
         self._pid = os.getpid()
         self._closed = False
 
@@ -224,62 +156,31 @@ class AMQPSyncPublisher(SyncPublisher):
         asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _send(self, exchange: str, key: str, message: Any) -> None:
-        if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
-            self._idle, self._pid, self._slots = collections.deque(), os.getpid(), _slots()
-        timeout = self._transport.publish_timeout
-        self._slots.get()  # blocks while MAX_CONNECTIONS threads are publishing
-        try:
-            c = self._take()
-            try:
-                c.channel.basic_publish(message, exchange, key, mandatory=True)
-            except BaseException as exc:
-                # Whatever failed, the channel may still owe a confirm: never reuse it.
-                c.abort()
-                translated = self._translate(exc, c.where, timeout)
-                if translated is exc:
-                    raise
-                raise translated from exc
-            c.used_at = time.monotonic()
-            if self._closed or self._pid != os.getpid():
-                c.close()
-            else:
-                self._idle.append(c)
-        finally:
-            self._slots.put(None)
+        if self._pid != os.getpid():  # a forked child: the parent's socket is not ours (nor
+            # its reader thread): dropped unclosed, as shutting it would cut the parent's.
+            self._pipe, self._opening, self._pid = None, threading.Lock(), os.getpid()
+        pipe = self._pipe
+        if pipe is None or pipe.failed is not None or time.monotonic() - pipe.used_at > RETIRE:
+            pipe = self._replace(pipe)
+        pipe.send(exchange, key, message)
 
-    @staticmethod
-    def _translate(exc: BaseException, where: str, timeout: float) -> BaseException:
-        errors = amqp.exceptions
-        if isinstance(exc, TimeoutError) or (  # the confirm's wait; the write's
-                isinstance(exc, OSError) and exc.errno == errno.EAGAIN):
-            return TransportUnavailable(
-                f"RabbitMQ at {where} did not confirm a publish within {timeout:g}s; is it "
-                "reachable, and free of memory or disk alarms?")
-        if isinstance(exc, errors.ChannelError) and exc.reply_code == NO_ROUTE:
-            return TransportError(f"RabbitMQ at {where} returned a message as unroutable; was "
-                                  "its queue deleted while this process ran?")
-        if isinstance(exc, errors.MessageNacked):
-            return TransportUnavailable(f"RabbitMQ at {where} refused (nack) a message; "
-                                        "retrying on a new connection")
-        if isinstance(exc, errors.ChannelError):
-            return TransportError(f"RabbitMQ at {where}: {redact(str(exc))}")
-        if isinstance(exc, (errors.AMQPError, *_LOST)):
-            return TransportUnavailable(f"RabbitMQ at {where}: "
-                                        f"{redact(str(exc)) or type(exc).__name__}")
-        return exc
+    def _replace(self, old: Pipe | None) -> Pipe:
+        """The connection, open and usable: a new one for one that failed or sat idle past
+        ``RETIRE`` (closed politely if it answers at once, else aborted)."""
+        with self._opening:
+            pipe = self._pipe
+            if pipe is not old and pipe is not None and pipe.failed is None:
+                return pipe  # replaced by another thread meanwhile
+            if self._closed:
+                raise TransportUnavailable(f"the RabbitMQ transport {self._transport.url} "
+                                           "was closed; connect it again to send")
+            self._pipe = None
+            if pipe is not None:
+                pipe.close(0.2)
+            pipe = self._pipe = self._open()
+            return pipe
 
-    def _take(self) -> _Conn:
-        """A pooled connection that is still open, or a new one."""
-        while True:
-            try:
-                c = self._idle.pop()
-            except IndexError:
-                return self._open()
-            if c.alive():
-                return c
-            c.close(0.2)  # politely if it answers at once (a retired one), else aborted
-
-    def _open(self) -> _Conn:
+    def _open(self) -> Pipe:
         """A new connection, trying the URLs in turn with backoff for ``connect_timeout``."""
         deadline = time.monotonic() + self._transport.connect_timeout
         pause, failures = 0.05, []
@@ -287,8 +188,9 @@ class AMQPSyncPublisher(SyncPublisher):
             index = self._next % len(self._urls)
             where = redact(self._urls[index])
             try:
-                return _Conn(amqp.Connection(**self._options[index]), where)
-            except (amqp.exceptions.AMQPError, *_LOST) as exc:
+                return Pipe(amqp.Connection(**self._options[index]), where,
+                            self._transport.publish_timeout)
+            except (amqp.exceptions.AMQPError, *LOST) as exc:
                 failures.append(f"{where}: {redact(str(exc)) or type(exc).__name__}")
                 self._next += 1
             if self._next % len(self._urls) == 0:  # a full round failed: back off
@@ -300,10 +202,10 @@ class AMQPSyncPublisher(SyncPublisher):
                 pause = min(pause * 2, 2.0)
 
     def close(self) -> None:
-        """Close the pooled connections; those in use close when handed back."""
-        self._closed = True
-        if self._pid != os.getpid():
-            return
-        deadline = time.monotonic() + 1.0  # a silent broker: one second for them all
-        while self._idle:
-            self._idle.pop().close(deadline - time.monotonic())
+        """Close the connection and end its reader thread; a send still waiting for its
+        confirm fails."""
+        with self._opening:
+            self._closed = True
+            pipe, self._pipe = self._pipe, None
+        if pipe is not None and self._pid == os.getpid():
+            pipe.close(1.0)  # a silent broker: one second
