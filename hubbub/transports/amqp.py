@@ -214,11 +214,11 @@ class AMQPTransport(Transport):
                 await self._queues.prepare(item.queue, item.eta is not None)
 
     def sync_publisher(self) -> SyncPublisher | None:
-        """Publishes on the calling thread over pooled blocking connections (py-amqp, in the
-        ``amqp`` extra); None before ``connect()``, without py-amqp, and with TLS options in
-        the URL."""
+        """Publishes on the calling thread over one blocking connection per process that all
+        threads share, their confirms pipelined (py-amqp, in the ``amqp`` extra); None before
+        ``connect()``, without py-amqp, and with TLS options in the URL."""
         if self._sync is None and self._loop is not None and self._direct:
-            with self._sync_lock:  # callers' threads: one pool, not one per racing thread
+            with self._sync_lock:  # callers' threads: one publisher, not one per racing thread
                 if self._sync is None:
                     self._sync = AMQPSyncPublisher(self, self._loop)
         return self._sync
