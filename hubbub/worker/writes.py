@@ -6,6 +6,11 @@ pass (the broker or the store is down) is kept and retried with backoff; the del
 holds stay leased (the renewer asks for them). A write that can never succeed for one item
 (a result that cannot be encoded, a retry the broker refuses) settles that item alone, so
 one bad item never blocks everyone else's acks.
+
+Fewer, bigger writes: a STARTED record waits ``STARTED_WAIT`` in the buffer, where a short
+task's SUCCESS replaces it (a longer task's is written then); a flush lets the loop turn
+``GATHER`` times for the outcomes already on their way; and a store that shares the
+broker's database (SQLite on one file) writes a flush's records and acks in one transaction.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
 # worker is closing): a short task's SUCCESS replaces it there, so its worker makes one
 # store write, not two, and a STARTED alone never starts a flush of its own sooner.
 STARTED_WAIT = 0.005
-# A flush waits this many seconds after the write that wanted it (unless the worker is
-# closing), or until GATHER_MAX deliveries are settled, whichever comes first: the tasks
-# finishing meanwhile go with it, in one store write and one ack, not a flush each.
-GATHER = 0.001
+# A flush lets the event loop turn this many times after the write that wanted it (unless
+# the worker is closing, or GATHER_MAX deliveries are settled): the outcomes already waiting
+# to be read (a prefork child's batch of results) go with it, in one store write and one
+# ack, not a flush each. Turns, not a timer: waiting a millisecond stalled the worker, whose
+# fetching pauses while finished tasks wait for their acks (measured: 8-20% fewer tasks/s).
+GATHER = 3
 GATHER_MAX = 64
 
 
@@ -115,7 +122,6 @@ class WriteBuffer:
         # was first queued at, and the timer that flushes the oldest when it is due
         self._started: dict[str, float] = {}
         self._started_due: asyncio.TimerHandle | None = None
-        self._gathering: asyncio.Future[None] | None = None  # -- see GATHER
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -160,8 +166,6 @@ class WriteBuffer:
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._pending.ack.extend(deliveries)
         self._wanted.set()
-        if self._gathering is not None and len(self._pending.ack) >= GATHER_MAX:
-            _resolve(self._gathering)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._pending.dead.append(DeadLetterRequest(delivery, cap(reason)))
@@ -177,8 +181,6 @@ class WriteBuffer:
 
     def wake(self) -> None:
         self._wanted.set()
-        if self._gathering is not None:
-            _resolve(self._gathering)
 
     # -- limits --
     def release_until(self, delivery: Delivery, at: float) -> None:
@@ -258,17 +260,12 @@ class WriteBuffer:
                 return
 
     async def _gather(self) -> None:
-        """Wait up to GATHER seconds for GATHER_MAX deliveries to settle (see GATHER)."""
-        if self.closing or GATHER <= 0 or len(self._pending.ack) >= GATHER_MAX:
-            return
-        loop = asyncio.get_running_loop()
-        self._gathering = waiter = loop.create_future()
-        timer = loop.call_later(GATHER, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._gathering = None
+        """Let the loop turn up to GATHER times while fewer than GATHER_MAX deliveries are
+        settled and the worker is not closing (see GATHER)."""
+        for _ in range(GATHER):
+            if self.closing or len(self._pending.ack) >= GATHER_MAX:
+                return
+            await asyncio.sleep(0)
 
     async def _flush(self, batch: _Batch) -> None:
         # Each step empties its part of the batch once it went through, so that a retry of a
@@ -387,11 +384,6 @@ class WriteBuffer:
     async def _store_batch(self, records: Sequence[ResultRecord]) -> None:
         assert self.results is not None
         await self.results.store(records, ttl=self.result_ttl)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
