@@ -213,7 +213,11 @@ class WriteBuffer:
     async def settled(self) -> None:
         """Return once every finished delivery queued so far is acked, released or
         dead-lettered (a failing store is retried by the flusher meanwhile)."""
-        while self.unsettled():
+        # Releases too: a message run alone gives back what it held with it, and if it then
+        # kills the worker, a release not yet written leaves those deliveries counted as
+        # attempts (one more death makes a bystander look like a poison message).
+        while self.unsettled() or any(b.release or b.later for b in (
+                self._pending, self._flushing) if b is not None):
             self._wanted.set()
             self.flushed.clear()  # the next flush that goes through, or a second, then look
             with contextlib.suppress(TimeoutError):
