@@ -318,6 +318,11 @@ class SQLiteFile:
             self._shared, self._pid = shared, os.getpid()
         return self._shared
 
+    def same_file(self, other: SQLiteFile) -> bool:
+        """Whether ``other`` views this file: then, in one process, both write on one
+        connection, and one transaction may hold writes of both."""
+        return self._key == other._key
+
     async def open(self) -> None:
         await self.call(lambda _conn: None)
 

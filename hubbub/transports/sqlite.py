@@ -105,6 +105,8 @@ _CLAIM_ONE = (_LEASE + " IN (SELECT seq FROM hubbub_messages"  # noqa: S608
               " INDEXED BY hubbub_messages_order"
               f" WHERE queue = ? AND {_DUE} ORDER BY priority DESC, seq LIMIT ?)" + _LEASED)
 
+_ACK = "DELETE FROM hubbub_messages WHERE seq = ? AND token = ?"
+
 _ANY_DUE = ("SELECT 1 FROM hubbub_messages INDEXED BY hubbub_messages_order"  # noqa: S608
             f" WHERE queue = ? AND {_DUE} LIMIT 1")
 
@@ -246,12 +248,13 @@ class SQLiteTransport(Transport):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            receipts = [d.receipt for d in deliveries]
-            await self.db.write(
-                lambda c: c.executemany(
-                    "DELETE FROM hubbub_messages WHERE seq = ? AND token = ?", receipts
-                )
-            )
+            await self.db.write(lambda c: self.ack_in(c, deliveries))
+
+    def ack_in(self, conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+        """``ack``'s statement on ``conn``, inside the caller's write transaction: the result
+        store on the same file commits a flush's records and the acks that follow them at
+        once (``SQLiteResults.store_and_ack``)."""
+        conn.executemany(_ACK, [d.receipt for d in deliveries]).close()
 
     async def release(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         if deliveries:

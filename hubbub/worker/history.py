@@ -48,6 +48,13 @@ def preview(args: Sequence[Any], kwargs: Mapping[str, Any], names: Sequence[str]
         The text, and whether it is exactly the arguments (nothing masked, cut or
         changed by the encoding: ``json`` of it gives back ``args`` and ``kwargs``).
     """
+    if not args and not kwargs:  # a task without arguments, the common case: one answer
+        return _NO_ARGUMENTS
+    return _preview(args, kwargs, names)
+
+
+def _preview(args: Sequence[Any], kwargs: Mapping[str, Any], names: Sequence[str]
+             ) -> tuple[str, bool]:
     plain = {"args": list(args), "kwargs": dict(kwargs)}
     shown = _masked(plain)
     shown["args"] = [MASK if i < len(names) and _SECRET_KEY.search(names[i]) else arg
@@ -73,6 +80,9 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     return value
+
+
+_NO_ARGUMENTS = _preview((), {}, ())
 
 
 @functools.lru_cache(maxsize=1024)

@@ -6,6 +6,11 @@ pass (the broker or the store is down) is kept and retried with backoff; the del
 holds stay leased (the renewer asks for them). A write that can never succeed for one item
 (a result that cannot be encoded, a retry the broker refuses) settles that item alone, so
 one bad item never blocks everyone else's acks.
+
+Fewer, bigger writes: a STARTED record waits ``STARTED_WAIT`` in the buffer, where a short
+task's SUCCESS replaces it (a longer task's is written then); a flush lets the loop turn
+``GATHER`` times for the outcomes already on their way; and a store that shares the
+broker's database (SQLite on one file) writes a flush's records and acks in one transaction.
 """
 
 from __future__ import annotations
@@ -31,6 +36,17 @@ log = logging.getLogger("hubbub.worker")
 T = TypeVar("T")
 
 RETRY_IO = (0.1, 5.0)  # backoff bounds, seconds, when the broker or store fails
+# A STARTED record waits this many seconds in the buffer before it is written (unless the
+# worker is closing): a short task's SUCCESS replaces it there, so its worker makes one
+# store write, not two, and a STARTED alone never starts a flush of its own sooner.
+STARTED_WAIT = 0.005
+# A flush lets the event loop turn this many times after the write that wanted it (unless
+# the worker is closing, or GATHER_MAX deliveries are settled): the outcomes already waiting
+# to be read (a prefork child's batch of results) go with it, in one store write and one
+# ack, not a flush each. Turns, not a timer: waiting a millisecond stalled the worker, whose
+# fetching pauses while finished tasks wait for their acks (measured: 8-20% fewer tasks/s).
+GATHER = 3
+GATHER_MAX = 64
 
 
 @dataclass(slots=True)
@@ -102,12 +118,50 @@ class WriteBuffer:
         self._pending = _Batch()
         self._flushing: _Batch | None = None
         self._wanted = asyncio.Event()
+        # -- see STARTED_WAIT: the pending STARTED records' ids, each with the loop time it
+        # was first queued at, and the timer that flushes the oldest when it is due
+        self._started: dict[str, float] = {}
+        self._started_due: asyncio.TimerHandle | None = None
 
     # -- queueing ----------------------------------------------------------------------------
 
     def record(self, record: ResultRecord) -> None:
         self._pending.records[record.id] = record
+        if record.state != State.STARTED:
+            self._started.pop(record.id, None)
+            self._wanted.set()
+            return
+        loop = asyncio.get_running_loop()
+        self._started.setdefault(record.id, loop.time())
+        if not self._wanted.is_set() and self._started_due is None:
+            self._started_due = loop.call_later(STARTED_WAIT, self._started_wanted)
+
+    def _started_wanted(self) -> None:
+        self._started_due = None
         self._wanted.set()
+
+    def _take(self) -> _Batch:
+        """The pending writes to flush now, but STARTED records queued less than
+        STARTED_WAIT ago, which stay pending (the timer flushes them when due)."""
+        batch, self._pending = self._pending, _Batch()
+        if self._started_due is not None:
+            self._started_due.cancel()
+            self._started_due = None
+        if not self._started or self.closing:
+            self._started = {}
+            return batch
+        loop = asyncio.get_running_loop()
+        due = loop.time() - STARTED_WAIT + 0.001  # a record this close to due goes now
+        young = {id: at for id, at in self._started.items() if at > due
+                 and (record := batch.records.get(id)) is not None
+                 and record.state == State.STARTED}
+        self._started = young
+        for id in young:
+            self._pending.records[id] = batch.records.pop(id)
+        if young:
+            self._started_due = loop.call_at(min(young.values()) + STARTED_WAIT,
+                                             self._started_wanted)
+        return batch
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._pending.ack.extend(deliveries)
@@ -159,7 +213,11 @@ class WriteBuffer:
     async def settled(self) -> None:
         """Return once every finished delivery queued so far is acked, released or
         dead-lettered (a failing store is retried by the flusher meanwhile)."""
-        while self.unsettled():
+        # Releases too: a message run alone gives back what it held with it, and if it then
+        # kills the worker, a release not yet written leaves those deliveries counted as
+        # attempts (one more death makes a bystander look like a poison message).
+        while self.unsettled() or any(b.release or b.later for b in (
+                self._pending, self._flushing) if b is not None):
             self._wanted.set()
             self.flushed.clear()  # the next flush that goes through, or a second, then look
             with contextlib.suppress(TimeoutError):
@@ -180,8 +238,9 @@ class WriteBuffer:
         delay = RETRY_IO[0]
         while True:
             await self._wanted.wait()
+            await self._gather()
             self._wanted.clear()
-            batch, self._pending = self._pending, _Batch()
+            batch = self._take()
             self._flushing = batch
             try:
                 await self._flush(batch)
@@ -203,6 +262,14 @@ class WriteBuffer:
                 self._flushing = None
             if self.closing and not self._pending:
                 return
+
+    async def _gather(self) -> None:
+        """Let the loop turn up to GATHER times while fewer than GATHER_MAX deliveries are
+        settled and the worker is not closing (see GATHER)."""
+        for _ in range(GATHER):
+            if self.closing or len(self._pending.ack) >= GATHER_MAX:
+                return
+            await asyncio.sleep(0)
 
     async def _flush(self, batch: _Batch) -> None:
         # Each step empties its part of the batch once it went through, so that a retry of a
@@ -234,7 +301,11 @@ class WriteBuffer:
                     batch.records[record.id] = record
             batch.retries = []
         if batch.records and self.results is not None:
-            await self._store(list(batch.records.values()))
+            records = list(batch.records.values())
+            if batch.ack and await self._store_and_ack(records, batch.ack):
+                batch.ack = []
+            else:
+                await self._store(records)
         batch.records = {}
         for what, send, items in (("release", self.transport.release, batch.release),
                                   ("ack", self.transport.ack, batch.ack)):
@@ -277,6 +348,26 @@ class WriteBuffer:
         done = {id(item) for item in batch.early_items}
         batch.followups = [f for f in batch.followups if id(f) not in done]
         batch.early_items = []
+
+    async def _store_and_ack(self, records: list[ResultRecord], acks: list[Delivery]) -> bool:
+        """Store ``records`` and ack ``acks`` in one write, where the store can do so with
+        this broker (``store_and_ack``: the SQLite store on the broker's file); False when
+        nothing was written, and the records and acks go their own ways (one by one if one
+        of them can never be written).
+
+        Raises:
+            HubbubError: a failure that may pass; neither was written.
+        """
+        joint = getattr(type(self.results), "store_and_ack", None)  # a proxy's: not that
+        if joint is None:
+            return False
+        try:
+            return bool(await joint(self.results, records, ttl=self.result_ttl,
+                                    transport=self.transport, deliveries=acks))
+        except Exception as exc:
+            if not _permanent(exc):
+                raise
+            return False
 
     async def _store(self, records: list[ResultRecord]) -> None:
         assert self.results is not None

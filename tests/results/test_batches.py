@@ -77,3 +77,20 @@ async def test_thousands_of_records_are_stored_and_read_in_one_call_each(
     found = await results.get([*ids, "absent"])
     assert [found[i].value for i in ids] == list(range(2500))
     assert "absent" not in found
+
+
+async def test_the_attempt_that_ended_in_success_reads_back_whole(
+        results: ResultBackend) -> None:
+    # The SQLite store makes it again from the history row instead of writing it.
+    retry = Attempt(1, 10.0, "w1", "RETRY", "ValueError: no", 2.0)
+    success = Attempt(2, 20.0, "w2", "SUCCESS")
+    await results.store([ResultRecord("t3", State.RETRY, task="t", worker="w1",
+                                      finished_at=10.0, attempt=retry)], ttl=60)
+    await results.store([ResultRecord("t3", State.SUCCESS, task="t", worker="w2", retries=1,
+                                      value=1, started_at=19.0, finished_at=20.0,
+                                      attempt=success)], ttl=60)
+    assert (await results.history_detail("t3")).attempts == [retry, success]
+    odd = Attempt(1, 30.0, "w3", "SUCCESS")  # ended at another instant than the record says
+    await results.store([ResultRecord("t4", State.SUCCESS, task="t", worker="w3", value=1,
+                                      finished_at=31.0, attempt=odd)], ttl=60)
+    assert (await results.history_detail("t4")).attempts == [odd]
