@@ -8,6 +8,7 @@ delivery alone (see :meth:`HeldSet.alone`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class HeldSet:
         self._held: dict[int, Held] = {}
         self._alone: Held | None = None  # a last-chance delivery running by itself
         self._changed = asyncio.Event()  # set whenever a held delivery leaves
+        self._fetches = 0  # fetches under way: what they claim must not run beside _alone
 
     def __len__(self) -> int:
         return len(self._held)
@@ -78,6 +80,17 @@ class HeldSet:
             if one.runner is not None:
                 one.runner.cancel()
 
+    @contextlib.contextmanager
+    def fetching(self) -> Iterator[None]:
+        """Around a fetch and the admission (or, while a message runs alone, the giving
+        back) of what it claimed: :meth:`alone` waits for it."""
+        self._fetches += 1
+        try:
+            yield
+        finally:
+            self._fetches -= 1
+            self._changed.set()
+
     def unstarted(self) -> list[Held]:
         return [h for h in self._held.values() if h.started_at is None]
 
@@ -105,7 +118,12 @@ class HeldSet:
         self.let_go(others)
         if others:
             await give_back([h.delivery for h in others])
-        while any(h is not held and h.started_at is not None for h in self._held.values()):
+        # A fetch already under way (waiting on the broker) may still claim messages, the
+        # very ones just given back among them: they are given back too as it returns (see
+        # the worker's admission), and this one waits for that, or a death now would count
+        # as one more delivery of each.
+        while self._fetches or any(h is not held and h.started_at is not None
+                                   for h in self._held.values()):
             await self._wait_change()
 
     def done_alone(self, held: Held) -> bool:

@@ -301,26 +301,34 @@ class WorkerLoop(RemoteControl):
                     look = loop.call_later(ROOM_LOOK, lane.room.set)
                 await lane.room.wait()
                 continue
-            try:
-                deliveries = await transport.fetch(
-                    lane.queues, limit=room, lease=self.lease,
-                    wait=IDLE_FETCH_WAIT if self.stop_when_idle else FETCH_WAIT)
-                delay = RETRY_IO[0]
-                if not deliveries and self.stop_when_idle and await self._idle(transport):
-                    idle_looks += 1
-                    if idle_looks >= IDLE_LOOKS:
-                        self._stopping.set()
-                else:
-                    idle_looks = 0
-            except Exception as exc:  # a broker outage, or a transport bug on odd data
-                if not isinstance(exc, HubbubError):
-                    log.error("fetch from %s raised %r", lane.queues, exc, exc_info=exc)
-                log.warning("fetch failed (%s); retrying in %.1fs", redact(str(exc)), delay)
+            failed: Exception | None = None
+            with self._held.fetching():  # what it claims must not run beside a lone message
+                try:
+                    deliveries = await transport.fetch(
+                        lane.queues, limit=room, lease=self.lease,
+                        wait=IDLE_FETCH_WAIT if self.stop_when_idle else FETCH_WAIT)
+                except Exception as exc:  # a broker outage, or a transport bug on odd data
+                    failed, deliveries = exc, []
+                if deliveries and self._held.isolating:
+                    # Claimed while a message runs alone: back to the broker (not an attempt)
+                    # before it starts, or its death would count against these too.
+                    self._io.writes.release(deliveries)
+                elif deliveries:
+                    await self._admit(deliveries, lane)
+            if failed is not None:
+                if not isinstance(failed, HubbubError):
+                    log.error("fetch from %s raised %r", lane.queues, failed, exc_info=failed)
+                log.warning("fetch failed (%s); retrying in %.1fs", redact(str(failed)), delay)
                 await _first(asyncio.sleep(delay), self._stopping.wait())
                 delay = min(delay * 2, RETRY_IO[1])
                 continue
-            if deliveries:
-                await self._admit(deliveries, lane)
+            delay = RETRY_IO[0]
+            if not deliveries and self.stop_when_idle and await self._idle(transport):
+                idle_looks += 1
+                if idle_looks >= IDLE_LOOKS:
+                    self._stopping.set()
+            else:
+                idle_looks = 0
         if look is not None:
             look.cancel()
 
