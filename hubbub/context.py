@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hubbub.codecs import json_dumps, pack
@@ -108,6 +108,29 @@ class TaskContext:
             except Exception as exc:
                 raise TypeError(f"update_state meta cannot be stored: {exc}") from None
         report(self.id, state, data)
+
+
+# The slots of a TaskContext, filled through their descriptors, one call each: what its
+# frozen dataclass __init__ does one object.__setattr__ call at a time, at twice the cost.
+(_ID, _TASK, _RETRIES, _MAX_RETRIES, _QUEUE, _ROOT_ID, _PARENT_ID, _GROUP_ID,
+ _HEADERS) = (getattr(TaskContext, f.name).__set__ for f in fields(TaskContext))
+
+
+def task_context(id: str, task: str, retries: int, max_retries: int, queue: str,
+                 root_id: str | None, parent_id: str | None, group_id: str | None,
+                 headers: dict[str, Any]) -> TaskContext:
+    """``TaskContext(...)`` with every field given, made faster: every task builds one."""
+    ctx: TaskContext = object.__new__(TaskContext)
+    _ID(ctx, id)
+    _TASK(ctx, task)
+    _RETRIES(ctx, retries)
+    _MAX_RETRIES(ctx, max_retries)
+    _QUEUE(ctx, queue)
+    _ROOT_ID(ctx, root_id)
+    _PARENT_ID(ctx, parent_id)
+    _GROUP_ID(ctx, group_id)
+    _HEADERS(ctx, headers)
+    return ctx
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hubbub.worker")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Held:
     """A delivery the worker holds, and what became of it."""
 

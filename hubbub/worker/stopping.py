@@ -51,6 +51,9 @@ class Stoppable:
         job: the job it stands for.
     """
 
+    __slots__ = ("_fired", "_stop", "_task", "_winner", "cancelled", "job", "over", "reason",
+                 "started")
+
     def __init__(self, job: Job) -> None:
         self.job = job
         self.reason = ""

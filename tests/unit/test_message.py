@@ -467,3 +467,51 @@ def test_a_new_id_is_a_random_uuid4_in_hex() -> None:
     for value in ids:
         parsed = uuid.UUID(hex=value)
         assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+
+
+# -- the quick path of a usual message ---------------------------------------------------------
+
+
+def test_a_plain_message_decodes_to_the_envelope_it_was_encoded_from_every_time() -> None:
+    envelope = Envelope("t", (1, "two", [3.5]), {"k": {"nested": None}}, queue="q",
+                        expires=1_700_000_000.5, headers={"h": 1})
+    data = encode(envelope, JSON)
+
+    # The first decode checks each field; later ones of the same field types take the quick
+    # path, and must give the same envelope.
+    assert [decode(data) for _ in range(3)] == [envelope] * 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"task": ""}, "field 'task' is empty"),
+        ({"id": ""}, "field 'id' is empty"),
+        ({"queue": ""}, "field 'queue' is empty"),
+        ({"retries": -1}, "field 'retries' is negative"),
+        ({"max_retries": -2}, "field 'max_retries' is negative"),
+        ({"args": {"a": 1}}, "'args' must be a list"),
+        ({"kwargs": [1]}, "'kwargs' must be an object"),
+        ({"args": ...}, "'args' must be a list"),
+    ],
+)
+def test_a_bad_message_is_refused_after_good_ones_of_the_same_field_types(
+        changes: dict[str, Any], error: str) -> None:
+    decode(body_bytes())  # its field types are known now: the quick path is tried first
+    with pytest.raises(MessageError, match=error):
+        decode(body_bytes(**changes))
+
+
+def test_a_plain_json_message_is_refused_by_a_worker_that_does_not_accept_json() -> None:
+    decode(body_bytes())
+    with pytest.raises(MessageError, match="not accepted"):
+        decode(body_bytes(), accept=frozenset({"msgpack"}))
+
+
+def test_tagged_arguments_and_a_canvas_are_unpacked_after_plain_messages() -> None:
+    when = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)
+    plain = Envelope("t", (1,), {})
+    tagged = Envelope("t", (when,), {"at": when}, canvas={"chain": [{"when": when}]})
+    decode(encode(plain, JSON))
+
+    assert decode(encode(tagged, JSON)) == tagged

@@ -13,7 +13,7 @@ from hubbub.job import Crashed, Failed, Rejected, Succeeded, Terminated, TimedOu
 from hubbub.message import Envelope
 from hubbub.results.base import ErrorInfo, State
 from hubbub.task import TaskOptions
-from hubbub.worker.settlement import MAX_COUNTDOWN, backoff, settle, unretryable
+from hubbub.worker.settlement import MAX_COUNTDOWN, Verdict, backoff, settle, unretryable
 
 NOW = 1_000_000.0
 SPEC = TaskOptions("t.work", retries=3, retry_backoff=2.0, retry_backoff_max=60.0,
@@ -34,6 +34,12 @@ def test_success_records_the_value_and_acks() -> None:
     assert verdict.value == 41
     assert verdict.retry is None
     assert verdict.dead_reason is None
+
+
+def test_a_success_verdict_has_every_field_the_verdict_class_would_give_it() -> None:
+    # Built field by field (every task's path): nothing differs from the class's defaults.
+    verdict = settle(envelope(), SPEC, Succeeded([1, "x"], 0.1), NOW, queue="default")
+    assert verdict == Verdict(State.SUCCESS, value=[1, "x"])
 
 
 def test_a_retryable_failure_is_retried_with_exponential_backoff() -> None:

@@ -98,6 +98,28 @@ class AsyncPool(Pool):
         finally:
             self._running.remove(stop)
 
+    def submit(self, job: Job) -> asyncio.Future[Outcome] | None:
+        """An ``async def`` job starts now as one asyncio task of its own, which the worker
+        settles by a callback: no task of the worker's around it, nor a coroutine awaiting
+        another (the worker's slot is its admission). A sync job goes the long way (``run``).
+        """
+        assert self._hub is not None, "pool not started"
+        task = self._hub.tasks[job.task]
+        if not task.is_async:
+            return None
+        return asyncio.get_running_loop().create_task(self._on_loop_alone(task, job))
+
+    async def _on_loop_alone(self, task: Any, job: Job) -> Outcome:
+        """``run`` for an ``async def`` job, in the asyncio task ``submit`` made for it."""
+        stop = self._running.add(job)
+        me = asyncio.current_task()
+        self._on_loop[me] = job  # type: ignore[index]  # a task runs this, ``me`` is it
+        try:
+            return await on_loop(task, job, stop)
+        finally:
+            del self._on_loop[me]  # type: ignore[arg-type]
+            self._running.remove(stop)
+
     async def cancel(self, job_id: str, reason: str) -> bool:
         """Cancel the job's coroutine, or raise ``TerminateRequested`` in a sync job's thread;
         it is reported ``Terminated``. A coroutine that catches the cancellation and goes on
