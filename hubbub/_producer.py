@@ -214,8 +214,8 @@ class Producer:
     async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
         """Encode and publish from any loop, on that loop's own connections (opened by its
         first send, closed when it shuts down: see ``_loop_client``), task-sent events
-        included: no hop to another thread. On the bridge loop (sync callers), on the
-        bridge's connections.
+        included: nothing is handed to the bridge thread. On the bridge loop (sync
+        callers), on the bridge's connections.
 
         Returns:
             The unique envelopes that were not sent because another live job holds their
