@@ -3,6 +3,7 @@ that is not the hub's bridge loop, this tree against another (issue #18).
 
     python bench/async_producers.py --old /tmp/old-tree                 # median of 3 runs
     python bench/async_producers.py --old /tmp/old-tree --runs 5 --calls 3000 --fresh 100
+    python bench/async_producers.py --old /tmp/old-tree --rows loop-events --runs 9
 
 Rows, each the median of ``--runs`` runs, each run in a fresh process per tree
 (``PYTHONPATH`` set to it), the trees in turns so other work on the machine hits both alike:
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--fresh", type=int, default=100)
+    parser.add_argument("--rows", nargs="+", choices=MODES, default=MODES)
     parser.add_argument("--child", choices=MODES)
     args = parser.parse_args()
     if args.child:
@@ -102,7 +104,7 @@ def main() -> None:
     print(f"Redis {REDIS}, {args.calls} sends per loop, {args.fresh} fresh loops, "
           f"median of {args.runs} runs (old {args.old}, new {new})")
     print(f"{'row':<14} {'old':>10} {'new':>10} {'new/old':>8}")
-    for mode in MODES:
+    for mode in args.rows:
         samples: dict[str, list[float]] = {"old": [], "new": []}
         for run in range(args.runs):
             order = [("old", args.old), ("new", new)]

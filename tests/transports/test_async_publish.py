@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hubbub import Hub, TransportUnavailable
+from hubbub import ConfigurationError, Hub, TransportUnavailable
 from hubbub._bridge import Bridge
 from hubbub._client import LoopClient
 from hubbub.testing import drain
@@ -222,5 +222,16 @@ def test_a_sync_send_still_goes_through_the_bridge_loop_when_it_must(url: str) -
         noop.delay()
         assert bridge._loop is not None  # connected, and emitted task-sent, there
         assert hub._loop_clients.get(bridge.loop()) is None
+    finally:
+        hub.close()
+
+
+def test_configure_is_refused_once_a_loop_has_sent(url: str) -> None:
+    hub = Hub(url, results="none")
+    noop = hub.task(lambda: None, name="noop")
+    try:
+        asyncio.run(noop.delay_async())  # the bridge never connected
+        with pytest.raises(ConfigurationError, match="must come before the hub sends"):
+            hub.configure(default_queue="other")
     finally:
         hub.close()
