@@ -4,14 +4,17 @@ A producer process holds one ``Client`` (a transport and a result store) on the 
 loop, opened on first use by a ``Connector``; a forked child has another process id and opens
 its own. ``revoke`` writes what ``Hub.revoke`` stores. ``encode_all`` runs the publish
 middleware and encodes the envelopes into the batch one ``Transport.publish`` sends;
-``encode_now`` does the same for sync code when no middleware wraps publishing.
+``encode_now`` does the same for sync code when no middleware wraps publishing. Every other
+event loop that sends gets a ``LoopClient`` of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from hubbub._redact import redact
 from hubbub.codecs import Codec
@@ -22,6 +25,9 @@ from hubbub.results import ResultBackend, ResultRecord, State
 from hubbub.results.base import ErrorInfo
 from hubbub.signing import Signer
 from hubbub.transports import Outgoing, Transport
+
+if TYPE_CHECKING:
+    from hubbub.control.sent import SentEvents
 
 
 class Client:
@@ -70,10 +76,12 @@ class Connector:
             return self._client
         if self._connecting is None or self._connecting[0] != pid:
             self._connecting = (pid, asyncio.ensure_future(self._connect()))
+        connecting = self._connecting[1]
         try:
-            self._client = await asyncio.shield(self._connecting[1])
+            self._client = await asyncio.shield(connecting)
         except BaseException:
-            self._connecting = None  # the next call tries again
+            if connecting.done():  # it failed: the next call tries again (a caller that
+                self._connecting = None  # was cancelled leaves it to the next one)
             raise
         return self._client
 
@@ -92,16 +100,27 @@ class Connector:
         return client.results
 
     async def _connect(self) -> Client:
+        # No half-open client, even when cancelled (a loop that shuts down cancels this
+        # task): the next call starts over, and nothing is left open.
         transport = self._open_transport()
-        await transport.connect()
+        try:
+            await transport.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await transport.close()
+            raise
         results = self._open_results()
         if results is not None:
             try:
                 await results.connect()
             except BaseException:
-                await transport.close()  # no half-open client: the next call starts over
+                with contextlib.suppress(Exception):
+                    await transport.close()
                 raise
-        return Client(transport, results)
+        # Kept here, not only by the caller that awaits it: one cancelled meanwhile would
+        # leave it for nobody to close (``detach`` finds it).
+        self._client = Client(transport, results)
+        return self._client
 
     def current(self) -> Client | None:
         """This process's client if it is connected (no waiting, from any thread)."""
@@ -116,16 +135,19 @@ class Connector:
 
 
 class LoopClient:
-    """The producer connections of an event loop other than the bridge's, opened on first
-    use and closed when that loop shuts down its async generators (``asyncio.run`` and
-    ``asyncio.Runner`` do as they finish, so do uvicorn and pytest-asyncio).
+    """The producer connections of an event loop other than the bridge's (and its task-sent
+    events' plane), opened on first use and closed when that loop shuts down its async
+    generators (``asyncio.run`` and ``asyncio.Runner`` do as they finish, so do uvicorn and
+    pytest-asyncio), or by ``close``.
 
     Args:
         connector: opens the connections (on this loop).
+        sent: the loop's task-sent events, with events on; their plane closes with the rest.
     """
 
-    def __init__(self, connector: Connector) -> None:
+    def __init__(self, connector: Connector, sent: SentEvents | None) -> None:
         self.connector = connector
+        self.sent = sent
         self._closer: AsyncGenerator[None, None] | None = None
 
     async def client(self) -> Client:
@@ -135,13 +157,23 @@ class LoopClient:
             await anext(self._closer)  # now known to the loop, which finalizes it
         return await self.connector.client()
 
+    async def close(self) -> None:
+        """Close the connections now, on their loop (``Hub.connected`` at the end of its
+        block); nothing is left for the loop's shutdown."""
+        if self._closer is not None:
+            await self._closer.aclose()
+
     async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             client = self.connector.detach()
-            if client is not None:
-                await client.close()
+            try:
+                if client is not None:
+                    await client.close()
+            finally:
+                if self.sent is not None:
+                    await self.sent.close()
 
 
 async def encode_all(envelopes: Sequence[Envelope], middleware: Sequence[Middleware],

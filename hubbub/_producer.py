@@ -47,11 +47,6 @@ if TYPE_CHECKING:
     from hubbub.control.sent import SentEvents
     from hubbub.tracing import SendTracing
 
-# Sends from one event loop (not the bridge's) after which it publishes on connections of
-# its own instead of handing each send to the bridge thread.
-OWN_CONNECTIONS_AFTER = 8
-
-
 class Producer:
     """Connections to the broker and result store, and the sending and reading done over
     them; the base of :class:`~hubbub.hub.Hub`, which sets the settings these read."""
@@ -70,14 +65,11 @@ class Producer:
         self.tracing: SendTracing | None = None
         self.bridge = Bridge()
         self._celery_producers: dict[int, CeleryProducer] = {}  # send_task(protocol="celery")
-        # Producer connections opened on other event loops by connected() (ASGI apps).
-        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+        # Producer connections of the event loops other than the bridge's that sent (or
+        # entered connected()): an async send never hops threads (issue #18).
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
             weakref.WeakKeyDictionary())
-        # ... and by publish_async itself, on a loop that keeps sending (issue #18).
-        self._own_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
-            weakref.WeakKeyDictionary())
-        self._loop_sends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
-            weakref.WeakKeyDictionary())
+        self._loops_connected = False  # whether any loop opened connections (configure())
 
     # -- sending -------------------------------------------------------------------------
 
@@ -220,20 +212,28 @@ class Producer:
                       raises=task.spec.raises if task else ())
 
     async def publish_async(self, envelopes: Sequence[Envelope]) -> dict[str, str]:
-        """Encode and publish from any loop: on this loop's own connections inside
-        ``connected()`` or once it has sent ``OWN_CONNECTIONS_AFTER`` times, else on the
-        bridge loop.
+        """Encode and publish from any loop, on that loop's own connections (opened by its
+        first send, closed when it shuts down: see ``_loop_client``), task-sent events
+        included: nothing is handed to the bridge thread. On the bridge loop (sync
+        callers), on the bridge's connections.
 
         Returns:
             The unique envelopes that were not sent because another live job holds their
             key: envelope id -> that job's id (see docs/limits.md).
+
+        Raises:
+            MessageError: an envelope cannot be encoded, or is larger than the limit.
+            TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
         loop = asyncio.get_running_loop()
-        client = self._loop_clients.get(loop) or await self._own_client(loop)
-        if client is None:
-            if loop is not self.bridge.loop():
-                return await self.bridge.run_async(self.publish_async(envelopes))
-            client = await self.client()
+        own = self._loop_clients.get(loop)
+        if own is not None:
+            client, sent = await own.client(), own.sent
+        elif self.bridge.runs(loop):
+            client, sent = await self.client(), self._sent
+        else:
+            own = self._loop_client(loop)
+            client, sent = await own.client(), own.sent
         # -- limits: unique jobs claim their keys first --
         envelopes, owners, claimed = await claim(client.results, envelopes,
                                                  self.settings.broker)
@@ -246,30 +246,23 @@ class Producer:
         except BaseException:
             await unclaim(client.results, claimed)
             raise
-        if self._sent is not None:  # its plane lives on the bridge loop, whoever sent
-            await self.bridge.run_async(self._sent.sent(envelopes))
+        if sent is not None:  # on the plane of the loop that sent
+            await sent.sent(envelopes)
         return owners
 
-    async def _own_client(self, loop: asyncio.AbstractEventLoop) -> Client | None:
-        """Connections of ``loop``'s own, once it has sent ``OWN_CONNECTIONS_AFTER`` times
-        (a server's or a worker's loop; a loop of one ``asyncio.run`` that sends once or
-        twice keeps using the bridge's, already open); None before that, and on the bridge
-        loop. They close when the loop shuts down (see ``LoopClient``).
-
-        Raises:
-            TransportUnavailable: the broker cannot be reached.
-        """
-        owned = self._own_clients.get(loop)
-        if owned is None:
-            if self.bridge.runs(loop):
-                return None
-            sends = self._loop_sends.get(loop, 0) + 1
-            self._loop_sends[loop] = sends
-            if sends < OWN_CONNECTIONS_AFTER:
-                return None
-            owned = self._own_clients[loop] = LoopClient(Connector(
-                self.open_transport, self.open_results, self.settings.broker))
-        return await owned.client()
+    def _loop_client(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
+        """``loop``'s producer connections, made (not yet opened) if it has none: its own
+        transport, result store and task-sent plane, which close when the loop shuts down
+        its async generators (see ``LoopClient``). One per loop, because a connection
+        belongs to the loop it was opened on; a loop of one ``asyncio.run`` pays for
+        opening them on its first send."""
+        own = self._loop_clients.get(loop)
+        if own is None:
+            own = self._loop_clients[loop] = LoopClient(
+                Connector(self.open_transport, self.open_results, self.settings.broker),
+                None if self._sent is None else self._sent.for_another_loop())
+            self._loops_connected = True
+        return own
 
     async def send_async(self, envelopes: Sequence[Envelope]) -> list[Result[Any]]:
         """``publish`` for async code (what ``Task.delay_async`` sends through).
@@ -290,25 +283,29 @@ class Producer:
     async def connected(self) -> AsyncIterator[Self]:
         """Open producer connections on the running event loop for the block.
 
-        Inside it, sends from this loop (``await task.delay_async(...)``,
-        ``hub.send_async``) go to the broker from the loop itself, with no hop to the hub's
-        bridge thread per call. For an ASGI app's lifespan (``hubbub.fastapi.lifespan``);
-        entering it again on the same loop reuses the connections.
+        Sends from any loop (``await task.delay_async(...)``, ``hub.send_async``) go to the
+        broker from the loop itself, on connections the loop opens with its first send and
+        closes when it shuts down. This opens them up front, so that a broker that cannot
+        be reached fails the start (an ASGI app's lifespan: ``hubbub.fastapi.lifespan``),
+        and closes them at the end of the block. Entered again on the same loop, or on a
+        loop that sent already, it uses the loop's connections and leaves them open.
 
         Raises:
             TransportUnavailable: the broker cannot be reached.
         """
         loop = asyncio.get_running_loop()
         if loop in self._loop_clients:
+            await self._loop_clients[loop].client()
             yield self
             return
-        connector = Connector(self.open_transport, self.open_results, self.settings.broker)
-        self._loop_clients[loop] = await connector.client()
+        own = self._loop_client(loop)
         try:
+            await own.client()
             yield self
         finally:
-            client = self._loop_clients.pop(loop)
-            await client.close()
+            if self._loop_clients.get(loop) is own:
+                del self._loop_clients[loop]
+            await own.close()
 
     def max_message_size(self, transport: Transport) -> int:
         """Bytes a message may have on ``transport``: ``limits.max_message_size``, lowered to

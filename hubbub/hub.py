@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._client import Connector
-from hubbub._producer import OWN_CONNECTIONS_AFTER, Producer
+from hubbub._producer import Producer
 from hubbub._redact import redact
 from hubbub._registry import TaskDecorator, register_task, remote, unknown_task
 from hubbub._suggest import did_you_mean
@@ -35,7 +35,7 @@ from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["OWN_CONNECTIONS_AFTER", "Hub"]
+__all__ = ["Hub"]
 
 
 class Hub(Producer):
@@ -136,7 +136,8 @@ class Hub(Producer):
         self.signer: Signer | None = signer
         # The producer's connections, on the bridge loop (see client()).
         self._connector = Connector(self.open_transport, self.open_results, settings.broker)
-        # task-sent events, with events on (on the bridge loop, like the connections)
+        # task-sent events, with events on: the bridge loop's (each other loop that sends
+        # has its own, see Producer._loop_client)
         self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
 
     def configure(self, **settings: Any) -> None:
@@ -151,7 +152,7 @@ class Hub(Producer):
             ConfigurationError: the hub has already connected (sent or read something), or an
                 unknown or invalid setting.
         """
-        if self._connector.opened:
+        if self._connector.opened or self._loops_connected:
             raise ConfigurationError("configure() must come before the hub sends or reads "
                                      "anything: call it (or init_app) at start-up")
         unknown = set(settings) - set(self._code)

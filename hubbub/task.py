@@ -159,10 +159,10 @@ class Task(Generic[P, R]):
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> Result[R]:
         """``delay`` for ``async def`` code: ``await add.delay_async(1, 2)``.
 
-        It never blocks the event loop. Inside ``hub.connected()`` (which the FastAPI
-        lifespan opens), and on any loop that has sent a few times already, the message goes
-        to the broker from this loop, with no thread hop; before that it is handed to the
-        hub's bridge thread and awaited. Send options come from
+        It never blocks the event loop or waits for the hub's bridge thread: it goes to the
+        broker from this loop, on connections the loop opens with its first send (or
+        ``hub.connected()``, which the FastAPI lifespan enters) and closes when it shuts
+        down. Send options come from
         ``options(...)``: ``await add.options(countdown=5).delay_async(1, 2)``.
 
         Raises:

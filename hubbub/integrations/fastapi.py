@@ -15,8 +15,9 @@
         return {"id": result.id}
 
 The lifespan opens the hub's producer connections on the app's event loop
-(``Hub.connected``), so ``await task.delay_async(...)`` publishes from that loop with no
-hop to another thread, and closes them when the app stops. An app with a lifespan of its
+(``Hub.connected``) as the app starts, so that a broker that cannot be reached fails the
+start, and closes them when the app stops; ``await task.delay_async(...)`` publishes from
+that loop with no hop to another thread. An app with a lifespan of its
 own opens the hub inside it: ``async with hub.connected(): yield``.
 """
 

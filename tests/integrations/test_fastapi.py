@@ -62,14 +62,15 @@ async def test_async_endpoints_send_from_the_apps_loop_without_the_bridge(
     hub.close()
 
 
-async def test_delay_async_outside_a_lifespan_goes_through_the_bridge(tmp_path: Path) -> None:
+async def test_delay_async_outside_a_lifespan_sends_from_the_loop_too(tmp_path: Path) -> None:
     hub = Hub(f"sqlite:///{tmp_path / 'api.db'}")
 
     @hub.task
     async def double(x: int) -> int:
         return 2 * x
 
-    result = await double.delay_async(21)
+    result = await double.delay_async(21)  # the loop's own connections, opened now
+    assert hub.bridge._loop is None  # no hop to the bridge thread
     async with hub.connected(), hub.connected():  # nested: the same connections
         later = await double.options(priority=5).delay_async(4)
     await asyncio.to_thread(drain, hub, timeout=30)
