@@ -134,7 +134,7 @@ def note_of(env: Envelope, queue: str, fn: Callable[..., Any] | None = None) -> 
     retry_of = env.headers.get(RETRY_OF)
     return TaskNote(text, exact, queue, env.parent_id, env.root_id,
                     chord.get("id") if isinstance(chord, dict) else None,
-                    tuple(dict.fromkeys(_children(canvas))),
+                    tuple(dict.fromkeys(_children(canvas))) if canvas else (),
                     retry_of if isinstance(retry_of, str) else None)
 
 
