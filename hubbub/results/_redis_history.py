@@ -10,7 +10,9 @@ build from the prefix, so on Redis Cluster ``RedisResults`` passes a hash-tagged
 A task's details are keys of their own, each expiring with the row: ``history:note:<id>``
 (its :class:`~hubbub.results.history.TaskNote` as JSON), ``history:attempts:<id>`` (a hash
 of attempt number -> JSON, the latest ``MAX_ATTEMPTS``) and ``history:retried:<id>`` (the id
-it was retried as); a prune deletes those of the rows it drops.
+it was retried as); a prune deletes those of the rows it drops. The attempt that ended a
+task in SUCCESS on its first run, the common case, is not written: it says nothing its row
+does not, and :meth:`RedisHistory.detail` makes it again from the row (a key less per task).
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ import redis.asyncio as aioredis
 
 from hubbub._redis_scripts import eval_each
 from hubbub.codecs import json_dumps, json_loads
-from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, id_bytes
-from hubbub.results.history import MAX_ATTEMPTS, HistoryDetail, dump, load_attempts, load_note
+from hubbub.results.base import HistoryQuery, HistoryRow, ResultRecord, State, id_bytes
+from hubbub.results.history import (
+    MAX_ATTEMPTS,
+    Attempt,
+    HistoryDetail,
+    dump,
+    load_attempts,
+    load_note,
+)
 
 _SWEEP_EVERY = 60.0  # seconds between prunes of old history rows
 _SCAN_MAX = 50_000  # rows a search reads at most before it answers with what it found
@@ -48,6 +57,8 @@ class RedisHistory:
         for record in records:
             row = HistoryRow.of(record, now)
             attempt = record.attempt
+            if attempt is not None and row.retries == 0 and _told_by_row(attempt, row):
+                attempt = None  # made again from the row (detail)
             argv += [id_bytes(row.id), json_dumps(row.to_json()), row.state.value,
                      row.task or "", row.worker or "",
                      b"" if record.note is None else dump(record.note),
@@ -84,10 +95,15 @@ class RedisHistory:
         pipe.get(self._detail_key("note", id))
         pipe.hvals(self._detail_key("attempts", id))
         pipe.get(self._detail_key("retried", id))
-        note, attempts, retried = await pipe.execute()
+        pipe.hget(self._hkey("rows"), id_bytes(id))
+        note, attempts, retried, row = await pipe.execute()
         if isinstance(retried, bytes):
             retried = retried.decode("utf-8", "surrogateescape")
-        return HistoryDetail(load_note(note), load_attempts(list(attempts)), retried)
+        found = load_attempts(list(attempts))
+        last = _success_of(row)
+        if last is not None and last.number not in {a.number for a in found}:
+            found = load_attempts([*map(dump, found), dump(last)])  # in order, the latest kept
+        return HistoryDetail(load_note(note), found, retried)
 
     async def link_retry(self, client: aioredis.Redis, id: str, retry: str,
                          ttl: float) -> None:
@@ -156,6 +172,30 @@ class RedisHistory:
                 if (since is None or score >= since) and (until is None or score < until)]
         kept.sort(reverse=True)
         return [member for _, member in kept[:limit]]
+
+
+def _told_by_row(attempt: Attempt, row: HistoryRow) -> bool:
+    """Whether ``attempt`` says nothing its history ``row`` does not: the attempt that ended
+    a task in SUCCESS (number retries+1, at finished_at, the row's worker, no error or
+    delay). Only the first attempt's is left unwritten: a later one's write also keeps the
+    earlier attempts' key as long as the row."""
+    return (row.state == State.SUCCESS and attempt.outcome == State.SUCCESS.value
+            and attempt.error is None and attempt.delay is None
+            and attempt.number == row.retries + 1 and attempt.at == row.finished_at
+            and attempt.worker == row.worker)
+
+
+def _success_of(data: bytes | str | None) -> Attempt | None:
+    """The attempt a SUCCESS history row stored as ``data`` ended (None for another row)."""
+    if data is None:
+        return None
+    try:
+        row = _row(data)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if row.state != State.SUCCESS or row.finished_at is None:
+        return None
+    return Attempt(row.retries + 1, float(row.finished_at), row.worker, State.SUCCESS.value)
 
 
 def _row(data: bytes | str) -> HistoryRow:

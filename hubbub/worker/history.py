@@ -50,7 +50,36 @@ def preview(args: Sequence[Any], kwargs: Mapping[str, Any], names: Sequence[str]
     """
     if not args and not kwargs:  # a task without arguments, the common case: one answer
         return _NO_ARGUMENTS
+    if not kwargs and not _secret_names(tuple(names)):
+        kinds = set(map(type, args))
+        if kinds <= _PLAIN:  # flat plain values, the next most common: nothing to mask
+            return _plain_preview(args, str in kinds) or _preview(args, kwargs, names)
     return _preview(args, kwargs, names)
+
+
+_PLAIN = frozenset({int, str, bool, type(None)})  # exactly these types: JSON gives them back
+
+
+def _plain_preview(args: Sequence[Any], strings: bool) -> tuple[str, bool] | None:
+    """:func:`_preview`'s answer for positional arguments of :data:`_PLAIN` types and no
+    secret-looking parameter, without its copies and checks; None when it falls short (an
+    integer JSON cannot carry, a lone surrogate, a long text)."""
+    try:
+        text = json_dumps({"args": list(args), "kwargs": {}}).decode()
+    except (TypeError, ValueError):
+        return None
+    if len(text) > MAX_ARGS:
+        return None
+    if not strings:  # digits, null, true and false: no URL to redact
+        return text, True
+    safe = redact(text)
+    return cap(safe, MAX_ARGS), safe == text
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_names(names: tuple[str, ...]) -> bool:
+    """Whether any of a function's positional parameter ``names`` looks secret."""
+    return any(_SECRET_KEY.search(name) for name in names)
 
 
 def _preview(args: Sequence[Any], kwargs: Mapping[str, Any], names: Sequence[str]
@@ -105,7 +134,7 @@ def note_of(env: Envelope, queue: str, fn: Callable[..., Any] | None = None) -> 
     retry_of = env.headers.get(RETRY_OF)
     return TaskNote(text, exact, queue, env.parent_id, env.root_id,
                     chord.get("id") if isinstance(chord, dict) else None,
-                    tuple(dict.fromkeys(_children(canvas))),
+                    tuple(dict.fromkeys(_children(canvas))) if canvas else (),
                     retry_of if isinstance(retry_of, str) else None)
 
 

@@ -12,6 +12,7 @@ import pytest
 from hubbub.results import ResultBackend, ResultRecord, State, open_results
 from hubbub.results.base import HistoryQuery
 from hubbub.results.history import Attempt, TaskNote
+from hubbub.results.redis import RedisResults
 from tests import brokers
 
 
@@ -94,3 +95,18 @@ async def test_the_attempt_that_ended_in_success_reads_back_whole(
     await results.store([ResultRecord("t4", State.SUCCESS, task="t", worker="w3", value=1,
                                       finished_at=31.0, attempt=odd)], ttl=60)
     assert (await results.history_detail("t4")).attempts == [odd]
+
+
+async def test_a_first_run_success_attempt_reads_back_from_its_row(
+        results: ResultBackend) -> None:
+    # The common case: neither SQLite nor Redis writes this attempt; both make it again.
+    success = Attempt(1, 20.0, "w", "SUCCESS")
+    await results.store([ResultRecord("t5", State.SUCCESS, task="t", worker="w", value=1,
+                                      started_at=19.0, finished_at=20.0, attempt=success,
+                                      note=TaskNote("[5]", queue="q"))], ttl=60)
+    detail = await results.history_detail("t5")
+    assert detail.attempts == [success]
+    assert detail.note == TaskNote("[5]", queue="q")
+    if isinstance(results, RedisResults):  # no attempts key of its own
+        client = results._client
+        assert not await client.exists(results._history._detail_key("attempts", "t5"))
