@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
-from hubbub._bridge import Bridge
+from hubbub._bridge import Bridge, lives_for_one_job
 from hubbub._client import (
     Client,
     Connector,
@@ -231,6 +231,8 @@ class Producer:
             client, sent = await own.client(), own.sent
         elif self.bridge.runs(loop):
             client, sent = await self.client(), self._sent
+        elif lives_for_one_job(loop):  # an async task's own loop in a thread or a child
+            return await self.bridge.run_async(self.publish_async(envelopes))
         else:
             own = self._loop_client(loop)
             client, sent = await own.client(), own.sent

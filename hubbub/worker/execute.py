@@ -40,6 +40,7 @@ import time
 from concurrent.futures import Executor
 from typing import Any
 
+from hubbub._bridge import one_job_loop
 from hubbub.context import TaskContext, enter, leave, maybe_current_task, task_context
 from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.job import Job, Outcome, TimedOut
@@ -162,9 +163,17 @@ def run_sync(task: Task[Any, Any], job: Job, where: InThread | None = None) -> O
 
 async def _on_private_loop(task: Task[Any, Any], job: Job,
                            where: InThread | None) -> tuple[Any, BaseException | None]:
+    one_job_loop()
     if where is not None:
         where.attach(asyncio.get_running_loop(), asyncio.current_task())
     return await _contained(task, job)
+
+
+async def on_own_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None
+                      ) -> Outcome:
+    """``on_loop`` on a loop made for this one job (``asyncio.run`` in a child process)."""
+    one_job_loop()
+    return await on_loop(task, job, stop)
 
 
 def limits(job: Job) -> tuple[float | None, float | None]:

@@ -23,6 +23,7 @@ from hubbub._bridge import Bridge
 from hubbub._client import LoopClient
 from hubbub.testing import drain
 from hubbub.transports import Transport
+from hubbub.worker.pools import make_pool
 from tests import brokers
 
 T = TypeVar("T")
@@ -233,5 +234,35 @@ def test_configure_is_refused_once_a_loop_has_sent(url: str) -> None:
         asyncio.run(noop.delay_async())  # the bridge never connected
         with pytest.raises(ConfigurationError, match="must come before the hub sends"):
             hub.configure(default_queue="other")
+    finally:
+        hub.close()
+
+
+def test_an_async_task_on_a_loop_of_its_own_sends_through_the_bridge_not_a_new_connection(
+        url: str) -> None:
+    # A thread pool runs an async def task in an asyncio.run of its own, which ends with the
+    # job: a connection opened for it would be opened and closed per job.
+    hub = Hub(url, results="none")
+    hub.bridge = bridge = CountingBridge()
+    noop = hub.task(lambda: None, name="noop")
+    opened: list[asyncio.AbstractEventLoop] = []
+    own = hub._loop_client
+
+    def counted(loop: asyncio.AbstractEventLoop) -> LoopClient:
+        opened.append(loop)
+        return own(loop)
+
+    hub._loop_client = counted  # type: ignore[method-assign]
+
+    @hub.task
+    async def fan_out(n: int) -> None:
+        for _ in range(n):
+            await noop.delay_async()
+
+    try:
+        fan_out.delay(3)
+        assert drain(hub, pool=make_pool("threads", 2), timeout=30).processed == 4
+        assert bridge.handed == 3
+        assert opened == []  # no connections of its own for a loop of one job
     finally:
         hub.close()

@@ -47,7 +47,7 @@ from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.logs import configure
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
-from hubbub.worker.execute import limits, on_loop, run_sync
+from hubbub.worker.execute import limits, on_own_loop, run_sync
 from hubbub.worker.outcome_of import describe, exception_text, failure
 from hubbub.worker.pools._wire import (
     CHUNK,
@@ -255,7 +255,7 @@ def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
         # (Without one, the job is as it came: a copy per task is not free.)
         job = dataclasses.replace(job, soft_timeout=soft, timeout=None)
     if task.is_async:
-        return asyncio.run(on_loop(task, job))
+        return asyncio.run(on_own_loop(task, job))
     if soft is None:
         return run_sync(task, job)
 

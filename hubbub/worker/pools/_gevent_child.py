@@ -40,7 +40,7 @@ from hubbub.errors import SoftTimeLimitExceeded, TaskTimedOut
 from hubbub.hub import Hub
 from hubbub.job import Failed, Job, Outcome, TimedOut
 from hubbub.task import Task
-from hubbub.worker.execute import limits, on_loop, run_sync
+from hubbub.worker.execute import limits, on_own_loop, run_sync
 from hubbub.worker.pools._child import reply, rss_for, unknown_task
 from hubbub.worker.pools._wire import Cancel, ChildSpec, Progress, Ready, Run, encode, receive
 from hubbub.worker.stopping import Stoppable, TerminateRequested
@@ -121,7 +121,7 @@ def serve(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
 
 
 def _run_async(task: Task[Any, Any], job: Job, stop: Stoppable) -> Outcome:
-    return asyncio.run(on_loop(task, job, stop))
+    return asyncio.run(on_own_loop(task, job, stop))
 
 
 def _throw_in(green: Any, stop: Stoppable) -> Any:
