@@ -171,10 +171,18 @@ def create_app(hub: Hub, config: DashboardConfig) -> Starlette:
         return response
 
     async def live(request: Request) -> Response:
+        # The first look comes before the stream opens (its headers are sent): the page
+        # fetches itself again when it opens, for what changed since it was rendered, so a
+        # change between that fetch and a first look taken later would be in neither.
+        try:
+            first: Any = await source.digest()
+        except HubbubError:
+            first = None
+
         async def stream() -> AsyncIterator[bytes]:
             # A change is seen at once through the events workers publish (hubbub worker
             # --events), else within a second through the digest; at most two a second.
-            last: Any = None
+            last = first
             quiet = 0.0
             events = 0  # events that came since the last look
             yield b"retry: 2000\n\n"
