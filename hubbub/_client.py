@@ -131,6 +131,8 @@ class Connector:
         """This process's client, forgotten here for the caller to close; None when this
         process has none (a forked child does not close its parent's connections)."""
         client, self._client = self._client, None
+        if self._connecting is not None and self._connecting[1].done():
+            self._connecting = None  # or the next caller would be handed the detached client
         return client if client is not None and client.pid == os.getpid() else None
 
 

@@ -258,3 +258,15 @@ def test_cluster_sentinel_and_wait_replicas_urls_have_no_sync_client(address: st
     from hubbub._redis import RedisURL
 
     assert RedisURL.parse(address).sync_client(name="t") is None  # they publish on the loop
+
+
+def test_a_hub_closed_then_used_again_connects_anew(url: str) -> None:
+    hub = Hub(url, results="none")
+    noop = hub.task(lambda: None, name="noop")
+    try:
+        noop.delay()
+        hub.close()
+        noop.delay()  # not on the connection close() closed
+        assert drain(hub, timeout=30).processed == 2
+    finally:
+        hub.close()
