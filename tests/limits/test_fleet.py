@@ -1,7 +1,7 @@
 """Fleet-wide limits with real worker processes, judged by the ledger the tasks write.
 
 The rate test's bounds are behavioural, not performance: 300 tasks at ``50/s`` cannot finish
-sooner than 299 intervals of 20 ms allow, and should not take much longer. Start times are
+sooner than 299 intervals of 20.5 ms allow, and should not take much longer. Start times are
 written by the task itself, a moment after the gate admitted it (the dispatch to the pool),
 so they carry that moment's jitter; see ``JITTER`` below.
 """
@@ -22,7 +22,7 @@ RATE = 50  # limitapp's rate_limit="50/s"
 # machine these tests run on, shared by several test runs (load average 9 to 12): the
 # worker's loop wakes for a reserved start 7 ms late at the median and up to ~0.1 s late,
 # and the pool's hand-over to a thread adds up to ~0.05 s (more while the load is high).
-# Starts admitted 20 ms apart can then land side by side: a window of one second may show
+# Starts admitted 20.5 ms apart can then land side by side: a window of one second may show
 # up to JITTER / interval more starts than the gate admitted in it, and a window shorter by
 # JITTER no more than it admitted. The admission itself is exact: see test_rate.py and
 # test_store.py, which check it without that lag.
@@ -64,7 +64,8 @@ def test_a_rate_holds_for_the_fleet_of_two_workers(place: Place) -> None:
     starts = [e.mono for e in report.of("start")]
     assert len({e.pid for e in report.of("start")}) == 2, "both workers ran some"
     span = max(e.mono for e in report.of("done")) - min(starts)
-    # 299 intervals of 20 ms: 5.98 s. The issue's bound is 6 s +- 10%.
+    # 299 intervals of 20.5 ms (1.025 s / 50: see LAG_ALLOWANCE): 6.13 s. The issue's bound
+    # is 6 s +- 10%.
     assert 5.4 <= span <= 6.6, f"300 tasks at 50/s took {span:.2f}s"
     assert most_in_window(starts, 1.0 - JITTER) <= RATE
     # 100 with a limit per worker; 100 in the first second with a bucket that bursts.

@@ -6,14 +6,16 @@ import pytest
 
 from hubbub.errors import ConfigurationError
 from hubbub.limits import parse_rate
-from hubbub.limits.rate import reserve
+from hubbub.limits.rate import LAG_ALLOWANCE, reserve
 
 
-@pytest.mark.parametrize(("text", "interval"), [
-    ("100/m", 0.6), ("5/s", 0.2), ("2000/h", 1.8), (" 50 / s ", 0.02), ("0.5/s", 2.0),
+@pytest.mark.parametrize(("text", "count", "period"), [
+    ("100/m", 100, 60), ("5/s", 5, 1), ("2000/h", 2000, 3600), (" 50 / s ", 50, 1),
+    ("0.5/s", 0.5, 1),
 ])
-def test_a_rate_is_a_count_per_second_minute_or_hour(text: str, interval: float) -> None:
-    assert parse_rate(text).interval == pytest.approx(interval)
+def test_a_rate_is_a_count_per_second_minute_or_hour_with_room_for_the_start_lag(
+        text: str, count: float, period: float) -> None:
+    assert parse_rate(text).interval == pytest.approx((period + LAG_ALLOWANCE) / count)
 
 
 @pytest.mark.parametrize("text", ["fast", "100", "100/d", "0/s", "-1/s", "/s", "1e3/s", ""])
@@ -59,8 +61,14 @@ def test_starts_reserved_back_to_back_never_put_more_than_n_in_one_period() -> N
             tat = new
         now += 0.003
     # (less a nanosecond: the starts are sums of floats)
-    assert max(sum(1 for s in starts if t <= s < t + 1.0 - 1e-9) for t in starts) == 50
-    assert starts[-1] - starts[0] == pytest.approx(299 * 0.02)
+    most = max(sum(1 for s in starts if t <= s < t + 1.0 - 1e-9) for t in starts)
+    assert most in (49, 50)  # the allowance costs 2.5% of a rate per second, no more
+    # Starts seen later than admitted, by lags that differ by up to the allowance, still
+    # leave 50 in a second. The worst case: a window's first start is seen the allowance
+    # late and the 51st on time.
+    for first, last in zip(starts, starts[50:], strict=False):
+        assert last - (first + LAG_ALLOWANCE) >= 1.0 - 1e-9
+    assert starts[-1] - starts[0] == pytest.approx(299 * 1.025 / 50)
 
 
 def test_no_start_is_reserved_sooner_than_the_lead() -> None:
