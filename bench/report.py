@@ -447,6 +447,10 @@ def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, run
         "| `python bench/extra_brokers.py` | RabbitMQ and Beanstalkd, with Celery on "
         "RabbitMQ |",
         "| `python bench/workflows.py` | groups, chords and chains against Celery's canvas |",
+        "| `python bench/producers.py` | `delay()` one by one per broker, 32 threads on "
+        "RabbitMQ |",
+        "| `python bench/rate_pacing.py` | how evenly a fleet-wide rate limit spaces the "
+        "starts tasks see |",
         "| `python bench/scale.py`, `events.py`, `control_cost.py`, `limits.py`, "
         "`metrics_cost.py`, `types.py` | what one feature costs a worker |",
         "",

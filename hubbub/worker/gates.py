@@ -10,9 +10,10 @@ Only tasks with ``rate_limit`` or ``concurrency`` (each optionally per key: ``ra
   back when its runner ends, however it ends. A worker that dies keeps its slots only until
   they expire, as long as its leases would have lasted. No free slot: the delivery goes back
   to the broker for a short, random delay.
-- Rate: the task reserves the next free start (one every ``period / N`` seconds, fleet-wide)
-  when it is at most :data:`HORIZON` seconds away and waits for it here, without a pool slot;
-  further away, the delivery goes back to the broker until a start could be reserved.
+- Rate: the task reserves the next free start (one every ``(period + LAG_ALLOWANCE) / N``
+  seconds, fleet-wide) when it is at most :data:`HORIZON` seconds away and waits for it
+  here, without a pool slot; further away, the delivery goes back to the broker until a
+  start could be reserved.
 
 Giving a delivery back is a broker ``release`` with a delay: it is not an attempt and not a
 retry. See docs/limits.md.
