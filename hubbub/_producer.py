@@ -108,6 +108,12 @@ class Producer:
         return [self._result_for(replace(e, id=owners[e.id]) if e.id in owners else e)
                 for e in envelopes]
 
+    def _needs_envelopes(self) -> bool:
+        """Whether a send must build its Envelopes and go through ``publish``: tracing,
+        task-sent events and ``around_publish`` middleware all work on envelopes."""
+        return (self.tracing is not None or self._sent is not None
+                or bool(self.middleware and wraps_publish(self.middleware)))
+
     def send_now(self, task: Task[Any, Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Result[Any] | None:
         """Send one plain call of ``task`` (arguments checked) as ``publish`` would, on the
@@ -124,8 +130,7 @@ class Producer:
             MessageError: an argument cannot be encoded, or the message is too large.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        if (self.tracing is not None or self._sent is not None
-                or (self.middleware and wraps_publish(self.middleware))):
+        if self._needs_envelopes():
             return None
         client = self._connector.current()
         if client is None:
@@ -168,8 +173,7 @@ class Producer:
             MessageError: an argument cannot be encoded, or a message is too large.
             TransportUnavailable: the broker cannot be reached; nothing may be assumed sent.
         """
-        if (self.tracing is not None or self._sent is not None
-                or (self.middleware and wraps_publish(self.middleware))):
+        if self._needs_envelopes():
             return False
         client = self._connector.current() or self.bridge.run(self.client())
         direct = client.transport.sync_publisher()
