@@ -93,6 +93,11 @@ def test_publishes_the_replica_never_got_are_lost_only_without_wait_replicas(
     try:
         for i in range(20):  # replicated
             wait_until(lambda i=i: _confirmed(site, f"before{i}"), 30, f"before{i} confirmed")
+        # Replicated for sure before the link stalls: without wait_replicas nothing above
+        # waited for the replica, and on a loaded machine its copy could lag past the stall
+        # (these then counted as lost in a CI run).
+        acked = servers.cli(pair.master.port, "WAIT", "1", "10000", timeout=15).strip()
+        assert acked == "1", f"the replica did not acknowledge the first writes ({acked!r})"
         pair.link.stall()
         window = [f"window{i}" for i in range(10)]
         for key in window:
