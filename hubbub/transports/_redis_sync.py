@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubbub._redis import translate
 from hubbub._text import clean_text
@@ -59,10 +61,13 @@ class RedisSyncPublisher(SyncPublisher):
         transport = self._transport
         if len(items) == 1 and items[0].queue in transport._known:
             item = items[0]
-            if due_at(item.eta, transport.clock.time()) is None:
+            if item.eta is None or due_at(item.eta, transport.clock.time()) is None:
                 check_queue(item)
-                with translate(transport.config):
+                try:
                     self._xadd(item)
+                except Exception:  # translated here, not by a `with` around every send
+                    with translate(transport.config):
+                        raise
                 return
         prefix = transport.config.prefix
         by_queue = publish_argv(items, transport.clock.time())
@@ -88,7 +93,10 @@ class RedisSyncPublisher(SyncPublisher):
         if head is None:
             stream = QueueKeys.of(self._transport.config.prefix, item.queue).ready[priority]
             head = self._heads[(item.queue, priority)] = pack_xadd_head(stream)
-        ident = clean_text(item.id).encode()
+        try:
+            ident = item.id.encode()
+        except UnicodeEncodeError:
+            ident = clean_text(item.id).encode()
         body = item.body
         packed = b"%s$%d\r\n%s\r\n$4\r\nbody\r\n$%d\r\n%s\r\n" % (
             head, len(ident), ident, len(body), body)
@@ -115,6 +123,43 @@ class RedisSyncPublisher(SyncPublisher):
         self._client.close()
 
 
-def _roundtrip(conn: Any, packed: bytes) -> Any:
-    conn.send_packed_command([packed], check_health=False)
-    return conn.read_response()
+def _roundtrip(conn: Any, packed: bytes) -> None:
+    """Send one packed XADD on ``conn``'s own socket and read its reply, a bulk string (the
+    new entry's id, not needed) or an error. Straight on the socket: redis-py's
+    ``send_packed_command`` and ``read_response`` (hiredis) cost about as much CPU as the
+    rest of a ``delay()``. Socket errors become redis-py's, as its own calls raise them (the
+    caller's retry and ``translate`` expect those); the connection is then closed.
+
+    Raises:
+        ResponseError: the server replied with an error (redis-py's class for its code).
+        ConnectionError, TimeoutError: redis-py's; the connection is closed.
+    """
+    sock = conn._sock
+    if sock is None:
+        conn.connect()
+        sock = conn._sock
+    try:
+        sock.sendall(packed)
+        data = got = sock.recv(4096)
+        while True:
+            if not got:
+                raise RedisConnectionError("Connection closed by server.")
+            end = data.find(b"\r\n")
+            if end >= 0:
+                kind = data[:1]
+                if kind == b"$":
+                    if len(data) >= end + int(data[1:end]) + 4:
+                        return
+                elif kind == b"-":  # the reply is whole: the connection is in step
+                    raise conn._parser.parse_error(data[1:end].decode(errors="replace"))
+                else:
+                    raise RedisConnectionError(f"unexpected reply to XADD: {data[:64]!r}")
+            got = sock.recv(4096)
+            data += got
+    except TimeoutError as exc:  # socket.timeout
+        conn.disconnect()
+        raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from exc
+    except OSError as exc:
+        conn.disconnect()
+        raise RedisConnectionError(f"Error while talking to {conn._host_error()}: {exc}"
+                                   ) from exc

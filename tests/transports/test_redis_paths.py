@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from hubbub.errors import TransportError, TransportUnavailable
 from hubbub.transports._redis_lua import QueueKeys
-from hubbub.transports._redis_sync import RedisSyncPublisher
+from hubbub.transports._redis_sync import RedisSyncPublisher, _roundtrip
 from hubbub.transports.redis import RedisTransport
 from tests.conftest import eventually
 from tests.transports.test_redis import (  # fixtures, imported to be used here
@@ -98,6 +101,62 @@ async def test_the_sync_publisher_reconnects_after_its_connection_is_killed(
     await asyncio.to_thread(publisher.publish, [out("three")])
     got = await t.fetch(["q"], limit=5, lease=30, wait=1)
     assert sorted(d.body for d in got) == [b"one", b"three", b"two"]
+
+
+async def test_an_error_reply_to_the_lone_xadd_fails_the_send_and_the_next_one_is_sent(
+    opened: Any, admin: aioredis.Redis, url: str
+) -> None:
+    t = await opened()
+    publisher = _sync(t)
+    await asyncio.to_thread(publisher.publish, [out("one")])
+    stream = QueueKeys.of(prefix_of(url), "q").ready[0]
+    await admin.delete(stream)
+    await admin.set(stream, "not a stream")
+    with pytest.raises(TransportError) as raised:
+        await asyncio.to_thread(publisher.publish, [out("lost")])
+    assert not isinstance(raised.value, TransportUnavailable)  # retrying would not help
+    assert "WRONGTYPE" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    await admin.delete(stream)
+    await asyncio.to_thread(publisher.publish, [out("two")])
+    got = await t.fetch(["q"], limit=5, lease=30, wait=1)
+    assert [d.body for d in got] == [b"two"]
+
+
+class _Conn:
+    """A connection whose socket hands the reply over in the pieces given."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self._sock = self
+        self.pieces = list(pieces)
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def recv(self, _size: int) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def disconnect(self) -> None:
+        self.closed = True
+
+    def _host_error(self) -> str:
+        return "fake:0"
+
+
+def test_a_reply_that_comes_in_pieces_is_read_whole() -> None:
+    conn = _Conn(b"$15", b"\r\n1700000000000", b"-0\r", b"\n")
+    _roundtrip(conn, b"packed")
+    assert conn.sent == [b"packed"]
+    assert conn.pieces == []
+    assert not conn.closed
+
+
+def test_a_connection_closed_before_the_reply_is_a_connection_error() -> None:
+    conn = _Conn(b"$15\r\n17000")
+    with pytest.raises(RedisConnectionError):
+        _roundtrip(conn, b"packed")
 
 
 async def test_the_sync_publisher_reuses_one_connection_for_one_thread(
