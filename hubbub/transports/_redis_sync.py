@@ -143,6 +143,7 @@ def _roundtrip(conn: Any, packed: bytes) -> None:
         data = got = sock.recv(4096)
         while True:
             if not got:
+                conn.disconnect()
                 raise RedisConnectionError("Connection closed by server.")
             end = data.find(b"\r\n")
             if end >= 0:
@@ -152,7 +153,8 @@ def _roundtrip(conn: Any, packed: bytes) -> None:
                         return
                 elif kind == b"-":  # the reply is whole: the connection is in step
                     raise conn._parser.parse_error(data[1:end].decode(errors="replace"))
-                else:
+                else:  # out of step: this connection cannot be trusted again
+                    conn.disconnect()
                     raise RedisConnectionError(f"unexpected reply to XADD: {data[:64]!r}")
             got = sock.recv(4096)
             data += got
