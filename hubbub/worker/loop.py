@@ -420,7 +420,7 @@ class WorkerLoop(RemoteControl):
             False: it was not started; ``_execute`` takes it the long way.
         """
         lane, attempts = held.lane, held.delivery.attempts
-        if ((attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries)
+        if (self._last_chance(attempts)
                 or (self._gates is not None and self._gates.applies(held))
                 or not lane.take_slot()):
             return False
@@ -433,6 +433,11 @@ class WorkerLoop(RemoteControl):
         self._begin(held, attempts)
         future.add_done_callback(functools.partial(self._ran, held))
         return True
+
+    def _last_chance(self, attempts: int) -> bool:
+        """Whether a delivery on its ``attempts``-th try is on its last allowed one after a
+        death: it runs alone (``HeldSet.alone``)."""
+        return attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries
 
     def _ran(self, held: Held, future: asyncio.Future[Outcome]) -> None:
         """``held``, started by ``_run_now``, ended: as the end of ``_execute``."""
@@ -477,7 +482,7 @@ class WorkerLoop(RemoteControl):
                 if held not in self._held:
                     return  # given back or dropped while it looked
             attempts = held.delivery.attempts
-            if attempts > 1 and attempts >= self.hub.settings.limits.max_deliveries:
+            if self._last_chance(attempts):
                 await self._held.alone(held, self._give_back)
                 # What ran beside it is acked first: if this one kills the worker, a task that
                 # finished before it must not come back (past its own limit) as a poison.

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import uuid
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -24,20 +22,8 @@ from hubbub._client import LoopClient
 from hubbub.testing import drain
 from hubbub.transports import Transport
 from hubbub.worker.pools import make_pool
-from tests import brokers
 
 T = TypeVar("T")
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    module = brokers.load(request.param)
-    brokers.require(module)
-    made = module.make_url(tmp_path, "t" + uuid.uuid4().hex[:10])
-    try:
-        yield made
-    finally:
-        asyncio.run(module.cleanup(made))
 
 
 class CountingBridge(Bridge):

@@ -11,7 +11,6 @@ import asyncio
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ from tests import brokers
 from tests.faults.proxy import Proxy
 
 KEYS = {"k1": "a-secret-of-32-bytes-for-tests!!"}
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    module = brokers.load(request.param)
-    brokers.require(module)
-    made = module.make_url(tmp_path, "t" + uuid.uuid4().hex[:10])
-    try:
-        yield made
-    finally:
-        asyncio.run(module.cleanup(made))
 
 
 def test_a_sync_publisher_exists_for_sqlite_and_one_redis_server(url: str) -> None:

@@ -65,7 +65,7 @@ class AsyncPool(Pool):
         self._executor: ThreadPoolExecutor | None = None
         self._hub: Hub | None = None
         self._watchdog: LoopWatchdog | None = None
-        self._on_loop: dict[asyncio.Task[Any], Job] = {}  # async jobs by the task awaiting them
+        self._on_loop_jobs: dict[asyncio.Task[Any], Job] = {}  # async jobs by their task
         self._running = Running()
 
     async def start(self, hub: Hub) -> None:
@@ -81,20 +81,11 @@ class AsyncPool(Pool):
         assert self._executor is not None, "pool not started"
         assert self._hub is not None, "pool not started"
         task = self._hub.tasks[job.task]
+        if task.is_async:
+            return await self._on_loop(task, job)
         stop = self._running.add(job)
         try:
-            if not task.is_async:
-                return await in_thread(self._executor, task, job, stop)
-            # The job runs in this asyncio task (or, with time limits, in one it awaits): the
-            # watchdog looks it up here to say which job holds the loop.
-            me = asyncio.current_task()
-            if me is not None:
-                self._on_loop[me] = job
-            try:
-                return await on_loop(task, job, stop)
-            finally:
-                if me is not None:
-                    self._on_loop.pop(me, None)
+            return await in_thread(self._executor, task, job, stop)
         finally:
             self._running.remove(stop)
 
@@ -107,17 +98,21 @@ class AsyncPool(Pool):
         task = self._hub.tasks[job.task]
         if not task.is_async:
             return None
-        return asyncio.get_running_loop().create_task(self._on_loop_alone(task, job))
+        return asyncio.get_running_loop().create_task(self._on_loop(task, job))
 
-    async def _on_loop_alone(self, task: Any, job: Job) -> Outcome:
-        """``run`` for an ``async def`` job, in the asyncio task ``submit`` made for it."""
+    async def _on_loop(self, task: Any, job: Job) -> Outcome:
+        """An ``async def`` job, run in the asyncio task that awaits this (or, with time
+        limits, in one it awaits): the watchdog looks it up here to say which job holds the
+        loop."""
         stop = self._running.add(job)
         me = asyncio.current_task()
-        self._on_loop[me] = job  # type: ignore[index]  # a task runs this, ``me`` is it
+        if me is not None:
+            self._on_loop_jobs[me] = job
         try:
             return await on_loop(task, job, stop)
         finally:
-            del self._on_loop[me]  # type: ignore[arg-type]
+            if me is not None:
+                self._on_loop_jobs.pop(me, None)
             self._running.remove(stop)
 
     async def cancel(self, job_id: str, reason: str) -> bool:
@@ -137,7 +132,7 @@ class AsyncPool(Pool):
         """Who is running on the loop, from the watchdog thread: read-only lookups."""
         if current is None:
             return "a callback outside any task"
-        job = self._on_loop.get(current)
+        job = self._on_loop_jobs.get(current)
         if job is not None:
             return f"task {job.task}[{job.id}]"
         name = current.get_name()  # a job with time limits runs in a task of its own
