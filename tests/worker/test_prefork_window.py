@@ -75,6 +75,22 @@ async def test_a_child_gets_queued_jobs_only_once_its_tasks_are_known_to_be_shor
         await pool.stop()
 
 
+async def test_a_window_holds_about_window_short_of_work_so_no_ops_fill_it_and_slow_tasks_do_not(
+        app: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short: under 2 s here. A 0.3 s task makes a window of about 2 s / 0.3 s, however loaded
+    # the machine (a slower run only makes it smaller); a no-op's is the cap.
+    monkeypatch.setattr(_children, "WINDOW_SHORT", 2.0)
+    pool = PreforkPool(1, window=20)
+    await pool.start(app.hub)
+    try:
+        assert isinstance(await pool.run(job(app, "nap", 0.3)), Succeeded)
+        assert 1 <= pool.window <= 6
+        assert isinstance(await pool.run(job(app, "add", 1, 1)), Succeeded)
+        assert pool.window == 20
+    finally:
+        await pool.stop()
+
+
 async def test_submit_hands_a_job_to_a_child_with_room_and_declines_when_none_has_any(
         app: ModuleType, tmp_path: Path) -> None:
     pool = PreforkPool(1, window=0)

@@ -184,12 +184,20 @@ class Child:
             now = asyncio.get_running_loop().time()
         return now - head.started < short
 
+    def window_size(self, window: int, short: float) -> int:
+        """Queued jobs this child may hold while its tasks are short: about ``short`` seconds
+        of them at the length of its last task, at least 1 and at most ``window``. A job
+        then waits in a window behind at most about ``short`` of work, however short the
+        tasks are, and the shorter they are, the more jobs one hand-out carries (no-op
+        tasks fill ``window``; 1 ms ones, ten at ``short`` = 10 ms)."""
+        return min(window, max(1, int(short / max(self.last_duration, 1e-9))))
+
     def room(self, window: int, short: float, now: float | None = None) -> int:
-        """Jobs this child may take now: its free slots, and up to ``window`` queued jobs
-        while its tasks are short, so that a long task holds no queued job back."""
+        """Jobs this child may take now: its free slots, and its ``window_size`` of queued
+        jobs while its tasks are short, so that a long task holds no queued job back."""
         room = self.spec.slots - len(self.pending)
         if window and self.pending and self.windowable(short, now):
-            room += window
+            room += self.window_size(window, short)
         return room
 
     # -- life --------------------------------------------------------------------------------

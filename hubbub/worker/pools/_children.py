@@ -13,8 +13,9 @@ Invariants:
   the rest one by one, each when a job finds every serving child without room;
 - a retiring child gets no new jobs and is told to stop once its last job is done;
 - a child is given no more jobs than its ``max_tasks_per_child`` leaves room for;
-- with a ``window`` (prefork), a serial child is also given up to ``window`` queued jobs
-  behind the one it runs, but only while its tasks are short (``WINDOW_SHORT``): a child then
+- with a ``window`` (prefork), a serial child is also given queued jobs behind the one it
+  runs, about ``WINDOW_SHORT`` of work at the length of its last task and at most
+  ``window``, but only while its tasks are short (``WINDOW_SHORT``): a child then
   never waits for the worker loop between short tasks, and a long task holds back no more
   than the few jobs queued before it showed to be long. Queued jobs of a child that dies are
   run on another child (``_requeue``); the pool's ``run`` for them waits on.
@@ -232,9 +233,10 @@ class Children:
         return child
 
     def window_room(self) -> int:
-        """Queued jobs the serving children may take now beyond their slots: ``window`` for
-        each child whose tasks are short (see ``Child.windowable``), so the worker hands out
-        no job that would wait behind a long task (past the revoke check at its start).
+        """Queued jobs the serving children may take now beyond their slots: each child's
+        ``window_size`` while its tasks are short (see ``Child.windowable``), so the worker
+        hands out no job that would wait behind a long task (past the revoke check at its
+        start).
 
         Worked out once per turn of the event loop (the worker asks for it several times per
         task): a reply or a child's exit works it out again at once, and a child whose task
@@ -246,8 +248,9 @@ class Children:
         if room is None:
             loop = asyncio.get_running_loop()
             now = loop.time()
-            room = self._window_now = self.window * sum(
-                1 for c in self._active if c.windowable(WINDOW_SHORT, now))
+            room = self._window_now = sum(
+                c.window_size(self.window, WINDOW_SHORT) for c in self._active
+                if c.windowable(WINDOW_SHORT, now))
             if not self._window_turn:
                 self._window_turn = True
                 loop.call_soon(self._forget_window)
