@@ -135,7 +135,11 @@ TABLES = (
     Table("enqueue", "Enqueue one by one, from one thread",
           "10 x N sends of a no-op task (N sends take hundredths of a second, too short to "
           "time well), one at a time, each waiting for its broker's reply (`await` for the "
-          "async libraries), after one send to connect.",
+          "async libraries), after one send to connect. The last row is no library: one "
+          "`XADD` of a message of the same size written on a bare socket and its reply read "
+          "(`bench/peers/floor_redis.py`), the floor of any send that waits for its broker's "
+          "reply; nothing can pass it from one thread, and its ratio says how much of each "
+          "send hubbub spends beyond the round trip itself.",
           "enqueue", (
               Row("delay", "hubbub", "`task.delay()`", "hubbub_side.py"),
               Row("celery", "Celery", "`task.delay()`", "celery_redis.py", versus="delay"),
@@ -146,6 +150,8 @@ TABLES = (
               Row("taskiq", "Taskiq", "`await task.kiq()`", "taskiq_peer.py",
                   versus="delay"),
               Row("arq", "arq", "`await pool.enqueue_job(...)`", "arq_redis.py",
+                  versus="delay"),
+              Row("floor", "(none)", "a bare round trip: `XADD` on a socket", "floor_redis.py",
                   versus="delay"),
           ), scale=10),
     Table("bulk", "Enqueue in bulk",
