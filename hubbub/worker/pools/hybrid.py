@@ -5,10 +5,11 @@ In each child, ``async def`` tasks run as coroutines on the child's loop and syn
 that child's threads, with the async pool's time-limit semantics and blocked-loop warning.
 Sync tasks take the threads as they need them (:mod:`~hubbub.worker.pools._sync_threads`):
 short ones run one after another in one thread, and their outcomes go back to the loop, and
-on to the parent, in batches; ones that block spread over up to 32 threads. The parent sends each job to the child with the most free slots; a
-child runs several jobs at once, so replies carry the parent's job number
-(:mod:`hubbub.worker.pools._wire`). Children start the way prefork's do (see
-:mod:`hubbub.worker.pools.prefork`).
+on to the parent, in batches; ones that block spread over up to 32 threads.
+
+The parent sends each job to the child with the most free slots; a child runs several jobs at
+once, so replies carry the parent's job number (:mod:`hubbub.worker.pools._wire`). Children
+start the way prefork's do (see :mod:`hubbub.worker.pools.prefork`).
 
 Crash isolation is per process: a child that dies takes the jobs it was running with it
 (each reported ``Crashed``, naming the signal or exit code) and is replaced; the other
