@@ -112,6 +112,21 @@ async def test_progress_posted_from_a_job_reaches_the_loop_before_its_outcome(
         assert replies.seen.index(("progress", seq)) < replies.seen.index(("done", seq))
 
 
+async def test_an_outcome_does_not_wait_for_the_long_job_its_thread_goes_on_with(
+        hub: Hub) -> None:
+    replies = Replies()
+    threads = SyncThreads(1, replies.reply, replies.other)
+    release = threading.Event()
+    threads.run(1, job(), task(hub, lambda: "quick"))
+    threads.run(2, job(), task(hub, lambda: release.wait(10)))
+    threads.run(3, job(), task(hub, lambda: "after"))  # keeps a job waiting meanwhile
+    await replies.until([1], timeout=5)
+    assert 2 not in replies.outcomes  # answered while job 2 still runs
+    release.set()
+    await replies.until([2, 3])
+    threads.close()
+
+
 async def test_a_terminate_is_reported_at_once_and_raised_in_the_jobs_thread(
         hub: Hub) -> None:
     replies = Replies()

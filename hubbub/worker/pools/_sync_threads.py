@@ -8,12 +8,20 @@ jobs go on one queue that the threads take from, and what they finish comes back
 through a :class:`Mailbox`, which wakes the loop once for everything finished by then.
 
 Threads are woken as they are needed, not one per job: when jobs wait and no thread is awake,
-one is woken (or started, up to ``limit``); an awake thread takes job after job. A job that
-blocks (I/O, a sleep) does not hold the others back for long: while jobs wait, the loop checks
-every ``SPREAD_AFTER`` seconds whether any was taken since the last check, and if none was,
-wakes a thread for each waiting job (up to ``limit`` threads in all). So short jobs run in
-one thread without GIL hand-offs, and blocking ones spread over up to ``limit`` threads, as
-on the async pool.
+one is woken (or started, up to ``limit``); an awake thread takes job after job, so short jobs
+run in one thread without handing the GIL around. While jobs wait, the loop looks every
+``TICK`` seconds:
+
+- a job that blocks (I/O, a sleep) does not hold the others back for long: when none has been
+  taken for ``spread_after`` seconds, a thread is woken for each waiting job (up to ``limit``
+  threads in all). That is twice the GIL's switch interval (10 ms by default): a thread that
+  only waits for the GIL while the loop is busy gets it within one interval, and is not taken
+  for a blocked one;
+- a thread that finishes a job while others wait hands its outcome over without waking the
+  loop, since it will soon finish more: the loop is woken when the queue has run dry, and
+  takes what is waiting on each look meanwhile. So a batch of jobs is answered in a few
+  writes, and an outcome waits at most ``TICK`` seconds when its thread goes on with a long
+  job.
 
 Time limits and terminating are kept as :func:`hubbub.worker.execute.in_thread` keeps them
 (the same :class:`~hubbub.worker.stopping.InThread`): at the soft limit
@@ -33,6 +41,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +52,8 @@ from hubbub.job import Job, Outcome, Terminated, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import InThread, TerminateRequested, failure, limits, run_sync
 
-SPREAD_AFTER = 0.002  # seconds jobs may wait with none taken before more threads are woken
+TICK = 0.002  # seconds between the loop's looks at the queue while jobs wait (see above)
+
 
 
 class Mailbox:
@@ -62,13 +72,24 @@ class Mailbox:
         self._items: collections.deque[Any] = collections.deque()
         self._woken = False
 
-    def put(self, item: Any) -> None:
-        """Hand ``item`` to the loop (from any thread); dropped if the loop has closed."""
+    def put(self, item: Any, wake: bool = True) -> None:
+        """Hand ``item`` to the loop (from any thread); dropped if the loop has closed.
+        Without ``wake``, it waits for the next ``flush`` or ``wake``."""
         self._items.append(item)
+        if wake:
+            self.wake()
+
+    def wake(self) -> None:
+        """Have the loop take what is waiting (from any thread)."""
         if not self._woken:
             self._woken = True
             with contextlib.suppress(RuntimeError):  # the loop has closed: the child is over
                 self.loop.call_soon_threadsafe(self._empty)
+
+    def flush(self) -> None:
+        """Deliver what is waiting now (on the loop)."""
+        if self._items:
+            self._empty()
 
     def _empty(self) -> None:
         self._woken = False
@@ -115,15 +136,19 @@ class SyncThreads:
         self.mailbox = Mailbox(self.loop, self._delivered)
         self.open: dict[int, _Entry] = {}  # by the parent's job number, until reported
         self._queue: collections.deque[_Entry] = collections.deque()
-        self._ready = threading.Condition(threading.Lock())
+        # Taken as the plain lock (a Condition's own ``with`` is Python code, twice a job).
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._threads = 0  # started
         self._idle = 0  # waiting for work and not yet woken
-        self._taken = 0  # jobs taken so far (for the spread check)
-        self._taken_seen = 0
-        self._check: asyncio.TimerHandle | None = None
+        self._taken = 0  # jobs taken so far
+        self._taken_seen = 0  # at the last look
+        self._stalled_since = 0.0  # when a look last saw a job taken
+        self._tick: asyncio.TimerHandle | None = None
         self._closing = False
         self._emptied: asyncio.Future[None] | None = None
         self._pid = os.getpid()
+        self.spread_after = 2 * sys.getswitchinterval()  # see the module's docstring
 
     def run(self, seq: int, job: Job, task: Task[Any, Any]) -> None:
         """Queue sync job ``seq``; its outcome goes to ``reply``."""
@@ -135,13 +160,13 @@ class SyncThreads:
                                                      SoftTimeLimitExceeded))
         if hard is not None:
             entry.timers.append(self.loop.call_later(hard, self._timed_out, entry, hard))
-        with self._ready:
+        with self._lock:
             self._queue.append(entry)
             if self._idle == self._threads:  # none awake to take it
                 self._wake(1)
-        if self._check is None:
-            self._taken_seen = self._taken
-            self._check = self.loop.call_later(SPREAD_AFTER, self._spread)
+        if self._tick is None:
+            self._taken_seen, self._stalled_since = self._taken, self.loop.time()
+            self._tick = self.loop.call_later(TICK, self._look)
 
     def post(self, item: Any) -> None:
         """Hand ``item`` to ``other`` on the loop, after the outcomes finished before now."""
@@ -166,17 +191,17 @@ class SyncThreads:
     def close(self) -> None:
         """Let the threads exit once idle (they are daemons: one stuck in an abandoned task
         does not hold the process)."""
-        if self._check is not None:
-            self._check.cancel()
-            self._check = None
-        with self._ready:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        with self._lock:
             self._closing = True
             self._ready.notify_all()
 
     # -- on the loop ---------------------------------------------------------------------------
 
     def _wake(self, count: int) -> None:
-        """Wake ``count`` idle threads, starting new ones when none is idle (``_ready`` held)."""
+        """Wake ``count`` idle threads, starting new ones when none is idle (``_lock`` held)."""
         for _ in range(count):
             if self._idle:
                 self._idle -= 1
@@ -188,15 +213,20 @@ class SyncThreads:
             else:
                 return
 
-    def _spread(self) -> None:
-        """While jobs wait: if none was taken since the last look, the awake threads are
-        blocked in their tasks; wake one for each waiting job."""
-        with self._ready:
+    def _look(self) -> None:
+        """While jobs wait: take the outcomes handed over meanwhile, and if no job has been
+        taken for ``spread_after`` seconds, the awake threads are blocked in their tasks:
+        wake one for each waiting job."""
+        now = self.loop.time()
+        with self._lock:
             waiting = len(self._queue)
-            if waiting and self._taken == self._taken_seen:
+            if self._taken != self._taken_seen:
+                self._taken_seen, self._stalled_since = self._taken, now
+            elif waiting and now - self._stalled_since >= self.spread_after:
                 self._wake(waiting)
-            self._taken_seen = self._taken
-        self._check = self.loop.call_later(SPREAD_AFTER, self._spread) if waiting else None
+                self._stalled_since = now
+        self.mailbox.flush()
+        self._tick = self.loop.call_later(TICK, self._look) if waiting else None
 
     def _timed_out(self, entry: _Entry, hard: float) -> None:
         entry.where.interrupt(TaskTimedOut)
@@ -223,9 +253,9 @@ class SyncThreads:
     # -- in the threads ------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        ready, queue = self._ready, self._queue
+        lock, ready, queue = self._lock, self._ready, self._queue
         while True:
-            with ready:
+            with lock:
                 while not queue:
                     if self._closing:
                         return
@@ -248,4 +278,8 @@ class SyncThreads:
             where.finish()
         if os.getpid() != self._pid:
             os._exit(0)  # a forked copy of the child, which has only this thread
-        self.mailbox.put(entry)
+        # While jobs wait, the loop looks every TICK and takes this then (see above). The
+        # queue is read after the put: a look that finds it empty comes after the put too.
+        self.mailbox.put(entry, wake=False)
+        if not self._queue:
+            self.mailbox.wake()
