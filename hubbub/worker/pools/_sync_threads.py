@@ -55,7 +55,6 @@ from hubbub.worker.execute import InThread, TerminateRequested, failure, limits,
 TICK = 0.002  # seconds between the loop's looks at the queue while jobs wait (see above)
 
 
-
 class Mailbox:
     """Items from any thread, handed to ``deliver`` on the loop in the order they were put.
 
@@ -185,8 +184,9 @@ class SyncThreads:
     async def wait(self) -> None:
         """Until every job handed over has been reported."""
         if self.open:
-            self._emptied = self.loop.create_future()
-            await self._emptied
+            if self._emptied is None:
+                self._emptied = self.loop.create_future()
+            await asyncio.shield(self._emptied)
 
     def close(self) -> None:
         """Let the threads exit once idle (they are daemons: one stuck in an abandoned task
