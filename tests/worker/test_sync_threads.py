@@ -96,6 +96,26 @@ async def test_jobs_that_block_spread_over_threads_up_to_the_limit(hub: Hub) -> 
     assert most[0] == 4
 
 
+async def test_jobs_that_block_briefly_but_often_are_not_run_one_by_one(hub: Hub) -> None:
+    replies = Replies()
+    threads = SyncThreads(8, replies.reply, replies.other)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def naps() -> None:  # a job is taken every 5 ms: the thread is never idle, yet blocked
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.005)
+        with lock:
+            running[0] -= 1
+
+    for seq in range(64):
+        threads.run(seq, job(), task(hub, naps))
+    await replies.until(range(64), timeout=30)
+    threads.close()
+    assert most[0] >= 2
+
+
 async def test_progress_posted_from_a_job_reaches_the_loop_before_its_outcome(
         hub: Hub) -> None:
     replies = Replies()

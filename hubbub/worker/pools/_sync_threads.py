@@ -12,11 +12,10 @@ one is woken (or started, up to ``limit``); an awake thread takes job after job,
 run in one thread without handing the GIL around. While jobs wait, the loop looks every
 ``TICK`` seconds:
 
-- a job that blocks (I/O, a sleep) does not hold the others back for long: when none has been
-  taken for ``spread_after`` seconds, a thread is woken for each waiting job (up to ``limit``
-  threads in all). That is twice the GIL's switch interval (10 ms by default): a thread that
-  only waits for the GIL while the loop is busy gets it within one interval, and is not taken
-  for a blocked one;
+- when the oldest waiting job has waited ``TICK`` or more, the awake threads are blocked in
+  their tasks (I/O, a sleep) or too few for the work: as many again are woken, up to one per
+  waiting job and ``limit`` in all. Jobs that block thus spread over 2, 4, 8... threads within
+  a few looks, while short ones stay on one;
 - a thread that finishes a job while others wait hands its outcome over without waking the
   loop, since it will soon finish more: the loop is woken when the queue has run dry, and
   takes what is waiting on each look meanwhile. So a batch of jobs is answered in a few
@@ -41,7 +40,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +50,7 @@ from hubbub.job import Job, Outcome, Terminated, TimedOut
 from hubbub.task import Task
 from hubbub.worker.execute import InThread, TerminateRequested, failure, limits, run_sync
 
-TICK = 0.002  # seconds between the loop's looks at the queue while jobs wait (see above)
+TICK = 0.001  # seconds between the loop's looks at the queue while jobs wait (see above)
 
 
 class Mailbox:
@@ -140,14 +138,10 @@ class SyncThreads:
         self._ready = threading.Condition(self._lock)
         self._threads = 0  # started
         self._idle = 0  # waiting for work and not yet woken
-        self._taken = 0  # jobs taken so far
-        self._taken_seen = 0  # at the last look
-        self._stalled_since = 0.0  # when a look last saw a job taken
         self._tick: asyncio.TimerHandle | None = None
         self._closing = False
         self._emptied: asyncio.Future[None] | None = None
         self._pid = os.getpid()
-        self.spread_after = 2 * sys.getswitchinterval()  # see the module's docstring
 
     def run(self, seq: int, job: Job, task: Task[Any, Any]) -> None:
         """Queue sync job ``seq``; its outcome goes to ``reply``."""
@@ -164,7 +158,6 @@ class SyncThreads:
             if self._idle == self._threads:  # none awake to take it
                 self._wake(1)
         if self._tick is None:
-            self._taken_seen, self._stalled_since = self._taken, self.loop.time()
             self._tick = self.loop.call_later(TICK, self._look)
 
     def post(self, item: Any) -> None:
@@ -214,17 +207,12 @@ class SyncThreads:
                 return
 
     def _look(self) -> None:
-        """While jobs wait: take the outcomes handed over meanwhile, and if no job has been
-        taken for ``spread_after`` seconds, the awake threads are blocked in their tasks:
-        wake one for each waiting job."""
-        now = self.loop.time()
+        """While jobs wait: if the oldest has waited a ``TICK``, wake as many threads again
+        as are awake (see the module's docstring); take the outcomes handed over meanwhile."""
         with self._lock:
             waiting = len(self._queue)
-            if self._taken != self._taken_seen:
-                self._taken_seen, self._stalled_since = self._taken, now
-            elif waiting and now - self._stalled_since >= self.spread_after:
-                self._wake(waiting)
-                self._stalled_since = now
+            if waiting and time.monotonic() - self._queue[0].started >= TICK:
+                self._wake(min(waiting, max(1, self._threads - self._idle)))
         self.mailbox.flush()
         self._tick = self.loop.call_later(TICK, self._look) if waiting else None
 
@@ -262,7 +250,6 @@ class SyncThreads:
                     self._idle += 1  # taken back by whoever wakes this thread
                     ready.wait()
                 entry = queue.popleft()
-                self._taken += 1
             self._run(entry)
 
     def _run(self, entry: _Entry) -> None:
