@@ -5,10 +5,11 @@ against Dramatiq and Huey in the same run (issue #18).
     python bench/drain.py --old /tmp/old-prefork            # and an older checkout beside it
     python bench/drain.py --brokers redis --pools prefork --runs 5 --tasks 10000
 
-Two tasks, both sync: ``noop`` returns None; ``incr`` does one Redis INCR (a client per
-process, made on first use). Each is drained by one worker with ``--pool prefork|threads|
-hybrid`` and 2 processes (threads: 8), on SQLite and on Redis, results off (neither peer keeps
-results by default; ``--results`` keeps hubbub's, in the broker's store).
+Two sync tasks: ``noop`` returns None; ``incr`` does one Redis INCR (a client per process,
+made on first use). Each is drained by one worker with ``--pool prefork|threads|hybrid`` and 2
+processes (threads: 8), on SQLite and on Redis, results off (neither peer keeps results by
+default; ``--results`` keeps hubbub's, in the broker's store). ``--tasks-kinds anoop`` drains
+an ``async def`` no-op, which hybrid's children run as coroutines on their loops.
 
 - ``warm`` rows time the worker loop alone: the pool is started (children ready) before the
   clock starts, and it runs until the queue is empty (``stop_when_idle``). They compare the code
@@ -62,6 +63,10 @@ APP = textwrap.dedent("""
 
     @hub.task(name="noop")
     def noop() -> None:
+        return None
+
+    @hub.task(name="anoop")
+    async def anoop() -> None:
         return None
 
     @hub.task(name="incr")

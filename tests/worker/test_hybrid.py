@@ -55,6 +55,27 @@ def test_a_hard_limit_is_kept_inside_the_child_when_the_task_cooperates(
     assert before.get(timeout=5) != after.get(timeout=5)
 
 
+def test_a_sync_tasks_hard_limit_is_kept_in_its_childs_thread(app: ModuleType,
+                                                             tmp_path: Path) -> None:
+    stuck = app.forever.delay(str(tmp_path / "forever.pid"))
+    sums = app.add.delay_many([(i, 1) for i in range(20)])
+    pool = HybridPool(1, coroutines=4)
+    drain(app.hub, pool=pool, timeout=30)
+    with pytest.raises(TaskFailed) as info:
+        stuck.get(timeout=5)
+    assert info.value.type == "TaskTimedOut"
+    assert pool.children.started == 1  # raised in the thread: no child was killed
+    assert [r.get(timeout=5) for r in sums] == [i + 1 for i in range(20)]
+
+
+def test_blocking_sync_tasks_of_one_child_run_at_once(app: ModuleType) -> None:
+    naps = [app.nap_span.delay(0.5) for _ in range(8)]
+    drain(app.hub, pool=HybridPool(1, coroutines=8), timeout=30)
+    spans = [r.get(timeout=5) for r in naps]
+    assert len({pid for pid, _, _ in spans}) == 1
+    assert max(start for _, start, _ in spans) < min(end for _, _, end in spans)  # overlap
+
+
 def test_a_task_blocking_its_childs_loop_past_the_limit_gets_the_child_killed(
     app: ModuleType,
 ) -> None:

@@ -6,9 +6,10 @@ CLI did (``module:attr``), says ``ready``, then serves jobs until ``stop`` or EO
 - ``serial`` (prefork): one job at a time in the main thread. A soft limit is a SIGALRM whose
   handler raises ``SoftTimeLimitExceeded`` inside the task; the hard limit belongs to the
   parent, which kills this process. ``async def`` tasks get a fresh loop per job.
-- ``asyncio`` (hybrid): an ``AsyncPool`` on this process's own loop, with its limits;
-  ``Cancel`` terminates a job the way that pool does (cancel the coroutine, raise in the
-  thread).
+- ``asyncio`` (hybrid): ``async def`` jobs on an ``AsyncPool`` on this process's own loop,
+  with its limits; sync jobs in :class:`~hubbub.worker.pools._sync_threads.SyncThreads`, with
+  the same limits, which sends their outcomes back to the loop in batches. ``Cancel``
+  terminates a job the way the async pool does (cancel the coroutine, raise in the thread).
 - ``gevent``: greenlets; see :mod:`hubbub.worker.pools._gevent_child`.
 
 SIGINT is ignored from the first line of ``BOOT`` on: Ctrl-C in a terminal reaches the whole
@@ -18,8 +19,8 @@ A task may fork (``os.fork``, ``multiprocessing`` with fork). The forked process
 the socket: the parent reads EOF on it to learn that this child died, and a grandchild that
 holds it would hide the death. So the socket is closed in every process forked from here
 (``os.register_at_fork``), and a grandchild that returns from the task exits instead of
-serving: in prefork and hybrid (on the loop) here, in hybrid's threads in
-``ForkEndingExecutor``, in gevent in :mod:`~hubbub.worker.pools._gevent_child`.
+serving: in prefork and hybrid (on the loop) here, in hybrid's threads in ``SyncThreads``,
+in gevent in :mod:`~hubbub.worker.pools._gevent_child`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from types import FrameType
@@ -49,6 +51,7 @@ from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
 from hubbub.worker.execute import limits, on_own_loop, run_sync
 from hubbub.worker.outcome_of import describe, exception_text, failure
+from hubbub.worker.pools._sync_threads import SyncThreads
 from hubbub.worker.pools._wire import (
     CHUNK,
     Cancel,
@@ -66,7 +69,7 @@ from hubbub.worker.pools._wire import (
     receive,
     resident_mib,
 )
-from hubbub.worker.pools.coroutines import AsyncPool
+from hubbub.worker.pools.coroutines import SYNC_THREADS, AsyncPool
 
 BOOT = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
         "from hubbub.worker.pools._child import main; main()")
@@ -286,47 +289,62 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     outbox = Outbox(writer)  # replies finishing in one turn of the loop go out together
-    running: set[asyncio.Task[None]] = set()
-    jobs: dict[int, Job] = {}  # by the parent's number, for Cancel
+
+    def answer(seq: int, outcome: Outcome) -> None:
+        outbox.put(reply(seq, outcome, rss_for(spec)))
+
+    # Sync jobs: in threads, their outcomes (and progress) back through one mailbox.
+    threads = SyncThreads(min(spec.slots, SYNC_THREADS), answer, outbox.put)
+    running: set[asyncio.Task[None]] = set()  # async def jobs
+    jobs: dict[int, Job] = {}  # async def jobs by the parent's number, for Cancel
 
     async def run(seq: int, job: Job) -> None:
-        if job.task not in hub.tasks:
-            outcome = unknown_task(hub, job)
-        else:
-            jobs[seq] = job
-            try:
-                outcome = await pool.run(job)
-            except Exception as exc:  # a bug in the pool must not take the others down
-                outcome = Failed(describe(exc), 0.0)
-            finally:
-                del jobs[seq]
+        jobs[seq] = job
+        try:
+            outcome = await pool.run(job)
+        except Exception as exc:  # a bug in the pool must not take the others down
+            outcome = Failed(describe(exc), 0.0)
+        finally:
+            del jobs[seq]
         if os.getpid() != me:
             # An async def task forked on this loop and returned in the forked process too:
             # that one is not this child (its socket is closed) and ends here. (One forked
-            # from a thread ends in the thread: ForkEndingExecutor.)
+            # from a thread ends in the thread: SyncThreads.)
             os._exit(0)
-        outbox.put(reply(seq, outcome, rss_for(spec)))
+        answer(seq, outcome)
 
-    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
 
     def progress(task_id: str, state: str, meta: dict[str, Any] | None) -> None:
-        # From a coroutine on this loop or a sync task's thread: queued on the loop, in
-        # order with the replies (a task's progress always before its Done).
-        with contextlib.suppress(RuntimeError):  # the loop is closing: the task is over
-            loop.call_soon_threadsafe(outbox.put, encode(Progress(task_id, state, meta)))
+        # In order with the replies (a task's progress always before its Done): from a
+        # coroutine, into the outbox now; from a sync task's thread, through the mailbox its
+        # outcome takes.
+        frame = encode(Progress(task_id, state, meta))
+        if threading.get_ident() == loop_thread:
+            outbox.put(frame)
+        else:
+            threads.post(frame)
 
     async def handle(frame: Frame) -> bool:
         """Act on one frame from the parent; False for ``Stop``."""
         if isinstance(frame, Cancel):
-            cancelled = jobs.get(frame.seq)  # None: it has ended, its Done is on its way
-            if cancelled is not None:
-                await pool.cancel(cancelled.id, frame.reason)
+            # Neither: it has ended, and its Done is on its way.
+            if not threads.cancel(frame.seq, frame.reason):
+                cancelled = jobs.get(frame.seq)
+                if cancelled is not None:
+                    await pool.cancel(cancelled.id, frame.reason)
             return True
         if not isinstance(frame, Run):
             return False  # Stop: after the spec, the parent sends only Run, Cancel and Stop
-        runner = asyncio.create_task(run(frame.seq, frame.job))
-        running.add(runner)
-        runner.add_done_callback(running.discard)
+        task = hub.tasks.get(frame.job.task)
+        if task is None:
+            answer(frame.seq, unknown_task(hub, frame.job))
+        elif not task.is_async:
+            threads.run(frame.seq, frame.job, task)
+        else:
+            runner = asyncio.create_task(run(frame.seq, frame.job))
+            running.add(runner)
+            runner.add_done_callback(running.discard)
         return True
 
     set_default_sink(progress)
@@ -345,15 +363,18 @@ async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None
                 break
             for frame in frames.feed(data):
                 serving = serving and await handle(frame)
-        if running and not parent_gone:
-            await asyncio.wait(running)
+        if not parent_gone:
+            if running:
+                await asyncio.wait(running)
+            await threads.wait()
     finally:
+        threads.close()
         await pool.stop()
         outbox.flush()
         with contextlib.suppress(ConnectionError):
             writer.close()
             await writer.wait_closed()
-    if parent_gone and running:
+    if parent_gone and (running or threads.open):
         # Nobody can receive these outcomes, and threads of sync tasks would hold the exit;
         # their deliveries come back to another worker when the dead parent's lease ends.
         logging.shutdown()

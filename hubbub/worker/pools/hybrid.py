@@ -2,11 +2,14 @@
 
 For I/O fan-out bigger than one core can drive: every core runs an ``AsyncPool`` of its own.
 In each child, ``async def`` tasks run as coroutines on the child's loop and sync tasks in
-that child's threads, exactly as on the async pool (same time-limit semantics, same
-blocked-loop warning). The parent sends each job to the child with the most free slots; a
-child runs several jobs at once, so replies carry the parent's job number
-(:mod:`hubbub.worker.pools._wire`). Children start the way prefork's do (see
-:mod:`hubbub.worker.pools.prefork`).
+that child's threads, with the async pool's time-limit semantics and blocked-loop warning.
+Sync tasks take the threads as they need them (:mod:`~hubbub.worker.pools._sync_threads`):
+short ones run one after another in one thread, and their outcomes go back to the loop, and
+on to the parent, in batches; ones that block spread over up to 32 threads.
+
+The parent sends each job to the child with the most free slots; a child runs several jobs at
+once, so replies carry the parent's job number (:mod:`hubbub.worker.pools._wire`). Children
+start the way prefork's do (see :mod:`hubbub.worker.pools.prefork`).
 
 Crash isolation is per process: a child that dies takes the jobs it was running with it
 (each reported ``Crashed``, naming the signal or exit code) and is replaced; the other
