@@ -19,7 +19,6 @@ from hubbub.canvas.builtins import add_builtins
 from hubbub.canvas.send import send
 from hubbub.canvas.signature import Canvas, Group, Signature, from_dict
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
@@ -142,7 +141,11 @@ class Hub(Producer):
         self._connector = Connector(self.open_transport, self.open_results, settings.broker)
         # task-sent events, with events on: the bridge loop's (each other loop that sends
         # has its own, see Producer._loop_client)
-        self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
+        self._sent = None
+        if settings.events:
+            from hubbub.control.sent import SentEvents  # only with events on (issue #18)
+
+            self._sent = SentEvents(self.events, self.open_plane)
 
     def configure(self, **settings: Any) -> None:
         """Change settings given in code, before the hub is used: for an app whose

@@ -29,13 +29,15 @@ TIMEOUT = 60.0
 # Loaded on first use only: the control client (``hub.control``, ``hubbub inspect``), schedule
 # entries (``hub.schedule``/``periodic``) and the beat, the Decimal type (a "decimal" tag or a
 # Decimal value), the other pools, SQLite, the sync Redis publisher (``delay()`` from sync
-# code), the Celery bridge, metrics, tracing, the dashboard and rich (other subcommands).
+# code), task-sent events (events off), the Celery bridge, metrics, tracing, the dashboard and
+# rich (other subcommands).
 NOT_WHEN_IDLE = (
     "hubbub.control.client", "hubbub.schedule", "hubbub.schedule.entries",
     "hubbub.schedule.beat", "croniter", "zoneinfo", "decimal", "numbers",
     "hubbub.worker.pools.prefork", "hubbub.worker.pools.threads", "sqlite3", "hubbub._sqlite",
     "hubbub.transports._redis_sync", "hubbub.compat.celery", "hubbub.metrics",
-    "hubbub.tracing", "hubbub.dashboard", "hubbub.control.monitor", "rich",
+    "hubbub.tracing", "hubbub.dashboard", "hubbub.control.monitor", "hubbub.control.sent",
+    "rich",
 )
 
 APP = textwrap.dedent("""
