@@ -150,10 +150,12 @@ def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
     return rss, pss, len(pids)
 
 
-def bare_rss(python: str, env: dict[str, str]) -> float:
-    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs)."""
-    code = ("print(next(int(l.split()[1]) for l in open('/proc/self/status') "
-            "if l.startswith('VmRSS:')))")
+def bare_rss(python: str, env: dict[str, str], imports: str = "") -> float:
+    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs), or only
+    the comma-separated modules ``imports``."""
+    code = (f"import {imports}\n" if imports else "") + (
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') "
+        "if l.startswith('VmRSS:')))")
     return statistics.median(
         int(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
                            check=True, timeout=60).stdout) / 1024 for _ in range(3))
@@ -243,13 +245,23 @@ def main() -> None:
                                    for key, python in pythons.items() if python))
     if not clean:
         print("no 'clean venv' row: bench/setup_peers.sh makes bench/.venv-hubbub")
+    # Where the clean venvs' gap comes from: the interpreters at start, redis-py (imported
+    # with asyncio, which both workers need), and what is left: the workers' own code.
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    redis_py = {python: bare_rss(python, env, "asyncio, redis.asyncio") - bare[python]
+                for python in (clean, peers["arq"].python if peers else None) if python}
     for broker, pool, name, rss, _, _ in rows:
         arq = rss_of.get((broker, "-", "arq"))
-        if name == "clean venv" and arq is not None:
+        if name == "clean venv" and clean and arq is not None:
             gap = rss - arq
+            peer = peers["arq"].python
+            redis_gap = redis_py[clean] - redis_py[peer]
+            bare_gap = bare[clean] - bare[peer]
             print(f"{broker} --pool {pool}: hubbub in its clean venv ({rss:.1f} MiB) is "
                   f"{abs(gap):.1f} MiB {'above' if gap > 0 else 'below'} arq in its own "
-                  f"({arq:.1f} MiB)")
+                  f"({arq:.1f} MiB): bare interpreters {bare_gap:+.1f}, asyncio + redis-py "
+                  f"{redis_gap:+.1f} ({redis_py[clean]:.1f} vs {redis_py[peer]:.1f} above "
+                  f"bare), the rest (the workers' own code) {gap - bare_gap - redis_gap:+.1f}")
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 
