@@ -138,3 +138,47 @@ def test_deferred_names_still_import_where_they_were() -> None:
                           text=True, timeout=TIMEOUT, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
+
+
+DECIMAL_CASES = {
+    "a Decimal made after hubbub loaded is packed as before": """
+        from decimal import Decimal
+        assert codecs.pack({"d": Decimal("1.5")}) == {"d": {"__hubbub__": "decimal", "v": "1.5"}}
+        assert codecs.pack({"d": type("D", (Decimal,), {})("2")})["d"]["v"] == "2"
+    """,
+    "a decimal tag decodes without decimal imported first": """
+        value = codecs.unpack({"__hubbub__": "decimal", "v": "1.5"})
+        assert repr(value) == "Decimal('1.5')", repr(value)
+    """,
+    "the name decimal stays taken by the built-in type": """
+        try:
+            codecs.register_type(type("Money", (), {}), name="decimal", encode=str, decode=str)
+        except ConfigurationError as exc:
+            assert "built-in" in str(exc), exc
+        else:
+            raise AssertionError("registering the name 'decimal' must fail")
+    """,
+    "Decimal itself travels without registering": """
+        import decimal
+        try:
+            codecs.register_type(decimal.Decimal, name="money", encode=str, decode=str)
+        except ConfigurationError as exc:
+            assert "without registering" in str(exc), exc
+        else:
+            raise AssertionError("registering Decimal must fail")
+    """,
+}
+
+
+@pytest.mark.parametrize("case", DECIMAL_CASES)
+def test_decimal_is_a_built_in_type_before_decimal_is_imported(case: str) -> None:
+    code = textwrap.dedent("""
+        import sys
+        import hubbub.codecs as codecs
+        from hubbub.errors import ConfigurationError
+        assert "decimal" not in sys.modules
+    """) + textwrap.dedent(DECIMAL_CASES[case])
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
