@@ -249,7 +249,8 @@ def main() -> None:
     # with asyncio, which both workers need), and what is left: the workers' own code.
     env = {**os.environ, "PYTHONPATH": str(TREE)}
     redis_py = {python: bare_rss(python, env, "asyncio, redis.asyncio") - bare[python]
-                for python in (clean, peers["arq"].python if peers else None) if python}
+                for python in (clean, peers["arq"].python if peers else None)
+                if python and "redis" in args.brokers.split(",")}
     for broker, pool, name, rss, _, _ in rows:
         arq = rss_of.get((broker, "-", "arq"))
         if name == "clean venv" and clean and arq is not None:
