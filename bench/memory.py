@@ -19,6 +19,16 @@ another redis-py (the versions are printed): a newer one imports more (redis-py 
 the OpenTelemetry SDK when it is installed). So the same arq also runs on this interpreter,
 with its redis-py (only the ``arq`` package is taken from the venv): the row ``arq here`` and
 the column "vs here", which compare the workers' own code and nothing else.
+
+The row ``this tree`` is hubbub on this interpreter, whose site-packages are not what a user of
+``pip install hubbub[redis]`` gets: .pth files, and the OpenTelemetry SDK (a test dependency
+here) that redis-py 8 imports whenever it is installed. The row ``clean venv`` runs the same
+tree on bench/.venv-hubbub, which bench/setup_peers.sh fills with hubbub's dependencies only
+(``pip install <repo>[redis]``, then hubbub itself uninstalled so that the tree is what runs):
+hubbub as a user installs it (``base clean``: the ``--baseline`` tree there). Its "vs arq"
+compares like with like, both in venvs of their own, with one difference left: the redis-py
+releases (hubbub needs 6.1 or later, the peers' venv pins 5.x for taskiq-redis and kombu), so
+the last lines print each one's version and how far ``clean venv`` is from ``arq``.
 """
 
 from __future__ import annotations
@@ -34,14 +44,15 @@ import tempfile
 import textwrap
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from _common import proc_kib
 
 HERE = Path(__file__).resolve().parent
 ARQ = HERE / ".venv-peers" / "bin" / "arq"
+CLEAN_PYTHON = HERE / ".venv-hubbub" / "bin" / "python"
 TREE = HERE.parent
-HERE_ARQ = Path("arq here")  # not a tree: arq on this interpreter (see the docstring)
 APP = textwrap.dedent("""
     from hubbub import Hub
     hub = Hub()   # $HUBBUB_BROKER
@@ -52,6 +63,26 @@ APP = textwrap.dedent("""
 """)
 POOLS = {"async": [], "threads": [], "solo": [], "prefork": ["-c", "2"],
          "hybrid": ["-c", "2"], "gevent": []}
+ROWS = {  # what each row is, printed under the table
+    "this tree": "hubbub from this tree, on this interpreter (its site-packages)",
+    "clean venv": "the same tree on bench/.venv-hubbub (hubbub[redis]'s dependencies only)",
+    "baseline": "hubbub from --baseline, on this interpreter",
+    "base clean": "hubbub from --baseline, on bench/.venv-hubbub",
+    "arq": "arq in bench/.venv-peers (its own venv)",
+    "arq here": "that arq on this interpreter and its redis-py",
+}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What one row runs: hubbub from ``tree`` (None: arq) on the interpreter ``python``."""
+
+    tree: Path | None
+    python: str = sys.executable
+
+    @property
+    def arq(self) -> bool:
+        return self.tree is None
 
 
 def children(root: int) -> list[int]:
@@ -72,26 +103,27 @@ def children(root: int) -> list[int]:
     return found
 
 
-def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: float,
+def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
             redis_url: str) -> tuple[float, float, int]:
-    """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker:
-    hubbub's from ``tree``, or arq's with ``tree`` None (``HERE_ARQ``: on this interpreter)."""
+    """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker."""
     token = uuid.uuid4().hex[:8]
     url = (f"sqlite:///{folder / f'{token}.db'}" if broker == "sqlite"
            else f"{redis_url}?prefix=memory-{token}")
-    path = os.pathsep.join(filter(None, [str(folder), str(tree), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "hubbub", "worker", "-A", "memapp:hub",
-               "--pool", pool, *POOLS[pool], "-l", "error"]
-    if tree is None or tree == HERE_ARQ:  # arq, the peer: its worker of bench/peers/arq_redis.py
+    if worker.tree is not None:
+        path = os.pathsep.join(filter(None, [str(folder), str(worker.tree),
+                                             os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
+        command = [worker.python, "-m", "hubbub", "worker", "-A", "memapp:hub",
+                   "--pool", pool, *POOLS[pool], "-l", "error"]
+    else:  # arq, the peer: its worker of bench/peers/arq_redis.py
         env = {**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
                "PYTHONPATH": str(HERE / "peers")}
         command = [str(ARQ), "arq_redis.WorkerSettings"]
-        if tree == HERE_ARQ:  # the same, on this interpreter and its redis-py
+        if worker.python == sys.executable:  # the same, on this interpreter and its redis-py
             env["PYTHONPATH"] = os.pathsep.join([str(folder / "arq-only"), str(HERE / "peers")])
             command = [sys.executable, "-c", "from arq.cli import cli; cli()",
                        "arq_redis.WorkerSettings"]
-    quiet = subprocess.DEVNULL if tree is None or tree == HERE_ARQ else None  # arq logs polls
+    quiet = subprocess.DEVNULL if worker.arq else None  # arq logs its polls
     proc = subprocess.Popen(command, env=env, cwd=folder, stdout=quiet, stderr=quiet)
     try:
         time.sleep(settle)
@@ -118,10 +150,12 @@ def one_run(folder: Path, tree: Path | None, pool: str, broker: str, settle: flo
     return rss, pss, len(pids)
 
 
-def bare_rss(python: str, env: dict[str, str]) -> float:
-    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs)."""
-    code = ("print(next(int(l.split()[1]) for l in open('/proc/self/status') "
-            "if l.startswith('VmRSS:')))")
+def bare_rss(python: str, env: dict[str, str], imports: str = "") -> float:
+    """MiB of VmRSS of ``python`` that imports nothing itself (site still runs), or only
+    the comma-separated modules ``imports``."""
+    code = (f"import {imports}\n" if imports else "") + (
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') "
+        "if l.startswith('VmRSS:')))")
     return statistics.median(
         int(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
                            check=True, timeout=60).stdout) / 1024 for _ in range(3))
@@ -147,33 +181,37 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hubbub-memory-"))
     (folder / "memapp.py").write_text(APP)
-    bare = {"hubbub": bare_rss(sys.executable, {**os.environ, "PYTHONPATH": str(TREE)})}
-    peers = {}
+    clean = str(CLEAN_PYTHON) if CLEAN_PYTHON.exists() else None
+    workers = {"this tree": Worker(TREE)}
+    if clean:
+        workers["clean venv"] = Worker(TREE, clean)
+    if args.baseline is not None:
+        workers["baseline"] = Worker(args.baseline.resolve())
+        if clean:
+            workers["base clean"] = Worker(args.baseline.resolve(), clean)
+    peers: dict[str, Worker] = {}
     if ARQ.exists():
-        bare["arq"] = bare_rss(str(ARQ.parent / "python"), dict(os.environ))
-        peers["arq"] = None
+        peers["arq"] = Worker(None, str(ARQ.parent / "python"))
         package = next(HERE.glob(".venv-peers/lib/python*/site-packages/arq"), None)
         if package is not None:
             (folder / "arq-only").mkdir()
             (folder / "arq-only" / "arq").symlink_to(package)
-            peers["arq here"] = HERE_ARQ
-        versions = {"this python": redis_version(sys.executable),
-                    "peers' venv": redis_version(str(ARQ.parent / "python"))}
-    trees: dict[str, Path | None] = {"this tree": TREE}
-    if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
+            peers["arq here"] = Worker(None)
+    pythons = {"this python": sys.executable, "clean venv": clean,
+               "peers' venv": peers["arq"].python if peers else None}
+    bare = {python: bare_rss(python, {**os.environ, "PYTHONPATH": str(TREE)})
+            for python in pythons.values() if python}
     rows = []
     for broker in args.brokers.split(","):
         for pool in args.pools.split(","):
-            for peer, where in peers.items():
-                if broker == "redis" and pool == args.pools.split(",")[0]:
-                    trees[peer] = where  # once per broker, in the turns of its first pool
-                else:
-                    trees.pop(peer, None)
-            samples: dict[str, list[tuple[float, float, int]]] = {t: [] for t in trees}
+            turns = {name: w for name, w in workers.items()
+                     if pool != "gevent" or w.python != clean}  # an extra it does not have
+            if broker == "redis" and pool == args.pools.split(",")[0]:
+                turns.update(peers)  # once per broker, in the turns of its first pool
+            samples: dict[str, list[tuple[float, float, int]]] = {t: [] for t in turns}
             for _ in range(args.runs):
-                for name, tree in trees.items():
-                    samples[name].append(one_run(folder, tree, pool, broker, args.settle,
+                for name, worker in turns.items():
+                    samples[name].append(one_run(folder, worker, pool, broker, args.settle,
                                                  args.redis_url))
             for name, s in samples.items():
                 rows.append((broker, "-" if name in peers else pool, name,
@@ -186,18 +224,45 @@ def main() -> None:
               f"{'above bare':>10}")
     print(header)
     print("-" * len(header))
-    base = {(b, p): r for b, p, n, r, _, _ in rows if n == "baseline"}
-    arq = {(b, n): r for b, _, n, r, _, _ in rows if n in peers}
+    rss_of = {(b, p, n): r for b, p, n, r, _, _ in rows}
+    base_of = {"this tree": "baseline", "clean venv": "base clean"}
     for broker, pool, name, rss, pss, count in rows:
-        ratio = f"{rss / base[(broker, pool)]:.2f}x" if (broker, pool) in base else ""
-        vs = {peer: f"{rss / arq[(broker, peer)]:.2f}x"
-              if (broker, peer) in arq and name not in peers else "" for peer in peers}
-        above = rss - bare["arq" if name == "arq" else "hubbub"]
+        base = rss_of.get((broker, pool, base_of.get(name, "")))
+        ratio = f"{rss / base:.2f}x" if base else ""
+        vs = {peer: f"{rss / rss_of[(broker, '-', peer)]:.2f}x"
+              if (broker, "-", peer) in rss_of and name not in peers else "" for peer in peers}
+        above = rss - bare[(workers | peers)[name].python]
         print(f"{broker:7} {pool:8} {name:10} {rss:8.1f} {pss:11.1f} {count:9d} {ratio:>9} "
               f"{vs.get('arq', ''):>7} {vs.get('arq here', ''):>7} {above:10.1f}")
-    print("bare interpreters (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in bare.items()))
-    if peers:
-        print("redis-py: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    shown = {name for _, _, name, _, _, _ in rows}
+    print("rows: " + "; ".join(f"'{name}' = {what}" for name, what in ROWS.items()
+                               if name in shown))
+    print("RSS ratio: over the same interpreter's baseline row; vs arq, vs here: over that "
+          "peer's RSS on the broker")
+    print("bare interpreters (MiB): " + ", ".join(
+        f"{key} {bare[python]:.1f}" for key, python in pythons.items() if python))
+    print("redis-py: " + ", ".join(f"{key} {redis_version(python)}"
+                                   for key, python in pythons.items() if python))
+    if not clean:
+        print("no 'clean venv' row: bench/setup_peers.sh makes bench/.venv-hubbub")
+    # Where the clean venvs' gap comes from: the interpreters at start, redis-py (imported
+    # with asyncio, which both workers need), and what is left: the workers' own code.
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    redis_py = {python: bare_rss(python, env, "asyncio, redis.asyncio") - bare[python]
+                for python in (clean, peers["arq"].python if peers else None)
+                if python and "redis" in args.brokers.split(",")}
+    for broker, pool, name, rss, _, _ in rows:
+        arq = rss_of.get((broker, "-", "arq"))
+        if name == "clean venv" and clean and arq is not None:
+            gap = rss - arq
+            peer = peers["arq"].python
+            redis_gap = redis_py[clean] - redis_py[peer]
+            bare_gap = bare[clean] - bare[peer]
+            print(f"{broker} --pool {pool}: hubbub in its clean venv ({rss:.1f} MiB) is "
+                  f"{abs(gap):.1f} MiB {'above' if gap > 0 else 'below'} arq in its own "
+                  f"({arq:.1f} MiB): bare interpreters {bare_gap:+.1f}, asyncio + redis-py "
+                  f"{redis_gap:+.1f} ({redis_py[clean]:.1f} vs {redis_py[peer]:.1f} above "
+                  f"bare), the rest (the workers' own code) {gap - bare_gap - redis_gap:+.1f}")
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 

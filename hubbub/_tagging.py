@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import decimal
 import enum
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,8 +98,6 @@ _BUILTIN_TYPES = (
               builtin=True),
     TypeCodec("timedelta", dt.timedelta, lambda d: [d.days, d.seconds, d.microseconds],
               _timedelta, builtin=True),
-    TypeCodec("decimal", decimal.Decimal, str, _text(decimal.Decimal),
-              builtin=True),
     TypeCodec("uuid", uuid.UUID, str, _text(uuid.UUID), builtin=True),
     TypeCodec("bytes", bytes, lambda b: base64.b64encode(b).decode(), _b64, builtin=True),
     TypeCodec("tuple", tuple, list, _items(tuple), builtin=True),
@@ -110,6 +108,29 @@ _BUILTIN_TYPES = (
 _BY_NAME: dict[str, TypeCodec] = {t.name: t for t in _BUILTIN_TYPES}
 _BY_CLASS: dict[type, TypeCodec] = {t.cls: t for t in _BUILTIN_TYPES if t.name != "dict"}
 _PLAIN = (str, int, float, bool, type(None), list, dict)
+
+
+def _add_decimal() -> TypeCodec:
+    """Register ``Decimal``, the one built-in type whose module is left unimported until it
+    is needed: ``decimal`` (with ``numbers``, about 120 KiB) would otherwise sit in every
+    worker and producer (issue #18). It is needed when a "decimal" tag is decoded or named
+    by :func:`register_type`, and when ``decimal`` is loaded: only then can a Decimal exist,
+    to be encoded or registered (:func:`_decimal_loaded`)."""
+    import decimal
+
+    entry = _BY_NAME.get("decimal")
+    if entry is None:
+        entry = TypeCodec("decimal", decimal.Decimal, str, _text(decimal.Decimal), builtin=True)
+        _BY_NAME["decimal"] = entry
+        _BY_CLASS[decimal.Decimal] = entry
+    return entry
+
+
+def _decimal_loaded() -> bool:
+    """Whether a Decimal may exist in this process but is not registered yet (the C module
+    ``_decimal`` is checked too: ``decimal.Decimal`` is its class)."""
+    return "decimal" not in _BY_NAME and ("decimal" in sys.modules
+                                          or "_decimal" in sys.modules)
 
 
 def register_type(cls: type, *, name: str, encode: Callable[[Any], Any],
@@ -131,6 +152,8 @@ def register_type(cls: type, *, name: str, encode: Callable[[Any], Any],
     if not callable(encode) or not callable(decode):
         raise ConfigurationError(f"register_type({cls.__qualname__}) needs callable "
                                  "encode and decode functions")
+    if name == "decimal" or _decimal_loaded():
+        _add_decimal()
     if cls in _PLAIN or (cls in _BY_CLASS and _BY_CLASS[cls].builtin):
         raise ConfigurationError(f"{cls.__qualname__} already travels without registering")
     taken = _BY_NAME.get(name)
@@ -169,6 +192,8 @@ def non_finite(value: float) -> NonFinite:
 
 def _find_codec(value: Any) -> TypeCodec | None:
     """The registered codec for ``value``'s class or its nearest registered base class."""
+    if _decimal_loaded():
+        _add_decimal()
     for base in type(value).__mro__:
         entry = _BY_CLASS.get(base)
         if entry is not None:
@@ -299,6 +324,8 @@ def _unpack(value: Any) -> Any:
         return value
     name = value[TAG]
     entry = _BY_NAME.get(name) if isinstance(name, str) else None
+    if entry is None and name == "decimal":
+        entry = _add_decimal()
     if entry is None:
         raise Undecodable(f"unknown type tag {name!r}: register it with hub.register_type() "
                           "in the app on this side too")

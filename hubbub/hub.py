@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from hubbub._client import Connector
 from hubbub._producer import Producer
@@ -19,18 +19,21 @@ from hubbub.canvas.builtins import add_builtins
 from hubbub.canvas.send import send
 from hubbub.canvas.signature import Canvas, Group, Signature, from_dict
 from hubbub.codecs import Codec, get_codec, register_type
-from hubbub.control.client import Control
-from hubbub.control.sent import SentEvents
 from hubbub.errors import ConfigurationError
 from hubbub.events import EventBus
 from hubbub.hooks import AroundTask, Hooks, ProcessHook, TaskCallback, TaskFailureCallback
 from hubbub.limits import KeyFrom
 from hubbub.middleware import Middleware
 from hubbub.result import Result
-from hubbub.schedule.entries import ScheduleEntry, add_entry, make_entry, make_trigger
 from hubbub.settings import Limits, Settings, resolve, sqlite_url
 from hubbub.signing import Signer
 from hubbub.task import SendOptions, Task, TaskOptions, build_envelope
+
+if TYPE_CHECKING:
+    # Imported where used: a worker never needs the control client or the schedule entries
+    # (with croniter's hook), and every worker imports this module (issue #18).
+    from hubbub.control.client import Control
+    from hubbub.schedule.entries import ScheduleEntry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,7 +141,11 @@ class Hub(Producer):
         self._connector = Connector(self.open_transport, self.open_results, settings.broker)
         # task-sent events, with events on: the bridge loop's (each other loop that sends
         # has its own, see Producer._loop_client)
-        self._sent = SentEvents(self.events, self.open_plane) if settings.events else None
+        self._sent = None
+        if settings.events:
+            from hubbub.control.sent import SentEvents  # only with events on (issue #18)
+
+            self._sent = SentEvents(self.events, self.open_plane)
 
     def configure(self, **settings: Any) -> None:
         """Change settings given in code, before the hub is used: for an app whose
@@ -286,6 +293,8 @@ class Hub(Producer):
                 ``remote=True``.
             ConfigurationError: ``cron`` without croniter installed.
         """
+        from hubbub.schedule.entries import add_entry, make_entry, make_trigger
+
         if isinstance(task, str) and not remote and task not in self.tasks:
             raise unknown_task(self.tasks, task)
         trigger = make_trigger(cron=cron, every=every, tz=tz)
@@ -308,6 +317,8 @@ class Hub(Producer):
             ScheduleError: a bad schedule or time zone.
             ConfigurationError: an unknown task option, or ``cron`` without croniter.
         """
+        from hubbub.schedule.entries import add_entry, make_entry, make_trigger
+
         trigger = make_trigger(cron=cron, every=every, tz=tz)
         make_entry("?", trigger, missed=missed)  # fail before anything is registered
 
@@ -325,6 +336,8 @@ class Hub(Producer):
         """Remote control of this hub's workers: ``hub.control.ping()``,
         ``hub.control.inspect().active()``, ``hub.control.shutdown(destination=["w1"])``
         (see :class:`~hubbub.control.client.Control`)."""
+        from hubbub.control.client import Control
+
         return Control(self)
 
 
