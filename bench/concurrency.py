@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -376,13 +377,18 @@ def fmt(seconds: float | None) -> str:
 
 # -- the parts ---------------------------------------------------------------------------------
 
+# Every row names its worker's event loop (``--loop``; "auto" would pick uvloop where it is
+# installed): asyncio's, and the async pool once more on uvloop when it is installed.
+ASYNCIO = ["--loop", "asyncio"]
 IO_CASES = [  # label, pool options, task, concurrency, tasks (None: --io-tasks)
-    ("async", ["--pool", "async", "-c", "1000"], "io_async", 1000, None),
-    ("hybrid", ["--pool", "hybrid", "-c", "2", "--coroutines", "500"], "io_async", 1000,
-     None),
-    ("gevent", ["--pool", "gevent", "-c", "1000"], "io_sync", 1000, None),
-    ("threads", ["--pool", "threads", "-c", "200"], "io_sync", 200, None),
-    ("prefork", ["--pool", "prefork", "-c", "2"], "io_sync", 2, 400),
+    ("async", ["--pool", "async", "-c", "1000", *ASYNCIO], "io_async", 1000, None),
+    *([("async", ["--pool", "async", "-c", "1000", "--loop", "uvloop"], "io_async", 1000, None)]
+      if importlib.util.find_spec("uvloop") is not None else []),
+    ("hybrid", ["--pool", "hybrid", "-c", "2", "--coroutines", "500", *ASYNCIO], "io_async",
+     1000, None),
+    ("gevent", ["--pool", "gevent", "-c", "1000", *ASYNCIO], "io_sync", 1000, None),
+    ("threads", ["--pool", "threads", "-c", "200", *ASYNCIO], "io_sync", 200, None),
+    ("prefork", ["--pool", "prefork", "-c", "2", *ASYNCIO], "io_sync", 2, 400),
 ]
 
 
@@ -429,9 +435,9 @@ def _timed(fn: Callable[[int], object], n: int) -> float:
 
 
 CPU_CASES = [  # label, pool options
-    ("solo", ["--pool", "solo"]),
-    ("threads", ["--pool", "threads", "-c", "2"]),
-    ("prefork", ["--pool", "prefork", "-c", "2"]),
+    ("solo", ["--pool", "solo", *ASYNCIO]),
+    ("threads", ["--pool", "threads", "-c", "2", *ASYNCIO]),
+    ("prefork", ["--pool", "prefork", "-c", "2", *ASYNCIO]),
 ]
 
 
@@ -467,7 +473,8 @@ def cpu_part(scratch: Scratch, n: int, runs: int) -> Table:
 
 def headline_part(scratch: Scratch, n: int, processes: int, coroutines: int,
                   runs: int) -> Table:
-    options = ["--pool", "hybrid", "-c", str(processes), "--coroutines", str(coroutines)]
+    options = ["--pool", "hybrid", "-c", str(processes), "--coroutines", str(coroutines),
+               *ASYNCIO]
     concurrency = processes * coroutines
     ideal = n * WAIT / concurrency
     result = repeat(runs, "headline", lambda: drain(scratch, options, "io_async", n, WAIT))
