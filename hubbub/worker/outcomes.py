@@ -16,6 +16,7 @@ from hubbub._redact import redact
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
+from hubbub.job import Succeeded
 from hubbub.limits.unique import unique_key
 from hubbub.logs import task_fields
 from hubbub.message import encode
@@ -108,9 +109,11 @@ class Outcomes:
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
         try:
+            # Whether a failure is dead-lettered too matters to failures only: not worked out
+            # for every task that succeeds.
+            dead = type(outcome) is not Succeeded and self._dead_failures(held)
             verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
-                             queue=held.delivery.queue,
-                             dead_letter_failures=self._dead_failures(held))
+                             queue=held.delivery.queue, dead_letter_failures=dead)
             self._apply(held, verdict, outcome.duration)
         except Exception as exc:
             log.exception("settling %s[%s] failed", held.envelope.task, held.envelope.id)
