@@ -17,9 +17,9 @@ which loop gave it.
 
 ``--baseline DIR`` runs the worker from another source tree (e.g. ``git archive`` of an older
 commit unpacked in DIR) in turns with this tree's, so all see the same load; the ratio
-columns are each row over the baseline. A baseline runs with its own default loop (no
-``--loop``: a tree older than that option runs asyncio's). Medians of ``--runs`` runs. Not a
-test.
+columns are each row over the baseline. A baseline runs with its own default loop (a tree
+older than ``--loop`` runs asyncio's; a newer one, uvloop where it is installed), or with
+``--baseline-loop NAME``. Medians of ``--runs`` runs. Not a test.
 """
 
 from __future__ import annotations
@@ -64,12 +64,15 @@ def main() -> None:
     parser.add_argument("--loops", default="asyncio,uvloop" if uvloop else "asyncio",
                         help="this tree's event loops, a row each (default: asyncio, and "
                              "uvloop when it is installed)")
+    parser.add_argument("--baseline-loop", default=None,
+                        help="the baseline's --loop (default: none given, its default loop)")
     args = parser.parse_args()
     options = ["--pool", "async", "-c", str(args.concurrency)]
     # row name -> (source tree, worker options)
     rows = {loop: (TREE, [*options, "--loop", loop]) for loop in args.loops.split(",")}
     if args.baseline is not None:
-        rows["baseline"] = (args.baseline.resolve(), options)
+        rows["baseline"] = (args.baseline.resolve(), options if args.baseline_loop is None
+                            else [*options, "--loop", args.baseline_loop])
     scratches = {name: TreeScratch(tree) for name, (tree, _) in rows.items()}
     ideal = args.tasks * WAIT / args.concurrency
     load_at_start = os.getloadavg()
@@ -82,7 +85,8 @@ def main() -> None:
     print(f"\nfan-out: {args.tasks:,} tasks x {WAIT * 1000:.0f} ms, --pool async -c "
           f"{args.concurrency}, SQLite, results off, ideal {ideal:.2f}s, median of {args.runs} "
           f"runs, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("rows: this tree's worker with --loop NAME; the baseline tree's with its default loop")
+    print("rows: this tree's worker with --loop NAME; the baseline tree's with "
+          + ("its default loop" if args.baseline_loop is None else f"--loop {args.baseline_loop}"))
     header = (f"{'worker':10} {'drain':>7} {'drain/ideal':>11} {'span':>7} {'span/ideal':>10} "
               f"{'CPU/task µs':>11} {'drain ratio':>11} {'CPU ratio':>9}")
     print(header)
