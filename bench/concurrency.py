@@ -59,6 +59,7 @@ from rich.table import Table
 from hubbub import Hub
 from hubbub._loader import load_hub
 
+TREE = Path(__file__).resolve().parent.parent  # the source tree this benchmark measures
 WAIT = 0.05  # seconds each I/O task waits, and roughly what each CPU task computes
 BATCH = 5000  # calls per delay_many
 LINE = len(b"%.6f %.6f\n" % (time.time(), time.time()))  # bytes per ledger line
@@ -177,7 +178,9 @@ class Scratch:
         return load_hub("benchapp:hub")
 
     def env(self, url: str, ledger: Path) -> dict[str, str]:
-        path = os.pathsep.join(filter(None, [str(self.dir), os.environ.get("PYTHONPATH")]))
+        # The workers import hubbub from this source tree, not whichever one is installed.
+        path = os.pathsep.join(filter(None, [str(self.dir), str(TREE),
+                                             os.environ.get("PYTHONPATH")]))
         return {**os.environ, "HUBBUB_BROKER": url, "HUBBUB_RESULTS": "none",
                 "PYTHONPATH": path, "BENCH_LEDGER": str(ledger)}
 
