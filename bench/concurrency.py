@@ -385,8 +385,8 @@ def fmt(seconds: float | None) -> str:
 ASYNCIO = ["--loop", "asyncio"]
 IO_CASES = [  # label, pool options, task, concurrency, tasks (None: --io-tasks)
     ("async", ["--pool", "async", "-c", "1000", *ASYNCIO], "io_async", 1000, None),
-    *([("async", ["--pool", "async", "-c", "1000", "--loop", "uvloop"], "io_async", 1000, None)]
-      if importlib.util.find_spec("uvloop") is not None else []),
+    *([("async uvloop", ["--pool", "async", "-c", "1000", "--loop", "uvloop"], "io_async",
+        1000, None)] if importlib.util.find_spec("uvloop") is not None else []),
     ("hybrid", ["--pool", "hybrid", "-c", "2", "--coroutines", "500", *ASYNCIO], "io_async",
      1000, None),
     ("gevent", ["--pool", "gevent", "-c", "1000", *ASYNCIO], "io_sync", 1000, None),
