@@ -90,3 +90,33 @@ def test_hubbub_loop_is_not_an_unknown_hub_setting(monkeypatch: pytest.MonkeyPat
 def test_an_unknown_choice_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="loop must be one of auto, asyncio, uvloop"):
         event_loop("trio")
+
+
+def test_time_limits_and_failures_hold_on_uvloop(hub: Hub) -> None:
+    pytest.importorskip("uvloop")
+
+    @hub.task(name="hard", timeout=0.2)
+    async def hard() -> None:
+        await asyncio.sleep(30)
+
+    @hub.task(name="soft", soft_timeout=0.1, timeout=5)
+    async def soft() -> None:
+        await asyncio.sleep(30)
+
+    @hub.task(name="boom")
+    async def boom() -> None:
+        raise ValueError("kaput")
+
+    @hub.task(name="fine")
+    async def fine(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    results = [hard.delay(), soft.delay(), boom.delay(), fine.delay(1)]
+    run_worker(WorkerLoop(hub, pool=AsyncPool(10), stop_when_idle=True), loop="uvloop")
+
+    errors = [str(r.get(timeout=5, propagate=False)) for r in results[:3]]
+    assert "time limit" in errors[0], errors
+    assert "SoftTimeLimitExceeded" in errors[1], errors
+    assert "kaput" in errors[2], errors
+    assert results[3].get(timeout=5) == 2
