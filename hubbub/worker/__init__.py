@@ -103,7 +103,7 @@ def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = (), *,
         loop: the event loop, ``auto``, ``asyncio`` or ``uvloop`` (default:
             ``$HUBBUB_LOOP``, else ``auto``: uvloop when it is installed). uvloop
             runs the loop's own work (timers, sockets, callbacks) in C: with thousands of
-            short ``async def`` tasks, less CPU per task (docs/pools.md, "Measured").
+            short ``async def`` tasks, less CPU per task (docs/pools.md, "The event loop").
 
     Raises:
         ConfigurationError: ``uvloop`` asked for but not installed, or ``$HUBBUB_LOOP``
