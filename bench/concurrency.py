@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -58,6 +59,7 @@ from rich.table import Table
 from hubbub import Hub
 from hubbub._loader import load_hub
 
+TREE = Path(__file__).resolve().parent.parent  # the source tree this benchmark measures
 WAIT = 0.05  # seconds each I/O task waits, and roughly what each CPU task computes
 BATCH = 5000  # calls per delay_many
 LINE = len(b"%.6f %.6f\n" % (time.time(), time.time()))  # bytes per ledger line
@@ -176,7 +178,9 @@ class Scratch:
         return load_hub("benchapp:hub")
 
     def env(self, url: str, ledger: Path) -> dict[str, str]:
-        path = os.pathsep.join(filter(None, [str(self.dir), os.environ.get("PYTHONPATH")]))
+        # The workers import hubbub from this source tree, not whichever one is installed.
+        path = os.pathsep.join(filter(None, [str(self.dir), str(TREE),
+                                             os.environ.get("PYTHONPATH")]))
         return {**os.environ, "HUBBUB_BROKER": url, "HUBBUB_RESULTS": "none",
                 "PYTHONPATH": path, "BENCH_LEDGER": str(ledger)}
 
@@ -376,13 +380,18 @@ def fmt(seconds: float | None) -> str:
 
 # -- the parts ---------------------------------------------------------------------------------
 
+# Every row names its worker's event loop (``--loop``; "auto" would pick uvloop where it is
+# installed): asyncio's, and the async pool once more on uvloop when it is installed.
+ASYNCIO = ["--loop", "asyncio"]
 IO_CASES = [  # label, pool options, task, concurrency, tasks (None: --io-tasks)
-    ("async", ["--pool", "async", "-c", "1000"], "io_async", 1000, None),
-    ("hybrid", ["--pool", "hybrid", "-c", "2", "--coroutines", "500"], "io_async", 1000,
-     None),
-    ("gevent", ["--pool", "gevent", "-c", "1000"], "io_sync", 1000, None),
-    ("threads", ["--pool", "threads", "-c", "200"], "io_sync", 200, None),
-    ("prefork", ["--pool", "prefork", "-c", "2"], "io_sync", 2, 400),
+    ("async", ["--pool", "async", "-c", "1000", *ASYNCIO], "io_async", 1000, None),
+    *([("async uvloop", ["--pool", "async", "-c", "1000", "--loop", "uvloop"], "io_async",
+        1000, None)] if importlib.util.find_spec("uvloop") is not None else []),
+    ("hybrid", ["--pool", "hybrid", "-c", "2", "--coroutines", "500", *ASYNCIO], "io_async",
+     1000, None),
+    ("gevent", ["--pool", "gevent", "-c", "1000", *ASYNCIO], "io_sync", 1000, None),
+    ("threads", ["--pool", "threads", "-c", "200", *ASYNCIO], "io_sync", 200, None),
+    ("prefork", ["--pool", "prefork", "-c", "2", *ASYNCIO], "io_sync", 2, 400),
 ]
 
 
@@ -429,9 +438,9 @@ def _timed(fn: Callable[[int], object], n: int) -> float:
 
 
 CPU_CASES = [  # label, pool options
-    ("solo", ["--pool", "solo"]),
-    ("threads", ["--pool", "threads", "-c", "2"]),
-    ("prefork", ["--pool", "prefork", "-c", "2"]),
+    ("solo", ["--pool", "solo", *ASYNCIO]),
+    ("threads", ["--pool", "threads", "-c", "2", *ASYNCIO]),
+    ("prefork", ["--pool", "prefork", "-c", "2", *ASYNCIO]),
 ]
 
 
@@ -467,7 +476,8 @@ def cpu_part(scratch: Scratch, n: int, runs: int) -> Table:
 
 def headline_part(scratch: Scratch, n: int, processes: int, coroutines: int,
                   runs: int) -> Table:
-    options = ["--pool", "hybrid", "-c", str(processes), "--coroutines", str(coroutines)]
+    options = ["--pool", "hybrid", "-c", str(processes), "--coroutines", str(coroutines),
+               *ASYNCIO]
     concurrency = processes * coroutines
     ideal = n * WAIT / concurrency
     result = repeat(runs, "headline", lambda: drain(scratch, options, "io_async", n, WAIT))

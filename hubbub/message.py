@@ -282,11 +282,18 @@ def envelope_of(values: dict[str, Any]) -> Envelope:
     return envelope
 
 
-# The envelope's fields as _VALUES reads them (routing fields), then the three decode adds.
-_PUT_ROUTING = tuple(getattr(Envelope, name).__set__ for name in _NAMES)
+# Each field's slot setter, for _plain: the routing fields in _VALUES's order, then the
+# three decode adds.
+(_PUT_TASK, _PUT_ID, _PUT_QUEUE, _PUT_PRIORITY, _PUT_ETA, _PUT_EXPIRES, _PUT_RETRIES,
+ _PUT_MAX_RETRIES, _PUT_TIMEOUT, _PUT_SOFT_TIMEOUT, _PUT_PARENT_ID, _PUT_ROOT_ID,
+ _PUT_GROUP_ID, _PUT_HEADERS, _PUT_CREATED_AT, _PUT_CONTENT_TYPE) = (
+    getattr(Envelope, name).__set__ for name in _NAMES)
 _PUT_ARGS, _PUT_KWARGS, _PUT_CANVAS = (getattr(Envelope, name).__set__
                                        for name in ("args", "kwargs", "canvas"))
 assert {f.name for f in fields(Envelope)} == {*_NAMES, "args", "kwargs", "canvas"}
+assert _NAMES == ("task", "id", "queue", "priority", "eta", "expires", "retries",
+                  "max_retries", "timeout", "soft_timeout", "parent_id", "root_id", "group_id",
+                  "headers", "created_at", "content_type"), "_plain's order"
 _JSON_NAME = BY_CONTENT_TYPE[JSON_TYPE].name  # what a worker's ``accept`` calls JSON
 
 
@@ -300,7 +307,8 @@ def _plain(data: bytes, body: dict[str, Any], accept: frozenset[str]) -> Envelop
         return None
     if tuple(map(type, values)) not in _PLAIN:
         return None
-    (task, task_id, queue, _, _, _, retries, max_retries, *_rest, content_type) = values
+    (task, task_id, queue, priority, eta, expires, retries, max_retries, timeout, soft_timeout,
+     parent_id, root_id, group_id, headers, created_at, content_type) = values
     if (not (task and task_id and queue) or retries < 0 or max_retries < 0
             or content_type != JSON_TYPE or _JSON_NAME not in accept or tagged(data)
             or body.get("canvas") is not None):
@@ -309,9 +317,24 @@ def _plain(data: bytes, body: dict[str, Any], accept: frozenset[str]) -> Envelop
     # JSON object keys are strings: a dict here is a valid kwargs.
     if type(args) is not list or type(kwargs) is not dict:
         return None
+    # Slot by slot, written out: a loop over the setters costs 40% more (every task).
     envelope: Envelope = object.__new__(Envelope)
-    for put, value in zip(_PUT_ROUTING, values, strict=True):
-        put(envelope, value)
+    _PUT_TASK(envelope, task)
+    _PUT_ID(envelope, task_id)
+    _PUT_QUEUE(envelope, queue)
+    _PUT_PRIORITY(envelope, priority)
+    _PUT_ETA(envelope, eta)
+    _PUT_EXPIRES(envelope, expires)
+    _PUT_RETRIES(envelope, retries)
+    _PUT_MAX_RETRIES(envelope, max_retries)
+    _PUT_TIMEOUT(envelope, timeout)
+    _PUT_SOFT_TIMEOUT(envelope, soft_timeout)
+    _PUT_PARENT_ID(envelope, parent_id)
+    _PUT_ROOT_ID(envelope, root_id)
+    _PUT_GROUP_ID(envelope, group_id)
+    _PUT_HEADERS(envelope, headers)
+    _PUT_CREATED_AT(envelope, created_at)
+    _PUT_CONTENT_TYPE(envelope, content_type)
     _PUT_ARGS(envelope, tuple(args))
     _PUT_KWARGS(envelope, kwargs)
     _PUT_CANVAS(envelope, None)

@@ -166,6 +166,29 @@ DASHBOARD_VARIABLES = frozenset({"HUBBUB_DASHBOARD_TOKEN", "HUBBUB_DASHBOARD_USE
                                  "HUBBUB_DASHBOARD_PASSWORD", "HUBBUB_DASHBOARD_SECRET"})
 
 
+# -- the worker's event loop: a worker option (``hubbub worker --loop``, ``run_worker(loop=)``),
+# not a hub setting (a Hub has no say in how a worker process runs), that a variable may also
+# set: CLI > code > environment > "auto".
+LOOPS = ("auto", "asyncio", "uvloop")
+LOOP_VARIABLE = "HUBBUB_LOOP"
+
+
+def loop_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The event loop ``$HUBBUB_LOOP`` asks for (one of ``LOOPS``), or None when unset.
+
+    Raises:
+        ConfigurationError: it names no loop hubbub knows.
+    """
+    raw = (os.environ if environ is None else environ).get(LOOP_VARIABLE)
+    if raw is None or not raw.strip():
+        return None
+    name = raw.strip().lower()
+    if name not in LOOPS:
+        raise ConfigurationError(f"{LOOP_VARIABLE}={raw!r} is not valid: write one of "
+                                 f"{', '.join(LOOPS)}{did_you_mean(name, LOOPS)}")
+    return name
+
+
 def _flag(value: str) -> bool:
     """``1/true/yes/on`` or ``0/false/no/off``, any case."""
     word = value.strip().lower()
@@ -190,10 +213,11 @@ def _key_pairs(value: str) -> tuple[tuple[str, str], ...]:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith("HUBBUB_") or key in DASHBOARD_VARIABLES:
+        if not key.startswith("HUBBUB_") or key in DASHBOARD_VARIABLES or key == LOOP_VARIABLE:
             continue
         if key not in _PARSERS:
-            tip = did_you_mean(key, _PARSERS) or f"; known: {', '.join(_PARSERS)}"
+            known = [*_PARSERS, LOOP_VARIABLE]
+            tip = did_you_mean(key, known) or f"; known: {', '.join(known)}"
             raise ConfigurationError(f"unknown setting {key}{tip}")
         name, parse = _PARSERS[key]
         try:

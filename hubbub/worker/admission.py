@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from hubbub.canvas.nodes import CanvasError, check_followups
@@ -31,6 +31,19 @@ log = logging.getLogger("hubbub.worker")
 class Admitted:
     envelope: Envelope
     task: Task[Any, Any]
+
+
+_ENVELOPE, _TASK = (getattr(Admitted, f.name).__set__ for f in fields(Admitted))
+
+
+def _admitted(envelope: Envelope, task: Task[Any, Any]) -> Admitted:
+    """``Admitted(envelope, task)``, its two slots filled through their descriptors: what the
+    frozen dataclass __init__ does by ``object.__setattr__``, at twice the cost (every
+    delivery is admitted)."""
+    admitted: Admitted = object.__new__(Admitted)
+    _ENVELOPE(admitted, envelope)
+    _TASK(admitted, task)
+    return admitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +75,9 @@ class Admission:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._signatures: dict[str, inspect.Signature | None] = {}
-        self._shapes: dict[str, _Shape | None] = {}
+        # task name -> its signature (None: not introspectable) and, when bind is a few
+        # comparisons, its shape: looked up once per delivery
+        self._signatures: dict[str, tuple[inspect.Signature | None, _Shape | None]] = {}
 
     def check(self, delivery: Delivery, source: Source | None = None) -> Admitted | Refused:
         """Admit ``delivery`` or say why not. Never raises.
@@ -120,20 +134,20 @@ class Admission:
         problem = self._bad_arguments(task, envelope)
         if problem:
             return refuse(f"bad arguments for task {envelope.task!r}: {problem}", envelope)
-        return Admitted(envelope, task)
+        return _admitted(envelope, task)
 
     def _bad_arguments(self, task: Task[Any, Any], envelope: Envelope) -> str | None:
-        if task.name not in self._signatures:
+        known = self._signatures.get(envelope.task)
+        if known is None:
             try:
-                signature: inspect.Signature | None = inspect.signature(task.fn)
+                found: inspect.Signature | None = inspect.signature(task.fn)
             except (TypeError, ValueError):
-                signature = None
-            self._signatures[task.name] = signature
-            self._shapes[task.name] = None if signature is None else _Shape.of(signature)
-        signature = self._signatures[task.name]
+                found = None
+            known = self._signatures[envelope.task] = (
+                found, None if found is None else _Shape.of(found))
+        signature, shape = known
         if signature is None:
             return None
-        shape = self._shapes[task.name]
         if shape is not None and shape.fits(envelope.args, envelope.kwargs):
             return None  # the answer bind would give, without building a BoundArguments
         try:

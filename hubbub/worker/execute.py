@@ -184,16 +184,19 @@ def limits(job: Job) -> tuple[float | None, float | None]:
     return soft, hard
 
 
-async def on_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None) -> Outcome:
+async def on_loop(task: Task[Any, Any], job: Job, stop: Stoppable | None = None, *,
+                  me: asyncio.Task[Any] | None = None) -> Outcome:
     """Run an ``async def`` job as a coroutine on the running loop, with its time limits.
 
     With ``stop``, a terminate cancels the coroutine; the outcome is then ``Terminated``.
+    ``me`` is the asyncio task this runs in, when the caller has it already (None: looked up).
     """
     soft, hard = limits(job)
     token = enter(context_of(job))
     started = time.monotonic()
     if soft is None and hard is None:  # the common case: no second task, no timers
-        me = asyncio.current_task()
+        if me is None:
+            me = asyncio.current_task()
         if stop is not None and me is not None:
             stop.arm_task(me)
         error: BaseException | None = None

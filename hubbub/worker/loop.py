@@ -441,7 +441,9 @@ class WorkerLoop(RemoteControl):
 
     def _ran(self, held: Held, future: asyncio.Future[Outcome]) -> None:
         """``held``, started by ``_run_now``, ended: as the end of ``_execute``."""
-        self._io.progress.ended(held)
+        io = self._wiring
+        assert io is not None, "the worker is not running"  # it runs while it holds tasks
+        io.progress.ended(held)
         self._slot_freed(held)
         if not future.cancelled():  # cancelled: let go (a stop, or revoked), as _execute
             self._settle(held, future.result())
@@ -509,7 +511,8 @@ class WorkerLoop(RemoteControl):
 
     def _begin(self, held: Held, attempt: int) -> None:
         """``held`` starts now: its STARTED state, lease renewal, progress and events."""
-        io, env = self._io, held.envelope
+        io, env = self._wiring, held.envelope
+        assert io is not None, "the worker is not running"
         held.started_at = time.time()
         io.renewal.started(env.task)
         io.outcomes.record(held, State.STARTED)
@@ -529,7 +532,9 @@ class WorkerLoop(RemoteControl):
         if held in self._held:
             self._held.forget(held)
             self.processed += 1
-            self._io.outcomes.finished(held, outcome)
+            io = self._wiring
+            assert io is not None, "the worker is not running"
+            io.outcomes.finished(held, outcome)
 
     def _started(self, held: Held, attempt: int) -> None:
         """The task-started event, for the publisher (a row) and the bus (if anyone else

@@ -16,6 +16,7 @@ from hubbub._redact import redact
 from hubbub.codecs import BY_CONTENT_TYPE
 from hubbub.errors import ErrorKind, MessageError
 from hubbub.events import TaskAttemptFailed, TaskDeadLettered, TaskRevoked, TaskSucceeded
+from hubbub.job import Succeeded
 from hubbub.limits.unique import unique_key
 from hubbub.logs import task_fields
 from hubbub.message import encode
@@ -108,6 +109,11 @@ class Outcomes:
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
         try:
+            if type(outcome) is Succeeded:
+                # settle's verdict on a success is SUCCESS with its value, always: applied
+                # without building one (every task that succeeds comes here).
+                self._succeeded(held, outcome.value, outcome.duration)
+                return
             verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
                              queue=held.delivery.queue,
                              dead_letter_failures=self._dead_failures(held))
@@ -132,18 +138,7 @@ class Outcomes:
                                              short(verdict.summary)))
             return
         if verdict.state == State.SUCCESS:
-            # The common case, once per task: no log record and no event object made for
-            # nobody (at the worker's default level INFO, the line is written).
-            if log.isEnabledFor(logging.INFO):
-                log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
-                         extra=task_fields(env.id, env.task))
-            if env.canvas:  # -- canvas: the next steps go out before this record and ack
-                self._follow_success(env, verdict.value)
-            self.record(held, State.SUCCESS, value=verdict.value)
-            self.writes.ack([held.delivery])
-            bus = self.hub.events
-            if bus.listening_besides(None):
-                bus.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
+            self._succeeded(held, verdict.value, duration)
             return
         if verdict.retry is not None:
             try:
@@ -180,6 +175,22 @@ class Outcomes:
                                                   verdict.dead_reason, self.worker))
         else:
             self.writes.ack([held.delivery])
+
+    def _succeeded(self, held: Held, value: Any, duration: float) -> None:
+        """``held`` succeeded with ``value``: its follow-ups, record and ack. The common case,
+        once per task: no log record and no event object made for nobody (at the worker's
+        default level INFO, the line is written)."""
+        env = held.envelope
+        if log.isEnabledFor(logging.INFO):
+            log.info("task %s[%s] succeeded in %.3fs", env.task, env.id, duration,
+                     extra=task_fields(env.id, env.task))
+        if env.canvas:  # -- canvas: the next steps go out before this record and ack
+            self._follow_success(env, value)
+        self.record(held, State.SUCCESS, value=value)
+        self.writes.ack([held.delivery])
+        bus = self.hub.events
+        if bus.listening_besides(None):
+            bus.emit(TaskSucceeded(env.id, env.task, duration, self.worker))
 
     def _retry_refused(self, held: Held, retried: Verdict, reason: str
                        ) -> ResultRecord | None:

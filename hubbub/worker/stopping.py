@@ -51,8 +51,7 @@ class Stoppable:
         job: the job it stands for.
     """
 
-    __slots__ = ("_fired", "_stop", "_task", "_winner", "cancelled", "job", "over", "reason",
-                 "started")
+    __slots__ = ("_race", "_stop", "_task", "cancelled", "job", "over", "reason", "started")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -60,15 +59,16 @@ class Stoppable:
         self.started = time.monotonic()
         self.over = False  # ``end`` was called: set and read on the job's own thread
         self.cancelled = False  # an on-loop job's task was cancelled by us (see _cancel_task)
-        self._winner: dict[str, str] = {}
-        self._fired: dict[str, object] = {}
+        # Two races, one key each: "first" (terminate or end), "stop" (who fires the stop).
+        # One dict for both: every job makes one.
+        self._race: dict[str, object] = {}
         self._stop: Callable[[str], None] | None = None
         self._task: asyncio.Task[Any] | None = None  # an on-loop job: cancelled to stop it
 
     @property
     def terminated(self) -> bool:
         """Whether a terminate won (or may still win: the job has not ended)."""
-        return self._winner.get("first") == "terminate"
+        return self._race.get("first") == "terminate"
 
     def arm(self, stop: Callable[[str], None]) -> None:
         """Tell how to stop the job (called with the reason, once, from any thread)."""
@@ -91,7 +91,7 @@ class Stoppable:
         """
         if not self.reason:
             self.reason = reason  # before the race: whoever sees "terminate" sees the reason
-        if self._winner.setdefault("first", "terminate") != "terminate":
+        if self._race.setdefault("first", "terminate") != "terminate":
             return False
         self._fire()
         return True
@@ -99,7 +99,7 @@ class Stoppable:
     def end(self) -> bool:
         """The job is over; True if a terminate came first (report ``outcome()``)."""
         self.over = True
-        return self._winner.setdefault("first", "end") == "terminate"
+        return self._race.setdefault("first", "end") == "terminate"
 
     def outcome(self) -> Terminated:
         return Terminated(self.reason, time.monotonic() - self.started)
@@ -109,7 +109,7 @@ class Stoppable:
         if stop is None and self._task is not None:
             stop = _cancel_task(self._task, self)
         # ``arm`` and ``terminate`` may both get here (from two threads): stop once.
-        if stop is not None and self._fired.setdefault("stop", me) is me:
+        if stop is not None and self._race.setdefault("stop", me) is me:
             stop(self.reason)
 
 

@@ -130,7 +130,7 @@ EXTRA_MODULES = {"orjson": "orjson", "msgpack": "msgpack", "redis": "redis",
                  "flask": "flask", "fastapi": "fastapi",
                  "prometheus-client": "prometheus_client", "opentelemetry-api": "opentelemetry",
                  "starlette": "starlette", "uvicorn": "uvicorn", "jinja2": "jinja2",
-                 "amqp": "amqp"}
+                 "amqp": "amqp", "uvloop": "uvloop"}
 # Installed for another package's sake, never imported by hubbub: redis-py's C parser.
 USED_BY_A_DEPENDENCY = {"hiredis": "redis"}
 

@@ -109,7 +109,7 @@ class AsyncPool(Pool):
         if me is not None:
             self._on_loop_jobs[me] = job
         try:
-            return await on_loop(task, job, stop)
+            return await on_loop(task, job, stop, me=me)
         finally:
             if me is not None:
                 self._on_loop_jobs.pop(me, None)
