@@ -88,7 +88,8 @@ class _HelpWhenShown(click.Option):
               help="prefork, hybrid, gevent: replace a child process whose resident memory "
                    "is above this many MiB after a task (default: no limit).")
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
-              help="Deliveries held beyond free slots (default: min(concurrency, 16)).")
+              help="Deliveries held beyond free slots (default: about 10 ms of tasks at "
+                   "the lane's pace, at least min(concurrency, 16), at most concurrency).")
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds a graceful stop waits for running tasks.")
 @click.option("--lease", type=click.FloatRange(min=0.5), default=None,

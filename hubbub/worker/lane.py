@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from hubbub.worker.sources import Source
 
 GROW_EVERY = 1.0  # seconds between two autoscale steps up
+PREFETCH_FLOOR = 16  # deliveries a lane may hold beyond its free slots, whatever its pace
+PREFETCH_HOLD = 0.01  # seconds of finished tasks, at the lane's pace, it may hold beyond that
+PREFETCH_LOOK = 0.1  # seconds between two readings of that pace
 SHRINK_AFTER = 5.0  # seconds a lane must be under half busy before it shrinks a step
 
 
@@ -35,7 +38,12 @@ class Lane:
     Args:
         queues: the queues this lane fetches.
         pool: where their tasks run.
-        prefetch: deliveries held beyond free slots (default: min(concurrency, 16)).
+        prefetch: deliveries held beyond free slots. Default: what the lane finishes in about
+            ``PREFETCH_HOLD`` (10 ms) at its pace over the last ``PREFETCH_LOOK``, at least
+            ``min(concurrency, 16)`` and at most ``concurrency``: a held delivery waits for
+            a slot about 10 ms, however short the tasks are, and the shorter they are, the
+            bigger the batches the worker fetches in (20,000 tasks of 50 ms at ``-c 1000``
+            are fetched some 200 at a time instead of 16).
         autoscale: (min, max) concurrency; the lane grows while its queues have waiting work
             and every slot is busy, and shrinks while it is less than half busy. Only for a
             pool that is ``resizable``.
@@ -67,10 +75,16 @@ class Lane:
     # Autoscale (on the fetcher) and remote control (on the responder) may resize at once:
     # one resize at a time, so a pool never sees two (prefork starts children in one).
     _resizing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The default prefetch follows the lane's pace (see ``prefetch``): tasks finished since
+    # ``_paced_at`` (monotonic seconds), read again every PREFETCH_LOOK.
+    _paced: bool = False
+    _finished: int = 0
+    _paced_at: float = 0.0
 
     def __post_init__(self) -> None:
         if self.prefetch is None:
-            self.prefetch = min(self.pool.concurrency, 16)
+            self._paced, self._paced_at = True, time.monotonic()
+            self.prefetch = min(self.pool.concurrency, PREFETCH_FLOOR)
         if self.autoscale is not None:
             low, high = self.autoscale
             if not 1 <= low <= high:
@@ -89,6 +103,8 @@ class Lane:
         assert self.prefetch is not None
         if not self.queues:
             return 0  # every queue was cancelled (remote control): wait for one to be added
+        if self._paced:
+            self._pace()
         window = self.pool.window
         room = self.pool.concurrency + window + self.prefetch - self.held
         if self.running >= self.pool.concurrency and room <= (window + self.prefetch) // 2:
@@ -97,6 +113,18 @@ class Lane:
             # rather than one delivery per finished task (a broker round trip each).
             return 0
         return max(0, room)
+
+    def _pace(self) -> None:
+        """Size the default prefetch to ``PREFETCH_HOLD`` of finished tasks at the pace of the
+        last ``PREFETCH_LOOK`` seconds, within ``min(concurrency, 16)`` and ``concurrency``."""
+        now = time.monotonic()
+        elapsed = now - self._paced_at
+        if elapsed < PREFETCH_LOOK:
+            return
+        concurrency = self.pool.concurrency
+        paced = int(self._finished / elapsed * PREFETCH_HOLD)
+        self.prefetch = min(concurrency, max(PREFETCH_FLOOR, paced))
+        self._finished, self._paced_at = 0, now
 
     def wake(self) -> None:
         """Wake this lane's fetcher if it may fetch now (it also looks every second)."""
@@ -131,6 +159,7 @@ class Lane:
     def release_slot(self) -> None:
         """Give back a slot taken with ``acquire()``; the longest waiter gets it."""
         self.running -= 1
+        self._finished += 1
         self._hand_out()
 
     def _hand_out(self) -> None:

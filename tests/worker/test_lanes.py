@@ -7,11 +7,13 @@ import importlib.util
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from hubbub import ConfigurationError, Hub, WorkerLoop
+from hubbub.worker import lane as lane_module
 from hubbub.worker.lane import Lane, parse_lane
 from hubbub.worker.pools import POOLS, describe_pools, make_pool, resizable_pools
 from hubbub.worker.pools.threads import ThreadPool
@@ -182,3 +184,29 @@ def test_a_lane_without_a_window_keeps_its_prefetch_topped_up() -> None:
     assert _busy(lane, 12).budget == 0
     assert _busy(lane, 11).budget == 5
     assert _busy(lane, 3).budget == 13
+
+
+def _paced(lane: Lane, finished: int, seconds: float = lane_module.PREFETCH_LOOK) -> int:
+    """The lane's default prefetch once ``finished`` tasks ended over the last ``seconds``."""
+    lane._paced_at = time.monotonic() - seconds
+    lane.running = finished
+    for _ in range(finished):
+        lane.release_slot()
+    lane.budget  # noqa: B018 - reading it is what paces the lane
+    assert lane.prefetch is not None
+    return lane.prefetch
+
+
+def test_a_lane_holds_about_10_ms_of_its_pace_beyond_its_free_slots() -> None:
+    lane = Lane(["q"], _Windowed(1000, 0))
+    assert lane.prefetch == 16  # no pace yet: the floor
+    # 5,000 tasks in 0.1 s: 50,000 a second, so 10 ms of them is 500 (a little less when the
+    # reading comes late, never more).
+    assert 400 <= _paced(lane, 5000) <= 500
+    assert _paced(lane, 10) == 16  # slow tasks: back to the floor
+    assert _paced(lane, 1_000_000) == 1000  # never more than the lane's concurrency
+
+
+def test_a_small_lane_and_a_given_prefetch_are_not_paced() -> None:
+    assert _paced(Lane(["q"], _Windowed(4, 0)), 5000) == 4
+    assert _paced(Lane(["q"], _Windowed(1000, 0), prefetch=3), 5000) == 3
