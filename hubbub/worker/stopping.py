@@ -184,7 +184,7 @@ class InThread:
     thread: int | None = None
     loop: asyncio.AbstractEventLoop | None = None  # an ``async def`` job's private loop
     task: asyncio.Task[Any] | None = None
-    finished: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False  # under ``lock``: set by ``finish``
     interrupted: bool = False
     pending: type[BaseException] | None = None  # asked for before the task started
     in_task: bool = False
@@ -193,7 +193,7 @@ class InThread:
     def interrupt(self, exc_type: type[BaseException]) -> None:
         """Stop the job: cancel a coroutine (even mid-``select``), else raise in the thread."""
         with self.lock:
-            if self.finished.is_set():
+            if self.finished:
                 return
             self.interrupted = True
             if self.loop is not None and self.task is not None:
@@ -236,7 +236,7 @@ class InThread:
     def finish(self) -> None:
         """Called by the job's thread when the job is over, before it takes other work."""
         with self.lock:
-            self.finished.set()
+            self.finished = True
             self.in_task = False
             if self.interrupted and self.thread is not None:
                 _raise_in(self.thread, None)
