@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
@@ -15,7 +16,7 @@ from hubbub.errors import ConfigurationError
 from hubbub.settings import LOOPS, loop_from_environment
 from hubbub.worker.loop import WorkerLoop
 
-__all__ = ["Companion", "WorkerLoop", "event_loop", "run_on", "run_worker"]
+__all__ = ["Companion", "WorkerLoop", "event_loop", "fewer_collections", "run_on", "run_worker"]
 
 T = TypeVar("T")
 
@@ -62,6 +63,29 @@ def event_loop(choice: str = "auto") -> str:
         raise ConfigurationError("event loop 'uvloop' needs an extra: "
                                  "pip install 'hubbub[uvloop]'")
     return "asyncio"
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Tune the garbage collector for serving many short tasks, until the block ends.
+
+    What is alive now (the app, its modules, hubbub) lives as long as the process: keep it out
+    of the collector's passes (``gc.freeze``), which would walk it again and again while
+    thousands of tasks come and go (bench/fanout.py; it also keeps those pages shared after a
+    fork). And collect less often: a thousand tasks in flight are tens of thousands of young
+    objects (tasks, coroutines, envelopes) that live for the task's length, and the default
+    thresholds (700, 10) walk them again in a second-generation pass every ~7,000
+    allocations: about 5 µs of CPU per task on bench/fanout.py, an eighth of the loop's.
+    2,000 is CPython 3.13's own first threshold; the hand-out path makes no cyclic garbage
+    (what a failing task leaves, a traceback's frames, is still collected young).
+    """
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION), max(thresholds[1], MIDDLE_COLLECTION))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def run_on(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -126,22 +150,8 @@ def run_worker(worker: WorkerLoop, companions: Sequence[Companion] = (), *,
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    # What is alive now (the app, its modules, hubbub) lives as long as the process: keep it
-    # out of the collector's passes, which would walk it again and again while thousands of
-    # tasks come and go (bench/fanout.py; it also keeps those pages shared after a fork).
-    gc.freeze()
-    # And collect less often: a thousand tasks in flight are tens of thousands of young
-    # objects (tasks, coroutines, envelopes) that live for the task's length, and the default
-    # thresholds (700, 10) walk them again in a second-generation pass every ~7,000
-    # allocations: about 5 µs of CPU per task on bench/fanout.py, an eighth of the loop's.
-    # 2,000 is CPython 3.13's own first threshold; the hand-out path makes no cyclic garbage
-    # (what a failing task leaves, a traceback's frames, is still collected young).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION), max(thresholds[1], MIDDLE_COLLECTION))
-    try:
+    with fewer_collections():
         run_on(kind, main)
-    finally:
-        gc.set_threshold(*thresholds)
     if worker.abandoned:
         # Threads still running abandoned tasks would hold the interpreter open at exit; their
         # deliveries were released, so leave without waiting for them.

@@ -37,6 +37,10 @@ SOURCE = textwrap.dedent('''
         return os.getpid()
 
     @hub.task
+    async def loop_kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    @hub.task
     def segfault() -> None:
         ctypes.string_at(0)
 

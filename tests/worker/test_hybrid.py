@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from hubbub import TaskFailed
+from hubbub import TaskFailed, WorkerLoop, run_worker
 from hubbub.testing import drain
 from hubbub.worker.pools import make_pool
 from hubbub.worker.pools.hybrid import HybridPool
@@ -112,3 +112,15 @@ def test_make_pool_reads_coroutines_and_processes() -> None:
     assert (pool.processes, pool.coroutines, pool.concurrency) == (3, 7, 21)
     with pytest.raises(Exception, match="--coroutines does not apply to the prefork pool"):
         make_pool("prefork", 2, coroutines=7)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_hybrid_children_run_the_event_loop_their_worker_runs(app: ModuleType, loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")  # in the test extra: CI runs this
+    kinds = [app.loop_kind.delay() for _ in range(4)]
+    worker = WorkerLoop(app.hub, pool=HybridPool(1, coroutines=4), stop_when_idle=True)
+    run_worker(worker, loop=loop)
+    expected = "uvloop" if loop == "uvloop" else "asyncio.unix_events"
+    assert {r.get(timeout=5) for r in kinds} == {expected}
+

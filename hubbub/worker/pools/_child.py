@@ -49,6 +49,7 @@ from hubbub.job import Crashed, Failed, Job, Outcome, Terminated
 from hubbub.logs import configure
 from hubbub.results.base import ErrorInfo
 from hubbub.task import Task
+from hubbub.worker import fewer_collections, run_on
 from hubbub.worker.execute import limits, on_own_loop, run_sync
 from hubbub.worker.outcome_of import describe, exception_text, failure
 from hubbub.worker.pools._sync_threads import SyncThreads
@@ -109,7 +110,8 @@ def main() -> None:
         if spec.mode == "serial":
             _serve_serial(sock, hub, spec)
         elif spec.mode == "asyncio":
-            asyncio.run(_serve_asyncio(sock, hub, spec))
+            with fewer_collections():  # as in the worker: many short tasks in flight
+                run_on(spec.loop, lambda: _serve_asyncio(sock, hub, spec))
         elif spec.mode == "gevent":
             # gevent is an optional extra, imported only by children that BOOT patched first.
             importlib.import_module("hubbub.worker.pools._gevent_child").serve(sock, hub, spec)

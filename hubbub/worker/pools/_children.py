@@ -47,6 +47,11 @@ KILL_GRACE = 1.0  # hybrid, gevent: seconds past a hard limit before the child i
 WINDOW_SHORT = 0.01  # seconds: a child whose tasks take less is given queued jobs
 
 
+def _loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    """"uvloop" or "asyncio": the kind of ``loop``, which a worker's children run too."""
+    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
+
+
 class Children:
     """``processes`` children serving one pool: dispatch, limits, replacement, recycling.
 
@@ -133,7 +138,8 @@ class Children:
                                setup.file if setup else None,
                                urls[0] if urls else None,
                                (urls[1] or "none") if urls else None,
-                               max_memory=self.max_memory_per_child)
+                               max_memory=self.max_memory_per_child,
+                               loop=_loop_kind(asyncio.get_running_loop()))
         self._wake = asyncio.Event()
         self._stopping = False
         now = self.processes if self.initial is None else min(self.initial, self.processes)

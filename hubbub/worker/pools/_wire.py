@@ -82,6 +82,7 @@ class ChildSpec(NamedTuple):
             says 0.0 MiB instead of reading ``/proc`` after every task. With one, a serial
             child over it after a task exits instead of running the jobs queued behind
             (the parent runs those elsewhere).
+        loop: the event loop an "asyncio" child runs, "asyncio" or "uvloop": its worker's.
     """
 
     import_path: str
@@ -95,6 +96,7 @@ class ChildSpec(NamedTuple):
     broker: str | None = None
     results: str | None = None
     max_memory: float | None = None
+    loop: str = "asyncio"
 
 
 class Run(NamedTuple):
