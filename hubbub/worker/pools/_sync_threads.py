@@ -11,8 +11,12 @@ loop once for everything finished by then.
 
 Threads are woken as they are needed, not one per job: when jobs wait and no thread is awake,
 one is woken (or started, up to ``limit``); an awake thread takes job after job, so short jobs
-run in one thread without handing the GIL around. While jobs wait, the loop looks every
-``TICK`` seconds:
+run in one thread without handing the GIL around. A job handed over while the jobs block
+(the last one to end ran ``TICK`` or more, or no thread has taken one for ``TICK``) and more
+jobs wait than awake threads are free wakes one more at once: a thread freed by a blocking
+job, gone idle, is woken for the next without waiting for a look (10 ms naps on 8 threads
+would otherwise each wait a look or two). While jobs wait, the loop looks every ``TICK``
+seconds:
 
 - when the oldest waiting job has waited ``TICK`` or more, the awake threads are blocked in
   their tasks (I/O, a sleep) or too few for the work: as many again are woken, up to one per
@@ -148,6 +152,9 @@ class SyncThreads:
         self._threads = 0  # started and not exited
         self._numbers = itertools.count(1)  # for the threads' names
         self._idle = 0  # waiting for work and not yet woken
+        self._busy = 0  # running a job, or back from one and not yet at the queue
+        self._taken = 0.0  # when a thread last took a job (time.monotonic)
+        self._took = 0.0  # how long the last job to end ran, in its thread
         self._tick: asyncio.TimerHandle | None = None
         self._closing = False
         self._emptied: asyncio.Future[None] | None = None
@@ -167,6 +174,9 @@ class SyncThreads:
             self._queue.append(entry)
             if self._idle == self._threads:  # none awake to take it
                 self._wake(1)
+            elif (len(self._queue) > self._threads - self._idle - self._busy
+                  and (self._took >= TICK or time.monotonic() - self._taken >= TICK)):
+                self._wake(1)  # more wait than free threads take, and the busy ones block
         if self._tick is None:
             self._tick = self.loop.call_later(TICK, self._look)
 
@@ -275,8 +285,11 @@ class SyncThreads:
 
     def _serve(self) -> None:
         lock, ready, queue = self._lock, self._ready, self._queue
+        ran = False
         while True:
             with lock:
+                if ran:
+                    self._busy -= 1
                 while not queue:
                     if self._closing or self._threads > self.limit:
                         self._threads -= 1
@@ -284,9 +297,12 @@ class SyncThreads:
                     self._idle += 1  # taken back by whoever wakes this thread
                     ready.wait()
                 entry = queue.popleft()
-            self._run(entry)
+                self._busy += 1
+                self._taken = taken = time.monotonic()
+            self._run(entry, taken)
+            ran = True
 
-    def _run(self, entry: _Entry) -> None:
+    def _run(self, entry: _Entry, taken: float) -> None:
         where = entry.where
         where.thread = threading.get_ident()
         try:
@@ -299,6 +315,7 @@ class SyncThreads:
             where.finish()
         if os.getpid() != self._pid:
             os._exit(0)  # a forked copy of the child, which has only this thread
+        self._took = time.monotonic() - taken  # before the loop can hand over the next job
         # While jobs wait, the loop looks every TICK and takes this then (see above). The
         # queue is read after the put: a look that finds it empty comes after the put too.
         self.mailbox.put(entry, wake=False)
