@@ -12,11 +12,12 @@ loop once for everything finished by then.
 Threads are woken as they are needed, not one per job: when jobs wait and no thread is awake,
 one is woken (or started, up to ``limit``); an awake thread takes job after job, so short jobs
 run in one thread without handing the GIL around. A job handed over while the jobs block
-(the last one to end ran ``TICK`` or more, or no thread has taken one for ``TICK``) and more
-jobs wait than awake threads are free wakes one more at once: a thread freed by a blocking
-job, gone idle, is woken for the next without waiting for a look (10 ms naps on 8 threads
-would otherwise each wait a look or two). While jobs wait, the loop looks every ``TICK``
-seconds:
+(the last one to end ran ``TICK`` or more) and more jobs wait than awake threads are free
+wakes one more at once: a thread freed by a blocking job, gone idle, is woken for the next
+without waiting for a look (10 ms naps on 8 threads would otherwise each wait a look or two).
+Not when no thread has taken a job for ``TICK``: that is also a thread that merely waits for
+the GIL while the loop hands out a batch, and short jobs would spread over every thread. While
+jobs wait, the loop looks every ``TICK`` seconds:
 
 - when the oldest waiting job has waited ``TICK`` or more, the awake threads are blocked in
   their tasks (I/O, a sleep) or too few for the work: as many again are woken, up to one per
@@ -153,7 +154,6 @@ class SyncThreads:
         self._numbers = itertools.count(1)  # for the threads' names
         self._idle = 0  # waiting for work and not yet woken
         self._busy = 0  # running a job, or back from one and not yet at the queue
-        self._taken = 0.0  # when a thread last took a job (time.monotonic)
         self._took = 0.0  # how long the last job to end ran, in its thread
         self._tick: asyncio.TimerHandle | None = None
         self._closing = False
@@ -175,7 +175,7 @@ class SyncThreads:
             if self._idle == self._threads:  # none awake to take it
                 self._wake(1)
             elif (len(self._queue) > self._threads - self._idle - self._busy
-                  and (self._took >= TICK or time.monotonic() - self._taken >= TICK)):
+                  and self._took >= TICK):
                 self._wake(1)  # more wait than free threads take, and the busy ones block
         if self._tick is None:
             self._tick = self.loop.call_later(TICK, self._look)
@@ -298,7 +298,7 @@ class SyncThreads:
                     ready.wait()
                 entry = queue.popleft()
                 self._busy += 1
-                self._taken = taken = time.monotonic()
+                taken = time.monotonic()
             self._run(entry, taken)
             ran = True
 
