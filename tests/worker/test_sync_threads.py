@@ -116,6 +116,29 @@ async def test_jobs_that_block_briefly_but_often_are_not_run_one_by_one(hub: Hub
     assert most[0] >= 2
 
 
+async def test_a_job_handed_over_while_the_jobs_block_wakes_an_idle_thread_at_once(
+        hub: Hub) -> None:
+    replies = Replies()
+    threads = SyncThreads(2, replies.reply, replies.other)
+    holding, release, began = threading.Event(), threading.Event(), threading.Event()
+
+    def holds() -> None:
+        holding.set()
+        release.wait(10)
+
+    threads.run(1, job(), task(hub, holds))
+    await started(holding)
+    threads.run(2, job(), task(hub, lambda: time.sleep(0.005)))  # blocks: a second thread
+    await replies.until([2])
+    threads.run(3, job(), task(hub, began.set))
+    # The loop is held here: only a wake-up at hand-over, not a look, can start job 3.
+    woke = began.wait(2)
+    release.set()
+    await replies.until([1, 3])
+    threads.close()
+    assert woke
+
+
 async def test_progress_posted_from_a_job_reaches_the_loop_before_its_outcome(
         hub: Hub) -> None:
     replies = Replies()

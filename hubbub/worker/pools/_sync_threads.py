@@ -1,16 +1,23 @@
-"""The threads that run a hybrid child's sync jobs: :class:`SyncThreads`.
+"""The threads that run sync jobs: :class:`SyncThreads`, for the threads pool (and solo) and
+for a hybrid child's sync jobs.
 
-A sync task must not run on the child's event loop (it would stall every coroutine there), so
-it runs in a thread, as on the async pool. Going through an executor costs, for every job, a
-``concurrent.futures.Future`` chained to an asyncio one, a wake-up of an idle thread and one of
-the loop, and an asyncio task awaiting it all: for a short task, far more than the task. Here
-jobs go on one queue that the threads take from, and what they finish comes back to the loop
-through a :class:`Mailbox`, which wakes the loop once for everything finished by then.
+A sync task must not run on an event loop (it would stall every coroutine there), so it runs
+in a thread. Going through an executor costs, for every job, a ``concurrent.futures.Future``
+chained to an asyncio one, a wake-up of an idle thread and one of the loop, and an asyncio
+task awaiting it all: for a short task, far more than the task, and every wake-up a hand-over
+of the GIL between the loop and a thread. Here jobs go on one queue that the threads take
+from, and what they finish comes back to the loop through a :class:`Mailbox`, which wakes the
+loop once for everything finished by then.
 
 Threads are woken as they are needed, not one per job: when jobs wait and no thread is awake,
 one is woken (or started, up to ``limit``); an awake thread takes job after job, so short jobs
-run in one thread without handing the GIL around. While jobs wait, the loop looks every
-``TICK`` seconds:
+run in one thread without handing the GIL around. A job handed over while the jobs block
+(the last one to end ran ``TICK`` or more) and more jobs wait than awake threads are free
+wakes one more at once: a thread freed by a blocking job, gone idle, is woken for the next
+without waiting for a look (10 ms naps on 8 threads would otherwise each wait a look or two).
+Not when no thread has taken a job for ``TICK``: that is also a thread that merely waits for
+the GIL while the loop hands out a batch, and short jobs would spread over every thread. While
+jobs wait, the loop looks every ``TICK`` seconds:
 
 - when the oldest waiting job has waited ``TICK`` or more, the awake threads are blocked in
   their tasks (I/O, a sleep) or too few for the work: as many again are woken, up to one per
@@ -30,8 +37,11 @@ reports ``Terminated`` at once. Limits count from when the job is handed over, a
 A job that a limit or a terminate has reported and that is still running keeps its thread
 until it returns; what it returns then is dropped.
 
+The limit can change (``resize``, the threads pool's autoscale): more threads are started as
+jobs need them, and threads over the limit exit when they find no job waiting.
+
 A thread that forked and returns in the forked process ends that process there (the forked
-copy has only that thread: see :mod:`hubbub.worker.pools._child`).
+copy has only that thread, and is no worker nor child: see :mod:`hubbub.worker.pools._child`).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -112,21 +123,24 @@ class _Entry:
 
 
 class SyncThreads:
-    """Runs a child's sync jobs in up to ``limit`` threads; ``reply`` gets each outcome.
+    """Runs sync jobs in up to ``limit`` threads; ``reply`` gets each outcome.
 
     Every method but the threads' own is called on the loop. ``post`` hands the loop other
-    items in order with the outcomes (a task's progress reports, which must reach the parent
-    before its ``Done``).
+    items in order with the outcomes (a hybrid child's progress reports, which must reach the
+    parent before its ``Done``).
 
     Args:
         limit: threads at most (sync jobs running at once).
         reply: called on the loop with a job's number and outcome, once per job.
-        other: called on the loop with each item given to ``post``.
+        other: called on the loop with each item given to ``post`` (None: nothing is posted).
+        name: the threads' names are this, ``_`` and a number.
     """
 
     def __init__(self, limit: int, reply: Callable[[int, Outcome], None],
-                 other: Callable[[Any], None]) -> None:
+                 other: Callable[[Any], None] | None = None, *,
+                 name: str = "hubbub-sync") -> None:
         self.limit = limit
+        self.name = name
         self.reply = reply
         self.other = other
         self.loop = asyncio.get_running_loop()
@@ -136,8 +150,11 @@ class SyncThreads:
         # Taken as the plain lock (a Condition's own ``with`` is Python code, twice a job).
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._threads = 0  # started
+        self._threads = 0  # started and not exited
+        self._numbers = itertools.count(1)  # for the threads' names
         self._idle = 0  # waiting for work and not yet woken
+        self._busy = 0  # running a job, or back from one and not yet at the queue
+        self._took = 0.0  # how long the last job to end ran, in its thread
         self._tick: asyncio.TimerHandle | None = None
         self._closing = False
         self._emptied: asyncio.Future[None] | None = None
@@ -157,8 +174,18 @@ class SyncThreads:
             self._queue.append(entry)
             if self._idle == self._threads:  # none awake to take it
                 self._wake(1)
+            elif (len(self._queue) > self._threads - self._idle - self._busy
+                  and self._took >= TICK):
+                self._wake(1)  # more wait than free threads take, and the busy ones block
         if self._tick is None:
             self._tick = self.loop.call_later(TICK, self._look)
+
+    def resize(self, limit: int) -> None:
+        """Run up to ``limit`` jobs at once from now on: more threads start as jobs wait; idle
+        threads over it exit now, busy ones once they find no job waiting."""
+        self.limit = limit
+        with self._lock:
+            self._wake(min(self._idle, max(0, self._threads - limit)))
 
     def post(self, item: Any) -> None:
         """Hand ``item`` to ``other`` on the loop, after the outcomes finished before now."""
@@ -181,15 +208,30 @@ class SyncThreads:
                 self._emptied = self.loop.create_future()
             await asyncio.shield(self._emptied)
 
-    def close(self) -> None:
+    def close(self) -> list[int]:
         """Let the threads exit once idle (they are daemons: one stuck in an abandoned task
-        does not hold the process)."""
+        does not hold the process). Jobs still waiting for a thread never start and are not
+        reported.
+
+        Returns:
+            The numbers of those jobs.
+        """
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
         with self._lock:
             self._closing = True
+            dropped = list(self._queue)
+            self._queue.clear()
             self._ready.notify_all()
+        for entry in dropped:
+            entry.reported = True
+            for timer in entry.timers:
+                timer.cancel()
+            del self.open[entry.seq]
+        if not self.open and self._emptied is not None and not self._emptied.done():
+            self._emptied.set_result(None)
+        return [entry.seq for entry in dropped]
 
     # -- on the loop ---------------------------------------------------------------------------
 
@@ -201,7 +243,7 @@ class SyncThreads:
                 self._ready.notify()
             elif self._threads < self.limit:
                 self._threads += 1
-                threading.Thread(target=self._serve, name=f"hubbub-sync_{self._threads}",
+                threading.Thread(target=self._serve, name=f"{self.name}_{next(self._numbers)}",
                                  daemon=True).start()
             else:
                 return
@@ -222,6 +264,7 @@ class SyncThreads:
 
     def _delivered(self, item: Any) -> None:
         if not isinstance(item, _Entry):
+            assert self.other is not None, "posted with nowhere to deliver"
             self.other(item)
         elif not item.reported:
             assert item.outcome is not None
@@ -242,17 +285,24 @@ class SyncThreads:
 
     def _serve(self) -> None:
         lock, ready, queue = self._lock, self._ready, self._queue
+        ran = False
         while True:
             with lock:
+                if ran:
+                    self._busy -= 1
                 while not queue:
-                    if self._closing:
+                    if self._closing or self._threads > self.limit:
+                        self._threads -= 1
                         return
                     self._idle += 1  # taken back by whoever wakes this thread
                     ready.wait()
                 entry = queue.popleft()
-            self._run(entry)
+                self._busy += 1
+                taken = time.monotonic()
+            self._run(entry, taken)
+            ran = True
 
-    def _run(self, entry: _Entry) -> None:
+    def _run(self, entry: _Entry, taken: float) -> None:
         where = entry.where
         where.thread = threading.get_ident()
         try:
@@ -265,6 +315,7 @@ class SyncThreads:
             where.finish()
         if os.getpid() != self._pid:
             os._exit(0)  # a forked copy of the child, which has only this thread
+        self._took = time.monotonic() - taken  # before the loop can hand over the next job
         # While jobs wait, the loop looks every TICK and takes this then (see above). The
         # queue is read after the put: a look that finds it empty comes after the put too.
         self.mailbox.put(entry, wake=False)

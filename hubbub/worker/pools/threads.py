@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
 from typing import TYPE_CHECKING, ClassVar
 
-from hubbub.worker.execute import in_thread
+from hubbub.worker.pools._sync_threads import SyncThreads
 from hubbub.worker.pools.base import Job, Outcome, Pool
-from hubbub.worker.stopping import Running
 
 if TYPE_CHECKING:
     from hubbub.hub import Hub
 
 
 class ThreadPool(Pool):
-    """Every task, sync or ``async def`` (on a private loop), runs in a thread of its own pool.
+    """Every task, sync or ``async def`` (on a private loop), runs in one of up to
+    ``concurrency`` threads.
+
+    Jobs go on one queue that the threads take from, and their outcomes come back to the
+    worker's loop in batches (:class:`~hubbub.worker.pools._sync_threads.SyncThreads`): short
+    tasks run one after another in one thread without handing the GIL around, and tasks that
+    block spread over more threads within a few milliseconds.
 
     Time limits and terminating are best effort: ``TerminateRequested`` (or
     ``TaskTimedOut``) is raised in the task's thread at its next Python instruction and the
@@ -28,39 +33,57 @@ class ThreadPool(Pool):
 
     def __init__(self, concurrency: int = 8) -> None:
         super().__init__(concurrency)
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: SyncThreads | None = None
         self._hub: Hub | None = None
-        self._running = Running()
+        self._futures: dict[int, asyncio.Future[Outcome]] = {}  # by job number, until reported
+        self._seq = 0
 
     async def start(self, hub: Hub) -> None:
         self._hub = hub
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="hubbub-task")
+        self._threads = SyncThreads(self.concurrency, self._reply, name="hubbub-task")
+
+    def submit(self, job: Job) -> asyncio.Future[Outcome]:
+        """Queue ``job`` for the threads at once; see ``Pool.submit``. The worker gives the
+        pool no more than ``concurrency`` jobs at a time, and there are as many threads, so
+        the pool always has room."""
+        threads, hub = self._threads, self._hub
+        assert threads is not None, "pool not started"
+        assert hub is not None, "pool not started"
+        self._seq += 1
+        future = threads.loop.create_future()
+        self._futures[self._seq] = future
+        threads.run(self._seq, job, hub.tasks[job.task])
+        return future
 
     async def run(self, job: Job) -> Outcome:
-        assert self._executor is not None, "pool not started"
-        assert self._hub is not None, "pool not started"
-        stop = self._running.add(job)
-        try:
-            return await in_thread(self._executor, self._hub.tasks[job.task], job, stop)
-        finally:
-            self._running.remove(stop)
+        return await self.submit(job)
+
+    def _reply(self, seq: int, outcome: Outcome) -> None:
+        future = self._futures.pop(seq)
+        if not future.done():  # cancelled: the caller gave up on the outcome
+            future.set_result(outcome)
 
     async def cancel(self, job_id: str, reason: str) -> bool:
-        """Raise ``TerminateRequested`` in the job's thread; it is reported ``Terminated``."""
-        return self._running.terminate(job_id, reason)
+        """Raise ``TerminateRequested`` in the job's thread (or skip it if it waits for one);
+        it is reported ``Terminated`` at once. Every job running with that id is stopped (a
+        redelivered message can run twice at once)."""
+        if self._threads is None:
+            return False
+        found = [seq for seq, entry in self._threads.open.items() if entry.job.id == job_id]
+        stopped = [self._threads.cancel(seq, reason) for seq in found]  # every one, not the first
+        return any(stopped)
 
     async def resize(self, concurrency: int) -> None:
         await super().resize(concurrency)
-        if self._executor is not None and concurrency > self._executor._max_workers:
-            # A ThreadPoolExecutor cannot grow: new work goes to a bigger one while the old
-            # one finishes what it runs.
-            old = self._executor
-            self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="hubbub-task")
-            old.shutdown(wait=False)
+        if self._threads is not None:
+            self._threads.resize(concurrency)
 
     async def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        """Jobs waiting for a thread never start (their futures are cancelled); running ones
+        finish in their threads, which then exit."""
+        if self._threads is not None:
+            for seq in self._threads.close():
+                self._futures.pop(seq).cancel()
 
 
 class SoloPool(ThreadPool):
