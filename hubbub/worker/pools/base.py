@@ -62,7 +62,8 @@ class Pool(abc.ABC):
         """Start ``job`` now, if the pool can take it at once, without the caller awaiting
         ``run``: the future resolves with what ``run`` would have returned (cancelling it
         gives up on the outcome, as cancelling ``run`` does). The worker uses it to hand out
-        short tasks without a task object of its own for each (the process pools).
+        short tasks without a task object of its own for each (the process pools, the
+        threads and async pools).
 
         Returns:
             The job's future; None when the pool has no room at once, or no such path (the
