@@ -306,8 +306,14 @@ class Child:
                            queued=self.serial and bool(self.pending))
         if not pending.queued:
             self._starts(pending)
+        idle = not self.pending
         self.pending[seq] = pending
         self._outbox.put(frame)
+        if idle:
+            # Nothing runs there: write at once rather than at the end of this loop turn,
+            # which comes after the worker's next fetch is on its way (about 0.1 ms of a
+            # pickup at a steady rate). A busy child's frames still go together.
+            self._outbox.flush()
         return pending.future
 
     def _starts(self, pending: _Pending) -> None:
