@@ -16,6 +16,7 @@ from hubbub.job import Job, Outcome, Succeeded, Terminated, TimedOut
 from hubbub.task import Task, TaskOptions
 from hubbub.worker.pools._sync_threads import SyncThreads
 from hubbub.worker.stopping import TerminateRequested
+from tests.worker.spinning import spin_until_interrupted
 
 
 class Replies:
@@ -178,13 +179,7 @@ async def test_a_terminate_is_reported_at_once_and_raised_in_the_jobs_thread(
 
     def loops() -> None:
         running.set()
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-        except BaseException as exc:
-            seen.append(type(exc))
-            raise
+        spin_until_interrupted(seen)
 
     threads.run(1, job(), task(hub, loops))
     await started(running)
@@ -230,12 +225,7 @@ async def test_the_hard_limit_reports_timed_out_at_once_and_interrupts_the_threa
 
     def overruns() -> None:
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-        except BaseException as exc:
-            seen.append(type(exc))
-            raise
+            spin_until_interrupted(seen)
         finally:
             stopped.set()
 

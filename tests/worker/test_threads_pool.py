@@ -16,6 +16,7 @@ import pytest
 from hubbub import Hub
 from hubbub.job import Job, Succeeded, Terminated
 from hubbub.worker.pools.threads import SoloPool, ThreadPool
+from tests.worker.spinning import spin_until_interrupted
 
 
 def job(task: str, *args: Any, job_id: str = "job-id") -> Job:
@@ -110,13 +111,7 @@ async def test_a_terminate_stops_every_job_running_with_that_id(hub: Hub,
     @hub.task(name="loops")
     def loops() -> None:
         running.release()
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-        except BaseException as exc:
-            seen.append(type(exc).__name__)
-            raise
+        spin_until_interrupted(seen, lambda exc: type(exc).__name__)
 
     twice = [pool.submit(job("loops", job_id="same")) for _ in range(2)]
     other = pool.submit(job("loops", job_id="other"))
