@@ -207,3 +207,29 @@ async def test_a_caller_that_gives_up_on_a_job_leaves_the_pool_serving(
     release.set()
     outcome = await pool.run(job("quick"))
     assert outcome == Succeeded("quick", outcome.duration)
+
+
+@pytest.mark.parametrize("how", ["terminated", "timed out"])
+async def test_stop_after_a_waiting_job_was_reported_drops_only_what_never_ended(
+        hub: Hub, how: str) -> None:
+    # A job past its hard limit keeps solo's one thread (it sleeps on); the next one waits
+    # for it and is reported while it waits. Stopping then must not count it as dropped.
+    @hub.task(name="nap")
+    def nap(seconds: float) -> None:
+        time.sleep(seconds)
+
+    pool = SoloPool()
+    await pool.start(hub)
+    try:
+        stuck = pool.submit(Job("stuck", "nap", (1.0,), {}, timeout=0.1))
+        assert stuck is not None
+        assert type(await stuck).__name__ == "TimedOut"
+        waiting = pool.submit(Job("waiting", "nap", (0.0,), {},
+                                  timeout=0.05 if how == "timed out" else None))
+        assert waiting is not None
+        if how == "terminated":
+            assert await pool.cancel("waiting", "revoked by a test")
+        assert type(await waiting).__name__ == ("Terminated" if how == "terminated"
+                                                else "TimedOut")
+    finally:
+        await pool.stop()  # raised KeyError here

@@ -221,7 +221,9 @@ class SyncThreads:
             self._tick = None
         with self._lock:
             self._closing = True
-            dropped = list(self._queue)
+            # A waiting job that a terminate or its hard limit reported already is over:
+            # not one of the dropped.
+            dropped = [entry for entry in self._queue if not entry.reported]
             self._queue.clear()
             self._ready.notify_all()
         for entry in dropped:
@@ -251,12 +253,15 @@ class SyncThreads:
     def _look(self) -> None:
         """While jobs wait: if the oldest has waited a ``TICK``, wake as many threads again
         as are awake (see the module's docstring); take the outcomes handed over meanwhile."""
-        with self._lock:
-            waiting = len(self._queue)
-            if waiting and time.monotonic() - self._queue[0].started >= TICK:
-                self._wake(min(waiting, max(1, self._threads - self._idle)))
-        self.mailbox.flush()
-        self._tick = self.loop.call_later(TICK, self._look) if waiting else None
+        waiting = 0
+        try:
+            with self._lock:
+                waiting = len(self._queue)
+                if waiting and time.monotonic() - self._queue[0].started >= TICK:
+                    self._wake(min(waiting, max(1, self._threads - self._idle)))
+            self.mailbox.flush()
+        finally:  # a failing delivery or thread start must not end the looks for good
+            self._tick = self.loop.call_later(TICK, self._look) if waiting else None
 
     def _timed_out(self, entry: _Entry, hard: float) -> None:
         entry.where.interrupt(TaskTimedOut)
