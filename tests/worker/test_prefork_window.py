@@ -91,6 +91,22 @@ async def test_a_window_holds_about_window_short_of_work_so_no_ops_fill_it_and_s
         await pool.stop()
 
 
+async def test_a_window_grows_over_several_short_replies_not_at_the_first(
+        app: ModuleType) -> None:
+    # One instant reply (an unknown task, an early failure) could come before a long task:
+    # the window starts at one job and grows as short replies keep coming.
+    pool = PreforkPool(1, window=64)
+    await pool.start(app.hub)
+    try:
+        assert isinstance(await pool.run(job(app, "add", 1, 1)), Succeeded)
+        assert pool.window <= 1
+        for _ in range(30):
+            assert isinstance(await pool.run(job(app, "add", 1, 1)), Succeeded)
+        assert pool.window > 8  # 8 or less only if `add` took over a millisecond
+    finally:
+        await pool.stop()
+
+
 async def test_submit_hands_a_job_to_a_child_with_room_and_declines_when_none_has_any(
         app: ModuleType, tmp_path: Path) -> None:
     pool = PreforkPool(1, window=0)

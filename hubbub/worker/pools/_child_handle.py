@@ -81,6 +81,8 @@ REAP_TIMEOUT = 5.0  # seconds after EOF before a child that closed its socket is
 EOF_GRACE = 0.5  # seconds after a child was reaped before its socket is given up on
 MEMORY_INTERVAL = 0.5  # seconds between reads of a busy child's RSS (with a memory limit)
 QUEUED_CANCEL_GRACE = 0.5  # seconds a terminated queued job has to be skipped once it is next
+TYPICAL_START = 0.01  # seconds: how long a child's tasks are taken to be before any answer
+TYPICAL_WEIGHT = 0.25  # of each answer in that moving average (Child.window_size)
 
 
 class StartFailed(Exception):
@@ -150,6 +152,7 @@ class Child:
         self.on_requeue = on_requeue
         self.serial = spec.mode == "serial"  # one job at a time, in the order sent
         self.last_duration = math.inf  # of the last job answered (none yet: not short)
+        self.typical = TYPICAL_START  # moving average of the jobs' durations (window_size)
         self.pid = 0
         self.pending: dict[int, _Pending] = {}
         self.tasks_done = 0
@@ -186,11 +189,15 @@ class Child:
 
     def window_size(self, window: int, short: float) -> int:
         """Queued jobs this child may hold while its tasks are short: about ``short`` seconds
-        of them at the length of its last task, at least 1 and at most ``window``. A job
-        then waits in a window behind at most about ``short`` of work, however short the
-        tasks are, and the shorter they are, the more jobs one hand-out carries (no-op
-        tasks fill ``window``; 1 ms ones, ten at ``short`` = 10 ms)."""
-        return min(window, max(1, int(short / max(self.last_duration, 1e-9))))
+        of them at the length of its tasks (the longer of its last one and ``typical``), at
+        least 1 and at most ``window``. A job then waits in a window behind at most about
+        ``short`` of work, however short the tasks are, and the shorter they are, the more
+        jobs one hand-out carries (no-op tasks fill ``window``; 1 ms ones, ten at ``short`` =
+        10 ms). The average ramps the window up over a dozen or so short tasks, so that one
+        instant reply (an unknown task, an early failure) does not fill it at once, and a
+        long task now and then keeps it small for a while after."""
+        length = max(self.last_duration, self.typical, 1e-9)
+        return min(window, max(1, int(short / length)))
 
     def room(self, window: int, short: float, now: float | None = None) -> int:
         """Jobs this child may take now: its free slots, and its ``window_size`` of queued
@@ -433,7 +440,8 @@ class Child:
     def _done(self, done: Done) -> None:
         self.tasks_done += 1
         self.rss = done.rss
-        self.last_duration = done.outcome.duration
+        self.last_duration = duration = done.outcome.duration
+        self.typical += (duration - self.typical) * TYPICAL_WEIGHT
         pending = self.pending.pop(done.seq, None)
         if pending is not None:
             pending.disarm()
