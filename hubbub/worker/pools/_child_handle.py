@@ -82,7 +82,7 @@ EOF_GRACE = 0.5  # seconds after a child was reaped before its socket is given u
 MEMORY_INTERVAL = 0.5  # seconds between reads of a busy child's RSS (with a memory limit)
 QUEUED_CANCEL_GRACE = 0.5  # seconds a terminated queued job has to be skipped once it is next
 TYPICAL_START = 0.01  # seconds: how long a child's tasks are taken to be before any answer
-TYPICAL_WEIGHT = 0.25  # of each answer in that moving average (Child.window_size)
+TYPICAL_WEIGHT = 0.5  # of each answer in that moving average (Child.window_size)
 
 
 class StartFailed(Exception):
@@ -193,9 +193,10 @@ class Child:
         least 1 and at most ``window``. A job then waits in a window behind at most about
         ``short`` of work, however short the tasks are, and the shorter they are, the more
         jobs one hand-out carries (no-op tasks fill ``window``; 1 ms ones, ten at ``short`` =
-        10 ms). The average ramps the window up over a dozen or so short tasks, so that one
-        instant reply (an unknown task, an early failure) does not fill it at once, and a
-        long task now and then keeps it small for a while after."""
+        10 ms). The average (each reply weighs half) lets the window at most double per short
+        reply (1, 2, 4... 64 over about six), so that one instant reply (an unknown task, an
+        early failure) does not fill it at once, and a long task keeps it small for a while
+        after."""
         length = max(self.last_duration, self.typical, 1e-9)
         return min(window, max(1, int(short / length)))
 
