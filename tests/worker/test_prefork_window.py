@@ -99,7 +99,7 @@ async def test_a_window_grows_over_several_short_replies_not_at_the_first(
     await pool.start(app.hub)
     try:
         assert isinstance(await pool.run(job(app, "add", 1, 1)), Succeeded)
-        assert pool.window <= 1
+        assert pool.window <= 2  # 64 if that one reply sized it alone
         for _ in range(30):
             assert isinstance(await pool.run(job(app, "add", 1, 1)), Succeeded)
         assert pool.window > 8  # 8 or less only if `add` took over a millisecond
