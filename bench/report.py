@@ -52,6 +52,7 @@ class Row:
         env: added to the driver's environment (``BENCH_BROKER=sqlite``).
         versus: the key of the hubbub row this row's ratio is taken against; None for
             hubbub's own rows.
+        scale: N times this for this row, instead of the table's ``scale``.
     """
 
     key: str
@@ -61,6 +62,9 @@ class Row:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     versus: str | None = None
+    # Overrides the table's ``scale`` for this row: the systems that take seconds for N
+    # tasks (a fork per job, a poll every 0.5 s) keep N where the others drain 10 x N.
+    scale: int | None = None
 
     @property
     def is_hubbub(self) -> bool:
@@ -108,30 +112,33 @@ def drain_rows(task: str, t: tuple[str, ...] | None = None) -> tuple[Row, ...]:
         Row("huey", "Huey", f"`huey_consumer -k process -w 2` (RedisHuey), {sync}",
             "huey_peer.py", t, versus="prefork"),
         Row("rq", "RQ", f"2 x `rq worker` (a fork per job), {sync}",
-            "rq_redis.py", t, versus="prefork"),
+            "rq_redis.py", t, versus="prefork", scale=1),
         Row("taskiq", "Taskiq", f"`taskiq worker` (2 processes), {coro}",
             "taskiq_peer.py", t, versus="async"),
         Row("arq", "arq", f"`arq` (one process; its defaults: 10 jobs at a time, the queue "
             f"polled every 0.5 s), {coro}",
-            "arq_redis.py", t, versus="async"),
+            "arq_redis.py", t, versus="async", scale=1),
     )
 
 
 SQLITE = {"BENCH_BROKER": "sqlite"}
 TABLES = (
     Table("drain-noop", "Drain of no-op tasks on Redis",
-          "N no-op tasks are queued (in bulk where the library can, not timed), then the "
-          "worker starts; the rate counts from the first task seen done to the last, so the "
-          "worker's start-up is left out. Sync peers are compared with hubbub's prefork "
+          "10 x N no-op tasks are queued (in bulk where the library can, not timed), then "
+          "the worker starts; the rate counts from the first task seen done to the last, so "
+          "the worker's start-up is left out. The drain is polled every 5 ms, and N tasks "
+          "take the faster systems 20 to 100 ms, too short to time well; RQ and arq, which "
+          "take seconds for N, drain N. Sync peers are compared with hubbub's prefork "
           "pool (the CLI's default), `async def` peers with hubbub's async pool; Dramatiq "
           "runs 8 threads in each process, so hubbub's threads row is its closer match.",
-          "drain", drain_rows("noop")),
+          "drain", drain_rows("noop"), scale=10),
     Table("drain-incr", "Drain of tasks that make one Redis INCR",
           "The same, with tasks that each make one Redis round trip (an INCR on a "
           "connection kept per process: redis-py for sync tasks, redis.asyncio for "
           "`async def` ones), closer to real work. The drain ends when the counter reaches "
-          "N, so it counts tasks that ran, for every system alike.",
-          "drain", drain_rows("incr")),
+          "its target, so it counts tasks that ran, for every system alike (10 x N tasks; "
+          "N for RQ and arq).",
+          "drain", drain_rows("incr"), scale=10),
     Table("enqueue", "Enqueue one by one, from one thread",
           "10 x N sends of a no-op task (N sends take hundredths of a second, too short to "
           "time well), one at a time, each waiting for its broker's reply (`await` for the "
@@ -176,7 +183,7 @@ TABLES = (
     Table("sqlite", "Embedded: SQLite, no server",
           "hubbub's default broker, an SQLite file, against Huey's SqliteHuey (the only "
           "peer with an embedded broker): the no-op drain as above. SqliteHuey never "
-          "acknowledges (at-most-once); hubbub acks every task after it ran.",
+          "acknowledges (at-most-once); hubbub acks every task after it ran. 10 x N tasks.",
           "drain", (
               Row("prefork", "hubbub", "drain: `--pool prefork -c 2`, a sync task",
                   "hubbub_side.py", ("--pool", "prefork"), SQLITE),
@@ -184,7 +191,7 @@ TABLES = (
                   "hubbub_side.py", ("--pool", "async"), SQLITE),
               Row("huey", "Huey", "drain: `huey_consumer -k process -w 2`, a sync task",
                   "huey_peer.py", (), SQLITE, versus="prefork"),
-          )),
+          ), scale=10),
     Table("sqlite-enqueue", "Embedded: enqueue one by one on SQLite",
           "10 x N `delay()` calls one by one into hubbub's SQLite file against Huey's "
           "`task()` into SqliteHuey's.",
@@ -254,7 +261,8 @@ def measure(tables: Sequence[Table], runs: int, n: int, redis_url: str,
                     continue
                 started = dt.datetime.now(dt.UTC)
                 try:
-                    line = run_row(table, row, n * table.scale, redis_url, token, timeout=300)
+                    scale = row.scale if row.scale is not None else table.scale
+                    line = run_row(table, row, n * scale, redis_url, token, timeout=300)
                 except RuntimeError as exc:
                     for t in shown:
                         failures.setdefault((t.key, row.key), []).append(str(exc))
@@ -382,7 +390,7 @@ def scaled(tables: Sequence[Table], n: int) -> str:
     if not bigger:
         return ""
     names = ", ".join(f"\"{t.title}\"" for t in bigger)
-    return f" ({max(t.scale for t in bigger) * n:,} in {names})"
+    return f" ({max(t.scale for t in bigger) * n:,} in {names}; RQ and arq drain {n:,})"
 
 
 def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, runs: int,
@@ -467,8 +475,9 @@ def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    # 500: RQ forks a process per job (about 20 a second here), and a full report should
-    # take about 10 minutes on a 2-core machine.
+    # 500: RQ forks a process per job (about 100 a second here) and arq polls every 0.5 s,
+    # so they drain N where the others drain 10 x N; a full report takes about 15 minutes
+    # on a 2-core machine.
     parser.add_argument("--tasks", type=int, default=500, help="tasks per measurement")
     parser.add_argument("--quick", action="store_true", help="1 run of 200 tasks")
     parser.add_argument("--only", default="",
