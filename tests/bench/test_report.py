@@ -66,7 +66,9 @@ def test_the_page_states_the_command_the_machine_the_versions_and_the_workload(
     text = page(report, {})
 
     assert "```sh\npython bench/report.py --runs 3\n```" in text
-    assert "500 tasks per measurement (5,000 in \"Enqueue one by one, from one thread\", " in text
+    assert "500 tasks per measurement (5,000 in \"Drain of no-op tasks on Redis\", " in text
+    assert "\"Enqueue one by one, from one thread\", " in text
+    assert "; RQ and arq drain 500)" in text
     assert "; medians of 3 runs" in text
     assert "2 cores (Test CPU)" in text
     assert "Redis 7.0.15" in text
