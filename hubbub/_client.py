@@ -105,18 +105,13 @@ class Connector:
         transport = self._open_transport()
         try:
             await transport.connect()
+            results = self._open_results()
+            if results is not None:
+                await results.connect()
         except BaseException:
             with contextlib.suppress(Exception):
                 await transport.close()
             raise
-        results = self._open_results()
-        if results is not None:
-            try:
-                await results.connect()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transport.close()
-                raise
         # Kept here, not only by the caller that awaits it: one cancelled meanwhile would
         # leave it for nobody to close (``detach`` finds it).
         self._client = Client(transport, results)

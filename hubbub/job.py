@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from hubbub._slots import slot_setters
 from hubbub.results.base import ErrorInfo
 
 if TYPE_CHECKING:
@@ -32,9 +33,8 @@ class Job:
     @classmethod
     def from_envelope(cls, env: Envelope) -> Job:
         """The job that runs ``env``: the one place an envelope's fields reach a pool."""
-        # Its slots filled through their descriptors, one call each: what the frozen
-        # dataclass __init__ does one object.__setattr__ call at a time, at twice the cost
-        # (this runs for every task; a test pins every field to the envelope's).
+        # Slot by slot (hubbub._slots): this runs for every task; a test pins every field
+        # to the envelope's.
         job: Job = object.__new__(cls)
         _ID(job, env.id)
         _TASK(job, env.task)
@@ -53,7 +53,7 @@ class Job:
 
 
 (_ID, _TASK, _ARGS, _KWARGS, _QUEUE, _RETRIES, _MAX_RETRIES, _TIMEOUT, _SOFT_TIMEOUT, _ROOT_ID,
- _PARENT_ID, _GROUP_ID, _HEADERS) = (getattr(Job, f.name).__set__ for f in fields(Job))
+ _PARENT_ID, _GROUP_ID, _HEADERS) = slot_setters(Job)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -62,13 +62,12 @@ class Succeeded:
     duration: float
 
     def __init__(self, value: Any, duration: float) -> None:
-        # Through the slots' descriptors: what the frozen dataclass __init__ does by
-        # object.__setattr__, at twice the cost (every task that succeeds makes one).
+        # Slot by slot (hubbub._slots): every task that succeeds makes one.
         _VALUE(self, value)
         _DURATION(self, duration)
 
 
-_VALUE, _DURATION = (getattr(Succeeded, f.name).__set__ for f in fields(Succeeded))
+_VALUE, _DURATION = slot_setters(Succeeded)
 
 
 @dataclass(frozen=True, slots=True)

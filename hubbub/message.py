@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from hubbub._slots import slot_setters
 from hubbub.codecs import (
     BY_CONTENT_TYPE,
     Codec,
@@ -267,11 +268,10 @@ def decode(
     return envelope_of(values)
 
 
-# Every received message and every send builds an Envelope: its slots are filled through
-# their descriptors, which is what the frozen dataclass's __init__ does one object.__setattr__
-# call at a time (it has no __post_init__, and every field is given, so no default applies).
-# A field added to Envelope without a value in a caller fails at once (KeyError).
-_SLOTS = tuple((f.name, getattr(Envelope, f.name).__set__) for f in fields(Envelope))
+# Every received message and every send builds an Envelope, slot by slot (hubbub._slots: it
+# has no __post_init__, and every field is given, so no default applies). A field added to
+# Envelope without a value in a caller fails at once (KeyError).
+_SLOTS = tuple(zip((f.name for f in fields(Envelope)), slot_setters(Envelope), strict=True))
 
 
 def envelope_of(values: dict[str, Any]) -> Envelope:
@@ -286,10 +286,9 @@ def envelope_of(values: dict[str, Any]) -> Envelope:
 # three decode adds.
 (_PUT_TASK, _PUT_ID, _PUT_QUEUE, _PUT_PRIORITY, _PUT_ETA, _PUT_EXPIRES, _PUT_RETRIES,
  _PUT_MAX_RETRIES, _PUT_TIMEOUT, _PUT_SOFT_TIMEOUT, _PUT_PARENT_ID, _PUT_ROOT_ID,
- _PUT_GROUP_ID, _PUT_HEADERS, _PUT_CREATED_AT, _PUT_CONTENT_TYPE) = (
-    getattr(Envelope, name).__set__ for name in _NAMES)
-_PUT_ARGS, _PUT_KWARGS, _PUT_CANVAS = (getattr(Envelope, name).__set__
-                                       for name in ("args", "kwargs", "canvas"))
+ _PUT_GROUP_ID, _PUT_HEADERS, _PUT_CREATED_AT, _PUT_CONTENT_TYPE) = slot_setters(Envelope,
+                                                                                 _NAMES)
+_PUT_ARGS, _PUT_KWARGS, _PUT_CANVAS = slot_setters(Envelope, ("args", "kwargs", "canvas"))
 assert {f.name for f in fields(Envelope)} == {*_NAMES, "args", "kwargs", "canvas"}
 assert _NAMES == ("task", "id", "queue", "priority", "eta", "expires", "retries",
                   "max_retries", "timeout", "soft_timeout", "parent_id", "root_id", "group_id",

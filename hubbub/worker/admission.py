@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hubbub._slots import slot_setters
 from hubbub.canvas.nodes import CanvasError, check_followups
 from hubbub.errors import MessageError
 from hubbub.limits.unique import unique_key
@@ -33,13 +34,12 @@ class Admitted:
     task: Task[Any, Any]
 
 
-_ENVELOPE, _TASK = (getattr(Admitted, f.name).__set__ for f in fields(Admitted))
+_ENVELOPE, _TASK = slot_setters(Admitted)
 
 
 def _admitted(envelope: Envelope, task: Task[Any, Any]) -> Admitted:
-    """``Admitted(envelope, task)``, its two slots filled through their descriptors: what the
-    frozen dataclass __init__ does by ``object.__setattr__``, at twice the cost (every
-    delivery is admitted)."""
+    """``Admitted(envelope, task)``, slot by slot (:mod:`hubbub._slots`): every delivery is
+    admitted."""
     admitted: Admitted = object.__new__(Admitted)
     _ENVELOPE(admitted, envelope)
     _TASK(admitted, task)

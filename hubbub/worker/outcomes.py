@@ -109,9 +109,10 @@ class Outcomes:
     def finished(self, held: Held, outcome: Outcome) -> None:
         """Settle a finished task; a bug here costs this delivery at most, never the worker."""
         try:
-            if type(outcome) is Succeeded:
+            if isinstance(outcome, Succeeded):
                 # settle's verdict on a success is SUCCESS with its value, always: applied
-                # without building one (every task that succeeds comes here).
+                # without building one (every task that succeeds comes here), so _apply
+                # never sees a SUCCESS.
                 self._succeeded(held, outcome.value, outcome.duration)
                 return
             verdict = settle(held.envelope, held.task.spec, outcome, time.time(),
@@ -136,9 +137,6 @@ class Outcomes:
             self.writes.ack([held.delivery])
             self.hub.events.emit(TaskRevoked(env.id, env.task, self.worker,
                                              short(verdict.summary)))
-            return
-        if verdict.state == State.SUCCESS:
-            self._succeeded(held, verdict.value, duration)
             return
         if verdict.retry is not None:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hubbub.errors import ErrorKind
@@ -77,7 +77,7 @@ def settle(envelope: Envelope, spec: TaskOptions, outcome: Outcome, now: float, 
     for good is a FAILURE only, unless ``dead_letter_failures``.
     """
     if isinstance(outcome, Succeeded):
-        return _success(outcome.value)
+        return Verdict(State.SUCCESS, value=outcome.value)
     if isinstance(outcome, Terminated):  # revoked: acked, never retried nor dead-lettered
         return Verdict(State.REVOKED, error=ErrorInfo(ErrorKind.TERMINATED, outcome.reason))
     error, retry, countdown = describe(outcome, spec)
@@ -93,25 +93,6 @@ def settle(envelope: Envelope, spec: TaskOptions, outcome: Outcome, now: float, 
     dead = dead_letter_failures or isinstance(outcome, Rejected)
     return Verdict(State.FAILURE, error=error, dead_reason=reason if dead else None,
                    reason=reason)
-
-
-(_STATE, _VALUE, _ERROR, _RETRY, _COUNTDOWN, _REASON, _DEAD_REASON) = (
-    getattr(Verdict, f.name).__set__ for f in fields(Verdict))
-
-
-def _success(value: Any) -> Verdict:
-    """``Verdict(State.SUCCESS, value=value)``, its slots filled through their descriptors:
-    what the frozen dataclass __init__ does one object.__setattr__ call at a time, at twice
-    the cost (every task that succeeds gets here)."""
-    verdict: Verdict = object.__new__(Verdict)
-    _STATE(verdict, State.SUCCESS)
-    _VALUE(verdict, value)
-    _ERROR(verdict, None)
-    _RETRY(verdict, None)
-    _COUNTDOWN(verdict, 0.0)
-    _REASON(verdict, None)
-    _DEAD_REASON(verdict, None)
-    return verdict
 
 
 def unretryable(verdict: Verdict, problem: str, *, dead_letter_failures: bool = False

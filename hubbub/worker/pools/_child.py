@@ -287,7 +287,7 @@ def _run_serial(task: Task[Any, Any], job: Job) -> Outcome:
 
 async def _serve_asyncio(sock: socket.socket, hub: Hub, spec: ChildSpec) -> None:
     me = os.getpid()
-    pool = AsyncPool(spec.slots, block_warning=spec.block_warning, end_forks=True)
+    pool = AsyncPool(spec.slots, block_warning=spec.block_warning)  # its async def jobs
     await pool.start(hub)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     outbox = Outbox(writer)  # replies finishing in one turn of the loop go out together

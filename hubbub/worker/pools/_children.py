@@ -14,8 +14,8 @@ Invariants:
 - a retiring child gets no new jobs and is told to stop once its last job is done;
 - a child is given no more jobs than its ``max_tasks_per_child`` leaves room for;
 - with a ``window`` (prefork), a serial child is also given queued jobs behind the one it
-  runs, about ``WINDOW_SHORT`` of work at the length of its last task and at most
-  ``window``, but only while its tasks are short (``WINDOW_SHORT``): a child then
+  runs, about ``WINDOW_SHORT`` of work at the length of its tasks (``Child.window_size``),
+  at most ``window``, but only while its tasks are short (``WINDOW_SHORT``): a child then
   never waits for the worker loop between short tasks, and a long task holds back no more
   than the few jobs queued before it showed to be long. Queued jobs of a child that dies are
   run on another child (``_requeue``); the pool's ``run`` for them waits on.

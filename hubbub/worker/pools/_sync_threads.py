@@ -227,12 +227,7 @@ class SyncThreads:
             self._queue.clear()
             self._ready.notify_all()
         for entry in dropped:
-            entry.reported = True
-            for timer in entry.timers:
-                timer.cancel()
-            del self.open[entry.seq]
-        if not self.open and self._emptied is not None and not self._emptied.done():
-            self._emptied.set_result(None)
+            self._forget(entry)
         return [entry.seq for entry in dropped]
 
     # -- on the loop ---------------------------------------------------------------------------
@@ -276,11 +271,16 @@ class SyncThreads:
             self._report(item, item.outcome)
 
     def _report(self, entry: _Entry, outcome: Outcome) -> None:
+        self._forget(entry)
+        self.reply(entry.seq, outcome)
+
+    def _forget(self, entry: _Entry) -> None:
+        """``entry`` is over for the loop (reported, or dropped unstarted): its timers off,
+        and ``wait`` done once nothing is open."""
         entry.reported = True
         for timer in entry.timers:
             timer.cancel()
         del self.open[entry.seq]
-        self.reply(entry.seq, outcome)
         if not self.open and self._emptied is not None:
             if not self._emptied.done():
                 self._emptied.set_result(None)

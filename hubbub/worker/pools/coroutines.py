@@ -10,14 +10,12 @@ is executing on the loop at that moment.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hubbub.worker.execute import JOB_TASK_PREFIX, in_thread, on_loop
 from hubbub.worker.pools.base import Job, Outcome, Pool
@@ -31,9 +29,6 @@ BLOCK_WARNING = 0.5  # seconds the loop may be blocked before the watchdog warns
 
 log = logging.getLogger("hubbub.worker")
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
 
 class AsyncPool(Pool):
     """``async def`` tasks run as coroutines on the worker loop; sync tasks run in threads.
@@ -43,9 +38,6 @@ class AsyncPool(Pool):
     Args:
         concurrency: tasks at once (default 100).
         block_warning: warn when the loop was blocked this many seconds (None: never).
-        end_forks: a sync task that forks and returns in both processes ends the forked one
-            as it returns, so that it does not hang on as a copy of this process without its
-            event loop (set in hybrid's child processes).
 
     Raises:
         ValueError: concurrency below 1, or a threshold that is not positive.
@@ -56,12 +48,11 @@ class AsyncPool(Pool):
                               "async def I/O")
 
     def __init__(self, concurrency: int = 100, *,
-                 block_warning: float | None = BLOCK_WARNING, end_forks: bool = False) -> None:
+                 block_warning: float | None = BLOCK_WARNING) -> None:
         super().__init__(concurrency)
         if block_warning is not None and block_warning <= 0:
             raise ValueError(f"block_warning must be positive seconds, got {block_warning}")
         self.block_warning = block_warning
-        self.end_forks = end_forks
         self._executor: ThreadPoolExecutor | None = None
         self._hub: Hub | None = None
         self._watchdog: LoopWatchdog | None = None
@@ -70,9 +61,8 @@ class AsyncPool(Pool):
 
     async def start(self, hub: Hub) -> None:
         self._hub = hub
-        threads = ForkEndingExecutor if self.end_forks else ThreadPoolExecutor
-        self._executor = threads(min(self.concurrency, SYNC_THREADS),
-                                 thread_name_prefix="hubbub-sync")
+        self._executor = ThreadPoolExecutor(min(self.concurrency, SYNC_THREADS),
+                                            thread_name_prefix="hubbub-sync")
         if self.block_warning is not None:
             self._watchdog = LoopWatchdog(self.block_warning, self._describe)
             self._watchdog.start()
@@ -140,25 +130,6 @@ class AsyncPool(Pool):
             return f"task {name.removeprefix(JOB_TASK_PREFIX)}"
         coro = current.get_coro()
         return f"coroutine {getattr(coro, '__qualname__', repr(coro))}"
-
-
-class ForkEndingExecutor(ThreadPoolExecutor):
-    """Threads where a call that forked ends the forked process when it returns there.
-
-    A process forked from a thread has only that thread: when the call returns in it, nothing
-    waits for its result, and the thread would wait for more work forever.
-    """
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        return super().submit(_end_if_forked, os.getpid(), functools.partial(fn, *args, **kwargs))
-
-
-def _end_if_forked(pid: int, call: Callable[[], T]) -> T:
-    try:
-        return call()
-    finally:
-        if os.getpid() != pid:
-            os._exit(0)  # a forked copy of the submitting process; its task is over
 
 
 class LoopWatchdog:

@@ -51,15 +51,15 @@ The window: while a child's tasks are short (under ``WINDOW_SHORT``, 10 ms), the
 more jobs in it behind the one it runs (``Pool.window``), so the child goes from one short
 task to the next without waiting for the worker loop to hand it the next one; that round
 trip, not the task, was what bounded a drain of short tasks. How many: about ``WINDOW_SHORT``
-of work at the length of the child's last task, at least 1 and at most ``window`` (64): no-op
-tasks fill it, and the worker fetches and hands them out in batches of a hundred or more
-(``bench/drain.py``: a window of 8 drained 15,000 no-ops a second on Redis, one of 64 about
-21,000, with 40% less CPU per task in the parent); 1 ms tasks queue ten, 5 ms ones two. So a
-job waits in a window behind at most about 10 ms of tasks that looked short when it was
-queued. A queued job counts as started for the worker (its STARTED state, its revoke check),
-its hard limit counts from when it really starts, a terminate skips it in the child, and if
-the child dies, only the job it was running gets ``on_crash``: the queued ones never started
-and run on another child. ``window=0`` turns it off.
+of work at the length of the child's tasks (``Child.window_size``), at least 1 and at most
+``window`` (64): no-op tasks fill it, and the worker fetches and hands them out in batches
+of a hundred or more (``bench/drain.py``: a window of 8 drained 15,000 no-ops a second on
+Redis, one of 64 about 21,000, with 40% less CPU per task in the parent); 1 ms tasks queue
+ten, 5 ms ones two. So a job waits in a window behind at most about 10 ms of tasks that
+looked short when it was queued. A queued job counts as started for the worker (its STARTED
+state, its revoke check), its hard limit counts from when it really starts, a terminate skips
+it in the child, and if the child dies, only the job it was running gets ``on_crash``: the
+queued ones never started and run on another child. ``window=0`` turns it off.
 """
 
 from __future__ import annotations
