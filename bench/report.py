@@ -142,13 +142,18 @@ TABLES = (
     Table("enqueue", "Enqueue one by one, from one thread",
           "10 x N sends of a no-op task (N sends take hundredths of a second, too short to "
           "time well), one at a time, each waiting for its broker's reply (`await` for the "
-          "async libraries), after one send to connect. The last row is no library: one "
-          "`XADD` of a message of the same size written on a bare socket and its reply read "
-          "(`bench/peers/floor_redis.py`), the floor of any send that waits for its broker's "
-          "reply; nothing can pass it from one thread, and its ratio says how much of each "
-          "send hubbub spends beyond the round trip itself.",
+          "async libraries), after one send to connect. hubbub's `delay()` polls its "
+          "socket for Redis's reply for up to 100 us before it sleeps (a thread that sleeps "
+          "also pays for its CPU going idle and waking); the second row turns that off "
+          "(`?spin_us=0`) and sleeps for every reply as the peers do. The last two rows "
+          "are no library: one `XADD` of a message of the same size written on a bare "
+          "socket and its reply read (`bench/peers/floor_redis.py`), sleeping in `recv` "
+          "or polling: the floor of a send that waits for its reply each way; a ratio to "
+          "one says how much of each send a library spends beyond the round trip itself.",
           "enqueue", (
               Row("delay", "hubbub", "`task.delay()`", "hubbub_side.py"),
+              Row("delay-sleep", "hubbub", "`task.delay()`, `?spin_us=0`: sleeps for "
+                  "every reply", "hubbub_side.py", (), {"BENCH_HUBBUB_QUERY": "spin_us=0"}),
               Row("celery", "Celery", "`task.delay()`", "celery_redis.py", versus="delay"),
               Row("dramatiq", "Dramatiq", "`actor.send()`", "dramatiq_redis.py",
                   versus="delay"),
@@ -158,7 +163,10 @@ TABLES = (
                   versus="delay"),
               Row("arq", "arq", "`await pool.enqueue_job(...)`", "arq_redis.py",
                   versus="delay"),
-              Row("floor", "(none)", "a bare round trip: `XADD` on a socket", "floor_redis.py",
+              Row("floor", "(none)", "a bare round trip: `XADD` on a socket, sleeping in "
+                  "`recv`", "floor_redis.py", versus="delay-sleep"),
+              Row("floor-poll", "(none)", "a bare round trip: `XADD` on a socket, polling "
+                  "for the reply", "floor_redis.py", (), {"BENCH_FLOOR": "poll"},
                   versus="delay"),
           ), scale=10),
     Table("bulk", "Enqueue in bulk",

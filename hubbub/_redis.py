@@ -51,10 +51,13 @@ from hubbub.errors import (
     TransportUnavailable,
 )
 
+# Seconds a one-by-one send from a plain thread polls for Redis's reply before sleeping: see
+# RedisSyncPublisher. About twice a loopback round trip; a slower server turns polling off.
+SPIN = 100e-6
 _SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname")
 _OPTIONS = ("prefix", "db", "socket_timeout", "socket_connect_timeout", "max_connections",
-            "wait_replicas", "wait_timeout", *_SSL_OPTIONS)
+            "wait_replicas", "wait_timeout", "spin_us", *_SSL_OPTIONS)
 # scheme -> (mode, TLS)
 _SCHEMES = {"redis": ("single", False), "rediss": ("single", True),
             "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
@@ -78,6 +81,9 @@ class RedisURL:
         wait_replicas: replicas that must have a publish or an ack before it returns
             (``?wait_replicas=N``; 0 keeps Redis's asynchronous replication).
         wait_timeout: seconds to wait for them (``?wait_timeout=``, default 2).
+        spin: seconds a send from a plain thread polls its socket for the reply before it
+            sleeps in ``recv`` (``?spin_us=``, in microseconds, default 100; 0 never
+            polls). See ``RedisSyncPublisher``.
     """
 
     host: str
@@ -94,6 +100,7 @@ class RedisURL:
     service: str | None = None
     wait_replicas: int = 0
     wait_timeout: float = 2.0
+    spin: float = SPIN
 
     @classmethod
     def parse(cls, url: str) -> RedisURL:
@@ -152,8 +159,11 @@ class RedisURL:
                 options["max_connections"] = int(query.pop("max_connections"))
             wait_replicas = int(query.pop("wait_replicas", "") or 0)
             wait_timeout = float(query.pop("wait_timeout", "") or 2.0)
+            spin = float(query.pop("spin_us", "") or SPIN * 1e6) / 1e6
         except ValueError as exc:
             raise ConfigurationError(f"bad number in redis URL {shown}: {exc}") from None
+        if not 0 <= spin <= 0.01:
+            raise ConfigurationError(f"spin_us must be from 0 to 10000 microseconds in {shown}")
         if wait_replicas < 0 or wait_timeout <= 0:
             raise ConfigurationError(f"wait_replicas must be 0 or more and wait_timeout more "
                                      f"than 0 in {shown}")
@@ -182,7 +192,7 @@ class RedisURL:
             username=username, password=password, options=options,
             redacted=f"{scheme}://{login + '@' if at else ''}{address}",
             mode=mode, nodes=nodes, service=service, wait_replicas=wait_replicas,
-            wait_timeout=wait_timeout,
+            wait_timeout=wait_timeout, spin=spin,
         )
 
     @property

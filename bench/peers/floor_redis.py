@@ -7,13 +7,19 @@ Run with the peers' venv (bench/setup_peers.sh) or any Python:
 Each send is one ``XADD`` of a 400-byte field (about the size of hubbub's message for a no-op
 task, and larger than Huey's) to a stream named after BENCH_PREFIX, written with one
 ``sendall`` on a socket with TCP_NODELAY, then its reply read: what any library that waits for
-its broker's reply must at least do, with no message to build and no reply to parse. A
-library cannot send one by one faster than this from one thread; how close it comes says how
-much its own Python costs per send. Only ``enqueue``: there is nothing to drain.
+its broker's reply must at least do, with no message to build and no reply to parse. How close
+a library comes says how much its own Python costs per send. Only ``enqueue``: there is
+nothing to drain.
+
+The reply is waited for in a blocking ``recv`` (the thread sleeps until it comes, as redis-py
+and every peer wait), or with ``BENCH_FLOOR=poll`` by polling the socket without sleeping
+until it comes (what hubbub's ``delay()`` does for up to 100 us before it sleeps): a thread
+that sleeps also pays for its CPU going idle and waking up, which polling saves.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.parse
 from collections.abc import Sequence
@@ -21,6 +27,7 @@ from collections.abc import Sequence
 import _driver
 
 FIELD = b"x" * 400
+POLL = os.environ.get("BENCH_FLOOR") == "poll"
 
 
 class _Floor:
@@ -41,9 +48,15 @@ class _Floor:
         if self._sock is None:
             self._sock = self._connect()
         sock, command = self._sock, self._command
+        sock.setblocking(not POLL)
         for _ in range(n):
             sock.sendall(command)
-            reply = sock.recv(256)  # "$15\r\n<id>\r\n": one small packet
+            while True:  # "$15\r\n<id>\r\n": one small packet
+                try:
+                    reply = sock.recv(256)
+                    break
+                except BlockingIOError:  # polling, and not there yet
+                    continue
             if not reply.startswith(b"$"):
                 raise RuntimeError(f"XADD failed: {reply!r}")
 

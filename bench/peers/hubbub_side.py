@@ -10,6 +10,7 @@ The worker is ``hubbub worker -A hubbub_side:hub --pool POOL`` as a user starts 
 tasks, ``async`` (its default ``-c``) the ``async def`` ones. The broker is Redis under the
 key prefix BENCH_PREFIX, or with ``BENCH_BROKER=sqlite`` an SQLite file in a fresh folder.
 Results are off (``HUBBUB_RESULTS=none``), as no peer keeps results by default.
+``BENCH_HUBBUB_QUERY`` (e.g. ``spin_us=0``) is added to the Redis URL's options.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from hubbub import Hub
 if os.environ.get("BENCH_BROKER") == "sqlite":
     BROKER = f"sqlite:///{_driver.sqlite_dir()}/hubbub.db"
 else:
-    BROKER = f"{_driver.URL}?prefix={_driver.PREFIX}"
+    QUERY = os.environ.get("BENCH_HUBBUB_QUERY", "")
+    BROKER = f"{_driver.URL}?prefix={_driver.PREFIX}" + (f"&{QUERY}" if QUERY else "")
 os.environ["HUBBUB_BROKER"] = BROKER
 os.environ["HUBBUB_RESULTS"] = "none"
 
