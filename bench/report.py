@@ -363,7 +363,11 @@ def git_commit() -> str:
 # --- the page ------------------------------------------------------------------------------
 
 def fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+    """Three significant figures or so: below 1 (latencies under a millisecond), two
+    decimals, so that 0.26 and 0.34 ms do not both read 0.3."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 1 else f"{value:.2f}"
 
 
 def render_table(table: Table, samples: Samples, failures: Failures, runs: int) -> str:
