@@ -103,3 +103,13 @@ def test_a_latency_ratio_is_the_rows_median_over_hubbubs_so_above_one_hubbub_did
 
     assert "| ms (median) | min-max | runs | this ÷ hubbub |" in text
     assert "| 48.0 | 30.0-60.0 | 3 | 4.00x (vs prefork) |" in text
+
+
+def test_latencies_under_a_millisecond_keep_two_decimals(report: ModuleType) -> None:
+    samples = {("latency-p50", "prefork"): [0.26, 0.27, 0.3],
+               ("latency-p50", "huey"): [0.33, 0.34, 0.4]}
+
+    text = page(report, samples)
+
+    assert "| 0.27 | 0.26-0.30 | 3 |  |" in text  # 0.27 and 0.34 would both read 0.3
+    assert "| 0.34 | 0.33-0.40 | 3 | 1.26x (vs prefork) |" in text
