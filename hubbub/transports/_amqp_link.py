@@ -28,6 +28,7 @@ from pamqp.commands import Basic
 
 from hubbub._redact import redact
 from hubbub.errors import HubbubError, TransportError, TransportUnavailable
+from hubbub.transports._amqp_failover import Failover
 from hubbub.transports._amqp_topology import browse, ready_counts
 from hubbub.transports._timeouts import bounded
 
@@ -69,7 +70,7 @@ class Link:
         self.pub: AbstractChannel | None = None  # publishes and declares, with confirms
         self.sub: AbstractChannel | None = None  # consumes and acks; its loss ends leases
         self.gen = 0  # bumps with every new consuming channel
-        self._next = 0  # the URL to try first
+        self._failover = Failover(self.urls)  # the URL to try first, kept across reconnects
         self.where = redact(self.urls[0])
         self._lock = asyncio.Lock()
         self._broken = False  # the broker nacked: reconnect before the next write
@@ -140,25 +141,18 @@ class Link:
     async def _reconnect(self) -> None:
         await self.drop()
         loop = asyncio.get_running_loop()
-        deadline, pause, failures = loop.time() + self.connect_timeout, 0.05, []
+        attempt = self._failover.attempt(loop.time() + self.connect_timeout)
         while True:
-            url = self.urls[self._next % len(self.urls)]
-            self.where = redact(url)
+            self.where = attempt.where
             try:
-                budget = max(0.5, deadline - loop.time())
-                conn = await aio_pika.connect(url, timeout=min(budget, 5.0))
+                budget = max(0.5, attempt.deadline - loop.time())
+                conn = await aio_pika.connect(attempt.url, timeout=min(budget, 5.0))
                 break
             except UNAVAILABLE as exc:
-                failures.append(f"{self.where}: {redact(str(exc)) or type(exc).__name__}")
-                self._next += 1
-            if self._next % len(self.urls) == 0:  # a full round failed: back off
-                if loop.time() + pause > deadline:
-                    raise TransportUnavailable(
-                        f"RabbitMQ cannot be reached ({'; '.join(failures[-len(self.urls):])});"
-                        " is it running and are the credentials right?"
-                    )
+                attempt.failed(exc)
+            pause = attempt.backoff(loop.time())  # raises once the deadline has passed
+            if pause:
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
         self.conn = conn
         self.pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
         self._on_connect()

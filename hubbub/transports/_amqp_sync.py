@@ -34,8 +34,8 @@ else:
     HAVE_CLIENT = True
     from hubbub.transports._amqp_pipe import LOST, Pipe
 
-from hubbub._redact import redact
 from hubbub.errors import TransportUnavailable
+from hubbub.transports._amqp_failover import Failover
 from hubbub.transports._amqp_topology import (
     H_ATTEMPTS,
     H_QUEUE,
@@ -105,10 +105,11 @@ class AMQPSyncPublisher(SyncPublisher):
 
     def __init__(self, transport: AMQPTransport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._loop = transport, loop
-        self._urls = list(transport._link.urls)
+        # A rotation of its own: the loop's connection and this one fail over independently.
+        self._failover = Failover(transport._link.urls)
         self._options = [options(u, connect_timeout=transport.connect_timeout,
-                                 publish_timeout=transport.publish_timeout) for u in self._urls]
-        self._next = 0
+                                 publish_timeout=transport.publish_timeout)
+                         for u in self._failover.urls]
         self._names: dict[str, str] = {}  # queue -> its AMQP queue, for names checked
         self._pipe: Pipe | None = None
         self._opening = threading.Lock()  # one thread replaces the connection
@@ -182,24 +183,16 @@ class AMQPSyncPublisher(SyncPublisher):
 
     def _open(self) -> Pipe:
         """A new connection, trying the URLs in turn with backoff for ``connect_timeout``."""
-        deadline = time.monotonic() + self._transport.connect_timeout
-        pause, failures = 0.05, []
+        attempt = self._failover.attempt(time.monotonic() + self._transport.connect_timeout)
         while True:
-            index = self._next % len(self._urls)
-            where = redact(self._urls[index])
             try:
-                return Pipe(amqp.Connection(**self._options[index]), where,
+                return Pipe(amqp.Connection(**self._options[attempt.index]), attempt.where,
                             self._transport.publish_timeout)
             except (amqp.exceptions.AMQPError, *LOST) as exc:
-                failures.append(f"{where}: {redact(str(exc)) or type(exc).__name__}")
-                self._next += 1
-            if self._next % len(self._urls) == 0:  # a full round failed: back off
-                if time.monotonic() + pause > deadline:
-                    raise TransportUnavailable(
-                        f"RabbitMQ cannot be reached ({'; '.join(failures[-len(self._urls):])});"
-                        " is it running and are the credentials right?")
+                attempt.failed(exc)
+            pause = attempt.backoff(time.monotonic())  # raises once the deadline has passed
+            if pause:
                 time.sleep(pause)  # backoff between rounds of connection attempts
-                pause = min(pause * 2, 2.0)
 
     def close(self) -> None:
         """Close the connection and end its reader thread; a send still waiting for its
