@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,11 +47,12 @@ class RedisSyncPublisher(SyncPublisher):
     Spin then sleep: a lone send polls its socket for the reply for up to ``config.spin``
     (100 us) before it sleeps in ``recv``. On loopback the reply takes about 20 us, but a
     thread that sleeps for it pays for its CPU going idle and waking (some 35 us more on this
-    2-core VM; issue #18). Polling runs only while no other thread of this process is
-    sending (several threads polling would take the CPU from each other) and only while it
-    pays: a poll that times out skips polling for the next 2, 4, ... 1024 sends, so a
-    distant or busy server soon costs nothing. TLS sockets always sleep (their records must
-    be read through ``ssl``).
+    2-core VM; issue #18). A send polls only while no other thread of this process waits for
+    a reply on these connections (several threads polling would take the CPU from each
+    other), and only while it pays: a poll that times out skips polling for the next 2, 4,
+    ... 1024 sends, so a server slower than the budget costs it nothing. One that answers
+    within it costs up to that much CPU per send, in exchange for the send's wake-up. TLS and
+    gevent's sockets always sleep (see ``_poll``).
     """
 
     def __init__(self, transport: RedisTransport, client: redis.Redis) -> None:
@@ -65,6 +67,7 @@ class RedisSyncPublisher(SyncPublisher):
         # forked child starts a list of its own (the parent's sockets are the parent's).
         self._idle: list[Any] = []  # redis.connection.Connection, untyped
         self._made = 0  # connections made in this process: made - idle = sends in flight
+        self._making = threading.Lock()  # for _made: a lost count would stop polling for good
         self._pid = os.getpid()
         self._spin = transport.config.spin
         self._misses = 0  # polls in a row that timed out
@@ -122,10 +125,11 @@ class RedisSyncPublisher(SyncPublisher):
         except IndexError:
             pool = self._client.connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
-            self._made += 1  # a race may miss one: it only changes whether sends poll
+            with self._making:
+                self._made += 1
         spin = 0.0
         if self._spin and self._made - len(self._idle) <= 1:  # no other send in flight
-            if self._rest:
+            if self._rest > 0:  # two threads may both take one: it only ends the rest sooner
                 self._rest -= 1
             else:
                 spin = self._spin
@@ -199,13 +203,17 @@ def _roundtrip(conn: Any, packed: bytes, spin: float = 0.0) -> bool:
 
 def _poll(sock: socket.socket, spin: float) -> bytes | None:
     """What ``sock`` has to read, polled for without sleeping for up to ``spin`` seconds;
-    None if nothing came (or a TLS socket, never polled). ``b""``: the server closed it.
+    None if nothing came, or at once for a socket that is not the standard library's own
+    (TLS, gevent) or not on a POSIX system. ``b""``: the server closed it.
 
     ``os.read`` on the descriptor, not ``sock.recv``: a socket with a timeout waits in
     ``poll()`` before every ``recv``, even with ``MSG_DONTWAIT``. The descriptor of such a
     socket is non-blocking; one without a timeout blocks here as ``recv`` would.
     """
-    if type(sock) is not socket.socket:  # ssl.SSLSocket, or anything else
+    if type(sock).__module__ != "socket" or os.name != "posix":
+        # ssl.SSLSocket; gevent's socket (under monkey-patching, socket.socket is gevent's,
+        # and a poll that never yields would hold every greenlet); Windows, whose socket
+        # handles are no file descriptors.
         return None
     fd, read, clock = sock.fileno(), os.read, time.perf_counter
     end = clock() + spin

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -71,6 +73,22 @@ def test_a_reply_slower_than_the_poll_is_still_read_whole_by_recv(
     assert not conn.closed
 
 
+def test_a_reply_split_between_the_poll_and_recv_is_read_whole(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, server = pair
+    server.sendall(b"$3\r\n1-")  # what the poll gets; the rest comes after it gave up
+    rest = threading.Timer(0.05, server.sendall, [b"0\r\n"])
+    rest.start()
+    try:
+        assert _roundtrip(_Conn(ours), b"packed", spin=0.01) is True
+    finally:
+        rest.join()
+    ours.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nothing of this reply left for the next send
+        ours.recv(64)
+
+
 def test_a_server_that_closes_while_polled_is_a_connection_error(
     pair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -97,6 +115,32 @@ def test_a_tls_or_other_socket_is_never_polled(pair: tuple[socket.socket, socket
         assert _roundtrip(_Conn(wrapped), b"packed", spin=0.01) is False
     finally:
         wrapped.close()
+
+
+def test_gevents_sockets_are_never_polled() -> None:
+    """Under monkey-patching ``socket.socket`` is gevent's; a poll would never yield to the
+    hub, holding every other greenlet (and a gevent time limit) while it spins."""
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import socket\n"
+        "from hubbub.transports._redis_sync import _poll\n"
+        "a, b = socket.socketpair()\n"
+        "b.sendall(b'x')\n"
+        "print(type(a).__module__, _poll(a, 0.01))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    module, _, polled = done.stdout.strip().partition(" ")
+    assert module.startswith("gevent")
+    assert polled == "None"
+
+
+def test_a_plain_socket_with_a_reply_waiting_is_polled(
+    pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, server = pair
+    server.sendall(b"x")
+    assert _poll(ours, 0.01) == b"x"
 
 
 def test_spin_us_sets_the_poll_and_zero_turns_it_off() -> None:
@@ -141,6 +185,20 @@ async def test_polls_that_time_out_are_skipped_for_twice_as_many_sends_each_time
     assert len(polled) == 3  # sends 1, 4 and 9 poll; 2-3 and 5-8 rest; 10-15 rest too
     got = await t.fetch(["q"], limit=20, lease=30, wait=1)
     assert len(got) == 16  # every send still arrived
+
+
+async def test_the_rest_after_polls_that_time_out_stops_growing_at_1024_sends(
+    opened: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = await opened()
+    publisher = t.sync_publisher()
+    assert isinstance(publisher, RedisSyncPublisher)
+    await asyncio.to_thread(_send, publisher, 1)
+    polled = _counted_polls(monkeypatch, None)
+    await asyncio.to_thread(_send, publisher, 3100)
+    # Polls at sends 1, 4, 9, ..., 1032 (rests of 2, 4, ... 1024), then every 1025th: 2057
+    # and 3082. Rests that kept doubling would leave out the last (2048 after 2057).
+    assert len(polled) == 12
 
 
 async def test_polls_that_catch_their_reply_keep_polling(
