@@ -273,3 +273,31 @@ async def test_closed_threads_exit_once_idle(hub: Hub) -> None:
     async with asyncio.timeout(10):
         while any(t.is_alive() for t in ours):
             await asyncio.sleep(0.01)
+
+
+async def test_close_delivers_an_outcome_handed_over_while_jobs_waited(hub: Hub) -> None:
+    """A thread that finishes a job while others wait hands its outcome over without waking
+    the loop, for the next look; ``close`` ends the looks, so it must deliver it itself, or
+    the job would stay unanswered until some other job ends (never, if that one is stuck)."""
+    replies = Replies()
+    threads = SyncThreads(1, replies.reply, replies.other)
+    first_may_end, second_started, second_may_end = (threading.Event() for _ in range(3))
+
+    def second() -> None:
+        second_started.set()
+        assert second_may_end.wait(10)
+
+    threads.run(0, job(), task(hub, lambda: first_may_end.wait(10)))
+    threads.run(1, job(), task(hub, second))  # waits: one thread
+    try:
+        await asyncio.sleep(0.01)  # the thread takes job 0
+        first_may_end.set()
+        # Block the loop (no look can run) until the thread has handed over job 0's outcome
+        # and taken job 1.
+        assert second_started.wait(10)
+        threads.close()
+        await replies.until([0], timeout=2)
+        assert 1 not in replies.outcomes
+    finally:
+        second_may_end.set()
+    await replies.until([1])

@@ -228,6 +228,9 @@ class SyncThreads:
             self._ready.notify_all()
         for entry in dropped:
             self._forget(entry)
+        # What a thread handed over without a wake, while jobs waited, counted on a look
+        # that will not come now (the queue is empty, the looks are off).
+        self.mailbox.flush()
         return [entry.seq for entry in dropped]
 
     # -- on the loop ---------------------------------------------------------------------------
