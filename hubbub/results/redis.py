@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from hubbub._redis import RedisURL, translate
 from hubbub._redis_scripts import eval_each, sha_of
+from hubbub._redis_wire import bulk, command, exchange
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.codecs import json_dumps, json_loads
 from hubbub.errors import ResultError, ResultUnavailable
@@ -52,7 +53,6 @@ from hubbub.results.base import (
     id_bytes,
 )
 from hubbub.results.history import HistoryDetail
-from hubbub.transports._redis_wire import bulk, command, exchange
 
 _RECHECK = 5.0  # a waiter reads the record at least this often, should a notice be lost
 _PER_CALL = 1000  # keys one script call takes: Redis serves others between calls
@@ -181,7 +181,7 @@ class RedisResults(ResultBackend):
         round trip, or concurrent calls on a cluster (:func:`hubbub._redis_scripts.eval_each`).
 
         On one Redis the calls are packed here and sent on a pooled connection
-        (:func:`hubbub.transports._redis_wire.exchange`): redis-py's pipeline encodes each
+        (:func:`hubbub._redis_wire.exchange`): redis-py's pipeline encodes each
         argument through several layers, and a worker's flush of a thousand records with
         their history has ten thousand arguments, which cost more CPU than the round trip.
         """

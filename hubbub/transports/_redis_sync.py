@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubbub._redis import translate
+from hubbub._redis_wire import pack_xadd_head
 from hubbub._text import clean_text
 from hubbub.transports._redis_lua import (
     CHUNK,
@@ -25,7 +26,6 @@ from hubbub.transports._redis_lua import (
     chunks,
     publish_argv,
 )
-from hubbub.transports._redis_wire import pack_xadd_head
 from hubbub.transports._safe import check_queue, due_at
 from hubbub.transports.base import Outgoing, SyncPublisher
 

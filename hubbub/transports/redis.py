@@ -25,6 +25,7 @@ from redis.typing import KeyT, StreamIdT
 
 from hubbub._redis import RedisURL, translate
 from hubbub._redis_scripts import sha_of
+from hubbub._redis_wire import bulk, command, evalsha, exchange
 from hubbub._text import cap, clean_text
 from hubbub.clock import SYSTEM_CLOCK, Clock
 from hubbub.errors import TransportError
@@ -41,7 +42,6 @@ from hubbub.transports._redis_lua import (
     pack_receipts,
     publish_argv,
 )
-from hubbub.transports._redis_wire import bulk, command, evalsha, exchange
 from hubbub.transports._safe import bytes_of, check_queue, due_at, text_of
 from hubbub.transports.base import (
     Capabilities,

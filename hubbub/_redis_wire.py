@@ -1,5 +1,6 @@
-"""Commands the Redis transport packs itself and sends on a pooled connection, for its two
-hot paths: the producer's XADD and the worker's blocked fetch.
+"""Commands the Redis transport and result store pack themselves and send on a pooled
+connection, for their hot paths: the producer's XADD, the worker's blocked fetch, and the
+result store's batched script calls.
 
 redis-py packs every argument in Python on its asyncio client and runs a pipeline through
 several layers; for a script call with 16 keys that is more CPU than the round trip. Here
