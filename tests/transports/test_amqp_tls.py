@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
+import amqp  # type: ignore[import-untyped]
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -395,6 +396,41 @@ def test_a_connection_cut_over_tls_fails_each_waiting_sender_and_the_next_send_r
     assert publisher._pipe is not pipe
     tls_pipe(hub)
     assert len(front.handshakes) > handshakes
+
+
+def test_a_nack_read_by_the_tls_reader_fails_its_sender_and_the_next_send_reconnects(
+        hub: Hub, prefix: str) -> None:
+    noop = noop_task(hub)
+    noop.delay()
+    publisher = sync_publisher(hub)
+    pipe = tls_pipe(hub)
+    full = f"{prefix}.full"  # takes nothing: RabbitMQ nacks what is published to it
+
+    async def declare(*, delete: bool) -> None:
+        async with await aio_pika.connect(server.make_url(Path(), prefix)) as conn:
+            channel = await conn.channel()
+            if delete:
+                await channel.queue_delete(full)
+            else:
+                await channel.declare_queue(full, arguments={"x-max-length": 0,
+                                                             "x-overflow": "reject-publish"})
+
+    asyncio.run(declare(delete=False))
+    try:
+        with pytest.raises(TransportUnavailable, match=r"refused \(nack\)"):
+            pipe.send("", full, amqp.Message(b"x", message_id="id-full"))
+        # The reader took the nack holding the turn lock, and closed the connection from
+        # there: it must not wait for the lock it holds.
+        wait_until(lambda: not pipe._reader.is_alive())
+        done = threading.Thread(target=noop.delay)  # retires the nacked connection
+        done.start()
+        done.join(10)
+        assert not done.is_alive(), "the next send hung on the nacked connection"
+        assert publisher._pipe is not pipe
+        tls_pipe(hub)
+        assert len(fetch(hub, n=2)) == 2
+    finally:
+        asyncio.run(declare(delete=True))
 
 
 def test_a_tls_broker_that_stops_answering_fails_a_sync_delay_within_its_timeout(
