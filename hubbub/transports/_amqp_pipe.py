@@ -12,7 +12,8 @@ or the connection's end. Every wait is bounded by ``publish_timeout``.
 Over plain TCP the reader blocks in ``recv`` while callers write: a socket reads and writes
 at once. An SSL object must not be used by two threads at once, so over TLS reads and
 writes take turns (``_io``): the reader waits for the socket to be readable outside the
-lock, then reads what has come without blocking.
+lock, then reads what has come without blocking. The reader runs the confirm callbacks
+holding the lock, and a nack's closes the socket from there: the lock is reentrant.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Pipe:
 
     def __init__(self, conn: Any, where: str, timeout: float) -> None:
         self.conn, self.where, self.timeout = conn, where, timeout
-        self._io: threading.Lock | None = None
+        self._io: threading.RLock | None = None
         conn.negotiate_capabilities = CAPABILITIES
         try:
             conn.connect()
@@ -117,7 +118,7 @@ class Pipe:
         channel.events["basic_return"].add(self._on_return)
         self._channel_id = channel.channel_id
         if conn.ssl:  # an SSL object is not for two threads at once: they take turns
-            self._io = threading.Lock()
+            self._io = threading.RLock()  # the reader, holding it, may abort (a nack)
         self.failed: BaseException | None = None  # the first reason it cannot be used
         self.used_at = time.monotonic()
         self._args: dict[tuple[str, str], bytes] = {}  # a publish's arguments, by route
