@@ -10,7 +10,8 @@ The worker is ``hubbub worker -A hubbub_side:hub --pool POOL`` as a user starts 
 tasks, ``async`` (its default ``-c``) the ``async def`` ones. The broker is Redis under the
 key prefix BENCH_PREFIX, or with ``BENCH_BROKER=sqlite`` an SQLite file in a fresh folder.
 Results are off (``HUBBUB_RESULTS=none``), as no peer keeps results by default.
-``BENCH_HUBBUB_QUERY`` (e.g. ``spin_us=0``) is added to the Redis URL's options.
+``BENCH_HUBBUB_QUERY`` (e.g. ``spin_us=0``) is added to the Redis URL's options, and
+``BENCH_HUBBUB_LOG`` sets the worker's log level (default ``error``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def remaining(task: str) -> int:
 
 def workers(task: str, pool: str) -> list[list[str]]:
     return [[sys.executable, "-m", "hubbub", "worker", "-A", "hubbub_side:hub", *POOLS[pool],
-             "-l", "error"]]
+             "-l", os.environ.get("BENCH_HUBBUB_LOG", "error")]]
 
 
 if __name__ == "__main__":

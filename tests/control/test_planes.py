@@ -149,3 +149,39 @@ def test_beanstalkd_carries_its_plane_in_the_result_store(tmp_path: Path) -> Non
     assert type(plane).__name__ == "SQLitePlane"
     plane = open_plane("beanstalk://127.0.0.1:11300", "redis://127.0.0.1:6379/0?prefix=x")
     assert type(plane).__name__ == "RedisPlane"
+
+
+async def test_a_redis_read_whose_cancel_the_driver_swallowed_still_raises_it(
+        tmp_path: Path) -> None:
+    """redis-py's asyncio client can return from a blocked read as if its block ran out when
+    the task was cancelled during it; a reader that loops then read on (a worker's stop
+    waited 15 s for its control reader). The swallow is timing-dependent, so here the task
+    takes its cancel itself, as the driver does, and reads again: the cancel still counted
+    on the task must end that read."""
+    from tests import brokers
+
+    redis_broker = brokers.load("redis")
+    brokers.require(redis_broker)
+    url = redis_broker.make_url(tmp_path, "planecancel")
+    plane = open_plane(url, None)
+    await plane.connect()
+    try:
+        sub = await plane.subscribe("control")
+
+        async def reader() -> str:
+            # Swallowed, as the driver did; the task still counts the cancel.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+            try:
+                await sub.read(wait=0.2)
+            except asyncio.CancelledError:
+                return "cancelled"
+            return "read on"
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        assert await asyncio.wait_for(task, 10) == "cancelled"
+    finally:
+        await plane.close()
+        await redis_broker.cleanup(url)

@@ -14,7 +14,7 @@ import pytest
 
 from hubbub import Hub, State
 from hubbub._loader import load_hub
-from tests.e2e.conftest import Cli, wait_for
+from tests.e2e.conftest import Cli, open_app, wait_for
 
 
 @pytest.fixture
@@ -67,6 +67,36 @@ def test_first_sigterm_releases_unstarted_work_and_lets_the_running_task_finish(
     assert running.get(timeout=5) == "ok"
     assert all(r.state == State.PENDING for r in waiting)
     assert "released 2 unstarted deliveries" in cli.log()
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_sigterm_right_after_a_burst_of_tasks_stops_the_worker_in_seconds(
+    broker_url: str, cli: Cli
+) -> None:
+    """redis-py's asyncio client can return from a blocked read as if it timed out when the
+    task is cancelled during it: the worker's control reader then read on, and its stop
+    waited 15 s for it (3 x ``CONTROL_OPEN_WITHIN``), after every burst of tasks here."""
+    cli.env["HUBBUB_RESULTS"] = "none"  # as most users run it; then nothing else reads Redis
+    hub = next(open_app())
+    try:
+        worker = cli.start_worker("--pool", "async", "-l", "error")
+        add = hub.tasks["app.add"]
+        add.delay(1, 1)
+        wait_for(lambda: queue_stats(hub) == {"ready": 0, "leased": 0, "delayed": 0},
+                 what="the worker online and idle")
+        for i in range(100):  # 200 a second, as a steady trickle
+            add.delay(i, i)
+            time.sleep(0.005)
+        wait_for(lambda: queue_stats(hub) == {"ready": 0, "leased": 0, "delayed": 0},
+                 what="every task done")
+        stopped = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        took = time.monotonic() - stopped
+    finally:
+        hub.close()
+    assert worker.returncode == 0
+    assert took < 5.0, f"the worker took {took:.1f}s to stop:\n{cli.log()[-2000:]}"
 
 
 def test_second_signal_releases_the_running_task_and_exits(
