@@ -5,13 +5,15 @@ closes every connection (both sides) and stops listening, so new connections are
 ``stall()`` keeps every connection open but forwards nothing (a server that stops answering);
 ``restore()`` ends either: it listens again on the same port and forwards again. The proxy
 runs on an asyncio loop in a thread of its own, so a synchronous test (or one whose loop is
-busy) can drive it, and clients in any process or thread can go through it.
+busy) can drive it, and clients in any process or thread can go through it. Given a server
+``tls`` context, it ends TLS too: a plain server behind it looks like a TLS one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -24,16 +26,21 @@ class Proxy:
 
     Args:
         upstream: (host, port) of the real server.
+        tls: the server side of TLS, which clients then speak to the proxy (None: plain).
 
     Attributes:
         port: where clients connect (picked free on ``start``, kept across ``restore``).
         accepted: connections accepted so far (a reconnect shows as a rise).
+        handshakes: with ``tls``, the TLS version of every connection whose handshake
+            completed.
     """
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream
+        self.tls = tls
         self.port = 0
         self.accepted = 0
+        self.handshakes: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="proxy",
                                         daemon=True)
@@ -93,8 +100,9 @@ class Proxy:
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port,
-                                                      reuse_address=True)
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, reuse_address=True, ssl=self.tls,
+                ssl_handshake_timeout=10 if self.tls is not None else None)
             self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _stall(self, stalled: bool) -> None:
@@ -120,6 +128,8 @@ class Proxy:
         assert me is not None
         self._serving.add(me)
         self.accepted += 1
+        if self.tls is not None:
+            self.handshakes.append(writer.get_extra_info("ssl_object").version())
         self._writers.add(writer)
         pair = [writer]
         try:

@@ -4,9 +4,9 @@ reader thread runs ``_read_tls``; what it sends arrives once and whole, and its 
 are the plain path's.
 
 The shared RabbitMQ on 127.0.0.1:5672 speaks plain AMQP, so each test makes a throwaway CA
-and a server certificate for 127.0.0.1 and localhost, and puts a TLS-terminating proxy of
-its own in front of the ``Proxy`` that cuts and stalls (client -TLS-> ``TLSFront`` ->
-``Proxy`` -> RabbitMQ). The client trusts the CA the way a deployment would, with no TLS
+and a server certificate for 127.0.0.1 and localhost, and puts a ``Proxy`` that ends TLS
+(the front) before a plain one that cuts and stalls (client -TLS-> front -> proxy ->
+RabbitMQ). The client trusts the CA the way a deployment would, with no TLS
 option in the URL (which would keep sync sends on the loop, ``direct()``): through
 ``SSL_CERT_FILE``, which OpenSSL's default verify paths honour. An unreachable broker skips
 locally and fails under CI=true.
@@ -15,7 +15,6 @@ locally and fails under CI=true.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import functools
 import ipaddress
@@ -26,9 +25,8 @@ import ssl
 import sys
 import threading
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import aio_pika
 import amqp  # type: ignore[import-untyped]
@@ -54,8 +52,6 @@ from tests.transports.test_amqp_sync import (  # helpers shared with the plain-T
     sync_publisher,
     wait_until,
 )
-
-T = TypeVar("T")
 
 
 def certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
@@ -109,106 +105,6 @@ def certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
     return ca_file, context
 
 
-class TLSFront:
-    """Ends TLS on a free loopback port and forwards the plain bytes to ``upstream``: the
-    plain broker (or a ``Proxy`` in front of it) as a TLS one. Its loop runs on a thread
-    of its own, as ``Proxy``'s does; when either side of a connection ends, both do.
-
-    Args:
-        upstream: (host, port) to forward to.
-        context: the server side of TLS.
-
-    Attributes:
-        port: where clients connect (picked free on ``start``).
-        handshakes: the TLS version of every connection whose handshake completed.
-    """
-
-    def __init__(self, upstream: tuple[str, int], context: ssl.SSLContext) -> None:
-        self.upstream, self.context = upstream, context
-        self.port = 0
-        self.handshakes: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tls front",
-                                        daemon=True)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._serving: set[asyncio.Task[Any]] = set()
-
-    def __enter__(self) -> TLSFront:
-        self._thread.start()
-        try:
-            self._call(self._listen())
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._call(self._close())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._loop.is_closed():
-            self._loop.close()
-
-    # -- on the front's loop ---------------------------------------------------------------
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=15)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context,
-                                                  ssl_handshake_timeout=10)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def _close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await asyncio.gather(*self._serving, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        self._serving.add(me)
-        self.handshakes.append(writer.get_extra_info("ssl_object").version())
-        self._writers.add(writer)
-        pair = [writer]
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-            pair.append(up_writer)
-            self._writers.add(up_writer)
-            pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                     asyncio.create_task(self._pipe(up_reader, writer))]
-            try:
-                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in pair:  # one side ended (a cut upstream): end the other too
-                    w.transport.abort()
-                await asyncio.gather(*pipes, return_exceptions=True)
-        except OSError:
-            pass  # the upstream refused (a cut proxy): the client sees its connection closed
-        finally:
-            for w in pair:
-                w.transport.abort()
-                self._writers.discard(w)
-            self._serving.discard(me)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-
-
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A namespace of queues on the shared RabbitMQ, deleted afterwards."""
@@ -236,13 +132,13 @@ def proxy(prefix: str) -> Iterator[Proxy]:
 
 
 @pytest.fixture
-def front(proxy: Proxy, tls: ssl.SSLContext) -> Iterator[TLSFront]:
-    with TLSFront(("127.0.0.1", proxy.port), tls) as f:
+def front(proxy: Proxy, tls: ssl.SSLContext) -> Iterator[Proxy]:
+    with Proxy(("127.0.0.1", proxy.port), tls=tls) as f:
         yield f
 
 
 @pytest.fixture
-def hub(prefix: str, front: TLSFront) -> Iterator[Hub]:
+def hub(prefix: str, front: Proxy) -> Iterator[Hub]:
     """A hub on ``amqps://`` through the TLS front, with no TLS option in its URL."""
     h = Hub(f"amqps://guest:guest@127.0.0.1:{front.port}/?prefix={prefix}&connect_timeout=1",
             results="none")
@@ -280,7 +176,7 @@ def tls_pipe(hub: Hub) -> Pipe:
 def test_the_default_ssl_context_trusts_the_throwaway_ca_through_ssl_cert_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca, context = certificates(tmp_path)
-    with TLSFront(server.server(), context) as f:  # the handshake needs no broker
+    with Proxy(server.server(), tls=context) as f:  # the handshake needs no broker
 
         def handshake(host: str) -> None:
             with socket.create_connection(("127.0.0.1", f.port), timeout=10) as raw, \
@@ -298,7 +194,7 @@ def test_the_default_ssl_context_trusts_the_throwaway_ca_through_ssl_cert_file(
 
 
 def test_threads_delaying_over_amqps_each_arrive_once_and_the_tls_reader_ends_with_the_hub(
-        hub: Hub, front: TLSFront) -> None:
+        hub: Hub, front: Proxy) -> None:
     noop = noop_task(hub)
     first = noop.delay().id  # connects: the loop's connection and the pipe, both over TLS
     pipe = tls_pipe(hub)
@@ -376,7 +272,7 @@ def test_an_unroutable_message_over_tls_fails_only_its_own_sender(hub: Hub,
 
 
 def test_a_connection_cut_over_tls_fails_each_waiting_sender_and_the_next_send_reconnects(
-        hub: Hub, proxy: Proxy, front: TLSFront) -> None:
+        hub: Hub, proxy: Proxy, front: Proxy) -> None:
     noop = noop_task(hub)
     noop.delay()
     publisher = sync_publisher(hub)
@@ -434,7 +330,7 @@ def test_a_nack_read_by_the_tls_reader_fails_its_sender_and_the_next_send_reconn
 
 
 def test_a_tls_broker_that_stops_answering_fails_a_sync_delay_within_its_timeout(
-        prefix: str, proxy: Proxy, front: TLSFront) -> None:
+        prefix: str, proxy: Proxy, front: Proxy) -> None:
     hub = Hub(f"amqps://guest:guest@127.0.0.1:{front.port}/?prefix={prefix}&publish_timeout=1",
               results="none")
     noop = noop_task(hub)

@@ -173,13 +173,20 @@ def _send(publisher: RedisSyncPublisher, times: int) -> None:
         publisher.publish([out(str(i))])
 
 
-async def test_polls_that_time_out_are_skipped_for_twice_as_many_sends_each_time(
-    opened: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _warm(opened: Any) -> tuple[Any, RedisSyncPublisher]:
+    """A transport and its sync publisher, after one send: a new queue goes through the
+    script, so the polling state starts afresh at the next send."""
     t = await opened()
     publisher = t.sync_publisher()
     assert isinstance(publisher, RedisSyncPublisher)
-    await asyncio.to_thread(_send, publisher, 1)  # a new queue goes through the script
+    await asyncio.to_thread(_send, publisher, 1)
+    return t, publisher
+
+
+async def test_polls_that_time_out_are_skipped_for_twice_as_many_sends_each_time(
+    opened: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t, publisher = await _warm(opened)
     polled = _counted_polls(monkeypatch, None)
     await asyncio.to_thread(_send, publisher, 15)
     assert len(polled) == 3  # sends 1, 4 and 9 poll; 2-3 and 5-8 rest; 10-15 rest too
@@ -190,10 +197,7 @@ async def test_polls_that_time_out_are_skipped_for_twice_as_many_sends_each_time
 async def test_the_rest_after_polls_that_time_out_stops_growing_at_1024_sends(
     opened: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = await opened()
-    publisher = t.sync_publisher()
-    assert isinstance(publisher, RedisSyncPublisher)
-    await asyncio.to_thread(_send, publisher, 1)
+    _, publisher = await _warm(opened)
     polled = _counted_polls(monkeypatch, None)
     await asyncio.to_thread(_send, publisher, 3100)
     # Polls at sends 1, 4, 9, ..., 1032 (rests of 2, 4, ... 1024), then every 1025th: 2057
@@ -204,10 +208,7 @@ async def test_the_rest_after_polls_that_time_out_stops_growing_at_1024_sends(
 async def test_polls_that_catch_their_reply_keep_polling(
     opened: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = await opened()
-    publisher = t.sync_publisher()
-    assert isinstance(publisher, RedisSyncPublisher)
-    await asyncio.to_thread(_send, publisher, 1)
+    _, publisher = await _warm(opened)
     polled = _counted_polls(monkeypatch, b"caught")
     await asyncio.to_thread(_send, publisher, 10)
     assert len(polled) == 10
@@ -216,10 +217,7 @@ async def test_polls_that_catch_their_reply_keep_polling(
 async def test_a_send_never_polls_while_another_thread_is_sending(
     url: str, opened: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = await opened()
-    publisher = t.sync_publisher()
-    assert isinstance(publisher, RedisSyncPublisher)
-    await asyncio.to_thread(_send, publisher, 1)
+    t, publisher = await _warm(opened)
     inside, release = threading.Event(), threading.Event()
     polled: list[str] = []
 
