@@ -52,7 +52,7 @@ from hubbub.errors import (
 )
 
 # Seconds a one-by-one send from a plain thread polls for Redis's reply before sleeping: see
-# RedisSyncPublisher. About twice a loopback round trip; a slower server turns polling off.
+# RedisSyncPublisher. About twice a loopback round trip; polls that time out back off.
 SPIN = 100e-6
 _SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname")

@@ -13,7 +13,8 @@ Over plain TCP the reader blocks in ``recv`` while callers write: a socket reads
 at once. An SSL object must not be used by two threads at once, so over TLS reads and
 writes take turns (``_io``): the reader waits for the socket to be readable outside the
 lock, then reads what has come without blocking. The reader runs the confirm callbacks
-holding the lock, and a nack's closes the socket from there: the lock is reentrant.
+holding the lock, and a nack's callback closes the connection from there: the lock is
+reentrant.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class RedisSyncPublisher(SyncPublisher):
     2-core VM; issue #18). A send polls only while no other thread of this process waits for
     a reply on these connections (several threads polling would take the CPU from each
     other), and only while it pays: a poll that times out skips polling for the next 2, 4,
-    ... 1024 sends, so a server slower than the budget costs it nothing. One that answers
+    ... 1024 sends, so a server slower than the budget costs it next to nothing. One that answers
     within it costs up to that much CPU per send, in exchange for the send's wake-up. TLS and
     gevent's sockets always sleep (see ``_poll``).
     """

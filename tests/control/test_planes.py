@@ -18,6 +18,7 @@ from hubbub import Hub
 from hubbub.control.plane import Plane
 from hubbub.control.planes import open_plane
 from hubbub.errors import ConfigurationError, TransportUnavailable
+from tests import brokers
 from tests.brokers import free_port
 from tests.conftest import Broker
 from tests.control.amqp_cleanup import delete_plane_exchanges
@@ -158,8 +159,6 @@ async def test_a_redis_read_whose_cancel_the_driver_swallowed_still_raises_it(
     waited 15 s for its control reader). The swallow is timing-dependent, so here the task
     takes its cancel itself, as the driver does, and reads again: the cancel still counted
     on the task must end that read."""
-    from tests import brokers
-
     redis_broker = brokers.load("redis")
     brokers.require(redis_broker)
     url = redis_broker.make_url(tmp_path, "planecancel")

@@ -14,7 +14,7 @@ import pytest
 
 from hubbub import Hub, State
 from hubbub._loader import load_hub
-from tests.e2e.conftest import Cli, open_app, wait_for
+from tests.e2e.conftest import EMPTY, Cli, open_app, queue_stats, wait_for
 
 
 @pytest.fixture
@@ -26,15 +26,6 @@ def app(cli: Cli) -> Iterator[Hub]:
     finally:
         hub.close()
         sys.modules.pop("app", None)
-
-
-def queue_stats(hub: Hub) -> dict[str, int]:
-    async def read() -> dict[str, int]:
-        client = await hub.client()
-        [s] = await client.transport.stats(["default"])
-        return {"ready": s.ready, "leased": s.leased, "delayed": s.delayed}
-
-    return hub.bridge.run(read())
 
 
 def test_worker_killed_mid_task_loses_nothing(cli: Cli, app: Hub, tmp_path: Path) -> None:
@@ -75,26 +66,25 @@ def test_sigterm_right_after_a_burst_of_tasks_stops_the_worker_in_seconds(
 ) -> None:
     """redis-py's asyncio client can return from a blocked read as if it timed out when the
     task is cancelled during it: the worker's control reader then read on, and its stop
-    waited 15 s for it (3 x ``CONTROL_OPEN_WITHIN``), after every burst of tasks here."""
+    waited 15 s for it (3 x ``CONTROL_OPEN_WITHIN``). Whether the cancel lands so depends on
+    timing (it did at this log level); tests/control/test_planes.py has the exact case."""
     cli.env["HUBBUB_RESULTS"] = "none"  # as most users run it; then nothing else reads Redis
-    hub = next(open_app())
+    worker = cli.start_worker("--pool", "async", "-l", "error")
+    hub = next(gen := open_app())
     try:
-        worker = cli.start_worker("--pool", "async", "-l", "error")
         add = hub.tasks["app.add"]
         add.delay(1, 1)
-        wait_for(lambda: queue_stats(hub) == {"ready": 0, "leased": 0, "delayed": 0},
-                 what="the worker online and idle")
+        wait_for(lambda: queue_stats(hub) == EMPTY, what="the worker online and idle")
         for i in range(100):  # 200 a second, as a steady trickle
             add.delay(i, i)
             time.sleep(0.005)
-        wait_for(lambda: queue_stats(hub) == {"ready": 0, "leased": 0, "delayed": 0},
-                 what="every task done")
-        stopped = time.monotonic()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        took = time.monotonic() - stopped
+        wait_for(lambda: queue_stats(hub) == EMPTY, what="every task done")
     finally:
-        hub.close()
+        gen.close()
+    stopped = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+    took = time.monotonic() - stopped
     assert worker.returncode == 0
     assert took < 5.0, f"the worker took {took:.1f}s to stop:\n{cli.log()[-2000:]}"
 

@@ -24,7 +24,6 @@ import socket
 import ssl
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,12 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hubbub import Hub, TransportError, TransportUnavailable
+from hubbub import Hub, TransportUnavailable
 from hubbub.task import Task
 from hubbub.transports import Outgoing
 from hubbub.transports._amqp_pipe import Pipe
-from hubbub.transports._amqp_topology import main_name
-from tests import brokers
 from tests.brokers import amqp as server
 from tests.faults.proxy import Proxy
 from tests.transports.test_amqp_sync import (  # helpers shared with the plain-TCP tests
@@ -49,9 +46,13 @@ from tests.transports.test_amqp_sync import (  # helpers shared with the plain-T
     in_threads,
     in_threads_later,
     one_write,
+    only_the_unroutable_fails,
+    prefix,
     sync_publisher,
     wait_until,
 )
+
+__all__ = ["prefix"]  # a fixture, imported to be used here
 
 
 def certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
@@ -103,17 +104,6 @@ def certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return ca_file, context
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A namespace of queues on the shared RabbitMQ, deleted afterwards."""
-    brokers.require(server)
-    made = "t" + uuid.uuid4().hex[:10]
-    try:
-        yield made
-    finally:
-        asyncio.run(server.cleanup(server.make_url(Path(), made)))
 
 
 @pytest.fixture
@@ -238,37 +228,9 @@ def test_a_message_spanning_many_tls_records_arrives_intact(hub: Hub) -> None:
 
 def test_an_unroutable_message_over_tls_fails_only_its_own_sender(hub: Hub,
                                                                   prefix: str) -> None:
-    noop = noop_task(hub)
-    noop.delay()
-    noop.apply_async(queue="gone")
-    fetch(hub)
-    fetch(hub, "gone")
-
-    async def delete() -> None:
-        async with await aio_pika.connect(server.make_url(Path(), prefix)) as conn:
-            channel = await conn.channel()
-            await channel.queue_delete(main_name(prefix, "gone"))
-
-    asyncio.run(delete())
-    publisher = sync_publisher(hub)
-    pipe = tls_pipe(hub)
     # The returned message comes back whole, in many records the reader reads in turns.
-    returned_body = os.urandom(600_000)
-    queues = ["default"] * 4 + ["gone"] + ["default"] * 4
-    with one_write(pipe, len(queues)):
-        sends = in_threads_later([
-            functools.partial(publisher.publish,
-                              [Outgoing(q, returned_body if q == "gone" else b"x", f"id-{i}")])
-            for i, q in enumerate(queues)])
-    outcomes = sends()
-    [returned] = [o for o in outcomes if o is not None]
-    assert outcomes.index(returned) == 4
-    assert isinstance(returned, TransportError)
-    assert "unroutable" in str(returned)
-    assert sorted(d.id for d in fetch(hub, n=8)) == sorted(
-        f"id-{i}" for i, q in enumerate(queues) if q == "default")
-    noop.delay()  # the connection is still good
-    assert publisher._pipe is pipe
+    only_the_unroutable_fails(hub, prefix, noop_task(hub), lambda: tls_pipe(hub),
+                              returned_body=os.urandom(600_000))
 
 
 def test_a_connection_cut_over_tls_fails_each_waiting_sender_and_the_next_send_reconnects(

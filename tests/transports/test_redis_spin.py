@@ -1,6 +1,6 @@
 """A lone send from a plain thread polls its socket for Redis's reply before it sleeps
-(issue #18): the reply is read whole either way, polling stops paying off it is skipped for
-longer and longer, and a send never polls while another thread of the process is sending.
+(issue #18): the reply is read whole either way, polling that stops paying off is skipped
+for longer and longer, and a send never polls while another thread of the process is sending.
 The publisher's tests run against the shared Redis at 127.0.0.1:6379 in their own key prefix;
 the round trip's own tests use a socket pair."""
 
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hubbub._redis import SPIN, RedisURL
 from hubbub.errors import ConfigurationError
@@ -92,8 +93,6 @@ def test_a_reply_split_between_the_poll_and_recv_is_read_whole(
 def test_a_server_that_closes_while_polled_is_a_connection_error(
     pair: tuple[socket.socket, socket.socket]
 ) -> None:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
     ours, server = pair
     server.close()
     conn = _Conn(ours)

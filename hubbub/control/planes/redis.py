@@ -125,7 +125,7 @@ def _honour_cancel() -> None:
     redis-py's asyncio client (8.1 here) can return from a blocked read as if its block had
     run out when the task was cancelled during it; the cancel is still counted on the task
     (``cancelling()``) but no ``CancelledError`` comes, so a reader that loops would read on.
-    A worker's stop waited 15 s for its control reader so, after a burst of tasks.
+    So a worker's stop could wait 15 s for its control reader after a burst of tasks.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
