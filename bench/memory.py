@@ -11,14 +11,9 @@ from another source tree in turns with this one. Medians of ``--runs`` runs. Not
 
 On Redis, an idle arq worker (``arq arq_redis.WorkerSettings`` from bench/peers, in the
 peers' venv that bench/setup_peers.sh makes) is measured in the same turns: the row ``arq``,
-and the column "vs arq" (each hubbub row's RSS over arq's on that broker). The peers' venv
-starts lighter than the interpreter hubbub runs on here (whose site-packages may hold .pth
-files that import things at every start), so "above bare" also gives each worker's RSS less
-that of its bare interpreter (``python -c pass``, read at exit, median of 3). It may also hold
-another redis-py (the versions are printed): a newer one imports more (redis-py 8 loads
-the OpenTelemetry SDK when it is installed). So the same arq also runs on this interpreter,
-with its redis-py (only the ``arq`` package is taken from the venv): the row ``arq here`` and
-the column "vs here", which compare the workers' own code and nothing else.
+and the column "vs arq" (each hubbub row's RSS over arq's on that broker). "above bare" gives
+each worker's RSS less that of its bare interpreter (``python -c pass``, read at exit, median
+of 3).
 
 The row ``this tree`` is hubbub on this interpreter, whose site-packages are not what a user of
 ``pip install hubbub[redis]`` gets: .pth files, and the OpenTelemetry SDK (a test dependency
@@ -26,9 +21,18 @@ here) that redis-py 8 imports whenever it is installed. The row ``clean venv`` r
 tree on bench/.venv-hubbub, which bench/setup_peers.sh fills with hubbub's dependencies only
 (``pip install <repo>[redis]``, then hubbub itself uninstalled so that the tree is what runs):
 hubbub as a user installs it (``base clean``: the ``--baseline`` tree there). Its "vs arq"
-compares like with like, both in venvs of their own, with one difference left: the redis-py
-releases (hubbub needs 6.1 or later, the peers' venv pins 5.x for taskiq-redis and kombu), so
-the last lines print each one's version and how far ``clean venv`` is from ``arq``.
+compares two venvs of their own, which differ in one more thing than the workers' code: their
+redis-py (hubbub needs 6.1 or later; the peers' venv pins 5.x for taskiq-redis and kombu, and
+the newer one costs more to import). So the same arq package also runs on bench/.venv-hubbub,
+hubbub's interpreter and redis-py: the row ``arq here`` and the column "vs here", which
+compare the workers' own code and nothing else. The last lines print the redis-py versions
+and split the gap between ``clean venv`` and ``arq``.
+
+Every row runs with compiled modules, as an install has them: pip writes the ``.pyc`` files of
+what it installs, but a source tree run under ``PYTHONDONTWRITEBYTECODE`` (set on this
+machine) compiles hubbub from source at each start, and that costs about 1.7 MiB of RSS that
+no user pays. So the tree is compiled once into a cache of the run's own
+(``PYTHONPYCACHEPREFIX``), which every row then reads.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ ROWS = {  # what each row is, printed under the table
     "baseline": "hubbub from --baseline, on this interpreter",
     "base clean": "hubbub from --baseline, on bench/.venv-hubbub",
     "arq": "arq in bench/.venv-peers (its own venv)",
-    "arq here": "that arq on this interpreter and its redis-py",
+    "arq here": "that arq on bench/.venv-hubbub: hubbub's interpreter and redis-py",
 }
 
 
@@ -103,6 +107,25 @@ def children(root: int) -> list[int]:
     return found
 
 
+def compiled(folder: Path) -> dict[str, str]:
+    """The environment of every row: modules compiled once into ``folder``'s cache, as an
+    install has them (see the top)."""
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_trees(folder: Path, workers: list[Worker]) -> None:
+    """Writes the ``.pyc`` files of the workers' trees, bench/peers and the app into
+    ``folder``'s cache, with each interpreter that will run them."""
+    trees = sorted({str(w.tree / "hubbub") for w in workers if w.tree is not None})
+    for python in sorted({w.python for w in workers}):
+        subprocess.run([python, "-m", "compileall", "-q", *trees, str(HERE / "peers"),
+                        str(folder)],
+                       env=compiled(folder), check=True, timeout=300,
+                       stdout=subprocess.DEVNULL)
+
+
 def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
             redis_url: str) -> tuple[float, float, int]:
     """(worker VmRSS MiB, PSS MiB over worker and children, processes) of one idle worker."""
@@ -112,16 +135,16 @@ def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
     if worker.tree is not None:
         path = os.pathsep.join(filter(None, [str(folder), str(worker.tree),
                                              os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
+        env = {**compiled(folder), "HUBBUB_BROKER": url, "PYTHONPATH": path}
         command = [worker.python, "-m", "hubbub", "worker", "-A", "memapp:hub",
                    "--pool", pool, *POOLS[pool], "-l", "error"]
     else:  # arq, the peer: its worker of bench/peers/arq_redis.py
-        env = {**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
+        env = {**compiled(folder), "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
                "PYTHONPATH": str(HERE / "peers")}
         command = [str(ARQ), "arq_redis.WorkerSettings"]
-        if worker.python == sys.executable:  # the same, on this interpreter and its redis-py
+        if worker.python != str(ARQ.parent / "python"):  # the same, on hubbub's interpreter
             env["PYTHONPATH"] = os.pathsep.join([str(folder / "arq-only"), str(HERE / "peers")])
-            command = [sys.executable, "-c", "from arq.cli import cli; cli()",
+            command = [worker.python, "-c", "from arq.cli import cli; cli()",
                        "arq_redis.WorkerSettings"]
     quiet = subprocess.DEVNULL if worker.arq else None  # arq logs its polls
     proc = subprocess.Popen(command, env=env, cwd=folder, stdout=quiet, stderr=quiet)
@@ -196,11 +219,12 @@ def main() -> None:
         if package is not None:
             (folder / "arq-only").mkdir()
             (folder / "arq-only" / "arq").symlink_to(package)
-            peers["arq here"] = Worker(None)
+            peers["arq here"] = Worker(None, clean or sys.executable)
     pythons = {"this python": sys.executable, "clean venv": clean,
                "peers' venv": peers["arq"].python if peers else None}
     bare = {python: bare_rss(python, {**os.environ, "PYTHONPATH": str(TREE)})
             for python in pythons.values() if python}
+    compile_trees(folder, [*workers.values(), *peers.values()])
     rows = []
     for broker in args.brokers.split(","):
         for pool in args.pools.split(","):
@@ -245,24 +269,25 @@ def main() -> None:
                                    for key, python in pythons.items() if python))
     if not clean:
         print("no 'clean venv' row: bench/setup_peers.sh makes bench/.venv-hubbub")
-    # Where the clean venvs' gap comes from: the interpreters at start, redis-py (imported
-    # with asyncio, which both workers need), and what is left: the workers' own code.
+    # Where the clean venvs' gap comes from: "arq here" is arq on hubbub's interpreter and
+    # redis-py, so arq here less arq is the redis-py releases and clean venv less arq here is
+    # the workers' own code. The floor is what every asyncio worker on redis-py with a click
+    # CLI imports before a line of its own: the interpreter, asyncio, redis.asyncio, click.
     env = {**os.environ, "PYTHONPATH": str(TREE)}
-    redis_py = {python: bare_rss(python, env, "asyncio, redis.asyncio") - bare[python]
-                for python in (clean, peers["arq"].python if peers else None)
-                if python and "redis" in args.brokers.split(",")}
     for broker, pool, name, rss, _, _ in rows:
-        arq = rss_of.get((broker, "-", "arq"))
-        if name == "clean venv" and clean and arq is not None:
-            gap = rss - arq
-            peer = peers["arq"].python
-            redis_gap = redis_py[clean] - redis_py[peer]
-            bare_gap = bare[clean] - bare[peer]
+        arq, here = rss_of.get((broker, "-", "arq")), rss_of.get((broker, "-", "arq here"))
+        if name == "clean venv" and clean and arq is not None and here is not None:
+            gap, peer = rss - arq, peers["arq"].python
+            floor = {python: bare_rss(python, env, "asyncio, redis.asyncio, click")
+                     for python in (clean, peer)}
             print(f"{broker} --pool {pool}: hubbub in its clean venv ({rss:.1f} MiB) is "
                   f"{abs(gap):.1f} MiB {'above' if gap > 0 else 'below'} arq in its own "
-                  f"({arq:.1f} MiB): bare interpreters {bare_gap:+.1f}, asyncio + redis-py "
-                  f"{redis_gap:+.1f} ({redis_py[clean]:.1f} vs {redis_py[peer]:.1f} above "
-                  f"bare), the rest (the workers' own code) {gap - bare_gap - redis_gap:+.1f}")
+                  f"({arq:.1f} MiB): redis-py {redis_version(clean)} over "
+                  f"{redis_version(peer)} {here - arq:+.1f} (arq here less arq), the workers' "
+                  f"own code {rss - here:+.1f} (clean venv less arq here). The floor (the "
+                  f"interpreter, asyncio, redis.asyncio, click): {floor[clean]:.1f} MiB on "
+                  f"hubbub's venv, {floor[peer]:.1f} on arq's; above it hubbub's code costs "
+                  f"{rss - floor[clean]:.1f} MiB and arq's {arq - floor[peer]:.1f}")
     print(f"command: python bench/memory.py {' '.join(sys.argv[1:])}".rstrip())
 
 

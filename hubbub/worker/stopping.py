@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import threading
 import time
 from collections.abc import Callable
@@ -165,6 +164,8 @@ def _cancel_task(target: asyncio.Task[Any], stop: Stoppable) -> Callable[[str], 
 def _raise_in(thread: int, exc_type: type[BaseException] | None) -> None:
     """Raise ``exc_type`` in ``thread`` at its next Python instruction (None: take back one
     that has not been raised yet)."""
+    import ctypes  # here: about 150 KiB that an idle worker, and most jobs, never need
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
                                                None if exc_type is None
                                                else ctypes.py_object(exc_type))
