@@ -477,8 +477,18 @@ def render(*, tables: Sequence[Table], samples: Samples, failures: Failures, run
         "RabbitMQ |",
         "| `python bench/rate_pacing.py` | how evenly a fleet-wide rate limit spaces the "
         "starts tasks see |",
+        "| `python bench/drain.py` | sync drains on the process and thread pools, CPU per "
+        "task in the worker and its children, against an older tree (`--old`) |",
+        "| `python bench/latency.py` | pickup latency on Redis and SQLite, and an idle "
+        "worker's CPU |",
+        "| `python bench/fanout.py` | 20,000 tasks that each wait 50 ms on `--pool async "
+        "-c 1000`: span over the ideal, CPU per task, per event loop |",
+        "| `python bench/memory.py` | an idle worker's memory per pool, against arq's, and "
+        "where the difference comes from |",
+        "| `python bench/async_producers.py` | `await task.delay_async()` from an event "
+        "loop |",
         "| `python bench/scale.py`, `events.py`, `control_cost.py`, `limits.py`, "
-        "`metrics_cost.py`, `types.py` | what one feature costs a worker |",
+        "`metrics_cost.py`, `types.py`, `dashboard_search.py` | what one feature costs |",
         "",
     ]
     return "\n".join(out)
