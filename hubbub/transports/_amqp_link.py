@@ -91,8 +91,8 @@ class Link:
             if not isinstance(exc.frame, Basic.Nack):
                 raise TransportError(f"RabbitMQ at {self.where}: {redact(str(exc))}") from exc
             # A nack is the broker failing inside (a quorum queue that lost its leader while
-            # this channel was sending to it, and keeps nacking on it): open a new connection
-            # (the next URL) for the retry.
+            # this channel was sending to it, and keeps nacking on it): the retry opens a new
+            # connection, at the URL that worked last (``Failover``), with new channels.
             self._broken = True
             raise TransportUnavailable(
                 f"RabbitMQ at {self.where} refused (nack) a message; retrying on a new "
