@@ -4,8 +4,8 @@ a worker with its control responder on and off, in the same run, taken in turns.
     python bench/control_cost.py                          # sqlite and redis
     python bench/control_cost.py --brokers sqlite --tasks 5000 --runs 5 --idle 5
 
-"off" is the same worker with its responder left out (``WorkerLoop._responder`` returning
-None), as on a broker that carries no control plane. Each drain runs an in-process worker
+"off" is the same worker with its responder left out (``open_control`` returning None), as
+on a broker that carries no control plane. Each drain runs an in-process worker
 (async pool, 100 slots) until the queue is empty; idle CPU is the process's CPU seconds over
 ``--idle`` seconds of a worker with nothing to do. Not a test: nothing here asserts timings.
 """
@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from throughput import delete_prefix
 
+import hubbub.worker.loop as worker_loop
 from hubbub import Hub, WorkerLoop
 from hubbub.worker.pools import make_pool
 
@@ -53,13 +54,17 @@ def scratch_hub(kind: str, folder: Path) -> Iterator[Hub]:
 
 @contextmanager
 def responder(on: bool) -> Iterator[None]:
-    original = WorkerLoop._responder
+    """With ``on`` false, the worker opens no control plane (``open_control`` says None)."""
+    original = worker_loop.open_control
     if not on:
-        WorkerLoop._responder = lambda self: None  # type: ignore[method-assign]
+        async def no_control(worker: WorkerLoop) -> None:
+            return None
+
+        worker_loop.open_control = no_control  # type: ignore[assignment]
     try:
         yield
     finally:
-        WorkerLoop._responder = original  # type: ignore[method-assign]
+        worker_loop.open_control = original
 
 
 def drain(kind: str, folder: Path, tasks: int, on: bool) -> float:

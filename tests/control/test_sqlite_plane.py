@@ -8,9 +8,11 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from hubbub import Hub
 from hubbub.control.planes import open_plane
-from hubbub.control.planes.sqlite import SQLitePlane, plane_path
+from hubbub.control.planes.sqlite import SQLitePlane, _SQLiteSubscription, plane_path
 
 WRITER = """
 import asyncio, sys
@@ -84,3 +86,32 @@ async def test_a_plane_write_does_not_wait_for_the_broker_write_lock(tmp_path: P
         holder.execute("ROLLBACK")
         holder.close()
 
+
+
+async def test_a_waiting_reader_does_not_query_its_channel_until_a_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that waits sleeps on the plane file's commits (or polls its data_version where
+    there is no inotify): it looks at the channel's table once before the wait and once at
+    its end, not every few milliseconds, so an idle worker's control reads cost nothing."""
+    async with open_plane(f"sqlite:///{tmp_path / 'shop.db'}") as plane:
+        sub = await plane.subscribe("control")
+        assert isinstance(sub, _SQLiteSubscription)
+        looks = 0
+        newer = _SQLiteSubscription._newer
+
+        def counted(self: _SQLiteSubscription,
+                    conn: sqlite3.Connection) -> list[tuple[int, bytes | None]]:
+            nonlocal looks
+            looks += 1
+            return newer(self, conn)
+
+        monkeypatch.setattr(_SQLiteSubscription, "_newer", counted)
+        assert await sub.read(wait=0.6) == []
+        assert looks <= 3
+        # A commit to the file (here, to another channel) ends the sleep; the look finds
+        # nothing of this channel's and the read waits on.
+        waiting = asyncio.create_task(sub.read(wait=10))
+        await asyncio.sleep(0.05)
+        await plane.publish("events", [b"not for control"])
+        await plane.publish("control", [b"ping"])
+        assert await asyncio.wait_for(waiting, 15) == [b"ping"]
