@@ -30,9 +30,10 @@ and split the gap between ``clean venv`` and ``arq``.
 
 Every row runs with compiled modules, as an install has them: pip writes the ``.pyc`` files of
 what it installs, but a source tree run under ``PYTHONDONTWRITEBYTECODE`` (set on this
-machine) compiles hubbub from source at each start, and that costs about 1.7 MiB of RSS that
-no user pays. So the tree is compiled once into a cache of the run's own
-(``PYTHONPYCACHEPREFIX``), which every row then reads.
+machine) compiles hubbub from source at each start, which no user does (here about 1.7 MiB
+more RSS right after the imports, 0.3 MiB once the worker is idle). So the ``hubbub``
+package of each tree (and bench/peers) is copied into the run's folder and compiled there
+once; the rows run those copies.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -73,7 +75,8 @@ ROWS = {  # what each row is, printed under the table
     "baseline": "hubbub from --baseline, on this interpreter",
     "base clean": "hubbub from --baseline, on bench/.venv-hubbub",
     "arq": "arq in bench/.venv-peers (its own venv)",
-    "arq here": "that arq on bench/.venv-hubbub: hubbub's interpreter and redis-py",
+    "arq here": "that arq on hubbub's interpreter and redis-py (bench/.venv-hubbub, "
+                "or this interpreter without it)",
 }
 
 
@@ -107,23 +110,23 @@ def children(root: int) -> list[int]:
     return found
 
 
-def compiled(folder: Path) -> dict[str, str]:
-    """The environment of every row: modules compiled once into ``folder``'s cache, as an
-    install has them (see the top)."""
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def compile_trees(folder: Path, workers: list[Worker]) -> None:
-    """Writes the ``.pyc`` files of the workers' trees, bench/peers and the app into
-    ``folder``'s cache, with each interpreter that will run them."""
-    trees = sorted({str(w.tree / "hubbub") for w in workers if w.tree is not None})
-    for python in sorted({w.python for w in workers}):
-        subprocess.run([python, "-m", "compileall", "-q", *trees, str(HERE / "peers"),
-                        str(folder)],
-                       env=compiled(folder), check=True, timeout=300,
-                       stdout=subprocess.DEVNULL)
+def install(folder: Path, trees: set[Path], pythons: set[str]) -> dict[Path, Path]:
+    """Copies of the trees' ``hubbub`` packages and of bench/peers in ``folder``, compiled by
+    each interpreter that will run them, as an install is (see the top): each tree's copy,
+    by tree. Everything else (the standard library, site-packages) keeps the ``.pyc`` files
+    it has, so every row reads compiled modules and none compiles any."""
+    copies = {}
+    for number, tree in enumerate(sorted(trees)):
+        copy = folder / "trees" / str(number)
+        shutil.copytree(tree / "hubbub", copy / "hubbub",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        copies[tree] = copy
+    shutil.copytree(HERE / "peers", folder / "peers", ignore=shutil.ignore_patterns("__pycache__"))
+    for python in sorted(pythons):
+        subprocess.run([python, "-m", "compileall", "-q", str(folder / "trees"),
+                        str(folder / "peers"), str(folder / "memapp.py")],
+                       check=True, timeout=300, stdout=subprocess.DEVNULL)
+    return copies
 
 
 def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
@@ -135,15 +138,15 @@ def one_run(folder: Path, worker: Worker, pool: str, broker: str, settle: float,
     if worker.tree is not None:
         path = os.pathsep.join(filter(None, [str(folder), str(worker.tree),
                                              os.environ.get("PYTHONPATH")]))
-        env = {**compiled(folder), "HUBBUB_BROKER": url, "PYTHONPATH": path}
+        env = {**os.environ, "HUBBUB_BROKER": url, "PYTHONPATH": path}
         command = [worker.python, "-m", "hubbub", "worker", "-A", "memapp:hub",
                    "--pool", pool, *POOLS[pool], "-l", "error"]
     else:  # arq, the peer: its worker of bench/peers/arq_redis.py
-        env = {**compiled(folder), "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
-               "PYTHONPATH": str(HERE / "peers")}
+        env = {**os.environ, "BENCH_REDIS": redis_url, "BENCH_PREFIX": f"memory-{token}",
+               "PYTHONPATH": str(folder / "peers")}
         command = [str(ARQ), "arq_redis.WorkerSettings"]
         if worker.python != str(ARQ.parent / "python"):  # the same, on hubbub's interpreter
-            env["PYTHONPATH"] = os.pathsep.join([str(folder / "arq-only"), str(HERE / "peers")])
+            env["PYTHONPATH"] = os.pathsep.join([str(folder / "arq-only"), str(folder / "peers")])
             command = [worker.python, "-c", "from arq.cli import cli; cli()",
                        "arq_redis.WorkerSettings"]
     quiet = subprocess.DEVNULL if worker.arq else None  # arq logs its polls
@@ -224,7 +227,10 @@ def main() -> None:
                "peers' venv": peers["arq"].python if peers else None}
     bare = {python: bare_rss(python, {**os.environ, "PYTHONPATH": str(TREE)})
             for python in pythons.values() if python}
-    compile_trees(folder, [*workers.values(), *peers.values()])
+    copies = install(folder, {w.tree for w in workers.values() if w.tree is not None},
+                     {w.python for w in (workers | peers).values()})
+    workers = {name: Worker(copies[w.tree], w.python) for name, w in workers.items()
+               if w.tree is not None}
     rows = []
     for broker in args.brokers.split(","):
         for pool in args.pools.split(","):

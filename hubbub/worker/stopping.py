@@ -164,7 +164,7 @@ def _cancel_task(target: asyncio.Task[Any], stop: Stoppable) -> Callable[[str], 
 def _raise_in(thread: int, exc_type: type[BaseException] | None) -> None:
     """Raise ``exc_type`` in ``thread`` at its next Python instruction (None: take back one
     that has not been raised yet)."""
-    import ctypes  # here: about 150 KiB that an idle worker, and most jobs, never need
+    import ctypes  # here: about 150 KiB that most workers never need (SQLite's inotify aside)
 
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
                                                None if exc_type is None

@@ -12,6 +12,7 @@ import pytest
 
 from hubbub import Hub
 from hubbub.control.planes import open_plane
+from hubbub.control.planes import sqlite as sqlite_plane
 from hubbub.control.planes.sqlite import SQLitePlane, _SQLiteSubscription, plane_path
 
 WRITER = """
@@ -88,11 +89,13 @@ async def test_a_plane_write_does_not_wait_for_the_broker_write_lock(tmp_path: P
 
 
 
-async def test_a_waiting_reader_does_not_query_its_channel_until_a_commit(
+async def test_a_waiting_reader_looks_at_its_channel_only_after_commits_and_gap_apart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that waits sleeps on the plane file's commits (or polls its data_version where
-    there is no inotify): it looks at the channel's table once before the wait and once at
-    its end, not every few milliseconds, so an idle worker's control reads cost nothing."""
+    there is no inotify): it looks at its channel's table once before the wait and once at
+    its end, not every few milliseconds, so an idle worker's control reads cost little. On a
+    busy plane (other channels' commits) its looks are at least GAP apart, not one per
+    commit, and a message for it still arrives."""
     async with open_plane(f"sqlite:///{tmp_path / 'shop.db'}") as plane:
         sub = await plane.subscribe("control")
         assert isinstance(sub, _SQLiteSubscription)
@@ -108,10 +111,18 @@ async def test_a_waiting_reader_does_not_query_its_channel_until_a_commit(
         monkeypatch.setattr(_SQLiteSubscription, "_newer", counted)
         assert await sub.read(wait=0.6) == []
         assert looks <= 3
-        # A commit to the file (here, to another channel) ends the sleep; the look finds
-        # nothing of this channel's and the read waits on.
-        waiting = asyncio.create_task(sub.read(wait=10))
-        await asyncio.sleep(0.05)
-        await plane.publish("events", [b"not for control"])
+
+        gap = 0.2  # the module's GAP made long, so that the bound holds on a slow machine
+        monkeypatch.setattr(sqlite_plane, "GAP", gap)
+        looks = 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.create_task(sub.read(wait=30))
+        for _ in range(40):  # 40 commits to another channel while the read waits
+            await plane.publish("events", [b"not for control"])
+            await asyncio.sleep(0.005)
+        busy, during = loop.time() - started, looks
         await plane.publish("control", [b"ping"])
         assert await asyncio.wait_for(waiting, 15) == [b"ping"]
+        assert during <= busy / gap + 3
+        assert during < 20  # 40 commits: one look each would be 40

@@ -7,11 +7,14 @@ write lock, never queueing behind, or holding up, the broker's claims and acks.
 Publishing inserts a batch in one short write transaction and trims the channel to its
 newest ``maxlen`` rows in the same transaction; a message over 1 KiB (a busy worker's event
 batch) is stored compressed with zlib (``zipped = 1``). A subscription remembers the newest id when
-it opened and, while a read waits, looks for higher ids of its channel (an index seek) after
-each commit to the plane's file: it sleeps on an inotify watch of the file on Linux (see
-:meth:`hubbub._sqlite.SQLiteFile.changed_since`), and elsewhere polls the file's
-``data_version`` every 2 to 50 ms. An idle worker's reads of its control channels thus cost
-no CPU between commands, and a command wakes them at once. A plane nobody reads costs
+it opened and, while a read waits, looks for higher ids of its channel (an index seek) when
+the plane's file has changed: it waits as :meth:`hubbub._sqlite.SQLiteFile.changed_since`
+does, asleep on an inotify watch of the file on Linux (with a look at the file's
+``data_version`` every 0.25 s as a safety net), elsewhere looking at it every 2 to 50 ms.
+A quiet plane thus costs a waiting reader a few cheap looks a second, and a command wakes it
+at once. On a busy plane (other channels' writes, such as the event batches of workers run
+with ``-E``), a look that found nothing is followed by the next no sooner than ``GAP``
+later: at most about as many looks as a poll every ``GAP`` took. A plane nobody reads costs
 nothing but the publishers' inserts.
 """
 
@@ -29,6 +32,7 @@ from hubbub.control.plane import MAXLEN, Plane, Subscription
 
 __all__ = ["SUFFIX", "SQLitePlane", "plane_path"]
 
+GAP = 0.05  # seconds at least between two looks at a channel that found nothing new
 ZIP_OVER = 1024  # bytes past which a message is stored compressed
 SUFFIX = "-plane"  # the plane's file is the broker's file name with this added
 
@@ -146,16 +150,21 @@ class _SQLiteSubscription(Subscription):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         db = self._plane.db
+        version = await db.version()  # before the look: a commit after it ends the wait
         while True:
-            version = await db.version()  # before the look: a commit after it ends the wait
+            looked = loop.time()
             rows = await db.call(self._newer)
             if rows:
                 self._last = rows[-1][0]
                 return [body for _, body in rows if body is not None]
-            left = deadline - loop.time()
-            if left <= 0:
+            if loop.time() >= deadline:
                 return []
-            await db.changed_since(version, left)
+            version = await db.changed_since(version, deadline - loop.time())
+            # Woken by a commit (or at the deadline): the next look comes no sooner than GAP
+            # after this one, so that other channels' writes do not send this reader to its
+            # table at every commit. ``version`` was read before the next look: a commit in
+            # between still ends the next wait.
+            await asyncio.sleep(max(0.0, min(looked + GAP, deadline) - loop.time()))
 
     async def close(self) -> None:
         self._closed = True
